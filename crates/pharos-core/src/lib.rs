@@ -1,0 +1,17 @@
+//! The pharos domain model.
+//!
+//! Everything the other crates agree on lives here: latency SLOs, the view of an
+//! inference cluster that an autoscaling policy sees, the decision it returns, and the
+//! [`InferencePolicy`] trait that is the seam between policies and whatever runs them
+//! (the simulator today, real engines later).
+//!
+//! Units are part of the names: `_s` seconds, `_rps` requests per second, `_rpm`
+//! requests per minute, `cpus` virtual CPUs.
+
+mod error;
+mod inference;
+mod slo;
+
+pub use error::SpecError;
+pub use inference::{ClusterView, Decision, InferencePolicy, JobCounters, JobView};
+pub use slo::Slo;

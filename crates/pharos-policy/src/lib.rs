@@ -1,0 +1,116 @@
+//! Inference autoscaling policies behind the [`pharos_core::InferencePolicy`] seam.
+//!
+//! The baselines (see [`baselines`]): `fairshare`, `oneshot`, `aiad`, `rayserve`,
+//! `kpa`, `hpa`. [`build`] makes any of them from a name and parameters (JSON, as read
+//! from an experiment file), with unknown names and parameters reported clearly.
+//!
+//! Architecture invariant: no I/O, no clock; a policy is a function of the views it is
+//! shown and its own state.
+
+pub mod baselines;
+mod window;
+
+pub use baselines::{
+    FairShare, FairShareParams, Hpa, HpaMetric, HpaParams, Kpa, KpaParams, RayServe,
+    RayServeParams, Threshold, ThresholdParams,
+};
+pub use window::{CounterWindow, WindowDelta};
+
+use pharos_core::InferencePolicy;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+/// The policies [`build`] knows.
+pub const POLICY_NAMES: [&str; 6] = ["fairshare", "oneshot", "aiad", "rayserve", "kpa", "hpa"];
+
+#[derive(Debug, Error, PartialEq)]
+pub enum PolicyError {
+    #[error("unknown policy {name:?} (known: {})", POLICY_NAMES.join(", "))]
+    Unknown { name: String },
+    #[error("policy {name}: {problem}")]
+    BadParams { name: String, problem: String },
+}
+
+fn params<T: DeserializeOwned>(name: &str, v: &serde_json::Value) -> Result<T, PolicyError> {
+    let v = if v.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        v.clone()
+    };
+    serde_json::from_value(v).map_err(|e| PolicyError::BadParams {
+        name: name.to_string(),
+        problem: e.to_string(),
+    })
+}
+
+fn check(name: &str, field: &str, v: f64, min_exclusive: f64) -> Result<(), PolicyError> {
+    if v.is_finite() && v > min_exclusive {
+        Ok(())
+    } else {
+        Err(PolicyError::BadParams {
+            name: name.to_string(),
+            problem: format!("{field} must be a finite number > {min_exclusive}, got {v}"),
+        })
+    }
+}
+
+/// Build a policy from its name and parameters (a JSON object of the policy's parameter
+/// struct's fields; `null` or `{}` for the defaults).
+pub fn build(name: &str, p: &serde_json::Value) -> Result<Box<dyn InferencePolicy>, PolicyError> {
+    Ok(match name {
+        "fairshare" => Box::new(FairShare::new(params(name, p)?)),
+        "oneshot" | "aiad" => {
+            let tp: ThresholdParams = params(name, p)?;
+            check(name, "interval_s", tp.interval_s, 0.0)?;
+            check(name, "look_back_s", tp.look_back_s, 0.0)?;
+            check(name, "upscale_delay_s", tp.upscale_delay_s, -1e-12)?;
+            check(name, "downscale_delay_s", tp.downscale_delay_s, -1e-12)?;
+            if name == "oneshot" {
+                Box::new(Threshold::oneshot(tp))
+            } else {
+                Box::new(Threshold::aiad(tp))
+            }
+        }
+        "rayserve" => {
+            let rp: RayServeParams = params(name, p)?;
+            check(name, "interval_s", rp.interval_s, 0.0)?;
+            check(name, "look_back_period_s", rp.look_back_period_s, 0.0)?;
+            check(name, "target_ongoing_requests", rp.target_ongoing_requests, 0.0)?;
+            check(name, "upscaling_factor", rp.upscaling_factor, 0.0)?;
+            check(name, "downscaling_factor", rp.downscaling_factor, 0.0)?;
+            check(name, "upscale_delay_s", rp.upscale_delay_s, -1e-12)?;
+            check(name, "downscale_delay_s", rp.downscale_delay_s, -1e-12)?;
+            Box::new(RayServe::new(rp))
+        }
+        "kpa" => {
+            let kp: KpaParams = params(name, p)?;
+            check(name, "interval_s", kp.interval_s, 0.0)?;
+            check(name, "stable_window_s", kp.stable_window_s, 0.0)?;
+            check(name, "panic_window_s", kp.panic_window_s, 0.0)?;
+            check(name, "target_utilization", kp.target_utilization, 0.0)?;
+            check(name, "max_scale_up_rate", kp.max_scale_up_rate, 1.0 - 1e-12)?;
+            check(name, "max_scale_down_rate", kp.max_scale_down_rate, 1.0 - 1e-12)?;
+            check(name, "panic_threshold", kp.panic_threshold, 0.0)?;
+            if let Some(t) = kp.target_concurrency {
+                check(name, "target_concurrency", t, 0.0)?;
+            }
+            Box::new(Kpa::new(kp))
+        }
+        "hpa" => {
+            let hp: HpaParams = params(name, p)?;
+            check(name, "interval_s", hp.interval_s, 0.0)?;
+            check(name, "target", hp.target, 0.0)?;
+            check(name, "tolerance", hp.tolerance, -1e-12)?;
+            check(name, "downscale_stabilization_s", hp.downscale_stabilization_s, -1e-12)?;
+            Box::new(Hpa::new(hp))
+        }
+        _ => {
+            return Err(PolicyError::Unknown {
+                name: name.to_string(),
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

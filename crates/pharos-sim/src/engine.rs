@@ -1,0 +1,877 @@
+//! The discrete-event engine of the inference-cluster simulator.
+//!
+//! Semantics (the Faro evaluation's model of Ray Serve, see the crate docs):
+//! - requests of a minute arrive at uniform random times within it (a Poisson process,
+//!   conditioned on the count or not, see [`ArrivalCount`]); each pays a router delay;
+//! - the job's router drops a request with probability `1 - accept_rate`, tail-drops it
+//!   when `max_queue` requests already wait, and otherwise hands it round-robin to a ready
+//!   replica holding fewer than `max_concurrent` requests, or queues it (FIFO);
+//! - a replica serves the requests it holds one at a time, in order;
+//! - capacity is counted in pods: a replica lives in a pod of `cpus_per_replica`; a
+//!   removed replica finishes what it holds, then leaves its pod idle, still holding its
+//!   vCPUs, until the pod has been idle for `pod_idle_timeout_s` (checked every
+//!   `pod_monitor_interval_s`); a new replica reuses an idle pod of its job (hot start)
+//!   or needs a new pod and free capacity (cold start); starts that do not fit wait and
+//!   are retried whenever capacity may have been freed;
+//! - targets are reconciled: downscales of all jobs first, then upscales in job order;
+//!   scale-down removes the most recently added replicas (starting ones first).
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+
+use pharos_core::{ClusterView, Decision, InferencePolicy, JobCounters, JobView};
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, Poisson};
+use rand_pcg::Pcg64Mcg;
+
+use crate::config::{ArrivalCount, SimConfig};
+use crate::metrics::{self, JobMetrics, JobSummary, MinuteRecord, Summary};
+
+const MINUTE_S: f64 = 60.0;
+
+/// A request on its way through the system.
+#[derive(Debug, Clone, Copy)]
+struct Req {
+    arrival_s: f64,
+    service_s: f64,
+}
+
+impl Req {
+    #[inline]
+    fn minute(&self) -> u32 {
+        (self.arrival_s / MINUTE_S) as u32
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ev {
+    /// The next request of a job's arrival stream.
+    Arrival { job: u32 },
+    /// A request reaches its router after the router delay.
+    RouterIn { job: u32, req: Req },
+    /// A replica finished the request it was serving.
+    ServiceDone { job: u32, rep: u32 },
+    /// A starting replica becomes ready (if it still has generation `generation`).
+    Ready { job: u32, rep: u32, generation: u32 },
+    PolicyTick,
+    PodMonitor,
+    MinuteTick,
+}
+
+struct Item {
+    t: f64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Item {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Item {}
+impl PartialOrd for Item {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Item {
+    /// Reversed: the heap pops the earliest time, ties in scheduling order.
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.t.total_cmp(&self.t).then_with(|| o.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RepState {
+    Free,
+    Starting,
+    Ready,
+    Draining,
+}
+
+struct Replica {
+    state: RepState,
+    generation: u32,
+    /// Requests held: the one in service plus `local`.
+    held: u32,
+    serving: Option<Req>,
+    local: VecDeque<Req>,
+}
+
+/// The state of a job's arrival stream.
+struct Arrivals {
+    /// The next minute to draw a count for.
+    next_minute: usize,
+    minute: usize,
+    /// Requests of the current minute still to come.
+    remaining: u64,
+    /// Position in the current minute in [0, 1] of the last request.
+    pos: f64,
+}
+
+struct JobState {
+    reps: Vec<Replica>,
+    free_slots: Vec<u32>,
+    /// Starting and ready replicas, oldest first (scale-down pops the newest).
+    active: Vec<u32>,
+    /// Ready replicas in round-robin order.
+    ready: Vec<u32>,
+    rr: usize,
+    queue: VecDeque<Req>,
+    target: u32,
+    starting: u32,
+    in_flight: u32,
+    busy: u32,
+    in_transit: u32,
+    /// Idle pods: the time each became idle, oldest first.
+    idle_pods: VecDeque<f64>,
+    accept_rate: f64,
+    counters: JobCounters,
+    last_integral_t: f64,
+    minute_arrivals: Vec<u32>,
+    ready_replica_s_at_minute: f64,
+    arrivals: Arrivals,
+    rng_arrival: Pcg64Mcg,
+    rng_service: Pcg64Mcg,
+    rng_router: Pcg64Mcg,
+    rng_admit: Pcg64Mcg,
+    metrics: JobMetrics,
+}
+
+impl JobState {
+    /// Advance the time integrals of the counters to `now`.
+    #[inline]
+    fn integrate(&mut self, now: f64) {
+        let dt = now - self.last_integral_t;
+        if dt > 0.0 {
+            let c = &mut self.counters;
+            c.ongoing_req_s += dt * (self.queue.len() as u32 + self.in_flight) as f64;
+            c.busy_replica_s += dt * self.busy as f64;
+            c.ready_replica_s += dt * self.ready.len() as f64;
+            self.last_integral_t = now;
+        }
+    }
+
+    fn provisioned(&self) -> u32 {
+        self.active.len() as u32
+    }
+}
+
+/// The result of one simulation run.
+#[derive(Debug, Clone)]
+pub struct SimResult {
+    pub summary: Summary,
+    pub jobs: Vec<JobSummary>,
+    /// Per job, one record per minute of the trace.
+    pub minutes: Vec<Vec<MinuteRecord>>,
+}
+
+/// Counts that must balance: arrived = completed + dropped + queued + in flight + in
+/// transit to the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conservation {
+    pub arrived: u64,
+    pub completed: u64,
+    pub dropped: u64,
+    pub queued: u64,
+    pub in_flight: u64,
+    pub in_transit: u64,
+}
+
+/// One simulation of an inference cluster under a policy.
+pub struct Simulation<P: InferencePolicy> {
+    cfg: SimConfig,
+    policy: P,
+    heap: BinaryHeap<Item>,
+    seq: u64,
+    now: f64,
+    jobs: Vec<JobState>,
+    /// vCPUs held by pods (serving, starting, draining or idle).
+    used_cpus: f64,
+    /// Requests not yet born or still in the system; the run ends when both are zero.
+    open_streams: usize,
+    outstanding: u64,
+    events: u64,
+    minutes: usize,
+    /// Jobs with a target above what they have provisioned (waiting for capacity).
+    pending_starts: bool,
+}
+
+/// Derive an independent seed for one random stream of one job.
+fn stream_seed(seed: u64, job: usize, stream: u64) -> u64 {
+    // SplitMix64 finaliser over a combination of the inputs.
+    let mut z = seed
+        .wrapping_add((job as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl<P: InferencePolicy> Simulation<P> {
+    /// Set up a run. The configuration must be valid ([`SimConfig::validate`]).
+    pub fn new(cfg: SimConfig, policy: P) -> Result<Self, pharos_core::SpecError> {
+        cfg.validate()?;
+        let minutes = cfg.jobs[0].requests_per_min.len();
+        let jobs = cfg
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| JobState {
+                reps: Vec::new(),
+                free_slots: Vec::new(),
+                active: Vec::new(),
+                ready: Vec::new(),
+                rr: 0,
+                queue: VecDeque::with_capacity((j.max_queue as usize).saturating_add(1).min(1024)),
+                target: 0,
+                starting: 0,
+                in_flight: 0,
+                busy: 0,
+                in_transit: 0,
+                idle_pods: VecDeque::new(),
+                accept_rate: 1.0,
+                counters: JobCounters::default(),
+                last_integral_t: 0.0,
+                minute_arrivals: vec![0; minutes],
+                ready_replica_s_at_minute: 0.0,
+                arrivals: Arrivals {
+                    next_minute: 0,
+                    minute: 0,
+                    remaining: 0,
+                    pos: 0.0,
+                },
+                rng_arrival: Pcg64Mcg::seed_from_u64(stream_seed(cfg.seed, i, 1)),
+                rng_service: Pcg64Mcg::seed_from_u64(stream_seed(cfg.seed, i, 2)),
+                rng_router: Pcg64Mcg::seed_from_u64(stream_seed(cfg.seed, i, 3)),
+                rng_admit: Pcg64Mcg::seed_from_u64(stream_seed(cfg.seed, i, 4)),
+                metrics: JobMetrics::new(
+                    j.slo.latency_s,
+                    j.slo.percentile,
+                    cfg.utility_alpha,
+                    minutes,
+                ),
+            })
+            .collect();
+        let mut sim = Simulation {
+            cfg,
+            policy,
+            heap: BinaryHeap::with_capacity(1024),
+            seq: 0,
+            now: 0.0,
+            jobs,
+            used_cpus: 0.0,
+            open_streams: 0,
+            outstanding: 0,
+            events: 0,
+            minutes,
+            pending_starts: false,
+        };
+        sim.start();
+        Ok(sim)
+    }
+
+    #[inline]
+    fn push(&mut self, t: f64, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Item {
+            t,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    fn start(&mut self) {
+        // Initial replicas: the jobs' configured counts, or the policy's initial
+        // decision, running (not starting) at time 0, as far as the capacity allows.
+        let mut targets: Vec<u32> = self.cfg.jobs.iter().map(|j| j.initial_replicas).collect();
+        let initial = self.ask_policy(true);
+        self.apply_accept_rates(&initial);
+        for (i, t) in initial.target_replicas.iter().enumerate().take(targets.len()) {
+            if let Some(t) = t {
+                targets[i] = *t;
+            }
+        }
+        for (i, t) in targets.iter().enumerate() {
+            let j = &self.cfg.jobs[i];
+            let t = (*t).clamp(j.min_replicas, j.max_replicas);
+            self.jobs[i].target = t;
+        }
+        // Everyone gets one replica first so no job starts without service.
+        for round in [1u32, u32::MAX] {
+            for i in 0..self.jobs.len() {
+                let cpus = self.cfg.jobs[i].cpus_per_replica;
+                let want = self.jobs[i].target.min(round);
+                while self.jobs[i].provisioned() < want
+                    && self.used_cpus + cpus <= self.cfg.cluster.capacity_cpus + 1e-9
+                {
+                    self.used_cpus += cpus;
+                    let rep = self.new_replica(i, RepState::Ready);
+                    self.jobs[i].active.push(rep);
+                    self.jobs[i].ready.push(rep);
+                }
+            }
+        }
+        self.pending_starts = self.jobs.iter().any(|j| j.provisioned() < j.target);
+        for i in 0..self.jobs.len() {
+            if self.schedule_next_arrival(i) {
+                self.open_streams += 1;
+            }
+        }
+        let first = self.policy.first_call_s();
+        if first.is_finite() && self.policy.interval_s().is_finite() {
+            self.push(first.max(0.0), Ev::PolicyTick);
+        }
+        self.push(self.cfg.cluster.pod_monitor_interval_s, Ev::PodMonitor);
+        self.push(MINUTE_S, Ev::MinuteTick);
+    }
+
+    fn new_replica(&mut self, job: usize, state: RepState) -> u32 {
+        let max_conc = self.cfg.jobs[job].max_concurrent as usize;
+        let js = &mut self.jobs[job];
+        if let Some(slot) = js.free_slots.pop() {
+            let r = &mut js.reps[slot as usize];
+            r.state = state;
+            r.generation += 1;
+            slot
+        } else {
+            js.reps.push(Replica {
+                state,
+                generation: 0,
+                held: 0,
+                serving: None,
+                local: VecDeque::with_capacity(max_conc),
+            });
+            js.reps.len() as u32 - 1
+        }
+    }
+
+    /// Schedule the next arrival of job `i`; false when its trace is over.
+    fn schedule_next_arrival(&mut self, i: usize) -> bool {
+        let rpm = &self.cfg.jobs[i].requests_per_min;
+        let mode = self.cfg.arrivals;
+        let js = &mut self.jobs[i];
+        let a = &mut js.arrivals;
+        while a.remaining == 0 {
+            if a.next_minute >= rpm.len() {
+                return false;
+            }
+            a.minute = a.next_minute;
+            a.next_minute += 1;
+            a.pos = 0.0;
+            let r = rpm[a.minute];
+            a.remaining = match mode {
+                ArrivalCount::Exact => {
+                    let whole = r.floor();
+                    let extra = js.rng_arrival.random::<f64>() < r - whole;
+                    whole as u64 + extra as u64
+                }
+                ArrivalCount::Poisson if r > 0.0 => {
+                    Poisson::new(r).map_or(0, |p| p.sample(&mut js.rng_arrival) as u64)
+                }
+                ArrivalCount::Poisson => 0,
+            };
+        }
+        // The earliest of `remaining` independent uniform points in (pos, 1).
+        let v: f64 = js.rng_arrival.random();
+        a.pos += (1.0 - a.pos) * (1.0 - v.powf(1.0 / a.remaining as f64));
+        a.remaining -= 1;
+        let t = (a.minute as f64 + a.pos) * MINUTE_S;
+        self.push(t, Ev::Arrival { job: i as u32 });
+        true
+    }
+
+    /// Run to the end: until every request of the trace has finished.
+    pub fn run(mut self) -> SimResult {
+        self.run_until(f64::INFINITY);
+        self.finish()
+    }
+
+    /// Process events up to time `t_end` (inclusive) or until the run is over.
+    pub fn run_until(&mut self, t_end: f64) {
+        while let Some(top) = self.heap.peek() {
+            if top.t > t_end || (self.open_streams == 0 && self.outstanding == 0) {
+                break;
+            }
+            let Item { t, ev, .. } = self.heap.pop().expect("peeked");
+            self.now = t;
+            self.events += 1;
+            match ev {
+                Ev::Arrival { job } => self.on_arrival(job as usize),
+                Ev::RouterIn { job, req } => {
+                    self.jobs[job as usize].in_transit -= 1;
+                    self.on_router_in(job as usize, req)
+                }
+                Ev::ServiceDone { job, rep } => self.on_service_done(job as usize, rep),
+                Ev::Ready {
+                    job,
+                    rep,
+                    generation,
+                } => self.on_ready(job as usize, rep, generation),
+                Ev::PolicyTick => self.on_policy_tick(),
+                Ev::PodMonitor => self.on_pod_monitor(),
+                Ev::MinuteTick => self.on_minute_tick(),
+            }
+        }
+    }
+
+    /// The simulated time now.
+    pub fn now_s(&self) -> f64 {
+        self.now
+    }
+
+    /// Request counts for a conservation check, summed over jobs.
+    pub fn conservation(&self) -> Conservation {
+        let mut c = Conservation {
+            arrived: 0,
+            completed: 0,
+            dropped: 0,
+            queued: 0,
+            in_flight: 0,
+            in_transit: 0,
+        };
+        for j in &self.jobs {
+            c.arrived += j.counters.arrivals;
+            c.completed += j.counters.completed;
+            c.dropped += j.counters.dropped;
+            c.queued += j.queue.len() as u64;
+            c.in_flight += j.in_flight as u64;
+            c.in_transit += j.in_transit as u64;
+        }
+        c
+    }
+
+    /// Ready and starting replicas of job `job` now.
+    pub fn replicas(&self, job: usize) -> (u32, u32) {
+        let j = &self.jobs[job];
+        (j.ready.len() as u32, j.starting)
+    }
+
+    /// vCPUs held by pods now; never above the capacity.
+    pub fn used_cpus(&self) -> f64 {
+        self.used_cpus
+    }
+
+    fn on_arrival(&mut self, i: usize) {
+        let now = self.now;
+        let job = &self.cfg.jobs[i];
+        let js = &mut self.jobs[i];
+        let req = Req {
+            arrival_s: now,
+            service_s: job.service_time.sample(&mut js.rng_service),
+        };
+        js.integrate(now);
+        js.counters.arrivals += 1;
+        let m = req.minute();
+        if let Some(c) = js.minute_arrivals.get_mut(m as usize) {
+            *c += 1;
+        }
+        js.metrics.arrived(m);
+        self.outstanding += 1;
+        if job.router_delay.is_zero() {
+            self.on_router_in(i, req);
+        } else {
+            let d = job.router_delay.sample(&mut js.rng_router);
+            js.in_transit += 1;
+            self.push(now + d, Ev::RouterIn { job: i as u32, req });
+        }
+        if !self.schedule_next_arrival(i) {
+            self.open_streams -= 1;
+        }
+    }
+
+    fn on_router_in(&mut self, i: usize, req: Req) {
+        let now = self.now;
+        let max_queue = self.cfg.jobs[i].max_queue as usize;
+        let js = &mut self.jobs[i];
+        js.integrate(now);
+        if js.accept_rate < 1.0 && js.rng_admit.random::<f64>() >= js.accept_rate {
+            self.drop_request(i, req);
+            return;
+        }
+        if js.queue.is_empty() && self.try_dispatch(i, req) {
+            return;
+        }
+        let js = &mut self.jobs[i];
+        if js.queue.len() >= max_queue {
+            self.drop_request(i, req);
+        } else {
+            js.queue.push_back(req);
+        }
+    }
+
+    fn drop_request(&mut self, i: usize, req: Req) {
+        let js = &mut self.jobs[i];
+        js.counters.dropped += 1;
+        js.metrics.dropped(req.minute());
+        self.outstanding -= 1;
+    }
+
+    /// Hand `req` to the next ready replica (round robin) that holds fewer than
+    /// `max_concurrent` requests. False when all are full.
+    #[inline]
+    fn try_dispatch(&mut self, i: usize, req: Req) -> bool {
+        let max_conc = self.cfg.jobs[i].max_concurrent;
+        let js = &mut self.jobs[i];
+        let n = js.ready.len();
+        for k in 0..n {
+            let idx = (js.rr + k) % n;
+            let rep = js.ready[idx] as usize;
+            if js.reps[rep].held < max_conc {
+                js.rr = (idx + 1) % n;
+                self.assign(i, rep, req);
+                return true;
+            }
+        }
+        false
+    }
+
+    #[inline]
+    fn assign(&mut self, i: usize, rep: usize, req: Req) {
+        let now = self.now;
+        let js = &mut self.jobs[i];
+        js.in_flight += 1;
+        let r = &mut js.reps[rep];
+        r.held += 1;
+        if r.serving.is_none() {
+            r.serving = Some(req);
+            js.busy += 1;
+            self.push(
+                now + req.service_s,
+                Ev::ServiceDone {
+                    job: i as u32,
+                    rep: rep as u32,
+                },
+            );
+        } else {
+            r.local.push_back(req);
+        }
+    }
+
+    fn on_service_done(&mut self, i: usize, rep: u32) {
+        let now = self.now;
+        let js = &mut self.jobs[i];
+        js.integrate(now);
+        let r = &mut js.reps[rep as usize];
+        let done = r.serving.take().expect("a replica that finished was serving");
+        r.held -= 1;
+        let next = r.local.pop_front();
+        let state = r.state;
+        let held = r.held;
+        js.in_flight -= 1;
+        let latency = now - done.arrival_s;
+        js.counters.completed += 1;
+        js.counters.latency_sum_s += latency;
+        js.metrics.completed(done.minute(), latency);
+        self.outstanding -= 1;
+        match next {
+            Some(req) => {
+                js.reps[rep as usize].serving = Some(req);
+                self.push(
+                    now + req.service_s,
+                    Ev::ServiceDone {
+                        job: i as u32,
+                        rep,
+                    },
+                );
+            }
+            None => js.busy -= 1,
+        }
+        match state {
+            RepState::Draining if held == 0 => self.retire(i, rep),
+            RepState::Ready => {
+                if let Some(req) = self.jobs[i].queue.pop_front() {
+                    let ok = self.try_dispatch(i, req);
+                    debug_assert!(ok, "the replica that finished has room");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A replica that is gone leaves its pod idle.
+    fn retire(&mut self, i: usize, rep: u32) {
+        let now = self.now;
+        let js = &mut self.jobs[i];
+        js.reps[rep as usize].state = RepState::Free;
+        js.free_slots.push(rep);
+        js.idle_pods.push_back(now);
+        if js.provisioned() < js.target {
+            self.pending_starts = true;
+        }
+    }
+
+    fn on_ready(&mut self, i: usize, rep: u32, generation: u32) {
+        let now = self.now;
+        let max_conc = self.cfg.jobs[i].max_concurrent;
+        let js = &mut self.jobs[i];
+        let r = &js.reps[rep as usize];
+        if r.generation != generation || r.state != RepState::Starting {
+            return; // cancelled while starting
+        }
+        js.integrate(now);
+        js.reps[rep as usize].state = RepState::Ready;
+        js.starting -= 1;
+        js.ready.push(rep);
+        while self.jobs[i].reps[rep as usize].held < max_conc {
+            let Some(req) = self.jobs[i].queue.pop_front() else { break };
+            self.assign(i, rep as usize, req);
+        }
+    }
+
+    fn on_pod_monitor(&mut self) {
+        let now = self.now;
+        let timeout = self.cfg.cluster.pod_idle_timeout_s;
+        for i in 0..self.jobs.len() {
+            let cpus = self.cfg.jobs[i].cpus_per_replica;
+            let js = &mut self.jobs[i];
+            while js.idle_pods.front().is_some_and(|t| now - t >= timeout) {
+                js.idle_pods.pop_front();
+                self.used_cpus -= cpus;
+            }
+        }
+        if self.pending_starts {
+            self.reconcile_all();
+        }
+        self.push(now + self.cfg.cluster.pod_monitor_interval_s, Ev::PodMonitor);
+    }
+
+    fn on_minute_tick(&mut self) {
+        let now = self.now;
+        let minute = (now / MINUTE_S).round() as u32;
+        for js in &mut self.jobs {
+            js.integrate(now);
+            let mean_ready = (js.counters.ready_replica_s - js.ready_replica_s_at_minute) / MINUTE_S;
+            js.ready_replica_s_at_minute = js.counters.ready_replica_s;
+            js.metrics.replicas.push((mean_ready, js.target));
+            js.metrics.flush(minute, false);
+        }
+        self.push(now + MINUTE_S, Ev::MinuteTick);
+    }
+
+    /// Ask the policy (its initial decision or a regular one).
+    fn ask_policy(&mut self, initial: bool) -> Decision {
+        let completed_minutes = ((self.now / MINUTE_S).floor() as usize).min(self.minutes);
+        let views = job_views(&self.jobs, &self.cfg, self.now, completed_minutes);
+        let view = ClusterView {
+            now_s: self.now,
+            capacity_cpus: self.cfg.cluster.capacity_cpus,
+            free_cpus: (self.cfg.cluster.capacity_cpus - self.used_cpus).max(0.0),
+            jobs: &views,
+        };
+        if initial {
+            self.policy.initial_decision(&view)
+        } else {
+            self.policy.decide(&view)
+        }
+    }
+
+    fn on_policy_tick(&mut self) {
+        let decision = self.ask_policy(false);
+        self.apply(&decision);
+        let next = self.now + self.policy.interval_s();
+        if next.is_finite() && next > self.now {
+            self.push(next, Ev::PolicyTick);
+        }
+    }
+
+    fn apply_accept_rates(&mut self, d: &Decision) {
+        for (js, a) in self.jobs.iter_mut().zip(&d.accept_rate) {
+            if let Some(a) = a {
+                js.accept_rate = if a.is_finite() { a.clamp(0.0, 1.0) } else { 1.0 };
+            }
+        }
+    }
+
+    /// Apply a decision: accept rates at once, targets by reconciling.
+    fn apply(&mut self, d: &Decision) {
+        self.apply_accept_rates(d);
+        for (i, t) in d.target_replicas.iter().enumerate().take(self.jobs.len()) {
+            if let Some(t) = t {
+                let j = &self.cfg.jobs[i];
+                self.jobs[i].target = (*t).clamp(j.min_replicas, j.max_replicas);
+            }
+        }
+        self.reconcile_all();
+    }
+
+    /// Bring every job towards its target: all downscales first, then upscales in job
+    /// order as far as the capacity allows.
+    fn reconcile_all(&mut self) {
+        for i in 0..self.jobs.len() {
+            while self.jobs[i].provisioned() > self.jobs[i].target {
+                self.remove_newest(i);
+            }
+        }
+        let mut pending = false;
+        for i in 0..self.jobs.len() {
+            while self.jobs[i].provisioned() < self.jobs[i].target {
+                if !self.start_replica(i) {
+                    pending = true;
+                    break;
+                }
+            }
+        }
+        self.pending_starts = pending;
+    }
+
+    /// Start one replica of job `i`: hot in an idle pod of the job, else cold in a new pod.
+    /// False when there is neither an idle pod nor free capacity.
+    fn start_replica(&mut self, i: usize) -> bool {
+        let now = self.now;
+        let cpus = self.cfg.jobs[i].cpus_per_replica;
+        let delay = if self.jobs[i].idle_pods.pop_back().is_some() {
+            self.cfg.cluster.hot_start_s
+        } else if self.used_cpus + cpus <= self.cfg.cluster.capacity_cpus + 1e-9 {
+            self.used_cpus += cpus;
+            self.cfg.cluster.cold_start_s
+        } else {
+            return false;
+        };
+        let rep = self.new_replica(i, RepState::Starting);
+        let js = &mut self.jobs[i];
+        js.active.push(rep);
+        js.starting += 1;
+        let generation = js.reps[rep as usize].generation;
+        self.push(
+            now + delay,
+            Ev::Ready {
+                job: i as u32,
+                rep,
+                generation,
+            },
+        );
+        true
+    }
+
+    fn remove_newest(&mut self, i: usize) {
+        let now = self.now;
+        let js = &mut self.jobs[i];
+        js.integrate(now);
+        // Prefer cancelling a starting replica (the newest of them).
+        let pos = js
+            .active
+            .iter()
+            .rposition(|r| js.reps[*r as usize].state == RepState::Starting)
+            .unwrap_or(js.active.len() - 1);
+        let rep = js.active.remove(pos);
+        match js.reps[rep as usize].state {
+            RepState::Starting => {
+                js.starting -= 1;
+                self.retire(i, rep);
+            }
+            RepState::Ready => {
+                if let Some(k) = js.ready.iter().position(|r| *r == rep) {
+                    js.ready.remove(k);
+                    if js.rr > k {
+                        js.rr -= 1;
+                    }
+                    if js.rr >= js.ready.len() {
+                        js.rr = 0;
+                    }
+                }
+                if js.reps[rep as usize].held == 0 {
+                    self.retire(i, rep);
+                } else {
+                    js.reps[rep as usize].state = RepState::Draining;
+                }
+            }
+            RepState::Draining | RepState::Free => unreachable!("active replicas are starting or ready"),
+        }
+    }
+
+    /// Close the metrics and summarise the run.
+    pub fn finish(mut self) -> SimResult {
+        let now = self.now;
+        let minutes = self.minutes;
+        let mut records = Vec::with_capacity(self.jobs.len());
+        let mut jobs = Vec::with_capacity(self.jobs.len());
+        for (js, j) in self.jobs.iter_mut().zip(&self.cfg.jobs) {
+            js.integrate(now);
+            js.metrics.finish(minutes);
+            let recs = std::mem::take(&mut js.metrics.records);
+            let m = recs.len().max(1) as f64;
+            let c = &js.counters;
+            let (viol, _, _) = metrics::summarize(std::slice::from_ref(&recs));
+            jobs.push(JobSummary {
+                name: j.name.clone(),
+                requests: c.arrivals,
+                dropped: c.dropped,
+                completed: c.completed,
+                slo_violation_rate: viol,
+                mean_utility: recs.iter().map(|r| r.utility).sum::<f64>() / m,
+                mean_effective_utility: recs.iter().map(|r| r.effective_utility).sum::<f64>() / m,
+                mean_latency_s: if c.completed > 0 {
+                    c.latency_sum_s / c.completed as f64
+                } else {
+                    0.0
+                },
+                mean_ready_replicas: recs.iter().map(|r| r.mean_ready_replicas).sum::<f64>() / m,
+            });
+            records.push(recs);
+        }
+        let (slo_violation_rate, lost_utility, lost_effective_utility) = metrics::summarize(&records);
+        let requests: u64 = jobs.iter().map(|j| j.requests).sum();
+        let completed: u64 = jobs.iter().map(|j| j.completed).sum();
+        let latency_sum: f64 = self.jobs.iter().map(|j| j.counters.latency_sum_s).sum();
+        SimResult {
+            summary: Summary {
+                jobs: jobs.len(),
+                minutes,
+                requests,
+                dropped: jobs.iter().map(|j| j.dropped).sum(),
+                completed,
+                slo_violation_rate,
+                lost_utility,
+                lost_effective_utility,
+                mean_latency_s: if completed > 0 {
+                    latency_sum / completed as f64
+                } else {
+                    0.0
+                },
+                mean_ready_replicas: jobs.iter().map(|j| j.mean_ready_replicas).sum(),
+                events: self.events,
+                sim_time_s: now,
+            },
+            jobs,
+            minutes: records,
+        }
+    }
+}
+
+fn job_views<'a>(
+    jobs: &'a [JobState],
+    cfg: &'a SimConfig,
+    now: f64,
+    completed_minutes: usize,
+) -> Vec<JobView<'a>> {
+    jobs.iter()
+        .zip(&cfg.jobs)
+        .map(|(js, j)| {
+                let mut counters = js.counters;
+                // Bring the integrals up to now without mutating the state.
+                let dt = now - js.last_integral_t;
+                counters.ongoing_req_s += dt * (js.queue.len() as u32 + js.in_flight) as f64;
+                counters.busy_replica_s += dt * js.busy as f64;
+                counters.ready_replica_s += dt * js.ready.len() as f64;
+                JobView {
+                    name: &j.name,
+                    slo: j.slo,
+                    processing_time_s: j.processing_time_s,
+                    cpus_per_replica: j.cpus_per_replica,
+                    min_replicas: j.min_replicas,
+                    max_replicas: j.max_replicas,
+                    max_concurrent: j.max_concurrent,
+                    target_replicas: js.target,
+                    ready_replicas: js.ready.len() as u32,
+                    starting_replicas: js.starting,
+                    queued: js.queue.len() as u32,
+                    in_flight: js.in_flight,
+                    accept_rate: js.accept_rate,
+                    counters,
+                    minute_arrivals: &js.minute_arrivals[..completed_minutes],
+                }
+            })
+            .collect()
+}

@@ -1,0 +1,221 @@
+//! The simulator against closed forms, conservation, capacity and determinism.
+
+use pharos_core::{ClusterView, Decision, InferencePolicy, Slo};
+use pharos_queueing::{md1_mean_wait_s, mmc_mean_wait_s};
+use pharos_sim::{ArrivalCount, ClusterConfig, Dist, SimConfig, SimJob, Simulation};
+
+/// Keeps the configured replicas; optionally sets accept rates and scripted targets.
+struct Script {
+    steps: Vec<(f64, Vec<Option<u32>>)>,
+    accept: Option<f64>,
+}
+
+impl Script {
+    fn fixed() -> Self {
+        Script {
+            steps: vec![],
+            accept: None,
+        }
+    }
+}
+
+impl InferencePolicy for Script {
+    fn name(&self) -> &str {
+        "script"
+    }
+    fn interval_s(&self) -> f64 {
+        1.0
+    }
+    fn decide(&mut self, view: &ClusterView<'_>) -> Decision {
+        let mut d = Decision::unchanged(view.jobs.len());
+        if let Some(a) = self.accept {
+            d.accept_rate = vec![Some(a); view.jobs.len()];
+        }
+        if let Some(pos) = self.steps.iter().position(|(t, _)| *t <= view.now_s) {
+            d.target_replicas = self.steps.remove(pos).1;
+        }
+        d
+    }
+}
+
+fn job(rpm: f64, minutes: usize, replicas: u32, service: Dist) -> SimJob {
+    SimJob {
+        name: "j".into(),
+        slo: Slo::p99(1.0),
+        processing_time_s: service.mean_s(),
+        cpus_per_replica: 1.0,
+        max_concurrent: 1,
+        max_queue: u32::MAX,
+        min_replicas: 1,
+        max_replicas: 100,
+        initial_replicas: replicas,
+        service_time: service,
+        router_delay: Dist::Constant { value_s: 0.0 },
+        requests_per_min: vec![rpm; minutes],
+    }
+}
+
+fn config(jobs: Vec<SimJob>, cpus: f64, seed: u64) -> SimConfig {
+    SimConfig {
+        cluster: ClusterConfig::with_capacity(cpus),
+        jobs,
+        arrivals: ArrivalCount::Poisson,
+        utility_alpha: 1.0,
+        seed,
+    }
+}
+
+/// Mean wait in queue = mean latency - mean service time.
+fn mean_wait(cfg: SimConfig) -> f64 {
+    let service = cfg.jobs[0].service_time.mean_s();
+    let r = Simulation::new(cfg, Script::fixed()).unwrap().run();
+    assert_eq!(r.summary.dropped, 0);
+    r.summary.mean_latency_s - service
+}
+
+#[test]
+fn mmc_mean_wait_matches_erlang_c() {
+    // c = 4, mu = 10/s, lambda = 32/s (rho = 0.8), about 1.15 million requests.
+    let (c, mean_s, rps) = (4, 0.1, 32.0);
+    let cfg = config(
+        vec![job(rps * 60.0, 600, c, Dist::Exponential { mean_s })],
+        8.0,
+        11,
+    );
+    let sim = mean_wait(cfg);
+    let exact = mmc_mean_wait_s(c, rps, mean_s);
+    let err = (sim - exact).abs() / exact;
+    eprintln!("M/M/4: simulated {sim:.5} s, Erlang-C {exact:.5} s, error {err:.4}");
+    assert!(err < 0.02, "M/M/4: simulated {sim:.5} s, Erlang-C {exact:.5} s, error {err:.4}");
+}
+
+#[test]
+fn md1_mean_wait_matches_pollaczek_khinchine() {
+    let (d, rps) = (0.1, 7.0);
+    let cfg = config(
+        vec![job(rps * 60.0, 600, 1, Dist::Constant { value_s: d })],
+        1.0,
+        5,
+    );
+    let sim = mean_wait(cfg);
+    let exact = md1_mean_wait_s(rps, d);
+    let err = (sim - exact).abs() / exact;
+    eprintln!("M/D/1: simulated {sim:.5} s, P-K {exact:.5} s, error {err:.4}");
+    assert!(err < 0.02, "M/D/1: simulated {sim:.5} s, P-K {exact:.5} s, error {err:.4}");
+}
+
+/// An overloaded two-job cluster with drops of both kinds and scaling under a tight
+/// capacity: checked every few seconds.
+#[test]
+fn requests_are_conserved_and_capacity_holds() {
+    let mut a = job(2400.0, 20, 2, Dist::Exponential { mean_s: 0.2 });
+    a.max_concurrent = 4;
+    a.max_queue = 50;
+    let mut b = a.clone();
+    b.name = "k".into();
+    b.requests_per_min = (0..20).map(|m| if m % 4 == 0 { 3000.0 } else { 100.0 }).collect();
+    let policy = Script {
+        steps: vec![
+            (30.0, vec![Some(6), Some(2)]),
+            (200.0, vec![Some(1), Some(6)]),
+            (260.0, vec![Some(5), Some(3)]),
+            (700.0, vec![Some(2), Some(2)]),
+        ],
+        accept: Some(0.9),
+    };
+    let mut sim = Simulation::new(config(vec![a, b], 8.0, 3), policy).unwrap();
+    let mut t = 0.0;
+    while t < 1500.0 {
+        t += 2.5;
+        sim.run_until(t);
+        let c = sim.conservation();
+        assert_eq!(
+            c.arrived,
+            c.completed + c.dropped + c.queued + c.in_flight + c.in_transit,
+            "at {t}: {c:?}"
+        );
+        assert!(sim.used_cpus() <= 8.0 + 1e-9, "at {t}: {} vCPUs", sim.used_cpus());
+        assert!(c.queued <= 100);
+    }
+    let r = sim.finish();
+    let s = &r.summary;
+    assert_eq!(s.requests, s.completed + s.dropped);
+    assert!(s.dropped > 0 && s.completed > 0);
+    let per_minute: u64 = r.minutes.iter().flatten().map(|m| m.arrivals as u64).sum();
+    assert_eq!(per_minute, s.requests);
+}
+
+#[test]
+fn cold_and_hot_starts_take_their_time() {
+    let policy = Script {
+        steps: vec![
+            (10.0, vec![Some(2)]),
+            (100.0, vec![Some(1)]),
+            (110.0, vec![Some(2)]),
+        ],
+        accept: None,
+    };
+    let mut sim =
+        Simulation::new(config(vec![job(60.0, 5, 1, Dist::Constant { value_s: 0.01 })], 4.0, 1), policy)
+            .unwrap();
+    sim.run_until(44.9);
+    assert_eq!(sim.replicas(0), (1, 1), "cold start still running");
+    sim.run_until(45.1);
+    assert_eq!(sim.replicas(0), (2, 0), "ready 35 s after the decision");
+    assert_eq!(sim.used_cpus(), 2.0);
+    sim.run_until(105.0);
+    // Scaled down: the pod is idle but still holds its vCPU.
+    assert_eq!(sim.replicas(0), (1, 0));
+    assert_eq!(sim.used_cpus(), 2.0);
+    sim.run_until(112.9);
+    assert_eq!(sim.replicas(0), (1, 1));
+    sim.run_until(113.1);
+    assert_eq!(sim.replicas(0), (2, 0), "hot start in the idle pod: 3 s");
+}
+
+#[test]
+fn idle_pods_release_capacity_after_the_timeout() {
+    let policy = Script {
+        steps: vec![(10.0, vec![Some(1)])],
+        accept: None,
+    };
+    let mut sim =
+        Simulation::new(config(vec![job(60.0, 5, 3, Dist::Constant { value_s: 0.01 })], 4.0, 1), policy)
+            .unwrap();
+    sim.run_until(39.0);
+    assert_eq!(sim.used_cpus(), 3.0, "idle for less than 30 s");
+    sim.run_until(45.1);
+    assert_eq!(sim.used_cpus(), 1.0, "released at the first monitor check after 30 s idle");
+}
+
+#[test]
+fn same_seed_same_result_other_seed_other_result() {
+    let mk = |seed| {
+        let mut j = job(1500.0, 30, 3, Dist::Lognormal {
+            loc_s: 0.0793,
+            scale_s: 0.0686,
+            shape: 0.4225,
+        });
+        j.max_concurrent = 4;
+        j.max_queue = 50;
+        j.router_delay = Dist::Lognormal {
+            loc_s: 0.0035,
+            scale_s: 0.001,
+            shape: 0.48,
+        };
+        Simulation::new(config(vec![j], 4.0, seed), Script::fixed()).unwrap().run()
+    };
+    let (a, b, c) = (mk(42), mk(42), mk(43));
+    assert_eq!(format!("{:?}", a.minutes), format!("{:?}", b.minutes));
+    assert_eq!(a.summary, b.summary);
+    assert_ne!(a.summary, c.summary);
+}
+
+#[test]
+fn a_cluster_too_small_for_one_replica_per_job_is_an_error() {
+    let j = job(60.0, 5, 1, Dist::Constant { value_s: 0.01 });
+    let e = Simulation::new(config(vec![j.clone(), j.clone(), j], 2.0, 1), Script::fixed())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("cannot host one replica of each of the 3 jobs"), "{e}");
+}
