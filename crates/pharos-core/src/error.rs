@@ -5,7 +5,6 @@ use thiserror::Error;
 /// `field` names what is wrong in the terms a user wrote it in, e.g.
 /// `jobs[3].slo.latency_s`.
 #[derive(Debug, Clone, PartialEq, Error)]
-#[error("{field}: {problem}")]
 pub struct SpecError {
     pub field: String,
     pub problem: String,
@@ -44,6 +43,16 @@ impl SpecError {
             Ok(())
         } else {
             Err(SpecError::new(field, format!("must be a finite number >= 0, got {value}")))
+        }
+    }
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{}: {}", self.field, self.problem)
         }
     }
 }

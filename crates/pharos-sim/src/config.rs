@@ -146,12 +146,16 @@ impl SimConfig {
                 ));
             }
         }
-        let need: f64 = self.jobs.iter().map(|j| j.cpus_per_replica).sum();
+        let need: f64 = self
+            .jobs
+            .iter()
+            .map(|j| j.cpus_per_replica * j.min_replicas as f64)
+            .sum();
         if need > c.capacity_cpus + 1e-9 {
             return Err(SpecError::new(
                 "cluster.capacity_cpus",
                 format!(
-                    "{} vCPUs cannot host one replica of each of the {} jobs ({} vCPUs needed)",
+                    "{} vCPUs cannot host the minimum replicas of the {} jobs ({} vCPUs needed)",
                     c.capacity_cpus,
                     self.jobs.len(),
                     need

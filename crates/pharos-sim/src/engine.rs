@@ -120,6 +120,9 @@ struct JobState {
     rr: usize,
     queue: VecDeque<Req>,
     target: u32,
+    /// Since when the job has wanted more replicas than the capacity let it start
+    /// (infinite when it is not waiting); waiting jobs get capacity in this order.
+    waiting_since: f64,
     starting: u32,
     in_flight: u32,
     busy: u32,
@@ -226,6 +229,7 @@ impl<P: InferencePolicy> Simulation<P> {
                 rr: 0,
                 queue: VecDeque::with_capacity((j.max_queue as usize).saturating_add(1).min(1024)),
                 target: 0,
+                waiting_since: f64::INFINITY,
                 starting: 0,
                 in_flight: 0,
                 busy: 0,
@@ -293,11 +297,13 @@ impl<P: InferencePolicy> Simulation<P> {
                 targets[i] = *t;
             }
         }
-        for (i, t) in targets.iter().enumerate() {
-            let j = &self.cfg.jobs[i];
-            let t = (*t).clamp(j.min_replicas, j.max_replicas);
-            self.jobs[i].target = t;
+        // Every job has at least one replica (the configuration guarantees it fits);
+        // the rest of the initial targets must fit the capacity like any decision.
+        for (i, js) in self.jobs.iter_mut().enumerate() {
+            js.target = self.cfg.jobs[i].min_replicas;
         }
+        let targets: Vec<Option<u32>> = targets.into_iter().map(Some).collect();
+        self.set_targets(&targets);
         // Everyone gets one replica first so no job starts without service.
         for round in [1u32, u32::MAX] {
             for i in 0..self.jobs.len() {
@@ -684,33 +690,84 @@ impl<P: InferencePolicy> Simulation<P> {
         }
     }
 
-    /// Apply a decision: accept rates at once, targets by reconciling.
+    /// Apply a decision: accept rates at once; targets trimmed to the capacity, then
+    /// reconciled.
     fn apply(&mut self, d: &Decision) {
         self.apply_accept_rates(d);
-        for (i, t) in d.target_replicas.iter().enumerate().take(self.jobs.len()) {
-            if let Some(t) = t {
-                let j = &self.cfg.jobs[i];
-                self.jobs[i].target = (*t).clamp(j.min_replicas, j.max_replicas);
-            }
-        }
+        self.set_targets(&d.target_replicas);
         self.reconcile_all();
     }
 
-    /// Bring every job towards its target: all downscales first, then upscales in job
-    /// order as far as the capacity allows.
+    /// Set new targets, clamped to each job's bounds: decreases first, then increases in
+    /// job order, each trimmed so that the targets of all jobs fit the capacity (a quota
+    /// on targets; the pods that hold capacity are reconciled afterwards).
+    fn set_targets(&mut self, targets: &[Option<u32>]) {
+        let capacity = self.cfg.cluster.capacity_cpus;
+        let bounded = |i: usize, t: u32| {
+            let j = &self.cfg.jobs[i];
+            t.clamp(j.min_replicas, j.max_replicas)
+        };
+        let wanted: Vec<Option<u32>> = (0..self.jobs.len())
+            .map(|i| targets.get(i).copied().flatten().map(|t| bounded(i, t)))
+            .collect();
+        for (i, w) in wanted.iter().enumerate() {
+            if let Some(t) = *w {
+                if t < self.jobs[i].target {
+                    self.jobs[i].target = t;
+                }
+            }
+        }
+        for (i, w) in wanted.iter().enumerate() {
+            let Some(t) = *w else { continue };
+            if t <= self.jobs[i].target {
+                continue;
+            }
+            let cpus = self.cfg.jobs[i].cpus_per_replica;
+            let others: f64 = self
+                .jobs
+                .iter()
+                .zip(&self.cfg.jobs)
+                .enumerate()
+                .filter(|(k, _)| *k != i)
+                .map(|(_, (js, j))| js.target as f64 * j.cpus_per_replica)
+                .sum();
+            let fit = ((capacity - others) / cpus + 1e-9).floor().max(0.0) as u32;
+            self.jobs[i].target = t.min(fit).max(self.jobs[i].target);
+        }
+    }
+
+    /// Bring every job towards its target: all downscales first, then upscales as far
+    /// as the capacity allows, first come first served: jobs that have waited for
+    /// capacity longest go first, then the others in job order.
     fn reconcile_all(&mut self) {
+        let now = self.now;
         for i in 0..self.jobs.len() {
             while self.jobs[i].provisioned() > self.jobs[i].target {
                 self.remove_newest(i);
             }
         }
+        let mut order: Vec<usize> = (0..self.jobs.len())
+            .filter(|i| self.jobs[*i].provisioned() < self.jobs[*i].target)
+            .collect();
+        order.sort_by(|a, b| self.jobs[*a].waiting_since.total_cmp(&self.jobs[*b].waiting_since));
         let mut pending = false;
-        for i in 0..self.jobs.len() {
+        for i in order {
             while self.jobs[i].provisioned() < self.jobs[i].target {
                 if !self.start_replica(i) {
                     pending = true;
                     break;
                 }
+            }
+            let js = &mut self.jobs[i];
+            js.waiting_since = if js.provisioned() < js.target {
+                js.waiting_since.min(now)
+            } else {
+                f64::INFINITY
+            };
+        }
+        for js in &mut self.jobs {
+            if js.provisioned() >= js.target {
+                js.waiting_since = f64::INFINITY;
             }
         }
         self.pending_starts = pending;

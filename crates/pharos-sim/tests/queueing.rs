@@ -217,5 +217,5 @@ fn a_cluster_too_small_for_one_replica_per_job_is_an_error() {
     let e = Simulation::new(config(vec![j.clone(), j.clone(), j], 2.0, 1), Script::fixed())
         .err()
         .unwrap();
-    assert!(e.to_string().contains("cannot host one replica of each of the 3 jobs"), "{e}");
+    assert!(e.to_string().contains("cannot host the minimum replicas of the 3 jobs"), "{e}");
 }

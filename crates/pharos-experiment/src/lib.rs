@@ -1,0 +1,453 @@
+//! Experiments: an experiment file names a trace, the jobs, cluster sizes, policies and
+//! seeds; [`Experiment::load`] checks all of it before anything runs, [`Experiment::run_all`]
+//! runs the grid (in parallel), and [`report`] writes results, timelines and plots.
+
+mod error;
+pub mod report;
+mod spec;
+pub mod svg;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pharos_core::{InferencePolicy, SpecError};
+use pharos_sim::{ClusterConfig, Dist, JobSummary, MinuteRecord, SimConfig, SimJob, Simulation, Summary};
+use pharos_trace::{Format, Selection, Trace};
+use rayon::prelude::*;
+use serde::Serialize;
+
+pub use error::ExperimentError;
+pub use spec::{ClusterSpec, ExperimentSpec, GenerateSpec, JobTemplate, ProfileRef, TraceSpec};
+
+/// Command-line changes to an experiment file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replay this trace file instead (the selection still applies unless changed).
+    pub trace: Option<PathBuf>,
+    pub trace_format: Option<Format>,
+    pub day: Option<u32>,
+    pub jobs: Option<Vec<String>>,
+    pub minutes: Option<[usize; 2]>,
+    pub cpus: Vec<f64>,
+    /// Policy names or labels; a label of the file's list keeps its parameters.
+    pub policies: Vec<String>,
+    pub seeds: Vec<u64>,
+}
+
+/// A policy of the experiment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyEntry {
+    /// How it is shown in results.
+    pub label: String,
+    /// The policy's name (what [`pharos_policy::build`] knows).
+    pub name: String,
+    pub params: serde_json::Value,
+}
+
+impl PolicyEntry {
+    fn from_value(v: &serde_json::Value, index: usize) -> Result<PolicyEntry, String> {
+        match v {
+            serde_json::Value::String(name) => Ok(PolicyEntry {
+                label: name.clone(),
+                name: name.clone(),
+                params: serde_json::Value::Object(Default::default()),
+            }),
+            serde_json::Value::Object(map) => {
+                let mut map = map.clone();
+                let name = match map.remove("name") {
+                    Some(serde_json::Value::String(s)) => s,
+                    _ => return Err(format!("policies[{index}]: needs a `name`")),
+                };
+                let label = match map.remove("label") {
+                    Some(serde_json::Value::String(s)) => s,
+                    None => name.clone(),
+                    Some(_) => return Err(format!("policies[{index}]: `label` must be a string")),
+                };
+                Ok(PolicyEntry {
+                    label,
+                    name,
+                    params: serde_json::Value::Object(map),
+                })
+            }
+            _ => Err(format!(
+                "policies[{index}]: a policy is a name or a map with `name` and parameters"
+            )),
+        }
+    }
+
+    pub fn build(&self) -> Result<Box<dyn InferencePolicy>, ExperimentError> {
+        pharos_policy::build(&self.name, &self.params).map_err(ExperimentError::Policy)
+    }
+}
+
+/// A loaded, checked experiment.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub spec: ExperimentSpec,
+    pub file: PathBuf,
+    pub trace: Trace,
+    /// The jobs with their loads (one per trace job, settings resolved).
+    pub jobs: Vec<SimJob>,
+    pub policies: Vec<PolicyEntry>,
+    pub cpus: Vec<f64>,
+    pub seeds: Vec<u64>,
+}
+
+/// One cell of the grid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunKey {
+    pub policy: usize,
+    pub cpus: f64,
+    pub seed: u64,
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub policy: String,
+    pub policy_name: String,
+    pub cpus: f64,
+    pub seed: u64,
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub jobs: Vec<JobSummary>,
+    #[serde(skip)]
+    pub minutes: Vec<Vec<MinuteRecord>>,
+    /// Wall-clock seconds the simulation took (not part of results.json, which must be
+    /// the same for the same seed).
+    #[serde(skip)]
+    pub sim_wall_s: f64,
+}
+
+impl Experiment {
+    /// Read and check an experiment file.
+    pub fn load(path: &Path, ov: &Overrides) -> Result<Experiment, ExperimentError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let spec: ExperimentSpec =
+            serde_saphyr::from_str(&text).map_err(|e| ExperimentError::Yaml {
+                file: path.to_path_buf(),
+                problem: e.to_string(),
+            })?;
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        Self::from_spec(spec, path, &base, ov)
+    }
+
+    /// Check a parsed experiment; relative paths are taken from `base`.
+    pub fn from_spec(
+        spec: ExperimentSpec,
+        file: &Path,
+        base: &Path,
+        ov: &Overrides,
+    ) -> Result<Experiment, ExperimentError> {
+        let bad = |e: SpecError| ExperimentError::Spec {
+            file: file.to_path_buf(),
+            error: e,
+        };
+        let trace = load_trace(&spec.trace, base, ov)?;
+        let jobs = resolve_jobs(&spec, &trace, base).map_err(|e| match e {
+            ResolveError::Spec(e) => bad(e),
+            ResolveError::Other(e) => e,
+        })?;
+        let mut policies = Vec::new();
+        for (i, v) in spec.policies.iter().enumerate() {
+            policies.push(PolicyEntry::from_value(v, i).map_err(|p| bad(SpecError::new("", p)))?);
+        }
+        if !ov.policies.is_empty() {
+            policies = ov
+                .policies
+                .iter()
+                .map(|want| {
+                    policies
+                        .iter()
+                        .find(|p| &p.label == want)
+                        .cloned()
+                        .unwrap_or_else(|| PolicyEntry {
+                            label: want.clone(),
+                            name: want.clone(),
+                            params: serde_json::Value::Object(Default::default()),
+                        })
+                })
+                .collect();
+        }
+        if policies.is_empty() {
+            return Err(bad(SpecError::new("policies", "no policy to run")));
+        }
+        for (i, p) in policies.iter().enumerate() {
+            if policies[..i].iter().any(|q| q.label == p.label) {
+                return Err(bad(SpecError::new(
+                    "policies",
+                    format!("two policies are labelled {:?}; give one a `label`", p.label),
+                )));
+            }
+            p.build()?;
+        }
+        let cpus = if ov.cpus.is_empty() { spec.cluster.cpus.clone() } else { ov.cpus.clone() };
+        if cpus.is_empty() {
+            return Err(bad(SpecError::new("cluster.cpus", "no cluster size to run")));
+        }
+        let seeds = if ov.seeds.is_empty() { spec.seeds.clone() } else { ov.seeds.clone() };
+        if seeds.is_empty() {
+            return Err(bad(SpecError::new("seeds", "no seed to run")));
+        }
+        let exp = Experiment {
+            spec,
+            file: file.to_path_buf(),
+            trace,
+            jobs,
+            policies,
+            cpus,
+            seeds,
+        };
+        for c in &exp.cpus {
+            exp.sim_config(*c, exp.seeds[0]).validate().map_err(bad)?;
+        }
+        Ok(exp)
+    }
+
+    fn cluster(&self, cpus: f64) -> ClusterConfig {
+        let c = &self.spec.cluster;
+        let d = ClusterConfig::with_capacity(cpus);
+        ClusterConfig {
+            capacity_cpus: cpus,
+            cold_start_s: c.cold_start_s.unwrap_or(d.cold_start_s),
+            hot_start_s: c.hot_start_s.unwrap_or(d.hot_start_s),
+            pod_idle_timeout_s: c.pod_idle_timeout_s.unwrap_or(d.pod_idle_timeout_s),
+            pod_monitor_interval_s: c.pod_monitor_interval_s.unwrap_or(d.pod_monitor_interval_s),
+        }
+    }
+
+    /// The simulator configuration of one cluster size and seed.
+    pub fn sim_config(&self, cpus: f64, seed: u64) -> SimConfig {
+        SimConfig {
+            cluster: self.cluster(cpus),
+            jobs: self.jobs.clone(),
+            arrivals: self.spec.arrivals,
+            utility_alpha: self.spec.utility_alpha,
+            seed,
+        }
+    }
+
+    /// The grid in its fixed order: cluster sizes, then policies, then seeds.
+    pub fn runs(&self) -> Vec<RunKey> {
+        let mut out = Vec::new();
+        for &cpus in &self.cpus {
+            for policy in 0..self.policies.len() {
+                for &seed in &self.seeds {
+                    out.push(RunKey { policy, cpus, seed });
+                }
+            }
+        }
+        out
+    }
+
+    /// Run one cell of the grid.
+    pub fn run(&self, key: RunKey) -> Result<RunResult, ExperimentError> {
+        let entry = &self.policies[key.policy];
+        let policy = entry.build()?;
+        let start = Instant::now();
+        let sim = Simulation::new(self.sim_config(key.cpus, key.seed), policy).map_err(|e| {
+            ExperimentError::Spec {
+                file: self.file.clone(),
+                error: e,
+            }
+        })?;
+        let r = sim.run();
+        let sim_wall_s = start.elapsed().as_secs_f64();
+        Ok(RunResult {
+            policy: entry.label.clone(),
+            policy_name: entry.name.clone(),
+            cpus: key.cpus,
+            seed: key.seed,
+            summary: r.summary,
+            jobs: r.jobs,
+            minutes: r.minutes,
+            sim_wall_s,
+        })
+    }
+
+    /// Run the whole grid, `threads` at a time (0: one per core), calling `progress`
+    /// after each run. Results come in grid order whatever order the runs finish in.
+    pub fn run_all(
+        &self,
+        threads: usize,
+        progress: impl Fn(&RunResult) + Sync,
+    ) -> Result<Vec<RunResult>, ExperimentError> {
+        let keys = self.runs();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| ExperimentError::Other(format!("cannot start worker threads: {e}")))?;
+        pool.install(|| {
+            keys.par_iter()
+                .map(|k| {
+                    let r = self.run(*k)?;
+                    progress(&r);
+                    Ok(r)
+                })
+                .collect()
+        })
+    }
+}
+
+fn load_trace(t: &TraceSpec, base: &Path, ov: &Overrides) -> Result<Trace, ExperimentError> {
+    let mut select: Selection = t.select.clone();
+    if let Some(d) = ov.day {
+        select.day = Some(d);
+    }
+    if let Some(j) = &ov.jobs {
+        select.jobs = Some(j.clone());
+    }
+    if let Some(m) = ov.minutes {
+        select.minutes = Some(m);
+    }
+    let path = ov.trace.clone().or_else(|| t.path.as_ref().map(|p| base.join(p)));
+    match (path, &t.generate) {
+        (Some(path), _) => {
+            let format = ov.trace_format.or(if ov.trace.is_some() { None } else { t.format });
+            let raw = pharos_trace::read_trace(&path, format)?;
+            select.apply(&raw).map_err(|e| ExperimentError::Other(format!("{}: {e}", path.display())))
+        }
+        (None, Some(g)) => {
+            let trace = pharos_trace::generate_trace(&g.jobs, g.minutes)?;
+            let raw = pharos_trace::RawTrace {
+                series: trace
+                    .jobs
+                    .into_iter()
+                    .map(|j| pharos_trace::Series {
+                        job: j.name,
+                        day: None,
+                        requests_per_min: j.requests_per_min,
+                    })
+                    .collect(),
+            };
+            Ok(select.apply(&raw)?)
+        }
+        (None, None) => Err(ExperimentError::Other(
+            "trace: give a `path` to a trace file or `generate` jobs".into(),
+        )),
+    }
+}
+
+enum ResolveError {
+    Spec(SpecError),
+    Other(ExperimentError),
+}
+
+impl From<SpecError> for ResolveError {
+    fn from(e: SpecError) -> Self {
+        ResolveError::Spec(e)
+    }
+}
+
+fn resolve_jobs(spec: &ExperimentSpec, trace: &Trace, base: &Path) -> Result<Vec<SimJob>, ResolveError> {
+    for name in spec.overrides.keys() {
+        if !trace.jobs.iter().any(|j| &j.name == name) {
+            return Err(SpecError::new(
+                format!("overrides.{name}"),
+                "no job of that name in the trace",
+            )
+            .into());
+        }
+    }
+    let mut out = Vec::with_capacity(trace.jobs.len());
+    for jt in &trace.jobs {
+        let t = match spec.overrides.get(&jt.name) {
+            Some(o) => spec.job.merged(o),
+            None => spec.job.clone(),
+        };
+        let at = format!("job {:?}", jt.name);
+        let slo = t
+            .slo
+            .ok_or_else(|| SpecError::new(format!("{at}.slo"), "no SLO (set job.slo)"))?;
+        let service_value = t.service_time.clone().ok_or_else(|| {
+            SpecError::new(format!("{at}.service_time"), "no service time (set job.service_time)")
+        })?;
+        let service_time = service_dist(&service_value, base)
+            .map_err(|e| match e {
+                ResolveError::Spec(e) => ResolveError::Spec(e.within(&format!("{at}.service_time"))),
+                other => other,
+            })?;
+        let min_replicas = t.min_replicas.unwrap_or(1);
+        out.push(SimJob {
+            name: jt.name.clone(),
+            slo,
+            processing_time_s: t.processing_time_s.unwrap_or_else(|| service_time.mean_s()),
+            cpus_per_replica: t.cpus_per_replica.unwrap_or(1.0),
+            max_concurrent: t.max_concurrent.unwrap_or(4),
+            max_queue: t.max_queue.unwrap_or(50),
+            min_replicas,
+            max_replicas: t.max_replicas.unwrap_or(100),
+            initial_replicas: t.initial_replicas.unwrap_or(min_replicas),
+            service_time,
+            router_delay: t.router_delay.unwrap_or(Dist::Constant { value_s: 0.0 }),
+            requests_per_min: jt.requests_per_min.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn service_dist(v: &serde_json::Value, base: &Path) -> Result<Dist, ResolveError> {
+    if v.get("kind").and_then(|k| k.as_str()) == Some("profile") {
+        let p: ProfileRef = serde_json::from_value(v.clone())
+            .map_err(|e| SpecError::new("", e.to_string()))?;
+        let file = base.join(&p.file);
+        return profile_dist(&file, &p).map_err(ResolveError::Other);
+    }
+    let d: Dist = serde_json::from_value(v.clone()).map_err(|e| SpecError::new("", e.to_string()))?;
+    d.validate()?;
+    Ok(d)
+}
+
+/// The log-normal through the p50 and p99 of a profile row.
+fn profile_dist(file: &Path, p: &ProfileRef) -> Result<Dist, ExperimentError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ExperimentError::Io {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let malformed = |line: usize, problem: String| ExperimentError::Other(format!("{}:{line}: {problem}", file.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let col = |n: &str| {
+        header
+            .iter()
+            .position(|h| *h == n)
+            .ok_or_else(|| malformed(1, format!("the header has no `{n}` column")))
+    };
+    let (cm, cd, ct, cb, c50, c99) = (
+        col("model")?,
+        col("device")?,
+        col("cpu_threads")?,
+        col("batch")?,
+        col("p50_ms")?,
+        col("p99_ms")?,
+    );
+    for (i, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let get = |c: usize| f.get(c).copied().unwrap_or("");
+        if get(cm) == p.model
+            && get(cd) == p.device
+            && get(ct).parse::<u32>().ok() == Some(p.cpu_threads)
+            && get(cb).parse::<u32>().ok() == Some(p.batch)
+        {
+            let num = |c: usize, n: &str| {
+                get(c)
+                    .parse::<f64>()
+                    .map_err(|_| malformed(i + 2, format!("`{n}` is not a number: {:?}", get(c))))
+            };
+            let (p50, p99) = (num(c50, "p50_ms")?, num(c99, "p99_ms")?);
+            return Dist::lognormal_from_p50_p99(p50 / 1000.0, p99 / 1000.0)
+                .map_err(|e| malformed(i + 2, e.to_string()));
+        }
+    }
+    Err(ExperimentError::Other(format!(
+        "{}: no profile for model {:?} on device {:?} with cpu_threads {} and batch {}",
+        file.display(),
+        p.model,
+        p.device,
+        p.cpu_threads,
+        p.batch
+    )))
+}

@@ -1,0 +1,345 @@
+//! Writing an experiment's results: `results.json` (deterministic for a seed),
+//! `timing.json` (wall-clock times), one per-minute CSV timeline and one SVG per run,
+//! and `summary.svg` (the table as bars).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::svg::{BarChart, LineChart, Series, panels};
+use crate::{Experiment, ExperimentError, RunResult};
+
+/// The file stem of a run's outputs, e.g. `aiad-32cpu-seed42`.
+pub fn run_stem(r: &RunResult) -> String {
+    let label: String = r
+        .policy
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    format!("{label}-{}cpu-seed{}", fmt_num(r.cpus), r.seed)
+}
+
+fn fmt_num(v: f64) -> String {
+    if v == v.trunc() { format!("{v:.0}") } else { format!("{v}") }
+}
+
+#[derive(Serialize)]
+struct ResultsFile<'a> {
+    experiment: &'a str,
+    description: Option<&'a str>,
+    trace: TraceInfo,
+    policies: &'a [crate::PolicyEntry],
+    runs: Vec<RunEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct TraceInfo {
+    jobs: Vec<String>,
+    minutes: usize,
+    expected_requests: f64,
+}
+
+#[derive(Serialize)]
+struct RunEntry<'a> {
+    #[serde(flatten)]
+    result: &'a RunResult,
+    timeline: String,
+    plot: String,
+}
+
+/// A summary row as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryRow {
+    pub policy: String,
+    pub cpus: f64,
+    pub seed: u64,
+    pub slo_violation_rate: f64,
+    pub lost_utility: f64,
+    pub lost_effective_utility: f64,
+    pub requests: u64,
+    pub dropped: u64,
+    pub mean_ready_replicas: f64,
+    pub events: u64,
+    pub sim_wall_s: f64,
+}
+
+pub fn summary_rows(results: &[RunResult]) -> Vec<SummaryRow> {
+    results
+        .iter()
+        .map(|r| SummaryRow {
+            policy: r.policy.clone(),
+            cpus: r.cpus,
+            seed: r.seed,
+            slo_violation_rate: r.summary.slo_violation_rate,
+            lost_utility: r.summary.lost_utility,
+            lost_effective_utility: r.summary.lost_effective_utility,
+            requests: r.summary.requests,
+            dropped: r.summary.dropped,
+            mean_ready_replicas: r.summary.mean_ready_replicas,
+            events: r.summary.events,
+            sim_wall_s: r.sim_wall_s,
+        })
+        .collect()
+}
+
+/// The results as a text table (one row per run).
+pub fn table(results: &[RunResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<14} {:>6} {:>6} {:>10} {:>9} {:>9} {:>10} {:>8} {:>9} {:>8}",
+        "policy", "vCPUs", "seed", "violation", "lost U", "lost effU", "requests", "dropped", "replicas", "run s"
+    );
+    for r in results {
+        let m = &r.summary;
+        let _ = writeln!(
+            s,
+            "{:<14} {:>6} {:>6} {:>9.1}% {:>9.2} {:>9.2} {:>10} {:>8} {:>9.1} {:>8.3}",
+            r.policy,
+            fmt_num(r.cpus),
+            r.seed,
+            m.slo_violation_rate * 100.0,
+            m.lost_utility,
+            m.lost_effective_utility,
+            m.requests,
+            m.dropped,
+            m.mean_ready_replicas,
+            r.sim_wall_s
+        );
+    }
+    s
+}
+
+/// The results as a Markdown table (for docs).
+pub fn markdown_table(results: &[RunResult]) -> String {
+    let mut s = String::from(
+        "| policy | vCPUs | seed | SLO violation rate | lost utility | lost effective utility | requests | dropped | mean replicas |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in results {
+        let m = &r.summary;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.1}% | {:.2} | {:.2} | {} | {} | {:.1} |",
+            r.policy,
+            fmt_num(r.cpus),
+            r.seed,
+            m.slo_violation_rate * 100.0,
+            m.lost_utility,
+            m.lost_effective_utility,
+            m.requests,
+            m.dropped,
+            m.mean_ready_replicas
+        );
+    }
+    s
+}
+
+fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), ExperimentError> {
+    std::fs::write(path, contents).map_err(|source| ExperimentError::Io {
+        file: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Write every output file into `dir` (created if needed); returns the paths written.
+pub fn write_all(exp: &Experiment, results: &[RunResult], dir: &Path) -> Result<Vec<PathBuf>, ExperimentError> {
+    std::fs::create_dir_all(dir).map_err(|source| ExperimentError::Io {
+        file: dir.to_path_buf(),
+        source,
+    })?;
+    let mut written = Vec::new();
+    let mut runs = Vec::with_capacity(results.len());
+    for r in results {
+        let stem = run_stem(r);
+        let timeline = format!("timeline-{stem}.csv");
+        let plot = format!("run-{stem}.svg");
+        let p = dir.join(&timeline);
+        write(&p, timeline_csv(r))?;
+        written.push(p);
+        let p = dir.join(&plot);
+        write(&p, run_svg(exp, r))?;
+        written.push(p);
+        runs.push(RunEntry {
+            result: r,
+            timeline,
+            plot,
+        });
+    }
+    let file = ResultsFile {
+        experiment: &exp.spec.name,
+        description: exp.spec.description.as_deref(),
+        trace: TraceInfo {
+            jobs: exp.trace.jobs.iter().map(|j| j.name.clone()).collect(),
+            minutes: exp.trace.minutes(),
+            expected_requests: exp.trace.total_requests(),
+        },
+        policies: &exp.policies,
+        runs,
+    };
+    let json = serde_json::to_string_pretty(&file)
+        .map_err(|e| ExperimentError::Other(format!("cannot encode results: {e}")))?;
+    let p = dir.join("results.json");
+    write(&p, json + "\n")?;
+    written.push(p);
+    let timing: Vec<_> = results
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "policy": r.policy, "cpus": r.cpus, "seed": r.seed,
+                "sim_wall_s": r.sim_wall_s, "events": r.summary.events,
+                "requests": r.summary.requests,
+                "requests_per_s": r.summary.requests as f64 / r.sim_wall_s.max(1e-9),
+                "events_per_s": r.summary.events as f64 / r.sim_wall_s.max(1e-9),
+            })
+        })
+        .collect();
+    let p = dir.join("timing.json");
+    write(&p, serde_json::to_string_pretty(&timing).unwrap_or_default() + "\n")?;
+    written.push(p);
+    let p = dir.join("summary.md");
+    write(&p, markdown_table(results))?;
+    written.push(p);
+    let p = dir.join("summary.svg");
+    write(&p, summary_svg(exp, results))?;
+    written.push(p);
+    Ok(written)
+}
+
+/// Per job and minute: the minute's numbers, as CSV.
+pub fn timeline_csv(r: &RunResult) -> String {
+    let mut s = String::from(
+        "job,minute,arrivals,dropped,completed,violations,p99_s,p99_served_s,utility,effective_utility,mean_ready_replicas,target_replicas\n",
+    );
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
+    for (job, recs) in r.jobs.iter().zip(&r.minutes) {
+        for m in recs {
+            let _ = writeln!(
+                s,
+                "{},{},{},{},{},{},{},{},{:.6},{:.6},{:.3},{}",
+                job.name,
+                m.minute,
+                m.arrivals,
+                m.dropped,
+                m.completed,
+                m.violations,
+                opt(m.p99_s),
+                opt(m.p99_served_s),
+                m.utility,
+                m.effective_utility,
+                m.mean_ready_replicas,
+                m.target_replicas
+            );
+        }
+    }
+    s
+}
+
+/// Replicas, p99 latency and utility over time for every job of a run.
+pub fn run_svg(exp: &Experiment, r: &RunResult) -> String {
+    let per_job = |f: &dyn Fn(&pharos_sim::MinuteRecord) -> f64| -> Vec<Series> {
+        r.jobs
+            .iter()
+            .zip(&r.minutes)
+            .map(|(j, recs)| Series {
+                name: j.name.clone(),
+                points: recs.iter().map(|m| (m.minute as f64, f(m))).collect(),
+            })
+            .collect()
+    };
+    let slo = exp.jobs.first().map(|j| j.slo.latency_s);
+    let same_slo = exp.jobs.iter().all(|j| Some(j.slo.latency_s) == slo);
+    let minutes = r.minutes.first().map_or(0, Vec::len);
+    let cluster_util: Vec<(f64, f64)> = (0..minutes)
+        .map(|m| (m as f64, r.minutes.iter().map(|recs| recs[m].utility).sum()))
+        .collect();
+    let charts = [
+        LineChart {
+            title: "ready replicas (mean over the minute)".into(),
+            x_label: "minute".into(),
+            y_label: "replicas".into(),
+            series: per_job(&|m| m.mean_ready_replicas),
+            reference: None,
+            y_max: None,
+        },
+        LineChart {
+            title: "p99 latency (drops count as infinite; clipped at 4x the SLO)".into(),
+            x_label: "minute".into(),
+            y_label: "seconds".into(),
+            series: per_job(&|m| m.p99_s.unwrap_or(if m.arrivals > 0 { f64::INFINITY } else { 0.0 })),
+            reference: if same_slo { slo.map(|s| (s, "SLO".to_string())) } else { None },
+            y_max: slo.map(|s| 4.0 * s),
+        },
+        LineChart {
+            title: format!("cluster utility (sum over {} jobs)", r.jobs.len()),
+            x_label: "minute".into(),
+            y_label: "utility".into(),
+            series: vec![Series {
+                name: "cluster".into(),
+                points: cluster_util,
+            }],
+            reference: Some((r.jobs.len() as f64, "max".to_string())),
+            y_max: None,
+        },
+    ];
+    panels(
+        &format!(
+            "{}: {} on {} vCPUs, seed {} - violation {:.1}%, lost utility {:.2}",
+            exp.spec.name,
+            r.policy,
+            fmt_num(r.cpus),
+            r.seed,
+            r.summary.slo_violation_rate * 100.0,
+            r.summary.lost_utility
+        ),
+        &charts,
+    )
+}
+
+/// The violation rates and lost utilities of all runs (mean over seeds) as bars.
+pub fn summary_svg(exp: &Experiment, results: &[RunResult]) -> String {
+    let mean = |label: &str, cpus: f64, f: &dyn Fn(&RunResult) -> f64| {
+        let v: Vec<f64> = results
+            .iter()
+            .filter(|r| r.policy == label && r.cpus == cpus)
+            .map(f)
+            .collect();
+        if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
+    };
+    let chart = |title: &str, y: &str, percent: bool, f: &dyn Fn(&RunResult) -> f64| BarChart {
+        title: title.into(),
+        y_label: y.into(),
+        categories: exp.cpus.iter().map(|c| format!("{} vCPUs", fmt_num(*c))).collect(),
+        series: exp
+            .policies
+            .iter()
+            .map(|p| (p.label.clone(), exp.cpus.iter().map(|c| mean(&p.label, *c, f)).collect()))
+            .collect(),
+        percent,
+    };
+    let a = chart(
+        &format!("{}: SLO violation rate", exp.spec.name),
+        "violation rate",
+        true,
+        &|r| r.summary.slo_violation_rate,
+    )
+    .render();
+    let b = chart(
+        &format!("{}: lost utility (of {})", exp.spec.name, exp.jobs.len()),
+        "lost utility",
+        false,
+        &|r| r.summary.lost_utility,
+    )
+    .render();
+    // Stack the two charts in one document.
+    let strip = |s: &str| {
+        let start = s.find('>').map_or(0, |i| i + 1);
+        s[start..].trim_end().trim_end_matches("</svg>").to_string()
+    };
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="960" height="840" viewBox="0 0 960 840" font-family="sans-serif"><g>{}</g><g transform="translate(0,420)">{}</g></svg>
+"#,
+        strip(&a),
+        strip(&b)
+    )
+}
