@@ -33,7 +33,10 @@ impl SpecError {
         if value.is_finite() && value > 0.0 {
             Ok(())
         } else {
-            Err(SpecError::new(field, format!("must be a finite number > 0, got {value}")))
+            Err(SpecError::new(
+                field,
+                format!("must be a finite number > 0, got {value}"),
+            ))
         }
     }
 
@@ -42,7 +45,10 @@ impl SpecError {
         if value.is_finite() && value >= 0.0 {
             Ok(())
         } else {
-            Err(SpecError::new(field, format!("must be a finite number >= 0, got {value}")))
+            Err(SpecError::new(
+                field,
+                format!("must be a finite number >= 0, got {value}"),
+            ))
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::Slo;
 /// value at the window's start and takes the difference.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct JobCounters {
-    /// Requests that arrived for the job (counted when they arrive, before admission).
+    /// Requests that reached the job's router (after the router delay, before admission).
     pub arrivals: u64,
     /// Requests dropped by admission control or because the router queue was full.
     pub dropped: u64,

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use pharos_core::{InferencePolicy, SpecError};
-use pharos_sim::{ClusterConfig, Dist, JobSummary, MinuteRecord, SimConfig, SimJob, Simulation, Summary};
+use pharos_sim::{
+    ClusterConfig, Dist, JobSummary, MinuteRecord, SimConfig, SimJob, Simulation, Summary,
+};
 use pharos_trace::{Format, Selection, Trace};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -32,6 +34,7 @@ pub struct Overrides {
     /// Policy names or labels; a label of the file's list keeps its parameters.
     pub policies: Vec<String>,
     pub seeds: Vec<u64>,
+    pub over_capacity: Option<pharos_sim::OverCapacity>,
 }
 
 /// A policy of the experiment.
@@ -179,18 +182,36 @@ impl Experiment {
             if policies[..i].iter().any(|q| q.label == p.label) {
                 return Err(bad(SpecError::new(
                     "policies",
-                    format!("two policies are labelled {:?}; give one a `label`", p.label),
+                    format!(
+                        "two policies are labelled {:?}; give one a `label`",
+                        p.label
+                    ),
                 )));
             }
             p.build()?;
         }
-        let cpus = if ov.cpus.is_empty() { spec.cluster.cpus.clone() } else { ov.cpus.clone() };
+        let cpus = if ov.cpus.is_empty() {
+            spec.cluster.cpus.clone()
+        } else {
+            ov.cpus.clone()
+        };
         if cpus.is_empty() {
-            return Err(bad(SpecError::new("cluster.cpus", "no cluster size to run")));
+            return Err(bad(SpecError::new(
+                "cluster.cpus",
+                "no cluster size to run",
+            )));
         }
-        let seeds = if ov.seeds.is_empty() { spec.seeds.clone() } else { ov.seeds.clone() };
+        let seeds = if ov.seeds.is_empty() {
+            spec.seeds.clone()
+        } else {
+            ov.seeds.clone()
+        };
         if seeds.is_empty() {
             return Err(bad(SpecError::new("seeds", "no seed to run")));
+        }
+        let mut spec = spec;
+        if let Some(m) = ov.over_capacity {
+            spec.cluster.over_capacity = m;
         }
         let exp = Experiment {
             spec,
@@ -216,6 +237,7 @@ impl Experiment {
             hot_start_s: c.hot_start_s.unwrap_or(d.hot_start_s),
             pod_idle_timeout_s: c.pod_idle_timeout_s.unwrap_or(d.pod_idle_timeout_s),
             pod_monitor_interval_s: c.pod_monitor_interval_s.unwrap_or(d.pod_monitor_interval_s),
+            over_capacity: c.over_capacity,
         }
     }
 
@@ -303,12 +325,19 @@ fn load_trace(t: &TraceSpec, base: &Path, ov: &Overrides) -> Result<Trace, Exper
     if let Some(m) = ov.minutes {
         select.minutes = Some(m);
     }
-    let path = ov.trace.clone().or_else(|| t.path.as_ref().map(|p| base.join(p)));
+    let path = ov
+        .trace
+        .clone()
+        .or_else(|| t.path.as_ref().map(|p| base.join(p)));
     match (path, &t.generate) {
         (Some(path), _) => {
-            let format = ov.trace_format.or(if ov.trace.is_some() { None } else { t.format });
+            let format = ov
+                .trace_format
+                .or(if ov.trace.is_some() { None } else { t.format });
             let raw = pharos_trace::read_trace(&path, format)?;
-            select.apply(&raw).map_err(|e| ExperimentError::Other(format!("{}: {e}", path.display())))
+            select
+                .apply(&raw)
+                .map_err(|e| ExperimentError::Other(format!("{}: {e}", path.display())))
         }
         (None, Some(g)) => {
             let trace = pharos_trace::generate_trace(&g.jobs, g.minutes)?;
@@ -342,7 +371,11 @@ impl From<SpecError> for ResolveError {
     }
 }
 
-fn resolve_jobs(spec: &ExperimentSpec, trace: &Trace, base: &Path) -> Result<Vec<SimJob>, ResolveError> {
+fn resolve_jobs(
+    spec: &ExperimentSpec,
+    trace: &Trace,
+    base: &Path,
+) -> Result<Vec<SimJob>, ResolveError> {
     for name in spec.overrides.keys() {
         if !trace.jobs.iter().any(|j| &j.name == name) {
             return Err(SpecError::new(
@@ -363,13 +396,15 @@ fn resolve_jobs(spec: &ExperimentSpec, trace: &Trace, base: &Path) -> Result<Vec
             .slo
             .ok_or_else(|| SpecError::new(format!("{at}.slo"), "no SLO (set job.slo)"))?;
         let service_value = t.service_time.clone().ok_or_else(|| {
-            SpecError::new(format!("{at}.service_time"), "no service time (set job.service_time)")
+            SpecError::new(
+                format!("{at}.service_time"),
+                "no service time (set job.service_time)",
+            )
         })?;
-        let service_time = service_dist(&service_value, base)
-            .map_err(|e| match e {
-                ResolveError::Spec(e) => ResolveError::Spec(e.within(&format!("{at}.service_time"))),
-                other => other,
-            })?;
+        let service_time = service_dist(&service_value, base).map_err(|e| match e {
+            ResolveError::Spec(e) => ResolveError::Spec(e.within(&format!("{at}.service_time"))),
+            other => other,
+        })?;
         let min_replicas = t.min_replicas.unwrap_or(1);
         out.push(SimJob {
             name: jt.name.clone(),
@@ -391,12 +426,13 @@ fn resolve_jobs(spec: &ExperimentSpec, trace: &Trace, base: &Path) -> Result<Vec
 
 fn service_dist(v: &serde_json::Value, base: &Path) -> Result<Dist, ResolveError> {
     if v.get("kind").and_then(|k| k.as_str()) == Some("profile") {
-        let p: ProfileRef = serde_json::from_value(v.clone())
-            .map_err(|e| SpecError::new("", e.to_string()))?;
+        let p: ProfileRef =
+            serde_json::from_value(v.clone()).map_err(|e| SpecError::new("", e.to_string()))?;
         let file = base.join(&p.file);
         return profile_dist(&file, &p).map_err(ResolveError::Other);
     }
-    let d: Dist = serde_json::from_value(v.clone()).map_err(|e| SpecError::new("", e.to_string()))?;
+    let d: Dist =
+        serde_json::from_value(v.clone()).map_err(|e| SpecError::new("", e.to_string()))?;
     d.validate()?;
     Ok(d)
 }
@@ -407,7 +443,9 @@ fn profile_dist(file: &Path, p: &ProfileRef) -> Result<Dist, ExperimentError> {
         file: file.to_path_buf(),
         source,
     })?;
-    let malformed = |line: usize, problem: String| ExperimentError::Other(format!("{}:{line}: {problem}", file.display()));
+    let malformed = |line: usize, problem: String| {
+        ExperimentError::Other(format!("{}:{line}: {problem}", file.display()))
+    };
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
     let col = |n: &str| {

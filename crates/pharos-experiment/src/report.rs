@@ -15,13 +15,23 @@ pub fn run_stem(r: &RunResult) -> String {
     let label: String = r
         .policy
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{label}-{}cpu-seed{}", fmt_num(r.cpus), r.seed)
 }
 
 fn fmt_num(v: f64) -> String {
-    if v == v.trunc() { format!("{v:.0}") } else { format!("{v}") }
+    if v == v.trunc() {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
 }
 
 #[derive(Serialize)]
@@ -89,7 +99,16 @@ pub fn table(results: &[RunResult]) -> String {
     let _ = writeln!(
         s,
         "{:<14} {:>6} {:>6} {:>10} {:>9} {:>9} {:>10} {:>8} {:>9} {:>8}",
-        "policy", "vCPUs", "seed", "violation", "lost U", "lost effU", "requests", "dropped", "replicas", "run s"
+        "policy",
+        "vCPUs",
+        "seed",
+        "violation",
+        "lost U",
+        "lost effU",
+        "requests",
+        "dropped",
+        "replicas",
+        "run s"
     );
     for r in results {
         let m = &r.summary;
@@ -143,7 +162,11 @@ fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), ExperimentError>
 }
 
 /// Write every output file into `dir` (created if needed); returns the paths written.
-pub fn write_all(exp: &Experiment, results: &[RunResult], dir: &Path) -> Result<Vec<PathBuf>, ExperimentError> {
+pub fn write_all(
+    exp: &Experiment,
+    results: &[RunResult],
+    dir: &Path,
+) -> Result<Vec<PathBuf>, ExperimentError> {
     std::fs::create_dir_all(dir).map_err(|source| ExperimentError::Io {
         file: dir.to_path_buf(),
         source,
@@ -195,7 +218,10 @@ pub fn write_all(exp: &Experiment, results: &[RunResult], dir: &Path) -> Result<
         })
         .collect();
     let p = dir.join("timing.json");
-    write(&p, serde_json::to_string_pretty(&timing).unwrap_or_default() + "\n")?;
+    write(
+        &p,
+        serde_json::to_string_pretty(&timing).unwrap_or_default() + "\n",
+    )?;
     written.push(p);
     let p = dir.join("summary.md");
     write(&p, markdown_table(results))?;
@@ -266,8 +292,15 @@ pub fn run_svg(exp: &Experiment, r: &RunResult) -> String {
             title: "p99 latency (drops count as infinite; clipped at 4x the SLO)".into(),
             x_label: "minute".into(),
             y_label: "seconds".into(),
-            series: per_job(&|m| m.p99_s.unwrap_or(if m.arrivals > 0 { f64::INFINITY } else { 0.0 })),
-            reference: if same_slo { slo.map(|s| (s, "SLO".to_string())) } else { None },
+            series: per_job(&|m| {
+                m.p99_s
+                    .unwrap_or(if m.arrivals > 0 { f64::INFINITY } else { 0.0 })
+            }),
+            reference: if same_slo {
+                slo.map(|s| (s, "SLO".to_string()))
+            } else {
+                None
+            },
             y_max: slo.map(|s| 4.0 * s),
         },
         LineChart {
@@ -304,16 +337,29 @@ pub fn summary_svg(exp: &Experiment, results: &[RunResult]) -> String {
             .filter(|r| r.policy == label && r.cpus == cpus)
             .map(f)
             .collect();
-        if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
     };
     let chart = |title: &str, y: &str, percent: bool, f: &dyn Fn(&RunResult) -> f64| BarChart {
         title: title.into(),
         y_label: y.into(),
-        categories: exp.cpus.iter().map(|c| format!("{} vCPUs", fmt_num(*c))).collect(),
+        categories: exp
+            .cpus
+            .iter()
+            .map(|c| format!("{} vCPUs", fmt_num(*c)))
+            .collect(),
         series: exp
             .policies
             .iter()
-            .map(|p| (p.label.clone(), exp.cpus.iter().map(|c| mean(&p.label, *c, f)).collect()))
+            .map(|p| {
+                (
+                    p.label.clone(),
+                    exp.cpus.iter().map(|c| mean(&p.label, *c, f)).collect(),
+                )
+            })
             .collect(),
         percent,
     };

@@ -123,8 +123,14 @@ impl JobTemplate {
             min_replicas: over.min_replicas.or(self.min_replicas),
             max_replicas: over.max_replicas.or(self.max_replicas),
             initial_replicas: over.initial_replicas.or(self.initial_replicas),
-            service_time: over.service_time.clone().or_else(|| self.service_time.clone()),
-            router_delay: over.router_delay.clone().or_else(|| self.router_delay.clone()),
+            service_time: over
+                .service_time
+                .clone()
+                .or_else(|| self.service_time.clone()),
+            router_delay: over
+                .router_delay
+                .clone()
+                .or_else(|| self.router_delay.clone()),
         }
     }
 }
@@ -143,4 +149,7 @@ pub struct ClusterSpec {
     pub pod_idle_timeout_s: Option<f64>,
     #[serde(default)]
     pub pod_monitor_interval_s: Option<f64>,
+    /// `trim` (default) or `wait`: see [`pharos_sim::OverCapacity`].
+    #[serde(default)]
+    pub over_capacity: pharos_sim::OverCapacity,
 }

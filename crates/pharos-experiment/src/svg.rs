@@ -13,7 +13,9 @@ pub fn color(i: usize) -> &'static str {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// About `n` round tick values covering [lo, hi].
@@ -145,11 +147,11 @@ impl LineChart {
             let y = sy(*r);
             let _ = write!(
                 out,
-                r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#000" stroke-dasharray="6,4"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"##,
+                r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#000" stroke-dasharray="6,4"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
                 x0 + ml,
                 x0 + ml + pw,
-                x0 + ml + pw + 4.0,
-                y + 4.0,
+                x0 + ml + pw - 4.0,
+                y - 4.0,
                 esc(label)
             );
         }
@@ -157,7 +159,13 @@ impl LineChart {
             let mut d = String::new();
             for (k, (x, y)) in s.points.iter().enumerate() {
                 let y = if y.is_finite() { *y } else { ymax };
-                let _ = write!(d, "{}{:.1},{:.1}", if k == 0 { "M" } else { "L" }, sx(*x), sy(y));
+                let _ = write!(
+                    d,
+                    "{}{:.1},{:.1}",
+                    if k == 0 { "M" } else { "L" },
+                    sx(*x),
+                    sy(y)
+                );
             }
             let _ = write!(
                 out,

@@ -255,7 +255,9 @@ impl InferencePolicy for RayServe {
             } else {
                 p.downscaling_factor
             };
-            let scaled = (cur as f64 + factor * (desired - cur as f64)).ceil().max(0.0) as u32;
+            let scaled = (cur as f64 + factor * (desired - cur as f64))
+                .ceil()
+                .max(0.0) as u32;
             let scaled = clamp_job(j, scaled);
             let c = &mut self.counter[i];
             if scaled > cur {
@@ -483,7 +485,10 @@ impl InferencePolicy for Hpa {
             rec = rec.min(up_limit);
             let recs = &mut self.recs[i];
             recs.push_back((now, rec));
-            while recs.front().is_some_and(|(t, _)| *t < now - p.downscale_stabilization_s) {
+            while recs
+                .front()
+                .is_some_and(|(t, _)| *t < now - p.downscale_stabilization_s)
+            {
                 recs.pop_front();
             }
             let stabilised = if rec < cur {

@@ -75,7 +75,12 @@ pub fn build(name: &str, p: &serde_json::Value) -> Result<Box<dyn InferencePolic
             let rp: RayServeParams = params(name, p)?;
             check(name, "interval_s", rp.interval_s, 0.0)?;
             check(name, "look_back_period_s", rp.look_back_period_s, 0.0)?;
-            check(name, "target_ongoing_requests", rp.target_ongoing_requests, 0.0)?;
+            check(
+                name,
+                "target_ongoing_requests",
+                rp.target_ongoing_requests,
+                0.0,
+            )?;
             check(name, "upscaling_factor", rp.upscaling_factor, 0.0)?;
             check(name, "downscaling_factor", rp.downscaling_factor, 0.0)?;
             check(name, "upscale_delay_s", rp.upscale_delay_s, -1e-12)?;
@@ -89,7 +94,12 @@ pub fn build(name: &str, p: &serde_json::Value) -> Result<Box<dyn InferencePolic
             check(name, "panic_window_s", kp.panic_window_s, 0.0)?;
             check(name, "target_utilization", kp.target_utilization, 0.0)?;
             check(name, "max_scale_up_rate", kp.max_scale_up_rate, 1.0 - 1e-12)?;
-            check(name, "max_scale_down_rate", kp.max_scale_down_rate, 1.0 - 1e-12)?;
+            check(
+                name,
+                "max_scale_down_rate",
+                kp.max_scale_down_rate,
+                1.0 - 1e-12,
+            )?;
             check(name, "panic_threshold", kp.panic_threshold, 0.0)?;
             if let Some(t) = kp.target_concurrency {
                 check(name, "target_concurrency", t, 0.0)?;
@@ -101,7 +111,12 @@ pub fn build(name: &str, p: &serde_json::Value) -> Result<Box<dyn InferencePolic
             check(name, "interval_s", hp.interval_s, 0.0)?;
             check(name, "target", hp.target, 0.0)?;
             check(name, "tolerance", hp.tolerance, -1e-12)?;
-            check(name, "downscale_stabilization_s", hp.downscale_stabilization_s, -1e-12)?;
+            check(
+                name,
+                "downscale_stabilization_s",
+                hp.downscale_stabilization_s,
+                -1e-12,
+            )?;
             Box::new(Hpa::new(hp))
         }
         _ => {

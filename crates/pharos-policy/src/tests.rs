@@ -6,7 +6,14 @@ use super::*;
 /// A job with `replicas` ready replicas whose counters grew at constant rates since 0:
 /// `lat_s` mean latency at `rate` completions per second, `ongoing` requests in the
 /// system, `util` of the replicas busy.
-fn job(now: f64, replicas: u32, rate: f64, lat_s: f64, ongoing: f64, util: f64) -> JobView<'static> {
+fn job(
+    now: f64,
+    replicas: u32,
+    rate: f64,
+    lat_s: f64,
+    ongoing: f64,
+    util: f64,
+) -> JobView<'static> {
     let completed = (rate * now) as u64;
     JobView {
         name: "j",
@@ -77,65 +84,105 @@ fn fairshare_splits_the_cluster_equally() {
             ..view(0.0, &jobs)
         };
         let d = p.initial_decision(&v);
-        assert!(d.target_replicas.iter().all(|t| *t == Some(want)), "{cpus}: {d:?}");
+        assert!(
+            d.target_replicas.iter().all(|t| *t == Some(want)),
+            "{cpus}: {d:?}"
+        );
         assert!(p.decide(&v).is_unchanged());
     }
     let mut p = FairShare::new(FairShareParams {
         replicas_per_job: Some(2),
     });
-    assert_eq!(p.initial_decision(&view(0.0, &jobs)).target_replicas[0], Some(2));
+    assert_eq!(
+        p.initial_decision(&view(0.0, &jobs)).target_replicas[0],
+        Some(2)
+    );
 }
 
 #[test]
 fn aiad_waits_for_sustained_conditions() {
     let mut p = build("aiad", &json!(null)).unwrap();
     // Latency 1 s over a 0.72 s SLO: +1 at the third consecutive check (30 s).
-    assert_eq!(first_change(&mut *p, 5, 10.0, 1.0, 0.0, 0.0, 1000.0), Some((30.0, 6)));
+    assert_eq!(
+        first_change(&mut *p, 5, 10.0, 1.0, 0.0, 0.0, 1000.0),
+        Some((30.0, 6))
+    );
     // Under the SLO: -1 after 60 checks (600 s).
     let mut p = build("aiad", &json!({})).unwrap();
-    assert_eq!(first_change(&mut *p, 5, 10.0, 0.2, 0.0, 0.0, 1000.0), Some((600.0, 4)));
+    assert_eq!(
+        first_change(&mut *p, 5, 10.0, 0.2, 0.0, 0.0, 1000.0),
+        Some((600.0, 4))
+    );
 }
 
 #[test]
 fn oneshot_scales_in_proportion_to_latency() {
     let mut p = build("oneshot", &json!({"upscale_delay_s": 10})).unwrap();
     // 1.44 s is twice the SLO: 5 -> 10 replicas at the first check.
-    assert_eq!(first_change(&mut *p, 5, 10.0, 1.44, 0.0, 0.0, 100.0), Some((10.0, 10)));
+    assert_eq!(
+        first_change(&mut *p, 5, 10.0, 1.44, 0.0, 0.0, 100.0),
+        Some((10.0, 10))
+    );
     let mut p = build("oneshot", &json!({"downscale_delay_s": 20})).unwrap();
     // Half the SLO: 10 -> 5.
-    assert_eq!(first_change(&mut *p, 10, 10.0, 0.36, 0.0, 0.0, 100.0), Some((20.0, 5)));
+    assert_eq!(
+        first_change(&mut *p, 10, 10.0, 0.36, 0.0, 0.0, 100.0),
+        Some((20.0, 5))
+    );
 }
 
 #[test]
 fn rayserve_targets_ongoing_requests_per_replica() {
     let mut p = build("rayserve", &json!({"interval_s": 1.0})).unwrap();
     // 20 ongoing requests, target 2 per replica: 10 replicas, after more than 30 periods.
-    assert_eq!(first_change(&mut *p, 4, 0.0, 0.0, 20.0, 0.0, 100.0), Some((31.0, 10)));
-    let mut p = build("rayserve", &json!({"interval_s": 1.0, "downscale_delay_s": 5.0})).unwrap();
-    assert_eq!(first_change(&mut *p, 4, 0.0, 0.0, 2.0, 0.0, 100.0), Some((6.0, 1)));
+    assert_eq!(
+        first_change(&mut *p, 4, 0.0, 0.0, 20.0, 0.0, 100.0),
+        Some((31.0, 10))
+    );
+    let mut p = build(
+        "rayserve",
+        &json!({"interval_s": 1.0, "downscale_delay_s": 5.0}),
+    )
+    .unwrap();
+    assert_eq!(
+        first_change(&mut *p, 4, 0.0, 0.0, 2.0, 0.0, 100.0),
+        Some((6.0, 1))
+    );
 }
 
 #[test]
 fn kpa_uses_the_hard_concurrency_limit_as_target() {
     let mut p = build("kpa", &json!(null)).unwrap();
     // 28 in the system, 4 x 0.7 = 2.8 per pod: 10 pods, at the first tick (panic: 10/2 >= 2).
-    assert_eq!(first_change(&mut *p, 2, 0.0, 0.0, 28.0, 0.0, 100.0), Some((2.0, 10)));
+    assert_eq!(
+        first_change(&mut *p, 2, 0.0, 0.0, 28.0, 0.0, 100.0),
+        Some((2.0, 10))
+    );
     // With the knative default target of 100 and little load: scale down, at most halving.
     let mut p = build("kpa", &json!({"target_concurrency": 100.0})).unwrap();
-    assert_eq!(first_change(&mut *p, 8, 0.0, 0.0, 5.0, 0.0, 100.0), Some((2.0, 4)));
+    assert_eq!(
+        first_change(&mut *p, 8, 0.0, 0.0, 5.0, 0.0, 100.0),
+        Some((2.0, 4))
+    );
 }
 
 #[test]
 fn hpa_scales_on_utilisation_with_tolerance_and_limits() {
     let mut p = build("hpa", &json!(null)).unwrap();
     // 100% busy against 80%: ratio 1.25 -> ceil(4 x 1.25) = 5.
-    assert_eq!(first_change(&mut *p, 4, 0.0, 0.0, 0.0, 1.0, 100.0), Some((15.0, 5)));
+    assert_eq!(
+        first_change(&mut *p, 4, 0.0, 0.0, 0.0, 1.0, 100.0),
+        Some((15.0, 5))
+    );
     // 85% is within the 10% tolerance: no change.
     let mut p = build("hpa", &json!({})).unwrap();
     assert_eq!(first_change(&mut *p, 4, 0.0, 0.0, 0.0, 0.85, 100.0), None);
     // Scale-up is limited to max(+4, x2) per period.
     let mut p = build("hpa", &json!({"target": 0.1})).unwrap();
-    assert_eq!(first_change(&mut *p, 2, 0.0, 0.0, 0.0, 1.0, 100.0), Some((15.0, 6)));
+    assert_eq!(
+        first_change(&mut *p, 2, 0.0, 0.0, 0.0, 1.0, 100.0),
+        Some((15.0, 6))
+    );
 }
 
 #[test]

@@ -30,7 +30,11 @@ impl WindowDelta {
 
     /// Time-weighted mean number of requests in the system (queued + in flight).
     pub fn mean_ongoing(&self) -> f64 {
-        if self.span_s > 0.0 { self.ongoing_req_s / self.span_s } else { 0.0 }
+        if self.span_s > 0.0 {
+            self.ongoing_req_s / self.span_s
+        } else {
+            0.0
+        }
     }
 
     /// Busy replica-seconds per ready replica-second (a CPU utilisation in [0, 1]);

@@ -59,6 +59,23 @@ pub struct ClusterConfig {
     /// starts that waited for capacity).
     #[serde(default = "d_monitor")]
     pub pod_monitor_interval_s: f64,
+    /// What happens to a target that does not fit the capacity.
+    #[serde(default)]
+    pub over_capacity: OverCapacity,
+}
+
+/// What the cluster does with targets whose replicas do not fit its capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverCapacity {
+    /// Trim the target when it is decided so that the targets of all jobs fit the
+    /// capacity (the Faro controller's rule: an upscale is cut to the free quota and the
+    /// rest is dropped; a policy that wants more must ask again).
+    #[default]
+    Trim,
+    /// Keep the target; replicas that do not fit wait for capacity and start, first come
+    /// first served, as it is freed (a Kubernetes Deployment under a resource quota).
+    Wait,
 }
 
 fn d_cold() -> f64 {
@@ -82,6 +99,7 @@ impl ClusterConfig {
             hot_start_s: d_hot(),
             pod_idle_timeout_s: d_idle(),
             pod_monitor_interval_s: d_monitor(),
+            over_capacity: OverCapacity::Trim,
         }
     }
 }
@@ -112,11 +130,16 @@ impl SimConfig {
         let minutes = self.jobs[0].requests_per_min.len();
         for (i, j) in self.jobs.iter().enumerate() {
             let at = format!("jobs[{i}] ({})", j.name);
-            j.slo.validate().map_err(|e| e.within(&format!("{at}.slo")))?;
+            j.slo
+                .validate()
+                .map_err(|e| e.within(&format!("{at}.slo")))?;
             SpecError::check_positive(&format!("{at}.processing_time_s"), j.processing_time_s)?;
             SpecError::check_positive(&format!("{at}.cpus_per_replica"), j.cpus_per_replica)?;
             if j.max_concurrent == 0 {
-                return Err(SpecError::new(format!("{at}.max_concurrent"), "must be >= 1"));
+                return Err(SpecError::new(
+                    format!("{at}.max_concurrent"),
+                    "must be >= 1",
+                ));
             }
             if j.min_replicas == 0 || j.min_replicas > j.max_replicas {
                 return Err(SpecError::new(
@@ -139,7 +162,10 @@ impl SimConfig {
                     "all jobs need traces of the same length",
                 ));
             }
-            if j.requests_per_min.iter().any(|r| !(r.is_finite() && *r >= 0.0)) {
+            if j.requests_per_min
+                .iter()
+                .any(|r| !(r.is_finite() && *r >= 0.0))
+            {
                 return Err(SpecError::new(
                     format!("{at}.requests_per_min"),
                     "counts must be finite and >= 0",

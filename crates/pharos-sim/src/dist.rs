@@ -15,7 +15,11 @@ pub enum Dist {
     Exponential { mean_s: f64 },
     /// `loc_s + scale_s * exp(shape * Z)`, Z standard normal (scipy's `lognorm(shape,
     /// loc, scale)`; the Faro profiles are given this way).
-    Lognormal { loc_s: f64, scale_s: f64, shape: f64 },
+    Lognormal {
+        loc_s: f64,
+        scale_s: f64,
+        shape: f64,
+    },
     /// An empirical distribution given by quantiles: `points` are `[q, value_s]` pairs
     /// with q rising from 0 to 1; samples interpolate the inverse CDF linearly.
     Quantiles { points: Vec<[f64; 2]> },
@@ -37,14 +41,21 @@ impl Dist {
             }
             Dist::Quantiles { points } => {
                 if points.len() < 2 {
-                    return Err(SpecError::new("points", "needs at least two [q, value_s] pairs"));
+                    return Err(SpecError::new(
+                        "points",
+                        "needs at least two [q, value_s] pairs",
+                    ));
                 }
                 if points[0][0] != 0.0 || points[points.len() - 1][0] != 1.0 {
-                    return Err(SpecError::new("points", "the first q must be 0 and the last 1"));
+                    return Err(SpecError::new(
+                        "points",
+                        "the first q must be 0 and the last 1",
+                    ));
                 }
                 for (i, w) in points.windows(2).enumerate() {
                     let ([q0, v0], [q1, v1]) = (w[0], w[1]);
-                    if !(q1 > q0) || !(v1 >= v0) || !(v0 >= 0.0) || !v1.is_finite() {
+                    let ok = q1 > q0 && v1 >= v0 && v0 >= 0.0 && v1.is_finite();
+                    if !ok {
                         return Err(SpecError::new(
                             format!("points[{}]", i + 1),
                             "q must rise and values must be finite, >= 0 and not fall",
@@ -96,7 +107,9 @@ impl Dist {
             }
             Dist::Quantiles { points } => {
                 let u: f64 = rng.random();
-                let i = points.partition_point(|p| p[0] <= u).clamp(1, points.len() - 1);
+                let i = points
+                    .partition_point(|p| p[0] <= u)
+                    .clamp(1, points.len() - 1);
                 let ([q0, v0], [q1, v1]) = (points[i - 1], points[i]);
                 v0 + (v1 - v0) * (u - q0) / (q1 - q0)
             }
@@ -107,7 +120,10 @@ impl Dist {
     pub fn lognormal_from_p50_p99(p50_s: f64, p99_s: f64) -> Result<Dist, SpecError> {
         SpecError::check_positive("p50", p50_s)?;
         if !(p99_s >= p50_s && p99_s.is_finite()) {
-            return Err(SpecError::new("p99", format!("must be >= p50 ({p50_s}), got {p99_s}")));
+            return Err(SpecError::new(
+                "p99",
+                format!("must be >= p50 ({p50_s}), got {p99_s}"),
+            ));
         }
         const Z99: f64 = 2.326_347_874_040_841;
         Ok(Dist::Lognormal {
@@ -163,9 +179,13 @@ mod tests {
     #[test]
     fn bad_parameters_are_rejected() {
         assert!(Dist::Exponential { mean_s: 0.0 }.validate().is_err());
-        assert!(Dist::Quantiles { points: vec![[0.0, 1.0], [0.5, 0.5], [1.0, 2.0]] }
+        assert!(
+            Dist::Quantiles {
+                points: vec![[0.0, 1.0], [0.5, 0.5], [1.0, 2.0]]
+            }
             .validate()
-            .is_err());
+            .is_err()
+        );
         assert!(Dist::lognormal_from_p50_p99(0.1, 0.05).is_err());
     }
 }

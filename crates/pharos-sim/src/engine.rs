@@ -21,10 +21,10 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use pharos_core::{ClusterView, Decision, InferencePolicy, JobCounters, JobView};
 use rand::{RngExt, SeedableRng};
-use rand_distr::{Distribution, Poisson};
+use rand_distr::{Distribution, Exp1, Poisson};
 use rand_pcg::Pcg64Mcg;
 
-use crate::config::{ArrivalCount, SimConfig};
+use crate::config::{ArrivalCount, OverCapacity, SimConfig};
 use crate::metrics::{self, JobMetrics, JobSummary, MinuteRecord, Summary};
 
 const MINUTE_S: f64 = 60.0;
@@ -45,40 +45,58 @@ impl Req {
 
 #[derive(Debug, Clone, Copy)]
 enum Ev {
-    /// The next request of a job's arrival stream.
-    Arrival { job: u32 },
-    /// A request reaches its router after the router delay.
-    RouterIn { job: u32, req: Req },
+    /// The next request of a job (the earliest in its transit buffer) reaches the router.
+    RouterIn {
+        job: u32,
+    },
     /// A replica finished the request it was serving.
-    ServiceDone { job: u32, rep: u32 },
+    ServiceDone {
+        job: u32,
+        rep: u32,
+    },
     /// A starting replica becomes ready (if it still has generation `generation`).
-    Ready { job: u32, rep: u32, generation: u32 },
+    Ready {
+        job: u32,
+        rep: u32,
+        generation: u32,
+    },
     PolicyTick,
     PodMonitor,
     MinuteTick,
 }
 
+/// A scheduled event. `key` orders the heap: the time's bits (monotone for times >= 0)
+/// above the scheduling sequence number, so ties pop in scheduling order.
 struct Item {
-    t: f64,
-    seq: u64,
+    key: u128,
     ev: Ev,
 }
 
+impl Item {
+    #[inline]
+    fn time(&self) -> f64 {
+        f64::from_bits((self.key >> 64) as u64)
+    }
+}
+
 impl PartialEq for Item {
+    #[inline]
     fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
+        self.key == o.key
     }
 }
 impl Eq for Item {}
 impl PartialOrd for Item {
+    #[inline]
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
         Some(self.cmp(o))
     }
 }
 impl Ord for Item {
     /// Reversed: the heap pops the earliest time, ties in scheduling order.
+    #[inline]
     fn cmp(&self, o: &Self) -> Ordering {
-        o.t.total_cmp(&self.t).then_with(|| o.seq.cmp(&self.seq))
+        o.key.cmp(&self.key)
     }
 }
 
@@ -99,15 +117,22 @@ struct Replica {
     local: VecDeque<Req>,
 }
 
-/// The state of a job's arrival stream.
+/// A job's arrival stream and the requests on their way to its router.
+///
+/// Invariant: every request that arrives no later than the earliest router time in
+/// `transit` has been generated and is in `transit`, so that request is truly the next
+/// to reach the router. One heap event per job stands for the front of `transit`.
 struct Arrivals {
-    /// The next minute to draw a count for.
+    /// The next minute to draw requests for.
     next_minute: usize,
-    minute: usize,
-    /// Requests of the current minute still to come.
-    remaining: u64,
-    /// Position in the current minute in [0, 1] of the last request.
-    pos: f64,
+    /// Arrival times of the current minute's requests not generated yet, ascending,
+    /// consumed from `cursor`.
+    times_s: Vec<f64>,
+    cursor: usize,
+    /// The next request of the stream, not yet in transit.
+    next: Option<Req>,
+    /// Requests sorted by the time they reach the router.
+    transit: VecDeque<(f64, Req)>,
 }
 
 struct JobState {
@@ -126,7 +151,6 @@ struct JobState {
     starting: u32,
     in_flight: u32,
     busy: u32,
-    in_transit: u32,
     /// Idle pods: the time each became idle, oldest first.
     idle_pods: VecDeque<f64>,
     accept_rate: f64,
@@ -170,8 +194,8 @@ pub struct SimResult {
     pub minutes: Vec<Vec<MinuteRecord>>,
 }
 
-/// Counts that must balance: arrived = completed + dropped + queued + in flight + in
-/// transit to the router.
+/// Counts that must balance: arrived (reached the router) = completed + dropped + queued +
+/// in flight. `in_transit` requests have arrived but not reached the router yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conservation {
     pub arrived: u64,
@@ -233,7 +257,6 @@ impl<P: InferencePolicy> Simulation<P> {
                 starting: 0,
                 in_flight: 0,
                 busy: 0,
-                in_transit: 0,
                 idle_pods: VecDeque::new(),
                 accept_rate: 1.0,
                 counters: JobCounters::default(),
@@ -242,9 +265,10 @@ impl<P: InferencePolicy> Simulation<P> {
                 ready_replica_s_at_minute: 0.0,
                 arrivals: Arrivals {
                     next_minute: 0,
-                    minute: 0,
-                    remaining: 0,
-                    pos: 0.0,
+                    times_s: Vec::new(),
+                    cursor: 0,
+                    next: None,
+                    transit: VecDeque::new(),
                 },
                 rng_arrival: Pcg64Mcg::seed_from_u64(stream_seed(cfg.seed, i, 1)),
                 rng_service: Pcg64Mcg::seed_from_u64(stream_seed(cfg.seed, i, 2)),
@@ -278,10 +302,14 @@ impl<P: InferencePolicy> Simulation<P> {
 
     #[inline]
     fn push(&mut self, t: f64, ev: Ev) {
+        debug_assert!(
+            t >= 0.0 && t >= self.now,
+            "an event in the past: {t} < {}",
+            self.now
+        );
         self.seq += 1;
         self.heap.push(Item {
-            t,
-            seq: self.seq,
+            key: ((t.to_bits() as u128) << 64) | self.seq as u128,
             ev,
         });
     }
@@ -292,7 +320,12 @@ impl<P: InferencePolicy> Simulation<P> {
         let mut targets: Vec<u32> = self.cfg.jobs.iter().map(|j| j.initial_replicas).collect();
         let initial = self.ask_policy(true);
         self.apply_accept_rates(&initial);
-        for (i, t) in initial.target_replicas.iter().enumerate().take(targets.len()) {
+        for (i, t) in initial
+            .target_replicas
+            .iter()
+            .enumerate()
+            .take(targets.len())
+        {
             if let Some(t) = t {
                 targets[i] = *t;
             }
@@ -321,7 +354,8 @@ impl<P: InferencePolicy> Simulation<P> {
         }
         self.pending_starts = self.jobs.iter().any(|j| j.provisioned() < j.target);
         for i in 0..self.jobs.len() {
-            if self.schedule_next_arrival(i) {
+            self.jobs[i].arrivals.next = self.generate(i);
+            if self.refill_transit(i) {
                 self.open_streams += 1;
             }
         }
@@ -353,39 +387,83 @@ impl<P: InferencePolicy> Simulation<P> {
         }
     }
 
-    /// Schedule the next arrival of job `i`; false when its trace is over.
-    fn schedule_next_arrival(&mut self, i: usize) -> bool {
-        let rpm = &self.cfg.jobs[i].requests_per_min;
-        let mode = self.cfg.arrivals;
+    /// The next request of job `i`'s trace (its arrival time, service time and bin
+    /// counted), or `None` when the trace is over.
+    fn generate(&mut self, i: usize) -> Option<Req> {
+        let job = &self.cfg.jobs[i];
         let js = &mut self.jobs[i];
         let a = &mut js.arrivals;
-        while a.remaining == 0 {
-            if a.next_minute >= rpm.len() {
-                return false;
-            }
-            a.minute = a.next_minute;
+        while a.cursor == a.times_s.len() {
+            let minute = a.next_minute;
+            let &r = job.requests_per_min.get(minute)?;
             a.next_minute += 1;
-            a.pos = 0.0;
-            let r = rpm[a.minute];
-            a.remaining = match mode {
+            let n = match self.cfg.arrivals {
                 ArrivalCount::Exact => {
                     let whole = r.floor();
-                    let extra = js.rng_arrival.random::<f64>() < r - whole;
-                    whole as u64 + extra as u64
+                    whole as usize + usize::from(js.rng_arrival.random::<f64>() < r - whole)
                 }
                 ArrivalCount::Poisson if r > 0.0 => {
-                    Poisson::new(r).map_or(0, |p| p.sample(&mut js.rng_arrival) as u64)
+                    Poisson::new(r).map_or(0, |p| p.sample(&mut js.rng_arrival) as usize)
                 }
                 ArrivalCount::Poisson => 0,
             };
+            // n sorted independent uniform points of the minute, as the normalised
+            // partial sums of n + 1 exponential spacings.
+            a.times_s.clear();
+            a.cursor = 0;
+            let mut sum = 0.0;
+            for _ in 0..n {
+                let e: f64 = Exp1.sample(&mut js.rng_arrival);
+                sum += e;
+                a.times_s.push(sum);
+            }
+            let last: f64 = Exp1.sample(&mut js.rng_arrival);
+            let total = sum + last;
+            let start = minute as f64 * MINUTE_S;
+            for t in &mut a.times_s {
+                *t = start + *t / total * MINUTE_S;
+            }
         }
-        // The earliest of `remaining` independent uniform points in (pos, 1).
-        let v: f64 = js.rng_arrival.random();
-        a.pos += (1.0 - a.pos) * (1.0 - v.powf(1.0 / a.remaining as f64));
-        a.remaining -= 1;
-        let t = (a.minute as f64 + a.pos) * MINUTE_S;
-        self.push(t, Ev::Arrival { job: i as u32 });
-        true
+        let arrival_s = a.times_s[a.cursor];
+        a.cursor += 1;
+        let req = Req {
+            arrival_s,
+            service_s: job.service_time.sample(&mut js.rng_service),
+        };
+        js.metrics.arrived(req.minute());
+        Some(req)
+    }
+
+    /// Restore the transit invariant of job `i` and schedule its next router event;
+    /// false when the job has no more requests to come.
+    fn refill_transit(&mut self, i: usize) -> bool {
+        loop {
+            let a = &self.jobs[i].arrivals;
+            let Some(next) = a.next else { break };
+            if a.transit.front().is_some_and(|(t, _)| next.arrival_s > *t) {
+                break;
+            }
+            let delay = &self.cfg.jobs[i].router_delay;
+            let js = &mut self.jobs[i];
+            let at = next.arrival_s + delay.sample(&mut js.rng_router);
+            let transit = &mut js.arrivals.transit;
+            let pos = transit
+                .iter()
+                .rposition(|(t, _)| *t <= at)
+                .map_or(0, |p| p + 1);
+            transit.insert(pos, (at, next));
+            self.outstanding += 1;
+            let next = self.generate(i);
+            self.jobs[i].arrivals.next = next;
+        }
+        match self.jobs[i].arrivals.transit.front() {
+            Some((t, _)) => {
+                let t = *t;
+                self.push(t, Ev::RouterIn { job: i as u32 });
+                true
+            }
+            None => false,
+        }
     }
 
     /// Run to the end: until every request of the trace has finished.
@@ -397,18 +475,15 @@ impl<P: InferencePolicy> Simulation<P> {
     /// Process events up to time `t_end` (inclusive) or until the run is over.
     pub fn run_until(&mut self, t_end: f64) {
         while let Some(top) = self.heap.peek() {
-            if top.t > t_end || (self.open_streams == 0 && self.outstanding == 0) {
+            if top.time() > t_end || (self.open_streams == 0 && self.outstanding == 0) {
                 break;
             }
-            let Item { t, ev, .. } = self.heap.pop().expect("peeked");
-            self.now = t;
+            let item = self.heap.pop().expect("peeked");
+            let ev = item.ev;
+            self.now = item.time();
             self.events += 1;
             match ev {
-                Ev::Arrival { job } => self.on_arrival(job as usize),
-                Ev::RouterIn { job, req } => {
-                    self.jobs[job as usize].in_transit -= 1;
-                    self.on_router_in(job as usize, req)
-                }
+                Ev::RouterIn { job } => self.on_router_event(job as usize),
                 Ev::ServiceDone { job, rep } => self.on_service_done(job as usize, rep),
                 Ev::Ready {
                     job,
@@ -443,7 +518,7 @@ impl<P: InferencePolicy> Simulation<P> {
             c.dropped += j.counters.dropped;
             c.queued += j.queue.len() as u64;
             c.in_flight += j.in_flight as u64;
-            c.in_transit += j.in_transit as u64;
+            c.in_transit += j.arrivals.transit.len() as u64;
         }
         c
     }
@@ -454,44 +529,37 @@ impl<P: InferencePolicy> Simulation<P> {
         (j.ready.len() as u32, j.starting)
     }
 
+    /// The target replicas of job `job` now.
+    pub fn target(&self, job: usize) -> u32 {
+        self.jobs[job].target
+    }
+
     /// vCPUs held by pods now; never above the capacity.
     pub fn used_cpus(&self) -> f64 {
         self.used_cpus
     }
 
-    fn on_arrival(&mut self, i: usize) {
-        let now = self.now;
-        let job = &self.cfg.jobs[i];
+    fn on_router_event(&mut self, i: usize) {
+        let (_, req) = self.jobs[i]
+            .arrivals
+            .transit
+            .pop_front()
+            .expect("a router event has a request in transit");
         let js = &mut self.jobs[i];
-        let req = Req {
-            arrival_s: now,
-            service_s: job.service_time.sample(&mut js.rng_service),
-        };
-        js.integrate(now);
+        js.integrate(self.now);
         js.counters.arrivals += 1;
-        let m = req.minute();
-        if let Some(c) = js.minute_arrivals.get_mut(m as usize) {
+        if let Some(c) = js.minute_arrivals.get_mut(req.minute() as usize) {
             *c += 1;
         }
-        js.metrics.arrived(m);
-        self.outstanding += 1;
-        if job.router_delay.is_zero() {
-            self.on_router_in(i, req);
-        } else {
-            let d = job.router_delay.sample(&mut js.rng_router);
-            js.in_transit += 1;
-            self.push(now + d, Ev::RouterIn { job: i as u32, req });
-        }
-        if !self.schedule_next_arrival(i) {
+        self.on_router_in(i, req);
+        if !self.refill_transit(i) {
             self.open_streams -= 1;
         }
     }
 
     fn on_router_in(&mut self, i: usize, req: Req) {
-        let now = self.now;
         let max_queue = self.cfg.jobs[i].max_queue as usize;
         let js = &mut self.jobs[i];
-        js.integrate(now);
         if js.accept_rate < 1.0 && js.rng_admit.random::<f64>() >= js.accept_rate {
             self.drop_request(i, req);
             return;
@@ -560,7 +628,10 @@ impl<P: InferencePolicy> Simulation<P> {
         let js = &mut self.jobs[i];
         js.integrate(now);
         let r = &mut js.reps[rep as usize];
-        let done = r.serving.take().expect("a replica that finished was serving");
+        let done = r
+            .serving
+            .take()
+            .expect("a replica that finished was serving");
         r.held -= 1;
         let next = r.local.pop_front();
         let state = r.state;
@@ -574,13 +645,7 @@ impl<P: InferencePolicy> Simulation<P> {
         match next {
             Some(req) => {
                 js.reps[rep as usize].serving = Some(req);
-                self.push(
-                    now + req.service_s,
-                    Ev::ServiceDone {
-                        job: i as u32,
-                        rep,
-                    },
-                );
+                self.push(now + req.service_s, Ev::ServiceDone { job: i as u32, rep });
             }
             None => js.busy -= 1,
         }
@@ -621,7 +686,9 @@ impl<P: InferencePolicy> Simulation<P> {
         js.starting -= 1;
         js.ready.push(rep);
         while self.jobs[i].reps[rep as usize].held < max_conc {
-            let Some(req) = self.jobs[i].queue.pop_front() else { break };
+            let Some(req) = self.jobs[i].queue.pop_front() else {
+                break;
+            };
             self.assign(i, rep as usize, req);
         }
     }
@@ -640,7 +707,10 @@ impl<P: InferencePolicy> Simulation<P> {
         if self.pending_starts {
             self.reconcile_all();
         }
-        self.push(now + self.cfg.cluster.pod_monitor_interval_s, Ev::PodMonitor);
+        self.push(
+            now + self.cfg.cluster.pod_monitor_interval_s,
+            Ev::PodMonitor,
+        );
     }
 
     fn on_minute_tick(&mut self) {
@@ -648,7 +718,8 @@ impl<P: InferencePolicy> Simulation<P> {
         let minute = (now / MINUTE_S).round() as u32;
         for js in &mut self.jobs {
             js.integrate(now);
-            let mean_ready = (js.counters.ready_replica_s - js.ready_replica_s_at_minute) / MINUTE_S;
+            let mean_ready =
+                (js.counters.ready_replica_s - js.ready_replica_s_at_minute) / MINUTE_S;
             js.ready_replica_s_at_minute = js.counters.ready_replica_s;
             js.metrics.replicas.push((mean_ready, js.target));
             js.metrics.flush(minute, false);
@@ -685,7 +756,11 @@ impl<P: InferencePolicy> Simulation<P> {
     fn apply_accept_rates(&mut self, d: &Decision) {
         for (js, a) in self.jobs.iter_mut().zip(&d.accept_rate) {
             if let Some(a) = a {
-                js.accept_rate = if a.is_finite() { a.clamp(0.0, 1.0) } else { 1.0 };
+                js.accept_rate = if a.is_finite() {
+                    a.clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
             }
         }
     }
@@ -699,8 +774,9 @@ impl<P: InferencePolicy> Simulation<P> {
     }
 
     /// Set new targets, clamped to each job's bounds: decreases first, then increases in
-    /// job order, each trimmed so that the targets of all jobs fit the capacity (a quota
-    /// on targets; the pods that hold capacity are reconciled afterwards).
+    /// job order, each trimmed (with [`OverCapacity::Trim`]) so that the targets of all
+    /// jobs fit the capacity (a quota on targets; the pods that hold capacity are
+    /// reconciled afterwards).
     fn set_targets(&mut self, targets: &[Option<u32>]) {
         let capacity = self.cfg.cluster.capacity_cpus;
         let bounded = |i: usize, t: u32| {
@@ -711,15 +787,19 @@ impl<P: InferencePolicy> Simulation<P> {
             .map(|i| targets.get(i).copied().flatten().map(|t| bounded(i, t)))
             .collect();
         for (i, w) in wanted.iter().enumerate() {
-            if let Some(t) = *w {
-                if t < self.jobs[i].target {
-                    self.jobs[i].target = t;
-                }
+            if let Some(t) = *w
+                && t < self.jobs[i].target
+            {
+                self.jobs[i].target = t;
             }
         }
         for (i, w) in wanted.iter().enumerate() {
             let Some(t) = *w else { continue };
             if t <= self.jobs[i].target {
+                continue;
+            }
+            if self.cfg.cluster.over_capacity == OverCapacity::Wait {
+                self.jobs[i].target = t;
                 continue;
             }
             let cpus = self.cfg.jobs[i].cpus_per_replica;
@@ -749,7 +829,11 @@ impl<P: InferencePolicy> Simulation<P> {
         let mut order: Vec<usize> = (0..self.jobs.len())
             .filter(|i| self.jobs[*i].provisioned() < self.jobs[*i].target)
             .collect();
-        order.sort_by(|a, b| self.jobs[*a].waiting_since.total_cmp(&self.jobs[*b].waiting_since));
+        order.sort_by(|a, b| {
+            self.jobs[*a]
+                .waiting_since
+                .total_cmp(&self.jobs[*b].waiting_since)
+        });
         let mut pending = false;
         for i in order {
             while self.jobs[i].provisioned() < self.jobs[i].target {
@@ -834,7 +918,9 @@ impl<P: InferencePolicy> Simulation<P> {
                     js.reps[rep as usize].state = RepState::Draining;
                 }
             }
-            RepState::Draining | RepState::Free => unreachable!("active replicas are starting or ready"),
+            RepState::Draining | RepState::Free => {
+                unreachable!("active replicas are starting or ready")
+            }
         }
     }
 
@@ -868,7 +954,8 @@ impl<P: InferencePolicy> Simulation<P> {
             });
             records.push(recs);
         }
-        let (slo_violation_rate, lost_utility, lost_effective_utility) = metrics::summarize(&records);
+        let (slo_violation_rate, lost_utility, lost_effective_utility) =
+            metrics::summarize(&records);
         let requests: u64 = jobs.iter().map(|j| j.requests).sum();
         let completed: u64 = jobs.iter().map(|j| j.completed).sum();
         let latency_sum: f64 = self.jobs.iter().map(|j| j.counters.latency_sum_s).sum();
@@ -906,29 +993,29 @@ fn job_views<'a>(
     jobs.iter()
         .zip(&cfg.jobs)
         .map(|(js, j)| {
-                let mut counters = js.counters;
-                // Bring the integrals up to now without mutating the state.
-                let dt = now - js.last_integral_t;
-                counters.ongoing_req_s += dt * (js.queue.len() as u32 + js.in_flight) as f64;
-                counters.busy_replica_s += dt * js.busy as f64;
-                counters.ready_replica_s += dt * js.ready.len() as f64;
-                JobView {
-                    name: &j.name,
-                    slo: j.slo,
-                    processing_time_s: j.processing_time_s,
-                    cpus_per_replica: j.cpus_per_replica,
-                    min_replicas: j.min_replicas,
-                    max_replicas: j.max_replicas,
-                    max_concurrent: j.max_concurrent,
-                    target_replicas: js.target,
-                    ready_replicas: js.ready.len() as u32,
-                    starting_replicas: js.starting,
-                    queued: js.queue.len() as u32,
-                    in_flight: js.in_flight,
-                    accept_rate: js.accept_rate,
-                    counters,
-                    minute_arrivals: &js.minute_arrivals[..completed_minutes],
-                }
-            })
-            .collect()
+            let mut counters = js.counters;
+            // Bring the integrals up to now without mutating the state.
+            let dt = now - js.last_integral_t;
+            counters.ongoing_req_s += dt * (js.queue.len() as u32 + js.in_flight) as f64;
+            counters.busy_replica_s += dt * js.busy as f64;
+            counters.ready_replica_s += dt * js.ready.len() as f64;
+            JobView {
+                name: &j.name,
+                slo: j.slo,
+                processing_time_s: j.processing_time_s,
+                cpus_per_replica: j.cpus_per_replica,
+                min_replicas: j.min_replicas,
+                max_replicas: j.max_replicas,
+                max_concurrent: j.max_concurrent,
+                target_replicas: js.target,
+                ready_replicas: js.ready.len() as u32,
+                starting_replicas: js.starting,
+                queued: js.queue.len() as u32,
+                in_flight: js.in_flight,
+                accept_rate: js.accept_rate,
+                counters,
+                minute_arrivals: &js.minute_arrivals[..completed_minutes],
+            }
+        })
+        .collect()
 }

@@ -15,7 +15,7 @@ mod dist;
 pub mod engine;
 mod metrics;
 
-pub use config::{ArrivalCount, ClusterConfig, SimConfig, SimJob};
+pub use config::{ArrivalCount, ClusterConfig, OverCapacity, SimConfig, SimJob};
 pub use dist::Dist;
 pub use engine::{Conservation, SimResult, Simulation};
 pub use metrics::{JobSummary, MinuteRecord, Summary, quantile};

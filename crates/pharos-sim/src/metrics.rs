@@ -228,9 +228,16 @@ pub fn quantile(values: &mut [f64], infinities: usize, q: f64) -> f64 {
     let b = if lo + 1 >= values.len() {
         f64::INFINITY
     } else {
-        values[lo + 1..].iter().copied().fold(f64::INFINITY, f64::min)
+        values[lo + 1..]
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min)
     };
-    if b.is_infinite() { f64::INFINITY } else { a + frac * (b - a) }
+    if b.is_infinite() {
+        f64::INFINITY
+    } else {
+        a + frac * (b - a)
+    }
 }
 
 /// Per-job totals of a run.
@@ -292,7 +299,11 @@ pub(crate) fn summarize(records: &[Vec<MinuteRecord>]) -> (f64, f64, f64) {
         }
     }
     let m = minutes.max(1) as f64;
-    let violation = if viol_bins > 0 { viol_sum / viol_bins as f64 } else { 0.0 };
+    let violation = if viol_bins > 0 {
+        viol_sum / viol_bins as f64
+    } else {
+        0.0
+    };
     (
         violation,
         n_jobs as f64 - util_sum / m,

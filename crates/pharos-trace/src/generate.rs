@@ -198,7 +198,10 @@ mod tests {
 
     #[test]
     fn shapes() {
-        assert_eq!(Generator::Constant { rpm: 5.0 }.generate(3).unwrap(), vec![5.0; 3]);
+        assert_eq!(
+            Generator::Constant { rpm: 5.0 }.generate(3).unwrap(),
+            vec![5.0; 3]
+        );
         let d = Generator::Diurnal {
             mean_rpm: 100.0,
             amplitude_rpm: 50.0,

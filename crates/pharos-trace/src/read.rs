@@ -31,7 +31,11 @@ impl Format {
 
     /// Guess the format from the file name and its first line.
     pub fn detect(path: &Path, text: &str) -> Format {
-        let first = text.lines().next().unwrap_or("").trim_start_matches('\u{feff}');
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches('\u{feff}');
         if first.trim_start().starts_with('{') {
             Format::FaroJsonl
         } else if first.starts_with("HashOwner") {
@@ -90,8 +94,9 @@ fn read_faro_jsonl(path: &Path, text: &str) -> Result<RawTrace, TraceError> {
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: FaroLine = serde_json::from_str(line)
-            .map_err(|e| TraceError::malformed(path, lineno, format!("not a replay record: {e}")))?;
+        let parsed: FaroLine = serde_json::from_str(line).map_err(|e| {
+            TraceError::malformed(path, lineno, format!("not a replay record: {e}"))
+        })?;
         for (job, models) in parsed.counts {
             let single = models.len() == 1;
             for (model, n) in models {
@@ -102,7 +107,11 @@ fn read_faro_jsonl(path: &Path, text: &str) -> Result<RawTrace, TraceError> {
                         format!("{job}/{model}: requests must be finite and >= 0, got {n}"),
                     ));
                 }
-                let name = if single { job.clone() } else { format!("{job}/{model}") };
+                let name = if single {
+                    job.clone()
+                } else {
+                    format!("{job}/{model}")
+                };
                 let minutes = jobs.entry(name.clone()).or_insert_with(|| {
                     order.push(name.clone());
                     BTreeMap::new()
@@ -187,7 +196,10 @@ fn read_minute_csv(path: &Path, text: &str) -> Result<RawTrace, TraceError> {
                 TraceError::malformed(
                     path,
                     line,
-                    format!("`day` must be a whole number, got {:?}", rec.get(c).unwrap_or("")),
+                    format!(
+                        "`day` must be a whole number, got {:?}",
+                        rec.get(c).unwrap_or("")
+                    ),
                 )
             })?),
             None => None,
@@ -298,13 +310,20 @@ fn read_azure(path: &Path, text: &str) -> Result<RawTrace, TraceError> {
             vec![0.0; minutes]
         });
         for (k, cell) in rec.iter().skip(first_minute).enumerate() {
-            let v: f64 = cell.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0).ok_or_else(|| {
-                TraceError::malformed(
-                    path,
-                    line,
-                    format!("minute {}: invocations must be a number >= 0, got {cell:?}", k + 1),
-                )
-            })?;
+            let v: f64 = cell
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| {
+                    TraceError::malformed(
+                        path,
+                        line,
+                        format!(
+                            "minute {}: invocations must be a number >= 0, got {cell:?}",
+                            k + 1
+                        ),
+                    )
+                })?;
             // The same function listed twice (several triggers) counts once, summed.
             counts[k] += v;
         }
@@ -353,7 +372,8 @@ mod tests {
 
     #[test]
     fn minute_csv_with_days_and_extra_columns() {
-        let text = "job,source,day,minute,requests\n0,a,1,0,10\n0,a,1,1,11\n0,a,2,0,20\n1,b,1,0,5\n";
+        let text =
+            "job,source,day,minute,requests\n0,a,1,0,10\n0,a,1,1,11\n0,a,2,0,20\n1,b,1,0,5\n";
         let t = read_trace_str(p("t.csv"), text, None).unwrap();
         let got: Vec<(String, Option<u32>, Vec<f64>)> = t
             .series
@@ -403,7 +423,12 @@ mod tests {
         assert_eq!(t.series[0].job, "f1");
         assert_eq!(t.series[1].requests_per_min, vec![0.0, 0.0, 9.0, 0.0]);
         let bad = format!("{header}\no1,a1,f1,http,1,2,x,4\n");
-        let e = read_trace_str(p("d01.csv"), &bad, None).unwrap_err().to_string();
-        assert!(e.starts_with("d01.csv:2: ") && e.contains("minute 3"), "{e}");
+        let e = read_trace_str(p("d01.csv"), &bad, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("d01.csv:2: ") && e.contains("minute 3"),
+            "{e}"
+        );
     }
 }

@@ -76,7 +76,11 @@ impl Selection {
                 }
             })
             .collect();
-        let len = jobs.iter().map(|j| j.requests_per_min.len()).max().unwrap_or(0);
+        let len = jobs
+            .iter()
+            .map(|j| j.requests_per_min.len())
+            .max()
+            .unwrap_or(0);
         for j in &mut jobs {
             j.requests_per_min.resize(len, 0.0);
         }
@@ -93,7 +97,9 @@ impl Selection {
         }
         if let Some(peak) = self.peak_rpm {
             if !(peak.is_finite() && peak > 0.0) {
-                return Err(TraceError::invalid(format!("peak_rpm must be > 0, got {peak}")));
+                return Err(TraceError::invalid(format!(
+                    "peak_rpm must be > 0, got {peak}"
+                )));
             }
             for j in &mut jobs {
                 let max = j.requests_per_min.iter().copied().fold(0.0, f64::max);
@@ -184,20 +190,34 @@ mod tests {
     fn days_concatenate_without_a_day() {
         let t = Selection::default().apply(&raw()).unwrap();
         assert_eq!(t.minutes(), 6);
-        assert_eq!(t.jobs[0].requests_per_min, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(
+            t.jobs[0].requests_per_min,
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+        );
     }
 
     #[test]
     fn clear_errors() {
-        let e = Selection { day: Some(9), ..Default::default() }.apply(&raw()).unwrap_err();
+        let e = Selection {
+            day: Some(9),
+            ..Default::default()
+        }
+        .apply(&raw())
+        .unwrap_err();
         assert!(e.to_string().contains("no day 9"), "{e}");
-        let e = Selection { jobs: Some(vec!["gamma".into()]), ..Default::default() }
-            .apply(&raw())
-            .unwrap_err();
+        let e = Selection {
+            jobs: Some(vec!["gamma".into()]),
+            ..Default::default()
+        }
+        .apply(&raw())
+        .unwrap_err();
         assert!(e.to_string().contains("no job \"gamma\""), "{e}");
-        let e = Selection { minutes: Some([7, 9]), ..Default::default() }
-            .apply(&raw())
-            .unwrap_err();
+        let e = Selection {
+            minutes: Some([7, 9]),
+            ..Default::default()
+        }
+        .apply(&raw())
+        .unwrap_err();
         assert!(e.to_string().contains("minute range"), "{e}");
     }
 }

@@ -8,10 +8,15 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pharos_experiment::{Experiment, Overrides, report};
+use pharos_sim::OverCapacity;
 use pharos_trace::Format;
 
 #[derive(Parser)]
-#[command(name = "pharos", version, about = "Capacity for the ML work of one cluster: inference autoscaling, function graphs, training - and a simulator to measure it")]
+#[command(
+    name = "pharos",
+    version,
+    about = "Capacity for the ML work of one cluster: inference autoscaling, function graphs, training - and a simulator to measure it"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,6 +60,10 @@ struct SimulateArgs {
     /// A seed (repeatable); replaces the experiment's seeds.
     #[arg(long = "seed")]
     seeds: Vec<u64>,
+    /// What the cluster does with targets that do not fit: trim (the Faro controller's
+    /// rule) or wait (replicas wait for capacity, first come first served).
+    #[arg(long, value_parser = parse_over_capacity)]
+    over_capacity: Option<OverCapacity>,
     /// Output directory [default: out/<experiment name>].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -67,7 +76,20 @@ struct SimulateArgs {
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
-    Format::parse(s).ok_or_else(|| format!("unknown trace format {s:?} (known: {})", Format::NAMES.join(", ")))
+    Format::parse(s).ok_or_else(|| {
+        format!(
+            "unknown trace format {s:?} (known: {})",
+            Format::NAMES.join(", ")
+        )
+    })
+}
+
+fn parse_over_capacity(s: &str) -> Result<OverCapacity, String> {
+    match s {
+        "trim" => Ok(OverCapacity::Trim),
+        "wait" => Ok(OverCapacity::Wait),
+        _ => Err(format!("{s:?} is neither trim nor wait")),
+    }
 }
 
 fn parse_cpus(s: &str) -> Result<f64, String> {
@@ -97,18 +119,26 @@ fn simulate(args: SimulateArgs) -> Result<()> {
         cpus: args.cpus,
         policies: args.policies,
         seeds: args.seeds,
+        over_capacity: args.over_capacity,
     };
     let exp = Experiment::load(&args.experiment, &ov)?;
     let runs = exp.runs().len();
     let bar = ProgressBar::new(runs as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} runs {msg}")
-            .context("progress bar template")?,
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} runs {msg}",
+        )
+        .context("progress bar template")?,
     );
     let last = Mutex::new(String::new());
     let results = exp.run_all(args.threads, |r| {
         if let Ok(mut l) = last.lock() {
-            *l = format!("{} @ {} vCPUs: {:.1}% violations", r.policy, r.cpus, r.summary.slo_violation_rate * 100.0);
+            *l = format!(
+                "{} @ {} vCPUs: {:.1}% violations",
+                r.policy,
+                r.cpus,
+                r.summary.slo_violation_rate * 100.0
+            );
             bar.set_message(l.clone());
         }
         bar.inc(1);
@@ -117,10 +147,15 @@ fn simulate(args: SimulateArgs) -> Result<()> {
     if results.len() != runs {
         bail!("{} of {runs} runs finished", results.len());
     }
-    let out = args.out.unwrap_or_else(|| PathBuf::from("out").join(&exp.spec.name));
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("out").join(&exp.spec.name));
     let written = report::write_all(&exp, &results, &out)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report::summary_rows(&results))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report::summary_rows(&results))?
+        );
     } else {
         println!(
             "{}: {} jobs, {} minutes, {:.0} requests expected per run\n",
