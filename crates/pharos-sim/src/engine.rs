@@ -447,11 +447,15 @@ impl<P: InferencePolicy> Simulation<P> {
             let js = &mut self.jobs[i];
             let at = next.arrival_s + delay.sample(&mut js.rng_router);
             let transit = &mut js.arrivals.transit;
-            let pos = transit
-                .iter()
-                .rposition(|(t, _)| *t <= at)
-                .map_or(0, |p| p + 1);
-            transit.insert(pos, (at, next));
+            if transit.back().is_none_or(|(t, _)| *t <= at) {
+                transit.push_back((at, next));
+            } else {
+                let pos = transit
+                    .iter()
+                    .rposition(|(t, _)| *t <= at)
+                    .map_or(0, |p| p + 1);
+                transit.insert(pos, (at, next));
+            }
             self.outstanding += 1;
             let next = self.generate(i);
             self.jobs[i].arrivals.next = next;
