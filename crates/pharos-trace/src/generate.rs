@@ -45,9 +45,9 @@ fn day_min() -> f64 {
     1440.0
 }
 
-/// One generated job of a synthetic trace.
+/// One generated job of a synthetic trace: `name` and the generator's fields side by
+/// side (unknown fields are refused by the generator).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GeneratedJob {
     pub name: String,
     #[serde(flatten)]
