@@ -1,6 +1,7 @@
 //! Writing an experiment's results: `results.json` (deterministic for a seed),
-//! `timing.json` (wall-clock times), one per-minute CSV timeline and one SVG per run,
-//! and `summary.svg` (the table as bars).
+//! `timing.json` (wall-clock times), `summary.md` (the tables), `summary.svg` (the
+//! table as bars), a per-minute CSV timeline per run and an SVG plot per policy and
+//! cluster size (of the first seed).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -55,7 +56,7 @@ struct RunEntry<'a> {
     #[serde(flatten)]
     result: &'a RunResult,
     timeline: String,
-    plot: String,
+    plot: Option<String>,
 }
 
 /// A summary row as `--json` prints it.
@@ -130,6 +131,106 @@ pub fn table(results: &[RunResult]) -> String {
     s
 }
 
+/// The runs of one policy on one cluster size, over seeds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Aggregate {
+    pub policy: String,
+    pub cpus: f64,
+    pub seeds: usize,
+    /// (mean, min, max) over seeds.
+    pub slo_violation_rate: (f64, f64, f64),
+    pub lost_utility: (f64, f64, f64),
+    pub mean_dropped: f64,
+    pub mean_ready_replicas: f64,
+}
+
+/// Mean, min and max over seeds of every (policy, cluster size), in grid order.
+pub fn aggregate(exp: &Experiment, results: &[RunResult]) -> Vec<Aggregate> {
+    let stats = |v: &[f64]| {
+        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (mean, min, max)
+    };
+    let mut out = Vec::new();
+    for &cpus in &exp.cpus {
+        for p in &exp.policies {
+            let runs: Vec<&RunResult> = results
+                .iter()
+                .filter(|r| r.policy == p.label && r.cpus == cpus)
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let n = runs.len() as f64;
+            let viol: Vec<f64> = runs.iter().map(|r| r.summary.slo_violation_rate).collect();
+            let lost: Vec<f64> = runs.iter().map(|r| r.summary.lost_utility).collect();
+            out.push(Aggregate {
+                policy: p.label.clone(),
+                cpus,
+                seeds: runs.len(),
+                slo_violation_rate: stats(&viol),
+                lost_utility: stats(&lost),
+                mean_dropped: runs.iter().map(|r| r.summary.dropped as f64).sum::<f64>() / n,
+                mean_ready_replicas: runs
+                    .iter()
+                    .map(|r| r.summary.mean_ready_replicas)
+                    .sum::<f64>()
+                    / n,
+            });
+        }
+    }
+    out
+}
+
+/// The aggregate over seeds as a Markdown table: one row per cluster size, one column
+/// per policy, "violation rate / lost utility" in each cell (with the range over seeds
+/// when there are several).
+pub fn markdown_aggregate(exp: &Experiment, results: &[RunResult]) -> String {
+    let agg = aggregate(exp, results);
+    let mut s = String::from("| vCPUs |");
+    for p in &exp.policies {
+        let _ = write!(s, " {} |", p.label);
+    }
+    s.push_str("\n|---|");
+    for _ in &exp.policies {
+        s.push_str("---|");
+    }
+    s.push('\n');
+    for &cpus in &exp.cpus {
+        let _ = write!(s, "| {} |", fmt_num(cpus));
+        for p in &exp.policies {
+            match agg.iter().find(|a| a.policy == p.label && a.cpus == cpus) {
+                Some(a) if a.seeds > 1 => {
+                    let (v, v0, v1) = a.slo_violation_rate;
+                    let (l, l0, l1) = a.lost_utility;
+                    let _ = write!(
+                        s,
+                        " {:.1}% ({:.1}-{:.1}), {:.2} ({:.2}-{:.2}) |",
+                        v * 100.0,
+                        v0 * 100.0,
+                        v1 * 100.0,
+                        l,
+                        l0,
+                        l1
+                    );
+                }
+                Some(a) => {
+                    let _ = write!(
+                        s,
+                        " {:.1}%, {:.2} |",
+                        a.slo_violation_rate.0 * 100.0,
+                        a.lost_utility.0
+                    );
+                }
+                None => s.push_str(" - |"),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// The results as a Markdown table (for docs).
 pub fn markdown_table(results: &[RunResult]) -> String {
     let mut s = String::from(
@@ -180,9 +281,15 @@ pub fn write_all(
         let p = dir.join(&timeline);
         write(&p, timeline_csv(r))?;
         written.push(p);
-        let p = dir.join(&plot);
-        write(&p, run_svg(exp, r))?;
-        written.push(p);
+        // One plot per policy and cluster size: the first seed's.
+        let plot = if r.seed == exp.seeds[0] {
+            let p = dir.join(&plot);
+            write(&p, run_svg(exp, r))?;
+            written.push(p);
+            Some(plot)
+        } else {
+            None
+        };
         runs.push(RunEntry {
             result: r,
             timeline,
@@ -224,7 +331,20 @@ pub fn write_all(
     )?;
     written.push(p);
     let p = dir.join("summary.md");
-    write(&p, markdown_table(results))?;
+    let seeds = exp.seeds.len();
+    let md = format!(
+        "# {}\n\nSLO violation rate, lost utility (of {}){}:\n\n{}\nEvery run:\n\n{}",
+        exp.spec.name,
+        exp.jobs.len(),
+        if seeds > 1 {
+            format!(": mean over {seeds} seeds (range)")
+        } else {
+            String::new()
+        },
+        markdown_aggregate(exp, results),
+        markdown_table(results)
+    );
+    write(&p, md)?;
     written.push(p);
     let p = dir.join("summary.svg");
     write(&p, summary_svg(exp, results))?;

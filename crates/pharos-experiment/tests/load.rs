@@ -20,14 +20,25 @@ fn write_yaml(name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn the_example_loads_as_documented() {
-    let e = Experiment::load(&root().join("examples/faro-10jobs.yaml"), &Overrides::default()).unwrap();
+    let e = Experiment::load(
+        &root().join("examples/faro-10jobs.yaml"),
+        &Overrides::default(),
+    )
+    .unwrap();
     assert_eq!(e.jobs.len(), 10);
     assert_eq!(e.trace.minutes(), 360);
     assert_eq!(e.cpus, vec![16.0, 32.0, 36.0, 40.0]);
     let names: Vec<&str> = e.policies.iter().map(|p| p.label.as_str()).collect();
-    assert_eq!(names, ["fairshare", "oneshot", "aiad", "rayserve", "kpa", "hpa"]);
+    assert_eq!(
+        names,
+        ["fairshare", "oneshot", "aiad", "rayserve", "kpa", "hpa"]
+    );
     assert_eq!(e.seeds, vec![42]);
-    assert!(e.jobs.iter().all(|j| j.slo.latency_s == 0.72 && j.processing_time_s == 0.18));
+    assert!(
+        e.jobs
+            .iter()
+            .all(|j| j.slo.latency_s == 0.72 && j.processing_time_s == 0.18)
+    );
     // Day 11 of the trace: ~2.68 million requests.
     assert_eq!(e.trace.total_requests(), 2_675_770.0);
     assert_eq!(e.runs().len(), 24);
@@ -64,12 +75,19 @@ fn templates_overrides_profiles_and_labels() {
     let e = Experiment::load(&write_yaml("gen.yaml", GENERATED), &Overrides::default()).unwrap();
     let (steady, wave) = (&e.jobs[0], &e.jobs[1]);
     assert_eq!(steady.service_time, Dist::Exponential { mean_s: 0.05 });
-    assert_eq!(steady.processing_time_s, 0.05, "defaults to the service mean");
+    assert_eq!(
+        steady.processing_time_s, 0.05,
+        "defaults to the service mean"
+    );
     assert_eq!(steady.cpus_per_replica, 1.0);
     assert_eq!(wave.cpus_per_replica, 2.0);
     // resnet18 on one CPU thread: p50 44.603 ms, p99 115.97 ms.
     match &wave.service_time {
-        Dist::Lognormal { loc_s, scale_s, shape } => {
+        Dist::Lognormal {
+            loc_s,
+            scale_s,
+            shape,
+        } => {
             assert_eq!(*loc_s, 0.0);
             assert!((scale_s - 0.044603).abs() < 1e-9);
             assert!((shape - (115.97f64 / 44.603).ln() / 2.326_347_874_040_841).abs() < 1e-9);
@@ -109,13 +127,28 @@ fn mistakes_are_named() {
     let e = load_err("dup.yaml", &GENERATED.replace("label: aiad-fast, ", ""));
     assert!(e.contains("two policies are labelled \"aiad\""), "{e}");
     let e = load_err("ov.yaml", &GENERATED.replace("  wave:\n", "  wavy:\n"));
-    assert!(e.contains("overrides.wavy") && e.contains("no job of that name"), "{e}");
-    let e = load_err("prof.yaml", &GENERATED.replace("model: resnet18", "model: resnet999"));
+    assert!(
+        e.contains("overrides.wavy") && e.contains("no job of that name"),
+        "{e}"
+    );
+    let e = load_err(
+        "prof.yaml",
+        &GENERATED.replace("model: resnet18", "model: resnet999"),
+    );
     assert!(e.contains("no profile for model \"resnet999\""), "{e}");
-    let e = load_err("dist.yaml", &GENERATED.replace("mean_s: 0.05", "mean_s: -1"));
+    let e = load_err(
+        "dist.yaml",
+        &GENERATED.replace("mean_s: 0.05", "mean_s: -1"),
+    );
     assert!(e.contains("service_time.mean_s"), "{e}");
-    let e = load_err("param.yaml", &GENERATED.replace("upscale_delay_s: 10", "upscale_delay: 10"));
-    assert!(e.contains("policy aiad") && e.contains("upscale_delay"), "{e}");
+    let e = load_err(
+        "param.yaml",
+        &GENERATED.replace("upscale_delay_s: 10", "upscale_delay: 10"),
+    );
+    assert!(
+        e.contains("policy aiad") && e.contains("upscale_delay"),
+        "{e}"
+    );
     let e = load_err("field.yaml", &GENERATED.replace("rpm: 600", "rmp: 600"));
     assert!(e.contains("rmp"), "{e}");
     let e = load_err("gen.yaml", &GENERATED.replace("rpm: 600", "rpm: -600"));
