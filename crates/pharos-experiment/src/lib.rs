@@ -340,18 +340,8 @@ fn load_trace(t: &TraceSpec, base: &Path, ov: &Overrides) -> Result<Trace, Exper
                 .map_err(|e| ExperimentError::Other(format!("{}: {e}", path.display())))
         }
         (None, Some(g)) => {
-            let trace = pharos_trace::generate_trace(&g.jobs, g.minutes)?;
-            let raw = pharos_trace::RawTrace {
-                series: trace
-                    .jobs
-                    .into_iter()
-                    .map(|j| pharos_trace::Series {
-                        job: j.name,
-                        day: None,
-                        requests_per_min: j.requests_per_min,
-                    })
-                    .collect(),
-            };
+            let raw =
+                pharos_trace::RawTrace::from(pharos_trace::generate_trace(&g.jobs, g.minutes)?);
             Ok(select.apply(&raw)?)
         }
         (None, None) => Err(ExperimentError::Other(

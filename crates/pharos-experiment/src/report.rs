@@ -94,39 +94,51 @@ pub fn summary_rows(results: &[RunResult]) -> Vec<SummaryRow> {
         .collect()
 }
 
-/// The results as a text table (one row per run).
+/// The columns of a run's row, shared by the text and the Markdown table.
+const RUN_COLUMNS: [&str; 9] = [
+    "policy",
+    "vCPUs",
+    "seed",
+    "violation",
+    "lost U",
+    "lost effU",
+    "requests",
+    "dropped",
+    "replicas",
+];
+
+fn run_cells(r: &RunResult) -> [String; 9] {
+    let m = &r.summary;
+    [
+        r.policy.clone(),
+        fmt_num(r.cpus),
+        r.seed.to_string(),
+        format!("{:.1}%", m.slo_violation_rate * 100.0),
+        format!("{:.2}", m.lost_utility),
+        format!("{:.2}", m.lost_effective_utility),
+        m.requests.to_string(),
+        m.dropped.to_string(),
+        format!("{:.1}", m.mean_ready_replicas),
+    ]
+}
+
+/// The results as a text table (one row per run, with its wall time).
 pub fn table(results: &[RunResult]) -> String {
+    const WIDTHS: [usize; 9] = [14, 6, 6, 10, 9, 9, 10, 8, 9];
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<14} {:>6} {:>6} {:>10} {:>9} {:>9} {:>10} {:>8} {:>9} {:>8}",
-        "policy",
-        "vCPUs",
-        "seed",
-        "violation",
-        "lost U",
-        "lost effU",
-        "requests",
-        "dropped",
-        "replicas",
-        "run s"
-    );
+    let line = |s: &mut String, cells: &[String], wall: &str| {
+        for (i, (c, w)) in cells.iter().zip(WIDTHS).enumerate() {
+            if i == 0 {
+                let _ = write!(s, "{c:<w$}");
+            } else {
+                let _ = write!(s, " {c:>w$}");
+            }
+        }
+        let _ = writeln!(s, " {wall:>8}");
+    };
+    line(&mut s, &RUN_COLUMNS.map(String::from), "run s");
     for r in results {
-        let m = &r.summary;
-        let _ = writeln!(
-            s,
-            "{:<14} {:>6} {:>6} {:>9.1}% {:>9.2} {:>9.2} {:>10} {:>8} {:>9.1} {:>8.3}",
-            r.policy,
-            fmt_num(r.cpus),
-            r.seed,
-            m.slo_violation_rate * 100.0,
-            m.lost_utility,
-            m.lost_effective_utility,
-            m.requests,
-            m.dropped,
-            m.mean_ready_replicas,
-            r.sim_wall_s
-        );
+        line(&mut s, &run_cells(r), &format!("{:.3}", r.sim_wall_s));
     }
     s
 }
@@ -233,24 +245,13 @@ pub fn markdown_aggregate(exp: &Experiment, results: &[RunResult]) -> String {
 
 /// The results as a Markdown table (for docs).
 pub fn markdown_table(results: &[RunResult]) -> String {
-    let mut s = String::from(
-        "| policy | vCPUs | seed | SLO violation rate | lost utility | lost effective utility | requests | dropped | mean replicas |\n|---|---|---|---|---|---|---|---|---|\n",
+    let mut s = format!(
+        "| {} |\n|{}\n",
+        RUN_COLUMNS.join(" | "),
+        "---|".repeat(RUN_COLUMNS.len())
     );
     for r in results {
-        let m = &r.summary;
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {:.1}% | {:.2} | {:.2} | {} | {} | {:.1} |",
-            r.policy,
-            fmt_num(r.cpus),
-            r.seed,
-            m.slo_violation_rate * 100.0,
-            m.lost_utility,
-            m.lost_effective_utility,
-            m.requests,
-            m.dropped,
-            m.mean_ready_replicas
-        );
+        let _ = writeln!(s, "| {} |", run_cells(r).join(" | "));
     }
     s
 }

@@ -52,6 +52,23 @@ pub struct JobTrace {
     pub requests_per_min: Vec<f64>,
 }
 
+impl From<Trace> for RawTrace {
+    /// A trace as raw series (no days), e.g. to apply a [`Selection`] to generated jobs.
+    fn from(t: Trace) -> Self {
+        RawTrace {
+            series: t
+                .jobs
+                .into_iter()
+                .map(|j| Series {
+                    job: j.name,
+                    day: None,
+                    requests_per_min: j.requests_per_min,
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Trace {
     /// The number of minutes (the same for every job).
     pub fn minutes(&self) -> usize {
