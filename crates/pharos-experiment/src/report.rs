@@ -382,7 +382,8 @@ pub fn timeline_csv(r: &RunResult) -> String {
     s
 }
 
-/// Replicas, p99 latency and utility over time for every job of a run.
+/// Replicas, p99 latency and utility over time for every job of a run, and the
+/// cluster's utility.
 pub fn run_svg(exp: &Experiment, r: &RunResult) -> String {
     let per_job = |f: &dyn Fn(&pharos_sim::MinuteRecord) -> f64| -> Vec<Series> {
         r.jobs
@@ -423,6 +424,14 @@ pub fn run_svg(exp: &Experiment, r: &RunResult) -> String {
                 None
             },
             y_max: slo.map(|s| 4.0 * s),
+        },
+        LineChart {
+            title: "utility per job: U(p99 of the minute), drops as infinite latency".into(),
+            x_label: "minute".into(),
+            y_label: "utility".into(),
+            series: per_job(&|m| m.utility),
+            reference: None,
+            y_max: Some(1.0),
         },
         LineChart {
             title: format!("cluster utility (sum over {} jobs)", r.jobs.len()),

@@ -147,10 +147,10 @@ impl LineChart {
             let y = sy(*r);
             let _ = write!(
                 out,
-                r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#000" stroke-dasharray="6,4"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
+                r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#000" stroke-dasharray="6,4"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"##,
                 x0 + ml,
                 x0 + ml + pw,
-                x0 + ml + pw - 4.0,
+                x0 + ml + 4.0,
                 y - 4.0,
                 esc(label)
             );

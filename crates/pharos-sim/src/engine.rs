@@ -593,11 +593,15 @@ impl<P: InferencePolicy> Simulation<P> {
         let max_conc = self.cfg.jobs[i].max_concurrent;
         let js = &mut self.jobs[i];
         let n = js.ready.len();
-        for k in 0..n {
-            let idx = (js.rr + k) % n;
+        let mut idx = js.rr;
+        for _ in 0..n {
+            if idx >= n {
+                idx = 0;
+            }
             let rep = js.ready[idx] as usize;
+            idx += 1;
             if js.reps[rep].held < max_conc {
-                js.rr = (idx + 1) % n;
+                js.rr = if idx == n { 0 } else { idx };
                 self.assign(i, rep, req);
                 return true;
             }
