@@ -7,6 +7,7 @@
 //! Architecture invariant: no I/O, no clock; a policy is a function of the views it is
 //! shown and its own state.
 
+pub mod alloc;
 pub mod baselines;
 mod window;
 
