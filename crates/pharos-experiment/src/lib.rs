@@ -78,8 +78,11 @@ impl PolicyEntry {
         }
     }
 
-    pub fn build(&self) -> Result<Box<dyn InferencePolicy>, ExperimentError> {
-        pharos_policy::build(&self.name, &self.params).map_err(ExperimentError::Policy)
+    pub fn build(
+        &self,
+        ctx: &pharos_policy::PolicyContext,
+    ) -> Result<Box<dyn InferencePolicy>, ExperimentError> {
+        pharos_policy::build_with(&self.name, &self.params, ctx).map_err(ExperimentError::Policy)
     }
 }
 
@@ -188,7 +191,6 @@ impl Experiment {
                     ),
                 )));
             }
-            p.build()?;
         }
         let cpus = if ov.cpus.is_empty() {
             spec.cluster.cpus.clone()
@@ -225,6 +227,10 @@ impl Experiment {
         for c in &exp.cpus {
             exp.sim_config(*c, exp.seeds[0]).validate().map_err(bad)?;
         }
+        let ctx = exp.context();
+        for p in &exp.policies {
+            p.build(&ctx)?;
+        }
         Ok(exp)
     }
 
@@ -252,6 +258,17 @@ impl Experiment {
         }
     }
 
+    /// What policies may know of the run: the jobs' traces (for the oracle forecaster).
+    pub fn context(&self) -> pharos_policy::PolicyContext {
+        pharos_policy::PolicyContext {
+            truth_rpm: self
+                .jobs
+                .iter()
+                .map(|j| j.requests_per_min.clone())
+                .collect(),
+        }
+    }
+
     /// The grid in its fixed order: cluster sizes, then policies, then seeds.
     pub fn runs(&self) -> Vec<RunKey> {
         let mut out = Vec::new();
@@ -268,7 +285,7 @@ impl Experiment {
     /// Run one cell of the grid.
     pub fn run(&self, key: RunKey) -> Result<RunResult, ExperimentError> {
         let entry = &self.policies[key.policy];
-        let policy = entry.build()?;
+        let policy = entry.build(&self.context())?;
         let start = Instant::now();
         let sim = Simulation::new(self.sim_config(key.cpus, key.seed), policy).map_err(|e| {
             ExperimentError::Spec {

@@ -41,7 +41,7 @@ fn the_example_loads_as_documented() {
     );
     // Day 11 of the trace: ~2.68 million requests.
     assert_eq!(e.trace.total_requests(), 2_675_770.0);
-    assert_eq!(e.runs().len(), 24);
+    assert_eq!(e.runs().len(), 13 * 4);
 }
 
 const GENERATED: &str = r#"

@@ -2,6 +2,8 @@
 //! minutes at a quantile.
 //!
 //! - [`LastValue`]: the last complete minute, held flat;
+//! - [`LastValueQuantiles`]: the last value plus the empirical quantile of its own
+//!   recent errors per horizon step (honest quantiles without a distribution assumed);
 //! - [`WindowMax`]: the busiest of the last few minutes, held flat (a cautious point
 //!   forecast);
 //! - [`Oracle`]: the true future of the trace - an upper bound on what any forecaster
@@ -51,6 +53,43 @@ impl Forecaster for WindowMax {
     }
 }
 
+/// The last value plus the empirical quantile of its own recent errors at each horizon
+/// step: over the last `window` complete minutes, the changes y[t + h] - y[t] give the
+/// distribution of the h-step-ahead error of holding the last value. Falls back to the
+/// last value while fewer than 10 errors are known.
+#[derive(Debug, Clone)]
+pub struct LastValueQuantiles {
+    pub window: usize,
+}
+
+impl Forecaster for LastValueQuantiles {
+    fn name(&self) -> &str {
+        "last-value-quantiles"
+    }
+    fn forecast(&mut self, _job: usize, history: &[f64], horizon: usize, q: f64) -> Vec<f64> {
+        let n = history.len();
+        let Some(&last) = history.last() else {
+            return vec![0.0; horizon];
+        };
+        let from = n.saturating_sub(self.window.max(2));
+        let mut errors = Vec::with_capacity(self.window);
+        (1..=horizon)
+            .map(|h| {
+                errors.clear();
+                errors.extend((from..n.saturating_sub(h)).map(|t| history[t + h] - history[t]));
+                if errors.len() < 10 {
+                    return last;
+                }
+                errors.sort_by(f64::total_cmp);
+                let pos = q * (errors.len() - 1) as f64;
+                let (lo, frac) = (pos.floor() as usize, pos.fract());
+                let e = errors[lo] + frac * (errors[(lo + 1).min(errors.len() - 1)] - errors[lo]);
+                (last + e).max(0.0)
+            })
+            .collect()
+    }
+}
+
 /// The true future of the trace (an upper bound on forecasting; not a real forecaster).
 /// Beyond the end of the trace it repeats the last minute.
 #[derive(Debug, Clone)]
@@ -84,6 +123,7 @@ impl Forecaster for Oracle {
 pub enum ForecasterKind {
     #[default]
     LastValue,
+    LastValueQuantiles,
     WindowMax,
     Oracle,
 }
@@ -93,6 +133,7 @@ impl ForecasterKind {
     pub fn build(self, truth: &[Vec<f64>]) -> Box<dyn Forecaster> {
         match self {
             ForecasterKind::LastValue => Box::new(LastValue),
+            ForecasterKind::LastValueQuantiles => Box::new(LastValueQuantiles { window: 120 }),
             ForecasterKind::WindowMax => Box::new(WindowMax { window: 5 }),
             ForecasterKind::Oracle => Box::new(Oracle::new(truth.to_vec())),
         }
@@ -109,6 +150,16 @@ mod tests {
         assert_eq!(LastValue.forecast(0, &h, 2, 0.5), vec![4.0, 4.0]);
         assert_eq!(WindowMax { window: 2 }.forecast(0, &h, 1, 0.5), vec![9.0]);
         assert_eq!(LastValue.forecast(0, &[], 1, 0.5), vec![0.0]);
+        // Alternating 10, 20 (ending at 20): one step ahead the last value errs by
+        // +-10, two steps ahead not at all.
+        let alt: Vec<f64> = (0..40)
+            .map(|t| if t % 2 == 0 { 10.0 } else { 20.0 })
+            .collect();
+        let mut f = LastValueQuantiles { window: 30 };
+        let hi = f.forecast(0, &alt, 2, 0.9);
+        let lo = f.forecast(0, &alt, 2, 0.1);
+        assert_eq!(hi, vec![30.0, 20.0]);
+        assert_eq!(lo, vec![10.0, 20.0]);
         let mut o = Oracle::new(vec![vec![1.0, 2.0, 3.0, 4.0, 5.0]]);
         assert_eq!(o.forecast(0, &h, 3, 0.5), vec![4.0, 5.0, 5.0]);
     }

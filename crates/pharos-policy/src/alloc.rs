@@ -9,7 +9,7 @@
 //! | objective | maximise |
 //! |---|---|
 //! | Sum, PenaltySum | sum_i w_i V_i |
-//! | Fair | -(max_i V_i - min_i V_i) |
+//! | Fair | -(max_i V_i - min_i V_i) (ties broken by the sum of values) |
 //! | FairSum, PenaltyFairSum | sum_i V_i + N (1 - (max V - min V)) |
 //!
 //! Solvers: the separable objectives (Sum, PenaltySum) exactly by dynamic programming over
@@ -206,7 +206,9 @@ fn combine(p: &Problem, vals: &[f64]) -> f64 {
         Objective::Sum | Objective::PenaltySum => {
             vals.iter().zip(&p.jobs).map(|(v, j)| v * j.weight).sum()
         }
-        Objective::Fair => -spread,
+        // Ties in spread are broken by the total value (a negligible bonus), so an
+        // equal split prefers everyone high to everyone low.
+        Objective::Fair => -spread + 1e-6 * vals.iter().sum::<f64>() / n.max(1.0),
         Objective::FairSum | Objective::PenaltyFairSum => {
             vals.iter().sum::<f64>() + n * (1.0 - spread)
         }
@@ -238,14 +240,17 @@ fn check(p: &Problem) -> Result<(), Infeasible> {
 
 /// Solve a problem with the best solver for its objective and size.
 pub fn solve(p: &Problem) -> Result<Allocation, Infeasible> {
+    solve_with(p, true)
+}
+
+/// [`solve`], with or without the shrink stage (removing replicas that add less than
+/// [`MIN_GAIN`] of objective each).
+pub fn solve_with(p: &Problem, shrink_stage: bool) -> Result<Allocation, Infeasible> {
     check(p)?;
     let mut v = Values::new(p);
-    let x = if p.objective.fair() {
+    let mut x = if p.objective.fair() {
         match solve_fair_exact(p, &mut v) {
-            Some(mut x) => {
-                shrink(p, &mut v, &mut x);
-                x
-            }
+            Some(x) => x,
             None => solve_fair(p, &mut v),
         }
     } else if dp_size(p).is_some_and(|cells| cells <= 4_000_000) {
@@ -258,6 +263,9 @@ pub fn solve(p: &Problem) -> Result<Allocation, Infeasible> {
             &|_, _| true,
         )
     };
+    if shrink_stage {
+        shrink(p, &mut v, &mut x);
+    }
     Ok(finish(p, &mut v, x))
 }
 
@@ -300,9 +308,7 @@ fn dp_size(p: &Problem) -> Option<usize> {
 fn solve_dp(p: &Problem, v: &mut Values<'_>) -> Vec<u32> {
     let lo: Vec<u32> = p.jobs.iter().map(|j| j.min_replicas).collect();
     let hi: Vec<u32> = p.jobs.iter().map(|j| j.max_replicas).collect();
-    let mut x = dp_bounded(p, v, &lo, &hi, true).expect("the minimums fit (checked)");
-    shrink(p, v, &mut x);
-    x
+    dp_bounded(p, v, &lo, &hi, true).expect("the minimums fit (checked)")
 }
 
 /// Maximise sum_i w_i V_i(x_i) (unweighted when `weighted` is false) over lo_i <= x_i <=
@@ -588,9 +594,7 @@ fn solve_fair(p: &Problem, v: &mut Values<'_>) -> Vec<u32> {
                     c
                 })
                 .collect();
-            let x = if p.objective == Objective::Fair {
-                lo.clone()
-            } else if use_dp {
+            let x = if use_dp {
                 match dp_bounded(p, v, &lo, &hi, false) {
                     Some(x) => x,
                     None => continue,
@@ -606,7 +610,6 @@ fn solve_fair(p: &Problem, v: &mut Values<'_>) -> Vec<u32> {
         }
     }
     improve(p, v, &mut best_x);
-    shrink(p, v, &mut best_x);
     best_x
 }
 

@@ -9,6 +9,7 @@
 
 pub mod alloc;
 pub mod baselines;
+pub mod faro;
 mod window;
 
 pub use baselines::{
@@ -22,7 +23,28 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 /// The policies [`build`] knows.
-pub const POLICY_NAMES: [&str; 6] = ["fairshare", "oneshot", "aiad", "rayserve", "kpa", "hpa"];
+pub const POLICY_NAMES: [&str; 12] = [
+    "fairshare",
+    "oneshot",
+    "aiad",
+    "rayserve",
+    "kpa",
+    "hpa",
+    "mark",
+    "faro-sum",
+    "faro-fair",
+    "faro-fairsum",
+    "faro-penaltysum",
+    "faro-penaltyfairsum",
+];
+
+/// What some policies need to know of the run beyond the views they are shown.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyContext {
+    /// Every job's requests per minute for the whole run: only the `oracle` forecaster
+    /// reads it (an upper bound on forecasting, for experiments).
+    pub truth_rpm: Vec<Vec<f64>>,
+}
 
 #[derive(Debug, Error, PartialEq)]
 pub enum PolicyError {
@@ -55,9 +77,39 @@ fn check(name: &str, field: &str, v: f64, min_exclusive: f64) -> Result<(), Poli
     }
 }
 
+fn check_quantile(name: &str, q: f64) -> Result<(), PolicyError> {
+    if q > 0.0 && q < 1.0 {
+        Ok(())
+    } else {
+        Err(PolicyError::BadParams {
+            name: name.to_string(),
+            problem: format!("quantiles must be in (0, 1), got {q}"),
+        })
+    }
+}
+
 /// Build a policy from its name and parameters (a JSON object of the policy's parameter
-/// struct's fields; `null` or `{}` for the defaults).
+/// struct's fields; `null` or `{}` for the defaults), without run context.
 pub fn build(name: &str, p: &serde_json::Value) -> Result<Box<dyn InferencePolicy>, PolicyError> {
+    build_with(name, p, &PolicyContext::default())
+}
+
+/// [`build`] with the run's context (needed by the `oracle` forecaster).
+pub fn build_with(
+    name: &str,
+    p: &serde_json::Value,
+    ctx: &PolicyContext,
+) -> Result<Box<dyn InferencePolicy>, PolicyError> {
+    let needs_truth = |f: pharos_forecast::ForecasterKind| {
+        if f == pharos_forecast::ForecasterKind::Oracle && ctx.truth_rpm.is_empty() {
+            Err(PolicyError::BadParams {
+                name: name.to_string(),
+                problem: "the oracle forecaster needs the run's trace".into(),
+            })
+        } else {
+            Ok(())
+        }
+    };
     Ok(match name {
         "fairshare" => Box::new(FairShare::new(params(name, p)?)),
         "oneshot" | "aiad" => {
@@ -119,6 +171,39 @@ pub fn build(name: &str, p: &serde_json::Value) -> Result<Box<dyn InferencePolic
                 -1e-12,
             )?;
             Box::new(Hpa::new(hp))
+        }
+        "mark" => {
+            let mp: faro::MarkParams = params(name, p)?;
+            check(name, "interval_s", mp.interval_s, 0.0)?;
+            check(name, "predictive_interval_s", mp.predictive_interval_s, 0.0)?;
+            check_quantile(name, mp.quantile)?;
+            needs_truth(mp.forecaster)?;
+            Box::new(faro::Mark::new(mp, &ctx.truth_rpm))
+        }
+        _ if name.starts_with("faro-") => {
+            let objective = match name {
+                "faro-sum" => alloc::Objective::Sum,
+                "faro-fair" => alloc::Objective::Fair,
+                "faro-fairsum" => alloc::Objective::FairSum,
+                "faro-penaltysum" => alloc::Objective::PenaltySum,
+                "faro-penaltyfairsum" => alloc::Objective::PenaltyFairSum,
+                _ => {
+                    return Err(PolicyError::Unknown {
+                        name: name.to_string(),
+                    });
+                }
+            };
+            let fp: faro::FaroParams = params(name, p)?;
+            check(name, "interval_s", fp.interval_s, 0.0)?;
+            check(name, "predictive_interval_s", fp.predictive_interval_s, 0.0)?;
+            check(name, "slack_cpus", fp.slack_cpus, -1e-12)?;
+            check_quantile(name, fp.quantile)?;
+            check_quantile(name, fp.max_quantile)?;
+            if let alloc::UtilityKind::Relaxed { alpha } = fp.utility {
+                check(name, "utility.alpha", alpha, 0.0)?;
+            }
+            needs_truth(fp.forecaster)?;
+            Box::new(faro::Faro::new(name, objective, fp, &ctx.truth_rpm))
         }
         _ => {
             return Err(PolicyError::Unknown {

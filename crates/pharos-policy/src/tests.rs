@@ -198,4 +198,73 @@ fn bad_names_and_parameters_are_reported() {
         let p = build(name, &json!(null)).unwrap();
         assert_eq!(p.name(), name);
     }
+    let e = build("faro-sum", &json!({"forecaster": "oracle"}))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("oracle"), "{e}");
+    let e = build("faro-sum", &json!({"quantile": 1.5})).err().unwrap();
+    assert!(e.to_string().contains("quantiles"), "{e}");
+}
+
+/// A job whose history shows `rpm` requests every minute so far.
+fn busy_job<'a>(now: f64, replicas: u32, history: &'a [u32]) -> JobView<'a> {
+    JobView {
+        minute_arrivals: history,
+        ..job(now, replicas, 0.0, 0.0, 0.0, 0.0)
+    }
+}
+
+#[test]
+fn mark_sizes_each_job_by_its_peak_rate_alone() {
+    let mut p = build("mark", &json!({"forecaster": "last-value"})).unwrap();
+    let (a, b) = ([1200u32], [300u32]);
+    let jobs = [busy_job(60.0, 1, &a), busy_job(60.0, 1, &b)];
+    // 20 req/s x 0.18 s / 0.72 s = 5 replicas; 5 req/s -> 1.25 -> 2.
+    let d = p.decide(&view(60.0, &jobs));
+    assert_eq!(d.target_replicas, vec![Some(5), Some(2)]);
+    // Between predictive runs only the reactive loop acts (nothing here).
+    assert!(p.decide(&view(70.0, &jobs)).is_unchanged());
+}
+
+#[test]
+fn faro_splits_the_capacity_by_load_and_never_exceeds_it() {
+    let (a, b) = ([1200u32; 5], [300u32; 5]);
+    for name in [
+        "faro-sum",
+        "faro-fairsum",
+        "faro-penaltysum",
+        "faro-penaltyfairsum",
+        "faro-fair",
+    ] {
+        let mut p = build(name, &json!({"forecaster": "last-value"})).unwrap();
+        let jobs = [busy_job(300.0, 2, &a), busy_job(300.0, 2, &b)];
+        let v = ClusterView {
+            capacity_cpus: 10.0,
+            ..view(300.0, &jobs)
+        };
+        let d = p.decide(&v);
+        let x: Vec<u32> = d.target_replicas.iter().map(|t| t.unwrap()).collect();
+        assert!(x.iter().sum::<u32>() <= 10, "{name}: {x:?}");
+        assert!(x[0] > x[1] && x[1] >= 1, "{name}: {x:?}");
+        assert!(
+            d.accept_rate
+                .iter()
+                .all(|a| a.is_some_and(|a| (0.0..=1.0).contains(&a)))
+        );
+    }
+}
+
+#[test]
+fn faro_reactive_loop_adds_one_replica_after_three_slow_checks() {
+    let mut p = build("faro-sum", &json!({})).unwrap();
+    // Latency 2 s against a 0.72 s SLO, between predictive runs (t = 100..).
+    let mut changes = Vec::new();
+    for k in 0..6 {
+        let t = 100.0 + 10.0 * k as f64;
+        let jobs = [job(t, 3, 10.0, 2.0, 0.0, 0.0)];
+        if let Some(x) = p.decide(&view(t, &jobs)).target_replicas[0] {
+            changes.push((t, x));
+        }
+    }
+    assert_eq!(changes, vec![(120.0, 4), (150.0, 4)]);
 }

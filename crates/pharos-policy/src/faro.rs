@@ -1,0 +1,356 @@
+//! The SLO-utility autoscaler (after Faro) and the MArk-style predictive baseline.
+
+use pharos_core::{ClusterView, Decision, InferencePolicy, JobView};
+use pharos_forecast::{Forecaster, ForecasterKind};
+use pharos_queueing::LatencyModel;
+use serde::{Deserialize, Serialize};
+
+use crate::alloc::{self, AllocJob, Objective, Problem, UtilityKind};
+use crate::window::CounterWindow;
+
+/// Which latency model the policy plans with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    UpperBound,
+    #[default]
+    Mdc,
+}
+
+impl ModelKind {
+    fn model(self) -> LatencyModel {
+        match self {
+            ModelKind::UpperBound => LatencyModel::UpperBound,
+            ModelKind::Mdc => LatencyModel::MdcHalfMmc,
+        }
+    }
+}
+
+/// Where the predicted rates come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Prediction {
+    /// No prediction: the last minute's rate for the whole window.
+    None,
+    /// The forecaster's forecast at the policy's quantile.
+    #[default]
+    Forecast,
+}
+
+/// Parameters of the SLO-utility autoscaler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaroParams {
+    /// Period of the reactive loop (and the policy's tick).
+    pub interval_s: f64,
+    /// Period of the predictive loop ...
+    pub predictive_interval_s: f64,
+    /// ... which first runs at this time.
+    pub first_predictive_s: f64,
+    /// Prediction window: steps of `step_s`.
+    pub window_steps: usize,
+    pub forecaster: ForecasterKind,
+    pub prediction: Prediction,
+    /// The per-step forecast quantile.
+    pub quantile: f64,
+    /// Raise the quantile by 0.1 (up to `max_quantile`) while more than `slack_cpus`
+    /// are left unallocated.
+    pub raise_quantile: bool,
+    pub max_quantile: f64,
+    pub slack_cpus: f64,
+    pub utility: UtilityKind,
+    pub latency_model: ModelKind,
+    /// Steps a scale-up takes to be felt when the cluster has no free capacity.
+    pub cold_start_steps: usize,
+    /// The reactive loop: +1 replica after `reactive_checks` consecutive checks whose
+    /// mean latency over `reactive_look_back_s` is over the SLO.
+    pub reactive: bool,
+    pub reactive_look_back_s: f64,
+    pub reactive_checks: u32,
+    /// Drop replicas that add less than 1e-4 of objective (the shrink stage).
+    pub shrink: bool,
+}
+
+impl Default for FaroParams {
+    fn default() -> Self {
+        Self {
+            interval_s: 10.0,
+            predictive_interval_s: 300.0,
+            first_predictive_s: 60.0,
+            window_steps: 7,
+            forecaster: ForecasterKind::LastValueQuantiles,
+            prediction: Prediction::Forecast,
+            quantile: 0.6,
+            raise_quantile: true,
+            max_quantile: 0.9,
+            slack_cpus: 1.0,
+            utility: UtilityKind::Relaxed { alpha: 1.0 },
+            latency_model: ModelKind::Mdc,
+            cold_start_steps: 1,
+            reactive: true,
+            reactive_look_back_s: 30.0,
+            reactive_checks: 3,
+            shrink: true,
+        }
+    }
+}
+
+/// The reactive loop shared by Faro and MArk: +1 replica after consecutive checks whose
+/// mean latency is over the SLO; never removes.
+#[derive(Debug, Clone, Default)]
+struct Reactive {
+    window: CounterWindow,
+    streak: Vec<u32>,
+}
+
+impl Reactive {
+    fn clear(&mut self) {
+        self.streak.iter_mut().for_each(|s| *s = 0);
+    }
+
+    fn check(&mut self, view: &ClusterView<'_>, look_back_s: f64, checks: u32, d: &mut Decision) {
+        self.window.record(view, look_back_s);
+        self.streak.resize(view.jobs.len(), 0);
+        for (i, j) in view.jobs.iter().enumerate() {
+            let w = self.window.delta(i, look_back_s);
+            let latency = match w.mean_latency_s() {
+                Some(l) => l,
+                None if w.arrivals > 0 => f64::INFINITY,
+                None => 0.0,
+            };
+            if latency > j.slo.latency_s {
+                self.streak[i] += 1;
+                if self.streak[i] >= checks {
+                    self.streak[i] = 0;
+                    d.target_replicas[i] = Some((j.target_replicas + 1).min(j.max_replicas));
+                }
+            } else {
+                self.streak[i] = 0;
+            }
+        }
+    }
+}
+
+fn is_predictive_tick(now: f64, first: f64, period: f64) -> bool {
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+    near(now, first) || (now > first && near((now / period).round() * period, now))
+}
+
+fn history(j: &JobView<'_>) -> Vec<f64> {
+    j.minute_arrivals.iter().map(|c| *c as f64).collect()
+}
+
+/// The SLO-utility autoscaler: every `predictive_interval_s`, forecast every job's rate
+/// over the window, solve the cross-job allocation for the objective (raising the
+/// quantile while capacity is left over), and set replicas (and accept rates); between
+/// predictive runs, the reactive loop.
+pub struct Faro {
+    name: String,
+    objective: Objective,
+    params: FaroParams,
+    forecaster: Box<dyn Forecaster>,
+    reactive: Reactive,
+}
+
+impl Faro {
+    pub fn new(name: &str, objective: Objective, params: FaroParams, truth: &[Vec<f64>]) -> Self {
+        Self {
+            name: name.to_string(),
+            objective,
+            forecaster: params.forecaster.build(truth),
+            params,
+            reactive: Reactive::default(),
+        }
+    }
+
+    fn predicted_rates(&mut self, view: &ClusterView<'_>, q: f64) -> Vec<Vec<f64>> {
+        let h = self.params.window_steps.max(1);
+        view.jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let hist = history(j);
+                let rpm = match self.params.prediction {
+                    Prediction::None => vec![hist.last().copied().unwrap_or(0.0); h],
+                    Prediction::Forecast => self.forecaster.forecast(i, &hist, h, q),
+                };
+                rpm.iter().map(|r| r.max(0.0) / 60.0).collect()
+            })
+            .collect()
+    }
+
+    fn problem(&self, view: &ClusterView<'_>, rates: Vec<Vec<f64>>) -> Problem {
+        let jobs = view
+            .jobs
+            .iter()
+            .zip(rates)
+            .map(|(j, rates_rps)| AllocJob {
+                weight: 1.0,
+                cpus_per_replica: j.cpus_per_replica,
+                min_replicas: j.min_replicas.max(1),
+                max_replicas: j.max_replicas.max(j.min_replicas.max(1)),
+                slo_s: j.slo.latency_s,
+                percentile: j.slo.percentile,
+                processing_s: j.processing_time_s,
+                rates_rps,
+                current: j.provisioned_replicas().max(1),
+                cold_steps: if view.free_cpus >= j.cpus_per_replica {
+                    0
+                } else {
+                    self.params.cold_start_steps
+                },
+            })
+            .collect();
+        Problem {
+            capacity_cpus: view.capacity_cpus,
+            jobs,
+            objective: self.objective,
+            utility: self.params.utility,
+            model: self.params.latency_model.model(),
+        }
+    }
+
+    fn predictive(&mut self, view: &ClusterView<'_>) -> Decision {
+        let mut q = self.params.quantile;
+        let mut chosen: Option<alloc::Allocation> = None;
+        loop {
+            let rates = self.predicted_rates(view, q);
+            let p = self.problem(view, rates);
+            let Ok(a) = alloc::solve_with(&p, self.params.shrink) else {
+                break;
+            };
+            let used: f64 = a
+                .replicas
+                .iter()
+                .zip(&p.jobs)
+                .map(|(x, j)| *x as f64 * j.cpus_per_replica)
+                .sum();
+            chosen = Some(a);
+            let left = view.capacity_cpus - used;
+            if !self.params.raise_quantile
+                || left <= self.params.slack_cpus
+                || q >= self.params.max_quantile - 1e-9
+            {
+                break;
+            }
+            q = (q + 0.1).min(self.params.max_quantile);
+        }
+        let mut d = Decision::unchanged(view.jobs.len());
+        if let Some(a) = chosen {
+            d.target_replicas = a.replicas.into_iter().map(Some).collect();
+            if self.objective.uses_accept_rates() {
+                d.accept_rate = a.accept.into_iter().map(Some).collect();
+            } else {
+                d.accept_rate = vec![Some(1.0); view.jobs.len()];
+            }
+        }
+        d
+    }
+}
+
+impl InferencePolicy for Faro {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn interval_s(&self) -> f64 {
+        self.params.interval_s
+    }
+    fn decide(&mut self, view: &ClusterView<'_>) -> Decision {
+        let p = &self.params;
+        if is_predictive_tick(view.now_s, p.first_predictive_s, p.predictive_interval_s) {
+            self.reactive.clear();
+            // Keep the reactive window's snapshots current.
+            self.reactive.window.record(view, p.reactive_look_back_s);
+            return self.predictive(view);
+        }
+        let mut d = Decision::unchanged(view.jobs.len());
+        if p.reactive {
+            let (lb, checks) = (p.reactive_look_back_s, p.reactive_checks);
+            self.reactive.check(view, lb, checks, &mut d);
+        }
+        d
+    }
+}
+
+/// Parameters of the MArk-style baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarkParams {
+    pub interval_s: f64,
+    pub predictive_interval_s: f64,
+    pub first_predictive_s: f64,
+    pub window_steps: usize,
+    pub forecaster: ForecasterKind,
+    pub quantile: f64,
+    pub reactive: bool,
+    pub reactive_look_back_s: f64,
+    pub reactive_checks: u32,
+}
+
+impl Default for MarkParams {
+    fn default() -> Self {
+        Self {
+            interval_s: 10.0,
+            predictive_interval_s: 300.0,
+            first_predictive_s: 60.0,
+            window_steps: 7,
+            forecaster: ForecasterKind::LastValueQuantiles,
+            quantile: 0.5,
+            reactive: true,
+            reactive_look_back_s: 30.0,
+            reactive_checks: 3,
+        }
+    }
+}
+
+/// MArk/Cocktail/Barista: every 5 minutes per job, ceil(max predicted rate over the
+/// window x p / SLO) replicas (the upper-bound model), no cross-job coordination
+/// (capacity goes first come first served), plus the reactive +1 loop.
+pub struct Mark {
+    params: MarkParams,
+    forecaster: Box<dyn Forecaster>,
+    reactive: Reactive,
+}
+
+impl Mark {
+    pub fn new(params: MarkParams, truth: &[Vec<f64>]) -> Self {
+        Self {
+            forecaster: params.forecaster.build(truth),
+            params,
+            reactive: Reactive::default(),
+        }
+    }
+}
+
+impl InferencePolicy for Mark {
+    fn name(&self) -> &str {
+        "mark"
+    }
+    fn interval_s(&self) -> f64 {
+        self.params.interval_s
+    }
+    fn decide(&mut self, view: &ClusterView<'_>) -> Decision {
+        let p = &self.params;
+        let mut d = Decision::unchanged(view.jobs.len());
+        if is_predictive_tick(view.now_s, p.first_predictive_s, p.predictive_interval_s) {
+            self.reactive.clear();
+            self.reactive.window.record(view, p.reactive_look_back_s);
+            for (i, j) in view.jobs.iter().enumerate() {
+                let hist = history(j);
+                let peak_rpm = self
+                    .forecaster
+                    .forecast(i, &hist, p.window_steps.max(1), p.quantile)
+                    .into_iter()
+                    .fold(0.0, f64::max);
+                let x = (peak_rpm / 60.0 * j.processing_time_s / j.slo.latency_s).ceil() as u32;
+                d.target_replicas[i] = Some(x.clamp(j.min_replicas.max(1), j.max_replicas));
+            }
+            return d;
+        }
+        if p.reactive {
+            let (lb, checks) = (p.reactive_look_back_s, p.reactive_checks);
+            self.reactive.check(view, lb, checks, &mut d);
+        }
+        d
+    }
+}
