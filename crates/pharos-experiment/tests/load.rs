@@ -31,7 +31,21 @@ fn the_example_loads_as_documented() {
     let names: Vec<&str> = e.policies.iter().map(|p| p.label.as_str()).collect();
     assert_eq!(
         names,
-        ["fairshare", "oneshot", "aiad", "rayserve", "kpa", "hpa"]
+        [
+            "fairshare",
+            "oneshot",
+            "aiad",
+            "rayserve",
+            "kpa",
+            "hpa",
+            "mark",
+            "faro-sum",
+            "faro-fair",
+            "faro-fairsum",
+            "faro-penaltysum",
+            "faro-penaltyfairsum",
+            "faro-fairsum-oracle"
+        ]
     );
     assert_eq!(e.seeds, vec![42]);
     assert!(
