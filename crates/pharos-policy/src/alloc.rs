@@ -269,6 +269,32 @@ pub fn solve_with(p: &Problem, shrink_stage: bool) -> Result<Allocation, Infeasi
     Ok(finish(p, &mut v, x))
 }
 
+/// The greedy solver alone (what [`solve`] uses for large separable problems).
+pub fn solve_greedy(p: &Problem) -> Result<Allocation, Infeasible> {
+    check(p)?;
+    let mut v = Values::new(p);
+    let x = greedy(
+        p,
+        &mut v,
+        p.jobs.iter().map(|j| j.min_replicas).collect(),
+        &|_, _| true,
+    );
+    Ok(finish(p, &mut v, x))
+}
+
+/// The exact dynamic program for a separable objective (a reference; `None` when the
+/// objective is not separable or replica sizes are not whole vCPUs).
+pub fn solve_exact_dp(p: &Problem) -> Option<Result<Allocation, Infeasible>> {
+    if p.objective.fair() || dp_size(p).is_none() {
+        return None;
+    }
+    Some(check(p).map(|()| {
+        let mut v = Values::new(p);
+        let x = solve_dp(p, &mut v);
+        finish(p, &mut v, x)
+    }))
+}
+
 fn finish(p: &Problem, v: &mut Values<'_>, x: Vec<u32>) -> Allocation {
     let accept = x
         .iter()
@@ -432,6 +458,18 @@ fn solve_fair_exact(p: &Problem, v: &mut Values<'_>) -> Option<Vec<u32>> {
 
 /// Remove replicas whose removal costs less than [`MIN_GAIN`] of objective each.
 fn shrink(p: &Problem, v: &mut Values<'_>, x: &mut [u32]) {
+    if !p.objective.fair() {
+        // Separable: a replica's worth is its job's own value change.
+        for i in 0..x.len() {
+            let j = &p.jobs[i];
+            while x[i] > j.min_replicas
+                && j.weight * (v.value(i, x[i]) - v.value(i, x[i] - 1)) < MIN_GAIN
+            {
+                x[i] -= 1;
+            }
+        }
+        return;
+    }
     let mut cur = objective_of(p, v, x);
     for i in 0..x.len() {
         while x[i] > p.jobs[i].min_replicas {
@@ -458,7 +496,7 @@ fn greedy(
 ) -> Vec<u32> {
     use std::cmp::Ordering;
     use std::collections::BinaryHeap;
-    const LOOKAHEAD: u32 = 16;
+    const LOOKAHEAD: u32 = 6;
     #[derive(PartialEq)]
     struct Cand(f64, usize, u32, u32); // (gain per vCPU, job, steps, x at the time)
     impl Eq for Cand {}
