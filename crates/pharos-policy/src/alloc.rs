@@ -460,12 +460,12 @@ fn solve_fair_exact(p: &Problem, v: &mut Values<'_>) -> Option<Vec<u32>> {
 fn shrink(p: &Problem, v: &mut Values<'_>, x: &mut [u32]) {
     if !p.objective.fair() {
         // Separable: a replica's worth is its job's own value change.
-        for i in 0..x.len() {
+        for (i, xi) in x.iter_mut().enumerate() {
             let j = &p.jobs[i];
-            while x[i] > j.min_replicas
-                && j.weight * (v.value(i, x[i]) - v.value(i, x[i] - 1)) < MIN_GAIN
+            while *xi > j.min_replicas
+                && j.weight * (v.value(i, *xi) - v.value(i, *xi - 1)) < MIN_GAIN
             {
-                x[i] -= 1;
+                *xi -= 1;
             }
         }
         return;
