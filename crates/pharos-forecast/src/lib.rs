@@ -4,6 +4,7 @@
 //! - [`LastValue`]: the last complete minute, held flat;
 //! - [`LastValueQuantiles`]: the last value plus the empirical quantile of its own
 //!   recent errors per horizon step (honest quantiles without a distribution assumed);
+//!   with a detected period, only the errors of origins in the same phase count;
 //! - [`WindowMax`]: the busiest of the last few minutes, held flat (a cautious point
 //!   forecast);
 //! - [`Oracle`]: the true future of the trace - an upper bound on what any forecaster
@@ -55,16 +56,99 @@ impl Forecaster for WindowMax {
 
 /// The last value plus the empirical quantile of its own recent errors at each horizon
 /// step: over the last `window` complete minutes, the changes y[t + h] - y[t] give the
-/// distribution of the h-step-ahead error of holding the last value. Falls back to the
-/// last value while fewer than 10 errors are known.
+/// distribution of the h-step-ahead error of holding the last value.
+///
+/// With `periods`, only origins in the same phase as now (t = now mod P) count, P chosen
+/// among `periods` (and 1, no season) as the one whose median forecasts erred least over
+/// the window: a load that jumps every 5 minutes is then expected to jump. Falls back to
+/// the last value while fewer than `min_errors` errors are known.
 #[derive(Debug, Clone)]
 pub struct LastValueQuantiles {
     pub window: usize,
+    pub periods: Vec<usize>,
+    pub min_errors: usize,
+}
+
+impl LastValueQuantiles {
+    pub fn new(window: usize) -> Self {
+        Self {
+            window,
+            periods: Vec::new(),
+            min_errors: 10,
+        }
+    }
+
+    pub fn seasonal(window: usize, periods: Vec<usize>) -> Self {
+        Self {
+            window,
+            periods,
+            min_errors: 5,
+        }
+    }
+
+    /// The errors y[t + h] - y[t] of origins t in [from, to) with t = phase mod period.
+    fn errors(
+        history: &[f64],
+        from: usize,
+        to: usize,
+        h: usize,
+        period: usize,
+        phase: usize,
+        out: &mut Vec<f64>,
+    ) {
+        out.clear();
+        let end = to.min(history.len().saturating_sub(h));
+        out.extend(
+            (from..end)
+                .filter(|t| t % period == phase % period)
+                .map(|t| history[t + h] - history[t]),
+        );
+    }
+
+    fn quantile(errors: &mut [f64], q: f64) -> f64 {
+        errors.sort_by(f64::total_cmp);
+        let pos = q * (errors.len() - 1) as f64;
+        let (lo, frac) = (pos.floor() as usize, pos.fract());
+        errors[lo] + frac * (errors[(lo + 1).min(errors.len() - 1)] - errors[lo])
+    }
+
+    /// The period whose phase-matched median forecasts had the least absolute error over
+    /// the second half of the window.
+    fn pick_period(&self, history: &[f64], from: usize) -> usize {
+        let n = history.len();
+        let mut best = (f64::INFINITY, 1);
+        let mut errs = Vec::new();
+        for &period in std::iter::once(&1).chain(&self.periods) {
+            if period == 0 {
+                continue;
+            }
+            let mid = from + (n - from) / 2;
+            let (mut abs, mut k) = (0.0, 0usize);
+            for t in mid..n.saturating_sub(1) {
+                // Forecast y[t + 1] from origin t with errors known before t.
+                Self::errors(history, from, t, 1, period, t, &mut errs);
+                if errs.len() < self.min_errors {
+                    continue;
+                }
+                let e = Self::quantile(&mut errs, 0.5);
+                abs += (history[t] + e - history[t + 1]).abs();
+                k += 1;
+            }
+            if k > 0 && abs / (k as f64) < best.0 - 1e-9 {
+                best = (abs / k as f64, period);
+            }
+        }
+        best.1
+    }
 }
 
 impl Forecaster for LastValueQuantiles {
     fn name(&self) -> &str {
-        "last-value-quantiles"
+        if self.periods.is_empty() {
+            "last-value-quantiles"
+        } else {
+            "last-value-seasonal"
+        }
     }
     fn forecast(&mut self, _job: usize, history: &[f64], horizon: usize, q: f64) -> Vec<f64> {
         let n = history.len();
@@ -72,19 +156,21 @@ impl Forecaster for LastValueQuantiles {
             return vec![0.0; horizon];
         };
         let from = n.saturating_sub(self.window.max(2));
+        let period = if self.periods.is_empty() {
+            1
+        } else {
+            self.pick_period(history, from)
+        };
+        // The origin of this forecast is the last complete minute, n - 1.
+        let phase = n - 1;
         let mut errors = Vec::with_capacity(self.window);
         (1..=horizon)
             .map(|h| {
-                errors.clear();
-                errors.extend((from..n.saturating_sub(h)).map(|t| history[t + h] - history[t]));
-                if errors.len() < 10 {
+                Self::errors(history, from, n, h, period, phase, &mut errors);
+                if errors.len() < self.min_errors {
                     return last;
                 }
-                errors.sort_by(f64::total_cmp);
-                let pos = q * (errors.len() - 1) as f64;
-                let (lo, frac) = (pos.floor() as usize, pos.fract());
-                let e = errors[lo] + frac * (errors[(lo + 1).min(errors.len() - 1)] - errors[lo]);
-                (last + e).max(0.0)
+                (last + Self::quantile(&mut errors, q)).max(0.0)
             })
             .collect()
     }
@@ -124,6 +210,7 @@ pub enum ForecasterKind {
     #[default]
     LastValue,
     LastValueQuantiles,
+    LastValueSeasonal,
     WindowMax,
     Oracle,
 }
@@ -133,7 +220,11 @@ impl ForecasterKind {
     pub fn build(self, truth: &[Vec<f64>]) -> Box<dyn Forecaster> {
         match self {
             ForecasterKind::LastValue => Box::new(LastValue),
-            ForecasterKind::LastValueQuantiles => Box::new(LastValueQuantiles { window: 120 }),
+            ForecasterKind::LastValueQuantiles => Box::new(LastValueQuantiles::new(120)),
+            ForecasterKind::LastValueSeasonal => Box::new(LastValueQuantiles::seasonal(
+                120,
+                vec![2, 3, 4, 5, 6, 10, 15, 30],
+            )),
             ForecasterKind::WindowMax => Box::new(WindowMax { window: 5 }),
             ForecasterKind::Oracle => Box::new(Oracle::new(truth.to_vec())),
         }
@@ -155,11 +246,20 @@ mod tests {
         let alt: Vec<f64> = (0..40)
             .map(|t| if t % 2 == 0 { 10.0 } else { 20.0 })
             .collect();
-        let mut f = LastValueQuantiles { window: 30 };
+        let mut f = LastValueQuantiles::new(30);
         let hi = f.forecast(0, &alt, 2, 0.9);
         let lo = f.forecast(0, &alt, 2, 0.1);
         assert_eq!(hi, vec![30.0, 20.0]);
         assert_eq!(lo, vec![10.0, 20.0]);
+        // A load that jumps every 5 minutes: the seasonal variant finds the period and
+        // expects the jump at the right step.
+        let jumps: Vec<f64> = (0..120)
+            .map(|t| if t % 5 == 0 { 200.0 } else { 100.0 })
+            .collect();
+        let mut f = LastValueQuantiles::seasonal(60, vec![2, 3, 5, 7]);
+        assert_eq!(f.pick_period(&jumps, 60), 5);
+        // History ends at minute 119 (phase 4): the next minute (120) jumps.
+        assert_eq!(f.forecast(0, &jumps, 3, 0.5), vec![200.0, 100.0, 100.0]);
         let mut o = Oracle::new(vec![vec![1.0, 2.0, 3.0, 4.0, 5.0]]);
         assert_eq!(o.forecast(0, &h, 3, 0.5), vec![4.0, 5.0, 5.0]);
     }

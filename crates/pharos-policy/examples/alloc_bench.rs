@@ -33,6 +33,7 @@ fn problem(n: usize, objective: Objective) -> Problem {
                 rates_rps: (0..7).map(|_| base * (0.8 + 0.4 * rnd())).collect(),
                 current: 3,
                 cold_steps: 1,
+                removal_cost: 0.0,
             }
         })
         .collect();

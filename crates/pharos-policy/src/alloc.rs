@@ -80,6 +80,9 @@ pub struct AllocJob {
     pub current: u32,
     /// Steps at the start of the window during which a scale-up has not taken effect.
     pub cold_steps: usize,
+    /// Value charged per replica removed from `current` (hysteresis against churn:
+    /// moving a replica pays only when it gains more than this).
+    pub removal_cost: f64,
 }
 
 /// A whole allocation problem.
@@ -172,6 +175,10 @@ impl<'a> Values<'a> {
         } else {
             (self.utility(i, x, 1.0), 1.0)
         };
+        let v = (
+            v.0 - j.removal_cost * j.current.saturating_sub(x) as f64,
+            v.1,
+        );
         self.memo[i][k] = Some(v);
         v
     }
@@ -786,6 +793,7 @@ mod tests {
                     rates_rps: (0..steps).map(|_| rng.next() * 4.0 / p).collect(),
                     current: 1 + (rng.next() * 3.0) as u32,
                     cold_steps: (rng.next() * 2.0) as usize,
+                    removal_cost: if rng.next() < 0.3 { 0.02 } else { 0.0 },
                 }
             })
             .collect();
@@ -919,6 +927,7 @@ mod tests {
             rates_rps: vec![12.0],
             current: 1,
             cold_steps: 0,
+            removal_cost: 0.0,
         };
         let mut p = Problem {
             capacity_cpus: 1.0,
