@@ -9,7 +9,7 @@
 //! | objective | maximise |
 //! |---|---|
 //! | Sum, PenaltySum | sum_i w_i V_i |
-//! | Fair | -(max_i V_i - min_i V_i) (ties broken by the sum of values) |
+//! | Fair | -(max_i V_i - min_i V_i) (spreads up to 0.05 count as 0; ties broken by the sum of values) |
 //! | FairSum, PenaltyFairSum | sum_i V_i + N (1 - (max V - min V)) |
 //!
 //! Solvers: the separable objectives (Sum, PenaltySum) exactly by dynamic programming over
@@ -107,6 +107,9 @@ pub struct Allocation {
 const DROPS: [f64; 16] = [
     0.0, 0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9,
 ];
+
+/// Spreads of utility up to this count as fair in [`Objective::Fair`].
+pub const FAIR_TOLERANCE: f64 = 0.05;
 
 /// Value gains below this per replica are not worth a replica (the shrink rule).
 pub const MIN_GAIN: f64 = 1e-4;
@@ -213,9 +216,12 @@ fn combine(p: &Problem, vals: &[f64]) -> f64 {
         Objective::Sum | Objective::PenaltySum => {
             vals.iter().zip(&p.jobs).map(|(v, j)| v * j.weight).sum()
         }
-        // Ties in spread are broken by the total value (a negligible bonus), so an
-        // equal split prefers everyone high to everyone low.
-        Objective::Fair => -spread + 1e-6 * vals.iter().sum::<f64>() / n.max(1.0),
+        // With whole replicas utilities can rarely be made equal: spreads up to
+        // FAIR_TOLERANCE count as equal, and ties are broken by the total value (a
+        // negligible bonus), so an equal split prefers everyone high to everyone low.
+        Objective::Fair => {
+            -(spread - FAIR_TOLERANCE).max(0.0) + 1e-6 * vals.iter().sum::<f64>() / n.max(1.0)
+        }
         Objective::FairSum | Objective::PenaltyFairSum => {
             vals.iter().sum::<f64>() + n * (1.0 - spread)
         }

@@ -75,6 +75,9 @@ pub struct FaroParams {
     /// 35 s to start), which Faro's model does not see. 0.1 was chosen on day 10 of the
     /// Faro trace (0.05-0.2 did equally well there).
     pub move_cost: f64,
+    /// Hand capacity the allocation leaves idle to the busiest jobs (ours; Faro leaves
+    /// it idle).
+    pub spread_leftover: bool,
 }
 
 impl Default for FaroParams {
@@ -98,6 +101,7 @@ impl Default for FaroParams {
             reactive_checks: 3,
             shrink: true,
             move_cost: 0.1,
+            spread_leftover: true,
         }
     }
 }
@@ -220,7 +224,7 @@ impl Faro {
 
     fn predictive(&mut self, view: &ClusterView<'_>) -> Decision {
         let mut q = self.params.quantile;
-        let mut chosen: Option<alloc::Allocation> = None;
+        let mut chosen: Option<(alloc::Allocation, Problem)> = None;
         loop {
             let rates = self.predicted_rates(view, q);
             let p = self.problem(view, rates);
@@ -233,7 +237,7 @@ impl Faro {
                 .zip(&p.jobs)
                 .map(|(x, j)| *x as f64 * j.cpus_per_replica)
                 .sum();
-            chosen = Some(a);
+            chosen = Some((a, p));
             let left = view.capacity_cpus - used;
             if !self.params.raise_quantile
                 || left <= self.params.slack_cpus
@@ -244,7 +248,10 @@ impl Faro {
             q = (q + 0.1).min(self.params.max_quantile);
         }
         let mut d = Decision::unchanged(view.jobs.len());
-        if let Some(a) = chosen {
+        if let Some((mut a, p)) = chosen {
+            if self.params.spread_leftover {
+                spread_leftover(&p, &mut a.replicas);
+            }
             d.target_replicas = a.replicas.into_iter().map(Some).collect();
             if self.objective.uses_accept_rates() {
                 d.accept_rate = a.accept.into_iter().map(Some).collect();
@@ -253,6 +260,32 @@ impl Faro {
             }
         }
         d
+    }
+}
+
+/// Hand capacity the allocation leaves idle to the jobs, one replica at a time, each to
+/// the job whose replicas would be busiest at its predicted peak (idle capacity is free
+/// headroom against forecast errors).
+fn spread_leftover(p: &Problem, x: &mut [u32]) {
+    let mut left = p.capacity_cpus
+        - x.iter()
+            .zip(&p.jobs)
+            .map(|(xi, j)| *xi as f64 * j.cpus_per_replica)
+            .sum::<f64>();
+    loop {
+        let busiest = p
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(i, j)| x[*i] < j.max_replicas && j.cpus_per_replica <= left + 1e-9)
+            .map(|(i, j)| {
+                let peak = j.rates_rps.iter().copied().fold(0.0, f64::max);
+                (peak * j.processing_s / x[i] as f64, i)
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
+        let Some((_, i)) = busiest else { break };
+        x[i] += 1;
+        left -= p.jobs[i].cpus_per_replica;
     }
 }
 
