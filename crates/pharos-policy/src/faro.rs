@@ -78,6 +78,11 @@ pub struct FaroParams {
     /// Hand capacity the allocation leaves idle to the busiest jobs (ours; Faro leaves
     /// it idle).
     pub spread_leftover: bool,
+    /// When the reactive loop adds a replica to a full cluster, take it from the job
+    /// that stays least busy without it, if its utilisation stays below
+    /// `donor_max_utilisation` (ours; Faro's reactive loop only adds).
+    pub rebalance: bool,
+    pub donor_max_utilisation: f64,
 }
 
 impl Default for FaroParams {
@@ -102,6 +107,8 @@ impl Default for FaroParams {
             shrink: true,
             move_cost: 0.1,
             spread_leftover: true,
+            rebalance: true,
+            donor_max_utilisation: 0.6,
         }
     }
 }
@@ -119,9 +126,24 @@ impl Reactive {
         self.streak.iter_mut().for_each(|s| *s = 0);
     }
 
-    fn check(&mut self, view: &ClusterView<'_>, look_back_s: f64, checks: u32, d: &mut Decision) {
+    /// Add a replica to each job whose mean latency has been over its SLO for `checks`
+    /// consecutive checks. With `donor_max_utilisation`, when the cluster has no room for
+    /// that replica, take one from the job that would stay least busy without it
+    /// (utilisation over the look-back window, scaled to one replica fewer), if that stays
+    /// below the bound.
+    fn check(
+        &mut self,
+        view: &ClusterView<'_>,
+        look_back_s: f64,
+        checks: u32,
+        donor_max_utilisation: Option<f64>,
+        d: &mut Decision,
+    ) {
         self.window.record(view, look_back_s);
         self.streak.resize(view.jobs.len(), 0);
+        let mut free = view.free_cpus;
+        let mut targets: Vec<u32> = view.jobs.iter().map(|j| j.target_replicas).collect();
+        let mut given = vec![false; view.jobs.len()];
         for (i, j) in view.jobs.iter().enumerate() {
             let w = self.window.delta(i, look_back_s);
             let latency = match w.mean_latency_s() {
@@ -129,15 +151,44 @@ impl Reactive {
                 None if w.arrivals > 0 => f64::INFINITY,
                 None => 0.0,
             };
-            if latency > j.slo.latency_s {
-                self.streak[i] += 1;
-                if self.streak[i] >= checks {
-                    self.streak[i] = 0;
-                    d.target_replicas[i] = Some((j.target_replicas + 1).min(j.max_replicas));
-                }
-            } else {
+            if latency <= j.slo.latency_s {
                 self.streak[i] = 0;
+                continue;
             }
+            self.streak[i] += 1;
+            if self.streak[i] < checks || targets[i] >= j.max_replicas {
+                continue;
+            }
+            self.streak[i] = 0;
+            if free < j.cpus_per_replica
+                && let Some(bound) = donor_max_utilisation
+            {
+                let donor = view
+                    .jobs
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, dj)| {
+                        *k != i
+                            && !given[*k]
+                            && targets[*k] > dj.min_replicas.max(1)
+                            && dj.ready_replicas >= 2
+                    })
+                    .filter_map(|(k, dj)| {
+                        let u = self.window.delta(k, look_back_s).utilisation()?;
+                        let after = u * dj.ready_replicas as f64 / (dj.ready_replicas - 1) as f64;
+                        (after < bound).then_some((after, k))
+                    })
+                    .min_by(|a, b| a.0.total_cmp(&b.0));
+                if let Some((_, k)) = donor {
+                    targets[k] -= 1;
+                    d.target_replicas[k] = Some(targets[k]);
+                    free += view.jobs[k].cpus_per_replica;
+                }
+            }
+            targets[i] += 1;
+            given[i] = true;
+            free -= j.cpus_per_replica;
+            d.target_replicas[i] = Some(targets[i]);
         }
     }
 }
@@ -307,7 +358,8 @@ impl InferencePolicy for Faro {
         let mut d = Decision::unchanged(view.jobs.len());
         if p.reactive {
             let (lb, checks) = (p.reactive_look_back_s, p.reactive_checks);
-            self.reactive.check(view, lb, checks, &mut d);
+            let donor = p.rebalance.then_some(p.donor_max_utilisation);
+            self.reactive.check(view, lb, checks, donor, &mut d);
         }
         d
     }
@@ -390,7 +442,7 @@ impl InferencePolicy for Mark {
         }
         if p.reactive {
             let (lb, checks) = (p.reactive_look_back_s, p.reactive_checks);
-            self.reactive.check(view, lb, checks, &mut d);
+            self.reactive.check(view, lb, checks, None, &mut d);
         }
         d
     }

@@ -268,3 +268,21 @@ fn faro_reactive_loop_adds_one_replica_after_three_slow_checks() {
     }
     assert_eq!(changes, vec![(120.0, 4), (150.0, 4)]);
 }
+
+#[test]
+fn faro_reactive_loop_takes_a_replica_from_an_idle_job_when_the_cluster_is_full() {
+    for (rebalance, want) in [(true, vec![Some(4), Some(3)]), (false, vec![Some(4), None])] {
+        let mut p = build("faro-sum", &json!({ "rebalance": rebalance })).unwrap();
+        let mut last = None;
+        for k in 0..3 {
+            let t = 100.0 + 10.0 * k as f64;
+            // Job 0: 2 s latency, fully busy; job 1: fast, 20% busy on 4 replicas.
+            let jobs = [
+                job(t, 3, 10.0, 2.0, 0.0, 1.0),
+                job(t, 4, 10.0, 0.2, 0.0, 0.2),
+            ];
+            last = Some(p.decide(&view(t, &jobs)));
+        }
+        assert_eq!(last.unwrap().target_replicas, want, "rebalance {rebalance}");
+    }
+}
