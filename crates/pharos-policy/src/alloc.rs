@@ -95,6 +95,17 @@ pub struct Problem {
     pub model: LatencyModel,
 }
 
+impl Problem {
+    /// The vCPUs an allocation of replicas per job holds.
+    pub fn cpus_used(&self, replicas: &[u32]) -> f64 {
+        replicas
+            .iter()
+            .zip(&self.jobs)
+            .map(|(x, j)| *x as f64 * j.cpus_per_replica)
+            .sum()
+    }
+}
+
 /// A solution: replicas and accept rates per job, and the objective they reach.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Allocation {
@@ -361,12 +372,7 @@ fn dp_bounded(
     weighted: bool,
 ) -> Option<Vec<u32>> {
     let n = p.jobs.len();
-    let base: f64 = p
-        .jobs
-        .iter()
-        .zip(lo)
-        .map(|(j, l)| *l as f64 * j.cpus_per_replica)
-        .sum();
+    let base = p.cpus_used(lo);
     if base > p.capacity_cpus + 1e-9 {
         return None;
     }
@@ -523,12 +529,7 @@ fn greedy(
             self.0.total_cmp(&o.0).then_with(|| o.1.cmp(&self.1))
         }
     }
-    let used: f64 = x
-        .iter()
-        .zip(&p.jobs)
-        .map(|(xi, j)| *xi as f64 * j.cpus_per_replica)
-        .sum();
-    let mut left = p.capacity_cpus - used;
+    let mut left = p.capacity_cpus - p.cpus_used(&x);
     let best_step = |v: &mut Values<'_>, i: usize, xi: u32, left: f64| -> Option<Cand> {
         let j = &p.jobs[i];
         let base = v.value(i, xi);
@@ -596,12 +597,6 @@ fn reach(p: &Problem, v: &mut Values<'_>, i: usize, level: f64) -> u32 {
 /// problems), and the best objective wins; then a local search polishes it.
 fn solve_fair(p: &Problem, v: &mut Values<'_>) -> Vec<u32> {
     let n = p.jobs.len();
-    let cost = |x: &[u32]| -> f64 {
-        x.iter()
-            .zip(&p.jobs)
-            .map(|(xi, j)| *xi as f64 * j.cpus_per_replica)
-            .sum()
-    };
     let mins: Vec<u32> = p.jobs.iter().map(|j| j.min_replicas).collect();
     let mut best_x = mins.clone();
     let mut best_o = objective_of(p, v, &mins);
@@ -626,7 +621,7 @@ fn solve_fair(p: &Problem, v: &mut Values<'_>) -> Vec<u32> {
     }
     for &m in &levels {
         let lo: Vec<u32> = (0..n).map(|i| reach(p, v, i, m)).collect();
-        if cost(&lo) > p.capacity_cpus + 1e-9 {
+        if p.cpus_used(&lo) > p.capacity_cpus + 1e-9 {
             continue;
         }
         let top = (0..n)
@@ -738,12 +733,7 @@ pub fn exhaustive(p: &Problem) -> Result<Allocation, Infeasible> {
     let mut x: Vec<u32> = p.jobs.iter().map(|j| j.min_replicas).collect();
     let mut best: Option<(f64, Vec<u32>)> = None;
     loop {
-        let cost: f64 = x
-            .iter()
-            .zip(&p.jobs)
-            .map(|(xi, j)| *xi as f64 * j.cpus_per_replica)
-            .sum();
-        if cost <= p.capacity_cpus + 1e-9 {
+        if p.cpus_used(&x) <= p.capacity_cpus + 1e-9 {
             let o = objective_of(p, &mut v, &x);
             if best.as_ref().is_none_or(|(b, _)| o > *b + 1e-12) {
                 best = Some((o, x.clone()));
@@ -822,12 +812,7 @@ mod tests {
     }
 
     fn feasible(p: &Problem, a: &Allocation) {
-        let used: f64 = a
-            .replicas
-            .iter()
-            .zip(&p.jobs)
-            .map(|(x, j)| *x as f64 * j.cpus_per_replica)
-            .sum();
+        let used = p.cpus_used(&a.replicas);
         assert!(
             used <= p.capacity_cpus + 1e-9,
             "capacity exceeded: {used} > {}",

@@ -282,14 +282,8 @@ impl Faro {
             let Ok(a) = alloc::solve_with(&p, self.params.shrink) else {
                 break;
             };
-            let used: f64 = a
-                .replicas
-                .iter()
-                .zip(&p.jobs)
-                .map(|(x, j)| *x as f64 * j.cpus_per_replica)
-                .sum();
+            let left = view.capacity_cpus - p.cpus_used(&a.replicas);
             chosen = Some((a, p));
-            let left = view.capacity_cpus - used;
             if !self.params.raise_quantile
                 || left <= self.params.slack_cpus
                 || q >= self.params.max_quantile - 1e-9
@@ -318,11 +312,7 @@ impl Faro {
 /// the job whose replicas would be busiest at its predicted peak (idle capacity is free
 /// headroom against forecast errors).
 fn spread_leftover(p: &Problem, x: &mut [u32]) {
-    let mut left = p.capacity_cpus
-        - x.iter()
-            .zip(&p.jobs)
-            .map(|(xi, j)| *xi as f64 * j.cpus_per_replica)
-            .sum::<f64>();
+    let mut left = p.capacity_cpus - p.cpus_used(x);
     loop {
         let busiest = p
             .jobs
