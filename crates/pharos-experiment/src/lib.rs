@@ -24,7 +24,8 @@ pub use spec::{ClusterSpec, ExperimentSpec, GenerateSpec, JobTemplate, ProfileRe
 /// Command-line changes to an experiment file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    /// Replay this trace file instead (the selection still applies unless changed).
+    /// Replay this trace file instead (the experiment's day and job selection, which
+    /// name things in its own trace, are dropped; its minute range and rescaling stay).
     pub trace: Option<PathBuf>,
     pub trace_format: Option<Format>,
     pub day: Option<u32>,
@@ -333,6 +334,11 @@ impl Experiment {
 
 fn load_trace(t: &TraceSpec, base: &Path, ov: &Overrides) -> Result<Trace, ExperimentError> {
     let mut select: Selection = t.select.clone();
+    if ov.trace.is_some() {
+        // The file's day and job selection name things in its own trace.
+        select.day = None;
+        select.jobs = None;
+    }
     if let Some(d) = ov.day {
         select.day = Some(d);
     }

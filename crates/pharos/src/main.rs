@@ -27,7 +27,8 @@ enum Command {
     /// Run an experiment file: every policy on every cluster size and seed, on a trace.
     ///
     /// Prints a table (or JSON with --json) and writes results.json, timing.json,
-    /// summary.md, summary.svg and, per run, a per-minute CSV timeline and an SVG plot.
+    /// summary.md, summary.svg, a per-minute CSV timeline per run and an SVG plot per
+    /// policy and cluster size (of the first seed).
     Simulate(SimulateArgs),
 }
 
@@ -35,7 +36,8 @@ enum Command {
 struct SimulateArgs {
     /// The experiment file (YAML), e.g. examples/faro-10jobs.yaml.
     experiment: PathBuf,
-    /// Replay this trace file instead of the experiment's.
+    /// Replay this trace file instead of the experiment's (the experiment's day and job
+    /// selection are dropped; --day and --jobs select in the new trace).
     #[arg(long)]
     trace: Option<PathBuf>,
     /// The trace's format (detected when absent): faro-jsonl, minute-csv, azure-functions.

@@ -198,3 +198,25 @@ fn a_broken_experiment_file_is_an_error() {
     let e = stderr(&o);
     assert!(e.contains("x.yaml") && e.contains("clusterr"), "{e}");
 }
+
+#[test]
+fn the_faro_replay_file_gives_the_same_run_as_the_csv() {
+    let (a, b) = (tmpdir("csv"), tmpdir("jsonl"));
+    let json = root().join("data/faro-10jobs/day11_input.json");
+    let run = |dir: &Path, extra: &[&str]| {
+        let mut args = vec!["--policy", "aiad", "--json"];
+        args.extend_from_slice(extra);
+        let o = short_run(dir, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let r = &rows[0];
+        (
+            r["requests"].clone(),
+            r["dropped"].clone(),
+            r["slo_violation_rate"].clone(),
+        )
+    };
+    // The same day in two formats, jobs in the same order: the same requests, the same
+    // random streams, the same result.
+    assert_eq!(run(&a, &[]), run(&b, &["--trace", json.to_str().unwrap()]));
+}
