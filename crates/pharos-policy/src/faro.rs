@@ -308,25 +308,32 @@ impl Faro {
     }
 }
 
-/// Hand capacity the allocation leaves idle to the jobs, one replica at a time, each to
-/// the job whose replicas would be busiest at its predicted peak (idle capacity is free
-/// headroom against forecast errors).
+/// Hand capacity the allocation leaves idle to the jobs, one replica at a time: first
+/// back to jobs the allocation would shrink (keeping replicas where they are costs no
+/// move), then each to the job whose replicas would be busiest at its predicted peak
+/// (idle capacity is free headroom against forecast errors).
 fn spread_leftover(p: &Problem, x: &mut [u32]) {
     let mut left = p.capacity_cpus - p.cpus_used(x);
-    loop {
-        let busiest = p
-            .jobs
-            .iter()
-            .enumerate()
-            .filter(|(i, j)| x[*i] < j.max_replicas && j.cpus_per_replica <= left + 1e-9)
-            .map(|(i, j)| {
-                let peak = j.rates_rps.iter().copied().fold(0.0, f64::max);
-                (peak * j.processing_s / x[i] as f64, i)
-            })
-            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
-        let Some((_, i)) = busiest else { break };
-        x[i] += 1;
-        left -= p.jobs[i].cpus_per_replica;
+    for keep in [true, false] {
+        loop {
+            let busiest = p
+                .jobs
+                .iter()
+                .enumerate()
+                .filter(|(i, j)| {
+                    x[*i] < j.max_replicas
+                        && j.cpus_per_replica <= left + 1e-9
+                        && (!keep || x[*i] < j.current)
+                })
+                .map(|(i, j)| {
+                    let peak = j.rates_rps.iter().copied().fold(0.0, f64::max);
+                    (peak * j.processing_s / x[i] as f64, i)
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
+            let Some((_, i)) = busiest else { break };
+            x[i] += 1;
+            left -= p.jobs[i].cpus_per_replica;
+        }
     }
 }
 
