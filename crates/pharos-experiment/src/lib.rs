@@ -24,8 +24,9 @@ pub use spec::{ClusterSpec, ExperimentSpec, GenerateSpec, JobTemplate, ProfileRe
 /// Command-line changes to an experiment file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    /// Replay this trace file instead (the experiment's day and job selection, which
-    /// name things in its own trace, are dropped; its minute range and rescaling stay).
+    /// Replay this trace file instead (the experiment's day, previous day and job
+    /// selection, which name things in its own trace, are dropped; its minute range and
+    /// rescaling stay).
     pub trace: Option<PathBuf>,
     pub trace_format: Option<Format>,
     pub day: Option<u32>,
@@ -93,6 +94,8 @@ pub struct Experiment {
     pub spec: ExperimentSpec,
     pub file: PathBuf,
     pub trace: Trace,
+    /// The same jobs on the day before, when the experiment names one.
+    pub previous_day: Option<Trace>,
     /// The jobs with their loads (one per trace job, settings resolved).
     pub jobs: Vec<SimJob>,
     pub policies: Vec<PolicyEntry>,
@@ -153,7 +156,7 @@ impl Experiment {
             file: file.to_path_buf(),
             error: e,
         };
-        let trace = load_trace(&spec.trace, base, ov)?;
+        let (trace, previous_day) = load_trace(&spec.trace, base, ov)?;
         let jobs = resolve_jobs(&spec, &trace, base).map_err(|e| match e {
             ResolveError::Spec(e) => bad(e),
             ResolveError::Other(e) => e,
@@ -220,6 +223,7 @@ impl Experiment {
             spec,
             file: file.to_path_buf(),
             trace,
+            previous_day,
             jobs,
             policies,
             cpus,
@@ -259,14 +263,22 @@ impl Experiment {
         }
     }
 
-    /// What policies may know of the run: the jobs' traces (for the oracle forecaster).
+    /// What policies may know of the run: the jobs' traces (for the oracle forecaster)
+    /// and the previous day (for the adaptive one).
     pub fn context(&self) -> pharos_policy::PolicyContext {
         pharos_policy::PolicyContext {
-            truth_rpm: self
-                .jobs
-                .iter()
-                .map(|j| j.requests_per_min.clone())
-                .collect(),
+            forecast: pharos_forecast::ForecastData {
+                truth_rpm: self
+                    .jobs
+                    .iter()
+                    .map(|j| j.requests_per_min.clone())
+                    .collect(),
+                previous_day_rpm: self
+                    .previous_day
+                    .as_ref()
+                    .map(|t| t.jobs.iter().map(|j| j.requests_per_min.clone()).collect())
+                    .unwrap_or_default(),
+            },
         }
     }
 
@@ -332,7 +344,13 @@ impl Experiment {
     }
 }
 
-fn load_trace(t: &TraceSpec, base: &Path, ov: &Overrides) -> Result<Trace, ExperimentError> {
+/// The run's trace and, when the experiment names a `previous_day`, the same jobs and
+/// minutes on that day (what forecasters may learn from).
+fn load_trace(
+    t: &TraceSpec,
+    base: &Path,
+    ov: &Overrides,
+) -> Result<(Trace, Option<Trace>), ExperimentError> {
     let mut select: Selection = t.select.clone();
     if ov.trace.is_some() {
         // The file's day and job selection name things in its own trace.
@@ -352,25 +370,49 @@ fn load_trace(t: &TraceSpec, base: &Path, ov: &Overrides) -> Result<Trace, Exper
         .trace
         .clone()
         .or_else(|| t.path.as_ref().map(|p| base.join(p)));
-    match (path, &t.generate) {
+    let (raw, name) = match (path, &t.generate) {
         (Some(path), _) => {
             let format = ov
                 .trace_format
                 .or(if ov.trace.is_some() { None } else { t.format });
-            let raw = pharos_trace::read_trace(&path, format)?;
-            select
-                .apply(&raw)
-                .map_err(|e| ExperimentError::Other(format!("{}: {e}", path.display())))
+            (
+                pharos_trace::read_trace(&path, format)?,
+                path.display().to_string(),
+            )
         }
-        (None, Some(g)) => {
-            let raw =
-                pharos_trace::RawTrace::from(pharos_trace::generate_trace(&g.jobs, g.minutes)?);
-            Ok(select.apply(&raw)?)
+        (None, Some(g)) => (
+            pharos_trace::RawTrace::from(pharos_trace::generate_trace(&g.jobs, g.minutes)?),
+            "generated trace".to_string(),
+        ),
+        (None, None) => {
+            return Err(ExperimentError::Other(
+                "trace: give a `path` to a trace file or `generate` jobs".into(),
+            ));
         }
-        (None, None) => Err(ExperimentError::Other(
-            "trace: give a `path` to a trace file or `generate` jobs".into(),
-        )),
-    }
+    };
+    let in_file = |e: pharos_trace::TraceError| ExperimentError::Other(format!("{name}: {e}"));
+    let trace = select.apply(&raw).map_err(in_file)?;
+    // Like the day, the previous day names a day of the experiment's own trace.
+    let previous_day = if ov.trace.is_some() {
+        None
+    } else {
+        t.previous_day
+    };
+    let previous = match previous_day {
+        Some(day) => {
+            let prev = Selection {
+                day: Some(day),
+                jobs: Some(trace.jobs.iter().map(|j| j.name.clone()).collect()),
+                ..select.clone()
+            };
+            let p = prev.apply(&raw).map_err(|e| {
+                ExperimentError::Other(format!("{name}: trace.previous_day {day}: {e}"))
+            })?;
+            Some(p)
+        }
+        None => None,
+    };
+    Ok((trace, previous))
 }
 
 enum ResolveError {

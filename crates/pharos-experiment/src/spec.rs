@@ -56,6 +56,10 @@ pub struct TraceSpec {
     pub format: Option<Format>,
     #[serde(default)]
     pub select: Selection,
+    /// The same jobs and minutes on this day are given to forecasters as the previous
+    /// day (the `adaptive` forecaster uses it).
+    #[serde(default)]
+    pub previous_day: Option<u32>,
     /// Synthetic jobs instead of a file.
     #[serde(default)]
     pub generate: Option<GenerateSpec>,

@@ -53,8 +53,29 @@ fn the_example_loads_as_documented() {
             .iter()
             .all(|j| j.slo.latency_s == 0.72 && j.processing_time_s == 0.18)
     );
-    // Day 11 of the trace: ~2.68 million requests.
+    // Day 11 of the trace: ~2.68 million requests; day 10 given to forecasters.
     assert_eq!(e.trace.total_requests(), 2_675_770.0);
+    let prev = e
+        .previous_day
+        .as_ref()
+        .expect("the example names a previous day");
+    assert_eq!(prev.total_requests(), 2_388_149.0);
+    assert_eq!(prev.minutes(), 360);
+    let ctx = e.context();
+    assert_eq!(ctx.forecast.previous_day_rpm.len(), 10);
+    assert_eq!(ctx.forecast.truth_rpm[0], e.jobs[0].requests_per_min);
+    let text = std::fs::read_to_string(root().join("examples/faro-10jobs.yaml")).unwrap();
+    let bad = text
+        .replace("previous_day: 10", "previous_day: 99")
+        .replace("../data", root().join("data").to_str().unwrap());
+    let err = Experiment::load(&write_yaml("prev.yaml", &bad), &Overrides::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("previous_day 99") && err.contains("no day 99"),
+        "{err}"
+    );
     assert_eq!(e.runs().len(), 13 * 4);
 }
 

@@ -7,6 +7,8 @@
 //!   with a detected period, only the errors of origins in the same phase count;
 //! - [`WindowMax`]: the busiest of the last few minutes, held flat (a cautious point
 //!   forecast);
+//! - [`Adaptive`]: per job and call, the last value or the previous day scaled to
+//!   today's level, whichever erred less lately, with its empirical error quantiles;
 //! - [`Oracle`]: the true future of the trace - an upper bound on what any forecaster
 //!   can do, for experiments only.
 //!
@@ -203,6 +205,147 @@ impl Forecaster for Oracle {
     }
 }
 
+/// The previous day's load, scaled to today's level: minute m of today is forecast as
+/// minute m of `previous_day` times the ratio of today's last `level_window` minutes to
+/// the same minutes of the previous day (bounded to [0.25, 4]).
+fn previous_day_point(
+    previous_day: &[f64],
+    history: &[f64],
+    target: usize,
+    level_window: usize,
+) -> Option<f64> {
+    let n = history.len();
+    let &base = previous_day.get(target)?;
+    if n == 0 || n > previous_day.len() {
+        return None;
+    }
+    let from = n.saturating_sub(level_window);
+    let today: f64 = history[from..n].iter().sum();
+    let before: f64 = previous_day[from..n].iter().sum();
+    let ratio = if before > 0.0 {
+        (today / before).clamp(0.25, 4.0)
+    } else {
+        1.0
+    };
+    Some(base * ratio)
+}
+
+/// Online choice, per job and call, between holding the last value and the previous
+/// day scaled to today's level: whichever erred less (mean absolute error over the
+/// horizon) on the last `window` origins forecasts, plus the empirical `q`-quantile of
+/// its own errors at each step. Without a previous day it is the last value with
+/// error quantiles.
+#[derive(Debug, Clone)]
+pub struct Adaptive {
+    previous_day: Vec<Vec<f64>>,
+    pub window: usize,
+    pub level_window: usize,
+}
+
+impl Adaptive {
+    /// `previous_day[job]`: the job's requests per minute on the day before the run,
+    /// aligned minute by minute with the run.
+    pub fn new(previous_day: Vec<Vec<f64>>) -> Self {
+        Self {
+            previous_day,
+            window: 60,
+            level_window: 10,
+        }
+    }
+
+    /// Model 0 (last value) or 1 (previous day) forecast of minute `origin + h` from
+    /// minutes before `origin`.
+    fn point(
+        &self,
+        job: usize,
+        history: &[f64],
+        origin: usize,
+        h: usize,
+        model: usize,
+    ) -> Option<f64> {
+        let past = &history[..origin];
+        match model {
+            0 => past.last().copied(),
+            _ => previous_day_point(
+                self.previous_day.get(job)?,
+                past,
+                origin + h - 1,
+                self.level_window,
+            ),
+        }
+    }
+}
+
+impl Forecaster for Adaptive {
+    fn name(&self) -> &str {
+        "adaptive"
+    }
+    fn forecast(&mut self, job: usize, history: &[f64], horizon: usize, q: f64) -> Vec<f64> {
+        let n = history.len();
+        let Some(&last) = history.last() else {
+            return vec![0.0; horizon];
+        };
+        let models = if self.previous_day.get(job).is_some_and(|d| !d.is_empty()) {
+            2
+        } else {
+            1
+        };
+        let from = n.saturating_sub(self.window).max(1);
+        // errors[model][h - 1] over past origins whose target is known.
+        let mut errors = vec![vec![Vec::new(); horizon]; models];
+        let mut mae = vec![(0.0f64, 0usize); models];
+        for origin in from..n {
+            for h in 1..=horizon {
+                let target = origin + h - 1;
+                if target >= n {
+                    break;
+                }
+                for (m, errs) in errors.iter_mut().enumerate() {
+                    if let Some(f) = self.point(job, history, origin, h, m) {
+                        let e = history[target] - f;
+                        errs[h - 1].push(e);
+                        mae[m].0 += e.abs();
+                        mae[m].1 += 1;
+                    }
+                }
+            }
+        }
+        let score = |m: usize| {
+            if mae[m].1 > 0 {
+                mae[m].0 / mae[m].1 as f64
+            } else {
+                f64::INFINITY
+            }
+        };
+        let best = (0..models)
+            .min_by(|a, b| score(*a).total_cmp(&score(*b)))
+            .unwrap_or(0);
+        (1..=horizon)
+            .map(|h| {
+                let point = self.point(job, history, n, h, best).unwrap_or(last);
+                let errs = &mut errors[best][h - 1];
+                if errs.len() < 10 {
+                    return point.max(0.0);
+                }
+                errs.sort_by(f64::total_cmp);
+                let pos = q * (errs.len() - 1) as f64;
+                let (lo, frac) = (pos.floor() as usize, pos.fract());
+                let e = errs[lo] + frac * (errs[(lo + 1).min(errs.len() - 1)] - errs[lo]);
+                (point + e).max(0.0)
+            })
+            .collect()
+    }
+}
+
+/// What forecasters may know of the run beyond the history they are shown.
+#[derive(Debug, Clone, Default)]
+pub struct ForecastData {
+    /// Every job's requests per minute for the whole run (the oracle's input only).
+    pub truth_rpm: Vec<Vec<f64>>,
+    /// Every job's requests per minute on the day before the run, aligned with it.
+    pub previous_day_rpm: Vec<Vec<f64>>,
+}
+
 /// The forecasters policies can name in their parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -212,12 +355,14 @@ pub enum ForecasterKind {
     LastValueQuantiles,
     LastValueSeasonal,
     WindowMax,
+    Adaptive,
     Oracle,
 }
 
 impl ForecasterKind {
-    /// Make the forecaster; the oracle needs every job's true trace.
-    pub fn build(self, truth: &[Vec<f64>]) -> Box<dyn Forecaster> {
+    /// Make the forecaster; the oracle needs every job's true trace, the adaptive one
+    /// the previous day (without it, it holds the last value).
+    pub fn build(self, data: &ForecastData) -> Box<dyn Forecaster> {
         match self {
             ForecasterKind::LastValue => Box::new(LastValue),
             ForecasterKind::LastValueQuantiles => Box::new(LastValueQuantiles::new(120)),
@@ -226,7 +371,8 @@ impl ForecasterKind {
                 vec![2, 3, 4, 5, 6, 10, 15, 30],
             )),
             ForecasterKind::WindowMax => Box::new(WindowMax { window: 5 }),
-            ForecasterKind::Oracle => Box::new(Oracle::new(truth.to_vec())),
+            ForecasterKind::Adaptive => Box::new(Adaptive::new(data.previous_day_rpm.clone())),
+            ForecasterKind::Oracle => Box::new(Oracle::new(data.truth_rpm.clone())),
         }
     }
 }
@@ -260,6 +406,20 @@ mod tests {
         assert_eq!(f.pick_period(&jumps, 60), 5);
         // History ends at minute 119 (phase 4): the next minute (120) jumps.
         assert_eq!(f.forecast(0, &jumps, 3, 0.5), vec![200.0, 100.0, 100.0]);
+        // Today is yesterday doubled with a bump at minute 30: after a few minutes the
+        // previous day, scaled, forecasts it exactly and wins over the last value.
+        let yesterday: Vec<f64> = (0..60)
+            .map(|t| if t == 30 { 90.0 } else { 10.0 + t as f64 })
+            .collect();
+        let today: Vec<f64> = yesterday.iter().map(|v| 2.0 * v).collect();
+        let mut a = Adaptive::new(vec![yesterday]);
+        // Minutes 0-28 known: minute 29 is 2 x 39, minute 30 the bump.
+        assert_eq!(a.forecast(0, &today[..29], 2, 0.5), vec![78.0, 180.0]);
+        let mut none = Adaptive::new(vec![]);
+        assert_eq!(
+            none.forecast(0, &today[..29], 1, 0.5),
+            vec![today[28] + 2.0]
+        );
         let mut o = Oracle::new(vec![vec![1.0, 2.0, 3.0, 4.0, 5.0]]);
         assert_eq!(o.forecast(0, &h, 3, 0.5), vec![4.0, 5.0, 5.0]);
     }

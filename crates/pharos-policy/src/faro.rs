@@ -1,7 +1,7 @@
 //! The SLO-utility autoscaler (after Faro) and the MArk-style predictive baseline.
 
 use pharos_core::{ClusterView, Decision, InferencePolicy, JobView};
-use pharos_forecast::{Forecaster, ForecasterKind};
+use pharos_forecast::{ForecastData, Forecaster, ForecasterKind};
 use pharos_queueing::LatencyModel;
 use serde::{Deserialize, Serialize};
 
@@ -92,7 +92,7 @@ impl Default for FaroParams {
             predictive_interval_s: 300.0,
             first_predictive_s: 60.0,
             window_steps: 7,
-            forecaster: ForecasterKind::LastValueQuantiles,
+            forecaster: ForecasterKind::Adaptive,
             prediction: Prediction::Forecast,
             quantile: 0.6,
             raise_quantile: true,
@@ -215,11 +215,11 @@ pub struct Faro {
 }
 
 impl Faro {
-    pub fn new(name: &str, objective: Objective, params: FaroParams, truth: &[Vec<f64>]) -> Self {
+    pub fn new(name: &str, objective: Objective, params: FaroParams, data: &ForecastData) -> Self {
         Self {
             name: name.to_string(),
             objective,
-            forecaster: params.forecaster.build(truth),
+            forecaster: params.forecaster.build(data),
             params,
             reactive: Reactive::default(),
         }
@@ -384,7 +384,7 @@ impl Default for MarkParams {
             predictive_interval_s: 300.0,
             first_predictive_s: 60.0,
             window_steps: 7,
-            forecaster: ForecasterKind::LastValueQuantiles,
+            forecaster: ForecasterKind::Adaptive,
             quantile: 0.5,
             reactive: true,
             reactive_look_back_s: 30.0,
@@ -403,9 +403,9 @@ pub struct Mark {
 }
 
 impl Mark {
-    pub fn new(params: MarkParams, truth: &[Vec<f64>]) -> Self {
+    pub fn new(params: MarkParams, data: &ForecastData) -> Self {
         Self {
-            forecaster: params.forecaster.build(truth),
+            forecaster: params.forecaster.build(data),
             params,
             reactive: Reactive::default(),
         }

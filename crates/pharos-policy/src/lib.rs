@@ -38,12 +38,12 @@ pub const POLICY_NAMES: [&str; 12] = [
     "faro-penaltyfairsum",
 ];
 
-/// What some policies need to know of the run beyond the views they are shown.
+/// What some policies need to know of the run beyond the views they are shown: what
+/// their forecasters may learn from (the previous day; the whole run for the `oracle`,
+/// an upper bound on forecasting for experiments only).
 #[derive(Debug, Clone, Default)]
 pub struct PolicyContext {
-    /// Every job's requests per minute for the whole run: only the `oracle` forecaster
-    /// reads it (an upper bound on forecasting, for experiments).
-    pub truth_rpm: Vec<Vec<f64>>,
+    pub forecast: pharos_forecast::ForecastData,
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -101,7 +101,7 @@ pub fn build_with(
     ctx: &PolicyContext,
 ) -> Result<Box<dyn InferencePolicy>, PolicyError> {
     let needs_truth = |f: pharos_forecast::ForecasterKind| {
-        if f == pharos_forecast::ForecasterKind::Oracle && ctx.truth_rpm.is_empty() {
+        if f == pharos_forecast::ForecasterKind::Oracle && ctx.forecast.truth_rpm.is_empty() {
             Err(PolicyError::BadParams {
                 name: name.to_string(),
                 problem: "the oracle forecaster needs the run's trace".into(),
@@ -178,7 +178,7 @@ pub fn build_with(
             check(name, "predictive_interval_s", mp.predictive_interval_s, 0.0)?;
             check_quantile(name, mp.quantile)?;
             needs_truth(mp.forecaster)?;
-            Box::new(faro::Mark::new(mp, &ctx.truth_rpm))
+            Box::new(faro::Mark::new(mp, &ctx.forecast))
         }
         _ if name.starts_with("faro-") => {
             let objective = match name {
@@ -203,7 +203,7 @@ pub fn build_with(
                 check(name, "utility.alpha", alpha, 0.0)?;
             }
             needs_truth(fp.forecaster)?;
-            Box::new(faro::Faro::new(name, objective, fp, &ctx.truth_rpm))
+            Box::new(faro::Faro::new(name, objective, fp, &ctx.forecast))
         }
         _ => {
             return Err(PolicyError::Unknown {

@@ -36,8 +36,8 @@ enum Command {
 struct SimulateArgs {
     /// The experiment file (YAML), e.g. examples/faro-10jobs.yaml.
     experiment: PathBuf,
-    /// Replay this trace file instead of the experiment's (the experiment's day and job
-    /// selection are dropped; --day and --jobs select in the new trace).
+    /// Replay this trace file instead of the experiment's (the experiment's day, previous
+    /// day and job selection are dropped; --day and --jobs select in the new trace).
     #[arg(long)]
     trace: Option<PathBuf>,
     /// The trace's format (detected when absent): faro-jsonl, minute-csv, azure-functions.
