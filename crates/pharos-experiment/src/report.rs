@@ -124,7 +124,7 @@ fn run_cells(r: &RunResult) -> [String; 9] {
 
 /// The results as a text table (one row per run, with its wall time).
 pub fn table(results: &[RunResult]) -> String {
-    const WIDTHS: [usize; 9] = [14, 6, 6, 10, 9, 9, 10, 8, 9];
+    const WIDTHS: [usize; 9] = [20, 6, 6, 10, 9, 9, 10, 8, 9];
     let mut s = String::new();
     let line = |s: &mut String, cells: &[String], wall: &str| {
         for (i, (c, w)) in cells.iter().zip(WIDTHS).enumerate() {
