@@ -122,8 +122,11 @@ struct Reactive {
 }
 
 impl Reactive {
-    fn clear(&mut self) {
+    /// A predictive decision was taken: clear the counters, and keep the window's
+    /// snapshots current for the next checks.
+    fn restart(&mut self, view: &ClusterView<'_>, look_back_s: f64) {
         self.streak.iter_mut().for_each(|s| *s = 0);
+        self.window.record(view, look_back_s);
     }
 
     /// Add a replica to each job whose mean latency has been over its SLO for `checks`
@@ -347,9 +350,7 @@ impl InferencePolicy for Faro {
     fn decide(&mut self, view: &ClusterView<'_>) -> Decision {
         let p = &self.params;
         if is_predictive_tick(view.now_s, p.first_predictive_s, p.predictive_interval_s) {
-            self.reactive.clear();
-            // Keep the reactive window's snapshots current.
-            self.reactive.window.record(view, p.reactive_look_back_s);
+            self.reactive.restart(view, p.reactive_look_back_s);
             return self.predictive(view);
         }
         let mut d = Decision::unchanged(view.jobs.len());
@@ -423,8 +424,7 @@ impl InferencePolicy for Mark {
         let p = &self.params;
         let mut d = Decision::unchanged(view.jobs.len());
         if is_predictive_tick(view.now_s, p.first_predictive_s, p.predictive_interval_s) {
-            self.reactive.clear();
-            self.reactive.window.record(view, p.reactive_look_back_s);
+            self.reactive.restart(view, p.reactive_look_back_s);
             for (i, j) in view.jobs.iter().enumerate() {
                 let hist = history(j);
                 let peak_rpm = self
