@@ -94,8 +94,13 @@ pub struct Experiment {
     pub spec: ExperimentSpec,
     pub file: PathBuf,
     pub trace: Trace,
-    /// The same jobs on the day before, when the experiment names one.
-    pub previous_day: Option<Trace>,
+    /// What forecasters know before the run: every job's minutes from minute 0 of the
+    /// first history day up to the run's first minute (empty without history days),
+    /// and the trace's day length.
+    pub past_rpm: Vec<Vec<f64>>,
+    pub day_minutes: Option<usize>,
+    /// Forecasters fitted for this experiment's runs (fitted once, copied to each).
+    pub fitted: pharos_forecast::FitCache,
     /// The jobs with their loads (one per trace job, settings resolved).
     pub jobs: Vec<SimJob>,
     pub policies: Vec<PolicyEntry>,
@@ -156,7 +161,7 @@ impl Experiment {
             file: file.to_path_buf(),
             error: e,
         };
-        let (trace, previous_day) = load_trace(&spec.trace, base, ov)?;
+        let (trace, past) = load_trace(&spec.trace, base, ov)?;
         let jobs = resolve_jobs(&spec, &trace, base).map_err(|e| match e {
             ResolveError::Spec(e) => bad(e),
             ResolveError::Other(e) => e,
@@ -223,7 +228,9 @@ impl Experiment {
             spec,
             file: file.to_path_buf(),
             trace,
-            previous_day,
+            past_rpm: past.rpm,
+            day_minutes: past.day_minutes,
+            fitted: Default::default(),
             jobs,
             policies,
             cpus,
@@ -264,7 +271,7 @@ impl Experiment {
     }
 
     /// What policies may know of the run: the jobs' traces (for the oracle forecaster)
-    /// and the previous day (for the adaptive one).
+    /// and the history days (what forecasters fit on and read).
     pub fn context(&self) -> pharos_policy::PolicyContext {
         pharos_policy::PolicyContext {
             forecast: pharos_forecast::ForecastData {
@@ -273,11 +280,9 @@ impl Experiment {
                     .iter()
                     .map(|j| j.requests_per_min.clone())
                     .collect(),
-                previous_day_rpm: self
-                    .previous_day
-                    .as_ref()
-                    .map(|t| t.jobs.iter().map(|j| j.requests_per_min.clone()).collect())
-                    .unwrap_or_default(),
+                past_rpm: self.past_rpm.clone(),
+                day_minutes: self.day_minutes,
+                fitted: self.fitted.clone(),
             },
         }
     }
@@ -344,13 +349,20 @@ impl Experiment {
     }
 }
 
-/// The run's trace and, when the experiment names a `previous_day`, the same jobs and
-/// minutes on that day (what forecasters may learn from).
+/// What is known before the run (see [`Experiment::past_rpm`]).
+#[derive(Debug, Clone, Default)]
+struct Past {
+    rpm: Vec<Vec<f64>>,
+    day_minutes: Option<usize>,
+}
+
+/// The run's trace and, when the experiment names `history_days`, what forecasters
+/// know before it.
 fn load_trace(
     t: &TraceSpec,
     base: &Path,
     ov: &Overrides,
-) -> Result<(Trace, Option<Trace>), ExperimentError> {
+) -> Result<(Trace, Past), ExperimentError> {
     let mut select: Selection = t.select.clone();
     if ov.trace.is_some() {
         // The file's day and job selection name things in its own trace.
@@ -392,27 +404,82 @@ fn load_trace(
     };
     let in_file = |e: pharos_trace::TraceError| ExperimentError::Other(format!("{name}: {e}"));
     let trace = select.apply(&raw).map_err(in_file)?;
-    // Like the day, the previous day names a day of the experiment's own trace.
-    let previous_day = if ov.trace.is_some() {
+    // Like the day, history days name days of the experiment's own trace.
+    let history = if ov.trace.is_some() {
         None
     } else {
-        t.previous_day
+        t.history_days.clone()
     };
-    let previous = match previous_day {
-        Some(day) => {
-            let prev = Selection {
-                day: Some(day),
-                jobs: Some(trace.jobs.iter().map(|j| j.name.clone()).collect()),
-                ..select.clone()
-            };
-            let p = prev.apply(&raw).map_err(|e| {
-                ExperimentError::Other(format!("{name}: trace.previous_day {day}: {e}"))
-            })?;
-            Some(p)
+    let past = match history {
+        Some(days) => past_of(&raw, &select, &trace, &days)
+            .map_err(|e| ExperimentError::Other(format!("{name}: trace.history_days: {e}")))?,
+        None => Past::default(),
+    };
+    Ok((trace, past))
+}
+
+/// The history days' minutes of the run's jobs, then the run's day up to its first
+/// minute, scaled as the run is.
+fn past_of(
+    raw: &pharos_trace::RawTrace,
+    select: &Selection,
+    trace: &Trace,
+    days: &[u32],
+) -> Result<Past, String> {
+    let Some(run_day) = select.day else {
+        return Err("needs `select.day` (the day the run replays)".into());
+    };
+    if let Some(d) = days.iter().find(|d| **d >= run_day) {
+        return Err(format!("day {d} is not before the run's day {run_day}"));
+    }
+    let jobs: Vec<String> = trace.jobs.iter().map(|j| j.name.clone()).collect();
+    let unscaled = |day: u32, minutes: Option<[usize; 2]>| {
+        Selection {
+            day: Some(day),
+            jobs: Some(jobs.clone()),
+            minutes,
+            peak_rpm: None,
+            scale: None,
         }
-        None => None,
+        .apply(raw)
+        .map_err(|e| format!("day {day}: {e}"))
     };
-    Ok((trace, previous))
+    // The run's scale factor per job, as its selection applied it.
+    let run_raw = unscaled(run_day, select.minutes)?;
+    let factor: Vec<f64> = trace
+        .jobs
+        .iter()
+        .zip(&run_raw.jobs)
+        .map(|(s, r)| {
+            let (a, b): (f64, f64) = (s.requests_per_min.iter().sum(), r.requests_per_min.iter().sum());
+            if b > 0.0 { a / b } else { 1.0 }
+        })
+        .collect();
+    let whole_run_day = unscaled(run_day, None)?;
+    let day_minutes = whole_run_day.minutes();
+    let mut rpm = vec![Vec::new(); jobs.len()];
+    for &d in days {
+        let t = unscaled(d, None)?;
+        for (j, job) in t.jobs.iter().enumerate() {
+            if job.requests_per_min.len() != day_minutes {
+                return Err(format!(
+                    "day {d}, job {}: {} minutes where day {run_day} has {day_minutes}",
+                    job.name,
+                    job.requests_per_min.len()
+                ));
+            }
+            rpm[j].extend(job.requests_per_min.iter().map(|v| v * factor[j]));
+        }
+    }
+    let first = select.minutes.map_or(0, |m| m[0]);
+    for (j, job) in whole_run_day.jobs.iter().enumerate() {
+        let upto = first.min(job.requests_per_min.len());
+        rpm[j].extend(job.requests_per_min[..upto].iter().map(|v| v * factor[j]));
+    }
+    Ok(Past {
+        rpm,
+        day_minutes: Some(day_minutes),
+    })
 }
 
 enum ResolveError {

@@ -56,10 +56,11 @@ pub struct TraceSpec {
     pub format: Option<Format>,
     #[serde(default)]
     pub select: Selection,
-    /// The same jobs and minutes on this day are given to forecasters as the previous
-    /// day (the `adaptive` forecaster uses it).
-    #[serde(default)]
-    pub previous_day: Option<u32>,
+    /// Days of the same jobs that forecasters know before the run (and fit on), oldest
+    /// first, e.g. `[1, 2, 3]` or `1-10`; each whole, then the run's day up to its first
+    /// minute. Needs `select.day`.
+    #[serde(default, deserialize_with = "days")]
+    pub history_days: Option<Vec<u32>>,
     /// Synthetic jobs instead of a file.
     #[serde(default)]
     pub generate: Option<GenerateSpec>,
@@ -156,4 +157,36 @@ pub struct ClusterSpec {
     /// `trim` (default) or `wait`: see [`pharos_sim::OverCapacity`].
     #[serde(default)]
     pub over_capacity: pharos_sim::OverCapacity,
+}
+
+/// `[1, 2, 3]`, `3`, or `"1-10"`.
+fn days<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<u32>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Days {
+        One(u32),
+        List(Vec<u32>),
+        Text(String),
+    }
+    let parse = |s: &str| -> Result<Vec<u32>, String> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let day = |x: &str| {
+                x.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{x:?} is not a day number"))
+            };
+            match part.split_once('-') {
+                Some((a, b)) => out.extend(day(a)?..=day(b)?),
+                None => out.push(day(part)?),
+            }
+        }
+        Ok(out)
+    };
+    Ok(Some(match Option::<Days>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Days::One(d)) => vec![d],
+        Some(Days::List(v)) => v,
+        Some(Days::Text(s)) => parse(&s).map_err(serde::de::Error::custom)?,
+    }))
 }

@@ -53,29 +53,33 @@ fn the_example_loads_as_documented() {
             .iter()
             .all(|j| j.slo.latency_s == 0.72 && j.processing_time_s == 0.18)
     );
-    // Day 11 of the trace: ~2.68 million requests; day 10 given to forecasters.
+    // Day 11 of the trace: ~2.68 million requests; days 1-10 given to forecasters.
     assert_eq!(e.trace.total_requests(), 2_675_770.0);
-    let prev = e
-        .previous_day
-        .as_ref()
-        .expect("the example names a previous day");
-    assert_eq!(prev.total_requests(), 2_388_149.0);
-    assert_eq!(prev.minutes(), 360);
+    assert_eq!(e.day_minutes, Some(360));
+    assert_eq!(e.past_rpm.len(), 10);
+    assert_eq!(e.past_rpm[0].len(), 3600);
+    // The last history day is day 10 (2.39 million requests over the ten jobs).
+    let day10: f64 = e.past_rpm.iter().map(|p| p[3240..].iter().sum::<f64>()).sum();
+    assert_eq!(day10, 2_388_149.0);
     let ctx = e.context();
-    assert_eq!(ctx.forecast.previous_day_rpm.len(), 10);
+    assert_eq!(ctx.forecast.past_rpm.len(), 10);
     assert_eq!(ctx.forecast.truth_rpm[0], e.jobs[0].requests_per_min);
     let text = std::fs::read_to_string(root().join("examples/faro-10jobs.yaml")).unwrap();
-    let bad = text
-        .replace("previous_day: 10", "previous_day: 99")
-        .replace("../data", root().join("data").to_str().unwrap());
-    let err = Experiment::load(&write_yaml("prev.yaml", &bad), &Overrides::default())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("previous_day 99") && err.contains("no day 99"),
-        "{err}"
-    );
+    let at = |from: &str, to: &str| {
+        let bad = text
+            .replace(from, to)
+            .replace("../data", root().join("data").to_str().unwrap());
+        Experiment::load(&write_yaml("prev.yaml", &bad), &Overrides::default())
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    let err = at("history_days: 1-10", "history_days: 1-99");
+    assert!(err.contains("history_days") && err.contains("not before"), "{err}");
+    let err = at("history_days: 1-10", "history_days: [0, 1]");
+    assert!(err.contains("history_days") && err.contains("no day 0"), "{err}");
+    let err = at("history_days: 1-10", "history_days: 1-x");
+    assert!(err.contains("history_days") || err.contains("not a day"), "{err}");
     assert_eq!(e.runs().len(), 13 * 4);
 }
 

@@ -1,7 +1,7 @@
 //! The SLO-utility autoscaler (after Faro) and the MArk-style predictive baseline.
 
 use pharos_core::{ClusterView, Decision, InferencePolicy, JobView};
-use pharos_forecast::{ForecastData, Forecaster, ForecasterKind};
+use pharos_forecast::{BaseModel, ForecastData, Forecaster, ForecasterSpec};
 use pharos_queueing::LatencyModel;
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +49,7 @@ pub struct FaroParams {
     pub first_predictive_s: f64,
     /// Prediction window: steps of `step_s`.
     pub window_steps: usize,
-    pub forecaster: ForecasterKind,
+    pub forecaster: ForecasterSpec,
     pub prediction: Prediction,
     /// The per-step forecast quantile.
     pub quantile: f64,
@@ -92,7 +92,7 @@ impl Default for FaroParams {
             predictive_interval_s: 300.0,
             first_predictive_s: 60.0,
             window_steps: 7,
-            forecaster: ForecasterKind::Adaptive,
+            forecaster: ForecasterSpec::of(BaseModel::Adaptive),
             prediction: Prediction::Forecast,
             quantile: 0.6,
             raise_quantile: true,
@@ -201,8 +201,24 @@ fn is_predictive_tick(now: f64, first: f64, period: f64) -> bool {
     near(now, first) || (now > first && near((now / period).round() * period, now))
 }
 
-fn history(j: &JobView<'_>) -> Vec<f64> {
-    j.minute_arrivals.iter().map(|c| *c as f64).collect()
+/// What a forecaster is shown of job `i`: the minutes known before the run (from
+/// minute 0 of a day), then the run's complete minutes.
+struct Histories {
+    past: Vec<Vec<f64>>,
+}
+
+impl Histories {
+    fn new(data: &ForecastData) -> Self {
+        Self {
+            past: data.past_rpm.clone(),
+        }
+    }
+
+    fn of(&self, i: usize, j: &JobView<'_>) -> Vec<f64> {
+        let mut h = self.past.get(i).cloned().unwrap_or_default();
+        h.extend(j.minute_arrivals.iter().map(|c| *c as f64));
+        h
+    }
 }
 
 /// The SLO-utility autoscaler: every `predictive_interval_s`, forecast every job's rate
@@ -214,15 +230,24 @@ pub struct Faro {
     objective: Objective,
     params: FaroParams,
     forecaster: Box<dyn Forecaster>,
+    histories: Histories,
     reactive: Reactive,
 }
 
 impl Faro {
-    pub fn new(name: &str, objective: Objective, params: FaroParams, data: &ForecastData) -> Self {
+    /// `forecaster` is fitted on `data`'s past (see [`ForecasterSpec::build`]).
+    pub fn new(
+        name: &str,
+        objective: Objective,
+        params: FaroParams,
+        forecaster: Box<dyn Forecaster>,
+        data: &ForecastData,
+    ) -> Self {
         Self {
             name: name.to_string(),
             objective,
-            forecaster: params.forecaster.build(data),
+            forecaster,
+            histories: Histories::new(data),
             params,
             reactive: Reactive::default(),
         }
@@ -234,7 +259,7 @@ impl Faro {
             .iter()
             .enumerate()
             .map(|(i, j)| {
-                let hist = history(j);
+                let hist = self.histories.of(i, j);
                 let rpm = match self.params.prediction {
                     Prediction::None => vec![hist.last().copied().unwrap_or(0.0); h],
                     Prediction::Forecast => self.forecaster.forecast(i, &hist, h, q),
@@ -371,7 +396,7 @@ pub struct MarkParams {
     pub predictive_interval_s: f64,
     pub first_predictive_s: f64,
     pub window_steps: usize,
-    pub forecaster: ForecasterKind,
+    pub forecaster: ForecasterSpec,
     pub quantile: f64,
     pub reactive: bool,
     pub reactive_look_back_s: f64,
@@ -385,7 +410,7 @@ impl Default for MarkParams {
             predictive_interval_s: 300.0,
             first_predictive_s: 60.0,
             window_steps: 7,
-            forecaster: ForecasterKind::Adaptive,
+            forecaster: ForecasterSpec::of(BaseModel::Adaptive),
             quantile: 0.5,
             reactive: true,
             reactive_look_back_s: 30.0,
@@ -400,13 +425,15 @@ impl Default for MarkParams {
 pub struct Mark {
     params: MarkParams,
     forecaster: Box<dyn Forecaster>,
+    histories: Histories,
     reactive: Reactive,
 }
 
 impl Mark {
-    pub fn new(params: MarkParams, data: &ForecastData) -> Self {
+    pub fn new(params: MarkParams, forecaster: Box<dyn Forecaster>, data: &ForecastData) -> Self {
         Self {
-            forecaster: params.forecaster.build(data),
+            forecaster,
+            histories: Histories::new(data),
             params,
             reactive: Reactive::default(),
         }
@@ -426,7 +453,7 @@ impl InferencePolicy for Mark {
         if is_predictive_tick(view.now_s, p.first_predictive_s, p.predictive_interval_s) {
             self.reactive.restart(view, p.reactive_look_back_s);
             for (i, j) in view.jobs.iter().enumerate() {
-                let hist = history(j);
+                let hist = self.histories.of(i, j);
                 let peak_rpm = self
                     .forecaster
                     .forecast(i, &hist, p.window_steps.max(1), p.quantile)

@@ -100,15 +100,16 @@ pub fn build_with(
     p: &serde_json::Value,
     ctx: &PolicyContext,
 ) -> Result<Box<dyn InferencePolicy>, PolicyError> {
-    let needs_truth = |f: pharos_forecast::ForecasterKind| {
-        if f == pharos_forecast::ForecasterKind::Oracle && ctx.forecast.truth_rpm.is_empty() {
-            Err(PolicyError::BadParams {
-                name: name.to_string(),
-                problem: "the oracle forecaster needs the run's trace".into(),
-            })
-        } else {
-            Ok(())
+    let forecaster = |f: pharos_forecast::ForecasterSpec| {
+        let bad = |problem: String| PolicyError::BadParams {
+            name: name.to_string(),
+            problem,
+        };
+        if f.is_oracle() && ctx.forecast.truth_rpm.is_empty() {
+            return Err(bad("the oracle forecaster needs the run's trace".into()));
         }
+        f.build(&ctx.forecast)
+            .map_err(|e| bad(format!("forecaster {f}: {e}")))
     };
     Ok(match name {
         "fairshare" => Box::new(FairShare::new(params(name, p)?)),
@@ -177,8 +178,8 @@ pub fn build_with(
             check(name, "interval_s", mp.interval_s, 0.0)?;
             check(name, "predictive_interval_s", mp.predictive_interval_s, 0.0)?;
             check_quantile(name, mp.quantile)?;
-            needs_truth(mp.forecaster)?;
-            Box::new(faro::Mark::new(mp, &ctx.forecast))
+            let f = forecaster(mp.forecaster)?;
+            Box::new(faro::Mark::new(mp, f, &ctx.forecast))
         }
         _ if name.starts_with("faro-") => {
             let objective = match name {
@@ -202,8 +203,8 @@ pub fn build_with(
             if let alloc::UtilityKind::Relaxed { alpha } = fp.utility {
                 check(name, "utility.alpha", alpha, 0.0)?;
             }
-            needs_truth(fp.forecaster)?;
-            Box::new(faro::Faro::new(name, objective, fp, &ctx.forecast))
+            let f = forecaster(fp.forecaster)?;
+            Box::new(faro::Faro::new(name, objective, fp, f, &ctx.forecast))
         }
         _ => {
             return Err(PolicyError::Unknown {
