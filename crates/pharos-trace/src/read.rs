@@ -22,9 +22,9 @@ impl Format {
 
     pub fn parse(name: &str) -> Option<Format> {
         match name {
-            "faro-jsonl" | "faro" | "jsonl" => Some(Format::FaroJsonl),
+            "faro-jsonl" | "faro" | "faro-json" | "jsonl" => Some(Format::FaroJsonl),
             "minute-csv" | "csv" => Some(Format::MinuteCsv),
-            "azure-functions" | "azure" => Some(Format::AzureFunctions),
+            "azure-functions" | "azure" | "azure2019" => Some(Format::AzureFunctions),
             _ => None,
         }
     }

@@ -30,6 +30,46 @@ enum Command {
     /// summary.md, summary.svg, a per-minute CSV timeline per run and an SVG plot per
     /// policy and cluster size (of the first seed).
     Simulate(SimulateArgs),
+    /// Workload forecasting.
+    #[command(subcommand)]
+    Forecast(ForecastCommand),
+}
+
+#[derive(Subcommand)]
+enum ForecastCommand {
+    /// Fit forecasters on training days of a trace and score them on test days: RMSE
+    /// of the median, pinball loss at q = 0.5/0.6/0.9, coverage of the 0.9 quantile,
+    /// fit and predict time.
+    Eval(ForecastEvalArgs),
+}
+
+#[derive(clap::Args)]
+struct ForecastEvalArgs {
+    /// The trace file (whole days of every job).
+    #[arg(long)]
+    trace: PathBuf,
+    /// The trace's format (detected when absent): faro-jsonl, minute-csv, azure-functions
+    /// (also: csv, faro-json, azure2019).
+    #[arg(long, value_parser = parse_format)]
+    trace_format: Option<Format>,
+    /// Days to fit on: a range A-B or a list A,B,C.
+    #[arg(long)]
+    train_days: String,
+    /// Days to score on.
+    #[arg(long)]
+    test_days: String,
+    /// The first forecast origin of a test day, in minutes (the context a window needs).
+    #[arg(long, default_value_t = 15)]
+    context_min: usize,
+    /// Minutes forecast from each origin.
+    #[arg(long, default_value_t = 7)]
+    horizon_min: usize,
+    /// A model (repeatable): NAME or NAME+cal; all the default ones when absent.
+    #[arg(long = "model")]
+    models: Vec<String>,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -84,6 +124,32 @@ fn parse_format(s: &str) -> Result<Format, String> {
             Format::NAMES.join(", ")
         )
     })
+}
+
+/// `A-B` or `A,B,C` (each part may itself be a range).
+fn parse_days(s: &str) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let day = |x: &str| {
+            x.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{x:?} is not a day number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (day(a)?, day(b)?);
+                if a > b {
+                    return Err(format!("empty day range {a}-{b}"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(day(part)?),
+        }
+    }
+    if out.is_empty() {
+        return Err("no days given".into());
+    }
+    Ok(out)
 }
 
 fn parse_over_capacity(s: &str) -> Result<OverCapacity, String> {
@@ -172,10 +238,105 @@ fn simulate(args: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
+fn forecast_eval(args: ForecastEvalArgs) -> Result<()> {
+    use pharos_forecast::ForecasterSpec;
+    use pharos_forecast::eval::{self, EvalConfig, EvalSet};
+    let raw = pharos_trace::read_trace(&args.trace, args.trace_format)?;
+    let at = |e: pharos_forecast::ForecastError| anyhow::anyhow!("{}: {e}", args.trace.display());
+    let mut series = Vec::with_capacity(raw.series.len());
+    for s in raw.series {
+        let Some(day) = s.day else {
+            bail!(
+                "{}: job {} has no day numbers; evaluation needs whole days (a CSV with a `day` column, or Azure files named ...dNN.csv)",
+                args.trace.display(),
+                s.job
+            );
+        };
+        series.push((s.job, day, s.requests_per_min));
+    }
+    let set = EvalSet::from_days(series).map_err(at)?;
+    let days = |flag: &str, s: &str| parse_days(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+    let cfg = EvalConfig {
+        train_days: days("train-days", &args.train_days)?,
+        test_days: days("test-days", &args.test_days)?,
+        context: args.context_min,
+        horizon: args.horizon_min,
+    };
+    let models: Vec<ForecasterSpec> = if args.models.is_empty() {
+        eval::default_models()
+    } else {
+        args.models
+            .iter()
+            .map(|m| m.parse().map_err(|e: String| anyhow::anyhow!(e)))
+            .collect::<Result<_>>()?
+    };
+    let mut rows = Vec::new();
+    for m in models {
+        let row = eval::evaluate(&set, &cfg, m).map_err(|e| anyhow::anyhow!("{m}: {e}"))?;
+        if !args.json {
+            eprintln!(
+                "{:<24} rmse {:>8.2}  coverage_90 {:>5.1}%  fit {:.2} s",
+                row.model,
+                row.rmse,
+                row.coverage_90 * 100.0,
+                row.fit_s
+            );
+        }
+        rows.push(row);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {} jobs, {}-minute days; train days {:?}, test days {:?}; context {} min, horizon {} min; {} windows per model\n",
+        args.trace.display(),
+        set.jobs.len(),
+        set.day_minutes,
+        cfg.train_days,
+        cfg.test_days,
+        cfg.context,
+        cfg.horizon,
+        rows.first().map_or(0, |r| r.windows)
+    );
+    println!(
+        "{:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "model", "rmse", "pin_50", "pin_60", "pin_90", "cov_90", "fit_s", "pred_ms"
+    );
+    for r in &rows {
+        println!(
+            "{:<24} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.1}% {:>8.2} {:>10.4}",
+            r.model,
+            r.rmse,
+            r.pinball_50,
+            r.pinball_60,
+            r.pinball_90,
+            r.coverage_90 * 100.0,
+            r.fit_s,
+            r.predict_ms_per_job
+        );
+    }
+    println!("\nRMSE per job:");
+    print!("{:<24}", "model");
+    for j in &set.jobs {
+        print!(" {:>9}", j.chars().take(9).collect::<String>());
+    }
+    println!();
+    for r in &rows {
+        print!("{:<24}", r.model);
+        for j in &r.per_job {
+            print!(" {:>9.1}", j.rmse);
+        }
+        println!();
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(a) => simulate(a),
+        Command::Forecast(ForecastCommand::Eval(a)) => forecast_eval(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
