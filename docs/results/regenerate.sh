@@ -9,3 +9,15 @@ SEEDS="--seed 42 --seed 43 --seed 44 --seed 45 --seed 46"
     --out docs/results/faro-10jobs-wait
 ./target/release/pharos simulate examples/faro-ablation.yaml --out docs/results/faro-ablation
 cargo run --release --quiet -p pharos-policy --example alloc_bench | tee docs/results/alloc-bench.txt
+# Forecasting: the forecasters scored on day 11, their speed, and what each is worth
+# to Faro-FairSum.
+mkdir -p docs/results/forecasting
+./target/release/pharos forecast eval --trace data/faro-10jobs/requests_per_minute.csv \
+    --train-days 1-10 --test-days 11 --context-min 15 --horizon-min 7 \
+    2>/dev/null | tee docs/results/forecasting/eval.txt
+./target/release/pharos forecast eval --trace data/faro-10jobs/requests_per_minute.csv \
+    --train-days 1-10 --test-days 11 --context-min 15 --horizon-min 7 --json \
+    > docs/results/forecasting/eval.json
+cargo run --release --quiet -p pharos-forecast --example forecast_bench \
+    | tee docs/results/forecasting/bench.txt
+./target/release/pharos simulate examples/faro-forecasters.yaml --out docs/results/faro-forecasters

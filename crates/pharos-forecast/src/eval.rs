@@ -217,6 +217,7 @@ pub fn default_models() -> Vec<ForecasterSpec> {
         ForecasterSpec::calibrated(M::Mstl),
         ForecasterSpec::calibrated(M::GlobalLinear),
         ForecasterSpec::calibrated(M::GlobalGbm),
+        ForecasterSpec::calibrated(M::Ensemble),
     ]
 }
 

@@ -82,3 +82,149 @@ fn bad_input_is_an_error_naming_it() {
     assert_eq!(s, ForecasterSpec::calibrated(BaseModel::Ets));
     assert_eq!(s.to_string(), "ets+cal");
 }
+
+/// A deterministic daily pattern (days of `day` minutes) with a seeded wobble.
+fn daily(days: usize, day: usize, level: f64, seed: u64) -> Vec<f64> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..days * day)
+        .map(|t| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let noise = ((x >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.1 * level;
+            let phase = std::f64::consts::TAU * (t % day) as f64 / day as f64;
+            (level * (1.0 + 0.8 * phase.sin()) + noise).max(0.0)
+        })
+        .collect()
+}
+
+fn rmse_of(f: &mut dyn Forecaster, series: &[f64], from: usize, horizon: usize) -> f64 {
+    let (mut sq, mut n) = (0.0, 0);
+    for t in from..series.len() - horizon {
+        let p = f.predict(0, &series[..t], horizon, &[0.5]).unwrap();
+        for h in 0..horizon {
+            sq += (series[t + h] - p[0][h]).powi(2);
+            n += 1;
+        }
+    }
+    (sq / n as f64).sqrt()
+}
+
+#[test]
+fn ets_follows_a_trend_with_widening_intervals() {
+    let y: Vec<f64> = (0..60).map(|t| 100.0 + 2.0 * t as f64 + if t % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    let q = Ets::default().predict(0, &y, 5, &[0.1, 0.5, 0.9]).unwrap();
+    // The trend continues: about 220, 222, ... from the last point 218 +- 1.
+    assert!((q[1][0] - 220.0).abs() < 3.0 && (q[1][4] - 228.0).abs() < 5.0, "{q:?}");
+    for h in 0..5 {
+        assert!(q[0][h] < q[1][h] && q[1][h] < q[2][h]);
+    }
+    assert!(q[2][4] - q[0][4] > q[2][0] - q[0][0], "intervals widen with the horizon");
+    // Too short for a fit, or constant: the last value.
+    assert_eq!(Ets::default().forecast(0, &[5.0, 6.0], 2, 0.9), vec![6.0, 6.0]);
+    assert_eq!(Ets::default().forecast(0, &[7.0; 30], 2, 0.9), vec![7.0, 7.0]);
+}
+
+#[test]
+fn fitted_models_learn_the_daily_pattern() {
+    let day = 60;
+    let series = daily(6, day, 200.0, 7);
+    let train = TrainSet::new(day, vec![series[..5 * day].to_vec()]).unwrap();
+    let test_from = 5 * day + 15;
+    let last = rmse_of(&mut LastValue, &series, test_from, 7);
+    let mut models: Vec<Box<dyn Forecaster>> = vec![
+        Box::new(Mstl::default()),
+        Box::new(GlobalLinear::default()),
+        Box::new(GlobalGbm::default()),
+    ];
+    for m in &mut models {
+        m.fit(&train).unwrap();
+        let r = rmse_of(m.as_mut(), &series, test_from, 7);
+        assert!(r < 0.7 * last, "{}: {r} vs last value {last}", m.name());
+    }
+    // Deterministic: a second fit forecasts the same.
+    let mut a = GlobalGbm::default();
+    let mut b = GlobalGbm::default();
+    a.fit(&train).unwrap();
+    b.fit(&train).unwrap();
+    let h = &series[..test_from];
+    assert_eq!(a.predict(0, h, 7, &[0.5]).unwrap(), b.predict(0, h, 7, &[0.5]).unwrap());
+    // A job the global model was not fitted on is forecast too (it is global); so is
+    // one with a single minute of history.
+    assert!(a.predict(5, &series[..100], 3, &[0.5]).is_ok());
+    assert_eq!(a.forecast(5, &[4.0], 2, 0.5), vec![4.0, 4.0]);
+}
+
+#[test]
+fn the_calibrated_layer_covers_what_it_claims() {
+    let day = 60;
+    let series = daily(8, day, 300.0, 11);
+    let train = TrainSet::new(day, vec![series[..6 * day].to_vec()]).unwrap();
+    let mut c = Calibrated::new(Box::new(LastValue));
+    assert_eq!(c.name(), "last-value+cal");
+    c.fit(&train).unwrap();
+    let (mut covered, mut below, mut n) = (0, 0, 0);
+    for t in (6 * day + 15)..(8 * day - 7) {
+        let q = c.predict(0, &series[..t], 7, &[0.1, 0.5, 0.9]).unwrap();
+        for h in 0..7 {
+            assert!(q[0][h] <= q[1][h] && q[1][h] <= q[2][h]);
+            covered += usize::from(series[t + h] <= q[2][h]);
+            below += usize::from(series[t + h] <= q[0][h]);
+            n += 1;
+        }
+    }
+    let (cov90, cov10) = (covered as f64 / n as f64, below as f64 / n as f64);
+    assert!((0.8..=0.97).contains(&cov90), "0.9 quantile covers {cov90}");
+    assert!((0.03..=0.2).contains(&cov10), "0.1 quantile covers {cov10}");
+    // Unfitted, it learns online: after the first forecasts' targets are seen, its
+    // quantiles spread around the median.
+    let mut online = Calibrated::new(Box::new(LastValue));
+    online.min_job_errors = 20;
+    for t in 100..200 {
+        online.predict(0, &series[..t], 3, &[0.5]).unwrap();
+    }
+    let q = online.predict(0, &series[..200], 3, &[0.1, 0.9]).unwrap();
+    assert!(q[1][0] > q[0][0], "{q:?}");
+}
+
+#[test]
+fn evaluation_scores_by_hand() {
+    // Two days of 10 minutes, one job: day 1 all 5, day 2 counts 0..9.
+    let set = eval::EvalSet::from_days([
+        ("a".to_string(), 1, vec![5.0; 10]),
+        ("a".to_string(), 2, (0..10).map(f64::from).collect()),
+    ])
+    .unwrap();
+    let cfg = eval::EvalConfig {
+        train_days: vec![1],
+        test_days: vec![2],
+        context: 3,
+        horizon: 2,
+    };
+    let r = eval::evaluate(&set, &cfg, ForecasterSpec::of(BaseModel::LastValue)).unwrap();
+    // Origins 3..=8; the last value is t - 1, the targets t and t + 1: errors 1 and 2.
+    assert_eq!(r.windows, 6);
+    assert!((r.rmse - (2.5f64).sqrt()).abs() < 1e-12);
+    // Under-forecasting by 1.5 on average: pinball at 0.9 is 0.9 x 1.5.
+    assert!((r.pinball_90 - 1.35).abs() < 1e-12);
+    assert_eq!(r.coverage_90, 0.0);
+    // Bad configurations and data are errors naming the problem.
+    let bad = |cfg: eval::EvalConfig| {
+        eval::evaluate(&set, &cfg, ForecasterSpec::of(BaseModel::LastValue))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(bad(eval::EvalConfig { test_days: vec![1], ..cfg.clone() }).contains("both"));
+    assert!(bad(eval::EvalConfig { test_days: vec![9], ..cfg.clone() }).contains("no day 9"));
+    assert!(bad(eval::EvalConfig { horizon: 9, ..cfg.clone() }).contains("must fit"));
+    let e = eval::EvalSet::from_days([
+        ("a".to_string(), 1, vec![5.0; 10]),
+        ("a".to_string(), 2, vec![5.0; 9]),
+    ])
+    .unwrap_err();
+    assert!(e.to_string().contains("day 2: 9 minutes"), "{e}");
+    let e = eval::EvalSet::from_days([
+        ("a".to_string(), 1, vec![5.0; 10]),
+        ("b".to_string(), 2, vec![5.0; 10]),
+    ])
+    .unwrap_err();
+    assert!(e.to_string().contains("same days"), "{e}");
+}
