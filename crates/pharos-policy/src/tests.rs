@@ -286,3 +286,47 @@ fn faro_reactive_loop_takes_a_replica_from_an_idle_job_when_the_cluster_is_full(
         assert_eq!(last.unwrap().target_replicas, want, "rebalance {rebalance}");
     }
 }
+
+#[test]
+fn predictive_policies_size_the_starting_deployment_from_the_days_before() {
+    // Two jobs known for a 60-minute day before the run: 1200 and 300 requests a minute.
+    let ctx = PolicyContext {
+        forecast: pharos_forecast::ForecastData {
+            past_rpm: vec![vec![1200.0; 60], vec![300.0; 60]],
+            day_minutes: Some(60),
+            ..Default::default()
+        },
+    };
+    let jobs = [busy_job(0.0, 1, &[]), busy_job(0.0, 1, &[])];
+    let v = ClusterView {
+        capacity_cpus: 32.0,
+        free_cpus: 30.0,
+        ..view(0.0, &jobs)
+    };
+    for name in ["faro-fairsum", "mark"] {
+        let mut p = build_with(name, &json!({"forecaster": "last-value"}), &ctx).unwrap();
+        let x: Vec<u32> = p
+            .initial_decision(&v)
+            .target_replicas
+            .iter()
+            .map(|t| t.unwrap())
+            .collect();
+        // 20 req/s need at least 5 replicas (5 x 0.72 s / 0.18 s = 20 req/s), 5 req/s 2.
+        assert!(x[0] >= 5 && x[1] >= 2 && x[0] > x[1], "{name}: {x:?}");
+        // Switched off, or with nothing known before the run: the configured start.
+        let mut off = build_with(
+            name,
+            &json!({"forecaster": "last-value", "initial_from_forecast": false}),
+            &ctx,
+        )
+        .unwrap();
+        assert!(off.initial_decision(&v).is_unchanged());
+        let mut none = build(name, &json!({"forecaster": "last-value"})).unwrap();
+        assert!(none.initial_decision(&v).is_unchanged());
+    }
+    // The default latency model: M/D/c for the fairness objectives, the upper bound
+    // for the others.
+    use crate::alloc::Objective;
+    assert_eq!(faro::default_model(Objective::FairSum), faro::ModelKind::Mdc);
+    assert_eq!(faro::default_model(Objective::Sum), faro::ModelKind::UpperBound);
+}
