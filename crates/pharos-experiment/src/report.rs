@@ -158,6 +158,22 @@ pub struct Aggregate {
 
 /// Mean, min and max over seeds of every (policy, cluster size), in grid order.
 pub fn aggregate(exp: &Experiment, results: &[RunResult]) -> Vec<Aggregate> {
+    aggregate_from(exp, results, None)
+}
+
+/// [`aggregate`] of the minutes from `from` on (None: the run's own summary).
+pub fn aggregate_from(
+    exp: &Experiment,
+    results: &[RunResult],
+    from: Option<usize>,
+) -> Vec<Aggregate> {
+    let numbers = |r: &RunResult| match from {
+        Some(m) => {
+            let (v, l, _) = pharos_sim::summarize_from(&r.minutes, m);
+            (v, l)
+        }
+        None => (r.summary.slo_violation_rate, r.summary.lost_utility),
+    };
     let stats = |v: &[f64]| {
         let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
         let min = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -175,8 +191,8 @@ pub fn aggregate(exp: &Experiment, results: &[RunResult]) -> Vec<Aggregate> {
                 continue;
             }
             let n = runs.len() as f64;
-            let viol: Vec<f64> = runs.iter().map(|r| r.summary.slo_violation_rate).collect();
-            let lost: Vec<f64> = runs.iter().map(|r| r.summary.lost_utility).collect();
+            let viol: Vec<f64> = runs.iter().map(|r| numbers(r).0).collect();
+            let lost: Vec<f64> = runs.iter().map(|r| numbers(r).1).collect();
             out.push(Aggregate {
                 policy: p.label.clone(),
                 cpus,
@@ -199,7 +215,16 @@ pub fn aggregate(exp: &Experiment, results: &[RunResult]) -> Vec<Aggregate> {
 /// per policy, "violation rate / lost utility" in each cell (with the range over seeds
 /// when there are several).
 pub fn markdown_aggregate(exp: &Experiment, results: &[RunResult]) -> String {
-    let agg = aggregate(exp, results);
+    markdown_aggregate_from(exp, results, None)
+}
+
+/// [`markdown_aggregate`] of the minutes from `from` on.
+pub fn markdown_aggregate_from(
+    exp: &Experiment,
+    results: &[RunResult],
+    from: Option<usize>,
+) -> String {
+    let agg = aggregate_from(exp, results, from);
     let mut s = String::from("| vCPUs |");
     for p in &exp.policies {
         let _ = write!(s, " {} |", p.label);
@@ -333,15 +358,22 @@ pub fn write_all(
     written.push(p);
     let p = dir.join("summary.md");
     let seeds = exp.seeds.len();
+    let over = if seeds > 1 {
+        format!(": mean over {seeds} seeds (range)")
+    } else {
+        String::new()
+    };
+    let warmup = match exp.spec.warmup_min {
+        Some(m) => format!(
+            "From minute {m} on (every policy's start left out: the deployment a run begins with differs by policy){over}:\n\n{}\n",
+            markdown_aggregate_from(exp, results, Some(m))
+        ),
+        None => String::new(),
+    };
     let md = format!(
-        "# {}\n\nSLO violation rate, lost utility (of {}){}:\n\n{}\nEvery run:\n\n{}",
+        "# {}\n\nSLO violation rate, lost utility (of {}){over}:\n\n{}\n{warmup}Every run:\n\n{}",
         exp.spec.name,
         exp.jobs.len(),
-        if seeds > 1 {
-            format!(": mean over {seeds} seeds (range)")
-        } else {
-            String::new()
-        },
         markdown_aggregate(exp, results),
         markdown_table(results)
     );

@@ -35,6 +35,10 @@ pub struct ExperimentSpec {
     /// The exponent alpha of the relaxed utility in the metrics.
     #[serde(default = "one")]
     pub utility_alpha: f64,
+    /// When set, summary.md adds the table of the minutes from this one on (every
+    /// policy's start left out: the deployment a run begins with differs by policy).
+    #[serde(default)]
+    pub warmup_min: Option<usize>,
 }
 
 fn default_seeds() -> Vec<u64> {

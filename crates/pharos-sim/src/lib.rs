@@ -18,4 +18,4 @@ mod metrics;
 pub use config::{ArrivalCount, ClusterConfig, OverCapacity, SimConfig, SimJob};
 pub use dist::Dist;
 pub use engine::{Conservation, SimResult, Simulation};
-pub use metrics::{JobSummary, MinuteRecord, Summary, quantile};
+pub use metrics::{JobSummary, MinuteRecord, Summary, quantile, summarize_from};

@@ -278,11 +278,17 @@ pub struct Summary {
 
 /// Combine the per-minute records of all jobs into the run's summary numbers.
 pub(crate) fn summarize(records: &[Vec<MinuteRecord>]) -> (f64, f64, f64) {
+    summarize_from(records, 0)
+}
+
+/// The violation rate, lost utility and lost effective utility of the minutes from
+/// `from` on (e.g. to leave out every policy's start), computed as the run's summary is.
+pub fn summarize_from(records: &[Vec<MinuteRecord>], from: usize) -> (f64, f64, f64) {
     let n_jobs = records.len();
     let minutes = records.first().map_or(0, Vec::len);
     let (mut viol_sum, mut viol_bins) = (0.0, 0usize);
     let (mut util_sum, mut eff_sum) = (0.0, 0.0);
-    for m in 0..minutes {
+    for m in from.min(minutes)..minutes {
         let (mut v, mut k) = (0.0, 0usize);
         for job in records {
             let r = &job[m];
@@ -298,7 +304,7 @@ pub(crate) fn summarize(records: &[Vec<MinuteRecord>]) -> (f64, f64, f64) {
             viol_bins += 1;
         }
     }
-    let m = minutes.max(1) as f64;
+    let m = minutes.saturating_sub(from).max(1) as f64;
     let violation = if viol_bins > 0 {
         viol_sum / viol_bins as f64
     } else {
@@ -353,5 +359,11 @@ mod tests {
         // Bins with requests: minute 0 (1/2 violated) and minute 2 (1/1).
         assert!((viol - 0.75).abs() < 1e-12);
         assert!((lost - (1.0 - (0.0 + 1.0 + 0.5) / 3.0)).abs() < 1e-12);
+        // From minute 1 on: minute 2 alone has requests (all violated); utility 1, 0.5.
+        let (viol, lost, _) = summarize_from(&[m.records.clone()], 1);
+        assert!((viol - 1.0).abs() < 1e-12);
+        assert!((lost - (1.0 - 1.5 / 2.0)).abs() < 1e-12);
+        // Past the end: nothing to count, no panic.
+        assert_eq!(summarize_from(&[m.records.clone()], 9), (0.0, 1.0, 1.0));
     }
 }

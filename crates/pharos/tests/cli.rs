@@ -106,6 +106,17 @@ fn simulate_prints_json_and_writes_its_files() {
         std::fs::read_to_string(out.join("timeline-fairshare-32cpu-seed42.csv")).unwrap();
     // A header and 10 jobs x 20 minutes.
     assert_eq!(timeline.lines().count(), 1 + 10 * 20);
+    // The example's warm-up: a second table of minutes 10-19. AIAD starts from one
+    // replica per job, so leaving its start out must lower its violation rate.
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("From minute 10 on"), "{md}");
+    let cell = |table: &str| -> f64 {
+        let row = table.lines().find(|l| l.starts_with("| 32 |")).unwrap();
+        let aiad = row.split('|').nth(2).unwrap().trim();
+        aiad.split('%').next().unwrap().parse().unwrap()
+    };
+    let (whole, after) = md.split_once("From minute 10 on").unwrap();
+    assert!(cell(after) < cell(whole), "{md}");
 }
 
 #[test]
