@@ -172,25 +172,10 @@ fn days<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<u32>>, D::E
         List(Vec<u32>),
         Text(String),
     }
-    let parse = |s: &str| -> Result<Vec<u32>, String> {
-        let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let day = |x: &str| {
-                x.trim()
-                    .parse::<u32>()
-                    .map_err(|_| format!("{x:?} is not a day number"))
-            };
-            match part.split_once('-') {
-                Some((a, b)) => out.extend(day(a)?..=day(b)?),
-                None => out.push(day(part)?),
-            }
-        }
-        Ok(out)
-    };
     Ok(Some(match Option::<Days>::deserialize(d)? {
         None => return Ok(None),
         Some(Days::One(d)) => vec![d],
         Some(Days::List(v)) => v,
-        Some(Days::Text(s)) => parse(&s).map_err(serde::de::Error::custom)?,
+        Some(Days::Text(s)) => pharos_trace::parse_days(&s).map_err(serde::de::Error::custom)?,
     }))
 }

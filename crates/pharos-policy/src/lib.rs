@@ -39,7 +39,7 @@ pub const POLICY_NAMES: [&str; 12] = [
 ];
 
 /// What some policies need to know of the run beyond the views they are shown: what
-/// their forecasters may learn from (the previous day; the whole run for the `oracle`,
+/// their forecasters may learn from (the days before the run; the whole run for the `oracle`,
 /// an upper bound on forecasting for experiments only).
 #[derive(Debug, Clone, Default)]
 pub struct PolicyContext {

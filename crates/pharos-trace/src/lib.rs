@@ -22,7 +22,7 @@ mod select;
 pub use error::TraceError;
 pub use generate::{GeneratedJob, Generator, generate_trace};
 pub use read::{Format, read_trace, read_trace_str};
-pub use select::Selection;
+pub use select::{Selection, parse_days};
 
 /// Per-minute request counts of jobs, as a file holds them (possibly several days).
 #[derive(Debug, Clone, PartialEq)]

@@ -221,3 +221,43 @@ mod tests {
         assert!(e.to_string().contains("minute range"), "{e}");
     }
 }
+
+/// Days written `A-B`, `A,B,C` or a mix (`1-3,7`), in the order given.
+pub fn parse_days(s: &str) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let day = |x: &str| {
+            x.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{x:?} is not a day number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (day(a)?, day(b)?);
+                if a > b {
+                    return Err(format!("empty day range {a}-{b}"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(day(part)?),
+        }
+    }
+    if out.is_empty() {
+        return Err("no days given".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod day_tests {
+    use super::parse_days;
+
+    #[test]
+    fn days_parse() {
+        assert_eq!(parse_days("1-3,7").unwrap(), vec![1, 2, 3, 7]);
+        assert_eq!(parse_days(" 11 ").unwrap(), vec![11]);
+        assert!(parse_days("3-1").unwrap_err().contains("empty"));
+        assert!(parse_days("x").unwrap_err().contains("not a day"));
+        assert!(parse_days("").is_err());
+    }
+}

@@ -76,8 +76,8 @@ struct ForecastEvalArgs {
 struct SimulateArgs {
     /// The experiment file (YAML), e.g. examples/faro-10jobs.yaml.
     experiment: PathBuf,
-    /// Replay this trace file instead of the experiment's (the experiment's day, previous
-    /// day and job selection are dropped; --day and --jobs select in the new trace).
+    /// Replay this trace file instead of the experiment's (the experiment's day, history
+    /// days and job selection are dropped; --day and --jobs select in the new trace).
     #[arg(long)]
     trace: Option<PathBuf>,
     /// The trace's format (detected when absent): faro-jsonl, minute-csv, azure-functions.
@@ -124,32 +124,6 @@ fn parse_format(s: &str) -> Result<Format, String> {
             Format::NAMES.join(", ")
         )
     })
-}
-
-/// `A-B` or `A,B,C` (each part may itself be a range).
-fn parse_days(s: &str) -> Result<Vec<u32>, String> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let day = |x: &str| {
-            x.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("{x:?} is not a day number"))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (day(a)?, day(b)?);
-                if a > b {
-                    return Err(format!("empty day range {a}-{b}"));
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(day(part)?),
-        }
-    }
-    if out.is_empty() {
-        return Err("no days given".into());
-    }
-    Ok(out)
 }
 
 fn parse_over_capacity(s: &str) -> Result<OverCapacity, String> {
@@ -255,7 +229,7 @@ fn forecast_eval(args: ForecastEvalArgs) -> Result<()> {
         series.push((s.job, day, s.requests_per_min));
     }
     let set = EvalSet::from_days(series).map_err(at)?;
-    let days = |flag: &str, s: &str| parse_days(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+    let days = |flag: &str, s: &str| pharos_trace::parse_days(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
     let cfg = EvalConfig {
         train_days: days("train-days", &args.train_days)?,
         test_days: days("test-days", &args.test_days)?,

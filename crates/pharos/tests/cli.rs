@@ -228,7 +228,7 @@ fn the_faro_replay_file_gives_the_same_run_as_the_csv() {
         )
     };
     // The same day in two formats, jobs in the same order: the same requests, the same
-    // random streams, the same result (aiad uses no forecaster, so the previous day the
+    // random streams, the same result (aiad uses no forecaster, so the history days the
     // CSV run has and the JSON run lacks does not matter).
     assert_eq!(run(&a, &[]), run(&b, &["--trace", json.to_str().unwrap()]));
 }
