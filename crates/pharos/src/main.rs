@@ -33,6 +33,49 @@ enum Command {
     /// Workload forecasting.
     #[command(subcommand)]
     Forecast(ForecastCommand),
+    /// Separated continuous linear programs (fluid models of function graphs).
+    #[command(subcommand)]
+    Fluid(FluidCommand),
+}
+
+#[derive(Subcommand)]
+enum FluidCommand {
+    /// Solve an SCLP given as JSON (fields G, H, F, a, b, c, d, alpha, gamma, T).
+    Solve(FluidSolveArgs),
+    /// Write a random multiclass queueing network instance as SCLP JSON.
+    Gen(FluidGenArgs),
+}
+
+#[derive(clap::Args)]
+struct FluidSolveArgs {
+    file: PathBuf,
+    /// `lp` (the time-discretised LP); `exact` (the SCLP-simplex) is not built yet.
+    #[arg(long, default_value = "lp")]
+    method: String,
+    /// Intervals of the discretised LP.
+    #[arg(long, default_value_t = 200)]
+    intervals: usize,
+    /// The LP's grid: uniform, or dense (t_n = T (n/N)^2, dense near 0).
+    #[arg(long, default_value = "uniform")]
+    grid: String,
+    /// Print the whole solution as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct FluidGenArgs {
+    /// Buffers.
+    #[arg(long)]
+    k: usize,
+    /// Servers.
+    #[arg(long)]
+    servers: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Horizon T.
+    #[arg(long, default_value_t = 100.0)]
+    horizon: f64,
 }
 
 #[derive(Subcommand)]
@@ -306,11 +349,66 @@ fn forecast_eval(args: ForecastEvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn fluid_solve(args: FluidSolveArgs) -> Result<()> {
+    use pharos_fluid::{Sclp, lp};
+    let at = |e: pharos_fluid::FluidError| anyhow::anyhow!("{}: {e}", args.file.display());
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let p = Sclp::from_json(&text).map_err(at)?;
+    let grid = match args.grid.as_str() {
+        "uniform" => lp::Grid::Uniform(args.intervals),
+        "dense" => lp::Grid::Dense(args.intervals),
+        g => bail!("--grid {g:?}: expected uniform or dense"),
+    };
+    let s = match args.method.as_str() {
+        "lp" => lp::solve(&p, &grid).map_err(at)?,
+        "exact" => bail!(
+            "--method exact: the exact SCLP-simplex solver is not built yet; use --method lp"
+        ),
+        m => bail!("--method {m:?}: expected lp or exact"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!(
+        "{}: K = {}, J = {}, I = {}, L = {}, T = {}",
+        args.file.display(),
+        p.k(),
+        p.j(),
+        p.i(),
+        p.l(),
+        p.t
+    );
+    println!(
+        "method {}\nobjective {:.6}\nintervals {}\nrelative gap {:.2e}\nsolver iterations {}\ntime {:.3} s",
+        s.method,
+        s.objective,
+        s.u.len(),
+        s.relative_gap(),
+        s.iterations,
+        s.solve_s
+    );
+    Ok(())
+}
+
+fn fluid_gen(args: FluidGenArgs) -> Result<()> {
+    let spec = pharos_fluid::generate::McqnSpec {
+        horizon: args.horizon,
+        ..pharos_fluid::generate::McqnSpec::new(args.k, args.servers, args.seed)
+    };
+    let p = pharos_fluid::generate::mcqn(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", p.to_json());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(a) => simulate(a),
         Command::Forecast(ForecastCommand::Eval(a)) => forecast_eval(a),
+        Command::Fluid(FluidCommand::Solve(a)) => fluid_solve(a),
+        Command::Fluid(FluidCommand::Gen(a)) => fluid_gen(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
