@@ -167,7 +167,9 @@ pub struct Solution {
     pub method: String,
     /// The SCLP objective (maximised).
     pub objective: f64,
-    /// The dual objective of the solver, for the gap.
+    /// An upper bound on the exact optimum: the solver's own dual objective, or (from
+    /// [`lp::solve_bracketed`]) the symmetric dual SCLP's restriction, which brackets
+    /// the exact SCLP optimum.
     pub dual_objective: f64,
     /// Breakpoints 0 = t_0 < ... < t_N = T.
     pub breakpoints: Vec<f64>,
@@ -183,9 +185,9 @@ pub struct Solution {
 }
 
 impl Solution {
-    /// |primal - dual| relative to max(1, |primal|).
+    /// (dual - primal) relative to max(1, |primal|).
     pub fn relative_gap(&self) -> f64 {
-        (self.objective - self.dual_objective).abs() / self.objective.abs().max(1.0)
+        (self.dual_objective - self.objective) / self.objective.abs().max(1.0)
     }
 
     /// Checks the solution against the problem: u, x >= 0, H u <= b on every interval,
@@ -248,5 +250,33 @@ impl Solution {
             ));
         }
         Ok(())
+    }
+}
+
+impl Sclp {
+    /// The symmetric dual, itself an SCLP in the standard form (maximised, so that its
+    /// optimum is minus the primal's): controls p (one per row of G), states q (one per
+    /// row of H), G' = -G', F' = -H', H' = -F', alpha' = -gamma, a' = -c, b' = -d,
+    /// gamma' = -alpha, c' = -a, d' = -b.
+    pub fn dual(&self) -> Sclp {
+        let (k, j, l, i) = (self.k(), self.j(), self.l(), self.i());
+        let neg_t = |m: &[Vec<f64>], rows: usize, cols: usize| -> Vec<Vec<f64>> {
+            (0..cols)
+                .map(|c| (0..rows).map(|r| -m[r][c]).collect())
+                .collect()
+        };
+        let neg = |v: &[f64]| v.iter().map(|x| -x).collect::<Vec<f64>>();
+        Sclp {
+            g: neg_t(&self.g, k, j),
+            f: if i > 0 { neg_t(&self.h, i, j) } else { Vec::new() },
+            h: if l > 0 { neg_t(&self.f, k, l) } else { Vec::new() },
+            a: neg(&self.c),
+            alpha: neg(&self.gamma),
+            b: neg(&self.d),
+            c: neg(&self.a),
+            gamma: neg(&self.alpha),
+            d: neg(&self.b),
+            t: self.t,
+        }
     }
 }

@@ -67,6 +67,29 @@ impl Grid {
 pub fn solve(p: &Sclp, grid: &Grid) -> Result<Solution, FluidError> {
     p.validate()?;
     let pts = grid.points(p.t)?;
+    let s = solve_on(p, &pts, grid.label())?;
+    s.verify(p, 1e-6)?;
+    Ok(s)
+}
+
+/// The restriction of `p` on `grid` (a lower bound on the SCLP's maximum) together with
+/// the restriction of its symmetric dual ([`Sclp::dual`]) on the same grid reversed in
+/// time (the dual runs backwards), whose optimum, negated, is an upper bound: the exact
+/// optimum lies in [objective, dual_objective] of the answer, whatever the grid.
+pub fn solve_bracketed(p: &Sclp, grid: &Grid) -> Result<Solution, FluidError> {
+    let lower = solve(p, grid)?;
+    let pts = grid.points(p.t)?;
+    let reversed: Vec<f64> = pts.iter().rev().map(|t| p.t - t).collect();
+    let dual = solve_on(&p.dual(), &reversed, String::new())?;
+    Ok(Solution {
+        dual_objective: -dual.objective,
+        solve_s: lower.solve_s + dual.solve_s,
+        iterations: lower.iterations + dual.iterations,
+        ..lower
+    })
+}
+
+fn solve_on(p: &Sclp, pts: &[f64], label: String) -> Result<Solution, FluidError> {
     let n = pts.len() - 1;
     let (k, j, l, i) = (p.k(), p.j(), p.l(), p.i());
     // Variable layout.
@@ -136,9 +159,9 @@ pub fn solve(p: &Sclp, grid: &Grid) -> Result<Solution, FluidError> {
     for step in 1..=n {
         let (t0, t1) = (pts[step - 1], pts[step]);
         let tau = t1 - t0;
-        let mid = p.t - 0.5 * (t0 + t1);
         for c in 0..j {
-            q[ui(step, c)] -= tau * p.gamma[c] + tau * mid * p.c[c];
+            // The value of u_c over the interval (exact for u constant on it).
+            q[ui(step, c)] -= tau * p.gamma[c] + tau * (p.t - 0.5 * (t0 + t1)) * p.c[c];
         }
         for c in 0..l {
             q[xi(step - 1, c)] -= 0.5 * tau * p.d[c];
@@ -175,10 +198,10 @@ pub fn solve(p: &Sclp, grid: &Grid) -> Result<Solution, FluidError> {
     }
     let x = &sol.x;
     let out = Solution {
-        method: grid.label(),
+        method: label,
         objective: -sol.obj_val,
         dual_objective: -sol.obj_val_dual,
-        breakpoints: pts.clone(),
+        breakpoints: pts.to_vec(),
         u: (1..=n)
             .map(|s| (0..j).map(|c| x[ui(s, c)].max(0.0)).collect())
             .collect(),
@@ -191,6 +214,5 @@ pub fn solve(p: &Sclp, grid: &Grid) -> Result<Solution, FluidError> {
         solve_s,
         iterations: sol.iterations,
     };
-    out.verify(p, 1e-6)?;
     Ok(out)
 }

@@ -12,7 +12,7 @@ fn the_worked_example_by_the_discretised_lp() {
     // The exact optimum is 303.6665; the LP is a restriction, so it costs at least that
     // (the spec's LP with N = 2000: 303.6675).
     assert!(cost >= 303.6665 - 1e-3 && (cost - 303.6665) / 303.6665 < 1e-5, "cost {cost}");
-    assert!(s.relative_gap() < 1e-7);
+    assert!(s.relative_gap() < 1e-7, "the IPM's own gap");
     // The allocations of the exact solution's four intervals.
     let at = |t: f64| {
         let n = s.breakpoints.iter().position(|b| *b > t).unwrap() - 1;
@@ -80,4 +80,27 @@ fn json_round_trip_and_clear_errors() {
         solve(&p, &Grid::Points(vec![0.0, 5.0, 3.0, 20.0])),
         Err(FluidError::Invalid(_))
     ));
+}
+
+#[test]
+fn the_dual_brackets_the_exact_optimum_on_every_grid() {
+    let net = worked_example();
+    let p = net.to_sclp().unwrap();
+    // Exact optimum: cost 303.6665, objective 8320 - 303.6665.
+    let exact = 8320.0 - 303.6665;
+    let mut last_gap = f64::INFINITY;
+    for n in [20, 200, 2000] {
+        let s = crate::lp::solve_bracketed(&p, &Grid::Uniform(n)).unwrap();
+        assert!(s.objective <= exact + 1e-4 && exact <= s.dual_objective + 1e-4, "N {n}: {s:?}");
+        let gap = s.dual_objective - s.objective;
+        assert!(gap < last_gap, "N {n}: gap {gap}");
+        last_gap = gap;
+    }
+    // N = 2000 brackets the cost within 0.002 (the spec's LP: 303.6675).
+    assert!(last_gap < 2e-3, "{last_gap}");
+    // Random networks: the bracket holds the value of a much finer grid.
+    let p = mcqn(&McqnSpec::new(15, 3, 4)).unwrap();
+    let fine = solve(&p, &Grid::Uniform(320)).unwrap().objective;
+    let s = crate::lp::solve_bracketed(&p, &Grid::Uniform(20)).unwrap();
+    assert!(s.objective <= fine + 1e-6 * fine.abs() && fine <= s.dual_objective + 1e-6 * fine.abs());
 }

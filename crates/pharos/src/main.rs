@@ -49,7 +49,8 @@ enum FluidCommand {
 #[derive(clap::Args)]
 struct FluidSolveArgs {
     file: PathBuf,
-    /// `lp` (the time-discretised LP); `exact` (the SCLP-simplex) is not built yet.
+    /// `lp`: the time-discretised LP, with the dual SCLP's LP on the same grid as a
+    /// bound on the exact optimum; `exact` (the SCLP-simplex) is not built yet.
     #[arg(long, default_value = "lp")]
     method: String,
     /// Intervals of the discretised LP.
@@ -361,7 +362,7 @@ fn fluid_solve(args: FluidSolveArgs) -> Result<()> {
         g => bail!("--grid {g:?}: expected uniform or dense"),
     };
     let s = match args.method.as_str() {
-        "lp" => lp::solve(&p, &grid).map_err(at)?,
+        "lp" => lp::solve_bracketed(&p, &grid).map_err(at)?,
         "exact" => bail!(
             "--method exact: the exact SCLP-simplex solver is not built yet; use --method lp"
         ),
@@ -381,11 +382,13 @@ fn fluid_solve(args: FluidSolveArgs) -> Result<()> {
         p.t
     );
     println!(
-        "method {}\nobjective {:.6}\nintervals {}\nrelative gap {:.2e}\nsolver iterations {}\ntime {:.3} s",
+        "method {}\nobjective {:.6}\nupper bound {:.6} (the dual SCLP on the same grid)\nexact optimum within {:.3e} (relative {:.2e})\nintervals {}\nsolver iterations {}\ntime {:.3} s",
         s.method,
         s.objective,
-        s.u.len(),
+        s.dual_objective,
+        s.dual_objective - s.objective,
         s.relative_gap(),
+        s.u.len(),
         s.iterations,
         s.solve_s
     );
