@@ -429,6 +429,9 @@ fn past_of(
     let Some(run_day) = select.day else {
         return Err("needs `select.day` (the day the run replays)".into());
     };
+    if days.windows(2).any(|w| w[1] <= w[0]) {
+        return Err(format!("days {days:?} must rise, without repeats"));
+    }
     if let Some(d) = days.iter().find(|d| **d >= run_day) {
         return Err(format!("day {d} is not before the run's day {run_day}"));
     }
@@ -452,7 +455,7 @@ fn past_of(
         .zip(&run_raw.jobs)
         .map(|(s, r)| {
             let (a, b): (f64, f64) = (s.requests_per_min.iter().sum(), r.requests_per_min.iter().sum());
-            if b > 0.0 { a / b } else { 1.0 }
+            if b > 0.0 { a / b } else { select.scale.unwrap_or(1.0) }
         })
         .collect();
     let whole_run_day = unscaled(run_day, None)?;
@@ -461,6 +464,9 @@ fn past_of(
     for &d in days {
         let t = unscaled(d, None)?;
         for (j, job) in t.jobs.iter().enumerate() {
+            if job.name != jobs[j] {
+                return Err(format!("day {d} has no job {} (only {})", jobs[j], job.name));
+            }
             if job.requests_per_min.len() != day_minutes {
                 return Err(format!(
                     "day {d}, job {}: {} minutes where day {run_day} has {day_minutes}",

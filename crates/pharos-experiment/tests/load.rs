@@ -78,6 +78,8 @@ fn the_example_loads_as_documented() {
     assert!(err.contains("history_days") && err.contains("not before"), "{err}");
     let err = at("history_days: 1-10", "history_days: [0, 1]");
     assert!(err.contains("history_days") && err.contains("no day 0"), "{err}");
+    let err = at("history_days: 1-10", "history_days: [9, 8]");
+    assert!(err.contains("must rise"), "{err}");
     let err = at("history_days: 1-10", "history_days: 1-x");
     assert!(err.contains("history_days") || err.contains("not a day"), "{err}");
     assert_eq!(e.runs().len(), 13 * 4);

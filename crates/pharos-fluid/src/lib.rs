@@ -167,9 +167,9 @@ pub struct Solution {
     pub method: String,
     /// The SCLP objective (maximised).
     pub objective: f64,
-    /// An upper bound on the exact optimum: the solver's own dual objective, or (from
-    /// [`lp::solve_bracketed`]) the symmetric dual SCLP's restriction, which brackets
-    /// the exact SCLP optimum.
+    /// From [`lp::solve`]: the LP solver's dual objective (a bound for the discretised
+    /// LP only). From [`lp::solve_bracketed`]: the symmetric dual SCLP's discretisation,
+    /// an upper bound on the exact SCLP optimum (infinite when that dual did not solve).
     pub dual_objective: f64,
     /// Breakpoints 0 = t_0 < ... < t_N = T.
     pub breakpoints: Vec<f64>,

@@ -80,13 +80,20 @@ pub fn solve_bracketed(p: &Sclp, grid: &Grid) -> Result<Solution, FluidError> {
     let lower = solve(p, grid)?;
     let pts = grid.points(p.t)?;
     let reversed: Vec<f64> = pts.iter().rev().map(|t| p.t - t).collect();
-    let dual = solve_on(&p.dual(), &reversed, String::new())?;
-    Ok(Solution {
-        dual_objective: -dual.objective,
-        solve_s: lower.solve_s + dual.solve_s,
-        iterations: lower.iterations + dual.iterations,
-        ..lower
-    })
+    let d = p.dual();
+    // A dual answer that does not verify bounds nothing: the bound is then infinite.
+    match solve_on(&d, &reversed, String::new()).and_then(|s| s.verify(&d, 1e-6).map(|()| s)) {
+        Ok(dual) => Ok(Solution {
+            dual_objective: -dual.objective,
+            solve_s: lower.solve_s + dual.solve_s,
+            iterations: lower.iterations + dual.iterations,
+            ..lower
+        }),
+        Err(_) => Ok(Solution {
+            dual_objective: f64::INFINITY,
+            ..lower
+        }),
+    }
 }
 
 fn solve_on(p: &Sclp, pts: &[f64], label: String) -> Result<Solution, FluidError> {

@@ -102,7 +102,7 @@ impl Calibrated {
     /// The sorted errors at step h (0-based) for a job: its own (offline and online)
     /// when it has enough, else the pooled offline ones.
     fn errors(&self, job: usize, h: usize) -> Cow<'_, [f64]> {
-        let h = h.min(self.max_horizon - 1);
+        let h = h.min(self.max_horizon.max(1) - 1);
         if let Some(s) = self.jobs.get(job) {
             let own = s.offline.get(h).map_or(0, Vec::len) + s.online.get(h).map_or(0, VecDeque::len);
             if own >= self.min_job_errors {
@@ -156,7 +156,7 @@ impl Forecaster for Calibrated {
     }
 
     fn update(&mut self, job: usize, history: &[f64]) {
-        let (window, max_h) = (self.online_window, self.max_horizon);
+        let (window, max_h) = (self.online_window, self.max_horizon.max(1));
         let s = self.job(job);
         let n = history.len();
         if n < s.seen {
@@ -193,10 +193,12 @@ impl Forecaster for Calibrated {
         let origin = history.len();
         let scale = volatility(history);
         // Asked again at the same origin (another quantile): the base's median is known.
-        let same = |p: &Pending| {
-            p.origin == origin && p.next == 0 && p.median.len() >= horizon && p.scale == scale
-        };
-        let known = self.jobs[job].pending.back().filter(|p| same(p)).map(|p| p.median[..horizon].to_vec());
+        let same = |p: &Pending| p.origin == origin && p.next == 0 && p.scale == scale;
+        let known = self.jobs[job]
+            .pending
+            .back()
+            .filter(|p| same(p) && p.median.len() >= horizon)
+            .map(|p| p.median[..horizon].to_vec());
         let median = match known {
             Some(m) => m,
             None => self.base.predict(job, history, horizon, &[0.5])?.remove(0),
@@ -217,8 +219,12 @@ impl Forecaster for Calibrated {
             }
         }
         let pending = &mut self.job(job).pending;
-        if pending.back().is_some_and(same) {
-            // One record per origin, whatever the number of quantiles asked.
+        // One record per origin, whatever the quantiles and horizons asked: the longest.
+        let mut median = median;
+        if let Some(prev) = pending.back().filter(|p| same(p)) {
+            if prev.median.len() > median.len() {
+                median = prev.median.clone();
+            }
             pending.pop_back();
         }
         pending.push_back(Pending {

@@ -252,9 +252,15 @@ impl Forecaster for GlobalLinear {
     }
     fn fit(&mut self, train: &TrainSet) -> Result<(), ForecastError> {
         self.day_minutes = train.day_minutes();
-        self.weights = (0..self.max_horizon)
-            .map(|h| fit_ridge(&samples(train, h, self.context), self.lambda))
-            .collect::<Result<_, _>>()?;
+        self.weights.clear();
+        for h in 0..self.max_horizon {
+            let s = samples(train, h, self.context);
+            if s.y.is_empty() {
+                // Days too short for this step: later steps reuse the last model.
+                break;
+            }
+            self.weights.push(fit_ridge(&s, self.lambda)?);
+        }
         Ok(())
     }
     fn predict(
@@ -462,6 +468,10 @@ impl Forecaster for GlobalGbm {
         self.trees.clear();
         for h in 0..self.max_horizon {
             let s = samples(train, h, self.context);
+            if s.y.is_empty() {
+                // Days too short for this step: later steps reuse the last model.
+                break;
+            }
             let w = fit_ridge(&s, 1e-4)?;
             let mut pred: Vec<f64> = s.x.iter().map(|x| dot(&w, x)).collect();
             let data = bin(&s.x);
@@ -521,6 +531,9 @@ impl Forecaster for Mean {
     }
     fn fit(&mut self, train: &TrainSet) -> Result<(), ForecastError> {
         self.members.iter_mut().try_for_each(|m| m.fit(train))
+    }
+    fn update(&mut self, job: usize, history: &[f64]) {
+        self.members.iter_mut().for_each(|m| m.update(job, history));
     }
     fn predict(
         &mut self,

@@ -228,3 +228,23 @@ fn evaluation_scores_by_hand() {
     .unwrap_err();
     assert!(e.to_string().contains("same days"), "{e}");
 }
+
+#[test]
+fn global_models_fit_days_too_short_for_some_steps() {
+    // 20-minute days: with 15 minutes of context, steps beyond 4 have no training target.
+    let series = daily(4, 20, 100.0, 3);
+    let train = TrainSet::new(20, vec![series.clone()]).unwrap();
+    let mut g = GlobalGbm::default();
+    g.fit(&train).unwrap();
+    let mut l = GlobalLinear::default();
+    l.fit(&train).unwrap();
+    for f in [&mut g as &mut dyn Forecaster, &mut l] {
+        let q = f.predict(0, &series[..70], 8, &[0.5]).unwrap();
+        assert!(q[0].iter().all(|v| v.is_finite() && *v >= 0.0), "{q:?}");
+    }
+    // Days too short for any step: the last value.
+    let tiny = TrainSet::new(10, vec![vec![5.0; 30]]).unwrap();
+    let mut g = GlobalGbm::default();
+    g.fit(&tiny).unwrap();
+    assert_eq!(g.forecast(0, &[1.0, 2.0, 3.0], 2, 0.5), vec![3.0, 3.0]);
+}
