@@ -104,3 +104,15 @@ fn the_dual_brackets_the_exact_optimum_on_every_grid() {
     let s = crate::lp::solve_bracketed(&p, &Grid::Uniform(20)).unwrap();
     assert!(s.objective <= fine + 1e-6 * fine.abs() && fine <= s.dual_objective + 1e-6 * fine.abs());
 }
+
+#[test]
+fn refining_on_events_certifies_the_worked_example_to_1e_8() {
+    let net = worked_example();
+    let p = net.to_sclp().unwrap();
+    let s = crate::lp::refine(&p, 10, 1e-8, 30).unwrap();
+    assert!(s.relative_gap() <= 1e-8, "{} {}", s.method, s.relative_gap());
+    // The spec's exact cost, to its four decimals, with a few hundred intervals.
+    assert!((net.cost(s.objective) - 303.6665).abs() < 1e-4, "{}", net.cost(s.objective));
+    assert!(s.u.len() < 1000, "{}", s.u.len());
+    s.verify(&p, 1e-6).unwrap();
+}

@@ -50,12 +50,20 @@ enum FluidCommand {
 struct FluidSolveArgs {
     file: PathBuf,
     /// `lp`: the time-discretised LP, with the dual SCLP's LP on the same grid as a
-    /// bound on the exact optimum; `exact` (the SCLP-simplex) is not built yet.
+    /// bound on the exact optimum; `refine`: the same on a grid refined on the
+    /// solutions' events until the bound is within --tol; `exact` (the SCLP-simplex) is
+    /// not built yet.
     #[arg(long, default_value = "lp")]
     method: String,
-    /// Intervals of the discretised LP.
+    /// Intervals of the discretised LP (the starting grid of `refine`).
     #[arg(long, default_value_t = 200)]
     intervals: usize,
+    /// `refine`: stop when the certified gap is within this share of the objective.
+    #[arg(long, default_value_t = 1e-8)]
+    tol: f64,
+    /// `refine`: at most this many rounds.
+    #[arg(long, default_value_t = 30)]
+    rounds: usize,
     /// The LP's grid: uniform, or dense (t_n = T (n/N)^2, dense near 0).
     #[arg(long, default_value = "uniform")]
     grid: String,
@@ -363,10 +371,11 @@ fn fluid_solve(args: FluidSolveArgs) -> Result<()> {
     };
     let s = match args.method.as_str() {
         "lp" => lp::solve_bracketed(&p, &grid).map_err(at)?,
+        "refine" => lp::refine(&p, args.intervals, args.tol, args.rounds).map_err(at)?,
         "exact" => bail!(
             "--method exact: the exact SCLP-simplex solver is not built yet; use --method lp"
         ),
-        m => bail!("--method {m:?}: expected lp or exact"),
+        m => bail!("--method {m:?}: expected lp, refine or exact"),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -382,7 +391,7 @@ fn fluid_solve(args: FluidSolveArgs) -> Result<()> {
         p.t
     );
     println!(
-        "method {}\nobjective {:.6}\nupper bound {:.6} (the dual SCLP on the same grid)\nexact optimum within {:.3e} (relative {:.2e})\nintervals {}\nsolver iterations {}\ntime {:.3} s",
+        "method {}\nobjective {:.6}\nupper bound {:.6} (the dual SCLP's LP)\nexact optimum within {:.3e} (relative {:.2e})\nintervals {}\nsolver iterations {}\ntime {:.3} s",
         s.method,
         s.objective,
         s.dual_objective,

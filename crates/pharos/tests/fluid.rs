@@ -24,6 +24,13 @@ fn the_worked_example_file_solves_to_its_known_cost() {
     let cost = 8320.0 - s["objective"].as_f64().unwrap();
     assert!((303.6665..303.6665 * (1.0 + 1e-5)).contains(&cost), "cost {cost}");
     assert_eq!(s["u"].as_array().unwrap().len(), 2000);
+    // Refined on events: the certified bracket closes to 1e-8 of the objective.
+    let o = pharos(&["fluid", "solve", file.to_str().unwrap(), "--method", "refine", "--intervals", "10", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (lo, hi) = (s["objective"].as_f64().unwrap(), s["dual_objective"].as_f64().unwrap());
+    assert!(lo <= hi && hi - lo <= 1e-8 * lo, "{lo} {hi}");
+    assert!((8320.0 - lo - 303.6665).abs() < 1e-4);
     // The exact method is not there yet: it says so.
     let o = pharos(&["fluid", "solve", file.to_str().unwrap(), "--method", "exact"]);
     assert!(!o.status.success());
