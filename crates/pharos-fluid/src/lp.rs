@@ -77,23 +77,31 @@ pub fn solve(p: &Sclp, grid: &Grid) -> Result<Solution, FluidError> {
 /// time (the dual runs backwards), whose optimum, negated, is an upper bound: the exact
 /// optimum lies in [objective, dual_objective] of the answer, whatever the grid.
 pub fn solve_bracketed(p: &Sclp, grid: &Grid) -> Result<Solution, FluidError> {
+    bracket(p, &p.dual(), grid).map(|(s, _)| s)
+}
+
+/// [`solve_bracketed`] with the dual `d` of `p` given, returning the dual's own solution
+/// too (None when it did not solve or verify: a dual answer that does not verify bounds
+/// nothing, and the bound is then infinite).
+fn bracket(p: &Sclp, d: &Sclp, grid: &Grid) -> Result<(Solution, Option<Solution>), FluidError> {
     let lower = solve(p, grid)?;
-    let pts = grid.points(p.t)?;
-    let reversed: Vec<f64> = pts.iter().rev().map(|t| p.t - t).collect();
-    let d = p.dual();
-    // A dual answer that does not verify bounds nothing: the bound is then infinite.
-    match solve_on(&d, &reversed, String::new()).and_then(|s| s.verify(&d, 1e-6).map(|()| s)) {
-        Ok(dual) => Ok(Solution {
+    let reversed: Vec<f64> = lower.breakpoints.iter().rev().map(|t| p.t - t).collect();
+    let dual = solve_on(d, &reversed, String::new())
+        .and_then(|s| s.verify(d, 1e-6).map(|()| s))
+        .ok();
+    let s = match &dual {
+        Some(dual) => Solution {
             dual_objective: -dual.objective,
             solve_s: lower.solve_s + dual.solve_s,
             iterations: lower.iterations + dual.iterations,
             ..lower
-        }),
-        Err(_) => Ok(Solution {
+        },
+        None => Solution {
             dual_objective: f64::INFINITY,
             ..lower
-        }),
-    }
+        },
+    };
+    Ok((s, dual))
 }
 
 fn solve_on(p: &Sclp, pts: &[f64], label: String) -> Result<Solution, FluidError> {
@@ -276,13 +284,7 @@ pub fn refine(p: &Sclp, start: usize, tol: f64, rounds: usize) -> Result<Solutio
     let mut best: Option<Solution> = None;
     let mut stale = 0;
     for round in 1..=rounds.max(1) {
-        let mut s = solve(p, &Grid::Points(pts.clone()))?;
-        let reversed: Vec<f64> = pts.iter().rev().map(|t| p.t - t).collect();
-        // The dual bounds only once verified (as in `solve_bracketed`).
-        let dual = solve_on(&d, &reversed, String::new())
-            .and_then(|x| x.verify(&d, 1e-6).map(|()| x))
-            .ok();
-        s.dual_objective = dual.as_ref().map_or(f64::INFINITY, |x| -x.objective);
+        let (s, dual) = bracket(p, &d, &Grid::Points(pts.clone()))?;
         let gap = s.relative_gap();
         let better = best.as_ref().is_none_or(|b| gap < b.relative_gap());
         if better {

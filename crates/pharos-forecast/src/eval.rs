@@ -268,10 +268,11 @@ impl EvalSet {
                         minutes.len()
                     )));
                 }
-                if let Some(i) = minutes.iter().position(|x| !x.is_finite() || *x < 0.0) {
+                if let Err(ForecastError::BadValue { minute, value, .. }) =
+                    crate::validate(0, &minutes)
+                {
                     return Err(ForecastError::Invalid(format!(
-                        "job {name}, day {day}, minute {i}: {} is not a request count",
-                        minutes[i]
+                        "job {name}, day {day}, minute {minute}: {value} is not a request count"
                     )));
                 }
                 v.push(minutes);

@@ -105,6 +105,18 @@ struct Samples {
     w: Vec<f64>,
 }
 
+/// Each horizon step's samples, from step 0 up to `max_horizon` or the first step the
+/// days are too short for (later steps then reuse the last model).
+fn steps(train: &TrainSet, max_horizon: usize, context: usize) -> impl Iterator<Item = Samples> {
+    (0..max_horizon)
+        .map(move |h| samples(train, h, context))
+        .take_while(|s| !s.y.is_empty())
+}
+
+/// The ridge penalty of the global models (relative to the mean diagonal of the
+/// normal equations).
+const RIDGE_LAMBDA: f64 = 1e-4;
+
 fn samples(train: &TrainSet, h: usize, context: usize) -> Samples {
     let day = train.day_minutes();
     let mut out = Samples {
@@ -239,7 +251,7 @@ impl Default for GlobalLinear {
         Self {
             max_horizon: 8,
             context: 15,
-            lambda: 1e-4,
+            lambda: RIDGE_LAMBDA,
             day_minutes: 1440,
             weights: Vec::new(),
         }
@@ -252,15 +264,9 @@ impl Forecaster for GlobalLinear {
     }
     fn fit(&mut self, train: &TrainSet) -> Result<(), ForecastError> {
         self.day_minutes = train.day_minutes();
-        self.weights.clear();
-        for h in 0..self.max_horizon {
-            let s = samples(train, h, self.context);
-            if s.y.is_empty() {
-                // Days too short for this step: later steps reuse the last model.
-                break;
-            }
-            self.weights.push(fit_ridge(&s, self.lambda)?);
-        }
+        self.weights = steps(train, self.max_horizon, self.context)
+            .map(|s| fit_ridge(&s, self.lambda))
+            .collect::<Result<_, _>>()?;
         Ok(())
     }
     fn predict(
@@ -466,13 +472,8 @@ impl Forecaster for GlobalGbm {
         };
         self.linear.clear();
         self.trees.clear();
-        for h in 0..self.max_horizon {
-            let s = samples(train, h, self.context);
-            if s.y.is_empty() {
-                // Days too short for this step: later steps reuse the last model.
-                break;
-            }
-            let w = fit_ridge(&s, 1e-4)?;
+        for s in steps(train, self.max_horizon, self.context) {
+            let w = fit_ridge(&s, RIDGE_LAMBDA)?;
             let mut pred: Vec<f64> = s.x.iter().map(|x| dot(&w, x)).collect();
             let data = bin(&s.x);
             let total: f64 = s.w.iter().sum();

@@ -227,6 +227,9 @@ fn evaluation_scores_by_hand() {
     ])
     .unwrap_err();
     assert!(e.to_string().contains("same days"), "{e}");
+    let e = eval::EvalSet::from_days([("a".to_string(), 1, vec![5.0, 5.0, 5.0, -1.0])])
+        .unwrap_err();
+    assert!(e.to_string().contains("day 1, minute 3: -1"), "{e}");
 }
 
 #[test]

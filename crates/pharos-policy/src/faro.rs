@@ -278,16 +278,17 @@ impl Faro {
         }
     }
 
-    fn predicted_rates(&mut self, view: &ClusterView<'_>, q: f64) -> Vec<Vec<f64>> {
+    /// Every job's predicted requests per second over the window at quantile `q`;
+    /// `hists[i]` is what the forecaster is shown of job i.
+    fn predicted_rates(&mut self, hists: &[Vec<f64>], q: f64) -> Vec<Vec<f64>> {
         let h = self.params.window_steps.max(1);
-        view.jobs
+        hists
             .iter()
             .enumerate()
-            .map(|(i, j)| {
-                let hist = self.histories.of(i, j);
+            .map(|(i, hist)| {
                 let rpm = match self.params.prediction {
                     Prediction::None => vec![hist.last().copied().unwrap_or(0.0); h],
-                    Prediction::Forecast => self.forecaster.forecast(i, &hist, h, q),
+                    Prediction::Forecast => self.forecaster.forecast(i, hist, h, q),
                 };
                 rpm.iter().map(|r| r.max(0.0) / 60.0).collect()
             })
@@ -333,8 +334,12 @@ impl Faro {
     fn predictive(&mut self, view: &ClusterView<'_>) -> Decision {
         let mut q = self.params.quantile;
         let mut chosen: Option<(alloc::Allocation, Problem)> = None;
+        // Built once: the quantile may be raised several times on the same histories.
+        let hists: Vec<Vec<f64>> = (view.jobs.iter().enumerate())
+            .map(|(i, j)| self.histories.of(i, j))
+            .collect();
         loop {
-            let rates = self.predicted_rates(view, q);
+            let rates = self.predicted_rates(&hists, q);
             let p = self.problem(view, rates);
             let Ok(a) = alloc::solve_with(&p, self.params.shrink) else {
                 break;
