@@ -20,6 +20,7 @@
 #[cfg(test)]
 mod tests;
 
+pub mod exact;
 pub mod generate;
 pub mod lp;
 pub mod network;

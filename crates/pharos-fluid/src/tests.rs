@@ -116,3 +116,13 @@ fn refining_on_events_certifies_the_worked_example_to_1e_8() {
     assert!(s.u.len() < 1000, "{}", s.u.len());
     s.verify(&p, 1e-6).unwrap();
 }
+
+#[test]
+fn the_worked_example_exactly() {
+    let net = worked_example();
+    let p = net.to_sclp().unwrap();
+    let (s, stats) = crate::exact::solve_with_stats(&p).unwrap();
+    let cost = net.cost(s.objective);
+    eprintln!("cost {cost} intervals {} stats {stats:?} bp {:?} u {:?}", s.u.len(), s.breakpoints, s.u);
+    assert!((cost - 303.6665).abs() / 303.6665 < 1e-6, "cost {cost}");
+}

@@ -1,0 +1,1093 @@
+//! The exact solver: a simplex-type algorithm after Weiss (2008), a homotopy in the
+//! horizon T over base sequences of the rates LP.
+//!
+//! **Rates LP.** With F empty (the networks of this crate), write the state slacks
+//! x = alpha + a t - integral G u (K of them) and the capacity slacks s = b - H u (I).
+//! On an interval where the solution is linear, its rates solve
+//! `G u + x' = a, H u + s = b` (K + I rows; columns u (J), x' (K), s (I)). A basis B of
+//! this system gives
+//! - the primal rates: the basic solution (u and s are controls and must be >= 0; the
+//!   state rates x' have any sign);
+//! - the dual rates: with y = c_B B^-1, the reduced costs y A - c. On a state column
+//!   that is the dual control p_k (must be >= 0); on a u column it is the rate of the
+//!   dual state q_j, and on an s column the rate of the dual state r_i, both running
+//!   backwards from T, where q(T) = -gamma and r(T) = 0.
+//!
+//! A basic variable's dual partner is zero, and a non-basic variable is zero: states
+//! out of the basis sit at 0, controls out of the basis are 0.
+//!
+//! **Base sequences.** The optimum is a sequence of bases B_1..B_N, consecutive ones one
+//! pivot apart, on intervals of lengths tau_1..tau_N. Each pivot fixes one equation:
+//! when a state leaves the basis it is 0 at that breakpoint (forward from alpha); when a
+//! control leaves, its dual state is 0 there (backward from T). With sum tau = T that is
+//! a square system whose solution is affine in T. The sequence is optimal for T as long
+//! as every tau >= 0, every state is >= 0 and every dual state is >= 0 at the
+//! breakpoints.
+//!
+//! **Homotopy.** For T -> 0 the solution is one interval whose basis is optimal for the
+//! rates LP with the boundary's sign restrictions (a state at 0 cannot fall, a control
+//! that costs at T is not used). T then grows; when an interval shrinks to 0 (a time
+//! collision) or a state or dual state reaches 0 at a breakpoint (a state collision)
+//! the sequence is repaired by an SCLP pivot: the interval is dropped or replaced by the
+//! other basis between its neighbours, or a zero-length interval is inserted in which
+//! the colliding variable leaves the basis. Every candidate repair is checked (all
+//! lengths and levels non-negative, progress in T) and the one that goes furthest is
+//! kept.
+//!
+//! **What is not built.** Collisions whose repair needs more than one new basis (Weiss's
+//! recursive sub-problems) and problems with states in F or with gamma > 0 (non-trivial
+//! boundary LPs). The solver then returns an error naming the collision, and
+//! [`solve_auto`] falls back to the discretised LP. Whatever the path, the answer is
+//! verified before it is returned: T reached, u >= 0, H u <= b, x >= 0, the dual
+//! feasible, and the primal and dual objectives equal.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::{FluidError, Sclp, Solution};
+
+/// Dense LU factorisation with partial pivoting (row-major).
+struct Lu {
+    n: usize,
+    a: Vec<f64>,
+    piv: Vec<usize>,
+}
+
+impl Lu {
+    fn factor(mut a: Vec<f64>, n: usize) -> Option<Lu> {
+        let mut piv: Vec<usize> = (0..n).collect();
+        let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        if scale == 0.0 {
+            return None;
+        }
+        for k in 0..n {
+            let (mut p, mut best) = (k, a[k * n + k].abs());
+            for r in k + 1..n {
+                let v = a[r * n + k].abs();
+                if v > best {
+                    best = v;
+                    p = r;
+                }
+            }
+            if best <= 1e-12 * scale {
+                return None;
+            }
+            if p != k {
+                for c in 0..n {
+                    a.swap(k * n + c, p * n + c);
+                }
+                piv.swap(k, p);
+            }
+            let d = a[k * n + k];
+            for r in k + 1..n {
+                let f = a[r * n + k] / d;
+                a[r * n + k] = f;
+                if f != 0.0 {
+                    let (top, bottom) = a.split_at_mut(r * n);
+                    let pivot_row = &top[k * n + k + 1..k * n + n];
+                    for (x, y) in bottom[k + 1..n].iter_mut().zip(pivot_row) {
+                        *x -= f * y;
+                    }
+                }
+            }
+        }
+        Some(Lu { n, a, piv })
+    }
+
+    /// x with A x = b.
+    fn solve(&self, b: &[f64]) -> Vec<f64> {
+        let n = self.n;
+        let mut x: Vec<f64> = self.piv.iter().map(|&p| b[p]).collect();
+        for r in 0..n {
+            let row = &self.a[r * n..r * n + r];
+            let s: f64 = row.iter().zip(&x[..r]).map(|(l, v)| l * v).sum();
+            x[r] -= s;
+        }
+        for r in (0..n).rev() {
+            let row = &self.a[r * n + r + 1..r * n + n];
+            let s: f64 = row.iter().zip(&x[r + 1..]).map(|(u, v)| u * v).sum();
+            x[r] = (x[r] - s) / self.a[r * n + r];
+        }
+        x
+    }
+
+    /// y with A' y = b.
+    fn solve_t(&self, b: &[f64]) -> Vec<f64> {
+        let n = self.n;
+        let mut z = b.to_vec();
+        for r in 0..n {
+            let mut s = z[r];
+            for c in 0..r {
+                s -= self.a[c * n + r] * z[c];
+            }
+            z[r] = s / self.a[r * n + r];
+        }
+        for r in (0..n).rev() {
+            let mut s = z[r];
+            for c in r + 1..n {
+                s -= self.a[c * n + r] * z[c];
+            }
+            z[r] = s;
+        }
+        let mut y = vec![0.0; n];
+        for (i, &p) in self.piv.iter().enumerate() {
+            y[p] = z[i];
+        }
+        y
+    }
+}
+
+/// The primal and dual rates of one basis.
+struct Rates {
+    /// Basic columns, sorted.
+    basis: Vec<usize>,
+    basic: Vec<bool>,
+    /// Basic values (0 off the basis): controls u, s and state rates x'.
+    prim: Vec<f64>,
+    /// Reduced costs (0 on the basis): dual controls p, dual-state rates q', r'.
+    dual: Vec<f64>,
+}
+
+/// The problem as the rates LP sees it.
+struct Ctx<'a> {
+    p: &'a Sclp,
+    k: usize,
+    j: usize,
+    m: usize,
+    ncol: usize,
+    /// Column entries (row, value).
+    cols: Vec<Vec<(usize, f64)>>,
+    rhs: Vec<f64>,
+    cost: Vec<f64>,
+    /// State levels at t = 0 (state columns; 0 elsewhere).
+    x0: Vec<f64>,
+    /// Dual-state levels at t = T (control columns; 0 elsewhere).
+    qn: Vec<f64>,
+    /// Tolerance on rates and levels.
+    tol: f64,
+    cache: RefCell<HashMap<Vec<usize>, Option<Rc<Rates>>>>,
+    factorisations: Cell<u64>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(p: &'a Sclp) -> Ctx<'a> {
+        let (k, j, i) = (p.k(), p.j(), p.i());
+        let m = k + i;
+        let ncol = j + k + i;
+        let mut cols = vec![Vec::new(); ncol];
+        for (q, col) in cols.iter_mut().enumerate().take(j) {
+            for r in 0..k {
+                if p.g[r][q] != 0.0 {
+                    col.push((r, p.g[r][q]));
+                }
+            }
+            for r in 0..i {
+                if p.h[r][q] != 0.0 {
+                    col.push((k + r, p.h[r][q]));
+                }
+            }
+        }
+        for r in 0..m {
+            cols[j + r].push((r, 1.0));
+        }
+        let rhs: Vec<f64> = p.a.iter().chain(&p.b).copied().collect();
+        let mut cost = vec![0.0; ncol];
+        cost[..j].copy_from_slice(&p.c);
+        let mut x0 = vec![0.0; ncol];
+        x0[j..j + k].copy_from_slice(&p.alpha);
+        let mut qn = vec![0.0; ncol];
+        for q in 0..j {
+            qn[q] = -p.gamma[q];
+        }
+        let scale = p
+            .alpha
+            .iter()
+            .chain(&p.a)
+            .chain(&p.b)
+            .chain(&p.c)
+            .chain(&p.gamma)
+            .fold(1.0f64, |s, v| s.max(v.abs()));
+        Ctx {
+            p,
+            k,
+            j,
+            m,
+            ncol,
+            cols,
+            rhs,
+            cost,
+            x0,
+            qn,
+            tol: 1e-9 * scale,
+            cache: RefCell::new(HashMap::new()),
+            factorisations: Cell::new(0),
+        }
+    }
+
+    fn is_state(&self, col: usize) -> bool {
+        col >= self.j && col < self.j + self.k
+    }
+
+    fn factor(&self, basis: &[usize]) -> Option<Lu> {
+        let m = self.m;
+        let mut b = vec![0.0; m * m];
+        for (pos, &col) in basis.iter().enumerate() {
+            for &(r, v) in &self.cols[col] {
+                b[r * m + pos] = v;
+            }
+        }
+        self.factorisations.set(self.factorisations.get() + 1);
+        Lu::factor(b, m)
+    }
+
+    fn dot_col(&self, col: usize, y: &[f64]) -> f64 {
+        self.cols[col].iter().map(|&(r, v)| v * y[r]).sum()
+    }
+
+    /// The rates of `basis` (sorted) if it is a basis whose controls are >= 0 and whose
+    /// dual controls are >= 0.
+    fn rates(&self, basis: Vec<usize>) -> Option<Rc<Rates>> {
+        if let Some(hit) = self.cache.borrow().get(&basis) {
+            return hit.clone();
+        }
+        let out = self.compute_rates(&basis).map(Rc::new);
+        self.cache.borrow_mut().insert(basis, out.clone());
+        out
+    }
+
+    fn compute_rates(&self, basis: &[usize]) -> Option<Rates> {
+        let lu = self.factor(basis)?;
+        let xb = lu.solve(&self.rhs);
+        let cb: Vec<f64> = basis.iter().map(|&c| self.cost[c]).collect();
+        let y = lu.solve_t(&cb);
+        let mut basic = vec![false; self.ncol];
+        let mut prim = vec![0.0; self.ncol];
+        for (pos, &c) in basis.iter().enumerate() {
+            basic[c] = true;
+            prim[c] = xb[pos];
+        }
+        let mut dual = vec![0.0; self.ncol];
+        for c in 0..self.ncol {
+            if !basic[c] {
+                dual[c] = self.dot_col(c, &y) - self.cost[c];
+            }
+        }
+        for c in 0..self.ncol {
+            let bad = if self.is_state(c) {
+                !basic[c] && dual[c] < -self.tol
+            } else {
+                basic[c] && prim[c] < -self.tol
+            };
+            if bad {
+                return None;
+            }
+        }
+        Some(Rates {
+            basis: basis.to_vec(),
+            basic,
+            prim,
+            dual,
+        })
+    }
+
+    /// `basis` with `out` replaced by `inn`, sorted.
+    fn swap(basis: &[usize], out: usize, inn: usize) -> Vec<usize> {
+        let mut b: Vec<usize> = basis.iter().copied().filter(|&c| c != out).collect();
+        b.push(inn);
+        b.sort_unstable();
+        b
+    }
+}
+
+/// The one column in `a` and not in `b`, when they are one pivot apart.
+fn pivot(a: &Rates, b: &Rates) -> Option<(usize, usize)> {
+    let out: Vec<usize> = a.basis.iter().copied().filter(|&c| !b.basic[c]).collect();
+    let inn: Vec<usize> = b.basis.iter().copied().filter(|&c| !a.basic[c]).collect();
+    (out.len() == 1 && inn.len() == 1).then(|| (out[0], inn[0]))
+}
+
+/// A base sequence with its interval lengths tau = tau0 + T dtau.
+#[derive(Clone)]
+struct Plan {
+    bases: Vec<Rc<Rates>>,
+    tau0: Vec<f64>,
+    dtau: Vec<f64>,
+}
+
+/// What reaches zero first as T grows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Event {
+    /// Interval n shrinks to 0.
+    Time(usize),
+    /// State column `col` reaches 0 at breakpoint n (n = N: at T).
+    State(usize, usize),
+    /// The dual state of control column `col` reaches 0 at breakpoint n (n = 0: at 0).
+    Dual(usize, usize),
+}
+
+struct Look {
+    /// The smallest T >= t at which something reaches 0 (infinite when nothing does).
+    next: f64,
+    what: Option<Event>,
+    /// The most negative length or level at t.
+    worst: f64,
+}
+
+impl Plan {
+    fn new(ctx: &Ctx, bases: Vec<Rc<Rates>>) -> Option<Plan> {
+        let n = bases.len();
+        if n == 0 {
+            return None;
+        }
+        let mut mat = vec![0.0; n * n];
+        let mut beta = vec![0.0; n];
+        for q in 0..n - 1 {
+            let (out, _) = pivot(&bases[q], &bases[q + 1])?;
+            if ctx.is_state(out) {
+                for (m, b) in bases.iter().enumerate().take(q + 1) {
+                    mat[q * n + m] = b.prim[out];
+                }
+                beta[q] = -ctx.x0[out];
+            } else {
+                for (m, b) in bases.iter().enumerate().skip(q + 1) {
+                    mat[q * n + m] = b.dual[out];
+                }
+                beta[q] = -ctx.qn[out];
+            }
+        }
+        mat[(n - 1) * n..].iter_mut().for_each(|v| *v = 1.0);
+        let lu = Lu::factor(mat, n)?;
+        let tau0 = lu.solve(&beta);
+        let mut e = vec![0.0; n];
+        e[n - 1] = 1.0;
+        let dtau = lu.solve(&e);
+        if tau0.iter().chain(&dtau).any(|v| !v.is_finite()) {
+            return None;
+        }
+        Some(Plan { bases, tau0, dtau })
+    }
+
+    fn taus(&self, t: f64) -> Vec<f64> {
+        self.tau0.iter().zip(&self.dtau).map(|(a, b)| a + t * b).collect()
+    }
+
+    /// Lengths and levels at horizon t, and the first horizon >= t where one of them
+    /// reaches 0.
+    fn look(&self, ctx: &Ctx, t: f64) -> Look {
+        let n = self.bases.len();
+        let mut out = Look {
+            next: f64::INFINITY,
+            what: None,
+            worst: f64::INFINITY,
+        };
+        let tol_slope = 1e-12;
+        let consider = |v0: f64, v1: f64, norm: f64, ev: Event, out: &mut Look| {
+            let val = v0 + t * v1;
+            out.worst = out.worst.min(val / norm);
+            if v1 < -tol_slope * norm {
+                let at = t + val.max(0.0) / -v1;
+                if at < out.next {
+                    out.next = at;
+                    out.what = Some(ev);
+                }
+            }
+        };
+        let tnorm = t.max(1.0);
+        for q in 0..n {
+            consider(self.tau0[q], self.dtau[q], tnorm, Event::Time(q), &mut out);
+        }
+        // States, forwards: level at breakpoint q + 1 (after interval q).
+        let norm = ctx.tol / 1e-9;
+        let mut l0 = ctx.x0.clone();
+        let mut l1 = vec![0.0; ctx.ncol];
+        for q in 0..n {
+            let b = &self.bases[q];
+            for c in ctx.j..ctx.j + ctx.k {
+                if b.basic[c] {
+                    l0[c] += b.prim[c] * self.tau0[q];
+                    l1[c] += b.prim[c] * self.dtau[q];
+                    if q + 1 == n || self.bases[q + 1].basic[c] {
+                        consider(l0[c], l1[c], norm, Event::State(c, q + 1), &mut out);
+                    }
+                }
+            }
+        }
+        // Dual states, backwards: level at breakpoint q (before interval q).
+        let mut l0 = ctx.qn.clone();
+        let mut l1 = vec![0.0; ctx.ncol];
+        for q in (0..n).rev() {
+            let b = &self.bases[q];
+            for c in 0..ctx.ncol {
+                if !ctx.is_state(c) && !b.basic[c] {
+                    l0[c] += b.dual[c] * self.tau0[q];
+                    l1[c] += b.dual[c] * self.dtau[q];
+                    if q == 0 || !self.bases[q - 1].basic[c] {
+                        consider(l0[c], l1[c], norm, Event::Dual(c, q), &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The basis for T -> 0: optimal for max c'u over the rates LP with the boundary's sign
+/// restrictions, by a dense primal simplex from the slack basis (Dantzig's rule, Bland's
+/// after a run of degenerate pivots).
+fn initial_basis(ctx: &Ctx) -> Result<Vec<usize>, FluidError> {
+    let (m, n) = (ctx.m, ctx.ncol);
+    let unsupported = |why: String| Err(FluidError::Solver(why));
+    // Free: states with alpha > 0 (never leave). Excluded: controls that cost at T.
+    let free: Vec<bool> = (0..n)
+        .map(|c| ctx.is_state(c) && ctx.x0[c] > ctx.tol)
+        .collect();
+    let allowed: Vec<bool> = (0..n).map(|c| ctx.is_state(c) || ctx.qn[c] <= 0.0).collect();
+    let mut basis: Vec<usize> = (ctx.j..n).collect();
+    let mut tab = vec![0.0; m * n];
+    for (c, col) in ctx.cols.iter().enumerate() {
+        for &(r, v) in col {
+            tab[r * n + c] = v;
+        }
+    }
+    let mut beta = ctx.rhs.clone();
+    for r in 0..m {
+        if !free[basis[r]] && beta[r] < -ctx.tol {
+            return unsupported(format!(
+                "row {r} starts at 0 with a negative rate; the boundary LP needs a phase 1"
+            ));
+        }
+    }
+    let mut d: Vec<f64> = ctx.cost.iter().map(|c| -c).collect();
+    let mut degenerate = 0;
+    for _ in 0..50 * (m + n) {
+        let candidates = (0..n).filter(|&c| allowed[c] && d[c] < -ctx.tol && !basis.contains(&c));
+        let enter = if degenerate > 20 {
+            candidates.min()
+        } else {
+            candidates.min_by(|&a, &b| d[a].total_cmp(&d[b]))
+        };
+        let Some(e) = enter else {
+            let mut b = basis;
+            b.sort_unstable();
+            return Ok(b);
+        };
+        let mut leave: Option<(usize, f64)> = None;
+        for r in 0..m {
+            let v = tab[r * n + e];
+            if free[basis[r]] || v <= 1e-11 {
+                continue;
+            }
+            let ratio = beta[r] / v;
+            let better = match leave {
+                None => true,
+                Some((lr, lv)) => ratio < lv - 1e-12 || (ratio <= lv + 1e-12 && basis[r] < basis[lr]),
+            };
+            if better {
+                leave = Some((r, ratio));
+            }
+        }
+        let Some((r, ratio)) = leave else {
+            return unsupported("the rates LP is unbounded".into());
+        };
+        degenerate = if ratio.abs() <= 1e-12 { degenerate + 1 } else { 0 };
+        let pv = tab[r * n + e];
+        for c in 0..n {
+            tab[r * n + c] /= pv;
+        }
+        beta[r] /= pv;
+        for q in 0..m {
+            let f = tab[q * n + e];
+            if q != r && f != 0.0 {
+                for c in 0..n {
+                    tab[q * n + c] -= f * tab[r * n + c];
+                }
+                beta[q] -= f * beta[r];
+            }
+        }
+        let f = d[e];
+        for c in 0..n {
+            d[c] -= f * tab[r * n + c];
+        }
+        basis[r] = e;
+    }
+    unsupported("the simplex for the rates LP did not finish".into())
+}
+
+/// Counters of one exact solve.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ExactStats {
+    /// Collisions met and repaired along the homotopy.
+    pub collisions: u64,
+    /// Bases factorised.
+    pub factorisations: u64,
+}
+
+/// Solve `p` exactly; an error (never a wrong answer) when the algorithm cannot.
+pub fn solve(p: &Sclp) -> Result<Solution, FluidError> {
+    solve_with_stats(p).map(|(s, _)| s)
+}
+
+pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> {
+    p.validate()?;
+    let start = Instant::now();
+    if p.l() > 0 {
+        return Err(FluidError::Solver(
+            "the exact solver handles problems without F states only".into(),
+        ));
+    }
+    if let Some(q) = p.gamma.iter().position(|g| *g > 0.0) {
+        return Err(FluidError::Solver(format!(
+            "gamma[{q}] > 0 needs a boundary LP at T, which the exact solver does not have"
+        )));
+    }
+    let ctx = Ctx::new(p);
+    let first = initial_basis(&ctx)?;
+    let b1 = ctx.rates(first).ok_or_else(|| {
+        FluidError::Solver("the initial basis is singular or infeasible".into())
+    })?;
+    let mut plan = Plan::new(&ctx, vec![b1])
+        .ok_or_else(|| FluidError::Solver("no plan for T -> 0".into()))?;
+    let mut t = 0.0;
+    let mut collisions = 0u64;
+    let mut stuck = 0;
+    let limit = 20_000 + 50 * (ctx.ncol as u64);
+    loop {
+        let look = plan.look(&ctx, t);
+        if look.next >= p.t {
+            break;
+        }
+        let what = look.what.expect("a finite next comes with its event");
+        if look.next <= t * (1.0 + 1e-12) + 1e-14 {
+            stuck += 1;
+            if stuck > 4 * plan.bases.len() + 50 {
+                return Err(FluidError::Solver(format!(
+                    "no progress at T = {t}: collisions repeat ({what:?})"
+                )));
+            }
+        } else {
+            stuck = 0;
+        }
+        t = look.next.max(t);
+        plan = repair(&ctx, &plan, t, what)?;
+        collisions += 1;
+        if collisions > limit {
+            return Err(FluidError::Solver(format!("over {limit} collisions")));
+        }
+    }
+    let mut s = build(&ctx, &plan, start)?;
+    s.iterations = collisions.min(u32::MAX as u64) as u32;
+    let stats = ExactStats {
+        collisions,
+        factorisations: ctx.factorisations.get(),
+    };
+    Ok((s, stats))
+}
+
+/// The candidate repairs of a collision at horizon t; the valid one that goes furthest.
+fn repair(ctx: &Ctx, plan: &Plan, t: f64, what: Event) -> Result<Plan, FluidError> {
+    let bases = &plan.bases;
+    let n = bases.len();
+    let mut cands: Vec<Vec<Rc<Rates>>> = Vec::new();
+    let with = |at: usize, remove: usize, insert: Vec<Rc<Rates>>| {
+        let mut v = bases[..at].to_vec();
+        v.extend(insert);
+        v.extend_from_slice(&bases[at + remove..]);
+        v
+    };
+    match what {
+        Event::Time(q) => {
+            if n > 1 && (q == 0 || q + 1 == n) {
+                cands.push(with(q, 1, vec![]));
+            } else if n > 2 {
+                let (l, r) = (&bases[q - 1], &bases[q + 1]);
+                let outs: Vec<usize> = l.basis.iter().copied().filter(|&c| !r.basic[c]).collect();
+                let inns: Vec<usize> = r.basis.iter().copied().filter(|&c| !l.basic[c]).collect();
+                match outs.len() {
+                    0 => cands.push(with(q, 2, vec![])),
+                    1 => cands.push(with(q, 1, vec![])),
+                    _ => {
+                        for &o in &outs {
+                            for &i in &inns {
+                                let b = Ctx::swap(&l.basis, o, i);
+                                if b != bases[q].basis
+                                    && let Some(r) = ctx.rates(b)
+                                {
+                                    cands.push(with(q, 1, vec![r]));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Event::State(c, q) if q == n => {
+            let last = &bases[n - 1];
+            for b in neighbours_out(ctx, last, c) {
+                let mut v = bases.clone();
+                v.push(b);
+                cands.push(v);
+            }
+        }
+        Event::State(c, q) => {
+            let (l, r) = (&bases[q - 1], &bases[q]);
+            if let Some((_, inn)) = pivot(l, r)
+                && let Some(b) = ctx.rates(Ctx::swap(&l.basis, c, inn))
+            {
+                cands.push(with(q, 0, vec![b]));
+            }
+        }
+        Event::Dual(c, 0) => {
+            for b in neighbours_in(ctx, &bases[0], c) {
+                let mut v = vec![b];
+                v.extend(bases.iter().cloned());
+                cands.push(v);
+            }
+        }
+        Event::Dual(c, q) => {
+            let (l, r) = (&bases[q - 1], &bases[q]);
+            if let Some((out, _)) = pivot(l, r)
+                && let Some(b) = ctx.rates(Ctx::swap(&l.basis, out, c))
+            {
+                cands.push(with(q, 0, vec![b]));
+            }
+        }
+    }
+    cands.extend(sclp_pivot(ctx, plan, t, what));
+    let mut best: Option<(f64, Plan)> = None;
+    for bases in cands {
+        if bases.windows(2).any(|w| w[0].basis == w[1].basis) {
+            continue;
+        }
+        let Some(plan) = Plan::new(ctx, bases) else {
+            continue;
+        };
+        let look = plan.look(ctx, t);
+        if look.worst < -1e-7 {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(next, _)| look.next > *next) {
+            best = Some((look.next, plan));
+        }
+    }
+    best.map(|(_, p)| p).ok_or_else(|| {
+        FluidError::Solver(format!(
+            "at T = {t} the collision {what:?} (of {n} intervals) needs an SCLP pivot with a sub-problem, \
+             which this solver does not have"
+        ))
+    })
+}
+
+/// Bases one pivot from `b` in which state column `c` leaves, valid on their own.
+fn neighbours_out(ctx: &Ctx, b: &Rates, c: usize) -> Vec<Rc<Rates>> {
+    let Some(lu) = ctx.factor(&b.basis) else {
+        return Vec::new();
+    };
+    let pos = b.basis.iter().position(|&x| x == c).expect("c is basic");
+    let mut e = vec![0.0; ctx.m];
+    e[pos] = 1.0;
+    let z = lu.solve_t(&e);
+    let mut out = Vec::new();
+    for w in 0..ctx.ncol {
+        if b.basic[w] {
+            continue;
+        }
+        let row = ctx.dot_col(w, &z);
+        if row.abs() <= 1e-9 {
+            continue;
+        }
+        // Dual controls after the pivot must stay >= 0 (c itself among them).
+        let ratio = b.dual[w] / row;
+        if -ratio < -ctx.tol {
+            continue;
+        }
+        let ok = (ctx.j..ctx.j + ctx.k).all(|s| {
+            s == w || b.basic[s] || b.dual[s] - ratio * ctx.dot_col(s, &z) >= -ctx.tol
+        });
+        if ok && let Some(r) = ctx.rates(Ctx::swap(&b.basis, c, w)) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Bases one pivot from `b` in which control column `c` enters, valid on their own.
+fn neighbours_in(ctx: &Ctx, b: &Rates, c: usize) -> Vec<Rc<Rates>> {
+    let Some(lu) = ctx.factor(&b.basis) else {
+        return Vec::new();
+    };
+    let mut a = vec![0.0; ctx.m];
+    for &(r, v) in &ctx.cols[c] {
+        a[r] = v;
+    }
+    let col = lu.solve(&a);
+    let mut out = Vec::new();
+    for (pos, &v) in b.basis.iter().enumerate() {
+        if col[pos].abs() <= 1e-9 {
+            continue;
+        }
+        let theta = b.prim[v] / col[pos];
+        if theta < -ctx.tol {
+            continue;
+        }
+        let ok = b.basis.iter().enumerate().all(|(p2, &x)| {
+            x == v || ctx.is_state(x) || b.prim[x] - theta * col[p2] >= -ctx.tol
+        });
+        if ok && let Some(r) = ctx.rates(Ctx::swap(&b.basis, v, c)) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The solution of a plan at the problem's T, with its dual, verified.
+fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError> {
+    let p = ctx.p;
+    let (k, j, i) = (ctx.k, ctx.j, p.i());
+    let bad = |m: String| Err(FluidError::Solver(format!("unverified answer: {m}")));
+    let taus: Vec<f64> = plan.taus(p.t);
+    if taus.iter().any(|v| *v < -1e-9 * p.t.max(1.0)) {
+        return bad("a negative interval length".into());
+    }
+    let taus: Vec<f64> = taus.iter().map(|v| v.max(0.0)).collect();
+    let n = taus.len();
+    let mut bp = vec![0.0; n + 1];
+    for q in 0..n {
+        bp[q + 1] = bp[q] + taus[q];
+    }
+    bp[n] = p.t;
+    let u: Vec<Vec<f64>> = plan.bases.iter().map(|b| b.prim[..j].to_vec()).collect();
+    let pp: Vec<Vec<f64>> = plan.bases.iter().map(|b| b.dual[j..j + k].to_vec()).collect();
+    let mut slack = vec![ctx.p.alpha.clone()];
+    for q in 0..n {
+        let prev = slack[q].clone();
+        slack.push((0..k).map(|r| prev[r] + taus[q] * plan.bases[q].prim[j + r]).collect());
+    }
+    // r (dual states of the capacity rows) at the breakpoints, backwards from 0 at T.
+    let mut rr = vec![vec![0.0; i]; n + 1];
+    for q in (0..n).rev() {
+        rr[q] = (0..i)
+            .map(|r| rr[q + 1][r] + taus[q] * plan.bases[q].dual[j + k + r])
+            .collect();
+    }
+    let mut objective = 0.0;
+    let mut dual_objective = 0.0;
+    for q in 0..n {
+        let (t0, t1, tau) = (bp[q], bp[q + 1], taus[q]);
+        let mid = p.t - 0.5 * (t0 + t1);
+        objective += (0..j)
+            .map(|c| (tau * p.gamma[c] + tau * mid * p.c[c]) * u[q][c])
+            .sum::<f64>();
+        dual_objective += (0..k)
+            .map(|r| (tau * p.alpha[r] + 0.5 * (t1 * t1 - t0 * t0) * p.a[r]) * pp[q][r])
+            .sum::<f64>();
+        dual_objective += 0.5 * tau * (0..i).map(|r| p.b[r] * (rr[q][r] + rr[q + 1][r])).sum::<f64>();
+    }
+    // Dual feasibility, recomputed from p and r: p >= 0, r >= 0 and the dual slack
+    // q(t) = sum_{after t} tau G'p + H'r(t) - gamma - c (T - t) >= 0 at every breakpoint.
+    let scale = ctx.tol / 1e-9;
+    let dtol = 1e-7 * scale * (1.0 + p.t);
+    let mut gp = vec![0.0; j];
+    for q in (0..=n).rev() {
+        if q < n {
+            if pp[q].iter().any(|v| *v < -dtol) {
+                return bad(format!("dual control p < 0 on interval {q}"));
+            }
+            for c in 0..j {
+                gp[c] += taus[q] * (0..k).map(|r| p.g[r][c] * pp[q][r]).sum::<f64>();
+            }
+        }
+        if rr[q].iter().any(|v| *v < -dtol) {
+            return bad(format!("dual state r < 0 at breakpoint {q}"));
+        }
+        for c in 0..j {
+            let hr: f64 = (0..i).map(|r| p.h[r][c] * rr[q][r]).sum();
+            let slack = gp[c] + hr - p.gamma[c] - p.c[c] * (p.t - bp[q]);
+            if slack < -dtol {
+                return bad(format!("dual constraint {c} violated at t = {} by {}", bp[q], -slack));
+            }
+        }
+    }
+    let s = Solution {
+        method: format!("exact-{n}"),
+        objective,
+        dual_objective,
+        breakpoints: bp,
+        u,
+        x: vec![Vec::new(); n + 1],
+        slack,
+        solve_s: start.elapsed().as_secs_f64(),
+        iterations: 0,
+    };
+    s.verify(p, 1e-7)?;
+    if (s.dual_objective - s.objective).abs() > 1e-7 * s.objective.abs().max(scale) {
+        return bad(format!(
+            "primal {} and dual {} objectives differ",
+            s.objective, s.dual_objective
+        ));
+    }
+    Ok(s)
+}
+
+/// Levels at breakpoint `bp` of the plan at horizon t: states (forwards from alpha) and
+/// dual states (backwards from T), by column.
+fn levels_at(ctx: &Ctx, plan: &Plan, t: f64, bp: usize) -> (Vec<f64>, Vec<f64>) {
+    let taus = plan.taus(t);
+    let mut x = ctx.x0.clone();
+    for (b, tau) in plan.bases.iter().zip(&taus).take(bp) {
+        for c in ctx.j..ctx.j + ctx.k {
+            x[c] += b.prim[c] * tau;
+        }
+    }
+    let mut q = ctx.qn.clone();
+    for (b, tau) in plan.bases.iter().zip(&taus).skip(bp).rev() {
+        for c in 0..ctx.ncol {
+            if !ctx.is_state(c) {
+                q[c] += b.dual[c] * tau;
+            }
+        }
+    }
+    (x, q)
+}
+
+/// Weiss's SCLP pivot: at the collision point, the states and dual states that are
+/// positive there fix the sign restrictions of a rates LP (a positive state's rate is
+/// free, a control whose dual state is positive is 0); its optimal basis D is the new
+/// basis at the point. The simplex paths from the neighbouring bases to D join them to
+/// it. Candidates only: the caller checks them.
+fn sclp_pivot(ctx: &Ctx, plan: &Plan, t: f64, what: Event) -> Vec<Vec<Rc<Rates>>> {
+    let bases = &plan.bases;
+    let n = bases.len();
+    // (left neighbour, right neighbour, breakpoint of the collision point).
+    let (left, right, bp) = match what {
+        Event::Time(q) => (q.checked_sub(1), (q + 1 < n).then_some(q + 1), q),
+        Event::State(_, q) | Event::Dual(_, q) => (q.checked_sub(1), (q < n).then_some(q), q),
+    };
+    let (x, q) = levels_at(ctx, plan, t, bp);
+    let free: Vec<bool> = (0..ctx.ncol)
+        .map(|c| ctx.is_state(c) && x[c] > ctx.tol * (1.0 + t))
+        .collect();
+    let fixed: Vec<bool> = (0..ctx.ncol)
+        .map(|c| !ctx.is_state(c) && q[c] > ctx.tol * (1.0 + t))
+        .collect();
+    let path_l = left.and_then(|l| rates_lp(ctx, &bases[l].basis, &free, &fixed));
+    let path_r = right.and_then(|r| rates_lp(ctx, &bases[r].basis, &free, &fixed));
+    if std::env::var("SCLP_DEBUG").is_ok() {
+        eprintln!("pivot {what:?} t={t} L {left:?} R {right:?} pathL {:?} pathR {:?}", path_l.as_ref().map(|p| p.iter().map(|b| ctx.rates(b.clone()).is_some()).collect::<Vec<_>>()), path_r.as_ref().map(|p| p.iter().map(|b| ctx.rates(b.clone()).is_some()).collect::<Vec<_>>()));
+        if let Some(l) = left { let b = &bases[l]; let bad: Vec<_> = b.basis.iter().filter(|&&c| !free[c] && ctx.is_state(c) && b.prim[c] < 0.0).map(|&c| (c, b.prim[c], x[c])).collect(); eprintln!("  L restricted states with negative rate: {bad:?}"); }
+    }
+    let prefix = left.map_or(0, |l| l + 1);
+    let suffix = right.unwrap_or(n);
+    // The new basis at the point, and the ways to reach it from each side: the simplex
+    // path itself and every path that changes one differing column at a time through
+    // valid bases.
+    let target = path_l
+        .as_ref()
+        .and_then(|p| p.last().cloned())
+        .or_else(|| path_r.as_ref().and_then(|p| p.last().cloned()));
+    let Some(target) = target else {
+        return Vec::new();
+    };
+    let side = |from: Option<usize>, path: &Option<Vec<Vec<usize>>>| -> Vec<Vec<Vec<usize>>> {
+        let Some(f) = from else {
+            return vec![vec![target.clone()]];
+        };
+        let mut ways = Vec::new();
+        if let Some(p) = path
+            && p.last() == Some(&target)
+        {
+            ways.push(p[1..].to_vec());
+        }
+        for w in monotone_paths(ctx, &bases[f].basis, &target, 3) {
+            if !ways.contains(&w) {
+                ways.push(w);
+            }
+        }
+        ways
+    };
+    let lefts = side(left, &path_l);
+    let rights = side(right, &path_r);
+    let mut out = Vec::new();
+    for l in lefts.iter().take(12) {
+        for r in rights.iter().take(12) {
+            // l ends at the target; r runs from right's neighbour to the target.
+            let mut middle: Vec<Vec<usize>> = l.clone();
+            if right.is_some() {
+                middle.extend(r.iter().rev().skip(1).cloned());
+            } else if left.is_none() {
+                middle = r.clone();
+            }
+            let mut v: Vec<Rc<Rates>> = bases[..prefix].to_vec();
+            let mut ok = true;
+            for b in middle {
+                if v.last().is_some_and(|x| x.basis == b) {
+                    continue;
+                }
+                match ctx.rates(b) {
+                    Some(r) => v.push(r),
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            for b in &bases[suffix..] {
+                if !v.last().is_some_and(|x| x.basis == b.basis) {
+                    v.push(b.clone());
+                }
+            }
+            if ok {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// The rates LP max c'u with sign restrictions: states with `free` have a free rate
+/// (and must be basic), other states a rate >= 0; controls with `fixed` are 0, others
+/// >= 0. Warm-started from `start` by the primal simplex when it is primal feasible and
+/// by the dual simplex when it is dual feasible (None otherwise, or when unbounded or
+/// infeasible). Returns the bases visited, `start` first and the optimum last.
+fn rates_lp(ctx: &Ctx, start: &[usize], free: &[bool], fixed: &[bool]) -> Option<Vec<Vec<usize>>> {
+    let (m, n) = (ctx.m, ctx.ncol);
+    if start.iter().any(|&c| fixed[c]) || (0..n).any(|c| free[c] && !start.contains(&c)) {
+        return None;
+    }
+    let lu = ctx.factor(start)?;
+    let mut basis = start.to_vec();
+    let mut tab = vec![0.0; m * n];
+    let mut a = vec![0.0; m];
+    for c in 0..n {
+        a.iter_mut().for_each(|v| *v = 0.0);
+        for &(r, v) in &ctx.cols[c] {
+            a[r] = v;
+        }
+        let col = lu.solve(&a);
+        for r in 0..m {
+            tab[r * n + c] = col[r];
+        }
+    }
+    let mut beta = lu.solve(&ctx.rhs);
+    let cb: Vec<f64> = basis.iter().map(|&c| ctx.cost[c]).collect();
+    let y = lu.solve_t(&cb);
+    let mut d: Vec<f64> = (0..n).map(|c| ctx.dot_col(c, &y) - ctx.cost[c]).collect();
+    let mut is_basic = vec![false; n];
+    basis.iter().for_each(|&c| is_basic[c] = true);
+    let tol = ctx.tol;
+    let mut path = vec![{
+        let mut b = basis.clone();
+        b.sort_unstable();
+        b
+    }];
+    for iter in 0..20 * (m + n) {
+        let bland = iter > 10 * (m + n) / 2;
+        let primal_bad: Vec<usize> = (0..m)
+            .filter(|&r| !free[basis[r]] && beta[r] < -tol)
+            .collect();
+        let dual_bad: Vec<usize> = (0..n)
+            .filter(|&c| !is_basic[c] && !fixed[c] && d[c] < -tol)
+            .collect();
+        let (r, e) = match (primal_bad.is_empty(), dual_bad.is_empty()) {
+            (true, true) => return Some(path),
+            (true, false) => {
+                let e = if bland {
+                    dual_bad[0]
+                } else {
+                    *dual_bad.iter().min_by(|&&a, &&b| d[a].total_cmp(&d[b]))?
+                };
+                let mut leave: Option<(usize, f64)> = None;
+                for r in 0..m {
+                    let v = tab[r * n + e];
+                    if free[basis[r]] || v <= 1e-11 {
+                        continue;
+                    }
+                    let ratio = beta[r].max(0.0) / v;
+                    if leave.is_none_or(|(lr, lv)| {
+                        ratio < lv - 1e-12 || (ratio <= lv + 1e-12 && basis[r] < basis[lr])
+                    }) {
+                        leave = Some((r, ratio));
+                    }
+                }
+                (leave?.0, e)
+            }
+            (false, true) => {
+                let r = if bland {
+                    *primal_bad.iter().min_by_key(|&&r| basis[r])?
+                } else {
+                    *primal_bad.iter().min_by(|&&a, &&b| beta[a].total_cmp(&beta[b]))?
+                };
+                let mut enter: Option<(usize, f64)> = None;
+                for c in 0..n {
+                    let v = tab[r * n + c];
+                    if is_basic[c] || fixed[c] || v >= -1e-11 {
+                        continue;
+                    }
+                    let ratio = d[c].max(0.0) / -v;
+                    if enter.is_none_or(|(ec, ev)| ratio < ev - 1e-12 || (ratio <= ev + 1e-12 && c < ec)) {
+                        enter = Some((c, ratio));
+                    }
+                }
+                (r, enter?.0)
+            }
+            (false, false) => return None,
+        };
+        let pv = tab[r * n + e];
+        for c in 0..n {
+            tab[r * n + c] /= pv;
+        }
+        beta[r] /= pv;
+        for q in 0..m {
+            let f = tab[q * n + e];
+            if q != r && f != 0.0 {
+                for c in 0..n {
+                    tab[q * n + c] -= f * tab[r * n + c];
+                }
+                beta[q] -= f * beta[r];
+            }
+        }
+        let f = d[e];
+        for c in 0..n {
+            d[c] -= f * tab[r * n + c];
+        }
+        is_basic[basis[r]] = false;
+        is_basic[e] = true;
+        basis[r] = e;
+        let mut b = basis.clone();
+        b.sort_unstable();
+        path.push(b);
+    }
+    None
+}
+
+/// Paths from `from` to `to` (both bases, sorted; `from` excluded, `to` included) that
+/// swap one column of `from \ to` for one of `to \ from` per pivot, through valid bases
+/// only; none when they differ in more than `max` columns.
+fn monotone_paths(ctx: &Ctx, from: &[usize], to: &[usize], max: usize) -> Vec<Vec<Vec<usize>>> {
+    let outs: Vec<usize> = from.iter().copied().filter(|c| !to.contains(c)).collect();
+    if outs.is_empty() || outs.len() > max {
+        return Vec::new();
+    }
+    let mut done = Vec::new();
+    let mut stack: Vec<(Vec<usize>, Vec<Vec<usize>>)> = vec![(from.to_vec(), Vec::new())];
+    while let Some((cur, path)) = stack.pop() {
+        let outs: Vec<usize> = cur.iter().copied().filter(|c| !to.contains(c)).collect();
+        if outs.is_empty() {
+            done.push(path);
+            continue;
+        }
+        let inns: Vec<usize> = to.iter().copied().filter(|c| !cur.contains(c)).collect();
+        for &o in &outs {
+            for &i in &inns {
+                let next = Ctx::swap(&cur, o, i);
+                if next.as_slice() == to || ctx.rates(next.clone()).is_some() {
+                    let mut p = path.clone();
+                    p.push(next.clone());
+                    stack.push((next, p));
+                }
+            }
+        }
+    }
+    done
+}
