@@ -42,10 +42,11 @@
 //! feasible, and the primal and dual objectives equal.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::lp::{self, Grid};
 use crate::{FluidError, Sclp, Solution};
 
 /// Dense LU factorisation with partial pivoting (row-major).
@@ -524,6 +525,20 @@ pub struct ExactStats {
     pub factorisations: u64,
 }
 
+/// The exact solver; when it cannot solve `p` (an unsupported form, a collision that
+/// needs a sub-problem, an answer that fails verification), the discretised LP on
+/// `fallback` with the dual SCLP's bound, and the reason in [`Solution::fallback`].
+pub fn solve_auto(p: &Sclp, fallback: &Grid) -> Result<Solution, FluidError> {
+    match solve(p) {
+        Err(FluidError::Solver(why)) => {
+            let mut s = lp::solve_bracketed(p, fallback)?;
+            s.fallback = Some(why);
+            Ok(s)
+        }
+        other => other,
+    }
+}
+
 /// Solve `p` exactly; an error (never a wrong answer) when the algorithm cannot.
 pub fn solve(p: &Sclp) -> Result<Solution, FluidError> {
     solve_with_stats(p).map(|(s, _)| s)
@@ -552,6 +567,9 @@ pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> 
     let mut t = 0.0;
     let mut collisions = 0u64;
     let mut stuck = 0;
+    // Base sequences met at the current T: a repair may not return to one of them.
+    let mut seen: HashSet<Vec<Vec<usize>>> = HashSet::new();
+    seen.insert(signature(&plan));
     let limit = 20_000 + 50 * (ctx.ncol as u64);
     loop {
         let look = plan.look(&ctx, t);
@@ -560,6 +578,7 @@ pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> 
         }
         let what = look.what.expect("a finite next comes with its event");
         if look.next <= t * (1.0 + 1e-12) + 1e-14 {
+            seen.insert(signature(&plan));
             stuck += 1;
             if stuck > 4 * plan.bases.len() + 50 {
                 return Err(FluidError::Solver(format!(
@@ -568,9 +587,11 @@ pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> 
             }
         } else {
             stuck = 0;
+            seen.clear();
+            seen.insert(signature(&plan));
         }
         t = look.next.max(t);
-        plan = repair(&ctx, &plan, t, what)?;
+        plan = repair(&ctx, &plan, t, what, &seen)?;
         collisions += 1;
         if collisions > limit {
             return Err(FluidError::Solver(format!("over {limit} collisions")));
@@ -585,8 +606,19 @@ pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> 
     Ok((s, stats))
 }
 
-/// The candidate repairs of a collision at horizon t; the valid one that goes furthest.
-fn repair(ctx: &Ctx, plan: &Plan, t: f64, what: Event) -> Result<Plan, FluidError> {
+fn signature(plan: &Plan) -> Vec<Vec<usize>> {
+    plan.bases.iter().map(|b| b.basis.clone()).collect()
+}
+
+/// The candidate repairs of a collision at horizon t, less those already met at t; the
+/// valid one that goes furthest.
+fn repair(
+    ctx: &Ctx,
+    plan: &Plan,
+    t: f64,
+    what: Event,
+    seen: &HashSet<Vec<Vec<usize>>>,
+) -> Result<Plan, FluidError> {
     let bases = &plan.bases;
     let n = bases.len();
     let mut cands: Vec<Vec<Rc<Rates>>> = Vec::new();
@@ -660,11 +692,12 @@ fn repair(ctx: &Ctx, plan: &Plan, t: f64, what: Event) -> Result<Plan, FluidErro
         if bases.windows(2).any(|w| w[0].basis == w[1].basis) {
             continue;
         }
+        let met = seen.contains(&bases.iter().map(|b| b.basis.clone()).collect::<Vec<_>>());
         let Some(plan) = Plan::new(ctx, bases) else {
             continue;
         };
         let look = plan.look(ctx, t);
-        if look.worst < -1e-7 {
+        if look.worst < -1e-7 || (met && look.next <= t * (1.0 + 1e-12) + 1e-14) {
             continue;
         }
         if best.as_ref().is_none_or(|(next, _)| look.next > *next) {
@@ -809,6 +842,17 @@ fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError>
             }
         }
     }
+    // Dual states at the breakpoints: the dual slack of every control, then r.
+    let mut dual_states = vec![Vec::new(); n + 1];
+    let mut qlev: Vec<f64> = ctx.qn[..j].to_vec();
+    for q in (0..=n).rev() {
+        if q < n {
+            for (c, v) in qlev.iter_mut().enumerate() {
+                *v += taus[q] * plan.bases[q].dual[c];
+            }
+        }
+        dual_states[q] = qlev.iter().chain(&rr[q]).copied().collect();
+    }
     let s = Solution {
         method: format!("exact-{n}"),
         objective,
@@ -819,6 +863,9 @@ fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError>
         slack,
         solve_s: start.elapsed().as_secs_f64(),
         iterations: 0,
+        dual_controls: pp,
+        dual_states,
+        fallback: None,
     };
     s.verify(p, 1e-7)?;
     if (s.dual_objective - s.objective).abs() > 1e-7 * s.objective.abs().max(scale) {
@@ -860,10 +907,23 @@ fn sclp_pivot(ctx: &Ctx, plan: &Plan, t: f64, what: Event) -> Vec<Vec<Rc<Rates>>
     let bases = &plan.bases;
     let n = bases.len();
     // (left neighbour, right neighbour, breakpoint of the collision point).
-    let (left, right, bp) = match what {
+    let (mut left, mut right, bp) = match what {
         Event::Time(q) => (q.checked_sub(1), (q + 1 < n).then_some(q + 1), q),
         Event::State(_, q) | Event::Dual(_, q) => (q.checked_sub(1), (q < n).then_some(q), q),
     };
+    // Intervals of zero length next to the point collide with it: the repair spans them.
+    let taus = plan.taus(t);
+    let zero = 1e-9 * t.max(1.0);
+    while let Some(r) = right
+        && taus[r] <= zero
+    {
+        right = (r + 1 < n).then_some(r + 1);
+    }
+    while let Some(l) = left
+        && taus[l] <= zero
+    {
+        left = l.checked_sub(1);
+    }
     let (x, q) = levels_at(ctx, plan, t, bp);
     let free: Vec<bool> = (0..ctx.ncol)
         .map(|c| ctx.is_state(c) && x[c] > ctx.tol * (1.0 + t))
@@ -873,74 +933,20 @@ fn sclp_pivot(ctx: &Ctx, plan: &Plan, t: f64, what: Event) -> Vec<Vec<Rc<Rates>>
         .collect();
     let path_l = left.and_then(|l| rates_lp(ctx, &bases[l].basis, &free, &fixed));
     let path_r = right.and_then(|r| rates_lp(ctx, &bases[r].basis, &free, &fixed));
-    if std::env::var("SCLP_DEBUG").is_ok() {
-        eprintln!("pivot {what:?} t={t} L {left:?} R {right:?} pathL {:?} pathR {:?}", path_l.as_ref().map(|p| p.iter().map(|b| ctx.rates(b.clone()).is_some()).collect::<Vec<_>>()), path_r.as_ref().map(|p| p.iter().map(|b| ctx.rates(b.clone()).is_some()).collect::<Vec<_>>()));
-        if let Some(l) = left { let b = &bases[l]; let bad: Vec<_> = b.basis.iter().filter(|&&c| !free[c] && ctx.is_state(c) && b.prim[c] < 0.0).map(|&c| (c, b.prim[c], x[c])).collect(); eprintln!("  L restricted states with negative rate: {bad:?}"); }
-    }
-    let prefix = left.map_or(0, |l| l + 1);
-    let suffix = right.unwrap_or(n);
     // The new basis at the point, and the ways to reach it from each side: the simplex
     // path itself and every path that changes one differing column at a time through
     // valid bases.
-    let target = path_l
-        .as_ref()
-        .and_then(|p| p.last().cloned())
-        .or_else(|| path_r.as_ref().and_then(|p| p.last().cloned()));
-    let Some(target) = target else {
-        return Vec::new();
-    };
-    let side = |from: Option<usize>, path: &Option<Vec<Vec<usize>>>| -> Vec<Vec<Vec<usize>>> {
-        let Some(f) = from else {
-            return vec![vec![target.clone()]];
-        };
-        let mut ways = Vec::new();
-        if let Some(p) = path
-            && p.last() == Some(&target)
+    let mut targets: Vec<Vec<usize>> = Vec::new();
+    for p in [&path_l, &path_r].into_iter().flatten() {
+        if let Some(t) = p.last()
+            && !targets.contains(t)
         {
-            ways.push(p[1..].to_vec());
+            targets.push(t.clone());
         }
-        for w in monotone_paths(ctx, &bases[f].basis, &target, 3) {
-            if !ways.contains(&w) {
-                ways.push(w);
-            }
-        }
-        ways
-    };
-    let lefts = side(left, &path_l);
-    let rights = side(right, &path_r);
+    }
     let mut out = Vec::new();
-    for l in lefts.iter().take(12) {
-        for r in rights.iter().take(12) {
-            // l ends at the target; r runs from right's neighbour to the target.
-            let mut middle: Vec<Vec<usize>> = l.clone();
-            if right.is_some() {
-                middle.extend(r.iter().rev().skip(1).cloned());
-            } else if left.is_none() {
-                middle = r.clone();
-            }
-            let mut v: Vec<Rc<Rates>> = bases[..prefix].to_vec();
-            let mut ok = true;
-            for b in middle {
-                if v.last().is_some_and(|x| x.basis == b) {
-                    continue;
-                }
-                match ctx.rates(b) {
-                    Some(r) => v.push(r),
-                    None => {
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-            for b in &bases[suffix..] {
-                if !v.last().is_some_and(|x| x.basis == b.basis) {
-                    v.push(b.clone());
-                }
-            }
-            if ok {
-                out.push(v);
-            }
-        }
+    for target in targets {
+        join_at(ctx, plan, (left, right), (&path_l, &path_r), &target, &mut out);
     }
     out
 }
@@ -1090,4 +1096,72 @@ fn monotone_paths(ctx: &Ctx, from: &[usize], to: &[usize], max: usize) -> Vec<Ve
         }
     }
     done
+}
+
+/// The candidate sequences that replace what lies between `left` and `right` (indices
+/// of the plan's bases; None at the ends) by a path through `target`.
+fn join_at(
+    ctx: &Ctx,
+    plan: &Plan,
+    (left, right): (Option<usize>, Option<usize>),
+    (path_l, path_r): (&Option<Vec<Vec<usize>>>, &Option<Vec<Vec<usize>>>),
+    target: &[usize],
+    out: &mut Vec<Vec<Rc<Rates>>>,
+) {
+    let bases = &plan.bases;
+    let n = bases.len();
+    let prefix = left.map_or(0, |l| l + 1);
+    let suffix = right.unwrap_or(n);
+    let side = |from: Option<usize>, path: &Option<Vec<Vec<usize>>>| -> Vec<Vec<Vec<usize>>> {
+        let Some(f) = from else {
+            return vec![vec![target.to_vec()]];
+        };
+        let mut ways = Vec::new();
+        if let Some(p) = path
+            && p.last().map(Vec::as_slice) == Some(target)
+        {
+            ways.push(p[1..].to_vec());
+        }
+        for w in monotone_paths(ctx, &bases[f].basis, target, 4) {
+            if !ways.contains(&w) {
+                ways.push(w);
+            }
+        }
+        ways
+    };
+    let lefts = side(left, &path_l);
+    let rights = side(right, &path_r);
+        for l in lefts.iter().take(12) {
+        for r in rights.iter().take(12) {
+            // l ends at the target; r runs from right's neighbour to the target.
+            let mut middle: Vec<Vec<usize>> = l.clone();
+            if right.is_some() {
+                middle.extend(r.iter().rev().skip(1).cloned());
+            } else if left.is_none() {
+                middle = r.clone();
+            }
+            let mut v: Vec<Rc<Rates>> = bases[..prefix].to_vec();
+            let mut ok = true;
+            for b in middle {
+                if v.last().is_some_and(|x| x.basis == b) {
+                    continue;
+                }
+                match ctx.rates(b) {
+                    Some(r) => v.push(r),
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            for b in &bases[suffix..] {
+                if !v.last().is_some_and(|x| x.basis == b.basis) {
+                    v.push(b.clone());
+                }
+            }
+            if ok {
+                out.push(v);
+            }
+        }
+    }
 }

@@ -10,6 +10,8 @@
 //!   alpha, gamma, T`; matrices as row-major nested arrays);
 //! - [`network`]: fluid networks of functions (or buffers) served by resources, and their
 //!   mapping to the standard form;
+//! - [`exact`]: the exact solver (a simplex-type homotopy in T after Weiss), verified,
+//!   with [`exact::solve_auto`] falling back to the discretised LP;
 //! - [`lp`]: the time-discretised LP (uniform or non-uniform grids), a restriction of
 //!   the SCLP whose optimum is a lower bound on the SCLP's maximum;
 //! - [`generate`]: seeded random multiclass queueing network instances.
@@ -182,7 +184,18 @@ pub struct Solution {
     /// of a network).
     pub slack: Vec<Vec<f64>>,
     pub solve_s: f64,
+    /// Solver iterations (interior-point iterations; collisions for the exact solver).
     pub iterations: u32,
+    /// The exact solver's dual controls p (one per row of G) on each interval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dual_controls: Vec<Vec<f64>>,
+    /// The exact solver's dual states at each breakpoint: one per control (the slack of
+    /// the dual constraint), then one per row of H.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dual_states: Vec<Vec<f64>>,
+    /// Why the exact solver was not used, when [`exact::solve_auto`] fell back to the LP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 impl Solution {

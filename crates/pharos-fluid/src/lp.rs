@@ -228,6 +228,9 @@ fn solve_on(p: &Sclp, pts: &[f64], label: String) -> Result<Solution, FluidError
             .collect(),
         solve_s,
         iterations: sol.iterations,
+        dual_controls: Vec::new(),
+        dual_states: Vec::new(),
+        fallback: None,
     };
     Ok(out)
 }

@@ -49,11 +49,12 @@ enum FluidCommand {
 #[derive(clap::Args)]
 struct FluidSolveArgs {
     file: PathBuf,
-    /// `lp`: the time-discretised LP, with the dual SCLP's LP on the same grid as a
-    /// bound on the exact optimum; `refine`: the same on a grid refined on the
-    /// solutions' events until the bound is within --tol; `exact` (the SCLP-simplex) is
-    /// not built yet.
-    #[arg(long, default_value = "lp")]
+    /// `exact`: the simplex-type homotopy (verified primal = dual), falling back to the
+    /// LP below (with the reason) when it cannot solve the problem; `lp`: the
+    /// time-discretised LP, with the dual SCLP's LP on the same grid as a bound on the
+    /// exact optimum; `refine`: the same on a grid refined on the solutions' events
+    /// until the bound is within --tol.
+    #[arg(long, default_value = "exact")]
     method: String,
     /// Intervals of the discretised LP (the starting grid of `refine`).
     #[arg(long, default_value_t = 200)]
@@ -372,9 +373,7 @@ fn fluid_solve(args: FluidSolveArgs) -> Result<()> {
     let s = match args.method.as_str() {
         "lp" => lp::solve_bracketed(&p, &grid).map_err(at)?,
         "refine" => lp::refine(&p, args.intervals, args.tol, args.rounds).map_err(at)?,
-        "exact" => bail!(
-            "--method exact: the exact SCLP-simplex solver is not built yet; use --method lp"
-        ),
+        "exact" => pharos_fluid::exact::solve_auto(&p, &grid).map_err(at)?,
         m => bail!("--method {m:?}: expected lp, refine or exact"),
     };
     if args.json {
@@ -390,8 +389,11 @@ fn fluid_solve(args: FluidSolveArgs) -> Result<()> {
         p.l(),
         p.t
     );
+    if let Some(why) = &s.fallback {
+        println!("the exact solver did not solve it ({why}); the LP answers");
+    }
     println!(
-        "method {}\nobjective {:.6}\nupper bound {:.6} (the dual SCLP's LP)\nexact optimum within {:.3e} (relative {:.2e})\nintervals {}\nsolver iterations {}\ntime {:.3} s",
+        "method {}\nobjective {:.6}\nupper bound {:.6} (the dual's objective)\nexact optimum within {:.3e} (relative {:.2e})\nintervals {}\nsolver iterations {}\ntime {:.3} s",
         s.method,
         s.objective,
         s.dual_objective,
