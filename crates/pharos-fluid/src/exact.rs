@@ -944,11 +944,118 @@ fn sclp_pivot(ctx: &Ctx, plan: &Plan, t: f64, what: Event) -> Vec<Vec<Rc<Rates>>
             targets.push(t.clone());
         }
     }
+    // The columns in play: those that differ between the neighbours, the new bases and
+    // the simplex paths, and the colliding one.
+    let mut universe: Vec<usize> = Vec::new();
+    let mut add = |b: &[usize], other: &[usize]| {
+        for &c in b.iter().filter(|c| !other.contains(c)).chain(other.iter().filter(|c| !b.contains(c))) {
+            if !universe.contains(&c) {
+                universe.push(c);
+            }
+        }
+    };
+    let anchor: Vec<usize> = left
+        .or(right)
+        .map(|i| bases[i].basis.clone())
+        .or_else(|| targets.first().cloned())
+        .unwrap_or_default();
+    for p in [&path_l, &path_r].into_iter().flatten() {
+        for b in p {
+            add(b, &anchor);
+        }
+    }
+    for i in [left, right].into_iter().flatten() {
+        add(&bases[i].basis, &anchor);
+    }
+    if let Event::State(c, _) | Event::Dual(c, _) = what
+        && !universe.contains(&c)
+    {
+        universe.push(c);
+    }
+    let universe: Vec<usize> = universe
+        .into_iter()
+        .filter(|&c| !free[c] && !fixed[c])
+        .collect();
     let mut out = Vec::new();
-    for target in targets {
-        join_at(ctx, plan, (left, right), (&path_l, &path_r), &target, &mut out);
+    for target in &targets {
+        join_at(ctx, plan, (left, right), (&path_l, &path_r), target, &universe, &mut out);
+    }
+    // Both neighbours: also any short valid path from one to the other.
+    if let (Some(l), Some(r)) = (left, right) {
+        for path in search_paths(ctx, &bases[l].basis, &bases[r].basis, &universe, 5, 40) {
+            let mut v: Vec<Rc<Rates>> = bases[..=l].to_vec();
+            let ok = path[..path.len() - 1].iter().all(|b| match ctx.rates(b.clone()) {
+                Some(x) => {
+                    v.push(x);
+                    true
+                }
+                None => false,
+            });
+            if ok {
+                v.extend_from_slice(&bases[r..]);
+                out.push(v);
+            }
+        }
     }
     out
+}
+
+/// Valid paths of at most `max_len` pivots from `from` to `to` (sorted bases; `from`
+/// excluded, `to` included) that only swap columns of `universe`, shortest first, at
+/// most `limit` of them.
+fn search_paths(
+    ctx: &Ctx,
+    from: &[usize],
+    to: &[usize],
+    universe: &[usize],
+    max_len: usize,
+    limit: usize,
+) -> Vec<Vec<Vec<usize>>> {
+    let mut found: Vec<Vec<Vec<usize>>> = Vec::new();
+    // Iterative deepening keeps the shortest paths first.
+    let mut budget = 4000usize;
+    for depth in 1..=max_len {
+        let mut stack: Vec<(Vec<usize>, Vec<Vec<usize>>)> = vec![(from.to_vec(), Vec::new())];
+        while let Some((cur, path)) = stack.pop() {
+            let outs: Vec<usize> = cur.iter().copied().filter(|c| universe.contains(c)).collect();
+            let inns: Vec<usize> = universe.iter().copied().filter(|c| !cur.contains(c)).collect();
+            // Columns still to change bound the pivots left.
+            let differ = cur.iter().filter(|c| !to.contains(c)).count();
+            if differ > depth - path.len() {
+                continue;
+            }
+            for &o in &outs {
+                for &i in &inns {
+                    let next = Ctx::swap(&cur, o, i);
+                    if next.as_slice() == to {
+                        if path.len() + 1 == depth {
+                            let mut p = path.clone();
+                            p.push(next);
+                            found.push(p);
+                            if found.len() >= limit {
+                                return found;
+                            }
+                        }
+                        continue;
+                    }
+                    if path.len() + 1 >= depth
+                        || next.as_slice() == from
+                        || path.contains(&next)
+                        || budget == 0
+                    {
+                        continue;
+                    }
+                    budget -= 1;
+                    if ctx.rates(next.clone()).is_some() {
+                        let mut p = path.clone();
+                        p.push(next.clone());
+                        stack.push((next, p));
+                    }
+                }
+            }
+        }
+    }
+    found
 }
 
 /// The rates LP max c'u with sign restrictions: states with `free` have a free rate
@@ -1067,36 +1174,6 @@ fn rates_lp(ctx: &Ctx, start: &[usize], free: &[bool], fixed: &[bool]) -> Option
     None
 }
 
-/// Paths from `from` to `to` (both bases, sorted; `from` excluded, `to` included) that
-/// swap one column of `from \ to` for one of `to \ from` per pivot, through valid bases
-/// only; none when they differ in more than `max` columns.
-fn monotone_paths(ctx: &Ctx, from: &[usize], to: &[usize], max: usize) -> Vec<Vec<Vec<usize>>> {
-    let outs: Vec<usize> = from.iter().copied().filter(|c| !to.contains(c)).collect();
-    if outs.is_empty() || outs.len() > max {
-        return Vec::new();
-    }
-    let mut done = Vec::new();
-    let mut stack: Vec<(Vec<usize>, Vec<Vec<usize>>)> = vec![(from.to_vec(), Vec::new())];
-    while let Some((cur, path)) = stack.pop() {
-        let outs: Vec<usize> = cur.iter().copied().filter(|c| !to.contains(c)).collect();
-        if outs.is_empty() {
-            done.push(path);
-            continue;
-        }
-        let inns: Vec<usize> = to.iter().copied().filter(|c| !cur.contains(c)).collect();
-        for &o in &outs {
-            for &i in &inns {
-                let next = Ctx::swap(&cur, o, i);
-                if next.as_slice() == to || ctx.rates(next.clone()).is_some() {
-                    let mut p = path.clone();
-                    p.push(next.clone());
-                    stack.push((next, p));
-                }
-            }
-        }
-    }
-    done
-}
 
 /// The candidate sequences that replace what lies between `left` and `right` (indices
 /// of the plan's bases; None at the ends) by a path through `target`.
@@ -1106,6 +1183,7 @@ fn join_at(
     (left, right): (Option<usize>, Option<usize>),
     (path_l, path_r): (&Option<Vec<Vec<usize>>>, &Option<Vec<Vec<usize>>>),
     target: &[usize],
+    universe: &[usize],
     out: &mut Vec<Vec<Rc<Rates>>>,
 ) {
     let bases = &plan.bases;
@@ -1122,7 +1200,7 @@ fn join_at(
         {
             ways.push(p[1..].to_vec());
         }
-        for w in monotone_paths(ctx, &bases[f].basis, target, 4) {
+        for w in search_paths(ctx, &bases[f].basis, target, universe, 5, 12) {
             if !ways.contains(&w) {
                 ways.push(w);
             }

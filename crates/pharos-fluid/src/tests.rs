@@ -121,8 +121,95 @@ fn refining_on_events_certifies_the_worked_example_to_1e_8() {
 fn the_worked_example_exactly() {
     let net = worked_example();
     let p = net.to_sclp().unwrap();
-    let (s, stats) = crate::exact::solve_with_stats(&p).unwrap();
+    let s = crate::exact::solve(&p).unwrap();
     let cost = net.cost(s.objective);
-    eprintln!("cost {cost} intervals {} stats {stats:?} bp {:?} u {:?}", s.u.len(), s.breakpoints, s.u);
     assert!((cost - 303.6665).abs() / 303.6665 < 1e-6, "cost {cost}");
+    assert!(s.relative_gap().abs() < 1e-9, "primal = dual");
+    // The four intervals of the spec's table, their ends and allocations (CPUs).
+    assert_eq!(s.u.len(), 4, "{:?}", s.breakpoints);
+    for (got, want) in s.breakpoints.iter().zip([0.0, 0.112, 0.575, 8.333, 20.0]) {
+        assert!((got - want).abs() < 1e-3, "breakpoints {:?}", s.breakpoints);
+    }
+    let want = [[0.0, 0.0, 6.0], [0.0, 4.45, 1.55], [1.93, 2.42, 1.65], [1.5, 1.9, 1.3]];
+    for (u, w) in s.u.iter().zip(want) {
+        for q in 0..3 {
+            assert!((u[q] - w[q]).abs() < 0.01, "{:?}", s.u);
+        }
+    }
+    // The duals come with it, feasible.
+    assert_eq!(s.dual_controls.len(), 4);
+    assert_eq!(s.dual_states.len(), 5);
+    assert!(s.dual_controls.iter().flatten().chain(s.dual_states.iter().flatten()).all(|v| *v >= -1e-9));
+    // The fine LP is a restriction: never better than the exact optimum.
+    let lp = solve(&p, &Grid::Uniform(400)).unwrap();
+    assert!(lp.objective <= s.objective + 1e-9 * s.objective.abs());
+}
+
+/// Random networks, small and mid-sized: every exact answer lies in the bracket of the
+/// discretised LP (a restriction, below) and its dual (above), and the solver answers
+/// most of them; the rest are errors, never wrong answers.
+#[test]
+fn exact_answers_lie_in_the_lp_bracket() {
+    let mut solved = 0;
+    let mut total = 0;
+    for (k, servers) in [(3, 1), (4, 2), (6, 2), (8, 3), (12, 2), (20, 2)] {
+        for seed in 1..=6 {
+            let p = mcqn(&McqnSpec::new(k, servers, seed)).unwrap();
+            total += 1;
+            match crate::exact::solve(&p) {
+                Ok(s) => {
+                    solved += 1;
+                    let lp = crate::lp::solve_bracketed(&p, &Grid::Uniform(40)).unwrap();
+                    let slack = 1e-6 * s.objective.abs().max(1.0);
+                    assert!(lp.objective <= s.objective + slack, "K {k} seed {seed}: LP above exact");
+                    assert!(s.objective <= lp.dual_objective + slack, "K {k} seed {seed}: exact above the dual bound");
+                    assert!(s.relative_gap().abs() < 1e-7);
+                }
+                Err(FluidError::Solver(_)) => {}
+                Err(e) => panic!("K {k} seed {seed}: {e}"),
+            }
+        }
+    }
+    assert!(solved * 4 >= total * 3, "solved {solved} of {total}");
+}
+
+#[test]
+fn solve_auto_falls_back_with_a_reason_and_a_verified_lp() {
+    // The dual of a network has F states, which the exact solver does not take.
+    let p = worked_example().to_sclp().unwrap().dual();
+    let err = crate::exact::solve(&p).unwrap_err();
+    assert!(err.to_string().contains("F states"), "{err}");
+    let s = crate::exact::solve_auto(&p, &Grid::Uniform(100)).unwrap();
+    assert!(s.fallback.as_deref().is_some_and(|w| w.contains("F states")));
+    s.verify(&p, 1e-6).unwrap();
+    // A problem it does solve carries no fallback.
+    let q = worked_example().to_sclp().unwrap();
+    assert!(crate::exact::solve_auto(&q, &Grid::Uniform(10)).unwrap().fallback.is_none());
+}
+
+/// The queue-cap prototype of the spec (x <= lambda q as a second block of rows):
+/// solved exactly or by the fallback, and never outside the LP's bracket.
+#[test]
+fn the_queue_cap_prototype_is_answered_and_bracketed() {
+    let (x0, lambda, mu, h, q) = ([100.0, 100.0], [40.0, 20.0], [20.0, 10.0], [1.0, 1.0], [3.0, 6.0]);
+    let g = vec![vec![mu[0], 0.0], vec![0.0, mu[1]], vec![-mu[0], 0.0], vec![0.0, -mu[1]]];
+    let p = Sclp {
+        c: (0..2).map(|j| (0..2).map(|r| g[r][j] * h[r]).sum()).collect(),
+        g,
+        h: vec![vec![1.0, 1.0]],
+        f: Vec::new(),
+        a: vec![lambda[0], lambda[1], -lambda[0], -lambda[1]],
+        b: vec![4.0],
+        d: Vec::new(),
+        alpha: vec![x0[0], x0[1], -x0[0] + lambda[0] * q[0], -x0[1] + lambda[1] * q[1]],
+        gamma: vec![-20.0, -20.0],
+        t: 10.0,
+    };
+    p.validate().unwrap();
+    let s = crate::exact::solve_auto(&p, &Grid::Uniform(400)).unwrap();
+    s.verify(&p, 1e-6).unwrap();
+    let lp = crate::lp::solve_bracketed(&p, &Grid::Uniform(400)).unwrap();
+    let slack = 1e-6 * lp.objective.abs().max(1.0);
+    assert!(s.objective >= lp.objective - slack && s.objective <= lp.dual_objective + slack);
+    eprintln!("prototype: {} objective {} fallback {:?}", s.method, s.objective, s.fallback);
 }
