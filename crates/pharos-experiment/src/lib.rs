@@ -454,8 +454,15 @@ fn past_of(
         .iter()
         .zip(&run_raw.jobs)
         .map(|(s, r)| {
-            let (a, b): (f64, f64) = (s.requests_per_min.iter().sum(), r.requests_per_min.iter().sum());
-            if b > 0.0 { a / b } else { select.scale.unwrap_or(1.0) }
+            let (a, b): (f64, f64) = (
+                s.requests_per_min.iter().sum(),
+                r.requests_per_min.iter().sum(),
+            );
+            if b > 0.0 {
+                a / b
+            } else {
+                select.scale.unwrap_or(1.0)
+            }
         })
         .collect();
     let whole_run_day = unscaled(run_day, None)?;
@@ -465,7 +472,10 @@ fn past_of(
         let t = unscaled(d, None)?;
         for (j, job) in t.jobs.iter().enumerate() {
             if job.name != jobs[j] {
-                return Err(format!("day {d} has no job {} (only {})", jobs[j], job.name));
+                return Err(format!(
+                    "day {d} has no job {} (only {})",
+                    jobs[j], job.name
+                ));
             }
             if job.requests_per_min.len() != day_minutes {
                 return Err(format!(

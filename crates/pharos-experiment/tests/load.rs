@@ -59,7 +59,11 @@ fn the_example_loads_as_documented() {
     assert_eq!(e.past_rpm.len(), 10);
     assert_eq!(e.past_rpm[0].len(), 3600);
     // The last history day is day 10 (2.39 million requests over the ten jobs).
-    let day10: f64 = e.past_rpm.iter().map(|p| p[3240..].iter().sum::<f64>()).sum();
+    let day10: f64 = e
+        .past_rpm
+        .iter()
+        .map(|p| p[3240..].iter().sum::<f64>())
+        .sum();
     assert_eq!(day10, 2_388_149.0);
     let ctx = e.context();
     assert_eq!(ctx.forecast.past_rpm.len(), 10);
@@ -75,13 +79,22 @@ fn the_example_loads_as_documented() {
             .to_string()
     };
     let err = at("history_days: 1-10", "history_days: 1-99");
-    assert!(err.contains("history_days") && err.contains("not before"), "{err}");
+    assert!(
+        err.contains("history_days") && err.contains("not before"),
+        "{err}"
+    );
     let err = at("history_days: 1-10", "history_days: [0, 1]");
-    assert!(err.contains("history_days") && err.contains("no day 0"), "{err}");
+    assert!(
+        err.contains("history_days") && err.contains("no day 0"),
+        "{err}"
+    );
     let err = at("history_days: 1-10", "history_days: [9, 8]");
     assert!(err.contains("must rise"), "{err}");
     let err = at("history_days: 1-10", "history_days: 1-x");
-    assert!(err.contains("history_days") || err.contains("not a day"), "{err}");
+    assert!(
+        err.contains("history_days") || err.contains("not a day"),
+        "{err}"
+    );
     assert_eq!(e.runs().len(), 13 * 4);
 }
 

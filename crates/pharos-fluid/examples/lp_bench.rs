@@ -14,7 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip(1)
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
-    let sizes = if sizes.is_empty() { vec![20, 50, 100] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![20, 50, 100]
+    } else {
+        sizes
+    };
     println!(
         "{:>5} {:>4} {:>22} {:>14} {:>14} {:>12} {:>9}",
         "K", "seed", "grid", "cost (LP)", "cost >= (dual)", "gap/cost", "time_s"
@@ -23,7 +27,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for seed in [1, 2] {
             let net = mcqn_network(&McqnSpec::new(k, (k / 10).max(1), seed))?;
             let p = net.to_sclp()?;
-            let grids = [Grid::Uniform(10), Grid::Uniform(30), Grid::Dense(30), Grid::Uniform(100)];
+            let grids = [
+                Grid::Uniform(10),
+                Grid::Uniform(30),
+                Grid::Dense(30),
+                Grid::Uniform(100),
+            ];
             let mut answers = grids
                 .iter()
                 .map(|g| solve_bracketed(&p, g))

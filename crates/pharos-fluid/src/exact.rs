@@ -26,20 +26,37 @@
 //!
 //! **Homotopy.** For T -> 0 the solution is one interval whose basis is optimal for the
 //! rates LP with the boundary's sign restrictions (a state at 0 cannot fall, a control
-//! that costs at T is not used). T then grows; when an interval shrinks to 0 (a time
-//! collision) or a state or dual state reaches 0 at a breakpoint (a state collision)
-//! the sequence is repaired by an SCLP pivot: the interval is dropped or replaced by the
-//! other basis between its neighbours, or a zero-length interval is inserted in which
-//! the colliding variable leaves the basis. Every candidate repair is checked (all
-//! lengths and levels non-negative, progress in T) and the one that goes furthest is
-//! kept.
+//! that costs at T is not used). T then grows; the lengths and levels move linearly in
+//! T until an interval shrinks to 0 (a time collision) or a state or dual state reaches
+//! 0 at a breakpoint (a state collision). The sequence is then repaired (an SCLP pivot):
+//! 1. the states and dual states that are positive at the collision point fix the sign
+//!    restrictions of a rates LP (a positive state's rate is free, a control whose dual
+//!    state is positive is 0); its optimal basis, reached by the primal or dual simplex
+//!    warm-started from each neighbour, is the new basis at the point;
+//! 2. the neighbours are joined to it (or to each other) by short paths of valid bases
+//!    that pivot only on the columns in play (those that differ between the neighbours,
+//!    the new basis and the simplex paths, and the colliding one), found by iterative
+//!    deepening: this stands in for Weiss's recursive sub-problem;
+//! 3. simpler repairs are candidates too: dropping a vanished interval, the other basis
+//!    between its neighbours, or one inserted basis in which the colliding variable
+//!    leaves.
 //!
-//! **What is not built.** Collisions whose repair needs more than one new basis (Weiss's
-//! recursive sub-problems) and problems with states in F or with gamma > 0 (non-trivial
-//! boundary LPs). The solver then returns an error naming the collision, and
-//! [`solve_auto`] falls back to the discretised LP. Whatever the path, the answer is
-//! verified before it is returned: T reached, u >= 0, H u <= b, x >= 0, the dual
-//! feasible, and the primal and dual objectives equal.
+//! Intervals of zero length next to the point are part of the collision. Every
+//! candidate is checked by solving its length equations (all lengths and levels >= 0 at
+//! the collision) and the one whose next collision is furthest is kept; a repair may not
+//! return to a sequence already met at the same T.
+//!
+//! **What is not built.** Weiss's recursive sub-problems in general (when no short path
+//! joins a collision), problems with states in F or with gamma > 0, and impulse
+//! controls at the boundaries (the queue-cap prototype of the spec needs a dual impulse
+//! at T). The solver then returns an error naming the collision, and [`solve_auto`]
+//! falls back to the discretised LP. Whatever the path, the answer is verified before
+//! it is returned: T reached, u >= 0, H u <= b, x >= 0 (recomputed from u), the dual
+//! feasible (p >= 0, r >= 0 and the dual slacks recomputed from p and r >= 0), and the
+//! primal and dual objectives equal.
+
+// Dense linear algebra reads best with index loops.
+#![allow(clippy::needless_range_loop)]
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -293,6 +310,99 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// The rates of every basis one pivot from `b` (a column of `outs` for one of
+    /// `inns`) into the cache, from one factorisation of `b`: the tableau column of each
+    /// entering column and the tableau row of each leaving one give the pivot's new
+    /// basic values and reduced costs.
+    fn expand(&self, b: &Rates, outs: &[usize], inns: &[usize]) {
+        let todo: Vec<(usize, usize)> = outs
+            .iter()
+            .flat_map(|&o| inns.iter().map(move |&i| (o, i)))
+            .filter(|&(o, i)| {
+                !self
+                    .cache
+                    .borrow()
+                    .contains_key(&Self::swap(&b.basis, o, i))
+            })
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let Some(lu) = self.factor(&b.basis) else {
+            return;
+        };
+        let m = self.m;
+        let mut cols: HashMap<usize, Vec<f64>> = HashMap::new();
+        let mut rows: HashMap<usize, Vec<f64>> = HashMap::new();
+        for (o, i) in todo {
+            let pos = b.basis.binary_search(&o).expect("o is basic");
+            let col = cols.entry(i).or_insert_with(|| {
+                let mut a = vec![0.0; m];
+                for &(r, v) in &self.cols[i] {
+                    a[r] = v;
+                }
+                lu.solve(&a)
+            });
+            let piv = col[pos];
+            let key = Self::swap(&b.basis, o, i);
+            if piv.abs() <= 1e-9 {
+                self.cache.borrow_mut().insert(key, None);
+                continue;
+            }
+            let theta = b.prim[o] / piv;
+            let mut prim = vec![0.0; self.ncol];
+            for (p2, &c) in b.basis.iter().enumerate() {
+                if c != o {
+                    prim[c] = b.prim[c] - theta * col[p2];
+                }
+            }
+            prim[i] = theta;
+            let row = rows.entry(o).or_insert_with(|| {
+                let mut e = vec![0.0; m];
+                e[pos] = 1.0;
+                let z = lu.solve_t(&e);
+                (0..self.ncol)
+                    .map(|c| {
+                        if b.basic[c] {
+                            f64::from(u8::from(c == o))
+                        } else {
+                            self.dot_col(c, &z)
+                        }
+                    })
+                    .collect()
+            });
+            let f = b.dual[i] / piv;
+            let mut basic = b.basic.clone();
+            basic[o] = false;
+            basic[i] = true;
+            let dual: Vec<f64> = (0..self.ncol)
+                .map(|c| {
+                    if basic[c] {
+                        0.0
+                    } else {
+                        b.dual[c] - f * row[c]
+                    }
+                })
+                .collect();
+            let valid = (0..self.ncol).all(|c| {
+                if self.is_state(c) {
+                    basic[c] || dual[c] >= -self.tol
+                } else {
+                    !basic[c] || prim[c] >= -self.tol
+                }
+            });
+            let r = valid.then(|| {
+                Rc::new(Rates {
+                    basis: key.clone(),
+                    basic,
+                    prim,
+                    dual,
+                })
+            });
+            self.cache.borrow_mut().insert(key, r);
+        }
+    }
+
     /// `basis` with `out` replaced by `inn`, sorted.
     fn swap(basis: &[usize], out: usize, inn: usize) -> Vec<usize> {
         let mut b: Vec<usize> = basis.iter().copied().filter(|&c| c != out).collect();
@@ -301,6 +411,9 @@ impl<'a> Ctx<'a> {
         b
     }
 }
+
+/// Bases one pivot apart, in order.
+type Path = Vec<Vec<usize>>;
 
 /// The one column in `a` and not in `b`, when they are one pivot apart.
 fn pivot(a: &Rates, b: &Rates) -> Option<(usize, usize)> {
@@ -371,7 +484,11 @@ impl Plan {
     }
 
     fn taus(&self, t: f64) -> Vec<f64> {
-        self.tau0.iter().zip(&self.dtau).map(|(a, b)| a + t * b).collect()
+        self.tau0
+            .iter()
+            .zip(&self.dtau)
+            .map(|(a, b)| a + t * b)
+            .collect()
     }
 
     /// Lengths and levels at horizon t, and the first horizon >= t where one of them
@@ -444,7 +561,9 @@ fn initial_basis(ctx: &Ctx) -> Result<Vec<usize>, FluidError> {
     let free: Vec<bool> = (0..n)
         .map(|c| ctx.is_state(c) && ctx.x0[c] > ctx.tol)
         .collect();
-    let allowed: Vec<bool> = (0..n).map(|c| ctx.is_state(c) || ctx.qn[c] <= 0.0).collect();
+    let allowed: Vec<bool> = (0..n)
+        .map(|c| ctx.is_state(c) || ctx.qn[c] <= 0.0)
+        .collect();
     let mut basis: Vec<usize> = (ctx.j..n).collect();
     let mut tab = vec![0.0; m * n];
     for (c, col) in ctx.cols.iter().enumerate() {
@@ -483,7 +602,9 @@ fn initial_basis(ctx: &Ctx) -> Result<Vec<usize>, FluidError> {
             let ratio = beta[r] / v;
             let better = match leave {
                 None => true,
-                Some((lr, lv)) => ratio < lv - 1e-12 || (ratio <= lv + 1e-12 && basis[r] < basis[lr]),
+                Some((lr, lv)) => {
+                    ratio < lv - 1e-12 || (ratio <= lv + 1e-12 && basis[r] < basis[lr])
+                }
             };
             if better {
                 leave = Some((r, ratio));
@@ -492,7 +613,11 @@ fn initial_basis(ctx: &Ctx) -> Result<Vec<usize>, FluidError> {
         let Some((r, ratio)) = leave else {
             return unsupported("the rates LP is unbounded".into());
         };
-        degenerate = if ratio.abs() <= 1e-12 { degenerate + 1 } else { 0 };
+        degenerate = if ratio.abs() <= 1e-12 {
+            degenerate + 1
+        } else {
+            0
+        };
         let pv = tab[r * n + e];
         for c in 0..n {
             tab[r * n + c] /= pv;
@@ -559,11 +684,11 @@ pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> 
     }
     let ctx = Ctx::new(p);
     let first = initial_basis(&ctx)?;
-    let b1 = ctx.rates(first).ok_or_else(|| {
-        FluidError::Solver("the initial basis is singular or infeasible".into())
-    })?;
-    let mut plan = Plan::new(&ctx, vec![b1])
-        .ok_or_else(|| FluidError::Solver("no plan for T -> 0".into()))?;
+    let b1 = ctx
+        .rates(first)
+        .ok_or_else(|| FluidError::Solver("the initial basis is singular or infeasible".into()))?;
+    let mut plan =
+        Plan::new(&ctx, vec![b1]).ok_or_else(|| FluidError::Solver("no plan for T -> 0".into()))?;
     let mut t = 0.0;
     let mut collisions = 0u64;
     let mut stuck = 0;
@@ -571,17 +696,22 @@ pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> 
     let mut seen: HashSet<Vec<Vec<usize>>> = HashSet::new();
     seen.insert(signature(&plan));
     let limit = 20_000 + 50 * (ctx.ncol as u64);
+    // Alternatives left at earlier collisions, to back up to when a repair fails.
+    let mut history: Vec<Choice> = Vec::new();
+    let mut backtracks = 0u64;
+    let mut first_failure: Option<FluidError> = None;
     loop {
         let look = plan.look(&ctx, t);
         if look.next >= p.t {
             break;
         }
         let what = look.what.expect("a finite next comes with its event");
+        let mut failure = None;
         if look.next <= t * (1.0 + 1e-12) + 1e-14 {
             seen.insert(signature(&plan));
             stuck += 1;
             if stuck > 4 * plan.bases.len() + 50 {
-                return Err(FluidError::Solver(format!(
+                failure = Some(FluidError::Solver(format!(
                     "no progress at T = {t}: collisions repeat ({what:?})"
                 )));
             }
@@ -590,8 +720,63 @@ pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> 
             seen.clear();
             seen.insert(signature(&plan));
         }
-        t = look.next.max(t);
-        plan = repair(&ctx, &plan, t, what, &seen)?;
+        if failure.is_none() {
+            let at = look.next.max(t);
+            match repair(&ctx, &plan, at, what, &seen, false) {
+                Ok(mut options) => {
+                    let before = std::mem::replace(&mut plan, options.remove(0));
+                    t = at;
+                    history.push(Choice {
+                        t,
+                        before,
+                        what,
+                        options,
+                        widened: false,
+                        seen: seen.clone(),
+                        stuck,
+                    });
+                    if history.len() > 32 {
+                        history.remove(0);
+                    }
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(e) = failure {
+            // Back up to the latest collision with another valid repair.
+            // When a collision's repairs are used up, its wide search gives more.
+            first_failure.get_or_insert(e);
+            loop {
+                let Some(mut choice) = history.pop() else {
+                    return Err(first_failure.expect("set above"));
+                };
+                backtracks += 1;
+                if backtracks > 64 {
+                    return Err(first_failure.expect("set above"));
+                }
+                if choice.options.is_empty() && !choice.widened {
+                    choice.widened = true;
+                    choice.options = repair(
+                        &ctx,
+                        &choice.before,
+                        choice.t,
+                        choice.what,
+                        &choice.seen,
+                        true,
+                    )
+                    .unwrap_or_default();
+                }
+                if choice.options.is_empty() {
+                    continue;
+                }
+                t = choice.t;
+                plan = choice.options.remove(0);
+                seen = choice.seen.clone();
+                stuck = choice.stuck;
+                history.push(choice);
+                break;
+            }
+        }
         collisions += 1;
         if collisions > limit {
             return Err(FluidError::Solver(format!("over {limit} collisions")));
@@ -606,19 +791,33 @@ pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> 
     Ok((s, stats))
 }
 
+/// The other valid repairs of a collision, kept to back up to.
+struct Choice {
+    t: f64,
+    /// The sequence before the repair, and its collision.
+    before: Plan,
+    what: Event,
+    options: Vec<Plan>,
+    /// Whether the wide search has been done.
+    widened: bool,
+    seen: HashSet<Vec<Vec<usize>>>,
+    stuck: usize,
+}
+
 fn signature(plan: &Plan) -> Vec<Vec<usize>> {
     plan.bases.iter().map(|b| b.basis.clone()).collect()
 }
 
-/// The candidate repairs of a collision at horizon t, less those already met at t; the
-/// valid one that goes furthest.
+/// The valid repairs of a collision at horizon t, less those already met at t, the one
+/// that goes furthest first.
 fn repair(
     ctx: &Ctx,
     plan: &Plan,
     t: f64,
     what: Event,
     seen: &HashSet<Vec<Vec<usize>>>,
-) -> Result<Plan, FluidError> {
+    wide_only: bool,
+) -> Result<Vec<Plan>, FluidError> {
     let bases = &plan.bases;
     let n = bases.len();
     let mut cands: Vec<Vec<Rc<Rates>>> = Vec::new();
@@ -686,30 +885,47 @@ fn repair(
             }
         }
     }
-    cands.extend(sclp_pivot(ctx, plan, t, what));
-    let mut best: Option<(f64, Plan)> = None;
-    for bases in cands {
-        if bases.windows(2).any(|w| w[0].basis == w[1].basis) {
-            continue;
-        }
-        let met = seen.contains(&bases.iter().map(|b| b.basis.clone()).collect::<Vec<_>>());
-        let Some(plan) = Plan::new(ctx, bases) else {
-            continue;
-        };
-        let look = plan.look(ctx, t);
-        if look.worst < -1e-7 || (met && look.next <= t * (1.0 + 1e-12) + 1e-14) {
-            continue;
-        }
-        if best.as_ref().is_none_or(|(next, _)| look.next > *next) {
-            best = Some((look.next, plan));
-        }
+    if wide_only {
+        cands = sclp_pivot(ctx, plan, t, what, true);
+    } else {
+        cands.extend(sclp_pivot(ctx, plan, t, what, false));
     }
-    best.map(|(_, p)| p).ok_or_else(|| {
-        FluidError::Solver(format!(
-            "at T = {t} the collision {what:?} (of {n} intervals) needs an SCLP pivot with a sub-problem, \
-             which this solver does not have"
-        ))
-    })
+    let mut valid: Vec<(f64, Plan)> = Vec::new();
+    let mut wide = wide_only;
+    loop {
+        for bases in std::mem::take(&mut cands) {
+            if bases.windows(2).any(|w| w[0].basis == w[1].basis) {
+                continue;
+            }
+            let met = seen.contains(&bases.iter().map(|b| b.basis.clone()).collect::<Vec<_>>());
+            let Some(plan) = Plan::new(ctx, bases) else {
+                continue;
+            };
+            let look = plan.look(ctx, t);
+            if look.worst < -1e-7 || (met && look.next <= t * (1.0 + 1e-12) + 1e-14) {
+                continue;
+            }
+            if !valid.iter().any(|(_, p)| signature(p) == signature(&plan)) {
+                valid.push((look.next, plan));
+            }
+        }
+        // None: search again over the columns the sequence pivots on near the point.
+        if !valid.is_empty() || wide {
+            break;
+        }
+        wide = true;
+        cands = sclp_pivot(ctx, plan, t, what, true);
+    }
+    // The furthest first; a stable sort keeps the order of generation among ties.
+    valid.sort_by(|a, b| b.0.total_cmp(&a.0));
+    if !valid.is_empty() {
+        return Ok(valid.into_iter().map(|(_, p)| p).collect());
+    }
+    Err(FluidError::Solver(format!(
+        "at T = {t} no repair of the collision {what:?} (of {n} intervals) was found: this \
+             solver joins a collision's neighbours by short pivot paths only, without Weiss's \
+             recursive sub-problems or impulse controls at the boundaries"
+    )))
 }
 
 /// Bases one pivot from `b` in which state column `c` leaves, valid on their own.
@@ -735,10 +951,36 @@ fn neighbours_out(ctx: &Ctx, b: &Rates, c: usize) -> Vec<Rc<Rates>> {
         if -ratio < -ctx.tol {
             continue;
         }
-        let ok = (ctx.j..ctx.j + ctx.k).all(|s| {
-            s == w || b.basic[s] || b.dual[s] - ratio * ctx.dot_col(s, &z) >= -ctx.tol
-        });
-        if ok && let Some(r) = ctx.rates(Ctx::swap(&b.basis, c, w)) {
+        let ok = (ctx.j..ctx.j + ctx.k)
+            .all(|s| s == w || b.basic[s] || b.dual[s] - ratio * ctx.dot_col(s, &z) >= -ctx.tol);
+        // At T: a control whose dual state ends positive cannot enter, and a dual state
+        // that ends at 0 cannot start falling (loose checks).
+        let loose = 10.0 * ctx.tol;
+        let at_end_ok = (ctx.is_state(w) || ctx.qn[w] <= ctx.tol)
+            && (0..ctx.ncol).all(|u| {
+                u == w
+                    || ctx.is_state(u)
+                    || b.basic[u]
+                    || ctx.qn[u] > ctx.tol
+                    || b.dual[u] - ratio * ctx.dot_col(u, &z) >= -loose
+            });
+        if !ok || !at_end_ok {
+            continue;
+        }
+        // Controls after the pivot must stay >= 0 too (a loose check; the factorised
+        // rates decide).
+        let mut a = vec![0.0; ctx.m];
+        for &(r, v) in &ctx.cols[w] {
+            a[r] = v;
+        }
+        let col = lu.solve(&a);
+        let theta = b.prim[c] / col[pos];
+        let primal_ok = (ctx.is_state(w) || theta >= -loose)
+            && b.basis
+                .iter()
+                .enumerate()
+                .all(|(p2, &x)| x == c || ctx.is_state(x) || b.prim[x] - theta * col[p2] >= -loose);
+        if primal_ok && let Some(r) = ctx.rates(Ctx::swap(&b.basis, c, w)) {
             out.push(r);
         }
     }
@@ -764,9 +1006,10 @@ fn neighbours_in(ctx: &Ctx, b: &Rates, c: usize) -> Vec<Rc<Rates>> {
         if theta < -ctx.tol {
             continue;
         }
-        let ok = b.basis.iter().enumerate().all(|(p2, &x)| {
-            x == v || ctx.is_state(x) || b.prim[x] - theta * col[p2] >= -ctx.tol
-        });
+        let ok =
+            b.basis.iter().enumerate().all(|(p2, &x)| {
+                x == v || ctx.is_state(x) || b.prim[x] - theta * col[p2] >= -ctx.tol
+            });
         if ok && let Some(r) = ctx.rates(Ctx::swap(&b.basis, v, c)) {
             out.push(r);
         }
@@ -791,11 +1034,19 @@ fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError>
     }
     bp[n] = p.t;
     let u: Vec<Vec<f64>> = plan.bases.iter().map(|b| b.prim[..j].to_vec()).collect();
-    let pp: Vec<Vec<f64>> = plan.bases.iter().map(|b| b.dual[j..j + k].to_vec()).collect();
+    let pp: Vec<Vec<f64>> = plan
+        .bases
+        .iter()
+        .map(|b| b.dual[j..j + k].to_vec())
+        .collect();
     let mut slack = vec![ctx.p.alpha.clone()];
     for q in 0..n {
         let prev = slack[q].clone();
-        slack.push((0..k).map(|r| prev[r] + taus[q] * plan.bases[q].prim[j + r]).collect());
+        slack.push(
+            (0..k)
+                .map(|r| prev[r] + taus[q] * plan.bases[q].prim[j + r])
+                .collect(),
+        );
     }
     // r (dual states of the capacity rows) at the breakpoints, backwards from 0 at T.
     let mut rr = vec![vec![0.0; i]; n + 1];
@@ -815,7 +1066,11 @@ fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError>
         dual_objective += (0..k)
             .map(|r| (tau * p.alpha[r] + 0.5 * (t1 * t1 - t0 * t0) * p.a[r]) * pp[q][r])
             .sum::<f64>();
-        dual_objective += 0.5 * tau * (0..i).map(|r| p.b[r] * (rr[q][r] + rr[q + 1][r])).sum::<f64>();
+        dual_objective += 0.5
+            * tau
+            * (0..i)
+                .map(|r| p.b[r] * (rr[q][r] + rr[q + 1][r]))
+                .sum::<f64>();
     }
     // Dual feasibility, recomputed from p and r: p >= 0, r >= 0 and the dual slack
     // q(t) = sum_{after t} tau G'p + H'r(t) - gamma - c (T - t) >= 0 at every breakpoint.
@@ -838,7 +1093,10 @@ fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError>
             let hr: f64 = (0..i).map(|r| p.h[r][c] * rr[q][r]).sum();
             let slack = gp[c] + hr - p.gamma[c] - p.c[c] * (p.t - bp[q]);
             if slack < -dtol {
-                return bad(format!("dual constraint {c} violated at t = {} by {}", bp[q], -slack));
+                return bad(format!(
+                    "dual constraint {c} violated at t = {} by {}",
+                    bp[q], -slack
+                ));
             }
         }
     }
@@ -903,7 +1161,7 @@ fn levels_at(ctx: &Ctx, plan: &Plan, t: f64, bp: usize) -> (Vec<f64>, Vec<f64>) 
 /// free, a control whose dual state is positive is 0); its optimal basis D is the new
 /// basis at the point. The simplex paths from the neighbouring bases to D join them to
 /// it. Candidates only: the caller checks them.
-fn sclp_pivot(ctx: &Ctx, plan: &Plan, t: f64, what: Event) -> Vec<Vec<Rc<Rates>>> {
+fn sclp_pivot(ctx: &Ctx, plan: &Plan, t: f64, what: Event, wide: bool) -> Vec<Vec<Rc<Rates>>> {
     let bases = &plan.bases;
     let n = bases.len();
     // (left neighbour, right neighbour, breakpoint of the collision point).
@@ -948,7 +1206,11 @@ fn sclp_pivot(ctx: &Ctx, plan: &Plan, t: f64, what: Event) -> Vec<Vec<Rc<Rates>>
     // the simplex paths, and the colliding one.
     let mut universe: Vec<usize> = Vec::new();
     let mut add = |b: &[usize], other: &[usize]| {
-        for &c in b.iter().filter(|c| !other.contains(c)).chain(other.iter().filter(|c| !b.contains(c))) {
+        for &c in b
+            .iter()
+            .filter(|c| !other.contains(c))
+            .chain(other.iter().filter(|c| !b.contains(c)))
+        {
             if !universe.contains(&c) {
                 universe.push(c);
             }
@@ -972,25 +1234,50 @@ fn sclp_pivot(ctx: &Ctx, plan: &Plan, t: f64, what: Event) -> Vec<Vec<Rc<Rates>>
     {
         universe.push(c);
     }
+    // Wide: also the pivots of the sequence near the point.
+    let near = if wide {
+        bases[bp.saturating_sub(3)..(bp + 3).min(n)].to_vec()
+    } else {
+        Vec::new()
+    };
+    for w in near.windows(2) {
+        if let Some((o, i)) = pivot(&w[0], &w[1]) {
+            for c in [o, i] {
+                if !universe.contains(&c) {
+                    universe.push(c);
+                }
+            }
+        }
+    }
     let universe: Vec<usize> = universe
         .into_iter()
         .filter(|&c| !free[c] && !fixed[c])
         .collect();
     let mut out = Vec::new();
     for target in &targets {
-        join_at(ctx, plan, (left, right), (&path_l, &path_r), target, &universe, &mut out);
+        join_at(
+            ctx,
+            plan,
+            (left, right),
+            (&path_l, &path_r),
+            target,
+            &universe,
+            &mut out,
+        );
     }
     // Both neighbours: also any short valid path from one to the other.
     if let (Some(l), Some(r)) = (left, right) {
         for path in search_paths(ctx, &bases[l].basis, &bases[r].basis, &universe, 5, 40) {
             let mut v: Vec<Rc<Rates>> = bases[..=l].to_vec();
-            let ok = path[..path.len() - 1].iter().all(|b| match ctx.rates(b.clone()) {
-                Some(x) => {
-                    v.push(x);
-                    true
-                }
-                None => false,
-            });
+            let ok = path[..path.len() - 1]
+                .iter()
+                .all(|b| match ctx.rates(b.clone()) {
+                    Some(x) => {
+                        v.push(x);
+                        true
+                    }
+                    None => false,
+                });
             if ok {
                 v.extend_from_slice(&bases[r..]);
                 out.push(v);
@@ -1017,8 +1304,19 @@ fn search_paths(
     for depth in 1..=max_len {
         let mut stack: Vec<(Vec<usize>, Vec<Vec<usize>>)> = vec![(from.to_vec(), Vec::new())];
         while let Some((cur, path)) = stack.pop() {
-            let outs: Vec<usize> = cur.iter().copied().filter(|c| universe.contains(c)).collect();
-            let inns: Vec<usize> = universe.iter().copied().filter(|c| !cur.contains(c)).collect();
+            let outs: Vec<usize> = cur
+                .iter()
+                .copied()
+                .filter(|c| universe.contains(c))
+                .collect();
+            let inns: Vec<usize> = universe
+                .iter()
+                .copied()
+                .filter(|c| !cur.contains(c))
+                .collect();
+            if let Some(r) = ctx.rates(cur.clone()) {
+                ctx.expand(&r, &outs, &inns);
+            }
             // Columns still to change bound the pivots left.
             let differ = cur.iter().filter(|c| !to.contains(c)).count();
             if differ > depth - path.len() {
@@ -1059,8 +1357,8 @@ fn search_paths(
 }
 
 /// The rates LP max c'u with sign restrictions: states with `free` have a free rate
-/// (and must be basic), other states a rate >= 0; controls with `fixed` are 0, others
-/// >= 0. Warm-started from `start` by the primal simplex when it is primal feasible and
+/// (and must be basic), other states a rate >= 0; controls with `fixed` are 0, the
+/// others >= 0. Warm-started from `start` by the primal simplex when it is primal feasible and
 /// by the dual simplex when it is dual feasible (None otherwise, or when unbounded or
 /// infeasible). Returns the bases visited, `start` first and the optimum last.
 fn rates_lp(ctx: &Ctx, start: &[usize], free: &[bool], fixed: &[bool]) -> Option<Vec<Vec<usize>>> {
@@ -1068,34 +1366,28 @@ fn rates_lp(ctx: &Ctx, start: &[usize], free: &[bool], fixed: &[bool]) -> Option
     if start.iter().any(|&c| fixed[c]) || (0..n).any(|c| free[c] && !start.contains(&c)) {
         return None;
     }
-    let lu = ctx.factor(start)?;
+    // The revised simplex: one factorisation per pivot, columns and rows on demand.
     let mut basis = start.to_vec();
-    let mut tab = vec![0.0; m * n];
-    let mut a = vec![0.0; m];
-    for c in 0..n {
-        a.iter_mut().for_each(|v| *v = 0.0);
-        for &(r, v) in &ctx.cols[c] {
-            a[r] = v;
-        }
-        let col = lu.solve(&a);
-        for r in 0..m {
-            tab[r * n + c] = col[r];
-        }
-    }
-    let mut beta = lu.solve(&ctx.rhs);
-    let cb: Vec<f64> = basis.iter().map(|&c| ctx.cost[c]).collect();
-    let y = lu.solve_t(&cb);
-    let mut d: Vec<f64> = (0..n).map(|c| ctx.dot_col(c, &y) - ctx.cost[c]).collect();
     let mut is_basic = vec![false; n];
     basis.iter().for_each(|&c| is_basic[c] = true);
     let tol = ctx.tol;
-    let mut path = vec![{
-        let mut b = basis.clone();
-        b.sort_unstable();
-        b
-    }];
+    let mut path = vec![start.to_vec()];
+    let mut a = vec![0.0; m];
     for iter in 0..20 * (m + n) {
-        let bland = iter > 10 * (m + n) / 2;
+        let bland = iter > 5 * (m + n);
+        let lu = ctx.factor(&basis)?;
+        let beta = lu.solve(&ctx.rhs);
+        let cb: Vec<f64> = basis.iter().map(|&c| ctx.cost[c]).collect();
+        let y = lu.solve_t(&cb);
+        let d: Vec<f64> = (0..n)
+            .map(|c| {
+                if is_basic[c] {
+                    0.0
+                } else {
+                    ctx.dot_col(c, &y) - ctx.cost[c]
+                }
+            })
+            .collect();
         let primal_bad: Vec<usize> = (0..m)
             .filter(|&r| !free[basis[r]] && beta[r] < -tol)
             .collect();
@@ -1110,9 +1402,14 @@ fn rates_lp(ctx: &Ctx, start: &[usize], free: &[bool], fixed: &[bool]) -> Option
                 } else {
                     *dual_bad.iter().min_by(|&&a, &&b| d[a].total_cmp(&d[b]))?
                 };
+                a.iter_mut().for_each(|v| *v = 0.0);
+                for &(r, v) in &ctx.cols[e] {
+                    a[r] = v;
+                }
+                let col = lu.solve(&a);
                 let mut leave: Option<(usize, f64)> = None;
                 for r in 0..m {
-                    let v = tab[r * n + e];
+                    let v = col[r];
                     if free[basis[r]] || v <= 1e-11 {
                         continue;
                     }
@@ -1129,16 +1426,26 @@ fn rates_lp(ctx: &Ctx, start: &[usize], free: &[bool], fixed: &[bool]) -> Option
                 let r = if bland {
                     *primal_bad.iter().min_by_key(|&&r| basis[r])?
                 } else {
-                    *primal_bad.iter().min_by(|&&a, &&b| beta[a].total_cmp(&beta[b]))?
+                    *primal_bad
+                        .iter()
+                        .min_by(|&&a, &&b| beta[a].total_cmp(&beta[b]))?
                 };
+                let mut unit = vec![0.0; m];
+                unit[r] = 1.0;
+                let z = lu.solve_t(&unit);
                 let mut enter: Option<(usize, f64)> = None;
                 for c in 0..n {
-                    let v = tab[r * n + c];
-                    if is_basic[c] || fixed[c] || v >= -1e-11 {
+                    if is_basic[c] || fixed[c] {
+                        continue;
+                    }
+                    let v = ctx.dot_col(c, &z);
+                    if v >= -1e-11 {
                         continue;
                     }
                     let ratio = d[c].max(0.0) / -v;
-                    if enter.is_none_or(|(ec, ev)| ratio < ev - 1e-12 || (ratio <= ev + 1e-12 && c < ec)) {
+                    if enter.is_none_or(|(ec, ev)| {
+                        ratio < ev - 1e-12 || (ratio <= ev + 1e-12 && c < ec)
+                    }) {
                         enter = Some((c, ratio));
                     }
                 }
@@ -1146,24 +1453,6 @@ fn rates_lp(ctx: &Ctx, start: &[usize], free: &[bool], fixed: &[bool]) -> Option
             }
             (false, false) => return None,
         };
-        let pv = tab[r * n + e];
-        for c in 0..n {
-            tab[r * n + c] /= pv;
-        }
-        beta[r] /= pv;
-        for q in 0..m {
-            let f = tab[q * n + e];
-            if q != r && f != 0.0 {
-                for c in 0..n {
-                    tab[q * n + c] -= f * tab[r * n + c];
-                }
-                beta[q] -= f * beta[r];
-            }
-        }
-        let f = d[e];
-        for c in 0..n {
-            d[c] -= f * tab[r * n + c];
-        }
         is_basic[basis[r]] = false;
         is_basic[e] = true;
         basis[r] = e;
@@ -1174,14 +1463,13 @@ fn rates_lp(ctx: &Ctx, start: &[usize], free: &[bool], fixed: &[bool]) -> Option
     None
 }
 
-
 /// The candidate sequences that replace what lies between `left` and `right` (indices
 /// of the plan's bases; None at the ends) by a path through `target`.
 fn join_at(
     ctx: &Ctx,
     plan: &Plan,
     (left, right): (Option<usize>, Option<usize>),
-    (path_l, path_r): (&Option<Vec<Vec<usize>>>, &Option<Vec<Vec<usize>>>),
+    (path_l, path_r): (&Option<Path>, &Option<Path>),
     target: &[usize],
     universe: &[usize],
     out: &mut Vec<Vec<Rc<Rates>>>,
@@ -1207,9 +1495,9 @@ fn join_at(
         }
         ways
     };
-    let lefts = side(left, &path_l);
-    let rights = side(right, &path_r);
-        for l in lefts.iter().take(12) {
+    let lefts = side(left, path_l);
+    let rights = side(right, path_r);
+    for l in lefts.iter().take(12) {
         for r in rights.iter().take(12) {
             // l ends at the target; r runs from right's neighbour to the target.
             let mut middle: Vec<Vec<usize>> = l.clone();
@@ -1233,7 +1521,7 @@ fn join_at(
                 }
             }
             for b in &bases[suffix..] {
-                if !v.last().is_some_and(|x| x.basis == b.basis) {
+                if v.last().is_none_or(|x| x.basis != b.basis) {
                     v.push(b.clone());
                 }
             }

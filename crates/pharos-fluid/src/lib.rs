@@ -150,7 +150,10 @@ impl Sclp {
         }
         // At t = 0 the constraint reads F x(0) <= alpha: rows without F need alpha >= 0.
         for r in 0..k {
-            let touched = self.f.get(r).is_some_and(|row| row.iter().any(|v| *v != 0.0));
+            let touched = self
+                .f
+                .get(r)
+                .is_some_and(|row| row.iter().any(|v| *v != 0.0));
             if !touched && self.alpha[r] < 0.0 {
                 return invalid(format!(
                     "alpha[{r}] = {} < 0 with no state in row {r}: infeasible at t = 0",
@@ -209,7 +212,11 @@ impl Solution {
     /// (relative to the problem's scale), and the objective recomputed from u and x.
     pub fn verify(&self, p: &Sclp, tol: f64) -> Result<(), FluidError> {
         let scale = 1.0
-            + p.alpha.iter().chain(&p.a).chain(&p.b).fold(0.0f64, |m, v| m.max(v.abs()));
+            + p.alpha
+                .iter()
+                .chain(&p.a)
+                .chain(&p.b)
+                .fold(0.0f64, |m, v| m.max(v.abs()));
         let bad = |m: String| Err(FluidError::Solver(format!("unverified answer: {m}")));
         let n = self.u.len();
         if self.breakpoints.len() != n + 1
@@ -250,7 +257,9 @@ impl Solution {
                 return bad(format!("x < 0 at breakpoint {step}"));
             }
             for r in 0..p.k() {
-                let fx: f64 = p.f.get(r).map_or(0.0, |row| row.iter().zip(x).map(|(f, v)| f * v).sum());
+                let fx: f64 =
+                    p.f.get(r)
+                        .map_or(0.0, |row| row.iter().zip(x).map(|(f, v)| f * v).sum());
                 let slack = p.alpha[r] + p.a[r] * t - cum[r] - fx;
                 if slack < -tol * scale * (1.0 + t) {
                     return bad(format!("constraint {r} violated at t = {t} by {}", -slack));
@@ -282,8 +291,16 @@ impl Sclp {
         let neg = |v: &[f64]| v.iter().map(|x| -x).collect::<Vec<f64>>();
         Sclp {
             g: neg_t(&self.g, k, j),
-            f: if i > 0 { neg_t(&self.h, i, j) } else { Vec::new() },
-            h: if l > 0 { neg_t(&self.f, k, l) } else { Vec::new() },
+            f: if i > 0 {
+                neg_t(&self.h, i, j)
+            } else {
+                Vec::new()
+            },
+            h: if l > 0 {
+                neg_t(&self.f, k, l)
+            } else {
+                Vec::new()
+            },
             a: neg(&self.c),
             alpha: neg(&self.gamma),
             b: neg(&self.d),

@@ -34,7 +34,9 @@ impl Grid {
     pub fn points(&self, t: f64) -> Result<Vec<f64>, FluidError> {
         let pts = match self {
             Grid::Uniform(n) | Grid::Dense(n) if *n == 0 => {
-                return Err(FluidError::Invalid("a grid needs at least one interval".into()));
+                return Err(FluidError::Invalid(
+                    "a grid needs at least one interval".into(),
+                ));
             }
             Grid::Uniform(n) => (0..=*n).map(|k| t * k as f64 / *n as f64).collect(),
             Grid::Dense(n) => (0..=*n)
@@ -308,8 +310,11 @@ pub fn refine(p: &Sclp, start: usize, tol: f64, rounds: usize) -> Result<Solutio
         if let Some(dual) = &dual {
             add_events(&mut pts, dual, Some(p.t), eps);
         }
-        let mut lens: Vec<(f64, usize)> =
-            pts.windows(2).enumerate().map(|(w, x)| (x[1] - x[0], w)).collect();
+        let mut lens: Vec<(f64, usize)> = pts
+            .windows(2)
+            .enumerate()
+            .map(|(w, x)| (x[1] - x[0], w))
+            .collect();
         lens.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let mids: Vec<f64> = lens
             .iter()

@@ -90,7 +90,12 @@ impl FluidNetwork {
     /// h' x0 T + h' lambda T^2 / 2 - objective.
     pub fn cost(&self, objective: f64) -> f64 {
         let t = self.horizon;
-        let dot = |v: &[f64]| v.iter().zip(&self.holding_cost).map(|(a, h)| a * h).sum::<f64>();
+        let dot = |v: &[f64]| {
+            v.iter()
+                .zip(&self.holding_cost)
+                .map(|(a, h)| a * h)
+                .sum::<f64>()
+        };
         dot(&self.x0) * t + dot(&self.lambda) * t * t / 2.0 - objective
     }
 }

@@ -11,7 +11,10 @@ fn the_worked_example_by_the_discretised_lp() {
     let cost = net.cost(s.objective);
     // The exact optimum is 303.6665; the LP is a restriction, so it costs at least that
     // (the spec's LP with N = 2000: 303.6675).
-    assert!(cost >= 303.6665 - 1e-3 && (cost - 303.6665) / 303.6665 < 1e-5, "cost {cost}");
+    assert!(
+        cost >= 303.6665 - 1e-3 && (cost - 303.6665) / 303.6665 < 1e-5,
+        "cost {cost}"
+    );
     assert!(s.relative_gap() < 1e-7, "the IPM's own gap");
     // The allocations of the exact solution's four intervals.
     let at = |t: f64| {
@@ -46,7 +49,10 @@ fn finer_nested_grids_never_do_worse_on_random_networks() {
         let mut last = f64::NEG_INFINITY;
         for n in [10, 20, 40, 80] {
             let s = solve(&p, &Grid::Uniform(n)).unwrap();
-            assert!(s.objective >= last - 1e-6 * last.abs().max(1.0), "seed {seed} N {n}");
+            assert!(
+                s.objective >= last - 1e-6 * last.abs().max(1.0),
+                "seed {seed} N {n}"
+            );
             last = s.objective;
         }
     }
@@ -91,7 +97,10 @@ fn the_dual_brackets_the_exact_optimum_on_every_grid() {
     let mut last_gap = f64::INFINITY;
     for n in [20, 200, 2000] {
         let s = crate::lp::solve_bracketed(&p, &Grid::Uniform(n)).unwrap();
-        assert!(s.objective <= exact + 1e-4 && exact <= s.dual_objective + 1e-4, "N {n}: {s:?}");
+        assert!(
+            s.objective <= exact + 1e-4 && exact <= s.dual_objective + 1e-4,
+            "N {n}: {s:?}"
+        );
         let gap = s.dual_objective - s.objective;
         assert!(gap < last_gap, "N {n}: gap {gap}");
         last_gap = gap;
@@ -102,7 +111,9 @@ fn the_dual_brackets_the_exact_optimum_on_every_grid() {
     let p = mcqn(&McqnSpec::new(15, 3, 4)).unwrap();
     let fine = solve(&p, &Grid::Uniform(320)).unwrap().objective;
     let s = crate::lp::solve_bracketed(&p, &Grid::Uniform(20)).unwrap();
-    assert!(s.objective <= fine + 1e-6 * fine.abs() && fine <= s.dual_objective + 1e-6 * fine.abs());
+    assert!(
+        s.objective <= fine + 1e-6 * fine.abs() && fine <= s.dual_objective + 1e-6 * fine.abs()
+    );
 }
 
 #[test]
@@ -110,9 +121,18 @@ fn refining_on_events_certifies_the_worked_example_to_1e_8() {
     let net = worked_example();
     let p = net.to_sclp().unwrap();
     let s = crate::lp::refine(&p, 10, 1e-8, 30).unwrap();
-    assert!(s.relative_gap() <= 1e-8, "{} {}", s.method, s.relative_gap());
+    assert!(
+        s.relative_gap() <= 1e-8,
+        "{} {}",
+        s.method,
+        s.relative_gap()
+    );
     // The spec's exact cost, to its four decimals, with a few hundred intervals.
-    assert!((net.cost(s.objective) - 303.6665).abs() < 1e-4, "{}", net.cost(s.objective));
+    assert!(
+        (net.cost(s.objective) - 303.6665).abs() < 1e-4,
+        "{}",
+        net.cost(s.objective)
+    );
     assert!(s.u.len() < 1000, "{}", s.u.len());
     s.verify(&p, 1e-6).unwrap();
 }
@@ -130,7 +150,12 @@ fn the_worked_example_exactly() {
     for (got, want) in s.breakpoints.iter().zip([0.0, 0.112, 0.575, 8.333, 20.0]) {
         assert!((got - want).abs() < 1e-3, "breakpoints {:?}", s.breakpoints);
     }
-    let want = [[0.0, 0.0, 6.0], [0.0, 4.45, 1.55], [1.93, 2.42, 1.65], [1.5, 1.9, 1.3]];
+    let want = [
+        [0.0, 0.0, 6.0],
+        [0.0, 4.45, 1.55],
+        [1.93, 2.42, 1.65],
+        [1.5, 1.9, 1.3],
+    ];
     for (u, w) in s.u.iter().zip(want) {
         for q in 0..3 {
             assert!((u[q] - w[q]).abs() < 0.01, "{:?}", s.u);
@@ -139,15 +164,22 @@ fn the_worked_example_exactly() {
     // The duals come with it, feasible.
     assert_eq!(s.dual_controls.len(), 4);
     assert_eq!(s.dual_states.len(), 5);
-    assert!(s.dual_controls.iter().flatten().chain(s.dual_states.iter().flatten()).all(|v| *v >= -1e-9));
+    assert!(
+        s.dual_controls
+            .iter()
+            .flatten()
+            .chain(s.dual_states.iter().flatten())
+            .all(|v| *v >= -1e-9)
+    );
     // The fine LP is a restriction: never better than the exact optimum.
     let lp = solve(&p, &Grid::Uniform(400)).unwrap();
     assert!(lp.objective <= s.objective + 1e-9 * s.objective.abs());
 }
 
 /// Random networks, small and mid-sized: every exact answer lies in the bracket of the
-/// discretised LP (a restriction, below) and its dual (above), and the solver answers
-/// most of them; the rest are errors, never wrong answers.
+/// discretised LP (a restriction, below) and its dual (above). The solver answers 35 of
+/// these 36 exactly; the other (K = 12, seed 3: four intervals vanish at once near T)
+/// is an error that names the collision, for the LP fallback, never a wrong answer.
 #[test]
 fn exact_answers_lie_in_the_lp_bracket() {
     let mut solved = 0;
@@ -161,8 +193,14 @@ fn exact_answers_lie_in_the_lp_bracket() {
                     solved += 1;
                     let lp = crate::lp::solve_bracketed(&p, &Grid::Uniform(40)).unwrap();
                     let slack = 1e-6 * s.objective.abs().max(1.0);
-                    assert!(lp.objective <= s.objective + slack, "K {k} seed {seed}: LP above exact");
-                    assert!(s.objective <= lp.dual_objective + slack, "K {k} seed {seed}: exact above the dual bound");
+                    assert!(
+                        lp.objective <= s.objective + slack,
+                        "K {k} seed {seed}: LP above exact"
+                    );
+                    assert!(
+                        s.objective <= lp.dual_objective + slack,
+                        "K {k} seed {seed}: exact above the dual bound"
+                    );
                     assert!(s.relative_gap().abs() < 1e-7);
                 }
                 Err(FluidError::Solver(_)) => {}
@@ -170,7 +208,38 @@ fn exact_answers_lie_in_the_lp_bracket() {
             }
         }
     }
-    assert!(solved * 4 >= total * 3, "solved {solved} of {total}");
+    assert!(solved >= 35, "solved {solved} of {total}");
+}
+
+/// Many small random networks of every shape: the exact optimum always solves, lies in
+/// the fine LP's bracket, and the LP's gap to it shrinks as the grid is refined.
+#[test]
+fn property_exact_against_fine_lps_on_small_random_networks() {
+    for seed in 1..=30u64 {
+        let k = 2 + (seed as usize % 7);
+        let servers = 1 + (seed as usize % 3).min(k - 1);
+        let mut spec = McqnSpec::new(k, servers, 100 + seed);
+        spec.horizon = 20.0 + 10.0 * (seed % 5) as f64;
+        let p = mcqn(&spec).unwrap();
+        let s = crate::exact::solve(&p).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let coarse = crate::lp::solve_bracketed(&p, &Grid::Uniform(20)).unwrap();
+        let fine = crate::lp::solve_bracketed(&p, &Grid::Uniform(160)).unwrap();
+        let slack = 1e-6 * s.objective.abs().max(1.0);
+        for lp in [&coarse, &fine] {
+            assert!(
+                lp.objective <= s.objective + slack,
+                "seed {seed}: LP above exact"
+            );
+            assert!(
+                s.objective <= lp.dual_objective + slack,
+                "seed {seed}: exact above bound"
+            );
+        }
+        assert!(
+            s.objective - fine.objective <= s.objective - coarse.objective + slack,
+            "seed {seed}: the finer grid is further from the optimum"
+        );
+    }
 }
 
 #[test]
@@ -180,28 +249,55 @@ fn solve_auto_falls_back_with_a_reason_and_a_verified_lp() {
     let err = crate::exact::solve(&p).unwrap_err();
     assert!(err.to_string().contains("F states"), "{err}");
     let s = crate::exact::solve_auto(&p, &Grid::Uniform(100)).unwrap();
-    assert!(s.fallback.as_deref().is_some_and(|w| w.contains("F states")));
+    assert!(
+        s.fallback
+            .as_deref()
+            .is_some_and(|w| w.contains("F states"))
+    );
     s.verify(&p, 1e-6).unwrap();
     // A problem it does solve carries no fallback.
     let q = worked_example().to_sclp().unwrap();
-    assert!(crate::exact::solve_auto(&q, &Grid::Uniform(10)).unwrap().fallback.is_none());
+    assert!(
+        crate::exact::solve_auto(&q, &Grid::Uniform(10))
+            .unwrap()
+            .fallback
+            .is_none()
+    );
 }
 
 /// The queue-cap prototype of the spec (x <= lambda q as a second block of rows):
 /// solved exactly or by the fallback, and never outside the LP's bracket.
 #[test]
 fn the_queue_cap_prototype_is_answered_and_bracketed() {
-    let (x0, lambda, mu, h, q) = ([100.0, 100.0], [40.0, 20.0], [20.0, 10.0], [1.0, 1.0], [3.0, 6.0]);
-    let g = vec![vec![mu[0], 0.0], vec![0.0, mu[1]], vec![-mu[0], 0.0], vec![0.0, -mu[1]]];
+    let (x0, lambda, mu, h, q) = (
+        [100.0, 100.0],
+        [40.0, 20.0],
+        [20.0, 10.0],
+        [1.0, 1.0],
+        [3.0, 6.0],
+    );
+    let g = vec![
+        vec![mu[0], 0.0],
+        vec![0.0, mu[1]],
+        vec![-mu[0], 0.0],
+        vec![0.0, -mu[1]],
+    ];
     let p = Sclp {
-        c: (0..2).map(|j| (0..2).map(|r| g[r][j] * h[r]).sum()).collect(),
+        c: (0..2)
+            .map(|j| (0..2).map(|r| g[r][j] * h[r]).sum())
+            .collect(),
         g,
         h: vec![vec![1.0, 1.0]],
         f: Vec::new(),
         a: vec![lambda[0], lambda[1], -lambda[0], -lambda[1]],
         b: vec![4.0],
         d: Vec::new(),
-        alpha: vec![x0[0], x0[1], -x0[0] + lambda[0] * q[0], -x0[1] + lambda[1] * q[1]],
+        alpha: vec![
+            x0[0],
+            x0[1],
+            -x0[0] + lambda[0] * q[0],
+            -x0[1] + lambda[1] * q[1],
+        ],
         gamma: vec![-20.0, -20.0],
         t: 10.0,
     };
@@ -211,5 +307,8 @@ fn the_queue_cap_prototype_is_answered_and_bracketed() {
     let lp = crate::lp::solve_bracketed(&p, &Grid::Uniform(400)).unwrap();
     let slack = 1e-6 * lp.objective.abs().max(1.0);
     assert!(s.objective >= lp.objective - slack && s.objective <= lp.dual_objective + slack);
-    eprintln!("prototype: {} objective {} fallback {:?}", s.method, s.objective, s.fallback);
+    eprintln!(
+        "prototype: {} objective {} fallback {:?}",
+        s.method, s.objective, s.fallback
+    );
 }

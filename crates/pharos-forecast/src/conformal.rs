@@ -104,7 +104,8 @@ impl Calibrated {
     fn errors(&self, job: usize, h: usize) -> Cow<'_, [f64]> {
         let h = h.min(self.max_horizon.max(1) - 1);
         if let Some(s) = self.jobs.get(job) {
-            let own = s.offline.get(h).map_or(0, Vec::len) + s.online.get(h).map_or(0, VecDeque::len);
+            let own =
+                s.offline.get(h).map_or(0, Vec::len) + s.online.get(h).map_or(0, VecDeque::len);
             if own >= self.min_job_errors {
                 let mut e: Vec<f64> = s.offline.get(h).into_iter().flatten().copied().collect();
                 e.extend(s.online.get(h).into_iter().flatten().copied());

@@ -71,7 +71,11 @@ impl Acc {
         self.sq += e * e;
         for (k, (level, f)) in QUANTILES.iter().zip(q).enumerate() {
             let d = y - f;
-            self.pinball[k] += if d >= 0.0 { level * d } else { (level - 1.0) * d };
+            self.pinball[k] += if d >= 0.0 {
+                level * d
+            } else {
+                (level - 1.0) * d
+            };
         }
         self.covered += usize::from(y <= q[2]);
         self.n += 1;
@@ -95,7 +99,10 @@ impl Acc {
 impl EvalSet {
     fn day_index(&self, d: u32) -> Result<usize, ForecastError> {
         self.days.iter().position(|x| *x == d).ok_or_else(|| {
-            ForecastError::Invalid(format!("the trace has no day {d} (its days: {:?})", self.days))
+            ForecastError::Invalid(format!(
+                "the trace has no day {d} (its days: {:?})",
+                self.days
+            ))
         })
     }
 
@@ -240,7 +247,9 @@ impl EvalSet {
                 }
             };
             if by_job[j].insert(day, values).is_some() {
-                return Err(ForecastError::Invalid(format!("job {job}: day {day} appears twice")));
+                return Err(ForecastError::Invalid(format!(
+                    "job {job}: day {day} appears twice"
+                )));
             }
         }
         let Some(first) = by_job.first() else {
@@ -249,7 +258,9 @@ impl EvalSet {
         let days: Vec<u32> = first.keys().copied().collect();
         let day_minutes = first.values().next().map_or(0, Vec::len);
         if day_minutes == 0 {
-            return Err(ForecastError::Invalid("the trace's days have no minutes".into()));
+            return Err(ForecastError::Invalid(
+                "the trace's days have no minutes".into(),
+            ));
         }
         let mut values = Vec::with_capacity(jobs.len());
         for (name, m) in jobs.iter().zip(by_job) {

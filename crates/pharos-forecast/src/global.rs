@@ -277,9 +277,15 @@ impl Forecaster for GlobalLinear {
         qs: &[f64],
     ) -> Result<Vec<Vec<f64>>, ForecastError> {
         let w = &self.weights;
-        predict_with(job, history, horizon, qs, self.day_minutes, w.len(), |h, f| {
-            dot(&w[h], f)
-        })
+        predict_with(
+            job,
+            history,
+            horizon,
+            qs,
+            self.day_minutes,
+            w.len(),
+            |h, f| dot(&w[h], f),
+        )
     }
 }
 
@@ -312,7 +318,13 @@ impl Tree {
                     threshold,
                     left,
                     right,
-                } => i = if x[*feature] <= *threshold { *left } else { *right },
+                } => {
+                    i = if x[*feature] <= *threshold {
+                        *left
+                    } else {
+                        *right
+                    }
+                }
             }
         }
     }
@@ -333,9 +345,7 @@ fn bin(x: &[[f64; FEATURES]]) -> Binned {
     for f in 0..FEATURES {
         let mut v: Vec<f64> = x.iter().map(|r| r[f]).collect();
         v.sort_by(f64::total_cmp);
-        let mut e: Vec<f64> = (1..BINS)
-            .map(|k| v[(k * (v.len() - 1)) / BINS])
-            .collect();
+        let mut e: Vec<f64> = (1..BINS).map(|k| v[(k * (v.len() - 1)) / BINS]).collect();
         e.dedup();
         // Bin b holds values in (e[b - 1], e[b]]; the last bin everything above.
         let b = x
@@ -357,13 +367,7 @@ struct GbmParams {
     min_child: f64,
 }
 
-fn grow(
-    data: &Binned,
-    grad: &[f64],
-    hess: &[f64],
-    p: &GbmParams,
-    min_hess: f64,
-) -> Tree {
+fn grow(data: &Binned, grad: &[f64], hess: &[f64], p: &GbmParams, min_hess: f64) -> Tree {
     let mut tree = Tree::default();
     let all: Vec<u32> = (0..grad.len() as u32).collect();
     // (node index, samples, depth)
@@ -410,8 +414,9 @@ fn grow(
         match best {
             None => tree.nodes[node] = Node::Leaf(leaf_value(&idx)),
             Some((_, f, b)) => {
-                let (l, r): (Vec<u32>, Vec<u32>) =
-                    idx.iter().partition(|&&i| (data.bins[f][i as usize] as usize) <= b);
+                let (l, r): (Vec<u32>, Vec<u32>) = idx
+                    .iter()
+                    .partition(|&&i| (data.bins[f][i as usize] as usize) <= b);
                 let (li, ri) = (tree.nodes.len(), tree.nodes.len() + 1);
                 tree.nodes.push(Node::Leaf(0.0));
                 tree.nodes.push(Node::Leaf(0.0));
@@ -503,9 +508,15 @@ impl Forecaster for GlobalGbm {
         qs: &[f64],
     ) -> Result<Vec<Vec<f64>>, ForecastError> {
         let (lin, trees) = (&self.linear, &self.trees);
-        predict_with(job, history, horizon, qs, self.day_minutes, lin.len(), |h, f| {
-            dot(&lin[h], f) + trees[h].iter().map(|t| t.eval(f)).sum::<f64>()
-        })
+        predict_with(
+            job,
+            history,
+            horizon,
+            qs,
+            self.day_minutes,
+            lin.len(),
+            |h, f| dot(&lin[h], f) + trees[h].iter().map(|t| t.eval(f)).sum::<f64>(),
+        )
     }
 }
 

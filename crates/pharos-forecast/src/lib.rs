@@ -32,9 +32,7 @@ mod spec;
 pub use conformal::Calibrated;
 pub use ets::{Ets, Mstl};
 pub use global::{GlobalGbm, GlobalLinear};
-pub use simple::{
-    Adaptive, LastValue, LastValueQuantiles, Oracle, SeasonalNaive, WindowMax,
-};
+pub use simple::{Adaptive, LastValue, LastValueQuantiles, Oracle, SeasonalNaive, WindowMax};
 pub use spec::{BaseModel, FitCache, ForecastData, ForecasterSpec};
 
 /// Why a forecaster cannot fit or forecast.
@@ -42,8 +40,14 @@ pub use spec::{BaseModel, FitCache, ForecastData, ForecasterSpec};
 pub enum ForecastError {
     #[error("job {job}: the history is empty")]
     EmptyHistory { job: usize },
-    #[error("job {job}, minute {minute}: {value} is not a request count (negative or not a number)")]
-    BadValue { job: usize, minute: usize, value: f64 },
+    #[error(
+        "job {job}, minute {minute}: {value} is not a request count (negative or not a number)"
+    )]
+    BadValue {
+        job: usize,
+        minute: usize,
+        value: f64,
+    },
     #[error(
         "job {job}: {minutes} minutes of training history is not a whole number of {day_minutes}-minute days"
     )]
@@ -71,7 +75,9 @@ impl TrainSet {
     /// caller: it is an error here, not a silent zero).
     pub fn new(day_minutes: usize, jobs: Vec<Vec<f64>>) -> Result<Self, ForecastError> {
         if day_minutes == 0 {
-            return Err(ForecastError::Invalid("a day must have at least one minute".into()));
+            return Err(ForecastError::Invalid(
+                "a day must have at least one minute".into(),
+            ));
         }
         for (j, s) in jobs.iter().enumerate() {
             if s.is_empty() {
@@ -121,10 +127,7 @@ impl TrainSet {
 
 /// Checks a history: every value a finite, non-negative count.
 pub fn validate(job: usize, history: &[f64]) -> Result<(), ForecastError> {
-    match history
-        .iter()
-        .position(|v| !v.is_finite() || *v < 0.0)
-    {
+    match history.iter().position(|v| !v.is_finite() || *v < 0.0) {
         Some(minute) => Err(ForecastError::BadValue {
             job,
             minute,

@@ -1,8 +1,6 @@
 //! Forecasters without fitted parameters: they read the history they are shown.
 
-use crate::{
-    ForecastError, Forecaster, TrainSet, check_input, flat_quantiles, quantile_sorted,
-};
+use crate::{ForecastError, Forecaster, TrainSet, check_input, flat_quantiles, quantile_sorted};
 
 /// The last complete minute, held flat (a point forecast: every quantile the same).
 #[derive(Debug, Clone, Default)]

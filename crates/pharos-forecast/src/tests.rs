@@ -73,11 +73,23 @@ fn bad_input_is_an_error_naming_it() {
     assert_eq!(f.forecast(0, &[], 2, 0.5), vec![0.0, 0.0]);
     // Training data must be whole days of counts.
     let e = TrainSet::new(10, vec![vec![1.0; 20], vec![1.0; 15]]).unwrap_err();
-    assert!(matches!(e, ForecastError::NotWholeDays { job: 1, minutes: 15, .. }));
+    assert!(matches!(
+        e,
+        ForecastError::NotWholeDays {
+            job: 1,
+            minutes: 15,
+            ..
+        }
+    ));
     assert!(TrainSet::new(10, vec![vec![-1.0; 10]]).is_err());
     assert!(TrainSet::new(10, vec![vec![]]).is_err());
     // Names.
-    assert!("nope".parse::<ForecasterSpec>().unwrap_err().contains("unknown forecaster `nope`"));
+    assert!(
+        "nope"
+            .parse::<ForecasterSpec>()
+            .unwrap_err()
+            .contains("unknown forecaster `nope`")
+    );
     let s: ForecasterSpec = "ets+cal".parse().unwrap();
     assert_eq!(s, ForecasterSpec::calibrated(BaseModel::Ets));
     assert_eq!(s.to_string(), "ets+cal");
@@ -85,10 +97,14 @@ fn bad_input_is_an_error_naming_it() {
 
 /// A deterministic daily pattern (days of `day` minutes) with a seeded wobble.
 fn daily(days: usize, day: usize, level: f64, seed: u64) -> Vec<f64> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..days * day)
         .map(|t| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let noise = ((x >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.1 * level;
             let phase = std::f64::consts::TAU * (t % day) as f64 / day as f64;
             (level * (1.0 + 0.8 * phase.sin()) + noise).max(0.0)
@@ -110,17 +126,31 @@ fn rmse_of(f: &mut dyn Forecaster, series: &[f64], from: usize, horizon: usize) 
 
 #[test]
 fn ets_follows_a_trend_with_widening_intervals() {
-    let y: Vec<f64> = (0..60).map(|t| 100.0 + 2.0 * t as f64 + if t % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    let y: Vec<f64> = (0..60)
+        .map(|t| 100.0 + 2.0 * t as f64 + if t % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
     let q = Ets::default().predict(0, &y, 5, &[0.1, 0.5, 0.9]).unwrap();
     // The trend continues: about 220, 222, ... from the last point 218 +- 1.
-    assert!((q[1][0] - 220.0).abs() < 3.0 && (q[1][4] - 228.0).abs() < 5.0, "{q:?}");
+    assert!(
+        (q[1][0] - 220.0).abs() < 3.0 && (q[1][4] - 228.0).abs() < 5.0,
+        "{q:?}"
+    );
     for h in 0..5 {
         assert!(q[0][h] < q[1][h] && q[1][h] < q[2][h]);
     }
-    assert!(q[2][4] - q[0][4] > q[2][0] - q[0][0], "intervals widen with the horizon");
+    assert!(
+        q[2][4] - q[0][4] > q[2][0] - q[0][0],
+        "intervals widen with the horizon"
+    );
     // Too short for a fit, or constant: the last value.
-    assert_eq!(Ets::default().forecast(0, &[5.0, 6.0], 2, 0.9), vec![6.0, 6.0]);
-    assert_eq!(Ets::default().forecast(0, &[7.0; 30], 2, 0.9), vec![7.0, 7.0]);
+    assert_eq!(
+        Ets::default().forecast(0, &[5.0, 6.0], 2, 0.9),
+        vec![6.0, 6.0]
+    );
+    assert_eq!(
+        Ets::default().forecast(0, &[7.0; 30], 2, 0.9),
+        vec![7.0, 7.0]
+    );
 }
 
 #[test]
@@ -146,7 +176,10 @@ fn fitted_models_learn_the_daily_pattern() {
     a.fit(&train).unwrap();
     b.fit(&train).unwrap();
     let h = &series[..test_from];
-    assert_eq!(a.predict(0, h, 7, &[0.5]).unwrap(), b.predict(0, h, 7, &[0.5]).unwrap());
+    assert_eq!(
+        a.predict(0, h, 7, &[0.5]).unwrap(),
+        b.predict(0, h, 7, &[0.5]).unwrap()
+    );
     // A job the global model was not fitted on is forecast too (it is global); so is
     // one with a single minute of history.
     assert!(a.predict(5, &series[..100], 3, &[0.5]).is_ok());
@@ -212,9 +245,27 @@ fn evaluation_scores_by_hand() {
             .unwrap_err()
             .to_string()
     };
-    assert!(bad(eval::EvalConfig { test_days: vec![1], ..cfg.clone() }).contains("both"));
-    assert!(bad(eval::EvalConfig { test_days: vec![9], ..cfg.clone() }).contains("no day 9"));
-    assert!(bad(eval::EvalConfig { horizon: 9, ..cfg.clone() }).contains("must fit"));
+    assert!(
+        bad(eval::EvalConfig {
+            test_days: vec![1],
+            ..cfg.clone()
+        })
+        .contains("both")
+    );
+    assert!(
+        bad(eval::EvalConfig {
+            test_days: vec![9],
+            ..cfg.clone()
+        })
+        .contains("no day 9")
+    );
+    assert!(
+        bad(eval::EvalConfig {
+            horizon: 9,
+            ..cfg.clone()
+        })
+        .contains("must fit")
+    );
     let e = eval::EvalSet::from_days([
         ("a".to_string(), 1, vec![5.0; 10]),
         ("a".to_string(), 2, vec![5.0; 9]),
@@ -227,8 +278,8 @@ fn evaluation_scores_by_hand() {
     ])
     .unwrap_err();
     assert!(e.to_string().contains("same days"), "{e}");
-    let e = eval::EvalSet::from_days([("a".to_string(), 1, vec![5.0, 5.0, 5.0, -1.0])])
-        .unwrap_err();
+    let e =
+        eval::EvalSet::from_days([("a".to_string(), 1, vec![5.0, 5.0, 5.0, -1.0])]).unwrap_err();
     assert!(e.to_string().contains("day 1, minute 3: -1"), "{e}");
 }
 

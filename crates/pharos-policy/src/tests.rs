@@ -327,6 +327,12 @@ fn predictive_policies_size_the_starting_deployment_from_the_days_before() {
     // The default latency model: M/D/c for the fairness objectives, the upper bound
     // for the others.
     use crate::alloc::Objective;
-    assert_eq!(faro::default_model(Objective::FairSum), faro::ModelKind::Mdc);
-    assert_eq!(faro::default_model(Objective::Sum), faro::ModelKind::UpperBound);
+    assert_eq!(
+        faro::default_model(Objective::FairSum),
+        faro::ModelKind::Mdc
+    );
+    assert_eq!(
+        faro::default_model(Objective::Sum),
+        faro::ModelKind::UpperBound
+    );
 }

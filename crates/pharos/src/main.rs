@@ -282,7 +282,9 @@ fn forecast_eval(args: ForecastEvalArgs) -> Result<()> {
         series.push((s.job, day, s.requests_per_min));
     }
     let set = EvalSet::from_days(series).map_err(at)?;
-    let days = |flag: &str, s: &str| pharos_trace::parse_days(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+    let days = |flag: &str, s: &str| {
+        pharos_trace::parse_days(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+    };
     let cfg = EvalConfig {
         train_days: days("train-days", &args.train_days)?,
         test_days: days("test-days", &args.test_days)?,

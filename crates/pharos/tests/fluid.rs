@@ -17,29 +17,69 @@ fn pharos(args: &[&str]) -> Output {
 #[test]
 fn the_worked_example_file_solves_to_its_known_cost() {
     let file = root().join("examples/fluid-worked-example.json");
-    let o = pharos(&["fluid", "solve", file.to_str().unwrap(), "--intervals", "2000", "--json"]);
+    let o = pharos(&[
+        "fluid",
+        "solve",
+        file.to_str().unwrap(),
+        "--intervals",
+        "2000",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // Holding cost = h'x0 T + h'lambda T^2 / 2 - objective = 1780 + 6540 - objective.
     let cost = 8320.0 - s["objective"].as_f64().unwrap();
-    assert!((303.6665..303.6665 * (1.0 + 1e-5)).contains(&cost), "cost {cost}");
+    assert!(
+        (303.6665..303.6665 * (1.0 + 1e-5)).contains(&cost),
+        "cost {cost}"
+    );
     assert_eq!(s["u"].as_array().unwrap().len(), 2000);
     // Refined on events: the certified bracket closes to 1e-8 of the objective.
-    let o = pharos(&["fluid", "solve", file.to_str().unwrap(), "--method", "refine", "--intervals", "10", "--json"]);
+    let o = pharos(&[
+        "fluid",
+        "solve",
+        file.to_str().unwrap(),
+        "--method",
+        "refine",
+        "--intervals",
+        "10",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let (lo, hi) = (s["objective"].as_f64().unwrap(), s["dual_objective"].as_f64().unwrap());
+    let (lo, hi) = (
+        s["objective"].as_f64().unwrap(),
+        s["dual_objective"].as_f64().unwrap(),
+    );
     assert!(lo <= hi && hi - lo <= 1e-8 * lo, "{lo} {hi}");
     assert!((8320.0 - lo - 303.6665).abs() < 1e-4);
     // The exact method is not there yet: it says so.
-    let o = pharos(&["fluid", "solve", file.to_str().unwrap(), "--method", "exact"]);
+    let o = pharos(&[
+        "fluid",
+        "solve",
+        file.to_str().unwrap(),
+        "--method",
+        "exact",
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not built yet"));
 }
 
 #[test]
 fn generated_instances_are_seeded_and_bad_files_are_named() {
-    let generate = |seed: &str| pharos(&["fluid", "gen", "--k", "12", "--servers", "3", "--seed", seed]).stdout;
+    let generate = |seed: &str| {
+        pharos(&[
+            "fluid",
+            "gen",
+            "--k",
+            "12",
+            "--servers",
+            "3",
+            "--seed",
+            seed,
+        ])
+        .stdout
+    };
     assert_eq!(generate("5"), generate("5"));
     assert_ne!(generate("5"), generate("6"));
     let dir = std::env::temp_dir().join(format!("pharos-fluid-{}", std::process::id()));
@@ -53,5 +93,8 @@ fn generated_instances_are_seeded_and_bad_files_are_named() {
     let o = pharos(&["fluid", "solve", f.to_str().unwrap()]);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("g.json") && e.contains("c has 1 entries, expected 2"), "{e}");
+    assert!(
+        e.contains("g.json") && e.contains("c has 1 entries, expected 2"),
+        "{e}"
+    );
 }
