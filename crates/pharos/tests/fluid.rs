@@ -21,6 +21,8 @@ fn the_worked_example_file_solves_to_its_known_cost() {
         "fluid",
         "solve",
         file.to_str().unwrap(),
+        "--method",
+        "lp",
         "--intervals",
         "2000",
         "--json",
@@ -53,16 +55,30 @@ fn the_worked_example_file_solves_to_its_known_cost() {
     );
     assert!(lo <= hi && hi - lo <= 1e-8 * lo, "{lo} {hi}");
     assert!((8320.0 - lo - 303.6665).abs() < 1e-4);
-    // The exact method is not there yet: it says so.
-    let o = pharos(&[
-        "fluid",
-        "solve",
-        file.to_str().unwrap(),
-        "--method",
-        "exact",
-    ]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not built yet"));
+    // The default, exact: the four intervals of the spec's table, the cost to 1e-6,
+    // primal = dual, and the duals in the JSON.
+    let o = pharos(&["fluid", "solve", file.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (lo, hi) = (
+        s["objective"].as_f64().unwrap(),
+        s["dual_objective"].as_f64().unwrap(),
+    );
+    assert!((8320.0 - lo - 303.6665).abs() < 3e-4, "{lo}");
+    assert!((hi - lo).abs() <= 1e-9 * lo);
+    assert_eq!(s["u"].as_array().unwrap().len(), 4);
+    assert_eq!(s["dual_controls"].as_array().unwrap().len(), 4);
+    assert!(s.get("fallback").is_none());
+}
+
+#[test]
+fn the_queue_cap_prototype_falls_back_to_the_lp_and_says_why() {
+    let file = root().join("examples/fluid-queue-cap.json");
+    let o = pharos(&["fluid", "solve", file.to_str().unwrap(), "--intervals", "100"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("the exact solver did not solve it") && out.contains("impulse"), "{out}");
+    assert!(out.contains("method lp-uniform-100"), "{out}");
 }
 
 #[test]
