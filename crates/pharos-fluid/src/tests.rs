@@ -176,6 +176,20 @@ fn the_worked_example_exactly() {
     assert!(lp.objective <= s.objective + 1e-9 * s.objective.abs());
 }
 
+/// The exact objective lies between the discretised LP's (a restriction) and its dual
+/// SCLP's LP (a bound), to 1e-6.
+fn assert_in_bracket(exact: &crate::Solution, lp: &crate::Solution, what: &str) {
+    let slack = 1e-6 * exact.objective.abs().max(1.0);
+    assert!(
+        lp.objective <= exact.objective + slack,
+        "{what}: LP above exact"
+    );
+    assert!(
+        exact.objective <= lp.dual_objective + slack,
+        "{what}: exact above the bound"
+    );
+}
+
 /// Random networks, small and mid-sized: every exact answer lies in the bracket of the
 /// discretised LP (a restriction, below) and its dual (above). The solver answers 35 of
 /// these 36 exactly; the other (K = 12, seed 3: four intervals vanish at once near T)
@@ -192,15 +206,7 @@ fn exact_answers_lie_in_the_lp_bracket() {
                 Ok(s) => {
                     solved += 1;
                     let lp = crate::lp::solve_bracketed(&p, &Grid::Uniform(40)).unwrap();
-                    let slack = 1e-6 * s.objective.abs().max(1.0);
-                    assert!(
-                        lp.objective <= s.objective + slack,
-                        "K {k} seed {seed}: LP above exact"
-                    );
-                    assert!(
-                        s.objective <= lp.dual_objective + slack,
-                        "K {k} seed {seed}: exact above the dual bound"
-                    );
+                    assert_in_bracket(&s, &lp, &format!("K {k} seed {seed}"));
                     assert!(s.relative_gap().abs() < 1e-7);
                 }
                 Err(FluidError::Solver(_)) => {}
@@ -224,17 +230,10 @@ fn property_exact_against_fine_lps_on_small_random_networks() {
         let s = crate::exact::solve(&p).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let coarse = crate::lp::solve_bracketed(&p, &Grid::Uniform(20)).unwrap();
         let fine = crate::lp::solve_bracketed(&p, &Grid::Uniform(160)).unwrap();
-        let slack = 1e-6 * s.objective.abs().max(1.0);
         for lp in [&coarse, &fine] {
-            assert!(
-                lp.objective <= s.objective + slack,
-                "seed {seed}: LP above exact"
-            );
-            assert!(
-                s.objective <= lp.dual_objective + slack,
-                "seed {seed}: exact above bound"
-            );
+            assert_in_bracket(&s, lp, &format!("seed {seed}"));
         }
+        let slack = 1e-6 * s.objective.abs().max(1.0);
         assert!(
             s.objective - fine.objective <= s.objective - coarse.objective + slack,
             "seed {seed}: the finer grid is further from the optimum"
