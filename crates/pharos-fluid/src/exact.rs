@@ -345,8 +345,9 @@ impl<'a> Ctx<'a> {
             });
             let piv = col[pos];
             let key = Self::swap(&b.basis, o, i);
-            if piv.abs() <= 1e-9 {
-                self.cache.borrow_mut().insert(key, None);
+            // Near-singular pivots are left to a fresh factorisation.
+            let size = col.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            if piv.abs() <= 1e-9 * size.max(1e-300) {
                 continue;
             }
             let theta = b.prim[o] / piv;
@@ -503,8 +504,19 @@ impl Plan {
         let tol_slope = 1e-12;
         let consider = |v0: f64, v1: f64, norm: f64, ev: Event, out: &mut Look| {
             let val = v0 + t * v1;
-            out.worst = out.worst.min(val / norm);
-            if v1 < -tol_slope * norm {
+            // NaN counts as the worst.
+            out.worst = if val.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                out.worst.min(val / norm)
+            };
+            // Lengths have slopes without units; levels' slopes scale with the levels.
+            let slope_norm = if matches!(ev, Event::Time(_)) {
+                1.0
+            } else {
+                norm
+            };
+            if v1 < -tol_slope * slope_norm {
                 let at = t + val.max(0.0) / -v1;
                 if at < out.next {
                     out.next = at;
@@ -700,14 +712,21 @@ pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> 
     let mut history: Vec<Choice> = Vec::new();
     let mut backtracks = 0u64;
     let mut first_failure: Option<FluidError> = None;
-    loop {
+    let mut s = loop {
         let look = plan.look(&ctx, t);
-        if look.next >= p.t {
-            break;
-        }
-        let what = look.what.expect("a finite next comes with its event");
         let mut failure = None;
-        if look.next <= t * (1.0 + 1e-12) + 1e-14 {
+        if look.next >= p.t {
+            // T is reached: the answer, unless it fails its checks (then back up).
+            match build(&ctx, &plan, start) {
+                Ok(s) => break s,
+                Err(e) => failure = Some(e),
+            }
+        }
+        let what = look.what.unwrap_or(Event::Time(0));
+        let no_progress = look.next <= t * (1.0 + 1e-12) + 1e-14;
+        if failure.is_some() {
+            // Backing up below.
+        } else if no_progress {
             seen.insert(signature(&plan));
             stuck += 1;
             if stuck > 4 * plan.bases.len() + 50 {
@@ -781,8 +800,7 @@ pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> 
         if collisions > limit {
             return Err(FluidError::Solver(format!("over {limit} collisions")));
         }
-    }
-    let mut s = build(&ctx, &plan, start)?;
+    };
     s.iterations = collisions.min(u32::MAX as u64) as u32;
     let stats = ExactStats {
         collisions,
@@ -1023,8 +1041,8 @@ fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError>
     let (k, j, i) = (ctx.k, ctx.j, p.i());
     let bad = |m: String| Err(FluidError::Solver(format!("unverified answer: {m}")));
     let taus: Vec<f64> = plan.taus(p.t);
-    if taus.iter().any(|v| *v < -1e-9 * p.t.max(1.0)) {
-        return bad("a negative interval length".into());
+    if taus.iter().any(|v| !(*v >= -1e-9 * p.t.max(1.0))) {
+        return bad("a negative or undefined interval length".into());
     }
     let taus: Vec<f64> = taus.iter().map(|v| v.max(0.0)).collect();
     let n = taus.len();
@@ -1057,42 +1075,56 @@ fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError>
     }
     let mut objective = 0.0;
     let mut dual_objective = 0.0;
+    // The sizes of the terms, for a tolerance relative to what was added up.
+    let mut magnitude = 0.0;
     for q in 0..n {
         let (t0, t1, tau) = (bp[q], bp[q + 1], taus[q]);
         let mid = p.t - 0.5 * (t0 + t1);
-        objective += (0..j)
-            .map(|c| (tau * p.gamma[c] + tau * mid * p.c[c]) * u[q][c])
-            .sum::<f64>();
-        dual_objective += (0..k)
-            .map(|r| (tau * p.alpha[r] + 0.5 * (t1 * t1 - t0 * t0) * p.a[r]) * pp[q][r])
-            .sum::<f64>();
-        dual_objective += 0.5
-            * tau
-            * (0..i)
-                .map(|r| p.b[r] * (rr[q][r] + rr[q + 1][r]))
-                .sum::<f64>();
+        for c in 0..j {
+            let term = (tau * p.gamma[c] + tau * mid * p.c[c]) * u[q][c];
+            objective += term;
+            magnitude += term.abs();
+        }
+        for r in 0..k {
+            let term = (tau * p.alpha[r] + 0.5 * (t1 * t1 - t0 * t0) * p.a[r]) * pp[q][r];
+            dual_objective += term;
+            magnitude += term.abs();
+        }
+        for r in 0..i {
+            let term = 0.5 * tau * p.b[r] * (rr[q][r] + rr[q + 1][r]);
+            dual_objective += term;
+            magnitude += term.abs();
+        }
     }
     // Dual feasibility, recomputed from p and r: p >= 0, r >= 0 and the dual slack
-    // q(t) = sum_{after t} tau G'p + H'r(t) - gamma - c (T - t) >= 0 at every breakpoint.
-    let scale = ctx.tol / 1e-9;
-    let dtol = 1e-7 * scale * (1.0 + p.t);
+    // q(t) = sum_{after t} tau G'p + H'r(t) - gamma - c (T - t) >= 0 at every breakpoint,
+    // each within a tolerance relative to the sizes of its own terms (NaN fails).
+    let size = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let ptol = 1e-9 * (1.0 + pp.iter().map(|v| size(v)).fold(0.0, f64::max));
+    let rtol = 1e-9 * (1.0 + rr.iter().map(|v| size(v)).fold(0.0, f64::max));
     let mut gp = vec![0.0; j];
+    let mut gp_abs = vec![0.0; j];
     for q in (0..=n).rev() {
         if q < n {
-            if pp[q].iter().any(|v| *v < -dtol) {
+            if pp[q].iter().any(|v| !(*v >= -ptol)) {
                 return bad(format!("dual control p < 0 on interval {q}"));
             }
             for c in 0..j {
                 gp[c] += taus[q] * (0..k).map(|r| p.g[r][c] * pp[q][r]).sum::<f64>();
+                gp_abs[c] += taus[q] * (0..k).map(|r| (p.g[r][c] * pp[q][r]).abs()).sum::<f64>();
             }
         }
-        if rr[q].iter().any(|v| *v < -dtol) {
+        if rr[q].iter().any(|v| !(*v >= -rtol)) {
             return bad(format!("dual state r < 0 at breakpoint {q}"));
         }
         for c in 0..j {
             let hr: f64 = (0..i).map(|r| p.h[r][c] * rr[q][r]).sum();
-            let slack = gp[c] + hr - p.gamma[c] - p.c[c] * (p.t - bp[q]);
-            if slack < -dtol {
+            let hr_abs: f64 = (0..i).map(|r| (p.h[r][c] * rr[q][r]).abs()).sum();
+            let rest = p.gamma[c] + p.c[c] * (p.t - bp[q]);
+            let slack = gp[c] + hr - rest;
+            let tol = 1e-7
+                * (1e-9 + gp_abs[c] + hr_abs + p.gamma[c].abs() + (p.c[c] * (p.t - bp[q])).abs());
+            if !(slack >= -tol) {
                 return bad(format!(
                     "dual constraint {c} violated at t = {} by {}",
                     bp[q], -slack
@@ -1126,7 +1158,11 @@ fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError>
         fallback: None,
     };
     s.verify(p, 1e-7)?;
-    if (s.dual_objective - s.objective).abs() > 1e-7 * s.objective.abs().max(scale) {
+    let gap = (s.dual_objective - s.objective).abs();
+    if !(s.objective.is_finite()
+        && s.dual_objective.is_finite()
+        && gap <= 1e-9 * (1e-12 + magnitude))
+    {
         return bad(format!(
             "primal {} and dual {} objectives differ",
             s.objective, s.dual_objective

@@ -311,3 +311,16 @@ fn the_queue_cap_prototype_is_answered_and_bracketed() {
         s.method, s.objective, s.fallback
     );
 }
+
+/// Numbers so large that the arithmetic overflows give an error, never a "verified"
+/// answer made of infinities or NaN.
+#[test]
+fn overflowing_data_is_refused_not_verified() {
+    let mut p = worked_example().to_sclp().unwrap();
+    p.alpha = vec![1e300; 3];
+    p.a = vec![1e300; 3];
+    match crate::exact::solve(&p) {
+        Ok(s) => assert!(s.objective.is_finite() && s.dual_objective.is_finite()),
+        Err(e) => assert!(matches!(e, FluidError::Solver(_)), "{e}"),
+    }
+}
