@@ -9,9 +9,11 @@
 //! requests per minute, `cpus` virtual CPUs.
 
 mod error;
+mod graph;
 mod inference;
 mod slo;
 
 pub use error::SpecError;
+pub use graph::{Function, Graph, GraphDecision, GraphPolicy, GraphView};
 pub use inference::{ClusterView, Decision, InferencePolicy, JobCounters, JobView};
 pub use slo::Slo;

@@ -13,6 +13,7 @@
 mod config;
 mod dist;
 pub mod engine;
+pub mod graph;
 mod metrics;
 
 pub use config::{ArrivalCount, ClusterConfig, OverCapacity, SimConfig, SimJob};

@@ -1,0 +1,840 @@
+//! Discrete-event simulation of function graphs (serverless applications).
+//!
+//! Requests enter each application at its entry function as a Poisson process whose rate
+//! is the trace's count for the minute. Every function has one FIFO queue in front of
+//! its replicas; a replica with r units of resource serves one request at a time, for
+//! an exponential time of mean 1 / (mu r) (the rates of the fluid model). A request
+//! fails when it finds `queue_cap` requests waiting or has waited `timeout_s`; after
+//! service it moves on by the routing probabilities or leaves, and its end-to-end
+//! response time (entry to leaving) is recorded for its application.
+//!
+//! A policy decides every `interval_s` a replica count and a resource per replica per
+//! function. New replicas are ready after `cold_start_s`; removed ones go starting
+//! first, then idle, then busy ones finish their request and leave. A new resource per
+//! replica applies at once to starting and idle replicas and to busy ones when they
+//! finish. The pool's capacity bounds the sum of replicas x resource: increases beyond
+//! it are scaled down in proportion (whole replicas).
+//!
+//! Random streams (arrivals per app, service and routing per function) are seeded from
+//! one seed, so two policies on the same seed see the same arrivals.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+
+use pharos_core::{
+    ClusterView, Graph, GraphDecision, GraphPolicy, GraphView, JobCounters, JobView, Slo, SpecError,
+};
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+use serde::Serialize;
+
+/// A function-graph run.
+#[derive(Debug, Clone)]
+pub struct GraphSimConfig {
+    pub graph: Graph,
+    /// The pool's resource (CPUs).
+    pub capacity: f64,
+    pub cold_start_s: f64,
+    /// Requests per minute entering each application, minute by minute (every app the
+    /// same number of minutes).
+    pub load_rpm: Vec<Vec<f64>>,
+    /// Replicas every function has at the start, before the policy's initial decision.
+    pub initial_replicas: u32,
+    pub seed: u64,
+}
+
+impl GraphSimConfig {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.graph.validate()?;
+        SpecError::check_positive("capacity", self.capacity)?;
+        SpecError::check_non_negative("cold_start_s", self.cold_start_s)?;
+        if self.load_rpm.len() != self.graph.apps.len() {
+            return Err(SpecError::new("load", "one load per app"));
+        }
+        let minutes = self.load_rpm[0].len();
+        if minutes == 0 {
+            return Err(SpecError::new("load", "the load has no minutes"));
+        }
+        for (a, l) in self.load_rpm.iter().enumerate() {
+            if l.len() != minutes {
+                return Err(SpecError::new(
+                    format!("load[{a}]"),
+                    "apps' loads differ in length",
+                ));
+            }
+            if let Some(m) = l.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+                return Err(SpecError::new(
+                    format!("load[{a}][{m}]"),
+                    "must be a count >= 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One application's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppResult {
+    pub name: String,
+    pub arrivals: u64,
+    pub completed: u64,
+    /// Requests that timed out or found a full queue anywhere in the graph.
+    pub failed: u64,
+    /// End-to-end response time of completed requests.
+    pub mean_s: f64,
+    pub p99_s: f64,
+    /// Resource-seconds held by the app's replicas (starting ones included).
+    pub resource_s: f64,
+}
+
+/// One function's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionResult {
+    pub name: String,
+    pub served: u64,
+    pub timed_out: u64,
+    pub queue_full: u64,
+    /// Time-mean replicas held and resource held.
+    pub mean_replicas: f64,
+    pub mean_resource: f64,
+    /// Time-mean share of ready replicas busy.
+    pub utilisation: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphRunResult {
+    pub apps: Vec<AppResult>,
+    pub functions: Vec<FunctionResult>,
+    pub duration_s: f64,
+    pub decisions: u64,
+    /// Per minute: resource held (all apps) and requests failed.
+    pub minute_resource: Vec<f64>,
+    pub minute_failed: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ev {
+    Arrival(usize),
+    Done(usize, usize, u64),
+    Ready(usize, usize, u64),
+    Timeout(usize, u64),
+    Decide,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    t: f64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Timed {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Timed {}
+impl PartialOrd for Timed {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Timed {
+    /// Earliest first in a max-heap; ties by insertion order.
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.t.total_cmp(&self.t).then(o.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Req {
+    id: u64,
+    app: usize,
+    origin: f64,
+    enq: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RepState {
+    Starting,
+    Idle,
+    Busy,
+    Gone,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rep {
+    state: RepState,
+    resource: f64,
+    retire: bool,
+    /// The request in service, and when it started.
+    req: Option<Req>,
+    /// Replicas are reused slot by slot; events carry the generation they were for.
+    generation: u64,
+}
+
+struct Func {
+    queue: VecDeque<Req>,
+    reps: Vec<Rep>,
+    target: u32,
+    resource: f64,
+    counters: JobCounters,
+    served: u64,
+    timed_out: u64,
+    queue_full: u64,
+    held_replica_s: f64,
+    held_resource_s: f64,
+    rng_service: Pcg64Mcg,
+    rng_route: Pcg64Mcg,
+    minute_arrivals: Vec<u32>,
+}
+
+impl Func {
+    fn count(&self, s: RepState) -> u32 {
+        self.reps.iter().filter(|r| r.state == s).count() as u32
+    }
+    fn held(&self) -> (u32, f64) {
+        let live = self.reps.iter().filter(|r| r.state != RepState::Gone);
+        live.fold((0, 0.0), |(n, r), rep| (n + 1, r + rep.resource))
+    }
+}
+
+fn stream_seed(seed: u64, index: usize, stream: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add((index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn exp(rng: &mut Pcg64Mcg, rate: f64) -> f64 {
+    let u: f64 = rng.random();
+    -(1.0 - u).ln() / rate
+}
+
+struct Sim<'a> {
+    cfg: &'a GraphSimConfig,
+    now: f64,
+    seq: u64,
+    heap: BinaryHeap<Timed>,
+    funcs: Vec<Func>,
+    rng_arrival: Vec<Pcg64Mcg>,
+    next_id: u64,
+    external: Vec<u64>,
+    app_completed: Vec<u64>,
+    app_failed: Vec<u64>,
+    app_latency: Vec<Vec<f64>>,
+    app_resource_s: Vec<f64>,
+    minute_resource: Vec<f64>,
+    minute_failed: Vec<u64>,
+    generation: u64,
+}
+
+impl Sim<'_> {
+    fn push(&mut self, t: f64, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Timed {
+            t,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    /// Integrate the time-weighted counters up to `t`.
+    fn advance(&mut self, t: f64) {
+        let dt = t - self.now;
+        if dt <= 0.0 {
+            return;
+        }
+        let minutes = self.minute_resource.len();
+        let m = ((self.now / 60.0) as usize).min(minutes - 1);
+        for (j, f) in self.funcs.iter_mut().enumerate() {
+            let busy = f.count(RepState::Busy);
+            let ready = busy + f.count(RepState::Idle);
+            let (n, r) = f.held();
+            f.counters.ongoing_req_s += dt * (f.queue.len() as f64 + busy as f64);
+            f.counters.busy_replica_s += dt * busy as f64;
+            f.counters.ready_replica_s += dt * ready as f64;
+            f.held_replica_s += dt * n as f64;
+            f.held_resource_s += dt * r;
+            self.app_resource_s[self.cfg.graph.functions[j].app] += dt * r;
+            self.minute_resource[m] += dt * r / 60.0;
+        }
+        self.now = t;
+    }
+
+    fn fail(&mut self, app: usize) {
+        self.app_failed[app] += 1;
+        let m = ((self.now / 60.0) as usize).min(self.minute_failed.len() - 1);
+        self.minute_failed[m] += 1;
+    }
+
+    /// A request reaches function j.
+    fn enter(&mut self, j: usize, mut req: Req) {
+        req.enq = self.now;
+        let f = &mut self.funcs[j];
+        f.counters.arrivals += 1;
+        let minute = (self.now / 60.0) as usize;
+        if f.minute_arrivals.len() <= minute {
+            f.minute_arrivals.resize(minute + 1, 0);
+        }
+        f.minute_arrivals[minute] += 1;
+        if let Some(k) = f.reps.iter().position(|r| r.state == RepState::Idle) {
+            self.start(j, k, req);
+            return;
+        }
+        if f.queue.len() as u32 >= self.cfg.graph.functions[j].queue_cap {
+            f.queue_full += 1;
+            f.counters.dropped += 1;
+            self.fail(req.app);
+            return;
+        }
+        f.queue.push_back(req);
+        let timeout = self.cfg.graph.functions[j].timeout_s;
+        self.push(self.now + timeout, Ev::Timeout(j, req.id));
+    }
+
+    fn start(&mut self, j: usize, k: usize, req: Req) {
+        let mu = self.cfg.graph.functions[j].mu;
+        let f = &mut self.funcs[j];
+        let rep = &mut f.reps[k];
+        rep.state = RepState::Busy;
+        rep.req = Some(req);
+        let d = exp(&mut f.rng_service, mu * rep.resource);
+        let generation = rep.generation;
+        self.push(self.now + d, Ev::Done(j, k, generation));
+    }
+
+    /// Replica k of j is free: take the next request, or idle, or leave.
+    fn free(&mut self, j: usize, k: usize) {
+        let f = &mut self.funcs[j];
+        let target_res = f.resource;
+        let rep = &mut f.reps[k];
+        rep.req = None;
+        rep.resource = target_res;
+        if rep.retire {
+            rep.state = RepState::Gone;
+            return;
+        }
+        rep.state = RepState::Idle;
+        if let Some(req) = f.queue.pop_front() {
+            self.start(j, k, req);
+        }
+    }
+
+    fn done(&mut self, j: usize, k: usize, generation: u64) {
+        let rep = &self.funcs[j].reps[k];
+        if rep.generation != generation || rep.state != RepState::Busy {
+            return;
+        }
+        let Some(req) = rep.req else {
+            return;
+        };
+        let latency = self.now - req.enq;
+        {
+            let f = &mut self.funcs[j];
+            f.served += 1;
+            f.counters.completed += 1;
+            f.counters.latency_sum_s += latency;
+        }
+        // Route onwards.
+        let u: f64 = self.funcs[j].rng_route.random();
+        let mut acc = 0.0;
+        let mut next = None;
+        for &(to, p) in &self.cfg.graph.functions[j].routes {
+            acc += p;
+            if u < acc {
+                next = Some(to);
+                break;
+            }
+        }
+        self.free(j, k);
+        match next {
+            Some(to) => self.enter(to, req),
+            None => {
+                self.app_completed[req.app] += 1;
+                self.app_latency[req.app].push(self.now - req.origin);
+            }
+        }
+    }
+
+    fn timeout(&mut self, j: usize, id: u64) {
+        let f = &mut self.funcs[j];
+        if let Some(pos) = f.queue.iter().position(|r| r.id == id) {
+            let req = f.queue.remove(pos).expect("found");
+            f.timed_out += 1;
+            f.counters.dropped += 1;
+            self.fail(req.app);
+        }
+    }
+
+    fn ready(&mut self, j: usize, k: usize, generation: u64) {
+        let rep = &mut self.funcs[j].reps[k];
+        if rep.state != RepState::Starting || rep.generation != generation {
+            return;
+        }
+        rep.state = RepState::Idle;
+        if let Some(req) = self.funcs[j].queue.pop_front() {
+            self.start(j, k, req);
+        }
+    }
+
+    /// Apply a decision: clamp, fit the pool, then scale.
+    fn apply(&mut self, d: &GraphDecision) {
+        let g = &self.cfg.graph;
+        let n = g.functions.len();
+        let mut want: Vec<(u32, f64)> = (0..n)
+            .map(|j| {
+                let f = &g.functions[j];
+                let cur = &self.funcs[j];
+                let reps = d.replicas[j].unwrap_or(cur.target).min(f.max_replicas);
+                let res = d.resource[j]
+                    .filter(|r| r.is_finite())
+                    .unwrap_or(cur.resource)
+                    .clamp(f.resource[0], f.resource[1]);
+                (reps, res)
+            })
+            .collect();
+        // The pool: what stays plus the increases, scaled to fit.
+        let held: Vec<f64> = self.funcs.iter().map(|f| f.held().1).collect();
+        let asked: Vec<f64> = want.iter().map(|(r, x)| *r as f64 * x).collect();
+        let keep: f64 = (0..n).map(|j| asked[j].min(held[j])).sum();
+        let extra: f64 = (0..n).map(|j| (asked[j] - held[j]).max(0.0)).sum();
+        let room = (self.cfg.capacity - keep).max(0.0);
+        if extra > room + 1e-9 {
+            let share = if extra > 0.0 { room / extra } else { 0.0 };
+            for j in 0..n {
+                let inc = (asked[j] - held[j]).max(0.0);
+                if inc > 0.0 {
+                    let allowed = held[j].min(asked[j]) + inc * share;
+                    want[j].0 = ((allowed / want[j].1) + 1e-9).floor() as u32;
+                }
+            }
+        }
+        for (j, (reps, res)) in want.into_iter().enumerate() {
+            self.scale(j, reps, res);
+        }
+    }
+
+    fn scale(&mut self, j: usize, target: u32, res: f64) {
+        let cold = self.cfg.cold_start_s;
+        let now = self.now;
+        let f = &mut self.funcs[j];
+        f.target = target;
+        f.resource = res;
+        for r in f.reps.iter_mut() {
+            if matches!(r.state, RepState::Starting | RepState::Idle) {
+                r.resource = res;
+            }
+        }
+        let live = |f: &Func| {
+            f.reps
+                .iter()
+                .filter(|r| r.state != RepState::Gone && !r.retire)
+                .count() as u32
+        };
+        // Down: starting, then idle, then busy (retire after the request).
+        let mut excess = live(f).saturating_sub(target);
+        for state in [RepState::Starting, RepState::Idle, RepState::Busy] {
+            for r in f.reps.iter_mut().rev() {
+                if excess == 0 {
+                    break;
+                }
+                if r.state == state && !r.retire {
+                    if state == RepState::Busy {
+                        r.retire = true;
+                    } else {
+                        r.state = RepState::Gone;
+                    }
+                    excess -= 1;
+                }
+            }
+        }
+        // Up: a retiring replica is kept instead of starting a new one.
+        let mut missing = target.saturating_sub(live(f));
+        for r in f.reps.iter_mut() {
+            if missing == 0 {
+                break;
+            }
+            if r.retire && r.state == RepState::Busy {
+                r.retire = false;
+                missing -= 1;
+            }
+        }
+        let mut started: Vec<(usize, u64)> = Vec::new();
+        for _ in 0..missing {
+            self.generation += 1;
+            let rep = Rep {
+                state: RepState::Starting,
+                resource: res,
+                retire: false,
+                req: None,
+                generation: self.generation,
+            };
+            let slot = match f.reps.iter().position(|r| r.state == RepState::Gone) {
+                Some(k) => {
+                    f.reps[k] = rep;
+                    k
+                }
+                None => {
+                    f.reps.push(rep);
+                    f.reps.len() - 1
+                }
+            };
+            started.push((slot, self.generation));
+        }
+        for (k, generation) in started {
+            if cold <= 0.0 {
+                self.ready(j, k, generation);
+            } else {
+                self.push(now + cold, Ev::Ready(j, k, generation));
+            }
+        }
+    }
+
+    fn view_jobs(&self) -> Vec<JobView<'_>> {
+        let g = &self.cfg.graph;
+        self.funcs
+            .iter()
+            .enumerate()
+            .map(|(j, f)| {
+                let spec = &g.functions[j];
+                JobView {
+                    name: &spec.name,
+                    slo: Slo {
+                        latency_s: spec.timeout_s,
+                        percentile: 99.0,
+                    },
+                    processing_time_s: 1.0 / (spec.mu * f.resource),
+                    cpus_per_replica: f.resource,
+                    min_replicas: 0,
+                    max_replicas: spec.max_replicas,
+                    max_concurrent: 1,
+                    target_replicas: f.target,
+                    ready_replicas: f.count(RepState::Idle) + f.count(RepState::Busy),
+                    starting_replicas: f.count(RepState::Starting),
+                    queued: f.queue.len() as u32,
+                    in_flight: f.count(RepState::Busy),
+                    accept_rate: 1.0,
+                    counters: f.counters,
+                    minute_arrivals: &f.minute_arrivals
+                        [..f.minute_arrivals.len().min((self.now / 60.0) as usize)],
+                }
+            })
+            .collect()
+    }
+
+    fn decide(&mut self, policy: &mut dyn GraphPolicy, initial: bool) {
+        let held: f64 = self.funcs.iter().map(|f| f.held().1).sum();
+        let jobs = self.view_jobs();
+        let view = GraphView {
+            cluster: ClusterView {
+                now_s: self.now,
+                capacity_cpus: self.cfg.capacity,
+                free_cpus: (self.cfg.capacity - held).max(0.0),
+                jobs: &jobs,
+            },
+            graph: &self.cfg.graph,
+            external_arrivals: &self.external,
+        };
+        let d = if initial {
+            policy.initial_decision(&view)
+        } else {
+            policy.decide(&view)
+        };
+        drop(jobs);
+        let n = self.cfg.graph.functions.len();
+        if d.replicas.len() == n && d.resource.len() == n {
+            self.apply(&d);
+        }
+    }
+}
+
+/// Run `policy` on the configuration.
+pub fn run(
+    cfg: &GraphSimConfig,
+    policy: &mut dyn GraphPolicy,
+) -> Result<GraphRunResult, SpecError> {
+    cfg.validate()?;
+    let g = &cfg.graph;
+    let minutes = cfg.load_rpm[0].len();
+    let end = minutes as f64 * 60.0;
+    let funcs = g
+        .functions
+        .iter()
+        .enumerate()
+        .map(|(j, f)| Func {
+            queue: VecDeque::new(),
+            reps: Vec::new(),
+            target: 0,
+            resource: f.fixed_resource(),
+            counters: JobCounters::default(),
+            served: 0,
+            timed_out: 0,
+            queue_full: 0,
+            held_replica_s: 0.0,
+            held_resource_s: 0.0,
+            rng_service: Pcg64Mcg::seed_from_u64(stream_seed(cfg.seed, j, 2)),
+            rng_route: Pcg64Mcg::seed_from_u64(stream_seed(cfg.seed, j, 3)),
+            minute_arrivals: Vec::new(),
+        })
+        .collect();
+    let apps = g.apps.len();
+    let mut sim = Sim {
+        cfg,
+        now: 0.0,
+        seq: 0,
+        heap: BinaryHeap::new(),
+        funcs,
+        rng_arrival: (0..apps)
+            .map(|a| Pcg64Mcg::seed_from_u64(stream_seed(cfg.seed, a, 1)))
+            .collect(),
+        next_id: 0,
+        external: vec![0; apps],
+        app_completed: vec![0; apps],
+        app_failed: vec![0; apps],
+        app_latency: vec![Vec::new(); apps],
+        app_resource_s: vec![0.0; apps],
+        minute_resource: vec![0.0; minutes],
+        minute_failed: vec![0; minutes],
+        generation: 0,
+    };
+    // The deployment that exists before traffic: ready at t = 0.
+    for j in 0..g.functions.len() {
+        let res = sim.funcs[j].resource;
+        sim.scale_ready(j, cfg.initial_replicas, res);
+    }
+    sim.decide(policy, true);
+    for j in 0..g.functions.len() {
+        for r in sim.funcs[j].reps.iter_mut() {
+            if r.state == RepState::Starting {
+                r.state = RepState::Idle;
+            }
+        }
+    }
+    for a in 0..apps {
+        schedule_arrival(&mut sim, a, 0.0);
+    }
+    let interval = policy.interval_s().max(1e-3);
+    sim.push(interval, Ev::Decide);
+    let mut decisions = 0;
+    while let Some(Timed { t, ev, .. }) = sim.heap.pop() {
+        if t > end {
+            break;
+        }
+        sim.advance(t);
+        match ev {
+            Ev::Arrival(a) => {
+                sim.next_id += 1;
+                sim.external[a] += 1;
+                let req = Req {
+                    id: sim.next_id,
+                    app: a,
+                    origin: t,
+                    enq: t,
+                };
+                sim.enter(g.entries[a], req);
+                schedule_arrival(&mut sim, a, t);
+            }
+            Ev::Done(j, k, generation) => sim.done(j, k, generation),
+            Ev::Ready(j, k, generation) => sim.ready(j, k, generation),
+            Ev::Timeout(j, id) => sim.timeout(j, id),
+            Ev::Decide => {
+                decisions += 1;
+                sim.decide(policy, false);
+                sim.push(t + interval, Ev::Decide);
+            }
+        }
+    }
+    sim.advance(end);
+    let app_results = (0..apps)
+        .map(|a| {
+            let lat = &mut sim.app_latency[a];
+            lat.sort_by(f64::total_cmp);
+            let mean = if lat.is_empty() {
+                0.0
+            } else {
+                lat.iter().sum::<f64>() / lat.len() as f64
+            };
+            let p99 = if lat.is_empty() {
+                0.0
+            } else {
+                lat[((lat.len() as f64 * 0.99).ceil() as usize).clamp(1, lat.len()) - 1]
+            };
+            AppResult {
+                name: g.apps[a].clone(),
+                arrivals: sim.external[a],
+                completed: sim.app_completed[a],
+                failed: sim.app_failed[a],
+                mean_s: mean,
+                p99_s: p99,
+                resource_s: sim.app_resource_s[a],
+            }
+        })
+        .collect();
+    let functions = sim
+        .funcs
+        .iter()
+        .enumerate()
+        .map(|(j, f)| FunctionResult {
+            name: g.functions[j].name.clone(),
+            served: f.served,
+            timed_out: f.timed_out,
+            queue_full: f.queue_full,
+            mean_replicas: f.held_replica_s / end,
+            mean_resource: f.held_resource_s / end,
+            utilisation: if f.counters.ready_replica_s > 0.0 {
+                f.counters.busy_replica_s / f.counters.ready_replica_s
+            } else {
+                0.0
+            },
+        })
+        .collect();
+    Ok(GraphRunResult {
+        apps: app_results,
+        functions,
+        duration_s: end,
+        decisions,
+        minute_resource: sim.minute_resource,
+        minute_failed: sim.minute_failed,
+    })
+}
+
+impl Sim<'_> {
+    /// Replicas that exist before the run, ready at once.
+    fn scale_ready(&mut self, j: usize, n: u32, res: f64) {
+        let f = &mut self.funcs[j];
+        f.target = n;
+        for _ in 0..n {
+            self.generation += 1;
+            f.reps.push(Rep {
+                state: RepState::Idle,
+                resource: res,
+                retire: false,
+                req: None,
+                generation: self.generation,
+            });
+        }
+    }
+}
+
+/// The next external arrival of app `a` after `t`: exponential gaps at the minute's
+/// rate, restarted at minute boundaries (exact for a piecewise-constant rate).
+fn schedule_arrival(sim: &mut Sim<'_>, a: usize, mut t: f64) {
+    let load = &sim.cfg.load_rpm[a];
+    loop {
+        let m = (t / 60.0) as usize;
+        if m >= load.len() {
+            return;
+        }
+        let rate = load[m] / 60.0;
+        let boundary = (m + 1) as f64 * 60.0;
+        if rate <= 0.0 {
+            t = boundary;
+            continue;
+        }
+        let gap = exp(&mut sim.rng_arrival[a], rate);
+        if t + gap < boundary {
+            sim.push(t + gap, Ev::Arrival(a));
+            return;
+        }
+        t = boundary;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pharos_core::Function;
+
+    fn func(name: &str, mu: f64, routes: Vec<(usize, f64)>) -> Function {
+        Function {
+            name: name.into(),
+            app: 0,
+            mu,
+            resource: [0.5, 1.0],
+            resource_per_replica: None,
+            timeout_s: 1e6,
+            queue_cap: 1_000_000,
+            max_replicas: 100,
+            routes,
+        }
+    }
+
+    fn chain(rpm: f64, minutes: usize, seed: u64) -> GraphSimConfig {
+        GraphSimConfig {
+            graph: Graph {
+                apps: vec!["chain".into()],
+                entries: vec![0],
+                functions: vec![func("a", 10.0, vec![(1, 1.0)]), func("b", 5.0, vec![])],
+            },
+            capacity: 100.0,
+            cold_start_s: 1.0,
+            load_rpm: vec![vec![rpm; minutes]],
+            initial_replicas: 1,
+            seed,
+        }
+    }
+
+    /// With fixed replicas each function is an M/M/n queue: the simulated mean response
+    /// time agrees with the sum of the M/M/n predictions, and requests are conserved.
+    #[test]
+    fn a_fixed_chain_matches_the_mmn_prediction() {
+        // 12 req/s: a has 2 replicas of rate 10 (load 0.6), b 4 of rate 5 (load 0.6).
+        let cfg = chain(720.0, 120, 7);
+        let r = run(&cfg, &mut FixedPer(vec![2, 4])).unwrap();
+        let app = &r.apps[0];
+        let want = pharos_queueing::mmc_mean_wait_s(2, 12.0, 0.1)
+            + 0.1
+            + pharos_queueing::mmc_mean_wait_s(4, 12.0, 0.2)
+            + 0.2;
+        assert!((app.mean_s - want).abs() / want < 0.05, "{} vs {want}", app.mean_s);
+        assert_eq!(app.failed, 0);
+        let in_system = app.arrivals - app.completed;
+        assert!(in_system < 40, "{in_system} requests still in the system");
+        // Same seed, same run.
+        let again = run(&cfg, &mut FixedPer(vec![2, 4])).unwrap();
+        assert_eq!(again.apps[0].completed, app.completed);
+        assert_eq!(again.apps[0].mean_s, app.mean_s);
+    }
+
+    /// Holds each function at its replica count, of the function's fixed size.
+    struct FixedPer(Vec<u32>);
+    impl GraphPolicy for FixedPer {
+        fn name(&self) -> &str {
+            "fixed"
+        }
+        fn interval_s(&self) -> f64 {
+            10.0
+        }
+        fn initial_decision(&mut self, _: &GraphView<'_>) -> GraphDecision {
+            GraphDecision {
+                replicas: self.0.iter().map(|n| Some(*n)).collect(),
+                resource: vec![None; self.0.len()],
+            }
+        }
+        fn decide(&mut self, v: &GraphView<'_>) -> GraphDecision {
+            GraphDecision::unchanged(v.graph.functions.len())
+        }
+    }
+
+    /// Timeouts and full queues fail requests, the pool caps what a policy gets, and
+    /// resource-seconds count what was held.
+    #[test]
+    fn failures_capacity_and_resource_accounting() {
+        let mut cfg = chain(1200.0, 10, 3);
+        cfg.graph.functions[1].timeout_s = 0.5;
+        cfg.graph.functions[1].queue_cap = 5;
+        cfg.capacity = 3.0;
+        // Asks for 2 + 4 replicas of 1 CPU in a pool of 3.
+        let r = run(&cfg, &mut FixedPer(vec![2, 4])).unwrap();
+        let f = &r.functions;
+        assert!(f[0].mean_resource + f[1].mean_resource <= 3.0 + 1e-9);
+        assert!(r.apps[0].failed > 0);
+        assert_eq!(r.apps[0].failed, f[1].timed_out + f[1].queue_full + f[0].timed_out + f[0].queue_full);
+        let held = f[0].mean_resource + f[1].mean_resource;
+        assert!((r.apps[0].resource_s - held * r.duration_s).abs() < 1e-6 * r.apps[0].resource_s);
+    }
+}
