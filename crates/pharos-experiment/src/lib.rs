@@ -3,6 +3,7 @@
 //! runs the grid (in parallel), and [`report`] writes results, timelines and plots.
 
 mod error;
+pub mod graph;
 pub mod report;
 mod spec;
 pub mod svg;
@@ -50,7 +51,7 @@ pub struct PolicyEntry {
 }
 
 impl PolicyEntry {
-    fn from_value(v: &serde_json::Value, index: usize) -> Result<PolicyEntry, String> {
+    pub(crate) fn from_value(v: &serde_json::Value, index: usize) -> Result<PolicyEntry, String> {
         match v {
             serde_json::Value::String(name) => Ok(PolicyEntry {
                 label: name.clone(),
@@ -358,7 +359,7 @@ struct Past {
 
 /// The run's trace and, when the experiment names `history_days`, what forecasters
 /// know before it.
-fn load_trace(
+pub(crate) fn load_trace(
     t: &TraceSpec,
     base: &Path,
     ov: &Overrides,

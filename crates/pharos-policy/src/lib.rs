@@ -10,6 +10,7 @@
 pub mod alloc;
 pub mod baselines;
 pub mod faro;
+pub mod graph;
 mod window;
 
 pub use baselines::{

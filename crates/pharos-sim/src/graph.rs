@@ -790,7 +790,11 @@ mod tests {
             + 0.1
             + pharos_queueing::mmc_mean_wait_s(4, 12.0, 0.2)
             + 0.2;
-        assert!((app.mean_s - want).abs() / want < 0.05, "{} vs {want}", app.mean_s);
+        assert!(
+            (app.mean_s - want).abs() / want < 0.05,
+            "{} vs {want}",
+            app.mean_s
+        );
         assert_eq!(app.failed, 0);
         let in_system = app.arrivals - app.completed;
         assert!(in_system < 40, "{in_system} requests still in the system");
@@ -833,7 +837,10 @@ mod tests {
         let f = &r.functions;
         assert!(f[0].mean_resource + f[1].mean_resource <= 3.0 + 1e-9);
         assert!(r.apps[0].failed > 0);
-        assert_eq!(r.apps[0].failed, f[1].timed_out + f[1].queue_full + f[0].timed_out + f[0].queue_full);
+        assert_eq!(
+            r.apps[0].failed,
+            f[1].timed_out + f[1].queue_full + f[0].timed_out + f[0].queue_full
+        );
         let held = f[0].mean_resource + f[1].mean_resource;
         assert!((r.apps[0].resource_s - held * r.duration_s).abs() < 1e-6 * r.apps[0].resource_s);
     }

@@ -74,10 +74,19 @@ fn the_worked_example_file_solves_to_its_known_cost() {
 #[test]
 fn the_queue_cap_prototype_falls_back_to_the_lp_and_says_why() {
     let file = root().join("examples/fluid-queue-cap.json");
-    let o = pharos(&["fluid", "solve", file.to_str().unwrap(), "--intervals", "100"]);
+    let o = pharos(&[
+        "fluid",
+        "solve",
+        file.to_str().unwrap(),
+        "--intervals",
+        "100",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("the exact solver did not solve it") && out.contains("impulse"), "{out}");
+    assert!(
+        out.contains("the exact solver did not solve it") && out.contains("impulse"),
+        "{out}"
+    );
     assert!(out.contains("method lp-uniform-100"), "{out}");
 }
 

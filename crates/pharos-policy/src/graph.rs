@@ -1,0 +1,389 @@
+//! Autoscalers of function graphs behind the [`pharos_core::GraphPolicy`] seam.
+//!
+//! - [`FluidGraph`] (`fluid`): the fluid-optimal autoscaler. Every `interval_s` it
+//!   observes each function's queue (waiting + in service) and the apps' recent arrival
+//!   rates, builds the SCLP of the fluid model over `horizon_s` (holding cost for the
+//!   time requests spend in the system, a cost per resource-second, the pool's capacity
+//!   and each function's most replicas), solves it (the exact solver, the discretised LP
+//!   when that cannot), and turns the plan's mean resources over the next interval into
+//!   replicas and resources per replica, provisioned for `target_utilization`, repaired
+//!   to fit the pool. Only the first interval of a plan is used (receding horizon), so
+//!   the end-of-horizon artefact (the plan stops serving when the remaining benefit is
+//!   below the resource cost) stays out of what runs.
+//! - [`PerFunction`]: any inference autoscaler (`hpa`, `kpa`, ...) applied to each
+//!   function independently, each function seen as a job whose replicas have the
+//!   function's fixed size.
+
+use pharos_core::{GraphDecision, GraphPolicy, GraphView, InferencePolicy};
+use pharos_fluid::Sclp;
+use pharos_fluid::lp::Grid;
+use serde::{Deserialize, Serialize};
+
+use crate::PolicyError;
+
+/// `fluid`: parameters of [`FluidGraph`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FluidGraphParams {
+    /// Seconds between decisions (the part of each plan that runs).
+    pub interval_s: f64,
+    /// The plan's horizon.
+    pub horizon_s: f64,
+    /// Cost of one request spending one second in the system.
+    pub holding_cost: f64,
+    /// Cost of one unit of resource held for one second.
+    pub resource_cost: f64,
+    /// Plans are provisioned so that replicas run at this utilisation.
+    pub target_utilization: f64,
+    /// Arrival rates are measured over this window.
+    pub rate_window_s: f64,
+    /// Intervals of the discretised LP, when it answers (dense near the start).
+    pub lp_intervals: usize,
+}
+
+impl Default for FluidGraphParams {
+    fn default() -> Self {
+        Self {
+            interval_s: 10.0,
+            horizon_s: 120.0,
+            holding_cost: 1.0,
+            resource_cost: 0.01,
+            target_utilization: 0.8,
+            rate_window_s: 30.0,
+            lp_intervals: 40,
+        }
+    }
+}
+
+impl FluidGraphParams {
+    pub fn check(&self) -> Result<(), PolicyError> {
+        let bad = |p: String| PolicyError::BadParams {
+            name: "fluid".into(),
+            problem: p,
+        };
+        for (f, v) in [
+            ("interval_s", self.interval_s),
+            ("horizon_s", self.horizon_s),
+            ("rate_window_s", self.rate_window_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(format!("{f} must be > 0, got {v}")));
+            }
+        }
+        if self.horizon_s < self.interval_s {
+            return Err(bad("horizon_s must be at least interval_s".into()));
+        }
+        for (f, v) in [
+            ("holding_cost", self.holding_cost),
+            ("resource_cost", self.resource_cost),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(bad(format!("{f} must be >= 0, got {v}")));
+            }
+        }
+        if !(self.target_utilization > 0.0 && self.target_utilization <= 1.0) {
+            return Err(bad("target_utilization must be in (0, 1]".into()));
+        }
+        if self.lp_intervals == 0 {
+            return Err(bad("lp_intervals must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What the last plan was and how it was solved (for reports and tests).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanInfo {
+    /// Mean resource per function over the first interval.
+    pub resources: Vec<f64>,
+    /// `exact-N`, or the LP's method when the exact solver fell back.
+    pub method: String,
+    pub fell_back: bool,
+    pub solve_s: f64,
+}
+
+/// The fluid-optimal receding-horizon autoscaler (see the module docs).
+#[derive(Debug, Clone)]
+pub struct FluidGraph {
+    params: FluidGraphParams,
+    /// (time, cumulative external arrivals per app), oldest first.
+    seen: Vec<(f64, Vec<u64>)>,
+    pub last: PlanInfo,
+    /// Plans solved, and how many fell back to the LP.
+    pub plans: u64,
+    pub fallbacks: u64,
+}
+
+impl FluidGraph {
+    pub fn new(params: FluidGraphParams) -> Self {
+        Self {
+            params,
+            seen: Vec::new(),
+            last: PlanInfo::default(),
+            plans: 0,
+            fallbacks: 0,
+        }
+    }
+
+    /// External arrival rate per app over the rate window (requests per second).
+    fn rates(&mut self, view: &GraphView<'_>) -> Vec<f64> {
+        let now = view.cluster.now_s;
+        self.seen.push((now, view.external_arrivals.to_vec()));
+        let from = now - self.params.rate_window_s;
+        while self.seen.len() > 2 && self.seen[1].0 <= from {
+            self.seen.remove(0);
+        }
+        let (t0, c0) = &self.seen[0];
+        let span = now - t0;
+        if span <= 0.0 {
+            return vec![0.0; view.external_arrivals.len()];
+        }
+        view.external_arrivals
+            .iter()
+            .zip(c0)
+            .map(|(c, c0)| (c - c0) as f64 / span)
+            .collect()
+    }
+
+    /// The SCLP of the fluid model from queues `x0` and entry rates `lambda` (per
+    /// function), with u in resource units.
+    pub fn sclp(&self, view: &GraphView<'_>, x0: &[f64], lambda: &[f64]) -> Sclp {
+        let g = view.graph;
+        let n = g.functions.len();
+        let mut gm = vec![vec![0.0; n]; n];
+        for (j, f) in g.functions.iter().enumerate() {
+            gm[j][j] += f.mu;
+            for &(k, p) in &f.routes {
+                gm[k][j] -= p * f.mu;
+            }
+        }
+        let h = vec![self.params.holding_cost; n];
+        let c: Vec<f64> = (0..n)
+            .map(|j| (0..n).map(|k| gm[k][j] * h[k]).sum())
+            .collect();
+        // The pool, then each function's most replicas at the largest size.
+        let mut hm = vec![vec![1.0; n]];
+        let mut b = vec![view.cluster.capacity_cpus];
+        for (j, f) in g.functions.iter().enumerate() {
+            let mut row = vec![0.0; n];
+            row[j] = 1.0;
+            hm.push(row);
+            b.push(f.max_replicas as f64 * f.resource[1]);
+        }
+        Sclp {
+            g: gm,
+            h: hm,
+            f: Vec::new(),
+            a: lambda.to_vec(),
+            b,
+            c,
+            d: Vec::new(),
+            alpha: x0.to_vec(),
+            gamma: vec![-self.params.resource_cost; n],
+            t: self.params.horizon_s,
+        }
+    }
+
+    /// Mean of the plan's u over [0, interval].
+    fn first_interval(&self, s: &pharos_fluid::Solution) -> Vec<f64> {
+        let d = self.params.interval_s;
+        let n = s.u.first().map_or(0, Vec::len);
+        let mut mean = vec![0.0; n];
+        for (q, u) in s.u.iter().enumerate() {
+            let (t0, t1) = (s.breakpoints[q], s.breakpoints[q + 1].min(d));
+            if t1 <= t0 {
+                break;
+            }
+            for (m, v) in mean.iter_mut().zip(u) {
+                *m += v.max(0.0) * (t1 - t0) / d;
+            }
+        }
+        mean
+    }
+}
+
+impl GraphPolicy for FluidGraph {
+    fn name(&self) -> &str {
+        "fluid"
+    }
+    fn interval_s(&self) -> f64 {
+        self.params.interval_s
+    }
+    /// Before any arrival is seen there is nothing to plan on: the deployment keeps its
+    /// replicas at the functions' fixed sizes, and the rate window starts.
+    fn initial_decision(&mut self, view: &GraphView<'_>) -> GraphDecision {
+        self.seen.clear();
+        self.seen
+            .push((view.cluster.now_s, view.external_arrivals.to_vec()));
+        GraphDecision {
+            replicas: vec![None; view.graph.functions.len()],
+            resource: view
+                .graph
+                .functions
+                .iter()
+                .map(|f| Some(f.fixed_resource()))
+                .collect(),
+        }
+    }
+    fn decide(&mut self, view: &GraphView<'_>) -> GraphDecision {
+        let g = view.graph;
+        let n = g.functions.len();
+        let rates = self.rates(view);
+        let mut lambda = vec![0.0; n];
+        for (a, &e) in g.entries.iter().enumerate() {
+            lambda[e] += rates[a];
+        }
+        let flow = g.effective_rates(&lambda);
+        let x0: Vec<f64> = view
+            .cluster
+            .jobs
+            .iter()
+            .map(|j| (j.queued + j.in_flight) as f64)
+            .collect();
+        let p = self.sclp(view, &x0, &lambda);
+        let grid = Grid::Dense(self.params.lp_intervals);
+        let plan = match pharos_fluid::exact::solve_auto(&p, &grid) {
+            Ok(s) => s,
+            // No plan (should not happen for a valid graph): keep what runs.
+            Err(_) => return GraphDecision::unchanged(n),
+        };
+        self.plans += 1;
+        if plan.fallback.is_some() {
+            self.fallbacks += 1;
+        }
+        // Never below the flow into each function: with equal holding costs the fluid
+        // optimum is indifferent to where requests wait while downstream functions drain
+        // a backlog, and may leave upstream ones idle; real queues then build up there.
+        let u: Vec<f64> = self
+            .first_interval(&plan)
+            .into_iter()
+            .zip(&flow)
+            .zip(&g.functions)
+            .map(|((u, f), func)| u.max(f / func.mu))
+            .collect();
+        self.last = PlanInfo {
+            resources: u.clone(),
+            method: plan.method.clone(),
+            fell_back: plan.fallback.is_some(),
+            solve_s: plan.solve_s,
+        };
+        size_replicas(view, &u, &flow, &x0, self.params.target_utilization)
+    }
+}
+
+/// Turn resources per function into replicas and resources per replica: provisioned
+/// for `util`, replicas of the largest size and the last one shared out evenly, at
+/// least one replica where requests arrive or wait; then shrunk to fit the pool
+/// (smaller replicas first, then fewer).
+pub fn size_replicas(
+    view: &GraphView<'_>,
+    u: &[f64],
+    flow: &[f64],
+    x0: &[f64],
+    util: f64,
+) -> GraphDecision {
+    let g = view.graph;
+    let n = g.functions.len();
+    let mut reps = vec![0u32; n];
+    let mut size = vec![0.0; n];
+    for j in 0..n {
+        let f = &g.functions[j];
+        let need = u[j] / util;
+        let busy = flow[j] > 1e-9 || x0[j] > 0.0;
+        let count = if need <= 1e-9 {
+            u32::from(busy)
+        } else {
+            ((need / f.resource[1]) - 1e-9).ceil().max(1.0) as u32
+        };
+        reps[j] = count.min(f.max_replicas);
+        size[j] = if reps[j] == 0 {
+            f.resource[0]
+        } else {
+            (need / reps[j] as f64).clamp(f.resource[0], f.resource[1])
+        };
+    }
+    let cap = view.cluster.capacity_cpus;
+    let total = |reps: &[u32], size: &[f64]| -> f64 {
+        reps.iter().zip(size).map(|(r, s)| *r as f64 * s).sum()
+    };
+    if total(&reps, &size) > cap {
+        // Shrink sizes in proportion, down to each function's minimum.
+        let over = total(&reps, &size) - cap;
+        let room: f64 = (0..n)
+            .map(|j| reps[j] as f64 * (size[j] - g.functions[j].resource[0]))
+            .sum();
+        let share = if room > 0.0 {
+            (over / room).min(1.0)
+        } else {
+            0.0
+        };
+        for j in 0..n {
+            size[j] -= share * (size[j] - g.functions[j].resource[0]);
+        }
+        // Then drop replicas from the function holding most, keeping one each.
+        while total(&reps, &size) > cap + 1e-9 {
+            let Some(j) = (0..n)
+                .filter(|&j| reps[j] > 1)
+                .max_by(|&a, &b| (reps[a] as f64 * size[a]).total_cmp(&(reps[b] as f64 * size[b])))
+            else {
+                break;
+            };
+            reps[j] -= 1;
+        }
+    }
+    GraphDecision {
+        replicas: reps.into_iter().map(Some).collect(),
+        resource: size.into_iter().map(Some).collect(),
+    }
+}
+
+/// An inference autoscaler applied to every function independently (each function a
+/// job; replicas of the function's fixed size).
+pub struct PerFunction {
+    inner: Box<dyn InferencePolicy>,
+}
+
+impl PerFunction {
+    pub fn new(inner: Box<dyn InferencePolicy>) -> Self {
+        Self { inner }
+    }
+}
+
+impl GraphPolicy for PerFunction {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn interval_s(&self) -> f64 {
+        self.inner.interval_s()
+    }
+    fn initial_decision(&mut self, view: &GraphView<'_>) -> GraphDecision {
+        let d = self.inner.initial_decision(&view.cluster);
+        GraphDecision {
+            replicas: d.target_replicas,
+            resource: view
+                .graph
+                .functions
+                .iter()
+                .map(|f| Some(f.fixed_resource()))
+                .collect(),
+        }
+    }
+    fn decide(&mut self, view: &GraphView<'_>) -> GraphDecision {
+        let d = self.inner.decide(&view.cluster);
+        GraphDecision {
+            replicas: d.target_replicas,
+            resource: vec![None; view.graph.functions.len()],
+        }
+    }
+}
+
+/// A function-graph autoscaler by name: `fluid`, or any inference policy of
+/// [`crate::build`] applied per function.
+pub fn build_graph(name: &str, p: &serde_json::Value) -> Result<Box<dyn GraphPolicy>, PolicyError> {
+    if name == "fluid" {
+        let params: FluidGraphParams = crate::params(name, p)?;
+        params.check()?;
+        return Ok(Box::new(FluidGraph::new(params)));
+    }
+    Ok(Box::new(PerFunction::new(crate::build(name, p)?)))
+}
