@@ -21,3 +21,14 @@ mkdir -p docs/results/forecasting
 cargo run --release --quiet -p pharos-forecast --example forecast_bench \
     | tee docs/results/forecasting/bench.txt
 ./target/release/pharos simulate examples/faro-forecasters.yaml --out docs/results/faro-forecasters
+# Fluid models: the exact SCLP solver and the discretised LP on random networks (the LP
+# runs take minutes; see the results README).
+cargo run --release --quiet -p pharos-fluid --example exact_bench -- --seeds 12 20 \
+    > docs/results/fluid-exact.txt
+# Function graphs: the fluid autoscaler against HPA and KPA on four example graphs, and
+# the fluid autoscaler's decision time by graph size.
+for g in chain fanout diamond two-apps; do
+    ./target/release/pharos graph examples/graphs/$g.yaml --out docs/results/graphs/$g
+done
+cargo run --release --quiet -p pharos-experiment --example graph_bench \
+    | tee docs/results/graph-bench.txt

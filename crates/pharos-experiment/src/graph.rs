@@ -518,7 +518,7 @@ pub fn write_all(
         .into_iter()
         .map(|(p, n, mean, max)| serde_json::json!({"policy": p, "decisions": n, "mean_s": mean, "max_s": max}))
         .collect();
-    Ok(vec![
+    let mut out = vec![
         write(
             "results.json",
             serde_json::to_string_pretty(&results).unwrap_or_default(),
@@ -528,5 +528,91 @@ pub fn write_all(
             serde_json::to_string_pretty(&timing).unwrap_or_default(),
         )?,
         write("summary.md", summary(exp, runs))?,
-    ])
+    ];
+    for (name, chart) in charts(exp, runs) {
+        out.push(write(&name, chart.render())?);
+    }
+    Ok(out)
+}
+
+/// Bar charts over (capacity, load): mean and p99 response per app, failed share (mean
+/// over apps) and resource-seconds of all apps, one bar per policy.
+fn charts(exp: &GraphExperiment, runs: &[GraphRun]) -> Vec<(String, crate::svg::BarChart)> {
+    let cells = cells(runs);
+    let mut cats = Vec::new();
+    for &c in &exp.spec.cluster.capacity {
+        for &l in &exp.spec.loads {
+            cats.push((c, l));
+        }
+    }
+    let categories: Vec<String> = cats
+        .iter()
+        .map(|(c, l)| format!("{c} CPUs, x{l}"))
+        .collect();
+    let series = |f: &dyn Fn(&GraphCell) -> f64| -> Vec<(String, Vec<f64>)> {
+        exp.policies
+            .iter()
+            .map(|p| {
+                let v = cats
+                    .iter()
+                    .map(|(c, l)| {
+                        cells
+                            .iter()
+                            .find(|x| x.capacity == *c && x.load == *l && x.policy == p.label)
+                            .map_or(f64::NAN, f)
+                    })
+                    .collect();
+                (p.label.clone(), v)
+            })
+            .collect()
+    };
+    let chart =
+        |title: String, y: &str, percent: bool, s: Vec<(String, Vec<f64>)>| crate::svg::BarChart {
+            title,
+            y_label: y.into(),
+            categories: categories.clone(),
+            series: s,
+            percent,
+        };
+    let name = &exp.spec.name;
+    let mut out = Vec::new();
+    for (a, app) in exp.graph.apps.iter().enumerate() {
+        out.push((
+            format!("mean_ms_{app}.svg"),
+            chart(
+                format!("{name}: {app} mean response (ms)"),
+                "ms",
+                false,
+                series(&|x| x.apps[a].1 * 1e3),
+            ),
+        ));
+        out.push((
+            format!("p99_ms_{app}.svg"),
+            chart(
+                format!("{name}: {app} p99 response (ms)"),
+                "ms",
+                false,
+                series(&|x| x.apps[a].2 * 1e3),
+            ),
+        ));
+    }
+    out.push((
+        "failed.svg".into(),
+        chart(
+            format!("{name}: failed share (mean over apps)"),
+            "failed",
+            true,
+            series(&|x| x.apps.iter().map(|a| a.3).sum::<f64>() / x.apps.len() as f64),
+        ),
+    ));
+    out.push((
+        "cpu_s.svg".into(),
+        chart(
+            format!("{name}: CPU-seconds held (all apps)"),
+            "CPU-s",
+            false,
+            series(&|x| x.apps.iter().map(|a| a.4).sum()),
+        ),
+    ));
+    out
 }

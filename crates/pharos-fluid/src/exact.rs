@@ -64,7 +64,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::lp::{self, Grid};
-use crate::{FluidError, Sclp, Solution};
+use crate::{FluidError, Sclp, Solution, below};
 
 /// Dense LU factorisation with partial pivoting (row-major).
 struct Lu {
@@ -1041,7 +1041,7 @@ fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError>
     let (k, j, i) = (ctx.k, ctx.j, p.i());
     let bad = |m: String| Err(FluidError::Solver(format!("unverified answer: {m}")));
     let taus: Vec<f64> = plan.taus(p.t);
-    if taus.iter().any(|v| !(*v >= -1e-9 * p.t.max(1.0))) {
+    if taus.iter().any(|v| below(*v, -1e-9 * p.t.max(1.0))) {
         return bad("a negative or undefined interval length".into());
     }
     let taus: Vec<f64> = taus.iter().map(|v| v.max(0.0)).collect();
@@ -1106,7 +1106,7 @@ fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError>
     let mut gp_abs = vec![0.0; j];
     for q in (0..=n).rev() {
         if q < n {
-            if pp[q].iter().any(|v| !(*v >= -ptol)) {
+            if pp[q].iter().any(|v| below(*v, -ptol)) {
                 return bad(format!("dual control p < 0 on interval {q}"));
             }
             for c in 0..j {
@@ -1114,7 +1114,7 @@ fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError>
                 gp_abs[c] += taus[q] * (0..k).map(|r| (p.g[r][c] * pp[q][r]).abs()).sum::<f64>();
             }
         }
-        if rr[q].iter().any(|v| !(*v >= -rtol)) {
+        if rr[q].iter().any(|v| below(*v, -rtol)) {
             return bad(format!("dual state r < 0 at breakpoint {q}"));
         }
         for c in 0..j {
@@ -1124,7 +1124,7 @@ fn build(ctx: &Ctx, plan: &Plan, start: Instant) -> Result<Solution, FluidError>
             let slack = gp[c] + hr - rest;
             let tol = 1e-7
                 * (1e-9 + gp_abs[c] + hr_abs + p.gamma[c].abs() + (p.c[c] * (p.t - bp[q])).abs());
-            if !(slack >= -tol) {
+            if below(slack, -tol) {
                 return bad(format!(
                     "dual constraint {c} violated at t = {} by {}",
                     bp[q], -slack

@@ -38,6 +38,11 @@ pub enum FluidError {
     Solver(String),
 }
 
+/// `value < floor`, or NaN: a check that NaN always fails.
+pub(crate) fn below(value: f64, floor: f64) -> bool {
+    value.is_nan() || value < floor
+}
+
 fn invalid<T>(msg: String) -> Result<T, FluidError> {
     Err(FluidError::Invalid(msg))
 }
@@ -231,12 +236,12 @@ impl Solution {
             if step > 0 {
                 let (t0, u) = (self.breakpoints[step - 1], &self.u[step - 1]);
                 let tau = t - t0;
-                if u.iter().any(|v| !(*v >= -tol * scale)) {
+                if u.iter().any(|v| below(*v, -tol * scale)) {
                     return bad(format!("u < 0 on interval {}", step - 1));
                 }
                 for (r, row) in p.h.iter().enumerate() {
                     let used: f64 = row.iter().zip(u).map(|(h, v)| h * v).sum();
-                    if !(used <= p.b[r] + tol * scale) {
+                    if below(-used, -(p.b[r] + tol * scale)) {
                         return bad(format!("H u > b in row {r} on interval {}", step - 1));
                     }
                 }
@@ -253,7 +258,7 @@ impl Solution {
                 obj += 0.5 * tau * dx;
             }
             let x = &self.x[step];
-            if x.iter().any(|v| !(*v >= -tol * scale)) {
+            if x.iter().any(|v| below(*v, -tol * scale)) {
                 return bad(format!("x < 0 at breakpoint {step}"));
             }
             for r in 0..p.k() {
@@ -261,12 +266,12 @@ impl Solution {
                     p.f.get(r)
                         .map_or(0.0, |row| row.iter().zip(x).map(|(f, v)| f * v).sum());
                 let slack = p.alpha[r] + p.a[r] * t - cum[r] - fx;
-                if !(slack >= -tol * scale * (1.0 + t)) {
+                if below(slack, -tol * scale * (1.0 + t)) {
                     return bad(format!("constraint {r} violated at t = {t} by {}", -slack));
                 }
             }
         }
-        if !((obj - self.objective).abs() <= tol.sqrt() * obj.abs().max(1.0)) {
+        if below(-(obj - self.objective).abs(), -tol.sqrt() * obj.abs().max(1.0)) {
             return bad(format!(
                 "the objective recomputed from u and x is {obj}, the solver said {}",
                 self.objective

@@ -39,6 +39,10 @@ pub struct FluidGraphParams {
     pub rate_window_s: f64,
     /// Intervals of the discretised LP, when it answers (dense near the start).
     pub lp_intervals: usize,
+    /// Add the timeout as a state bound: x_j <= inflow_j x timeout_j (Little's law; at
+    /// least the current queue). The exact solver does not take these bounds with a
+    /// resource cost (they need a dual impulse at T), so plans come from the LP.
+    pub timeout_bound: bool,
 }
 
 impl Default for FluidGraphParams {
@@ -51,6 +55,7 @@ impl Default for FluidGraphParams {
             target_utilization: 0.8,
             rate_window_s: 30.0,
             lp_intervals: 40,
+            timeout_bound: false,
         }
     }
 }
@@ -161,24 +166,41 @@ impl FluidGraph {
         let c: Vec<f64> = (0..n)
             .map(|j| (0..n).map(|k| gm[k][j] * h[k]).sum())
             .collect();
-        // The pool, then each function's most replicas at the largest size.
+        // The pool, then each function's most replicas at the largest size where that
+        // binds before the pool does.
         let mut hm = vec![vec![1.0; n]];
         let mut b = vec![view.cluster.capacity_cpus];
         for (j, f) in g.functions.iter().enumerate() {
+            if f.max_replicas as f64 * f.resource[1] >= view.cluster.capacity_cpus {
+                continue;
+            }
             let mut row = vec![0.0; n];
             row[j] = 1.0;
             hm.push(row);
             b.push(f.max_replicas as f64 * f.resource[1]);
         }
+        let mut gm_all = gm.clone();
+        let mut a = lambda.to_vec();
+        let mut alpha = x0.to_vec();
+        if self.params.timeout_bound {
+            // x(t) <= cap  <=>  -integral G u <= cap - x0 - lambda t.
+            let flow = g.effective_rates(lambda);
+            for (j, f) in g.functions.iter().enumerate() {
+                let cap = (flow[j] * f.timeout_s).max(x0[j]);
+                gm_all.push(gm[j].iter().map(|v| -v).collect());
+                a.push(-lambda[j]);
+                alpha.push(cap - x0[j]);
+            }
+        }
         Sclp {
-            g: gm,
+            g: gm_all,
             h: hm,
             f: Vec::new(),
-            a: lambda.to_vec(),
+            a,
             b,
             c,
             d: Vec::new(),
-            alpha: x0.to_vec(),
+            alpha,
             gamma: vec![-self.params.resource_cost; n],
             t: self.params.horizon_s,
         }
@@ -386,4 +408,194 @@ pub fn build_graph(name: &str, p: &serde_json::Value) -> Result<Box<dyn GraphPol
         return Ok(Box::new(FluidGraph::new(params)));
     }
     Ok(Box::new(PerFunction::new(crate::build(name, p)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::{chain_graph as chain, job_views as jobs};
+    use super::*;
+    use pharos_core::ClusterView;
+
+    /// In steady state (empty queues) with ample capacity the plan's first interval
+    /// allocates each function its inflow / mu; with a backlog it allocates more there.
+    #[test]
+    fn the_steady_state_plan_serves_each_function_its_inflow() {
+        let g = chain();
+        let fluid = FluidGraph::new(FluidGraphParams::default());
+        let lambda = [30.0, 0.0, 0.0];
+        let flow = g.effective_rates(&lambda);
+        let js = jobs(&g, &[0, 0, 0]);
+        let view = GraphView {
+            cluster: ClusterView {
+                now_s: 100.0,
+                capacity_cpus: 100.0,
+                free_cpus: 97.0,
+                jobs: &js,
+            },
+            graph: &g,
+            external_arrivals: &[0],
+        };
+        let p = fluid.sclp(&view, &[0.0; 3], &lambda);
+        let s = pharos_fluid::exact::solve(&p).unwrap();
+        let u = fluid.first_interval(&s);
+        for j in 0..3 {
+            let want = flow[j] / g.functions[j].mu;
+            assert!(
+                (u[j] - want).abs() < 1e-6 * want.max(1.0),
+                "{j}: {} vs {want}",
+                u[j]
+            );
+        }
+        // A backlog at c: the plan drains it faster than its inflow.
+        let p = fluid.sclp(&view, &[0.0, 0.0, 200.0], &lambda);
+        let s = pharos_fluid::exact::solve(&p).unwrap();
+        let u = fluid.first_interval(&s);
+        assert!(u[2] > flow[2] / 10.0 + 1.0, "{u:?}");
+    }
+
+    /// Sizing: replicas of at most the largest size, provisioned for the target
+    /// utilisation, and shrunk to fit the pool.
+    #[test]
+    fn sizing_respects_sizes_utilisation_and_the_pool() {
+        let g = chain();
+        let js = jobs(&g, &[0, 0, 0]);
+        let mut view = GraphView {
+            cluster: ClusterView {
+                now_s: 0.0,
+                capacity_cpus: 100.0,
+                free_cpus: 100.0,
+                jobs: &js,
+            },
+            graph: &g,
+            external_arrivals: &[0],
+        };
+        let d = size_replicas(&view, &[0.5, 1.6, 3.0], &[1.0; 3], &[0.0; 3], 0.8);
+        let reps: Vec<u32> = d.replicas.iter().map(|r| r.unwrap()).collect();
+        let size: Vec<f64> = d.resource.iter().map(|r| r.unwrap()).collect();
+        assert_eq!(reps, vec![1, 1, 2]);
+        assert!((size[0] - 0.625).abs() < 1e-9 && (size[1] - 2.0).abs() < 1e-9);
+        assert!((size[2] - 1.875).abs() < 1e-9);
+        view.cluster.capacity_cpus = 3.0;
+        let d = size_replicas(&view, &[0.5, 1.6, 3.0], &[1.0; 3], &[0.0; 3], 0.8);
+        let used: f64 = d
+            .replicas
+            .iter()
+            .zip(&d.resource)
+            .map(|(r, s)| r.unwrap() as f64 * s.unwrap())
+            .sum();
+        assert!(used <= 3.0 + 1e-9, "{used}");
+        assert!(d.replicas.iter().all(|r| r.unwrap() >= 1));
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let e = build_graph(
+            "fluid",
+            &serde_json::json!({"horizon_s": 5, "interval_s": 10}),
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("horizon_s"), "{e}");
+        let e = build_graph("fluid", &serde_json::json!({"nope": 1}))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("nope"), "{e}");
+        assert!(build_graph("hpa", &serde_json::Value::Null).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    /// With `timeout_bound` the plan keeps each queue under inflow x timeout (or the
+    /// current queue, when that is already above): the SCLP has a second block of rows,
+    /// it solves (by the LP when the exact solver cannot), and the answer is verified.
+    #[test]
+    fn the_timeout_bound_is_a_second_block_of_state_rows() {
+        let g = chain_graph();
+        let js = job_views(&g, &[0, 0, 0]);
+        let view = view_of(&g, &js, 100.0);
+        let fluid = FluidGraph::new(FluidGraphParams {
+            timeout_bound: true,
+            ..FluidGraphParams::default()
+        });
+        let lambda = [30.0, 0.0, 0.0];
+        let p = fluid.sclp(&view, &[10.0, 0.0, 500.0], &lambda);
+        assert_eq!(p.k(), 6);
+        // c's cap: inflow 24 x 5 s = 120 < its queue of 500, so the bound starts at 500.
+        assert_eq!(p.alpha[5], 0.0);
+        assert!((p.alpha[3] - (30.0 * 5.0 - 10.0)).abs() < 1e-9);
+        let s = pharos_fluid::exact::solve_auto(&p, &Grid::Dense(40)).unwrap();
+        s.verify(&p, 1e-6).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use pharos_core::{ClusterView, Function, Graph, GraphView, JobCounters, JobView, Slo};
+
+    pub fn chain_graph() -> Graph {
+        let f = |name: &str, mu: f64, routes: Vec<(usize, f64)>| Function {
+            name: name.into(),
+            app: 0,
+            mu,
+            resource: [0.25, 2.0],
+            resource_per_replica: Some(1.0),
+            timeout_s: 5.0,
+            queue_cap: 100,
+            max_replicas: 50,
+            routes,
+        };
+        Graph {
+            apps: vec!["chain".into()],
+            entries: vec![0],
+            functions: vec![
+                f("a", 40.0, vec![(1, 0.8)]),
+                f("b", 20.0, vec![(2, 1.0)]),
+                f("c", 10.0, vec![]),
+            ],
+        }
+    }
+
+    pub fn job_views<'a>(g: &'a Graph, queues: &[u32]) -> Vec<JobView<'a>> {
+        g.functions
+            .iter()
+            .zip(queues)
+            .map(|(f, &q)| JobView {
+                name: &f.name,
+                slo: Slo {
+                    latency_s: 5.0,
+                    percentile: 99.0,
+                },
+                processing_time_s: 0.1,
+                cpus_per_replica: 1.0,
+                min_replicas: 0,
+                max_replicas: 50,
+                max_concurrent: 1,
+                target_replicas: 1,
+                ready_replicas: 1,
+                starting_replicas: 0,
+                queued: q,
+                in_flight: 0,
+                accept_rate: 1.0,
+                counters: JobCounters::default(),
+                minute_arrivals: &[],
+            })
+            .collect()
+    }
+
+    pub fn view_of<'a>(g: &'a Graph, jobs: &'a [JobView<'a>], capacity: f64) -> GraphView<'a> {
+        GraphView {
+            cluster: ClusterView {
+                now_s: 100.0,
+                capacity_cpus: capacity,
+                free_cpus: capacity,
+                jobs,
+            },
+            graph: g,
+            external_arrivals: &[0],
+        }
+    }
 }
