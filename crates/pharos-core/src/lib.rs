@@ -12,8 +12,13 @@ mod error;
 mod graph;
 mod inference;
 mod slo;
+mod training;
 
 pub use error::SpecError;
 pub use graph::{Function, Graph, GraphDecision, GraphPolicy, GraphView};
 pub use inference::{ClusterView, Decision, InferencePolicy, JobCounters, JobView};
 pub use slo::Slo;
+pub use training::{
+    Container, DataStore, ErrorCode, EvaluationMetrics, Framework, JobState, LearnerResources,
+    Manifest, parse_memory,
+};

@@ -271,7 +271,10 @@ impl Solution {
                 }
             }
         }
-        if below(-(obj - self.objective).abs(), -tol.sqrt() * obj.abs().max(1.0)) {
+        if below(
+            -(obj - self.objective).abs(),
+            -tol.sqrt() * obj.abs().max(1.0),
+        ) {
             return bad(format!(
                 "the objective recomputed from u and x is {obj}, the solver said {}",
                 self.objective

@@ -11,6 +11,7 @@ pub mod alloc;
 pub mod baselines;
 pub mod faro;
 pub mod graph;
+pub mod training;
 mod window;
 
 pub use baselines::{

@@ -1,0 +1,486 @@
+//! Training jobs: the manifest (FfDL's fields, plus what its users asked for: restarts,
+//! priorities, queues, local and NFS data), its validation, the lifecycle and the
+//! error codes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::SpecError;
+
+/// A training job as its user writes it (YAML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Learner processes (distributed training).
+    #[serde(default = "one")]
+    pub learners: u32,
+    /// Per learner.
+    #[serde(default = "one_f")]
+    pub cpus: f64,
+    #[serde(default)]
+    pub gpus: u32,
+    /// Per learner, like `1Gb`, `16GiB`, `512MiB` (default 1GiB).
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// The GPU model; selects the resource flavour (any model when absent).
+    #[serde(default)]
+    pub gpu_type: Option<String>,
+    #[serde(default)]
+    pub data_stores: Vec<DataStore>,
+    pub framework: Framework,
+    #[serde(default)]
+    pub evaluation_metrics: Option<EvaluationMetrics>,
+    /// Restarts of a crashed learner (from its checkpoint) before the job fails.
+    #[serde(default = "three")]
+    pub max_restarts: u32,
+    /// Higher runs first and may preempt lower.
+    #[serde(default)]
+    pub priority: i32,
+    /// The queue (and so the quota) the job is charged to.
+    #[serde(default = "default_queue")]
+    pub queue: String,
+}
+
+fn one() -> u32 {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn three() -> u32 {
+    3
+}
+fn default_queue() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataStore {
+    pub id: String,
+    /// `local` or `nfs` (a directory on this machine or a mounted share), or an object
+    /// store kind another backend knows.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub training_data: Option<Container>,
+    #[serde(default)]
+    pub training_results: Option<Container>,
+    /// Kind-specific settings (`path` for local and NFS stores).
+    #[serde(default)]
+    pub connection: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Container {
+    pub container: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Framework {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    /// A shell command; may use ${DATA_DIR}, ${RESULT_DIR}, ${MODEL_DIR},
+    /// ${CHECKPOINT_DIR}, $NUM_LEARNERS, $LEARNER_ID, $JOB_STATE_DIR.
+    pub command: String,
+}
+
+/// How metrics are read from the learners' logs: every line matching `regex` gives one
+/// value per named group (`(?P<loss>[0-9.]+)`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationMetrics {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub regex: String,
+}
+
+/// What one learner asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnerResources {
+    pub cpus: f64,
+    pub memory_bytes: u64,
+    pub gpus: u32,
+    pub gpu_type: Option<String>,
+}
+
+impl Manifest {
+    /// Every field usable; the error names the field (error code C101, or C104 for a
+    /// resource).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 128
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !name_ok {
+            return Err(SpecError::new(
+                "name",
+                "1-128 characters of letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if self.learners == 0 || self.learners > 1024 {
+            return Err(SpecError::new("learners", "must be 1-1024"));
+        }
+        if !(self.cpus.is_finite() && self.cpus > 0.0) {
+            return Err(SpecError::new(
+                "cpus",
+                format!("must be a number > 0, got {}", self.cpus),
+            ));
+        }
+        if let Some(m) = &self.memory {
+            parse_memory(m).map_err(|p| SpecError::new("memory", p))?;
+        }
+        if self
+            .gpu_type
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(SpecError::new("gpu_type", "must not be empty"));
+        }
+        if self.gpu_type.is_some() && self.gpus == 0 {
+            return Err(SpecError::new("gpu_type", "given, but gpus is 0"));
+        }
+        if self.framework.name.trim().is_empty() {
+            return Err(SpecError::new("framework.name", "must not be empty"));
+        }
+        if self.framework.command.trim().is_empty() {
+            return Err(SpecError::new("framework.command", "must not be empty"));
+        }
+        if self.queue.trim().is_empty() {
+            return Err(SpecError::new("queue", "must not be empty"));
+        }
+        for (i, d) in self.data_stores.iter().enumerate() {
+            let at = |f: &str| format!("data_stores[{i}].{f}");
+            if d.id.trim().is_empty() {
+                return Err(SpecError::new(at("id"), "must not be empty"));
+            }
+            if self.data_stores[..i].iter().any(|e| e.id == d.id) {
+                return Err(SpecError::new(
+                    at("id"),
+                    format!("{:?} appears twice", d.id),
+                ));
+            }
+            if matches!(d.kind.as_str(), "local" | "nfs") {
+                match d.connection.get("path") {
+                    Some(p) if p.starts_with('/') => {}
+                    _ => {
+                        return Err(SpecError::new(
+                            at("connection.path"),
+                            "a local or NFS store needs an absolute path",
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(m) = &self.evaluation_metrics {
+            if m.kind != "regex" {
+                return Err(SpecError::new(
+                    "evaluation_metrics.type",
+                    format!("{:?}: only `regex` is supported", m.kind),
+                ));
+            }
+            if !m.regex.contains("(?P<") && !m.regex.contains("(?<") {
+                return Err(SpecError::new(
+                    "evaluation_metrics.regex",
+                    "needs at least one named group, like (?P<loss>[0-9.]+)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One learner's resources (memory defaults to 1 GiB).
+    pub fn per_learner(&self) -> LearnerResources {
+        LearnerResources {
+            cpus: self.cpus,
+            memory_bytes: self
+                .memory
+                .as_deref()
+                .and_then(|m| parse_memory(m).ok())
+                .unwrap_or(1 << 30),
+            gpus: self.gpus,
+            gpu_type: self.gpu_type.clone(),
+        }
+    }
+}
+
+/// Bytes in `1Gb`, `16GiB`, `512MiB`, `2 GB`, `100M`, `4096` (bytes): decimal for `kb`,
+/// `mb`, `gb`, `tb` (any case; FfDL writes `Gb` for gigabytes), binary for `KiB`..`TiB`.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 1Gb, 16GiB or 512MiB"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let factor: f64 = match unit.as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024.0f64.powi(4),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}")),
+    };
+    let bytes = value * factor;
+    if !(1.0..1e18).contains(&bytes) {
+        return Err(format!("{s:?} is not a usable size"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// The lifecycle of a training job (FfDL's states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    Queued,
+    Pending,
+    Downloading,
+    Processing,
+    Storing,
+    Completed,
+    Failed,
+    Halted,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 8] = [
+        JobState::Queued,
+        JobState::Pending,
+        JobState::Downloading,
+        JobState::Processing,
+        JobState::Storing,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Halted,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Halted
+        )
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            JobState::Queued => 0,
+            JobState::Pending => 1,
+            JobState::Downloading => 2,
+            JobState::Processing => 3,
+            JobState::Storing => 4,
+            _ => 5,
+        }
+    }
+
+    /// Whether `self -> next` is allowed: PENDING from QUEUED; DOWNLOADING from
+    /// PENDING; PROCESSING from PENDING, DOWNLOADING or PROCESSING; STORING from any
+    /// earlier non-terminal state; a terminal state from any non-terminal one. Back to
+    /// QUEUED: a running job preempted (halted to its checkpoint and re-queued), or a
+    /// HALTED job resumed. COMPLETED and FAILED are final.
+    pub fn can_go_to(self, next: JobState) -> bool {
+        use JobState::*;
+        match (self, next) {
+            (Completed | Failed, _) => false,
+            (Halted, Queued) => true,
+            (Halted, _) => false,
+            (Pending | Downloading | Processing | Storing, Queued) => true,
+            (Queued, Pending) => true,
+            (Pending, Downloading) => true,
+            (Pending | Downloading | Processing, Processing) => true,
+            (s, Storing) => s.rank() < Storing.rank(),
+            (_, Completed | Failed | Halted) => true,
+            _ => false,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Queued => "QUEUED",
+            JobState::Pending => "PENDING",
+            JobState::Downloading => "DOWNLOADING",
+            JobState::Processing => "PROCESSING",
+            JobState::Storing => "STORING",
+            JobState::Completed => "COMPLETED",
+            JobState::Failed => "FAILED",
+            JobState::Halted => "HALTED",
+        }
+    }
+}
+
+/// Why a job failed: S = the platform, C = the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// Not enough resources to place the job.
+    S100,
+    /// Deploying the learners failed.
+    S101,
+    /// The store failed.
+    S200,
+    /// The queue failed.
+    S201,
+    /// Loading the training data failed.
+    S300,
+    /// Storing the results failed.
+    S301,
+    /// The manifest is not valid.
+    C101,
+    /// The model archive is not valid.
+    C102,
+    /// Credentials of a data store are not valid.
+    C103,
+    /// The resource request is not valid.
+    C104,
+    /// A learner crashed more than `max_restarts` times.
+    C201,
+}
+
+impl ErrorCode {
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorCode::S100 => "insufficient resources",
+            ErrorCode::S101 => "deploying the learners failed",
+            ErrorCode::S200 => "the store failed",
+            ErrorCode::S201 => "the queue failed",
+            ErrorCode::S300 => "loading the training data failed",
+            ErrorCode::S301 => "storing the results failed",
+            ErrorCode::C101 => "invalid manifest",
+            ErrorCode::C102 => "invalid model archive",
+            ErrorCode::C103 => "invalid data store credentials",
+            ErrorCode::C104 => "invalid resource request",
+            ErrorCode::C201 => "a learner crashed more than max_restarts times",
+        }
+    }
+
+    /// The code for a manifest error in `field`.
+    pub fn for_manifest_field(field: &str) -> ErrorCode {
+        if ["cpus", "gpus", "memory", "gpu_type", "learners"].contains(&field) {
+            ErrorCode::C104
+        } else {
+            ErrorCode::C101
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "mnist-2".into(),
+            description: None,
+            version: None,
+            learners: 2,
+            cpus: 1.0,
+            gpus: 0,
+            memory: Some("1Gb".into()),
+            gpu_type: None,
+            data_stores: vec![],
+            framework: Framework {
+                name: "custom".into(),
+                version: None,
+                command: "python train.py".into(),
+            },
+            evaluation_metrics: None,
+            max_restarts: 3,
+            priority: 0,
+            queue: "default".into(),
+        }
+    }
+
+    #[test]
+    fn memory_sizes_parse_with_units_and_bad_ones_are_named() {
+        assert_eq!(parse_memory("1Gb").unwrap(), 1_000_000_000);
+        assert_eq!(parse_memory("16GiB").unwrap(), 16 << 30);
+        assert_eq!(parse_memory("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_memory(" 2 GB ").unwrap(), 2_000_000_000);
+        assert_eq!(parse_memory("4096").unwrap(), 4096);
+        assert!(parse_memory("-1Gb").is_err());
+        assert!(parse_memory("1Zb").unwrap_err().contains("unknown unit"));
+        assert!(parse_memory("lots").is_err());
+    }
+
+    #[test]
+    fn manifests_are_checked_field_by_field() {
+        manifest().validate().unwrap();
+        let bad = |f: fn(&mut Manifest), field: &str| {
+            let mut m = manifest();
+            f(&mut m);
+            let e = m.validate().unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        };
+        bad(|m| m.cpus = -1.0, "cpus");
+        bad(|m| m.learners = 0, "learners");
+        bad(|m| m.memory = Some("1Zb".into()), "memory");
+        bad(|m| m.framework.command = " ".into(), "framework.command");
+        bad(|m| m.name = "a b".into(), "name");
+        bad(|m| m.gpu_type = Some("v100".into()), "gpu_type");
+        bad(
+            |m| {
+                m.data_stores.push(DataStore {
+                    id: "d".into(),
+                    kind: "local".into(),
+                    training_data: None,
+                    training_results: None,
+                    connection: BTreeMap::new(),
+                })
+            },
+            "data_stores[0].connection.path",
+        );
+        bad(
+            |m| {
+                m.evaluation_metrics = Some(EvaluationMetrics {
+                    kind: "regex".into(),
+                    regex: "loss ([0-9.]+)".into(),
+                })
+            },
+            "evaluation_metrics.regex",
+        );
+        assert_eq!(ErrorCode::for_manifest_field("cpus"), ErrorCode::C104);
+        assert_eq!(
+            ErrorCode::for_manifest_field("framework.command"),
+            ErrorCode::C101
+        );
+    }
+
+    #[test]
+    fn the_lifecycle_keeps_final_states_and_allows_resume() {
+        use JobState::*;
+        assert!(Queued.can_go_to(Pending));
+        assert!(!Queued.can_go_to(Processing));
+        assert!(Pending.can_go_to(Processing) && Downloading.can_go_to(Processing));
+        assert!(Processing.can_go_to(Processing));
+        assert!(Queued.can_go_to(Storing) && !Storing.can_go_to(Storing));
+        for s in JobState::ALL {
+            assert!(!Completed.can_go_to(s) && !Failed.can_go_to(s));
+            if !s.is_terminal() {
+                assert!(s.can_go_to(Failed) && s.can_go_to(Halted));
+            }
+        }
+        assert!(Halted.can_go_to(Queued) && !Halted.can_go_to(Processing));
+        assert!(Processing.can_go_to(Queued), "preempted and re-queued");
+        // The manifest's YAML names: SCREAMING case on the wire.
+        assert_eq!(
+            serde_json::to_string(&Processing).unwrap(),
+            "\"PROCESSING\""
+        );
+    }
+}

@@ -1,0 +1,613 @@
+//! Training-job schedulers: pure policy objects (no clock, no I/O) that the control
+//! plane runs live and the simulator runs on traces.
+//!
+//! [`GangScheduler`]: queues with quotas per resource (CPUs, memory, GPUs of any model,
+//! GPUs of one model), priorities, gang admission (every learner of a job is placed at
+//! once or none is), optional backfill (a job that fits may start while one ahead of it
+//! waits; without runtime estimates there are no reservations) and optional preemption
+//! (a job that cannot fit may halt running jobs of strictly lower priority, youngest
+//! first, when that frees enough). Learners go to the node that leaves the least room
+//! (pack) or the most (spread).
+
+use std::collections::BTreeMap;
+
+use pharos_core::LearnerResources;
+use serde::{Deserialize, Serialize};
+
+/// A machine learners can run on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub cpus: f64,
+    pub memory_bytes: u64,
+    /// GPUs by model.
+    #[serde(default)]
+    pub gpus: BTreeMap<String, u32>,
+}
+
+/// A queue and its quota: resource key (`cpu`, `memory`, `gpu`, `gpu/<model>`) ->
+/// most held at once by its running jobs; a key not listed is unlimited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueSpec {
+    pub name: String,
+    #[serde(default)]
+    pub quota: BTreeMap<String, f64>,
+}
+
+/// A job waiting to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingJob {
+    pub id: u64,
+    pub queue: String,
+    pub priority: i32,
+    pub submitted_s: f64,
+    pub learners: u32,
+    pub per_learner: LearnerResources,
+}
+
+/// A job holding resources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningJob {
+    pub id: u64,
+    pub queue: String,
+    pub priority: i32,
+    pub started_s: f64,
+    pub per_learner: LearnerResources,
+    pub placement: GangPlacement,
+    /// Whether it may be halted to its checkpoint for a job of higher priority.
+    pub preemptible: bool,
+}
+
+/// Per learner: the node index and the GPU model it holds (if any).
+pub type GangPlacement = Vec<(usize, Option<String>)>;
+
+/// What a scheduler sees.
+#[derive(Debug, Clone)]
+pub struct SchedView<'a> {
+    pub now_s: f64,
+    pub nodes: &'a [Node],
+    pub queues: &'a [QueueSpec],
+    pub pending: &'a [PendingJob],
+    pub running: &'a [RunningJob],
+}
+
+/// A scheduler's answer: jobs to start with each learner's node and GPU model, running
+/// jobs to halt first (preemption), and why each other pending job waits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SchedDecision {
+    pub start: Vec<(u64, GangPlacement)>,
+    pub preempt: Vec<u64>,
+    pub waiting: Vec<(u64, String)>,
+}
+
+pub trait TrainingScheduler: Send {
+    fn name(&self) -> &str;
+    fn decide(&mut self, view: &SchedView<'_>) -> SchedDecision;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    Pack,
+    Spread,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GangParams {
+    pub backfill: bool,
+    pub preemption: bool,
+    pub placement: Placement,
+}
+
+impl Default for GangParams {
+    fn default() -> Self {
+        Self {
+            backfill: true,
+            preemption: true,
+            placement: Placement::Pack,
+        }
+    }
+}
+
+/// The gang scheduler (see the module docs).
+#[derive(Debug, Clone)]
+pub struct GangScheduler {
+    pub params: GangParams,
+}
+
+impl GangScheduler {
+    pub fn new(params: GangParams) -> Self {
+        Self { params }
+    }
+}
+
+/// Free resources of one node.
+#[derive(Debug, Clone)]
+struct Free {
+    cpus: f64,
+    memory: f64,
+    gpus: BTreeMap<String, u32>,
+}
+
+fn free_of(view: &SchedView<'_>) -> Vec<Free> {
+    let mut free: Vec<Free> = view
+        .nodes
+        .iter()
+        .map(|n| Free {
+            cpus: n.cpus,
+            memory: n.memory_bytes as f64,
+            gpus: n.gpus.clone(),
+        })
+        .collect();
+    for r in view.running {
+        hold(&mut free, r, -1.0);
+    }
+    free
+}
+
+/// Take (`sign` = -1) or give back (+1) a running job's resources.
+fn hold(free: &mut [Free], r: &RunningJob, sign: f64) {
+    for (node, model) in &r.placement {
+        if let Some(f) = free.get_mut(*node) {
+            f.cpus += sign * r.per_learner.cpus;
+            f.memory += sign * r.per_learner.memory_bytes as f64;
+            if let Some(m) = model {
+                let g = f.gpus.entry(m.clone()).or_insert(0);
+                *g = if sign < 0.0 {
+                    g.saturating_sub(r.per_learner.gpus)
+                } else {
+                    *g + r.per_learner.gpus
+                };
+            }
+        }
+    }
+}
+
+/// The resource keys one learner uses, with amounts.
+fn usage(res: &LearnerResources, model: Option<&str>) -> Vec<(String, f64)> {
+    let mut u = vec![
+        ("cpu".to_string(), res.cpus),
+        ("memory".to_string(), res.memory_bytes as f64),
+    ];
+    if res.gpus > 0 {
+        u.push(("gpu".into(), res.gpus as f64));
+        if let Some(m) = model.or(res.gpu_type.as_deref()) {
+            u.push((format!("gpu/{m}"), res.gpus as f64));
+        }
+    }
+    u
+}
+
+/// A node (and GPU model) for one learner, or None.
+fn place_one(
+    free: &[Free],
+    res: &LearnerResources,
+    placement: Placement,
+) -> Option<(usize, Option<String>)> {
+    let eps = 1e-9;
+    let mut best: Option<(f64, usize, Option<String>)> = None;
+    for (i, f) in free.iter().enumerate() {
+        if f.cpus + eps < res.cpus || f.memory + eps < res.memory_bytes as f64 {
+            continue;
+        }
+        let model = if res.gpus == 0 {
+            None
+        } else {
+            let fits = |m: &str| f.gpus.get(m).is_some_and(|g| *g >= res.gpus);
+            match &res.gpu_type {
+                Some(m) if fits(m) => Some(m.clone()),
+                Some(_) => continue,
+                None => match f.gpus.iter().find(|(_, g)| **g >= res.gpus) {
+                    Some((m, _)) => Some(m.clone()),
+                    None => continue,
+                },
+            }
+        };
+        // Room left (CPUs, the scarcer resource in these clusters, then GPUs).
+        let gpus_left: u32 = model
+            .as_ref()
+            .map_or(0, |m| f.gpus.get(m).copied().unwrap_or(0) - res.gpus);
+        let left = f.cpus - res.cpus + 1000.0 * gpus_left as f64;
+        let better = match (&best, placement) {
+            (None, _) => true,
+            (Some((b, _, _)), Placement::Pack) => left < *b - eps,
+            (Some((b, _, _)), Placement::Spread) => left > *b + eps,
+        };
+        if better {
+            best = Some((left, i, model));
+        }
+    }
+    best.map(|(_, i, m)| (i, m))
+}
+
+/// Place every learner of a job on `free` (updated) or none (unchanged).
+fn place_gang(
+    free: &mut [Free],
+    job: &PendingJob,
+    placement: Placement,
+) -> Option<Vec<(usize, Option<String>)>> {
+    let mut trial: Vec<Free> = free.to_vec();
+    let mut out = Vec::with_capacity(job.learners as usize);
+    for _ in 0..job.learners {
+        let (node, model) = place_one(&trial, &job.per_learner, placement)?;
+        let f = &mut trial[node];
+        f.cpus -= job.per_learner.cpus;
+        f.memory -= job.per_learner.memory_bytes as f64;
+        if let Some(m) = &model {
+            *f.gpus.get_mut(m).expect("placed on it") -= job.per_learner.gpus;
+        }
+        out.push((node, model));
+    }
+    free.clone_from_slice(&trial);
+    Some(out)
+}
+
+/// Why a job can never run on these nodes, if so.
+fn never_fits(view: &SchedView<'_>, job: &PendingJob) -> Option<String> {
+    let empty: Vec<Free> = view
+        .nodes
+        .iter()
+        .map(|n| Free {
+            cpus: n.cpus,
+            memory: n.memory_bytes as f64,
+            gpus: n.gpus.clone(),
+        })
+        .collect();
+    let mut all = empty.clone();
+    if place_gang(&mut all, job, Placement::Pack).is_none() {
+        return Some(format!(
+            "never fits: {} learners of {} CPUs, {} bytes, {} GPUs{} exceed the whole cluster",
+            job.learners,
+            job.per_learner.cpus,
+            job.per_learner.memory_bytes,
+            job.per_learner.gpus,
+            job.per_learner
+                .gpu_type
+                .as_ref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(q) = view.queues.iter().find(|q| q.name == job.queue) {
+        let mut total: BTreeMap<String, f64> = BTreeMap::new();
+        for _ in 0..job.learners {
+            for (k, v) in usage(&job.per_learner, None) {
+                *total.entry(k).or_insert(0.0) += v;
+            }
+        }
+        for (k, limit) in &q.quota {
+            if total.get(k).copied().unwrap_or(0.0) > limit + 1e-9 {
+                return Some(format!(
+                    "never fits: the job needs {} of {k}, queue {} allows {limit}",
+                    total[k], q.name
+                ));
+            }
+        }
+    }
+    None
+}
+
+impl TrainingScheduler for GangScheduler {
+    fn name(&self) -> &str {
+        "gang"
+    }
+
+    fn decide(&mut self, view: &SchedView<'_>) -> SchedDecision {
+        let mut d = SchedDecision::default();
+        let mut free = free_of(view);
+        // Queue usage by resource key.
+        let mut used: BTreeMap<(String, String), f64> = BTreeMap::new();
+        for r in view.running {
+            for (_, m) in &r.placement {
+                for (k, v) in usage(&r.per_learner, m.as_deref()) {
+                    *used.entry((r.queue.clone(), k)).or_insert(0.0) += v;
+                }
+            }
+        }
+        let mut order: Vec<&PendingJob> = view.pending.iter().collect();
+        order.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.submitted_s.total_cmp(&b.submitted_s))
+                .then(a.id.cmp(&b.id))
+        });
+        let mut preempted: Vec<u64> = Vec::new();
+        let mut blocked: Option<u64> = None;
+        for job in order {
+            if let Some(head) = blocked
+                && !self.params.backfill
+            {
+                d.waiting
+                    .push((job.id, format!("behind job {head} (no backfill)")));
+                continue;
+            }
+            let Some(queue) = view.queues.iter().find(|q| q.name == job.queue) else {
+                d.waiting
+                    .push((job.id, format!("no queue {:?}", job.queue)));
+                continue;
+            };
+            if let Some(why) = never_fits(view, job) {
+                d.waiting.push((job.id, why));
+                continue;
+            }
+            // Quota: what the job would hold, with the GPU model chosen at placement;
+            // checked on the model-free keys first.
+            let over_quota = |used: &BTreeMap<(String, String), f64>,
+                              placement: &[(usize, Option<String>)]| {
+                let mut add: BTreeMap<String, f64> = BTreeMap::new();
+                for (_, m) in placement {
+                    for (k, v) in usage(&job.per_learner, m.as_deref()) {
+                        *add.entry(k).or_insert(0.0) += v;
+                    }
+                }
+                queue.quota.iter().find_map(|(k, limit)| {
+                    let now = used
+                        .get(&(queue.name.clone(), k.clone()))
+                        .copied()
+                        .unwrap_or(0.0);
+                    let extra = add.get(k).copied().unwrap_or(0.0);
+                    (extra > 0.0 && now + extra > limit + 1e-9).then(|| {
+                        format!(
+                            "queue {} quota for {k}: {now} held + {extra} > {limit}",
+                            queue.name
+                        )
+                    })
+                })
+            };
+            let mut trial = free.clone();
+            let placed = place_gang(&mut trial, job, self.params.placement);
+            let outcome = match placed {
+                Some(p) => match over_quota(&used, &p) {
+                    None => Ok((p, trial, Vec::new())),
+                    Some(why) => Err(why),
+                },
+                None if self.params.preemption => {
+                    // Halt lower-priority running jobs, youngest first, until it fits.
+                    let mut victims: Vec<&RunningJob> = view
+                        .running
+                        .iter()
+                        .filter(|r| {
+                            r.preemptible && r.priority < job.priority && !preempted.contains(&r.id)
+                        })
+                        .collect();
+                    victims.sort_by(|a, b| {
+                        a.priority
+                            .cmp(&b.priority)
+                            .then(b.started_s.total_cmp(&a.started_s))
+                            .then(b.id.cmp(&a.id))
+                    });
+                    let mut trial_free = free.clone();
+                    let mut chosen = Vec::new();
+                    let mut found = None;
+                    for v in victims {
+                        hold(&mut trial_free, v, 1.0);
+                        chosen.push(v);
+                        let mut t = trial_free.clone();
+                        if let Some(p) = place_gang(&mut t, job, self.params.placement) {
+                            found = Some((p, t));
+                            break;
+                        }
+                    }
+                    match found {
+                        Some((p, t)) => {
+                            // Quota counts without the victims of the same queue.
+                            let mut u2 = used.clone();
+                            for v in &chosen {
+                                for (_, m) in &v.placement {
+                                    for (k, x) in usage(&v.per_learner, m.as_deref()) {
+                                        if let Some(e) = u2.get_mut(&(v.queue.clone(), k)) {
+                                            *e -= x;
+                                        }
+                                    }
+                                }
+                            }
+                            match over_quota(&u2, &p) {
+                                None => {
+                                    used = u2;
+                                    Ok((p, t, chosen.iter().map(|v| v.id).collect()))
+                                }
+                                Some(why) => Err(why),
+                            }
+                        }
+                        None => Err("does not fit in the free resources, even after halting lower-priority jobs".into()),
+                    }
+                }
+                None => Err("does not fit in the free resources".into()),
+            };
+            match outcome {
+                Ok((p, t, victims)) => {
+                    for (_, m) in &p {
+                        for (k, v) in usage(&job.per_learner, m.as_deref()) {
+                            *used.entry((job.queue.clone(), k)).or_insert(0.0) += v;
+                        }
+                    }
+                    free = t;
+                    preempted.extend(&victims);
+                    d.start.push((job.id, p));
+                }
+                Err(why) => {
+                    blocked.get_or_insert(job.id);
+                    d.waiting.push((job.id, why));
+                }
+            }
+        }
+        d.preempt = preempted;
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(cpus: f64, gpus: u32, model: Option<&str>) -> LearnerResources {
+        LearnerResources {
+            cpus,
+            memory_bytes: 1 << 30,
+            gpus,
+            gpu_type: model.map(String::from),
+        }
+    }
+
+    fn nodes() -> Vec<Node> {
+        (0..2)
+            .map(|i| Node {
+                name: format!("n{i}"),
+                cpus: 8.0,
+                memory_bytes: 64 << 30,
+                gpus: BTreeMap::from([("v100".to_string(), 2)]),
+            })
+            .collect()
+    }
+
+    fn pending(id: u64, priority: i32, learners: u32, r: LearnerResources) -> PendingJob {
+        PendingJob {
+            id,
+            queue: "default".into(),
+            priority,
+            submitted_s: id as f64,
+            learners,
+            per_learner: r,
+        }
+    }
+
+    fn queues(quota: &[(&str, f64)]) -> Vec<QueueSpec> {
+        vec![QueueSpec {
+            name: "default".into(),
+            quota: quota.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }]
+    }
+
+    fn run(
+        s: &mut GangScheduler,
+        nodes: &[Node],
+        q: &[QueueSpec],
+        p: &[PendingJob],
+        r: &[RunningJob],
+    ) -> SchedDecision {
+        s.decide(&SchedView {
+            now_s: 100.0,
+            nodes,
+            queues: q,
+            pending: p,
+            running: r,
+        })
+    }
+
+    #[test]
+    fn gangs_are_placed_whole_or_not_at_all() {
+        let n = nodes();
+        let q = queues(&[]);
+        let mut s = GangScheduler::new(GangParams::default());
+        // 3 learners of 6 CPUs: only two fit (one per node): none is placed.
+        let d = run(&mut s, &n, &q, &[pending(1, 0, 3, res(6.0, 0, None))], &[]);
+        assert!(d.start.is_empty());
+        assert!(d.waiting[0].1.contains("never fits"), "{:?}", d.waiting);
+        // 2 learners of 6 CPUs: one on each node.
+        let d = run(&mut s, &n, &q, &[pending(1, 0, 2, res(6.0, 0, None))], &[]);
+        let nodes_used: Vec<usize> = d.start[0].1.iter().map(|(n, _)| *n).collect();
+        assert_eq!(nodes_used, vec![0, 1]);
+        // GPUs by model: 3 learners of 1 v100 pack two on node 0, one on node 1.
+        let d = run(
+            &mut s,
+            &n,
+            &q,
+            &[pending(2, 0, 3, res(1.0, 1, Some("v100")))],
+            &[],
+        );
+        let p = &d.start[0].1;
+        assert_eq!(p.iter().filter(|(n, _)| *n == 0).count(), 2);
+        assert!(p.iter().all(|(_, m)| m.as_deref() == Some("v100")));
+        // An unknown model never fits.
+        let d = run(
+            &mut s,
+            &n,
+            &q,
+            &[pending(3, 0, 1, res(1.0, 1, Some("a100")))],
+            &[],
+        );
+        assert!(d.waiting[0].1.contains("never fits"));
+    }
+
+    #[test]
+    fn quotas_priorities_and_backfill() {
+        let n = nodes();
+        let q = queues(&[("gpu", 2.0)]);
+        let mut s = GangScheduler::new(GangParams::default());
+        // Three 1-GPU jobs, quota of 2 GPUs: the third waits with the quota as reason.
+        let jobs: Vec<PendingJob> = (1..=3)
+            .map(|i| pending(i, 0, 1, res(1.0, 1, None)))
+            .collect();
+        let d = run(&mut s, &n, &q, &jobs, &[]);
+        assert_eq!(d.start.len(), 2);
+        assert!(d.waiting[0].1.contains("quota for gpu"), "{:?}", d.waiting);
+        // Priority first: the later, higher-priority job takes the node.
+        let q = queues(&[]);
+        let big = |id, prio| pending(id, prio, 1, res(8.0, 0, None));
+        let d = run(&mut s, &n[..1], &q, &[big(1, 0), big(2, 5)], &[]);
+        assert_eq!(d.start[0].0, 2);
+        // Backfill: a big job waits, a small one behind it still starts; without
+        // backfill it waits behind the big one.
+        let jobs = [
+            pending(1, 0, 1, res(6.0, 0, None)),
+            pending(2, 0, 1, res(2.0, 0, None)),
+        ];
+        let running = [RunningJob {
+            id: 9,
+            queue: "default".into(),
+            priority: 0,
+            started_s: 0.0,
+            per_learner: res(4.0, 0, None),
+            placement: vec![(0, None), (1, None)],
+            preemptible: false,
+        }];
+        let d = run(&mut s, &n, &q, &jobs, &running);
+        assert_eq!(d.start.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2]);
+        let mut strict = GangScheduler::new(GangParams {
+            backfill: false,
+            ..GangParams::default()
+        });
+        let d = run(&mut strict, &n, &q, &jobs, &running);
+        assert!(d.start.is_empty());
+        assert!(
+            d.waiting
+                .iter()
+                .any(|(id, why)| *id == 2 && why.contains("behind job 1"))
+        );
+    }
+
+    #[test]
+    fn preemption_halts_lower_priority_youngest_first_only_when_enough() {
+        let n = nodes();
+        let q = queues(&[]);
+        let mut s = GangScheduler::new(GangParams::default());
+        let running = |id, prio, started| RunningJob {
+            id,
+            queue: "default".into(),
+            priority: prio,
+            started_s: started,
+            per_learner: res(8.0, 0, None),
+            placement: vec![(id as usize - 10, None)],
+            preemptible: true,
+        };
+        let r = [running(10, 0, 1.0), running(11, 0, 5.0)];
+        // A priority-5 job of one 8-CPU learner: halts the youngest (11) only.
+        let d = run(&mut s, &n, &q, &[pending(1, 5, 1, res(8.0, 0, None))], &r);
+        assert_eq!(d.preempt, vec![11]);
+        assert_eq!(d.start[0].1[0].0, 1);
+        // Same priority: no preemption.
+        let d = run(&mut s, &n, &q, &[pending(1, 0, 1, res(8.0, 0, None))], &r);
+        assert!(d.preempt.is_empty() && d.start.is_empty());
+        // Halting everything would not be enough (3 x 8 CPUs): nobody is halted.
+        let d = run(&mut s, &n, &q, &[pending(1, 5, 3, res(6.0, 0, None))], &r);
+        assert!(d.preempt.is_empty() && d.start.is_empty());
+        // Preemption off.
+        let mut off = GangScheduler::new(GangParams {
+            preemption: false,
+            ..GangParams::default()
+        });
+        let d = run(&mut off, &n, &q, &[pending(1, 5, 1, res(8.0, 0, None))], &r);
+        assert!(d.preempt.is_empty() && d.start.is_empty());
+    }
+}
