@@ -19,6 +19,7 @@ pub use graph::{Function, Graph, GraphDecision, GraphPolicy, GraphView};
 pub use inference::{ClusterView, Decision, InferencePolicy, JobCounters, JobView};
 pub use slo::Slo;
 pub use training::{
-    Container, DataStore, ErrorCode, EvaluationMetrics, Framework, JobState, LearnerResources,
-    Manifest, parse_memory,
+    Container, DataStore, ErrorCode, EvaluationMetrics, Framework, GangPlacement, JobState,
+    LearnerResources, Manifest, Node, PendingJob, QueueSpec, RunningJob, SchedDecision, SchedView,
+    TrainingScheduler, parse_memory,
 };

@@ -379,6 +379,88 @@ impl ErrorCode {
     }
 }
 
+// ---------------------------------------------------------------------------------
+// The scheduling seam: what a training scheduler sees and decides. Schedulers are pure
+// (no clock, no I/O), so the same object runs in the control plane and the simulator.
+
+/// A machine learners can run on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub cpus: f64,
+    pub memory_bytes: u64,
+    /// GPUs by model.
+    #[serde(default)]
+    pub gpus: BTreeMap<String, u32>,
+}
+
+/// A queue and its quota: resource key (`cpu`, `memory`, `gpu`, `gpu/<model>`) ->
+/// most held at once by its running jobs; a key not listed is unlimited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueSpec {
+    pub name: String,
+    #[serde(default)]
+    pub quota: BTreeMap<String, f64>,
+}
+
+/// A job waiting to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingJob {
+    pub id: u64,
+    pub queue: String,
+    pub priority: i32,
+    pub submitted_s: f64,
+    pub learners: u32,
+    pub per_learner: LearnerResources,
+    /// Known run time on each GPU model, when the platform knows it (traces, profiles);
+    /// empty otherwise.
+    pub duration_s: BTreeMap<String, f64>,
+    /// GPU-seconds of service it has had (before a preemption).
+    pub attained_gpu_s: f64,
+}
+
+/// A job holding resources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningJob {
+    pub id: u64,
+    pub queue: String,
+    pub priority: i32,
+    pub started_s: f64,
+    pub per_learner: LearnerResources,
+    pub placement: GangPlacement,
+    /// Whether it may be halted to its checkpoint for a job of higher priority.
+    pub preemptible: bool,
+    /// GPU-seconds of service so far.
+    pub attained_gpu_s: f64,
+}
+
+/// Per learner: the node index and the GPU model it holds (if any).
+pub type GangPlacement = Vec<(usize, Option<String>)>;
+
+/// What a scheduler sees.
+#[derive(Debug, Clone)]
+pub struct SchedView<'a> {
+    pub now_s: f64,
+    pub nodes: &'a [Node],
+    pub queues: &'a [QueueSpec],
+    pub pending: &'a [PendingJob],
+    pub running: &'a [RunningJob],
+}
+
+/// A scheduler's answer: jobs to start with each learner's node and GPU model, running
+/// jobs to halt first (preemption), and why each other pending job waits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SchedDecision {
+    pub start: Vec<(u64, GangPlacement)>,
+    pub preempt: Vec<u64>,
+    pub waiting: Vec<(u64, String)>,
+}
+
+pub trait TrainingScheduler: Send {
+    fn name(&self) -> &str;
+    fn decide(&mut self, view: &SchedView<'_>) -> SchedDecision;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,11 +8,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use pharos_core::LearnerResources;
-use pharos_policy::training::{
-    GangParams, GangScheduler, Node, PendingJob, QueueSpec, RunningJob, SchedView,
-    TrainingScheduler,
+use pharos_core::{
+    LearnerResources, Node, PendingJob, QueueSpec, RunningJob, SchedView, TrainingScheduler,
 };
+use pharos_policy::training::{GangParams, GangScheduler};
 
 struct Rng(u64);
 impl Rng {
@@ -78,6 +77,7 @@ fn main() {
             },
             placement: vec![((i % 64) as usize, None)],
             preemptible: true,
+            attained_gpu_s: 0.0,
         })
         .collect();
     println!(
@@ -98,6 +98,8 @@ fn main() {
                 submitted_s: id as f64,
                 learners: 1 + rng.below(8) as u32,
                 per_learner: resources(&mut rng),
+                duration_s: BTreeMap::new(),
+                attained_gpu_s: 0.0,
             })
             .collect();
         for preemption in [false, true] {

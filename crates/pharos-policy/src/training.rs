@@ -11,79 +11,10 @@
 
 use std::collections::BTreeMap;
 
-use pharos_core::LearnerResources;
+use pharos_core::{
+    LearnerResources, PendingJob, RunningJob, SchedDecision, SchedView, TrainingScheduler,
+};
 use serde::{Deserialize, Serialize};
-
-/// A machine learners can run on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Node {
-    pub name: String,
-    pub cpus: f64,
-    pub memory_bytes: u64,
-    /// GPUs by model.
-    #[serde(default)]
-    pub gpus: BTreeMap<String, u32>,
-}
-
-/// A queue and its quota: resource key (`cpu`, `memory`, `gpu`, `gpu/<model>`) ->
-/// most held at once by its running jobs; a key not listed is unlimited.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueueSpec {
-    pub name: String,
-    #[serde(default)]
-    pub quota: BTreeMap<String, f64>,
-}
-
-/// A job waiting to run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingJob {
-    pub id: u64,
-    pub queue: String,
-    pub priority: i32,
-    pub submitted_s: f64,
-    pub learners: u32,
-    pub per_learner: LearnerResources,
-}
-
-/// A job holding resources.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunningJob {
-    pub id: u64,
-    pub queue: String,
-    pub priority: i32,
-    pub started_s: f64,
-    pub per_learner: LearnerResources,
-    pub placement: GangPlacement,
-    /// Whether it may be halted to its checkpoint for a job of higher priority.
-    pub preemptible: bool,
-}
-
-/// Per learner: the node index and the GPU model it holds (if any).
-pub type GangPlacement = Vec<(usize, Option<String>)>;
-
-/// What a scheduler sees.
-#[derive(Debug, Clone)]
-pub struct SchedView<'a> {
-    pub now_s: f64,
-    pub nodes: &'a [Node],
-    pub queues: &'a [QueueSpec],
-    pub pending: &'a [PendingJob],
-    pub running: &'a [RunningJob],
-}
-
-/// A scheduler's answer: jobs to start with each learner's node and GPU model, running
-/// jobs to halt first (preemption), and why each other pending job waits.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SchedDecision {
-    pub start: Vec<(u64, GangPlacement)>,
-    pub preempt: Vec<u64>,
-    pub waiting: Vec<(u64, String)>,
-}
-
-pub trait TrainingScheduler: Send {
-    fn name(&self) -> &str;
-    fn decide(&mut self, view: &SchedView<'_>) -> SchedDecision;
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -92,22 +23,81 @@ pub enum Placement {
     Spread,
 }
 
+/// The order jobs are considered in, which is also what preemption compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Arrival order; nobody preempts.
+    Fifo,
+    /// The job's priority, then arrival; a higher priority preempts a lower one.
+    Priority,
+    /// Shortest known duration first (on the job's fastest GPU model; unknown last);
+    /// nobody preempts. An upper bound: real platforms rarely know durations.
+    Sjf,
+    /// Least attained service (Tiresias's two-queue form): jobs with under
+    /// `las_threshold_gpu_s` GPU-seconds of service rank above the rest and may preempt
+    /// them; arrival order within a rank. Needs no durations.
+    Las,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GangParams {
+    pub order: Order,
     pub backfill: bool,
     pub preemption: bool,
     pub placement: Placement,
+    pub las_threshold_gpu_s: f64,
+    /// Try the GPU models where the job runs fastest first (needs durations; Gavel's
+    /// heterogeneity awareness in its simplest form). Otherwise models by name.
+    pub gpu_affinity: bool,
 }
 
 impl Default for GangParams {
     fn default() -> Self {
         Self {
+            order: Order::Priority,
             backfill: true,
             preemption: true,
             placement: Placement::Pack,
+            las_threshold_gpu_s: 3600.0,
+            gpu_affinity: false,
         }
     }
+}
+
+impl GangScheduler {
+    /// The rank preemption compares (higher wins), by the order.
+    fn rank(&self, priority: i32, attained_gpu_s: f64) -> i64 {
+        match self.params.order {
+            Order::Fifo | Order::Sjf => 0,
+            Order::Priority => priority as i64,
+            Order::Las => i64::from(attained_gpu_s < self.params.las_threshold_gpu_s),
+        }
+    }
+
+    /// GPU models to try for a job, in order.
+    fn models(&self, view: &SchedView<'_>, job: &PendingJob) -> Vec<String> {
+        let mut all: Vec<String> = view
+            .nodes
+            .iter()
+            .flat_map(|n| n.gpus.keys().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        if self.params.gpu_affinity && !job.duration_s.is_empty() {
+            let d = |m: &String| job.duration_s.get(m).copied().unwrap_or(f64::INFINITY);
+            all.sort_by(|a, b| d(a).total_cmp(&d(b)).then(a.cmp(b)));
+        }
+        all
+    }
+}
+
+fn best_duration(job: &PendingJob) -> f64 {
+    job.duration_s
+        .values()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// The gang scheduler (see the module docs).
@@ -227,10 +217,42 @@ fn place_gang(
     job: &PendingJob,
     placement: Placement,
 ) -> Option<Vec<(usize, Option<String>)>> {
+    place_gang_on(free, job, &job.per_learner, placement)
+}
+
+/// Place a gang whose learners use GPUs of one model: the first of `models` it fits on
+/// whole (the job's own model when it names one).
+fn place_gang_models(
+    free: &mut [Free],
+    job: &PendingJob,
+    placement: Placement,
+    models: &[String],
+) -> Option<Vec<(usize, Option<String>)>> {
+    if job.per_learner.gpus == 0 || job.per_learner.gpu_type.is_some() {
+        return place_gang(free, job, placement);
+    }
+    for m in models {
+        let res = LearnerResources {
+            gpu_type: Some(m.clone()),
+            ..job.per_learner.clone()
+        };
+        if let Some(p) = place_gang_on(free, job, &res, placement) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+fn place_gang_on(
+    free: &mut [Free],
+    job: &PendingJob,
+    res: &LearnerResources,
+    placement: Placement,
+) -> Option<Vec<(usize, Option<String>)>> {
     let mut trial: Vec<Free> = free.to_vec();
     let mut out = Vec::with_capacity(job.learners as usize);
     for _ in 0..job.learners {
-        let (node, model) = place_one(&trial, &job.per_learner, placement)?;
+        let (node, model) = place_one(&trial, res, placement)?;
         let f = &mut trial[node];
         f.cpus -= job.per_learner.cpus;
         f.memory -= job.per_learner.memory_bytes as f64;
@@ -244,7 +266,7 @@ fn place_gang(
 }
 
 /// Why a job can never run on these nodes, if so.
-fn never_fits(view: &SchedView<'_>, job: &PendingJob) -> Option<String> {
+fn never_fits(view: &SchedView<'_>, job: &PendingJob, models: &[String]) -> Option<String> {
     let empty: Vec<Free> = view
         .nodes
         .iter()
@@ -255,7 +277,7 @@ fn never_fits(view: &SchedView<'_>, job: &PendingJob) -> Option<String> {
         })
         .collect();
     let mut all = empty.clone();
-    if place_gang(&mut all, job, Placement::Pack).is_none() {
+    if place_gang_models(&mut all, job, Placement::Pack, models).is_none() {
         return Some(format!(
             "never fits: {} learners of {} CPUs, {} bytes, {} GPUs{} exceed the whole cluster",
             job.learners,
@@ -306,9 +328,13 @@ impl TrainingScheduler for GangScheduler {
             }
         }
         let mut order: Vec<&PendingJob> = view.pending.iter().collect();
+        let rank = |j: &PendingJob| self.rank(j.priority, j.attained_gpu_s);
         order.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
+            let by_order = match self.params.order {
+                Order::Sjf => best_duration(a).total_cmp(&best_duration(b)),
+                _ => rank(b).cmp(&rank(a)),
+            };
+            by_order
                 .then(a.submitted_s.total_cmp(&b.submitted_s))
                 .then(a.id.cmp(&b.id))
         });
@@ -327,7 +353,8 @@ impl TrainingScheduler for GangScheduler {
                     .push((job.id, format!("no queue {:?}", job.queue)));
                 continue;
             };
-            if let Some(why) = never_fits(view, job) {
+            let models = self.models(view, job);
+            if let Some(why) = never_fits(view, job, &models) {
                 d.waiting.push((job.id, why));
                 continue;
             }
@@ -356,7 +383,7 @@ impl TrainingScheduler for GangScheduler {
                 })
             };
             let mut trial = free.clone();
-            let placed = place_gang(&mut trial, job, self.params.placement);
+            let placed = place_gang_models(&mut trial, job, self.params.placement, &models);
             let outcome = match placed {
                 Some(p) => match over_quota(&used, &p) {
                     None => Ok((p, trial, Vec::new())),
@@ -384,7 +411,9 @@ impl TrainingScheduler for GangScheduler {
                         hold(&mut trial_free, v, 1.0);
                         chosen.push(v);
                         let mut t = trial_free.clone();
-                        if let Some(p) = place_gang(&mut t, job, self.params.placement) {
+                        if let Some(p) =
+                            place_gang_models(&mut t, job, self.params.placement, &models)
+                        {
                             found = Some((p, t));
                             break;
                         }
@@ -440,6 +469,7 @@ impl TrainingScheduler for GangScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pharos_core::{Node, QueueSpec};
 
     fn res(cpus: f64, gpus: u32, model: Option<&str>) -> LearnerResources {
         LearnerResources {
@@ -469,6 +499,8 @@ mod tests {
             submitted_s: id as f64,
             learners,
             per_learner: r,
+            duration_s: BTreeMap::new(),
+            attained_gpu_s: 0.0,
         }
     }
 
@@ -561,6 +593,7 @@ mod tests {
             per_learner: res(4.0, 0, None),
             placement: vec![(0, None), (1, None)],
             preemptible: false,
+            attained_gpu_s: 0.0,
         }];
         let d = run(&mut s, &n, &q, &jobs, &running);
         assert_eq!(d.start.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2]);
@@ -590,6 +623,7 @@ mod tests {
             per_learner: res(8.0, 0, None),
             placement: vec![(id as usize - 10, None)],
             preemptible: true,
+            attained_gpu_s: 0.0,
         };
         let r = [running(10, 0, 1.0), running(11, 0, 5.0)];
         // A priority-5 job of one 8-CPU learner: halts the youngest (11) only.
