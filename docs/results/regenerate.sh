@@ -32,3 +32,8 @@ for g in chain fanout diamond two-apps; do
 done
 cargo run --release --quiet -p pharos-experiment --example graph_bench \
     | tee docs/results/graph-bench.txt
+# Training schedulers on the Philly-derived traces.
+for t in 0e4a51 2869ce; do
+    ./target/release/pharos simulate examples/training/philly-$t.yaml --out docs/results/training/philly-$t
+done
+cargo run --release --quiet -p pharos-policy --example sched_bench | tee docs/results/sched-bench.txt

@@ -445,6 +445,9 @@ pub struct SchedView<'a> {
     pub queues: &'a [QueueSpec],
     pub pending: &'a [PendingJob],
     pub running: &'a [RunningJob],
+    /// Whether to say why each waiting job waits (the control plane shows it; the
+    /// simulator does not need it).
+    pub explain: bool,
 }
 
 /// A scheduler's answer: jobs to start with each learner's node and GPU model, running
@@ -459,6 +462,11 @@ pub struct SchedDecision {
 pub trait TrainingScheduler: Send {
     fn name(&self) -> &str;
     fn decide(&mut self, view: &SchedView<'_>) -> SchedDecision;
+    /// Whether decisions change with time alone (not only on arrivals and completions),
+    /// so that the caller should also ask periodically.
+    fn needs_ticks(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

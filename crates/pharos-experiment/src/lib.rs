@@ -7,6 +7,7 @@ pub mod graph;
 pub mod report;
 mod spec;
 pub mod svg;
+pub mod training;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

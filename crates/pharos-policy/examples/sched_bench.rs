@@ -108,6 +108,7 @@ fn main() {
                 ..GangParams::default()
             });
             let view = SchedView {
+                explain: true,
                 now_s: 0.0,
                 nodes: &nodes,
                 queues: &queues,

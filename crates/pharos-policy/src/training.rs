@@ -49,7 +49,8 @@ pub struct GangParams {
     pub placement: Placement,
     pub las_threshold_gpu_s: f64,
     /// Try the GPU models where the job runs fastest first (needs durations; Gavel's
-    /// heterogeneity awareness in its simplest form). Otherwise models by name.
+    /// heterogeneity awareness in its simplest form). Otherwise the models with the
+    /// most free GPUs first.
     pub gpu_affinity: bool,
 }
 
@@ -77,7 +78,8 @@ impl GangScheduler {
     }
 
     /// GPU models to try for a job, in order.
-    fn models(&self, view: &SchedView<'_>, job: &PendingJob) -> Vec<String> {
+    /// By default the models with the most free GPUs first (then by name).
+    fn models(&self, view: &SchedView<'_>, job: &PendingJob, free: &[Free]) -> Vec<String> {
         let mut all: Vec<String> = view
             .nodes
             .iter()
@@ -85,6 +87,12 @@ impl GangScheduler {
             .collect();
         all.sort();
         all.dedup();
+        let free_of = |m: &String| -> u32 {
+            free.iter()
+                .map(|f| f.gpus.get(m).copied().unwrap_or(0))
+                .sum()
+        };
+        all.sort_by(|a, b| free_of(b).cmp(&free_of(a)).then(a.cmp(b)));
         if self.params.gpu_affinity && !job.duration_s.is_empty() {
             let d = |m: &String| job.duration_s.get(m).copied().unwrap_or(f64::INFINITY);
             all.sort_by(|a, b| d(a).total_cmp(&d(b)).then(a.cmp(b)));
@@ -315,8 +323,25 @@ impl TrainingScheduler for GangScheduler {
         "gang"
     }
 
+    fn needs_ticks(&self) -> bool {
+        self.params.order == Order::Las && self.params.preemption
+    }
+
     fn decide(&mut self, view: &SchedView<'_>) -> SchedDecision {
         let mut d = SchedDecision::default();
+        // Why jobs wait, only when asked (formatting thousands of reasons per decision
+        // dominates a simulation's time otherwise).
+        let explain = view.explain;
+        let wait = |d: &mut SchedDecision, id: u64, why: &dyn Fn() -> String| {
+            if explain {
+                d.waiting.push((id, why()));
+            }
+        };
+        // Whether a job shape can ever fit, once per shape.
+        let mut never: std::collections::HashMap<
+            (u32, u64, u64, u32, Option<String>, String),
+            Option<String>,
+        > = std::collections::HashMap::new();
         let mut free = free_of(view);
         // Queue usage by resource key.
         let mut used: BTreeMap<(String, String), f64> = BTreeMap::new();
@@ -344,18 +369,30 @@ impl TrainingScheduler for GangScheduler {
             if let Some(head) = blocked
                 && !self.params.backfill
             {
-                d.waiting
-                    .push((job.id, format!("behind job {head} (no backfill)")));
+                wait(&mut d, job.id, &|| {
+                    format!("behind job {head} (no backfill)")
+                });
                 continue;
             }
             let Some(queue) = view.queues.iter().find(|q| q.name == job.queue) else {
-                d.waiting
-                    .push((job.id, format!("no queue {:?}", job.queue)));
+                wait(&mut d, job.id, &|| format!("no queue {:?}", job.queue));
                 continue;
             };
-            let models = self.models(view, job);
-            if let Some(why) = never_fits(view, job, &models) {
-                d.waiting.push((job.id, why));
+            let models = self.models(view, job, &free);
+            let shape = (
+                job.learners,
+                job.per_learner.cpus.to_bits(),
+                job.per_learner.memory_bytes,
+                job.per_learner.gpus,
+                job.per_learner.gpu_type.clone(),
+                job.queue.clone(),
+            );
+            let verdict = never
+                .entry(shape)
+                .or_insert_with(|| never_fits(view, job, &models))
+                .clone();
+            if let Some(why) = verdict {
+                wait(&mut d, job.id, &|| why.clone());
                 continue;
             }
             // Quota: what the job would hold, with the GPU model chosen at placement;
@@ -457,7 +494,7 @@ impl TrainingScheduler for GangScheduler {
                 }
                 Err(why) => {
                     blocked.get_or_insert(job.id);
-                    d.waiting.push((job.id, why));
+                    wait(&mut d, job.id, &|| why.clone());
                 }
             }
         }
@@ -519,6 +556,7 @@ mod tests {
         r: &[RunningJob],
     ) -> SchedDecision {
         s.decide(&SchedView {
+            explain: true,
             now_s: 100.0,
             nodes,
             queues: q,

@@ -15,6 +15,7 @@ mod dist;
 pub mod engine;
 pub mod graph;
 mod metrics;
+pub mod training;
 
 pub use config::{ArrivalCount, ClusterConfig, OverCapacity, SimConfig, SimJob};
 pub use dist::Dist;

@@ -64,6 +64,26 @@ struct GraphArgs {
     threads: usize,
 }
 
+/// A training-scheduler experiment (`kind: training`): every cluster x policy.
+fn simulate_training(args: SimulateArgs) -> Result<()> {
+    use pharos_experiment::training::{TrainingExperiment, summary, write_all};
+    let exp = TrainingExperiment::load(&args.experiment)?;
+    let rows = exp.run_all()?;
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("out").join(&exp.spec.name));
+    let written = write_all(&exp, &rows, &out)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{}", summary(&exp, &rows));
+        for w in written {
+            println!("wrote {}", w.display());
+        }
+    }
+    Ok(())
+}
+
 fn graph(args: GraphArgs) -> Result<()> {
     use pharos_experiment::graph::{GraphExperiment, summary, timing, write_all};
     let ov = Overrides {
@@ -265,6 +285,11 @@ fn parse_range(s: &str) -> Result<[usize; 2], String> {
 }
 
 fn simulate(args: SimulateArgs) -> Result<()> {
+    if std::fs::read_to_string(&args.experiment)
+        .is_ok_and(|t| pharos_experiment::training::is_training(&t))
+    {
+        return simulate_training(args);
+    }
     let ov = Overrides {
         trace: args.trace,
         trace_format: args.trace_format,

@@ -1,0 +1,377 @@
+//! Training-scheduler experiments: a job trace (the philly-gavel CSV), GPU cluster
+//! shapes, and scheduler configurations compared on job completion time, queueing
+//! delay, GPU utilisation and makespan.
+//!
+//! ```yaml
+//! kind: training
+//! name: philly-0e4a51
+//! trace: ../../data/philly-gavel/0e4a51.csv
+//! clusters:
+//!   - { name: small, pools: [ { gpu_type: v100, nodes: 2, gpus_per_node: 8 } ] }
+//! policies:
+//!   - { label: fifo, order: fifo, backfill: false, preemption: false }
+//!   - { label: las, order: las }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pharos_core::SpecError;
+use pharos_policy::training::{GangParams, GangScheduler};
+use pharos_sim::training::{GpuPool, TraceJob, TrainRunResult, TrainSimConfig, read_jobs_csv};
+use serde::{Deserialize, Serialize};
+
+use crate::ExperimentError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    /// Must be `training`.
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The trace file, relative to the experiment file.
+    pub trace: PathBuf,
+    pub clusters: Vec<ClusterShape>,
+    #[serde(default = "cpg")]
+    pub cpus_per_gpu: f64,
+    #[serde(default = "ckpt")]
+    pub checkpoint_interval_s: f64,
+    #[serde(default = "restart")]
+    pub restart_cost_s: f64,
+    #[serde(default = "tick")]
+    pub tick_s: f64,
+    /// Jobs given priority 1 (the rest 0), drawn with this probability, seeded.
+    #[serde(default)]
+    pub high_priority_share: f64,
+    #[serde(default)]
+    pub seed: u64,
+    pub policies: Vec<PolicySpec>,
+}
+
+fn cpg() -> f64 {
+    4.0
+}
+fn ckpt() -> f64 {
+    900.0
+}
+fn restart() -> f64 {
+    60.0
+}
+fn tick() -> f64 {
+    300.0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterShape {
+    pub name: String,
+    pub pools: Vec<GpuPool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicySpec {
+    pub label: String,
+    #[serde(flatten)]
+    pub params: GangParams,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainingExperiment {
+    pub spec: TrainingSpec,
+    pub jobs: Vec<TraceJob>,
+    pub priorities: Vec<i32>,
+}
+
+/// The summary of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainingRow {
+    pub cluster: String,
+    pub policy: String,
+    pub jobs: usize,
+    pub never_ran: usize,
+    pub mean_jct_h: f64,
+    pub median_jct_h: f64,
+    pub p95_jct_h: f64,
+    pub mean_queueing_h: f64,
+    pub waited_over_1h: f64,
+    pub gpu_utilisation: f64,
+    pub makespan_d: f64,
+    pub preemptions: u64,
+    pub decisions: u64,
+    /// JCT quantiles (hours) at 0, 5, ..., 100%.
+    pub jct_cdf_h: Vec<f64>,
+    /// Wall seconds of the run (not deterministic).
+    #[serde(skip)]
+    pub wall_s: f64,
+    #[serde(skip)]
+    pub daily_utilisation: Vec<f64>,
+}
+
+/// Whether an experiment file is a training experiment (`kind: training`).
+pub fn is_training(text: &str) -> bool {
+    text.lines().any(|l| l.trim() == "kind: training")
+}
+
+impl TrainingExperiment {
+    pub fn load(path: &Path) -> Result<TrainingExperiment, ExperimentError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let spec: TrainingSpec =
+            serde_saphyr::from_str(&text).map_err(|e| ExperimentError::Yaml {
+                file: path.to_path_buf(),
+                problem: e.to_string(),
+            })?;
+        let bad = |e: SpecError| ExperimentError::Spec {
+            file: path.to_path_buf(),
+            error: e,
+        };
+        if spec.kind != "training" {
+            return Err(bad(SpecError::new("kind", "must be `training`")));
+        }
+        if spec.clusters.is_empty() || spec.policies.is_empty() {
+            return Err(bad(SpecError::new(
+                "",
+                "needs at least one cluster and one policy",
+            )));
+        }
+        for (i, p) in spec.policies.iter().enumerate() {
+            if spec.policies[..i].iter().any(|q| q.label == p.label) {
+                return Err(bad(SpecError::new(
+                    format!("policies[{i}].label"),
+                    format!("{:?} appears twice", p.label),
+                )));
+            }
+        }
+        if !(0.0..=1.0).contains(&spec.high_priority_share) {
+            return Err(bad(SpecError::new(
+                "high_priority_share",
+                "must be in [0, 1]",
+            )));
+        }
+        let base = path.parent().unwrap_or(Path::new(""));
+        let trace = base.join(&spec.trace);
+        let text = std::fs::read_to_string(&trace).map_err(|source| ExperimentError::Io {
+            file: trace.clone(),
+            source,
+        })?;
+        let jobs = read_jobs_csv(&text)
+            .map_err(|e| ExperimentError::Other(format!("{}: {e}", trace.display())))?;
+        // Seeded priorities (SplitMix64).
+        let mut state = spec.seed;
+        let priorities = jobs
+            .iter()
+            .map(|_| {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+                i32::from(u < spec.high_priority_share)
+            })
+            .collect();
+        Ok(TrainingExperiment {
+            spec,
+            jobs,
+            priorities,
+        })
+    }
+
+    pub fn config(&self, c: &ClusterShape) -> TrainSimConfig {
+        TrainSimConfig {
+            pools: c.pools.clone(),
+            jobs: self.jobs.clone(),
+            cpus_per_gpu: self.spec.cpus_per_gpu,
+            checkpoint_interval_s: self.spec.checkpoint_interval_s,
+            restart_cost_s: self.spec.restart_cost_s,
+            tick_s: self.spec.tick_s,
+            priorities: self.priorities.clone(),
+        }
+    }
+
+    /// Every cluster x policy (one at a time: each run is well under a second).
+    pub fn run_all(&self) -> Result<Vec<TrainingRow>, ExperimentError> {
+        let mut rows = Vec::new();
+        for c in &self.spec.clusters {
+            let cfg = self.config(c);
+            for p in &self.spec.policies {
+                let mut s = GangScheduler::new(p.params.clone());
+                let t = Instant::now();
+                let r =
+                    pharos_sim::training::run(&cfg, &mut s).map_err(|e| ExperimentError::Spec {
+                        file: PathBuf::from(&self.spec.name),
+                        error: e.within(&format!("clusters.{}", c.name)),
+                    })?;
+                rows.push(summarise(&c.name, &p.label, &r, t.elapsed().as_secs_f64()));
+            }
+        }
+        Ok(rows)
+    }
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn summarise(cluster: &str, policy: &str, r: &TrainRunResult, wall_s: f64) -> TrainingRow {
+    let mut jct: Vec<f64> = r
+        .jobs
+        .iter()
+        .map(|j| (j.end_s - j.arrival_s) / 3600.0)
+        .collect();
+    jct.sort_by(f64::total_cmp);
+    let n = jct.len().max(1) as f64;
+    let queueing: Vec<f64> = r
+        .jobs
+        .iter()
+        .map(|j| (j.first_start_s - j.arrival_s) / 3600.0)
+        .collect();
+    let daily = r
+        .hourly_utilisation
+        .chunks(24)
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+        .collect();
+    TrainingRow {
+        cluster: cluster.into(),
+        policy: policy.into(),
+        jobs: r.jobs.len(),
+        never_ran: r.never_ran.len(),
+        mean_jct_h: jct.iter().sum::<f64>() / n,
+        median_jct_h: quantile(&jct, 0.5),
+        p95_jct_h: quantile(&jct, 0.95),
+        mean_queueing_h: queueing.iter().sum::<f64>() / n,
+        waited_over_1h: queueing.iter().filter(|q| **q > 1.0).count() as f64 / n,
+        gpu_utilisation: r.gpu_utilisation,
+        makespan_d: r.makespan_s / 86400.0,
+        preemptions: r.jobs.iter().map(|j| u64::from(j.preemptions)).sum(),
+        decisions: r.decisions,
+        jct_cdf_h: (0..=20).map(|k| quantile(&jct, k as f64 / 20.0)).collect(),
+        wall_s,
+        daily_utilisation: daily,
+    }
+}
+
+/// The summary table (markdown).
+pub fn summary(exp: &TrainingExperiment, rows: &[TrainingRow]) -> String {
+    let mut s = format!("# {}\n\n", exp.spec.name);
+    if let Some(d) = &exp.spec.description {
+        s += &format!("{d}\n\n");
+    }
+    s += &format!(
+        "{} jobs. Checkpoint every {} s of work, restart cost {} s, scheduler ticks every {} s. \
+         JCT = completion - arrival; queueing = first start - arrival.\n\n",
+        exp.jobs.len(),
+        exp.spec.checkpoint_interval_s,
+        exp.spec.restart_cost_s,
+        exp.spec.tick_s
+    );
+    for c in &exp.spec.clusters {
+        let gpus: u32 = c.pools.iter().map(|p| p.nodes * p.gpus_per_node).sum();
+        let shape: Vec<String> = c
+            .pools
+            .iter()
+            .map(|p| format!("{} x {} {}", p.nodes, p.gpus_per_node, p.gpu_type))
+            .collect();
+        s += &format!("## {} ({gpus} GPUs: {})\n\n", c.name, shape.join(", "));
+        s += "| policy | mean JCT h | median h | p95 h | mean queueing h | waited > 1 h | GPU util | makespan d | preemptions | never ran | run s |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+        for r in rows.iter().filter(|r| r.cluster == c.name) {
+            s += &format!(
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1}% | {:.1}% | {:.1} | {} | {} | {:.3} |\n",
+                r.policy,
+                r.mean_jct_h,
+                r.median_jct_h,
+                r.p95_jct_h,
+                r.mean_queueing_h,
+                r.waited_over_1h * 100.0,
+                r.gpu_utilisation * 100.0,
+                r.makespan_d,
+                r.preemptions,
+                r.never_ran,
+                r.wall_s
+            );
+        }
+        s += "\n";
+    }
+    s
+}
+
+/// results.json, summary.md, and per cluster a JCT CDF and daily utilisation chart.
+pub fn write_all(
+    exp: &TrainingExperiment,
+    rows: &[TrainingRow],
+    dir: &Path,
+) -> Result<Vec<PathBuf>, ExperimentError> {
+    std::fs::create_dir_all(dir).map_err(|source| ExperimentError::Io {
+        file: dir.to_path_buf(),
+        source,
+    })?;
+    let write = |name: &str, text: String| -> Result<PathBuf, ExperimentError> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|source| ExperimentError::Io {
+            file: p.clone(),
+            source,
+        })?;
+        Ok(p)
+    };
+    let mut out = vec![
+        write(
+            "results.json",
+            serde_json::to_string_pretty(&serde_json::json!({"name": exp.spec.name, "rows": rows}))
+                .unwrap_or_default(),
+        )?,
+        write("summary.md", summary(exp, rows))?,
+    ];
+    for c in &exp.spec.clusters {
+        let mine: Vec<&TrainingRow> = rows.iter().filter(|r| r.cluster == c.name).collect();
+        let cdf = crate::svg::LineChart {
+            title: format!("{}: job completion time CDF", c.name),
+            x_label: "JCT (hours)".into(),
+            y_label: "share of jobs".into(),
+            series: mine
+                .iter()
+                .map(|r| crate::svg::Series {
+                    name: r.policy.clone(),
+                    points: r
+                        .jct_cdf_h
+                        .iter()
+                        .enumerate()
+                        .map(|(k, h)| (*h, k as f64 / 20.0))
+                        .collect(),
+                })
+                .collect(),
+            reference: None,
+            y_max: None,
+        };
+        let util = crate::svg::LineChart {
+            title: format!("{}: GPU utilisation per day", c.name),
+            x_label: "day".into(),
+            y_label: "busy share".into(),
+            series: mine
+                .iter()
+                .map(|r| crate::svg::Series {
+                    name: r.policy.clone(),
+                    points: r
+                        .daily_utilisation
+                        .iter()
+                        .enumerate()
+                        .map(|(d, u)| (d as f64, *u))
+                        .collect(),
+                })
+                .collect(),
+            reference: None,
+            y_max: Some(1.0),
+        };
+        out.push(write(
+            &format!("{}.svg", c.name),
+            crate::svg::panels(&format!("{} on {}", exp.spec.name, c.name), &[cdf, util]),
+        )?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,521 @@
+//! Discrete-event simulation of a GPU cluster running training jobs under a
+//! [`TrainingScheduler`] - the same scheduler objects the control plane runs.
+//!
+//! Nodes come in pools of one GPU model. A job of g GPUs is a gang of g learners of one
+//! GPU each (and `cpus_per_gpu` CPUs), all on one GPU model; it runs for its duration on
+//! that model. The scheduler is asked at every arrival and completion and every
+//! `tick_s` (so that least-attained-service can preempt as service accumulates). A
+//! preempted job loses the work since its last checkpoint (one every
+//! `checkpoint_interval_s` of productive time) and pays `restart_cost_s` when it runs
+//! again.
+
+use std::collections::{BTreeMap, BinaryHeap};
+
+use pharos_core::{
+    GangPlacement, LearnerResources, Node, PendingJob, QueueSpec, RunningJob, SchedView, SpecError,
+    TrainingScheduler,
+};
+use serde::{Deserialize, Serialize};
+
+/// One job of a trace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceJob {
+    pub id: u64,
+    pub arrival_s: f64,
+    pub gpus: u32,
+    pub job_type: String,
+    /// Run time on each GPU model.
+    pub duration_s: BTreeMap<String, f64>,
+    /// Whether the durations were measured or scaled from one GPU (optimistic).
+    pub source: String,
+}
+
+/// Read the philly-gavel CSV (`job,arrival_s,gpus,job_type,total_steps,
+/// duration_s_k80,duration_s_p100,duration_s_v100,duration_source`); GPU models are
+/// the `duration_s_<model>` columns. Errors name the line and the column.
+pub fn read_jobs_csv(text: &str) -> Result<Vec<TraceJob>, String> {
+    let mut lines = text.lines().enumerate();
+    let (_, header) = lines.next().ok_or("the trace is empty")?;
+    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+    let col = |name: &str| {
+        cols.iter()
+            .position(|c| *c == name)
+            .ok_or(format!("line 1: no column {name:?}"))
+    };
+    let (c_job, c_arr, c_gpus, c_type) = (
+        col("job")?,
+        col("arrival_s")?,
+        col("gpus")?,
+        col("job_type")?,
+    );
+    let c_src = cols.iter().position(|c| *c == "duration_source");
+    let models: Vec<(usize, String)> = cols
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.strip_prefix("duration_s_").map(|m| (i, m.to_string())))
+        .collect();
+    if models.is_empty() {
+        return Err("line 1: no duration_s_<gpu> column".into());
+    }
+    let mut jobs = Vec::new();
+    for (n, line) in lines {
+        let line_no = n + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != cols.len() {
+            return Err(format!(
+                "line {line_no}: {} fields, the header has {}",
+                f.len(),
+                cols.len()
+            ));
+        }
+        let num = |i: usize, what: &str| -> Result<f64, String> {
+            let v: f64 = f[i]
+                .trim()
+                .parse()
+                .map_err(|_| format!("line {line_no}: {what} {:?} is not a number", f[i]))?;
+            if v.is_finite() && v >= 0.0 {
+                Ok(v)
+            } else {
+                Err(format!("line {line_no}: {what} must be >= 0"))
+            }
+        };
+        let gpus = num(c_gpus, "gpus")?;
+        if gpus < 1.0 || gpus.fract() != 0.0 {
+            return Err(format!("line {line_no}: gpus must be a whole number >= 1"));
+        }
+        let mut duration_s = BTreeMap::new();
+        for (i, m) in &models {
+            let d = num(*i, &format!("duration_s_{m}"))?;
+            if d <= 0.0 {
+                return Err(format!("line {line_no}: duration_s_{m} must be > 0"));
+            }
+            duration_s.insert(m.clone(), d);
+        }
+        jobs.push(TraceJob {
+            id: num(c_job, "job")? as u64,
+            arrival_s: num(c_arr, "arrival_s")?,
+            gpus: gpus as u32,
+            job_type: f[c_type].trim().to_string(),
+            duration_s,
+            source: c_src.map(|i| f[i].trim().to_string()).unwrap_or_default(),
+        });
+    }
+    if jobs.windows(2).any(|w| w[1].arrival_s < w[0].arrival_s) {
+        return Err("arrivals must not decrease".into());
+    }
+    Ok(jobs)
+}
+
+/// Nodes of one GPU model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuPool {
+    pub gpu_type: String,
+    pub nodes: u32,
+    pub gpus_per_node: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainSimConfig {
+    pub pools: Vec<GpuPool>,
+    pub jobs: Vec<TraceJob>,
+    pub cpus_per_gpu: f64,
+    pub checkpoint_interval_s: f64,
+    pub restart_cost_s: f64,
+    pub tick_s: f64,
+    /// Priority per job (by index; empty: all 0).
+    pub priorities: Vec<i32>,
+}
+
+/// One job's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobOutcome {
+    pub id: u64,
+    pub gpus: u32,
+    pub arrival_s: f64,
+    pub first_start_s: f64,
+    pub end_s: f64,
+    pub preemptions: u32,
+    /// The GPU model it finished on.
+    pub gpu_type: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainRunResult {
+    pub jobs: Vec<JobOutcome>,
+    /// Jobs that never ran (could not fit the cluster).
+    pub never_ran: Vec<u64>,
+    pub makespan_s: f64,
+    /// Busy GPU-seconds / (GPUs x makespan).
+    pub gpu_utilisation: f64,
+    /// Per hour: the share of GPUs busy.
+    pub hourly_utilisation: Vec<f64>,
+    pub decisions: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ev {
+    Arrival(usize),
+    Finish(usize, u64),
+    Tick,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timed(f64, u64, Ev);
+impl PartialEq for Timed {
+    fn eq(&self, o: &Self) -> bool {
+        self.0 == o.0 && self.1 == o.1
+    }
+}
+impl Eq for Timed {}
+impl PartialOrd for Timed {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Timed {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.0.total_cmp(&self.0).then(o.1.cmp(&self.1))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    /// Work left as a share of the whole job, at the last checkpoint.
+    saved_left: f64,
+    attained_gpu_s: f64,
+    first_start: Option<f64>,
+    preemptions: u32,
+    /// While running: placement, model, start, when productive work begins, generation.
+    run: Option<(GangPlacement, String, f64, f64)>,
+    generation: u64,
+    done: Option<(f64, String)>,
+}
+
+/// Run the trace through `sched`.
+pub fn run(
+    cfg: &TrainSimConfig,
+    sched: &mut dyn TrainingScheduler,
+) -> Result<TrainRunResult, SpecError> {
+    if cfg.pools.is_empty()
+        || cfg
+            .pools
+            .iter()
+            .any(|p| p.nodes == 0 || p.gpus_per_node == 0)
+    {
+        return Err(SpecError::new(
+            "pools",
+            "needs at least one pool of nodes with GPUs",
+        ));
+    }
+    SpecError::check_positive("checkpoint_interval_s", cfg.checkpoint_interval_s)?;
+    SpecError::check_non_negative("restart_cost_s", cfg.restart_cost_s)?;
+    SpecError::check_positive("tick_s", cfg.tick_s)?;
+    SpecError::check_positive("cpus_per_gpu", cfg.cpus_per_gpu)?;
+    for p in &cfg.pools {
+        if cfg
+            .jobs
+            .first()
+            .is_some_and(|j| !j.duration_s.contains_key(&p.gpu_type))
+        {
+            return Err(SpecError::new(
+                "pools",
+                format!("the trace has no durations for GPU model {:?}", p.gpu_type),
+            ));
+        }
+    }
+    let nodes: Vec<Node> = cfg
+        .pools
+        .iter()
+        .flat_map(|p| {
+            (0..p.nodes).map(move |i| Node {
+                name: format!("{}-{i}", p.gpu_type),
+                cpus: p.gpus_per_node as f64 * cfg.cpus_per_gpu,
+                memory_bytes: u64::from(p.gpus_per_node) << 36,
+                gpus: BTreeMap::from([(p.gpu_type.clone(), p.gpus_per_node)]),
+            })
+        })
+        .collect();
+    let total_gpus: f64 = cfg
+        .pools
+        .iter()
+        .map(|p| (p.nodes * p.gpus_per_node) as f64)
+        .sum();
+    let queues = vec![QueueSpec {
+        name: "default".into(),
+        quota: BTreeMap::new(),
+    }];
+    let n = cfg.jobs.len();
+    let mut jobs: Vec<Job> = (0..n)
+        .map(|_| Job {
+            saved_left: 1.0,
+            attained_gpu_s: 0.0,
+            first_start: None,
+            preemptions: 0,
+            run: None,
+            generation: 0,
+            done: None,
+        })
+        .collect();
+    let mut heap = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut push = |heap: &mut BinaryHeap<Timed>, t: f64, ev: Ev| {
+        seq += 1;
+        heap.push(Timed(t, seq, ev));
+    };
+    for (i, j) in cfg.jobs.iter().enumerate() {
+        push(&mut heap, j.arrival_s, Ev::Arrival(i));
+    }
+    let mut arrived = vec![false; n];
+    let mut decisions = 0u64;
+    let mut busy_gpu_s = 0.0;
+    let mut hourly: Vec<f64> = Vec::new();
+    let mut now = 0.0f64;
+    let mut busy_gpus = 0.0f64;
+    let mut remaining = n;
+    let mut ticking = false;
+    let per_learner = |_: &TraceJob| LearnerResources {
+        cpus: cfg.cpus_per_gpu,
+        memory_bytes: 1 << 30,
+        gpus: 1,
+        gpu_type: None,
+    };
+    while let Some(Timed(t, _, ev)) = heap.pop() {
+        // Account busy GPU time hour by hour.
+        let mut from = now;
+        while from < t {
+            let hour = (from / 3600.0) as usize;
+            let until = ((hour + 1) as f64 * 3600.0).min(t);
+            if hourly.len() <= hour {
+                hourly.resize(hour + 1, 0.0);
+            }
+            hourly[hour] += busy_gpus * (until - from) / (3600.0 * total_gpus);
+            busy_gpu_s += busy_gpus * (until - from);
+            from = until;
+        }
+        now = t;
+        match ev {
+            Ev::Arrival(i) => arrived[i] = true,
+            Ev::Finish(i, generation) => {
+                let j = &mut jobs[i];
+                if j.generation != generation || j.run.is_none() {
+                    continue;
+                }
+                let (placement, model, start, _) = j.run.take().expect("running");
+                j.attained_gpu_s += (now - start) * placement.len() as f64;
+                busy_gpus -= placement.len() as f64;
+                j.saved_left = 0.0;
+                j.done = Some((now, model));
+                remaining -= 1;
+            }
+            Ev::Tick => ticking = false,
+        }
+        if remaining == 0 {
+            break;
+        }
+        // The scheduler's view.
+        let pending: Vec<PendingJob> = (0..n)
+            .filter(|&i| arrived[i] && jobs[i].run.is_none() && jobs[i].done.is_none())
+            .map(|i| {
+                let tj = &cfg.jobs[i];
+                PendingJob {
+                    id: i as u64,
+                    queue: "default".into(),
+                    priority: cfg.priorities.get(i).copied().unwrap_or(0),
+                    submitted_s: tj.arrival_s,
+                    learners: tj.gpus,
+                    per_learner: per_learner(tj),
+                    duration_s: tj
+                        .duration_s
+                        .iter()
+                        .map(|(m, d)| (m.clone(), d * jobs[i].saved_left))
+                        .collect(),
+                    attained_gpu_s: jobs[i].attained_gpu_s,
+                }
+            })
+            .collect();
+        let running: Vec<RunningJob> = (0..n)
+            .filter_map(|i| {
+                let j = &jobs[i];
+                j.run.as_ref().map(|(p, _, start, _)| RunningJob {
+                    id: i as u64,
+                    queue: "default".into(),
+                    priority: cfg.priorities.get(i).copied().unwrap_or(0),
+                    started_s: *start,
+                    per_learner: per_learner(&cfg.jobs[i]),
+                    placement: p.clone(),
+                    preemptible: true,
+                    attained_gpu_s: j.attained_gpu_s + (now - start) * p.len() as f64,
+                })
+            })
+            .collect();
+        if pending.is_empty() {
+            continue;
+        }
+        let d = sched.decide(&SchedView {
+            explain: false,
+            now_s: now,
+            nodes: &nodes,
+            queues: &queues,
+            pending: &pending,
+            running: &running,
+        });
+        decisions += 1;
+        for id in &d.preempt {
+            let i = *id as usize;
+            let j = &mut jobs[i];
+            let Some((placement, model, start, productive_from)) = j.run.take() else {
+                continue;
+            };
+            let dur = cfg.jobs[i].duration_s[&model];
+            let productive = (now - productive_from).max(0.0);
+            let kept = (productive / cfg.checkpoint_interval_s).floor() * cfg.checkpoint_interval_s;
+            j.saved_left = (j.saved_left - kept / dur).max(0.0);
+            j.attained_gpu_s += (now - start) * placement.len() as f64;
+            j.preemptions += 1;
+            j.generation += 1;
+            busy_gpus -= placement.len() as f64;
+        }
+        for (id, placement) in d.start {
+            let i = id as usize;
+            let j = &mut jobs[i];
+            if j.run.is_some() || j.done.is_some() {
+                continue;
+            }
+            let model = placement
+                .first()
+                .and_then(|(_, m)| m.clone())
+                .unwrap_or_else(|| cfg.pools[0].gpu_type.clone());
+            let dur = cfg.jobs[i].duration_s[&model];
+            let restart = if j.first_start.is_some() {
+                cfg.restart_cost_s
+            } else {
+                0.0
+            };
+            j.first_start.get_or_insert(now);
+            j.generation += 1;
+            let productive_from = now + restart;
+            busy_gpus += placement.len() as f64;
+            let end = productive_from + j.saved_left * dur;
+            j.run = Some((placement, model, now, productive_from));
+            push(&mut heap, end, Ev::Finish(i, j.generation));
+        }
+        // Keep re-deciding while jobs wait (service accumulates, preemption may change).
+        let waiting = (0..n).any(|i| arrived[i] && jobs[i].run.is_none() && jobs[i].done.is_none());
+        if waiting && !ticking && sched.needs_ticks() {
+            ticking = true;
+            push(&mut heap, now + cfg.tick_s, Ev::Tick);
+        }
+    }
+    let mut outcomes = Vec::new();
+    let mut never_ran = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        match (&j.done, j.first_start) {
+            (Some((end, model)), Some(first)) => outcomes.push(JobOutcome {
+                id: cfg.jobs[i].id,
+                gpus: cfg.jobs[i].gpus,
+                arrival_s: cfg.jobs[i].arrival_s,
+                first_start_s: first,
+                end_s: *end,
+                preemptions: j.preemptions,
+                gpu_type: model.clone(),
+            }),
+            _ => never_ran.push(cfg.jobs[i].id),
+        }
+    }
+    let makespan = outcomes.iter().map(|o| o.end_s).fold(0.0, f64::max);
+    Ok(TrainRunResult {
+        jobs: outcomes,
+        never_ran,
+        makespan_s: makespan,
+        gpu_utilisation: if makespan > 0.0 {
+            busy_gpu_s / (total_gpus * makespan)
+        } else {
+            0.0
+        },
+        hourly_utilisation: hourly,
+        decisions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scheduler that starts the first pending job on node 0 GPUs if free (for
+    /// checking the simulator's accounting).
+    struct Greedy;
+    impl TrainingScheduler for Greedy {
+        fn name(&self) -> &str {
+            "greedy"
+        }
+        fn decide(&mut self, v: &SchedView<'_>) -> pharos_core::SchedDecision {
+            let used: u32 = v.running.iter().map(|r| r.placement.len() as u32).sum();
+            let mut d = pharos_core::SchedDecision::default();
+            let mut free = 4 - used;
+            for p in v.pending {
+                if p.learners <= free {
+                    free -= p.learners;
+                    d.start
+                        .push((p.id, vec![(0, Some("v100".into())); p.learners as usize]));
+                }
+            }
+            d
+        }
+    }
+
+    fn job(id: u64, arrival: f64, gpus: u32, dur: f64) -> TraceJob {
+        TraceJob {
+            id,
+            arrival_s: arrival,
+            gpus,
+            job_type: "t".into(),
+            duration_s: BTreeMap::from([("v100".into(), dur)]),
+            source: "measured".into(),
+        }
+    }
+
+    #[test]
+    fn jobs_run_for_their_duration_and_utilisation_adds_up() {
+        let cfg = TrainSimConfig {
+            pools: vec![GpuPool {
+                gpu_type: "v100".into(),
+                nodes: 1,
+                gpus_per_node: 4,
+            }],
+            jobs: vec![job(0, 0.0, 4, 100.0), job(1, 10.0, 2, 50.0)],
+            cpus_per_gpu: 1.0,
+            checkpoint_interval_s: 10.0,
+            restart_cost_s: 5.0,
+            tick_s: 1000.0,
+            priorities: vec![],
+        };
+        let r = run(&cfg, &mut Greedy).unwrap();
+        assert_eq!(r.jobs[0].end_s, 100.0);
+        // Job 1 waits for job 0 (all 4 GPUs), then runs 50 s.
+        assert_eq!(r.jobs[1].first_start_s, 100.0);
+        assert_eq!(r.jobs[1].end_s, 150.0);
+        // Busy: 4 x 100 + 2 x 50 = 500 GPU-s of 4 x 150.
+        assert!((r.gpu_utilisation - 500.0 / 600.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_trace_reader_names_bad_lines() {
+        let ok = "job,arrival_s,gpus,job_type,total_steps,duration_s_k80,duration_s_v100,duration_source\n0,0.0,2,x,5,10,4,measured\n";
+        let jobs = read_jobs_csv(ok).unwrap();
+        assert_eq!(jobs[0].gpus, 2);
+        assert_eq!(jobs[0].duration_s["v100"], 4.0);
+        let e = read_jobs_csv(&ok.replace("0,0.0,2", "0,0.0,-1")).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("gpus"), "{e}");
+        let e = read_jobs_csv(&ok.replace(",4,measured", ",abc,measured")).unwrap_err();
+        assert!(e.contains("duration_s_v100"), "{e}");
+        assert!(
+            read_jobs_csv("job,arrival_s\n")
+                .unwrap_err()
+                .contains("gpus")
+        );
+    }
+}
