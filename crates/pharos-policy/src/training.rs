@@ -79,7 +79,7 @@ impl GangScheduler {
 
     /// GPU models to try for a job, in order.
     /// By default the models with the most free GPUs first (then by name).
-    fn models(&self, view: &SchedView<'_>, job: &PendingJob, free: &[Free]) -> Vec<String> {
+    fn models(&self, view: &SchedView<'_>, job: Option<&PendingJob>, free: &[Free]) -> Vec<String> {
         let mut all: Vec<String> = view
             .nodes
             .iter()
@@ -93,7 +93,10 @@ impl GangScheduler {
                 .sum()
         };
         all.sort_by(|a, b| free_of(b).cmp(&free_of(a)).then(a.cmp(b)));
-        if self.params.gpu_affinity && !job.duration_s.is_empty() {
+        if let Some(job) = job
+            && self.params.gpu_affinity
+            && !job.duration_s.is_empty()
+        {
             let d = |m: &String| job.duration_s.get(m).copied().unwrap_or(f64::INFINITY);
             all.sort_by(|a, b| d(a).total_cmp(&d(b)).then(a.cmp(b)));
         }
@@ -338,11 +341,12 @@ impl TrainingScheduler for GangScheduler {
             }
         };
         // Whether a job shape can ever fit, once per shape.
-        let mut never: std::collections::HashMap<
-            (u32, u64, u64, u32, Option<String>, String),
-            Option<String>,
-        > = std::collections::HashMap::new();
+        type Shape<'s> = (u32, u64, u64, u32, Option<&'s str>, &'s str);
+        let mut never: std::collections::HashMap<Shape<'_>, Option<String>> =
+            std::collections::HashMap::new();
         let mut free = free_of(view);
+        // The model order without affinity (by free GPUs), updated when a job starts.
+        let mut base_models = self.models(view, None, &free);
         // Queue usage by resource key.
         let mut used: BTreeMap<(String, String), f64> = BTreeMap::new();
         for r in view.running {
@@ -378,18 +382,24 @@ impl TrainingScheduler for GangScheduler {
                 wait(&mut d, job.id, &|| format!("no queue {:?}", job.queue));
                 continue;
             };
-            let models = self.models(view, job, &free);
+            let own;
+            let models: &[String] = if self.params.gpu_affinity && !job.duration_s.is_empty() {
+                own = self.models(view, Some(job), &free);
+                &own
+            } else {
+                &base_models
+            };
             let shape = (
                 job.learners,
                 job.per_learner.cpus.to_bits(),
                 job.per_learner.memory_bytes,
                 job.per_learner.gpus,
-                job.per_learner.gpu_type.clone(),
-                job.queue.clone(),
+                job.per_learner.gpu_type.as_deref(),
+                job.queue.as_str(),
             );
             let verdict = never
                 .entry(shape)
-                .or_insert_with(|| never_fits(view, job, &models))
+                .or_insert_with(|| never_fits(view, job, models))
                 .clone();
             if let Some(why) = verdict {
                 wait(&mut d, job.id, &|| why.clone());
@@ -419,8 +429,28 @@ impl TrainingScheduler for GangScheduler {
                     })
                 })
             };
-            let mut trial = free.clone();
-            let placed = place_gang_models(&mut trial, job, self.params.placement, &models);
+            // A quick bound before trying placements: the free CPUs, and for GPU jobs the
+            // free GPUs of the best model, must cover the gang.
+            let cover = {
+                let cpus: f64 = free.iter().map(|f| f.cpus).sum();
+                let gpus_ok = job.per_learner.gpus == 0
+                    || models.iter().any(|m| {
+                        let g: u32 = free
+                            .iter()
+                            .map(|f| f.gpus.get(m).copied().unwrap_or(0) / job.per_learner.gpus)
+                            .sum();
+                        g >= job.learners
+                            && job.per_learner.gpu_type.as_ref().is_none_or(|t| t == m)
+                    });
+                cpus + 1e-9 >= job.per_learner.cpus * job.learners as f64 && gpus_ok
+            };
+            let mut trial = Vec::new();
+            let placed = if cover {
+                trial = free.clone();
+                place_gang_models(&mut trial, job, self.params.placement, models)
+            } else {
+                None
+            };
             let outcome = match placed {
                 Some(p) => match over_quota(&used, &p) {
                     None => Ok((p, trial, Vec::new())),
@@ -449,7 +479,7 @@ impl TrainingScheduler for GangScheduler {
                         chosen.push(v);
                         let mut t = trial_free.clone();
                         if let Some(p) =
-                            place_gang_models(&mut t, job, self.params.placement, &models)
+                            place_gang_models(&mut t, job, self.params.placement, models)
                         {
                             found = Some((p, t));
                             break;
@@ -489,6 +519,7 @@ impl TrainingScheduler for GangScheduler {
                         }
                     }
                     free = t;
+                    base_models = self.models(view, None, &free);
                     preempted.extend(&victims);
                     d.start.push((job.id, p));
                 }
