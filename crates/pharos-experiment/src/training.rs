@@ -42,6 +42,9 @@ pub struct TrainingSpec {
     pub restart_cost_s: f64,
     #[serde(default = "tick")]
     pub tick_s: f64,
+    /// A gang over more than one node runs this much slower.
+    #[serde(default)]
+    pub cross_node_slowdown: f64,
     /// Jobs given priority 1 (the rest 0), drawn with this probability, seeded.
     #[serde(default)]
     pub high_priority_share: f64,
@@ -189,6 +192,7 @@ impl TrainingExperiment {
             restart_cost_s: self.spec.restart_cost_s,
             tick_s: self.spec.tick_s,
             priorities: self.priorities.clone(),
+            cross_node_slowdown: self.spec.cross_node_slowdown,
         }
     }
 
@@ -265,12 +269,14 @@ pub fn summary(exp: &TrainingExperiment, rows: &[TrainingRow]) -> String {
         s += &format!("{d}\n\n");
     }
     s += &format!(
-        "{} jobs. Checkpoint every {} s of work, restart cost {} s, scheduler ticks every {} s. \
-         JCT = completion - arrival; queueing = first start - arrival.\n\n",
+        "{} jobs. Checkpoint every {} s of work, restart cost {} s, scheduler ticks every {} s, \
+         gangs over more than one node {}% slower. JCT = completion - arrival; queueing = \
+         first start - arrival.\n\n",
         exp.jobs.len(),
         exp.spec.checkpoint_interval_s,
         exp.spec.restart_cost_s,
-        exp.spec.tick_s
+        exp.spec.tick_s,
+        exp.spec.cross_node_slowdown * 100.0
     );
     for c in &exp.spec.clusters {
         let gpus: u32 = c.pools.iter().map(|p| p.nodes * p.gpus_per_node).sum();

@@ -128,6 +128,9 @@ pub struct TrainSimConfig {
     pub tick_s: f64,
     /// Priority per job (by index; empty: all 0).
     pub priorities: Vec<i32>,
+    /// A gang spread over more than one node runs this much slower (0.25: 25% longer),
+    /// the cost of gradients crossing the network; what makes pack and spread differ.
+    pub cross_node_slowdown: f64,
 }
 
 /// One job's outcome.
@@ -195,6 +198,16 @@ struct Job {
     done: Option<(f64, String)>,
 }
 
+/// How much slower a gang runs on this placement (more than one node: the network).
+fn slowdown(cfg: &TrainSimConfig, placement: &GangPlacement) -> f64 {
+    let first = placement.first().map(|(n, _)| *n);
+    if placement.iter().any(|(n, _)| Some(*n) != first) {
+        1.0 + cfg.cross_node_slowdown
+    } else {
+        1.0
+    }
+}
+
 /// Run the trace through `sched`.
 pub fn run(
     cfg: &TrainSimConfig,
@@ -215,6 +228,7 @@ pub fn run(
     SpecError::check_non_negative("restart_cost_s", cfg.restart_cost_s)?;
     SpecError::check_positive("tick_s", cfg.tick_s)?;
     SpecError::check_positive("cpus_per_gpu", cfg.cpus_per_gpu)?;
+    SpecError::check_non_negative("cross_node_slowdown", cfg.cross_node_slowdown)?;
     for p in &cfg.pools {
         if cfg
             .jobs
@@ -370,7 +384,7 @@ pub fn run(
             let Some((placement, model, start, productive_from)) = j.run.take() else {
                 continue;
             };
-            let dur = cfg.jobs[i].duration_s[&model];
+            let dur = cfg.jobs[i].duration_s[&model] * slowdown(cfg, &placement);
             let productive = (now - productive_from).max(0.0);
             let kept = (productive / cfg.checkpoint_interval_s).floor() * cfg.checkpoint_interval_s;
             j.saved_left = (j.saved_left - kept / dur).max(0.0);
@@ -389,7 +403,7 @@ pub fn run(
                 .first()
                 .and_then(|(_, m)| m.clone())
                 .unwrap_or_else(|| cfg.pools[0].gpu_type.clone());
-            let dur = cfg.jobs[i].duration_s[&model];
+            let dur = cfg.jobs[i].duration_s[&model] * slowdown(cfg, &placement);
             let restart = if j.first_start.is_some() {
                 cfg.restart_cost_s
             } else {
@@ -492,6 +506,7 @@ mod tests {
             restart_cost_s: 5.0,
             tick_s: 1000.0,
             priorities: vec![],
+            cross_node_slowdown: 0.5,
         };
         let r = run(&cfg, &mut Greedy).unwrap();
         assert_eq!(r.jobs[0].end_s, 100.0);
@@ -500,6 +515,53 @@ mod tests {
         assert_eq!(r.jobs[1].end_s, 150.0);
         // Busy: 4 x 100 + 2 x 50 = 500 GPU-s of 4 x 150.
         assert!((r.gpu_utilisation - 500.0 / 600.0).abs() < 1e-9);
+    }
+
+    /// Puts learner k of every job on node k % 2.
+    struct Split;
+    impl TrainingScheduler for Split {
+        fn name(&self) -> &str {
+            "split"
+        }
+        fn decide(&mut self, v: &SchedView<'_>) -> pharos_core::SchedDecision {
+            let mut d = pharos_core::SchedDecision::default();
+            if v.running.is_empty() {
+                for p in v.pending.iter().take(1) {
+                    let place = (0..p.learners as usize)
+                        .map(|k| (k % 2, Some("v100".into())))
+                        .collect();
+                    d.start.push((p.id, place));
+                }
+            }
+            d
+        }
+    }
+
+    #[test]
+    fn a_gang_across_nodes_runs_slower() {
+        let cfg = |slowdown: f64| TrainSimConfig {
+            pools: vec![GpuPool {
+                gpu_type: "v100".into(),
+                nodes: 2,
+                gpus_per_node: 4,
+            }],
+            jobs: vec![job(0, 0.0, 1, 100.0), job(1, 0.0, 2, 100.0)],
+            cpus_per_gpu: 1.0,
+            checkpoint_interval_s: 10.0,
+            restart_cost_s: 0.0,
+            tick_s: 1000.0,
+            priorities: vec![],
+            cross_node_slowdown: slowdown,
+        };
+        let r = run(&cfg(0.5), &mut Split).unwrap();
+        assert_eq!(r.jobs[0].end_s, 100.0, "one learner: one node");
+        assert_eq!(
+            r.jobs[1].end_s - r.jobs[1].first_start_s,
+            150.0,
+            "two nodes: 50% slower"
+        );
+        let r = run(&cfg(0.0), &mut Split).unwrap();
+        assert_eq!(r.jobs[1].end_s - r.jobs[1].first_start_s, 100.0);
     }
 
     #[test]
