@@ -129,15 +129,7 @@ pub struct GraphRun {
 
 impl GraphExperiment {
     pub fn load(path: &Path, ov: &Overrides) -> Result<GraphExperiment, ExperimentError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        let spec: GraphExperimentSpec =
-            serde_saphyr::from_str(&text).map_err(|e| ExperimentError::Yaml {
-                file: path.to_path_buf(),
-                problem: e.to_string(),
-            })?;
+        let spec: GraphExperimentSpec = crate::read_yaml(path)?;
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
         Self::from_spec(spec, path, &base, ov)
     }
@@ -204,19 +196,8 @@ impl GraphExperiment {
         if !ov.policies.is_empty() {
             policies.retain(|p| ov.policies.contains(&p.label));
         }
-        if policies.is_empty() {
-            return Err(bad(SpecError::new("policies", "no policy to run")));
-        }
-        for (i, p) in policies.iter().enumerate() {
-            if policies[..i].iter().any(|q| q.label == p.label) {
-                return Err(bad(SpecError::new(
-                    "policies",
-                    format!(
-                        "two policies are labelled {:?}; give one a `label`",
-                        p.label
-                    ),
-                )));
-            }
+        crate::check_labels(&policies).map_err(bad)?;
+        for p in &policies {
             pharos_policy::graph::build_graph(&p.name, &p.params)
                 .map_err(ExperimentError::Policy)?;
         }
@@ -496,18 +477,8 @@ pub fn write_all(
     runs: &[GraphRun],
     dir: &Path,
 ) -> Result<Vec<PathBuf>, ExperimentError> {
-    std::fs::create_dir_all(dir).map_err(|source| ExperimentError::Io {
-        file: dir.to_path_buf(),
-        source,
-    })?;
-    let write = |name: &str, text: String| -> Result<PathBuf, ExperimentError> {
-        let p = dir.join(name);
-        std::fs::write(&p, text).map_err(|source| ExperimentError::Io {
-            file: p.clone(),
-            source,
-        })?;
-        Ok(p)
-    };
+    crate::report::create_dir(dir)?;
+    let write = |name: &str, text: String| crate::report::write_in(dir, name, text);
     let results = serde_json::json!({
         "name": exp.spec.name,
         "graph": exp.graph,

@@ -139,15 +139,7 @@ pub struct RunResult {
 impl Experiment {
     /// Read and check an experiment file.
     pub fn load(path: &Path, ov: &Overrides) -> Result<Experiment, ExperimentError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        let spec: ExperimentSpec =
-            serde_saphyr::from_str(&text).map_err(|e| ExperimentError::Yaml {
-                file: path.to_path_buf(),
-                problem: e.to_string(),
-            })?;
+        let spec: ExperimentSpec = read_yaml(path)?;
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
         Self::from_spec(spec, path, &base, ov)
     }
@@ -189,20 +181,7 @@ impl Experiment {
                 })
                 .collect();
         }
-        if policies.is_empty() {
-            return Err(bad(SpecError::new("policies", "no policy to run")));
-        }
-        for (i, p) in policies.iter().enumerate() {
-            if policies[..i].iter().any(|q| q.label == p.label) {
-                return Err(bad(SpecError::new(
-                    "policies",
-                    format!(
-                        "two policies are labelled {:?}; give one a `label`",
-                        p.label
-                    ),
-                )));
-            }
-        }
+        check_labels(&policies).map_err(bad)?;
         let cpus = if ov.cpus.is_empty() {
             spec.cluster.cpus.clone()
         } else {
@@ -356,6 +335,37 @@ impl Experiment {
 struct Past {
     rpm: Vec<Vec<f64>>,
     day_minutes: Option<usize>,
+}
+
+/// At least one policy, and no two with the same label.
+pub(crate) fn check_labels(policies: &[PolicyEntry]) -> Result<(), SpecError> {
+    if policies.is_empty() {
+        return Err(SpecError::new("policies", "no policy to run"));
+    }
+    for (i, p) in policies.iter().enumerate() {
+        if policies[..i].iter().any(|q| q.label == p.label) {
+            return Err(SpecError::new(
+                "policies",
+                format!(
+                    "two policies are labelled {:?}; give one a `label`",
+                    p.label
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Read and parse a YAML file, naming it in any error.
+pub(crate) fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ExperimentError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    serde_saphyr::from_str(&text).map_err(|e| ExperimentError::Yaml {
+        file: path.to_path_buf(),
+        problem: e.to_string(),
+    })
 }
 
 /// The run's trace and, when the experiment names `history_days`, what forecasters

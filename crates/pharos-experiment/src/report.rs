@@ -281,6 +281,25 @@ pub fn markdown_table(results: &[RunResult]) -> String {
     s
 }
 
+/// Create `dir` (and its parents), naming it on failure.
+pub(crate) fn create_dir(dir: &Path) -> Result<(), ExperimentError> {
+    std::fs::create_dir_all(dir).map_err(|source| ExperimentError::Io {
+        file: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Write `name` in `dir`; returns its path.
+pub(crate) fn write_in(
+    dir: &Path,
+    name: &str,
+    contents: impl AsRef<[u8]>,
+) -> Result<PathBuf, ExperimentError> {
+    let p = dir.join(name);
+    write(&p, contents)?;
+    Ok(p)
+}
+
 fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), ExperimentError> {
     std::fs::write(path, contents).map_err(|source| ExperimentError::Io {
         file: path.to_path_buf(),

@@ -119,15 +119,7 @@ pub fn is_training(text: &str) -> bool {
 
 impl TrainingExperiment {
     pub fn load(path: &Path) -> Result<TrainingExperiment, ExperimentError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        let spec: TrainingSpec =
-            serde_saphyr::from_str(&text).map_err(|e| ExperimentError::Yaml {
-                file: path.to_path_buf(),
-                problem: e.to_string(),
-            })?;
+        let spec: TrainingSpec = crate::read_yaml(path)?;
         let bad = |e: SpecError| ExperimentError::Spec {
             file: path.to_path_buf(),
             error: e,
@@ -314,18 +306,8 @@ pub fn write_all(
     rows: &[TrainingRow],
     dir: &Path,
 ) -> Result<Vec<PathBuf>, ExperimentError> {
-    std::fs::create_dir_all(dir).map_err(|source| ExperimentError::Io {
-        file: dir.to_path_buf(),
-        source,
-    })?;
-    let write = |name: &str, text: String| -> Result<PathBuf, ExperimentError> {
-        let p = dir.join(name);
-        std::fs::write(&p, text).map_err(|source| ExperimentError::Io {
-            file: p.clone(),
-            source,
-        })?;
-        Ok(p)
-    };
+    crate::report::create_dir(dir)?;
+    let write = |name: &str, text: String| crate::report::write_in(dir, name, text);
     let mut out = vec![
         write(
             "results.json",

@@ -239,12 +239,7 @@ impl GraphPolicy for FluidGraph {
             .push((view.cluster.now_s, view.external_arrivals.to_vec()));
         GraphDecision {
             replicas: vec![None; view.graph.functions.len()],
-            resource: view
-                .graph
-                .functions
-                .iter()
-                .map(|f| Some(f.fixed_resource()))
-                .collect(),
+            resource: fixed_sizes(view),
         }
     }
     fn decide(&mut self, view: &GraphView<'_>) -> GraphDecision {
@@ -359,6 +354,15 @@ pub fn size_replicas(
     }
 }
 
+/// Every function's fixed replica size.
+fn fixed_sizes(view: &GraphView<'_>) -> Vec<Option<f64>> {
+    view.graph
+        .functions
+        .iter()
+        .map(|f| Some(f.fixed_resource()))
+        .collect()
+}
+
 /// An inference autoscaler applied to every function independently (each function a
 /// job; replicas of the function's fixed size).
 pub struct PerFunction {
@@ -382,12 +386,7 @@ impl GraphPolicy for PerFunction {
         let d = self.inner.initial_decision(&view.cluster);
         GraphDecision {
             replicas: d.target_replicas,
-            resource: view
-                .graph
-                .functions
-                .iter()
-                .map(|f| Some(f.fixed_resource()))
-                .collect(),
+            resource: fixed_sizes(view),
         }
     }
     fn decide(&mut self, view: &GraphView<'_>) -> GraphDecision {

@@ -131,16 +131,20 @@ struct Free {
     gpus: BTreeMap<String, u32>,
 }
 
-fn free_of(view: &SchedView<'_>) -> Vec<Free> {
-    let mut free: Vec<Free> = view
-        .nodes
+/// The nodes with nothing running.
+fn empty(view: &SchedView<'_>) -> Vec<Free> {
+    view.nodes
         .iter()
         .map(|n| Free {
             cpus: n.cpus,
             memory: n.memory_bytes as f64,
             gpus: n.gpus.clone(),
         })
-        .collect();
+        .collect()
+}
+
+fn free_of(view: &SchedView<'_>) -> Vec<Free> {
+    let mut free = empty(view);
     for r in view.running {
         hold(&mut free, r, -1.0);
     }
@@ -278,16 +282,7 @@ fn place_gang_on(
 
 /// Why a job can never run on these nodes, if so.
 fn never_fits(view: &SchedView<'_>, job: &PendingJob, models: &[String]) -> Option<String> {
-    let empty: Vec<Free> = view
-        .nodes
-        .iter()
-        .map(|n| Free {
-            cpus: n.cpus,
-            memory: n.memory_bytes as f64,
-            gpus: n.gpus.clone(),
-        })
-        .collect();
-    let mut all = empty.clone();
+    let mut all = empty(view);
     if place_gang_models(&mut all, job, Placement::Pack, models).is_none() {
         return Some(format!(
             "never fits: {} learners of {} CPUs, {} bytes, {} GPUs{} exceed the whole cluster",

@@ -18,20 +18,23 @@ fn pharos(args: &[&str]) -> Output {
 fn a_graph_experiment_runs_and_writes_its_files() {
     let file = root().join("examples/graphs/chain.yaml");
     let out = std::env::temp_dir().join(format!("pharos-graph-{}", std::process::id()));
-    let o = pharos(&[
-        "graph",
-        file.to_str().unwrap(),
-        "--cpus",
-        "6",
-        "--seed",
-        "1",
-        "--policy",
-        "fluid",
-        "--policy",
-        "hpa",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = |dir: &Path| {
+        pharos(&[
+            "graph",
+            file.to_str().unwrap(),
+            "--cpus",
+            "6",
+            "--seed",
+            "1",
+            "--policy",
+            "fluid",
+            "--policy",
+            "hpa",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+    };
+    let o = run(&out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -53,20 +56,7 @@ fn a_graph_experiment_runs_and_writes_its_files() {
     assert_eq!(results["runs"].as_array().unwrap().len(), 4);
     // The same seed gives the same results.json.
     let again = out.join("again");
-    let o = pharos(&[
-        "graph",
-        file.to_str().unwrap(),
-        "--cpus",
-        "6",
-        "--seed",
-        "1",
-        "--policy",
-        "fluid",
-        "--policy",
-        "hpa",
-        "--out",
-        again.to_str().unwrap(),
-    ]);
+    let o = run(&again);
     assert!(o.status.success());
     assert_eq!(
         std::fs::read(out.join("results.json")).unwrap(),
