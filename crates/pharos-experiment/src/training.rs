@@ -50,7 +50,8 @@ pub struct TrainingSpec {
     pub high_priority_share: f64,
     #[serde(default)]
     pub seed: u64,
-    pub policies: Vec<PolicySpec>,
+    /// Each: `label` and the scheduler's parameters (unknown ones refused).
+    pub policies: Vec<serde_json::Value>,
 }
 
 fn cpg() -> f64 {
@@ -73,16 +74,16 @@ pub struct ClusterShape {
     pub pools: Vec<GpuPool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PolicySpec {
     pub label: String,
-    #[serde(flatten)]
     pub params: GangParams,
 }
 
 #[derive(Debug, Clone)]
 pub struct TrainingExperiment {
     pub spec: TrainingSpec,
+    pub policies: Vec<PolicySpec>,
     pub jobs: Vec<TraceJob>,
     pub priorities: Vec<i32>,
 }
@@ -133,13 +134,23 @@ impl TrainingExperiment {
                 "needs at least one cluster and one policy",
             )));
         }
-        for (i, p) in spec.policies.iter().enumerate() {
-            if spec.policies[..i].iter().any(|q| q.label == p.label) {
-                return Err(bad(SpecError::new(
-                    format!("policies[{i}].label"),
-                    format!("{:?} appears twice", p.label),
-                )));
+        let mut policies: Vec<PolicySpec> = Vec::new();
+        for (i, v) in spec.policies.iter().enumerate() {
+            let at = |p: String| bad(SpecError::new(format!("policies[{i}]"), p));
+            let mut map = v
+                .as_object()
+                .cloned()
+                .ok_or_else(|| at("must be a map with a `label`".into()))?;
+            let label = match map.remove("label") {
+                Some(serde_json::Value::String(l)) => l,
+                _ => return Err(at("needs a `label`".into())),
+            };
+            let params: GangParams = serde_json::from_value(serde_json::Value::Object(map))
+                .map_err(|e| at(e.to_string()))?;
+            if policies.iter().any(|q| q.label == label) {
+                return Err(at(format!("{label:?} appears twice")));
             }
+            policies.push(PolicySpec { label, params });
         }
         if !(0.0..=1.0).contains(&spec.high_priority_share) {
             return Err(bad(SpecError::new(
@@ -170,6 +181,7 @@ impl TrainingExperiment {
             .collect();
         Ok(TrainingExperiment {
             spec,
+            policies,
             jobs,
             priorities,
         })
@@ -193,7 +205,7 @@ impl TrainingExperiment {
         let mut rows = Vec::new();
         for c in &self.spec.clusters {
             let cfg = self.config(c);
-            for p in &self.spec.policies {
+            for p in &self.policies {
                 let mut s = GangScheduler::new(p.params.clone());
                 let t = Instant::now();
                 let r =

@@ -10,7 +10,7 @@ fn the_2869ce_trace_runs_every_policy_and_backfill_relieves_head_of_line_blockin
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/training/philly-2869ce.yaml");
     let exp = TrainingExperiment::load(&file).unwrap();
     let rows = exp.run_all().unwrap();
-    assert_eq!(rows.len(), 2 * exp.spec.policies.len());
+    assert_eq!(rows.len(), 2 * exp.policies.len());
     for r in &rows {
         assert_eq!(r.jobs, 533, "{}: every job completes", r.policy);
         assert_eq!(r.never_ran, 0);
@@ -47,8 +47,12 @@ fn bad_training_files_are_named() {
     std::fs::write(&f, "kind: training\nname: t\ntrace: missing.csv\nclusters: [ { name: c, pools: [ { gpu_type: v100, nodes: 1, gpus_per_node: 8 } ] } ]\npolicies: [ { label: x, order: fifo } ]\n").unwrap();
     let e = TrainingExperiment::load(&f).unwrap_err().to_string();
     assert!(e.contains("missing.csv"), "{e}");
-    std::fs::write(&f, "kind: training\nname: t\ntrace: missing.csv\nclusters: []\npolicies: [ { label: x, order: sometimes } ]\n").unwrap();
+    std::fs::write(&f, "kind: training\nname: t\ntrace: missing.csv\nclusters: [ { name: c, pools: [ { gpu_type: v100, nodes: 1, gpus_per_node: 8 } ] } ]\npolicies: [ { label: x, order: sometimes } ]\n").unwrap();
     let e = TrainingExperiment::load(&f).unwrap_err().to_string();
     assert!(e.contains("sometimes") || e.contains("order"), "{e}");
+    // A misspelt parameter is refused, not ignored.
+    std::fs::write(&f, "kind: training\nname: t\ntrace: missing.csv\nclusters: [ { name: c, pools: [ { gpu_type: v100, nodes: 1, gpus_per_node: 8 } ] } ]\npolicies: [ { label: x, order: fifo, preemtion: false } ]\n").unwrap();
+    let e = TrainingExperiment::load(&f).unwrap_err().to_string();
+    assert!(e.contains("preemtion"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

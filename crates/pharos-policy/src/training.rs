@@ -265,7 +265,7 @@ fn place_gang_on(
     placement: Placement,
 ) -> Option<Vec<(usize, Option<String>)>> {
     let mut trial: Vec<Free> = free.to_vec();
-    let mut out = Vec::with_capacity(job.learners as usize);
+    let mut out = Vec::new();
     for _ in 0..job.learners {
         let (node, model) = place_one(&trial, res, placement)?;
         let f = &mut trial[node];
@@ -457,12 +457,14 @@ impl TrainingScheduler for GangScheduler {
                         .running
                         .iter()
                         .filter(|r| {
-                            r.preemptible && r.priority < job.priority && !preempted.contains(&r.id)
+                            r.preemptible
+                                && self.rank(r.priority, r.attained_gpu_s) < rank(job)
+                                && !preempted.contains(&r.id)
                         })
                         .collect();
                     victims.sort_by(|a, b| {
-                        a.priority
-                            .cmp(&b.priority)
+                        self.rank(a.priority, a.attained_gpu_s)
+                            .cmp(&self.rank(b.priority, b.attained_gpu_s))
                             .then(b.started_s.total_cmp(&a.started_s))
                             .then(b.id.cmp(&a.id))
                     });
@@ -473,13 +475,37 @@ impl TrainingScheduler for GangScheduler {
                         hold(&mut trial_free, v, 1.0);
                         chosen.push(v);
                         let mut t = trial_free.clone();
-                        if let Some(p) =
-                            place_gang_models(&mut t, job, self.params.placement, models)
-                        {
-                            found = Some((p, t));
+                        if place_gang_models(&mut t, job, self.params.placement, models).is_some() {
+                            found = Some(());
                             break;
                         }
                     }
+                    // Keep only the victims the job needs: drop each one whose
+                    // resources it can do without (the earliest chosen first).
+                    let found = found.and_then(|()| {
+                        let mut k = 0;
+                        while k < chosen.len() && chosen.len() > 1 {
+                            let mut without = free.clone();
+                            for (i, v) in chosen.iter().enumerate() {
+                                if i != k {
+                                    hold(&mut without, v, 1.0);
+                                }
+                            }
+                            if place_gang_models(&mut without, job, self.params.placement, models)
+                                .is_some()
+                            {
+                                chosen.remove(k);
+                            } else {
+                                k += 1;
+                            }
+                        }
+                        let mut t = free.clone();
+                        for v in &chosen {
+                            hold(&mut t, v, 1.0);
+                        }
+                        place_gang_models(&mut t, job, self.params.placement, models)
+                            .map(|p| (p, t))
+                    });
                     match found {
                         Some((p, t)) => {
                             // Quota counts without the victims of the same queue.
@@ -672,6 +698,54 @@ mod tests {
                 .iter()
                 .any(|(id, why)| *id == 2 && why.contains("behind job 1"))
         );
+    }
+
+    /// Least attained service preempts by service, not priority; FIFO and SJF never
+    /// preempt; only the victims needed are halted.
+    #[test]
+    fn las_preempts_by_attained_service_and_only_what_is_needed() {
+        let n = nodes();
+        let q = queues(&[]);
+        let running = |id: u64, attained: f64| RunningJob {
+            id,
+            queue: "default".into(),
+            priority: 5,
+            started_s: id as f64,
+            per_learner: res(4.0, 0, None),
+            placement: vec![(0, None)],
+            preemptible: true,
+            attained_gpu_s: attained,
+        };
+        // Node 0: 10 (4 CPUs, service used up) and 11 (4, fresh). Node 1: 20 (2 CPUs,
+        // used up, the youngest) and 21 (6, fresh).
+        let on = |mut r: RunningJob, node: usize, cpus: f64| {
+            r.placement = vec![(node, None)];
+            r.per_learner = res(cpus, 0, None);
+            r
+        };
+        let r = [
+            on(running(10, 1e6), 0, 4.0),
+            on(running(11, 0.0), 0, 4.0),
+            on(running(20, 1e6), 1, 2.0),
+            on(running(21, 0.0), 1, 6.0),
+        ];
+        let newcomer = pending(1, 0, 1, res(4.0, 0, None));
+        let mut las = GangScheduler::new(GangParams {
+            order: Order::Las,
+            ..GangParams::default()
+        });
+        let d = run(&mut las, &n, &q, &[newcomer.clone()], &r);
+        // Youngest first, 20 is tried, but only halting 10 makes room: 20 keeps running.
+        assert_eq!(d.preempt, vec![10], "{d:?}");
+        assert_eq!(d.start[0].1[0].0, 0);
+        for order in [Order::Fifo, Order::Sjf] {
+            let mut s = GangScheduler::new(GangParams {
+                order,
+                ..GangParams::default()
+            });
+            let d = run(&mut s, &n, &q, &[newcomer.clone()], &r);
+            assert!(d.preempt.is_empty() && d.start.is_empty(), "{order:?}");
+        }
     }
 
     #[test]

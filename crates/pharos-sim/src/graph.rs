@@ -360,10 +360,17 @@ impl Sim<'_> {
         }
     }
 
-    fn timeout(&mut self, j: usize, id: u64) {
-        let f = &mut self.funcs[j];
-        if let Some(pos) = f.queue.iter().position(|r| r.id == id) {
-            let req = f.queue.remove(pos).expect("found");
+    /// The queue is FIFO and every request of a function has the same timeout, so the
+    /// requests that have waited that long are at its front (a request that visits the
+    /// function twice is judged by its current visit, whatever event woke us).
+    fn timeout(&mut self, j: usize) {
+        let limit = self.cfg.graph.functions[j].timeout_s;
+        while let Some(front) = self.funcs[j].queue.front() {
+            if front.enq + limit > self.now + 1e-9 {
+                break;
+            }
+            let req = self.funcs[j].queue.pop_front().expect("front exists");
+            let f = &mut self.funcs[j];
             f.timed_out += 1;
             f.counters.dropped += 1;
             self.fail(req.app);
@@ -410,6 +417,30 @@ impl Sim<'_> {
                 if inc > 0.0 {
                     let allowed = held[j].min(asked[j]) + inc * share;
                     want[j].0 = ((allowed / want[j].1) + 1e-9).floor() as u32;
+                }
+            }
+            // What flooring left: one more replica each, functions with none first,
+            // then the largest shortfall, while it fits.
+            let mut total: f64 = (0..n)
+                .map(|j| (want[j].0 as f64 * want[j].1).max(held[j].min(asked[j])))
+                .sum();
+            let mut order: Vec<usize> = (0..n).filter(|&j| asked[j] > held[j]).collect();
+            order.sort_by(|&a, &b| {
+                (want[a].0 > 0)
+                    .cmp(&(want[b].0 > 0))
+                    .then(
+                        (asked[b] - want[b].0 as f64 * want[b].1)
+                            .total_cmp(&(asked[a] - want[a].0 as f64 * want[a].1)),
+                    )
+                    .then(a.cmp(&b))
+            });
+            for j in order {
+                let more = want[j].1;
+                if (want[j].0 as f64 + 1.0) * want[j].1 <= asked[j] + 1e-9
+                    && total + more <= self.cfg.capacity + 1e-9
+                {
+                    want[j].0 += 1;
+                    total += more;
                 }
             }
         }
@@ -601,10 +632,31 @@ pub fn run(
         minute_failed: vec![0; minutes],
         generation: 0,
     };
-    // The deployment that exists before traffic: ready at t = 0.
+    // The deployment that exists before traffic: ready at t = 0, within each
+    // function's most replicas and, scaled down evenly, the pool.
+    let sizes: Vec<f64> = sim.funcs.iter().map(|f| f.resource).collect();
+    let mut counts: Vec<u32> = g
+        .functions
+        .iter()
+        .map(|f| cfg.initial_replicas.min(f.max_replicas))
+        .collect();
+    while counts
+        .iter()
+        .zip(&sizes)
+        .map(|(n, r)| *n as f64 * r)
+        .sum::<f64>()
+        > cfg.capacity + 1e-9
+    {
+        let Some(j) = (0..counts.len())
+            .filter(|&j| counts[j] > 0)
+            .max_by_key(|&j| counts[j])
+        else {
+            break;
+        };
+        counts[j] -= 1;
+    }
     for j in 0..g.functions.len() {
-        let res = sim.funcs[j].resource;
-        sim.scale_ready(j, cfg.initial_replicas, res);
+        sim.scale_ready(j, counts[j], sizes[j]);
     }
     sim.decide(policy, true);
     for j in 0..g.functions.len() {
@@ -640,7 +692,7 @@ pub fn run(
             }
             Ev::Done(j, k, generation) => sim.done(j, k, generation),
             Ev::Ready(j, k, generation) => sim.ready(j, k, generation),
-            Ev::Timeout(j, id) => sim.timeout(j, id),
+            Ev::Timeout(j, _) => sim.timeout(j),
             Ev::Decide => {
                 decisions += 1;
                 sim.decide(policy, false);

@@ -83,8 +83,10 @@ pub fn read_jobs_csv(text: &str) -> Result<Vec<TraceJob>, String> {
             }
         };
         let gpus = num(c_gpus, "gpus")?;
-        if gpus < 1.0 || gpus.fract() != 0.0 {
-            return Err(format!("line {line_no}: gpus must be a whole number >= 1"));
+        if !(1.0..=100_000.0).contains(&gpus) || gpus.fract() != 0.0 {
+            return Err(format!(
+                "line {line_no}: gpus must be a whole number in 1-100000"
+            ));
         }
         let mut duration_s = BTreeMap::new();
         for (i, m) in &models {
@@ -284,6 +286,7 @@ pub fn run(
         push(&mut heap, j.arrival_s, Ev::Arrival(i));
     }
     let mut arrived = vec![false; n];
+    let mut arrivals_left = n;
     let mut decisions = 0u64;
     let mut busy_gpu_s = 0.0;
     let mut hourly: Vec<f64> = Vec::new();
@@ -311,21 +314,31 @@ pub fn run(
             from = until;
         }
         now = t;
-        match ev {
-            Ev::Arrival(i) => arrived[i] = true,
-            Ev::Finish(i, generation) => {
-                let j = &mut jobs[i];
-                if j.generation != generation || j.run.is_none() {
-                    continue;
+        // Every event at this instant first, then one decision.
+        let mut batch = vec![ev];
+        while heap.peek().is_some_and(|e| e.0 == t) {
+            batch.push(heap.pop().expect("peeked").2);
+        }
+        for ev in batch {
+            match ev {
+                Ev::Arrival(i) => {
+                    arrived[i] = true;
+                    arrivals_left -= 1;
                 }
-                let (placement, model, start, _) = j.run.take().expect("running");
-                j.attained_gpu_s += (now - start) * placement.len() as f64;
-                busy_gpus -= placement.len() as f64;
-                j.saved_left = 0.0;
-                j.done = Some((now, model));
-                remaining -= 1;
+                Ev::Finish(i, generation) => {
+                    let j = &mut jobs[i];
+                    if j.generation != generation || j.run.is_none() {
+                        continue;
+                    }
+                    let (placement, model, start, _) = j.run.take().expect("running");
+                    j.attained_gpu_s += (now - start) * placement.len() as f64;
+                    busy_gpus -= placement.len() as f64;
+                    j.saved_left = 0.0;
+                    j.done = Some((now, model));
+                    remaining -= 1;
+                }
+                Ev::Tick => ticking = false,
             }
-            Ev::Tick => ticking = false,
         }
         if remaining == 0 {
             break;
@@ -416,6 +429,11 @@ pub fn run(
             let end = productive_from + j.saved_left * dur;
             j.run = Some((placement, model, now, productive_from));
             push(&mut heap, end, Ev::Finish(i, j.generation));
+        }
+        // Nothing runs, nothing is left to arrive and nothing started: the jobs still
+        // waiting can never run.
+        if busy_gpus <= 0.0 && arrivals_left == 0 && !jobs.iter().any(|j| j.run.is_some()) {
+            break;
         }
         // Keep re-deciding while jobs wait (service accumulates, preemption may change).
         let waiting = (0..n).any(|i| arrived[i] && jobs[i].run.is_none() && jobs[i].done.is_none());
@@ -562,6 +580,42 @@ mod tests {
         );
         let r = run(&cfg(0.0), &mut Split).unwrap();
         assert_eq!(r.jobs[1].end_s - r.jobs[1].first_start_s, 100.0);
+    }
+
+    /// A job larger than the cluster never runs, and the run still ends (no endless
+    /// ticking), with the others done.
+    #[test]
+    fn a_job_that_never_fits_ends_the_run_as_never_ran() {
+        let cfg = TrainSimConfig {
+            pools: vec![GpuPool {
+                gpu_type: "v100".into(),
+                nodes: 1,
+                gpus_per_node: 4,
+            }],
+            jobs: vec![job(0, 0.0, 8, 100.0), job(1, 5.0, 2, 50.0)],
+            cpus_per_gpu: 1.0,
+            checkpoint_interval_s: 10.0,
+            restart_cost_s: 0.0,
+            tick_s: 10.0,
+            priorities: vec![],
+            cross_node_slowdown: 0.0,
+        };
+        struct Ticking(Greedy);
+        impl TrainingScheduler for Ticking {
+            fn name(&self) -> &str {
+                "ticking"
+            }
+            fn decide(&mut self, v: &SchedView<'_>) -> pharos_core::SchedDecision {
+                self.0.decide(v)
+            }
+            fn needs_ticks(&self) -> bool {
+                true
+            }
+        }
+        let r = run(&cfg, &mut Ticking(Greedy)).unwrap();
+        assert_eq!(r.never_ran, vec![0]);
+        assert_eq!(r.jobs.len(), 1);
+        assert_eq!(r.jobs[0].end_s, 55.0);
     }
 
     #[test]
