@@ -312,6 +312,21 @@ fn never_fits(view: &SchedView<'_>, job: &PendingJob, models: &[String]) -> Opti
                 ));
             }
         }
+        // A job of any GPU model: never, when every model's quota is too small.
+        if job.per_learner.gpus > 0 && job.per_learner.gpu_type.is_none() {
+            let gpus = (job.per_learner.gpus * job.learners) as f64;
+            let some_model = models.iter().any(|m| {
+                q.quota
+                    .get(&format!("gpu/{m}"))
+                    .is_none_or(|limit| gpus <= limit + 1e-9)
+            });
+            if !some_model {
+                return Some(format!(
+                    "never fits: the job needs {gpus} GPUs and queue {} allows fewer of every model",
+                    q.name
+                ));
+            }
+        }
     }
     None
 }

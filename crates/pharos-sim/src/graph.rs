@@ -249,7 +249,7 @@ impl Sim<'_> {
             return;
         }
         let minutes = self.minute_resource.len();
-        let m = ((self.now / 60.0) as usize).min(minutes - 1);
+        let mut held_now = 0.0;
         for (j, f) in self.funcs.iter_mut().enumerate() {
             let busy = f.count(RepState::Busy);
             let ready = busy + f.count(RepState::Idle);
@@ -260,7 +260,15 @@ impl Sim<'_> {
             f.held_replica_s += dt * n as f64;
             f.held_resource_s += dt * r;
             self.app_resource_s[self.cfg.graph.functions[j].app] += dt * r;
-            self.minute_resource[m] += dt * r / 60.0;
+            held_now += r;
+        }
+        // The per-minute series, split at minute boundaries.
+        let mut from = self.now;
+        while from < t {
+            let m = (from / 60.0) as usize;
+            let until = ((m + 1) as f64 * 60.0).min(t);
+            self.minute_resource[m.min(minutes - 1)] += (until - from) * held_now / 60.0;
+            from = until;
         }
         self.now = t;
     }
