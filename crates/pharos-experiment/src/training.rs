@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use pharos_core::SpecError;
 use pharos_policy::training::{GangParams, GangScheduler};
+use pharos_sim::nearest_rank;
 use pharos_sim::training::{GpuPool, TraceJob, TrainRunResult, TrainSimConfig, read_jobs_csv};
 use serde::{Deserialize, Serialize};
 
@@ -220,14 +221,6 @@ impl TrainingExperiment {
     }
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
 fn summarise(cluster: &str, policy: &str, r: &TrainRunResult, wall_s: f64) -> TrainingRow {
     let mut jct: Vec<f64> = r
         .jobs
@@ -252,15 +245,17 @@ fn summarise(cluster: &str, policy: &str, r: &TrainRunResult, wall_s: f64) -> Tr
         jobs: r.jobs.len(),
         never_ran: r.never_ran.len(),
         mean_jct_h: jct.iter().sum::<f64>() / n,
-        median_jct_h: quantile(&jct, 0.5),
-        p95_jct_h: quantile(&jct, 0.95),
+        median_jct_h: nearest_rank(&jct, 0.5),
+        p95_jct_h: nearest_rank(&jct, 0.95),
         mean_queueing_h: queueing.iter().sum::<f64>() / n,
         waited_over_1h: queueing.iter().filter(|q| **q > 1.0).count() as f64 / n,
         gpu_utilisation: r.gpu_utilisation,
         makespan_d: r.makespan_s / 86400.0,
         preemptions: r.jobs.iter().map(|j| u64::from(j.preemptions)).sum(),
         decisions: r.decisions,
-        jct_cdf_h: (0..=20).map(|k| quantile(&jct, k as f64 / 20.0)).collect(),
+        jct_cdf_h: (0..=20)
+            .map(|k| nearest_rank(&jct, k as f64 / 20.0))
+            .collect(),
         wall_s,
         daily_utilisation: daily,
     }

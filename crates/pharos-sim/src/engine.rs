@@ -226,7 +226,7 @@ pub struct Simulation<P: InferencePolicy> {
 }
 
 /// Derive an independent seed for one random stream of one job.
-fn stream_seed(seed: u64, job: usize, stream: u64) -> u64 {
+pub(crate) fn stream_seed(seed: u64, job: usize, stream: u64) -> u64 {
     // SplitMix64 finaliser over a combination of the inputs.
     let mut z = seed
         .wrapping_add((job as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))

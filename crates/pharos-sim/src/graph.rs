@@ -18,8 +18,7 @@
 //! Random streams (arrivals per app, service and routing per function) are seeded from
 //! one seed, so two policies on the same seed see the same arrivals.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
 use pharos_core::{
     ClusterView, Graph, GraphDecision, GraphPolicy, GraphView, JobCounters, JobView, Slo, SpecError,
@@ -27,6 +26,9 @@ use pharos_core::{
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use serde::Serialize;
+
+use crate::engine::stream_seed;
+use crate::queue::EventQueue;
 
 /// A function-graph run.
 #[derive(Debug, Clone)]
@@ -123,31 +125,6 @@ enum Ev {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Timed {
-    t: f64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Timed {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
-    }
-}
-impl Eq for Timed {}
-impl PartialOrd for Timed {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Timed {
-    /// Earliest first in a max-heap; ties by insertion order.
-    fn cmp(&self, o: &Self) -> Ordering {
-        o.t.total_cmp(&self.t).then(o.seq.cmp(&self.seq))
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
 struct Req {
     id: u64,
     app: usize,
@@ -200,15 +177,6 @@ impl Func {
     }
 }
 
-fn stream_seed(seed: u64, index: usize, stream: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add((index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn exp(rng: &mut Pcg64Mcg, rate: f64) -> f64 {
     let u: f64 = rng.random();
     -(1.0 - u).ln() / rate
@@ -217,8 +185,7 @@ fn exp(rng: &mut Pcg64Mcg, rate: f64) -> f64 {
 struct Sim<'a> {
     cfg: &'a GraphSimConfig,
     now: f64,
-    seq: u64,
-    heap: BinaryHeap<Timed>,
+    events: EventQueue<Ev>,
     funcs: Vec<Func>,
     rng_arrival: Vec<Pcg64Mcg>,
     next_id: u64,
@@ -234,12 +201,7 @@ struct Sim<'a> {
 
 impl Sim<'_> {
     fn push(&mut self, t: f64, ev: Ev) {
-        self.seq += 1;
-        self.heap.push(Timed {
-            t,
-            seq: self.seq,
-            ev,
-        });
+        self.events.push(t, ev);
     }
 
     /// Integrate the time-weighted counters up to `t`.
@@ -624,8 +586,7 @@ pub fn run(
     let mut sim = Sim {
         cfg,
         now: 0.0,
-        seq: 0,
-        heap: BinaryHeap::new(),
+        events: EventQueue::new(),
         funcs,
         rng_arrival: (0..apps)
             .map(|a| Pcg64Mcg::seed_from_u64(stream_seed(cfg.seed, a, 1)))
@@ -680,7 +641,7 @@ pub fn run(
     let interval = policy.interval_s().max(1e-3);
     sim.push(interval, Ev::Decide);
     let mut decisions = 0;
-    while let Some(Timed { t, ev, .. }) = sim.heap.pop() {
+    while let Some((t, ev)) = sim.events.pop() {
         if t > end {
             break;
         }
@@ -718,11 +679,7 @@ pub fn run(
             } else {
                 lat.iter().sum::<f64>() / lat.len() as f64
             };
-            let p99 = if lat.is_empty() {
-                0.0
-            } else {
-                lat[((lat.len() as f64 * 0.99).ceil() as usize).clamp(1, lat.len()) - 1]
-            };
+            let p99 = crate::nearest_rank(lat, 0.99);
             AppResult {
                 name: g.apps[a].clone(),
                 arrivals: sim.external[a],

@@ -15,9 +15,10 @@ mod dist;
 pub mod engine;
 pub mod graph;
 mod metrics;
+mod queue;
 pub mod training;
 
 pub use config::{ArrivalCount, ClusterConfig, OverCapacity, SimConfig, SimJob};
 pub use dist::Dist;
 pub use engine::{Conservation, SimResult, Simulation};
-pub use metrics::{JobSummary, MinuteRecord, Summary, quantile, summarize_from};
+pub use metrics::{JobSummary, MinuteRecord, Summary, nearest_rank, quantile, summarize_from};

@@ -240,6 +240,15 @@ pub fn quantile(values: &mut [f64], infinities: usize, q: f64) -> f64 {
     }
 }
 
+/// The nearest-rank q-quantile of values sorted ascending (the smallest value with at
+/// least a share q of the values at or below it); 0 when there are none.
+pub fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
 /// Per-job totals of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSummary {

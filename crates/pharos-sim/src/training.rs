@@ -9,13 +9,15 @@
 //! `checkpoint_interval_s` of productive time) and pays `restart_cost_s` when it runs
 //! again.
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use pharos_core::{
     GangPlacement, LearnerResources, Node, PendingJob, QueueSpec, RunningJob, SchedView, SpecError,
     TrainingScheduler,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::queue::EventQueue;
 
 /// One job of a trace.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -168,25 +170,6 @@ enum Ev {
     Tick,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Timed(f64, u64, Ev);
-impl PartialEq for Timed {
-    fn eq(&self, o: &Self) -> bool {
-        self.0 == o.0 && self.1 == o.1
-    }
-}
-impl Eq for Timed {}
-impl PartialOrd for Timed {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Timed {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        o.0.total_cmp(&self.0).then(o.1.cmp(&self.1))
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Job {
     /// Work left as a share of the whole job, at the last checkpoint.
@@ -276,14 +259,9 @@ pub fn run(
             done: None,
         })
         .collect();
-    let mut heap = BinaryHeap::new();
-    let mut seq = 0u64;
-    let mut push = |heap: &mut BinaryHeap<Timed>, t: f64, ev: Ev| {
-        seq += 1;
-        heap.push(Timed(t, seq, ev));
-    };
+    let mut events = EventQueue::new();
     for (i, j) in cfg.jobs.iter().enumerate() {
-        push(&mut heap, j.arrival_s, Ev::Arrival(i));
+        events.push(j.arrival_s, Ev::Arrival(i));
     }
     let mut arrived = vec![false; n];
     let mut arrivals_left = n;
@@ -300,7 +278,7 @@ pub fn run(
         gpus: 1,
         gpu_type: None,
     };
-    while let Some(Timed(t, _, ev)) = heap.pop() {
+    while let Some((t, ev)) = events.pop() {
         // Account busy GPU time hour by hour.
         let mut from = now;
         while from < t {
@@ -316,8 +294,8 @@ pub fn run(
         now = t;
         // Every event at this instant first, then one decision.
         let mut batch = vec![ev];
-        while heap.peek().is_some_and(|e| e.0 == t) {
-            batch.push(heap.pop().expect("peeked").2);
+        while events.next_time() == Some(t) {
+            batch.push(events.pop().expect("peeked").1);
         }
         for ev in batch {
             match ev {
@@ -428,7 +406,7 @@ pub fn run(
             busy_gpus += placement.len() as f64;
             let end = productive_from + j.saved_left * dur;
             j.run = Some((placement, model, now, productive_from));
-            push(&mut heap, end, Ev::Finish(i, j.generation));
+            events.push(end, Ev::Finish(i, j.generation));
         }
         // Nothing runs, nothing is left to arrive and nothing started: the jobs still
         // waiting can never run.
@@ -439,7 +417,7 @@ pub fn run(
         let waiting = (0..n).any(|i| arrived[i] && jobs[i].run.is_none() && jobs[i].done.is_none());
         if waiting && !ticking && sched.needs_ticks() {
             ticking = true;
-            push(&mut heap, now + cfg.tick_s, Ev::Tick);
+            events.push(now + cfg.tick_s, Ev::Tick);
         }
     }
     let mut outcomes = Vec::new();
@@ -510,21 +488,29 @@ mod tests {
         }
     }
 
+    /// One pool of v100 nodes, checkpoints every 10 s, no restart cost or slowdown.
+    fn config(nodes: u32, gpus_per_node: u32, jobs: Vec<TraceJob>) -> TrainSimConfig {
+        TrainSimConfig {
+            pools: vec![GpuPool {
+                gpu_type: "v100".into(),
+                nodes,
+                gpus_per_node,
+            }],
+            jobs,
+            cpus_per_gpu: 1.0,
+            checkpoint_interval_s: 10.0,
+            restart_cost_s: 0.0,
+            tick_s: 1000.0,
+            priorities: vec![],
+            cross_node_slowdown: 0.0,
+        }
+    }
+
     #[test]
     fn jobs_run_for_their_duration_and_utilisation_adds_up() {
         let cfg = TrainSimConfig {
-            pools: vec![GpuPool {
-                gpu_type: "v100".into(),
-                nodes: 1,
-                gpus_per_node: 4,
-            }],
-            jobs: vec![job(0, 0.0, 4, 100.0), job(1, 10.0, 2, 50.0)],
-            cpus_per_gpu: 1.0,
-            checkpoint_interval_s: 10.0,
             restart_cost_s: 5.0,
-            tick_s: 1000.0,
-            priorities: vec![],
-            cross_node_slowdown: 0.5,
+            ..config(1, 4, vec![job(0, 0.0, 4, 100.0), job(1, 10.0, 2, 50.0)])
         };
         let r = run(&cfg, &mut Greedy).unwrap();
         assert_eq!(r.jobs[0].end_s, 100.0);
@@ -558,18 +544,8 @@ mod tests {
     #[test]
     fn a_gang_across_nodes_runs_slower() {
         let cfg = |slowdown: f64| TrainSimConfig {
-            pools: vec![GpuPool {
-                gpu_type: "v100".into(),
-                nodes: 2,
-                gpus_per_node: 4,
-            }],
-            jobs: vec![job(0, 0.0, 1, 100.0), job(1, 0.0, 2, 100.0)],
-            cpus_per_gpu: 1.0,
-            checkpoint_interval_s: 10.0,
-            restart_cost_s: 0.0,
-            tick_s: 1000.0,
-            priorities: vec![],
             cross_node_slowdown: slowdown,
+            ..config(2, 4, vec![job(0, 0.0, 1, 100.0), job(1, 0.0, 2, 100.0)])
         };
         let r = run(&cfg(0.5), &mut Split).unwrap();
         assert_eq!(r.jobs[0].end_s, 100.0, "one learner: one node");
@@ -587,18 +563,8 @@ mod tests {
     #[test]
     fn a_job_that_never_fits_ends_the_run_as_never_ran() {
         let cfg = TrainSimConfig {
-            pools: vec![GpuPool {
-                gpu_type: "v100".into(),
-                nodes: 1,
-                gpus_per_node: 4,
-            }],
-            jobs: vec![job(0, 0.0, 8, 100.0), job(1, 5.0, 2, 50.0)],
-            cpus_per_gpu: 1.0,
-            checkpoint_interval_s: 10.0,
-            restart_cost_s: 0.0,
             tick_s: 10.0,
-            priorities: vec![],
-            cross_node_slowdown: 0.0,
+            ..config(1, 4, vec![job(0, 0.0, 8, 100.0), job(1, 5.0, 2, 50.0)])
         };
         struct Ticking(Greedy);
         impl TrainingScheduler for Ticking {
