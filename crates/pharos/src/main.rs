@@ -11,6 +11,8 @@ use pharos_experiment::{Experiment, Overrides, report};
 use pharos_sim::OverCapacity;
 use pharos_trace::Format;
 
+mod train;
+
 #[derive(Parser)]
 #[command(
     name = "pharos",
@@ -41,6 +43,30 @@ enum Command {
     ///
     /// Prints the summary tables and writes results.json, timing.json and summary.md.
     Graph(GraphArgs),
+    /// Run the control plane: the REST API, the store and the controller that
+    /// schedules training jobs and supervises their learners on this machine.
+    Server(train::ServerArgs),
+    /// Training jobs on a pharos server: submit, list, show, logs, metrics, halt,
+    /// resume, delete.
+    Train(TrainArgs),
+    /// API tokens on a pharos server.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    conn: train::Conn,
+    #[command(subcommand)]
+    command: train::TrainCommand,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    conn: train::Conn,
+    #[command(subcommand)]
+    command: train::TokenCommand,
 }
 
 #[derive(clap::Args)]
@@ -504,13 +530,29 @@ fn fluid_gen(args: FluidGenArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // The supervisor of one learner process, started by the server's local backend.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__learner") {
+        return ExitCode::from(pharos_backend::learner_main(&args[2..]) as u8);
+    }
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Train(_) | Command::Token(_)) {
+        // Client commands end quietly when their output is piped into `head`. (Not the
+        // server: a client closing its socket must not kill it.)
+        // SAFETY: restoring the default disposition of SIGPIPE before any I/O.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Simulate(a) => simulate(a),
         Command::Forecast(ForecastCommand::Eval(a)) => forecast_eval(a),
         Command::Fluid(FluidCommand::Solve(a)) => fluid_solve(a),
         Command::Fluid(FluidCommand::Gen(a)) => fluid_gen(a),
         Command::Graph(a) => graph(a),
+        Command::Server(a) => train::server(a),
+        Command::Train(a) => train::train(a.command, &a.conn),
+        Command::Token(a) => train::token(a.command, &a.conn),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,416 @@
+//! Engines behind the control plane's [`Backend`] seam.
+//!
+//! [`LocalBackend`] runs learners as processes on this machine. Each learner is started
+//! through a small supervisor (`pharos __learner`, [`learner_main`]) in its own session,
+//! so it outlives a crash of the server. The supervisor holds an exclusive lock on the
+//! learner's `lock` file for as long as it lives - the server takes that lock *before*
+//! starting it and hands it over, so there is no moment when a learner runs unlocked -
+//! writes the learner's pid, and when the learner ends writes `exit.json` (its exit code
+//! or signal) atomically. A restarted server learns everything from these files: a held
+//! lock is a running learner, `exit.json` an ended one, neither a learner never started.
+//!
+//! Architecture Invariant: every action is idempotent and keyed by (job, attempt,
+//! learner); nothing here keeps state in memory.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use pharos_server::backend::{Backend, BackendError, JobRun, LearnerStatus};
+use serde::{Deserialize, Serialize};
+
+/// Learner processes on this machine.
+pub struct LocalBackend {
+    /// The `pharos` executable, which supervises each learner (`pharos __learner`).
+    pub exe: PathBuf,
+}
+
+impl LocalBackend {
+    pub fn new(exe: PathBuf) -> Self {
+        Self { exe }
+    }
+
+    fn learner_dir(job: &JobRun, learner: u32) -> PathBuf {
+        job.paths
+            .state
+            .join(format!("attempt-{}", job.attempt))
+            .join(format!("learner-{learner}"))
+    }
+}
+
+/// What the supervisor records when its learner ends.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+fn flock(f: &File, op: i32) -> std::io::Result<bool> {
+    // SAFETY: flock on a valid open descriptor.
+    let r = unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+fn open_lock(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("lock"))
+}
+
+/// A learner's status from its directory.
+pub fn learner_status(dir: &Path) -> Result<LearnerStatus, BackendError> {
+    let exit = dir.join("exit.json");
+    if let Ok(text) = fs::read_to_string(&exit) {
+        let rec: ExitRecord = serde_json::from_str(&text)
+            .map_err(|e| BackendError(format!("{}: {e}", exit.display())))?;
+        return Ok(LearnerStatus::Exited {
+            code: rec.code,
+            signal: rec.signal,
+        });
+    }
+    if !dir.join("lock").exists() {
+        return Ok(LearnerStatus::NotStarted);
+    }
+    let lock = open_lock(dir).map_err(|e| BackendError::io(dir.display(), e))?;
+    if !flock(&lock, libc::LOCK_EX).map_err(|e| BackendError::io("flock", e))? {
+        return Ok(LearnerStatus::Running);
+    }
+    // Nobody holds the lock. The exit record may have been written just before the
+    // supervisor ended: look again while holding it.
+    if let Ok(text) = fs::read_to_string(&exit) {
+        let rec: ExitRecord = serde_json::from_str(&text)
+            .map_err(|e| BackendError(format!("{}: {e}", exit.display())))?;
+        return Ok(LearnerStatus::Exited {
+            code: rec.code,
+            signal: rec.signal,
+        });
+    }
+    if dir.join("pid").exists() {
+        // The supervisor died without recording how its learner ended.
+        Ok(LearnerStatus::Exited {
+            code: None,
+            signal: None,
+        })
+    } else {
+        Ok(LearnerStatus::NotStarted)
+    }
+}
+
+/// The environment of learner `learner` (1-based): FfDL's variables, the rendezvous
+/// variables of distributed frameworks, and a minimal base (never pharos's own
+/// credentials: the environment is built from scratch).
+pub fn learner_env(job: &JobRun, learner: u32, exe_dir: Option<&Path>) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let path = match exe_dir {
+        Some(d) => format!("{}:{path}", d.display()),
+        None => path,
+    };
+    env.insert("PATH".into(), path);
+    for key in ["HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ"] {
+        if let Ok(v) = std::env::var(key) {
+            env.insert(key.into(), v);
+        }
+    }
+    let p = &job.paths;
+    let s = |p: &Path| p.display().to_string();
+    let n = job.manifest.learners;
+    let gpus = job.manifest.gpus;
+    env.insert("TRAINING_ID".into(), format!("training-{}", job.id));
+    env.insert("LEARNER_ID".into(), learner.to_string());
+    env.insert("NUM_LEARNERS".into(), n.to_string());
+    env.insert("GPU_COUNT".into(), gpus.to_string());
+    env.insert("MODEL_DIR".into(), s(&p.model));
+    env.insert("DATA_DIR".into(), s(&job.data_dir()));
+    env.insert("RESULT_DIR".into(), s(&job.result_dir()));
+    env.insert("LOG_DIR".into(), s(&p.logs));
+    env.insert("CHECKPOINT_DIR".into(), s(&p.checkpoints));
+    env.insert("JOB_STATE_DIR".into(), s(&p.state));
+    env.insert("ATTEMPT".into(), job.attempt.to_string());
+    env.insert("MASTER_ADDR".into(), "127.0.0.1".into());
+    env.insert("MASTER_PORT".into(), job.master_port.to_string());
+    env.insert("RANK".into(), (learner - 1).to_string());
+    env.insert("LOCAL_RANK".into(), (learner - 1).to_string());
+    env.insert("WORLD_SIZE".into(), n.to_string());
+    if gpus == 0 {
+        env.insert("CUDA_VISIBLE_DEVICES".into(), String::new());
+    }
+    for (k, v) in &job.env {
+        if !k.starts_with("PHAROS_") {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    env
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+impl Backend for LocalBackend {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    fn supports_store(&self, kind: &str) -> bool {
+        matches!(kind, "local" | "nfs")
+    }
+
+    fn prepare(&self, job: &JobRun) -> Result<(), BackendError> {
+        let p = &job.paths;
+        for d in [&p.data, &p.results, &p.logs, &p.checkpoints, &p.state] {
+            fs::create_dir_all(d).map_err(|e| BackendError::io(d.display(), e))?;
+        }
+        let data = job.data_dir();
+        if !data.is_dir() {
+            return Err(BackendError(format!(
+                "the training data directory {} does not exist",
+                data.display()
+            )));
+        }
+        let results = job.result_dir();
+        fs::create_dir_all(&results).map_err(|e| BackendError::io(results.display(), e))?;
+        if p.model.is_dir() {
+            return Ok(());
+        }
+        // Unpack into a temporary directory, then rename: a crash leaves no half model.
+        let tmp = p.root.join("model.unpacking");
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(|e| BackendError::io(tmp.display(), e))?;
+        if let Some(archive) = &job.model_archive {
+            let f = File::open(archive)
+                .map_err(|e| BackendError::io(format!("model archive {}", archive.display()), e))?;
+            tar::Archive::new(f)
+                .unpack(&tmp)
+                .map_err(|e| BackendError(format!("unpacking the model archive: {e}")))?;
+        }
+        fs::rename(&tmp, &p.model).map_err(|e| BackendError::io(p.model.display(), e))
+    }
+
+    fn start(&self, job: &JobRun) -> Result<(), BackendError> {
+        let exe_dir = self.exe.parent().map(Path::to_path_buf);
+        for learner in 1..=job.manifest.learners {
+            let dir = Self::learner_dir(job, learner);
+            fs::create_dir_all(&dir).map_err(|e| BackendError::io(dir.display(), e))?;
+            if dir.join("exit.json").exists() || dir.join("pid").exists() {
+                continue; // ran (or runs) in this attempt
+            }
+            let lock = open_lock(&dir).map_err(|e| BackendError::io(dir.display(), e))?;
+            if !flock(&lock, libc::LOCK_EX).map_err(|e| BackendError::io("flock", e))? {
+                continue; // its supervisor is alive
+            }
+            let log = job.paths.log_file(learner);
+            let env = learner_env(job, learner, exe_dir.as_deref());
+            let fd = lock.as_raw_fd();
+            let mut cmd = Command::new(&self.exe);
+            cmd.arg("__learner")
+                .arg("--dir")
+                .arg(&dir)
+                .arg("--log")
+                .arg(&log)
+                .arg("--lock-fd")
+                .arg(fd.to_string())
+                .arg("--")
+                .arg("/bin/sh")
+                .arg("-c")
+                .arg(&job.manifest.framework.command)
+                .env_clear()
+                .envs(&env)
+                .current_dir(&job.paths.root)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setsid() < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // Hand the held lock to the supervisor.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let mut child = cmd.spawn().map_err(|e| {
+                BackendError::io(
+                    format!("starting learner {learner} ({})", self.exe.display()),
+                    e,
+                )
+            })?;
+            drop(lock); // the supervisor's copy keeps the lock
+            // Reap the supervisor when it ends (after a server restart, init does).
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+        }
+        Ok(())
+    }
+
+    fn poll(&self, job: &JobRun) -> Result<Vec<LearnerStatus>, BackendError> {
+        (1..=job.manifest.learners)
+            .map(|l| learner_status(&Self::learner_dir(job, l)))
+            .collect()
+    }
+
+    fn signal(&self, job: &JobRun, kill: bool) -> Result<(), BackendError> {
+        let sig = if kill { libc::SIGKILL } else { libc::SIGTERM };
+        for learner in 1..=job.manifest.learners {
+            let dir = Self::learner_dir(job, learner);
+            if learner_status(&dir)? != LearnerStatus::Running {
+                continue;
+            }
+            let Some(pgid) = fs::read_to_string(dir.join("pid"))
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+                .filter(|p| *p > 1)
+            else {
+                continue;
+            };
+            // SAFETY: kill(2) on the learner's own process group.
+            unsafe {
+                libc::kill(-pgid, sig);
+            }
+        }
+        Ok(())
+    }
+
+    fn store_results(&self, job: &JobRun, outcome: &str) -> Result<(), BackendError> {
+        let results = job.result_dir();
+        let logs_to = results.join("_logs");
+        fs::create_dir_all(&logs_to).map_err(|e| BackendError::io(logs_to.display(), e))?;
+        if job.paths.logs.is_dir() {
+            copy_dir(&job.paths.logs, &logs_to).map_err(|e| {
+                BackendError::io(format!("copying logs to {}", logs_to.display()), e)
+            })?;
+        }
+        let summary = serde_json::json!({
+            "training_id": format!("training-{}", job.id),
+            "outcome": outcome,
+            "attempt": job.attempt,
+        });
+        let path = results.join("_pharos.json");
+        fs::write(
+            &path,
+            serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+        )
+        .map_err(|e| BackendError::io(path.display(), e))
+    }
+
+    fn remove(&self, job: &JobRun) -> Result<(), BackendError> {
+        match fs::remove_dir_all(&job.paths.root) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::io(job.paths.root.display(), e)),
+        }
+    }
+}
+
+// ----- the supervisor -----------------------------------------------------------
+
+/// `pharos __learner --dir DIR --log FILE --lock-fd N -- PROGRAM ARGS...`: runs the
+/// learner in its own process group with its output appended to FILE, holding the
+/// lock (inherited as descriptor N) until the exit record is written. Returns the
+/// supervisor's exit code.
+pub fn learner_main(args: &[String]) -> i32 {
+    match supervise(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("pharos __learner: {e}");
+            2
+        }
+    }
+}
+
+fn supervise(args: &[String]) -> Result<(), String> {
+    let mut dir = None;
+    let mut log = None;
+    let mut lock_fd = None;
+    let mut it = args.iter();
+    let mut program = Vec::new();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--dir" => dir = it.next().map(PathBuf::from),
+            "--log" => log = it.next().map(PathBuf::from),
+            "--lock-fd" => lock_fd = it.next().and_then(|v| v.parse::<i32>().ok()),
+            "--" => {
+                program = it.by_ref().cloned().collect();
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let dir = dir.ok_or("--dir is required")?;
+    let log = log.ok_or("--log is required")?;
+    let lock_fd = lock_fd.ok_or("--lock-fd is required")?;
+    if program.is_empty() {
+        return Err("no program after --".into());
+    }
+    // The learner must not inherit the lock.
+    // SAFETY: fcntl on the inherited descriptor.
+    unsafe {
+        libc::fcntl(lock_fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut child = Command::new(&program[0])
+        .args(&program[1..])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting {:?}: {e}", program[0]))?;
+    write_atomic(&dir.join("pid"), child.id().to_string().as_bytes())
+        .map_err(|e| format!("writing the pid: {e}"))?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let rec = ExitRecord {
+        code: status.code(),
+        signal: status.signal(),
+    };
+    write_atomic(
+        &dir.join("exit.json"),
+        &serde_json::to_vec(&rec).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("writing the exit record: {e}"))?;
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}

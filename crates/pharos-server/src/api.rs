@@ -1,0 +1,929 @@
+//! The REST API (FfDL's shape, under `/v1`): training jobs ("models"), their status,
+//! logs and evaluation metrics; tokens; health, Prometheus metrics and the OpenAPI
+//! document. Errors are JSON `{error, field?, code?}` with a 4xx status for anything the
+//! caller can fix.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pharos_core::{ErrorCode, JobState, Manifest};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+use crate::auth::{Caller, generate_token, hash_token};
+use crate::backend::JobPaths;
+use crate::store::{Desired, JobRow, JobUpdate, NewJob, StoreError};
+use crate::{AppState, archive_path};
+
+// ----- errors ---------------------------------------------------------------------
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub field: Option<String>,
+    pub code: Option<ErrorCode>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            field: None,
+            code: None,
+        }
+    }
+    pub fn bad(field: impl Into<String>, message: impl Into<String>, code: ErrorCode) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            field: Some(field.into()),
+            code: Some(code),
+        }
+    }
+    pub fn unauthorized(message: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+    fn not_found(id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("job {id} not found"))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ApiError::not_found(&id.to_string()),
+            StoreError::Transition { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            other => {
+                tracing::error!(error = %other, "store error");
+                ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: other.to_string(),
+                    field: None,
+                    code: Some(ErrorCode::S200),
+                }
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(f) = self.field {
+            body["field"] = json!(f);
+        }
+        if let Some(c) = self.code {
+            body["code"] = json!(format!("{c:?}"));
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A body rejection (too large, unreadable) as a JSON error.
+fn body_error(status: StatusCode, text: String, limit: usize) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            status,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    } else {
+        ApiError::new(status, text)
+    }
+}
+
+// ----- router ---------------------------------------------------------------------
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let upload_limit = state.config.max_upload_bytes;
+    let request_limit = state.config.max_request_bytes;
+    let jobs = Router::new()
+        .route(
+            "/v1/models",
+            post(submit)
+                .get(list)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route(
+            "/v1/models/{id}",
+            get(show)
+                .patch(patch)
+                .delete(delete)
+                .layer(DefaultBodyLimit::max(request_limit)),
+        )
+        .route("/v1/models/{id}/logs", get(logs))
+        .route("/v1/models/{id}/metrics", get(job_metrics))
+        .route("/v1/models/{id}/events", get(events))
+        .route("/v1/models/{id}/definition", get(definition))
+        .route(
+            "/v1/tokens",
+            post(create_token).layer(DefaultBodyLimit::max(request_limit)),
+        );
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(prometheus))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
+        .merge(jobs)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Counts and logs every request.
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    state.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+    if status.is_client_error() {
+        state
+            .metrics
+            .http_client_errors
+            .fetch_add(1, Ordering::Relaxed);
+    } else if status.is_server_error() {
+        state
+            .metrics
+            .http_server_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    info!(%method, %path, status = status.as_u16(), ms = t0.elapsed().as_secs_f64() * 1e3, "request");
+    resp
+}
+
+fn parse_id(raw: &str) -> ApiResult<i64> {
+    raw.strip_prefix("training-")
+        .unwrap_or(raw)
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::not_found(raw))
+}
+
+async fn owned_job(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<JobRow> {
+    let id = parse_id(raw)?;
+    state
+        .store
+        .job(id, caller.scope())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => ApiError::not_found(raw),
+            other => other.into(),
+        })
+}
+
+// ----- submission -----------------------------------------------------------------
+
+/// Parses and validates a manifest; the error names the field.
+pub fn check_manifest(state: &AppState, text: &str) -> ApiResult<Manifest> {
+    let manifest: Manifest = serde_saphyr::from_str(text).map_err(|e| {
+        let msg = e.to_string();
+        let field = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.contains("field"))
+            .unwrap_or("manifest")
+            .to_string();
+        ApiError::bad(field, format!("manifest: {msg}"), ErrorCode::C101)
+    })?;
+    manifest.validate().map_err(|e| {
+        let code = ErrorCode::for_manifest_field(&e.field);
+        ApiError::bad(e.field.clone(), e.to_string(), code)
+    })?;
+    if !state.config.queues.iter().any(|q| q.name == manifest.queue) {
+        let names: Vec<&str> = state
+            .config
+            .queues
+            .iter()
+            .map(|q| q.name.as_str())
+            .collect();
+        return Err(ApiError::bad(
+            "queue",
+            format!(
+                "no queue {:?}; queues: {}",
+                manifest.queue,
+                names.join(", ")
+            ),
+            ErrorCode::C101,
+        ));
+    }
+    for (i, d) in manifest.data_stores.iter().enumerate() {
+        if !state.backend.supports_store(&d.kind) {
+            return Err(ApiError::bad(
+                format!("data_stores[{i}].type"),
+                format!(
+                    "the {} backend cannot serve {:?} stores",
+                    state.backend.name(),
+                    d.kind
+                ),
+                ErrorCode::C101,
+            ));
+        }
+    }
+    if let Some(m) = &manifest.evaluation_metrics {
+        regex::Regex::new(&m.regex).map_err(|e| {
+            ApiError::bad("evaluation_metrics.regex", e.to_string(), ErrorCode::C101)
+        })?;
+    }
+    Ok(manifest)
+}
+
+/// Checks a model archive (a tar file of relative paths) before anything is stored.
+pub fn check_archive(bytes: &[u8]) -> ApiResult<()> {
+    let bad = |m: String| ApiError::bad("model_definition", m, ErrorCode::C102);
+    let mut archive = tar::Archive::new(bytes);
+    let entries = archive
+        .entries()
+        .map_err(|e| bad(format!("not a tar archive: {e}")))?;
+    let mut n = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| bad(format!("not a tar archive: {e}")))?;
+        let path = entry
+            .path()
+            .map_err(|e| bad(format!("an entry has an unreadable path: {e}")))?;
+        if path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(bad(format!(
+                "entry {:?} escapes the model directory",
+                path.display().to_string()
+            )));
+        }
+        n += 1;
+    }
+    if n == 0 && !bytes.iter().all(|b| *b == 0) {
+        return Err(bad("not a tar archive".into()));
+    }
+    Ok(())
+}
+
+/// Writes an archive under its content hash (write, fsync, rename), so a crash leaves
+/// either the whole file or none.
+pub fn store_archive(data_dir: &std::path::Path, bytes: &[u8]) -> ApiResult<String> {
+    use std::io::Write;
+    let sha: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = archive_path(data_dir, &sha);
+    if path.exists() {
+        return Ok(sha);
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        let status = if e.raw_os_error() == Some(libc_enospc()) {
+            StatusCode::INSUFFICIENT_STORAGE
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return Err(ApiError {
+            status,
+            message: format!("storing the model archive failed: {e}"),
+            field: None,
+            code: Some(ErrorCode::S200),
+        });
+    }
+    Ok(sha)
+}
+
+/// ENOSPC on Linux.
+fn libc_enospc() -> i32 {
+    28
+}
+
+#[derive(Serialize)]
+struct Submitted {
+    model_id: String,
+    id: i64,
+    state: JobState,
+    /// False when an earlier submission with the same Idempotency-Key is returned.
+    created: bool,
+}
+
+async fn submit(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
+    let limit = state.config.max_upload_bytes;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (manifest_text, archive) = if content_type.starts_with("multipart/form-data") {
+        let mut mp = Multipart::from_request(req, &state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        let mut manifest = None;
+        let mut archive = None;
+        while let Some(field) = mp
+            .next_field()
+            .await
+            .map_err(|e| body_error(e.status(), e.body_text(), limit))?
+        {
+            let name = field.name().unwrap_or("").to_string();
+            let data = field
+                .bytes()
+                .await
+                .map_err(|e| body_error(e.status(), e.body_text(), limit))?;
+            match name.as_str() {
+                "manifest" => manifest = Some(String::from_utf8_lossy(&data).into_owned()),
+                "model_definition" => archive = Some(data),
+                other => {
+                    return Err(ApiError::bad(
+                        other,
+                        format!(
+                            "unknown part {other:?}; expected `manifest` and `model_definition`"
+                        ),
+                        ErrorCode::C101,
+                    ));
+                }
+            }
+        }
+        let manifest = manifest.ok_or_else(|| {
+            ApiError::bad(
+                "manifest",
+                "the `manifest` part is missing",
+                ErrorCode::C101,
+            )
+        })?;
+        (manifest, archive)
+    } else {
+        let body = Bytes::from_request(req, &state)
+            .await
+            .map_err(|e| body_error(e.status(), e.body_text(), limit))?;
+        (String::from_utf8_lossy(&body).into_owned(), None)
+    };
+    let manifest = check_manifest(&state, &manifest_text)?;
+    let model_sha = match &archive {
+        Some(bytes) => {
+            check_archive(bytes)?;
+            let dir = state.config.data_dir.clone();
+            let bytes = bytes.clone();
+            Some(
+                tokio::task::spawn_blocking(move || store_archive(&dir, &bytes))
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))??,
+            )
+        }
+        None => None,
+    };
+    let idem = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(k) = &idem {
+        if k.is_empty() || k.len() > 200 {
+            return Err(ApiError::bad(
+                "Idempotency-Key",
+                "1-200 characters",
+                ErrorCode::C101,
+            ));
+        }
+    }
+    let (id, created) = state
+        .store
+        .insert_job(&NewJob {
+            tenant: &caller.tenant,
+            name: &manifest.name,
+            manifest: &manifest_text,
+            queue: &manifest.queue,
+            priority: manifest.priority as i64,
+            model_sha256: model_sha.as_deref(),
+            idempotency_key: idem.as_deref(),
+        })
+        .await?;
+    if created {
+        state.metrics.jobs_submitted.fetch_add(1, Ordering::Relaxed);
+        state.wake.notify_one();
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let job = state.store.job(id, None).await?;
+    Ok((
+        status,
+        [(header::LOCATION, format!("/v1/models/{id}"))],
+        Json(Submitted {
+            model_id: format!("training-{id}"),
+            id,
+            state: job.state,
+            created,
+        }),
+    )
+        .into_response())
+}
+
+// ----- reading --------------------------------------------------------------------
+
+fn job_json(job: &JobRow, position: Option<usize>) -> Value {
+    let manifest = crate::controller::parse_manifest(&job.manifest).ok();
+    json!({
+        "id": job.id,
+        "model_id": format!("training-{}", job.id),
+        "name": job.name,
+        "tenant": job.tenant,
+        "state": job.state,
+        "error_code": job.error_code,
+        "message": job.message,
+        "queue": job.queue,
+        "priority": job.priority,
+        "learners": manifest.as_ref().map(|m| m.learners),
+        "submitted_ms": job.submitted_ms,
+        "started_ms": job.started_ms,
+        "finished_ms": job.finished_ms,
+        "updated_ms": job.updated_ms,
+        "attempt": job.attempt,
+        "restarts": job.restarts,
+        "desired": job.desired,
+        "wait_reason": job.wait_reason,
+        "queue_position": position,
+    })
+}
+
+/// 1-based position among the queued jobs of the same queue, in arrival order.
+fn positions(jobs: &[JobRow]) -> BTreeMap<i64, usize> {
+    let mut by_queue: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for j in jobs {
+        if j.state == JobState::Queued && j.desired == Desired::Run {
+            let n = by_queue.entry(&j.queue).or_default();
+            *n += 1;
+            out.insert(j.id, *n);
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+}
+
+async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let filter = match q.state.as_deref() {
+        Some(s) => Some(
+            JobState::ALL
+                .into_iter()
+                .find(|st| st.name().eq_ignore_ascii_case(s))
+                .ok_or_else(|| {
+                    ApiError::bad("state", format!("unknown state {s:?}"), ErrorCode::C101)
+                })?,
+        ),
+        None => None,
+    };
+    let jobs = state.store.jobs(caller.scope()).await?;
+    let all = state.store.jobs(None).await?;
+    let pos = positions(&all);
+    let items: Vec<Value> = jobs
+        .iter()
+        .filter(|j| filter.is_none_or(|f| j.state == f))
+        .map(|j| job_json(j, pos.get(&j.id).copied()))
+        .collect();
+    Ok(Json(json!({ "models": items })))
+}
+
+async fn show(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let job = owned_job(&state, &caller, &raw).await?;
+    let all = state.store.jobs(None).await?;
+    let mut v = job_json(&job, positions(&all).get(&job.id).copied());
+    v["status_history"] = json!(state.store.status_history(job.id).await?);
+    v["manifest"] = json!(job.manifest);
+    let paths = JobPaths::new(&state.config.data_dir, job.id);
+    v["directories"] = json!({
+        "logs": paths.logs,
+        "results": paths.results,
+        "checkpoints": paths.checkpoints,
+    });
+    Ok(Json(v))
+}
+
+async fn events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let job = owned_job(&state, &caller, &raw).await?;
+    Ok(Json(json!({ "events": state.store.events(job.id).await? })))
+}
+
+async fn definition(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Response> {
+    let job = owned_job(&state, &caller, &raw).await?;
+    let sha = job
+        .model_sha256
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "the job has no model archive"))?;
+    let bytes = tokio::fs::read(archive_path(&state.config.data_dir, &sha))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("reading the archive: {e}"),
+            )
+        })?;
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], bytes).into_response())
+}
+
+// ----- control --------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    status: String,
+}
+
+async fn patch(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    body: Result<Json<PatchBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(body) = body.map_err(|e| ApiError::bad("status", e.body_text(), ErrorCode::C101))?;
+    let job = owned_job(&state, &caller, &raw).await?;
+    match body.status.as_str() {
+        "halt" => {
+            let live = [
+                JobState::Queued,
+                JobState::Pending,
+                JobState::Downloading,
+                JobState::Processing,
+            ];
+            if !state
+                .store
+                .set_desired_if(job.id, Desired::Halt, &live)
+                .await?
+            {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "job {raw} is {}; only a queued or running job can be halted",
+                        job.state.name()
+                    ),
+                ));
+            }
+            state
+                .store
+                .add_event(job.id, "halt", "halt requested")
+                .await?;
+        }
+        "resume" => {
+            if job.state != JobState::Halted || job.desired == Desired::Delete {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "job {raw} is {}; only a HALTED job can be resumed",
+                        job.state.name()
+                    ),
+                ));
+            }
+            state
+                .store
+                .transition(
+                    job.id,
+                    JobState::Queued,
+                    "resumed; starts from its latest checkpoint",
+                    None,
+                    &JobUpdate {
+                        desired: Some(Desired::Run),
+                        stop_sent_ms: Some(None),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        }
+        other => {
+            return Err(ApiError::bad(
+                "status",
+                format!("{other:?}: expected \"halt\" or \"resume\""),
+                ErrorCode::C101,
+            ));
+        }
+    }
+    state.wake.notify_one();
+    let job = state.store.job(job.id, None).await?;
+    Ok((StatusCode::ACCEPTED, Json(job_json(&job, None))))
+}
+
+async fn delete(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let job = owned_job(&state, &caller, &raw).await?;
+    state
+        .store
+        .set_desired_if(job.id, Desired::Delete, &JobState::ALL)
+        .await?;
+    state
+        .store
+        .add_event(job.id, "delete", "delete requested")
+        .await?;
+    state.wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": job.id, "deleting": true})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    tenant: String,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    label: String,
+}
+
+async fn create_token(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Json<TokenBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if !caller.admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "only an admin token can create tokens",
+        ));
+    }
+    let Json(body) = body.map_err(|e| ApiError::bad("tenant", e.body_text(), ErrorCode::C101))?;
+    let ok = !body.tenant.is_empty()
+        && body.tenant.len() <= 64
+        && body
+            .tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        return Err(ApiError::bad(
+            "tenant",
+            "1-64 characters of letters, digits, '-', '_' or '.'",
+            ErrorCode::C101,
+        ));
+    }
+    let token = generate_token();
+    state
+        .store
+        .add_token(&hash_token(&token), &body.tenant, body.admin, &body.label)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": token, "tenant": body.tenant, "admin": body.admin})),
+    ))
+}
+
+// ----- logs and metrics -----------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    learner: Option<u32>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+    follow: Option<bool>,
+}
+
+async fn logs(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let job = owned_job(&state, &caller, &raw).await?;
+    let learners = crate::controller::parse_manifest(&job.manifest)
+        .map(|m| m.learners)
+        .unwrap_or(1);
+    let learner = q.learner.unwrap_or(1);
+    if learner == 0 || learner > learners {
+        return Err(ApiError::bad(
+            "learner",
+            format!("the job has learners 1..={learners}"),
+            ErrorCode::C101,
+        ));
+    }
+    let path = JobPaths::new(&state.config.data_dir, job.id).log_file(learner);
+    if q.follow.unwrap_or(false) {
+        return Ok(follow(state.clone(), job.id, path).into_response());
+    }
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let offset = q.offset.unwrap_or(0);
+    let page =
+        tokio::task::spawn_blocking(move || crate::logs::page(&path, learner, offset, limit))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("reading the log: {e}"),
+                )
+            })?;
+    Ok(Json(page).into_response())
+}
+
+/// A stream of the log's bytes from the start, following new output until the job
+/// ends.
+fn follow(state: Arc<AppState>, id: i64, path: std::path::PathBuf) -> Response {
+    struct Cursor {
+        state: Arc<AppState>,
+        id: i64,
+        path: std::path::PathBuf,
+        pos: u64,
+        done: bool,
+    }
+    let cursor = Cursor {
+        state,
+        id,
+        path,
+        pos: 0,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(cursor, |mut c| async move {
+        if c.done {
+            return None;
+        }
+        loop {
+            let chunk = read_from(&c.path, c.pos);
+            if !chunk.is_empty() {
+                c.pos += chunk.len() as u64;
+                return Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), c));
+            }
+            let ended = match c.state.store.job(c.id, None).await {
+                Ok(j) => j.state.is_terminal(),
+                Err(_) => true,
+            };
+            if ended {
+                // One more read: output written just before the end.
+                let chunk = read_from(&c.path, c.pos);
+                c.done = true;
+                if chunk.is_empty() {
+                    return None;
+                }
+                c.pos += chunk.len() as u64;
+                return Some((Ok(Bytes::from(chunk)), c));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Whole lines of the file from byte `pos` on (at most 1 MiB).
+fn read_from(path: &std::path::Path, pos: u64) -> Vec<u8> {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    if f.seek(SeekFrom::Start(pos)).is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.take(1 << 20).read_to_end(&mut buf);
+    match buf.iter().rposition(|b| *b == b'\n') {
+        Some(i) => buf.truncate(i + 1),
+        None => buf.clear(),
+    }
+    buf
+}
+
+async fn job_metrics(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let job = owned_job(&state, &caller, &raw).await?;
+    let manifest = crate::controller::parse_manifest(&job.manifest)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let Some(em) = manifest.evaluation_metrics else {
+        return Ok(Json(
+            json!({"points": [], "last": {}, "note": "the manifest has no evaluation_metrics"}),
+        ));
+    };
+    let re = regex::Regex::new(&em.regex)
+        .map_err(|e| ApiError::bad("evaluation_metrics.regex", e.to_string(), ErrorCode::C101))?;
+    let paths = JobPaths::new(&state.config.data_dir, job.id);
+    let logs: Vec<(u32, std::path::PathBuf)> = (1..=manifest.learners)
+        .map(|l| (l, paths.log_file(l)))
+        .collect();
+    let m = tokio::task::spawn_blocking(move || crate::logs::extract(&logs, &re))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("reading the logs: {e}"),
+            )
+        })?;
+    Ok(Json(json!(m)))
+}
+
+async fn prometheus(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
+    use std::fmt::Write;
+    let m = &state.metrics;
+    let mut out = String::new();
+    let counters = [
+        (
+            "pharos_http_requests_total",
+            "API requests served",
+            m.http_requests.load(Ordering::Relaxed),
+        ),
+        (
+            "pharos_http_client_errors_total",
+            "API requests answered 4xx",
+            m.http_client_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "pharos_http_server_errors_total",
+            "API requests answered 5xx",
+            m.http_server_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "pharos_jobs_submitted_total",
+            "training jobs accepted",
+            m.jobs_submitted.load(Ordering::Relaxed),
+        ),
+        (
+            "pharos_scheduler_decisions_total",
+            "scheduling decisions taken",
+            m.decisions.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pharos_scheduler_decision_seconds_sum time spent deciding\n# TYPE pharos_scheduler_decision_seconds_sum counter\npharos_scheduler_decision_seconds_sum {}",
+        m.decision_seconds_sum()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pharos_scheduler_last_decision_seconds the last decision's time\n# TYPE pharos_scheduler_last_decision_seconds gauge\npharos_scheduler_last_decision_seconds {}",
+        m.last_decision_seconds()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pharos_jobs training jobs by state\n# TYPE pharos_jobs gauge"
+    );
+    let counts: BTreeMap<String, i64> = state.store.state_counts().await?.into_iter().collect();
+    for s in JobState::ALL {
+        let _ = writeln!(
+            out,
+            "pharos_jobs{{state=\"{}\"}} {}",
+            s.name(),
+            counts.get(s.name()).unwrap_or(&0)
+        );
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}

@@ -1,0 +1,166 @@
+//! Server configuration: embedded defaults, then a YAML file, then the environment
+//! (`PHAROS_LISTEN`, `PHAROS_DATA_DIR`, `PHAROS_DATABASE_URL`, `PHAROS_ADMIN_TOKEN`),
+//! then command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use pharos_core::{Node, QueueSpec};
+use pharos_policy::training::GangParams;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where the store (SQLite), archives and job files live.
+    pub data_dir: PathBuf,
+    /// `postgres://...` to use PostgreSQL; by default SQLite at `<data_dir>/pharos.db`.
+    pub database_url: Option<String>,
+    /// An admin token to register at start (its hash is stored). When no admin token
+    /// exists and none is given, one is generated and written to
+    /// `<data_dir>/admin-token` (mode 0600).
+    #[serde(skip_serializing)]
+    pub admin_token: Option<String>,
+    /// What learners may use on this machine; by default all its CPUs and memory and
+    /// no GPUs.
+    pub capacity: Capacity,
+    /// Queues and their quotas; a job naming another queue is refused.
+    pub queues: Vec<QueueSpec>,
+    /// The gang scheduler's parameters.
+    pub scheduler: GangParams,
+    /// Largest request body, bytes (manifests, API calls).
+    pub max_request_bytes: usize,
+    /// Largest job submission with its model archive, bytes.
+    pub max_upload_bytes: usize,
+    /// How often the controller looks at every job, milliseconds.
+    pub tick_ms: u64,
+    /// Between SIGTERM and SIGKILL when stopping learners, seconds.
+    pub halt_grace_s: f64,
+    /// The first restart waits this long; each further one twice as long.
+    pub restart_backoff_s: f64,
+    pub restart_backoff_max_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capacity {
+    pub cpus: f64,
+    pub memory: String,
+    /// GPUs by model (e.g. `{a100: 2}`).
+    pub gpus: BTreeMap<String, u32>,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as f64)
+            .unwrap_or(1.0);
+        Self {
+            cpus,
+            memory: format!("{}", total_memory_bytes().unwrap_or(4 << 30)),
+            gpus: BTreeMap::new(),
+        }
+    }
+}
+
+fn total_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("pharos");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/pharos"),
+        None => PathBuf::from("pharos-data"),
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: default_data_dir(),
+            database_url: None,
+            admin_token: None,
+            capacity: Capacity::default(),
+            queues: vec![QueueSpec {
+                name: "default".into(),
+                quota: BTreeMap::new(),
+            }],
+            scheduler: GangParams::default(),
+            max_request_bytes: 1 << 20,
+            max_upload_bytes: 64 << 20,
+            tick_ms: 200,
+            halt_grace_s: 10.0,
+            restart_backoff_s: 1.0,
+            restart_backoff_max_s: 60.0,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Defaults, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("reading the configuration {}: {e}", path.display())
+                })?;
+                serde_saphyr::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("configuration {}: {e}", path.display()))?
+            }
+            None => ServerConfig::default(),
+        };
+        if let Ok(v) = std::env::var("PHAROS_LISTEN") {
+            cfg.listen = v;
+        }
+        if let Some(v) = std::env::var_os("PHAROS_DATA_DIR") {
+            cfg.data_dir = v.into();
+        }
+        if let Ok(v) = std::env::var("PHAROS_DATABASE_URL") {
+            cfg.database_url = Some(v);
+        }
+        if let Ok(v) = std::env::var("PHAROS_ADMIN_TOKEN") {
+            cfg.admin_token = Some(v);
+        }
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.capacity.cpus > 0.0, "capacity.cpus must be positive");
+        pharos_core::parse_memory(&self.capacity.memory)
+            .map_err(|e| anyhow::anyhow!("capacity.memory: {e}"))?;
+        anyhow::ensure!(!self.queues.is_empty(), "queues: at least one queue");
+        anyhow::ensure!(self.tick_ms > 0, "tick_ms must be positive");
+        anyhow::ensure!(
+            self.halt_grace_s >= 0.0 && self.restart_backoff_s >= 0.0,
+            "halt_grace_s and restart_backoff_s must not be negative"
+        );
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("pharos.db").display()),
+        }
+    }
+
+    /// This machine as the scheduler sees it.
+    pub fn node(&self) -> Node {
+        Node {
+            name: "local".into(),
+            cpus: self.capacity.cpus,
+            memory_bytes: pharos_core::parse_memory(&self.capacity.memory).unwrap_or(u64::MAX),
+            gpus: self.capacity.gpus.clone(),
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! The controller: a reconcile loop that moves every job towards what it should be
+//! doing. It keeps nothing in memory that the store does not have, so after a crash it
+//! picks up each job where the store says it is, and its actions on the backend are
+//! idempotent (starting a learner that runs is a no-op).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pharos_core::{
+    ErrorCode, GangPlacement, JobState, Manifest, PendingJob, RunningJob, SchedView,
+    TrainingScheduler,
+};
+use tracing::{info, warn};
+
+use crate::AppState;
+use crate::backend::{JobPaths, JobRun, LearnerStatus};
+use crate::store::{Desired, JobRow, JobUpdate, StoreError, now_ms};
+
+/// Runs the loop until the process ends.
+pub async fn run(state: Arc<AppState>) {
+    let tick = std::time::Duration::from_millis(state.config.tick_ms);
+    loop {
+        if let Err(e) = reconcile(&state).await {
+            warn!(error = %e, "reconcile failed; retrying");
+        }
+        tokio::select! {
+            _ = state.wake.notified() => {}
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+/// One pass over every active job, then one scheduling decision.
+pub async fn reconcile(state: &AppState) -> Result<(), StoreError> {
+    for job in state.store.active_jobs().await? {
+        let id = job.id;
+        if let Err(e) = supervise(state, job).await {
+            // A transition refused because the API changed the job meanwhile is
+            // retried on the next pass; anything else is worth an event.
+            if !matches!(e, StoreError::Transition { .. }) {
+                warn!(job = id, error = %e, "supervising the job failed");
+            }
+        }
+    }
+    schedule(state).await
+}
+
+pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
+    serde_saphyr::from_str::<Manifest>(text).map_err(|e| e.to_string())
+}
+
+fn placement_for(state: &AppState, m: &Manifest) -> GangPlacement {
+    let model = if m.gpus == 0 {
+        None
+    } else {
+        m.gpu_type
+            .clone()
+            .or_else(|| state.config.capacity.gpus.keys().next().cloned())
+    };
+    vec![(0, model); m.learners as usize]
+}
+
+fn job_run(state: &AppState, job: &JobRow, manifest: Manifest) -> JobRun {
+    JobRun {
+        id: job.id,
+        paths: JobPaths::new(&state.config.data_dir, job.id),
+        model_archive: job
+            .model_sha256
+            .as_ref()
+            .map(|h| crate::archive_path(&state.config.data_dir, h)),
+        attempt: job.attempt.max(0) as u32,
+        master_port: job.master_port.unwrap_or(0) as u16,
+        placement: placement_for(state, &manifest),
+        manifest,
+        env: Default::default(),
+    }
+}
+
+async fn event(state: &AppState, id: i64, kind: &str, message: &str) {
+    info!(job = id, kind, message);
+    if let Err(e) = state.store.add_event(id, kind, message).await {
+        warn!(job = id, error = %e, "recording an event failed");
+    }
+}
+
+/// Runs a blocking backend call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::backend::BackendError> + Send + 'static,
+) -> Result<T, crate::backend::BackendError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(crate::backend::BackendError(format!("backend task: {e}"))))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(29500)
+}
+
+async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
+    let store = &state.store;
+    let id = job.id;
+    let manifest = match parse_manifest(&job.manifest) {
+        Ok(m) => m,
+        Err(e) => {
+            if !job.state.is_terminal() {
+                store
+                    .transition(
+                        id,
+                        JobState::Failed,
+                        &format!("stored manifest unreadable: {e}"),
+                        Some(ErrorCode::C101),
+                        &JobUpdate::default(),
+                    )
+                    .await?;
+            }
+            return Ok(());
+        }
+    };
+    let run = Arc::new(job_run(state, &job, manifest));
+    let now = now_ms();
+    match job.state {
+        s if s.is_terminal() => {
+            if job.desired == Desired::Delete {
+                let r = run.clone();
+                let backend = state.backend.clone();
+                if let Err(e) = blocking(move || backend.remove(&r)).await {
+                    event(state, id, "delete", &format!("removing files failed: {e}")).await;
+                }
+                store
+                    .update(
+                        id,
+                        &JobUpdate {
+                            deleted: Some(true),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                event(state, id, "delete", "deleted").await;
+            }
+        }
+        JobState::Queued => match job.desired {
+            Desired::Halt | Desired::Delete => {
+                store
+                    .transition(
+                        id,
+                        JobState::Halted,
+                        "halted while queued",
+                        None,
+                        &JobUpdate::default(),
+                    )
+                    .await?;
+            }
+            Desired::Preempt => {
+                store
+                    .update(
+                        id,
+                        &JobUpdate {
+                            desired: Some(Desired::Run),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+            }
+            Desired::Run => {}
+        },
+        JobState::Pending => {
+            if job.desired != Desired::Run {
+                return stop_or_finish(state, &job, run, now).await;
+            }
+            let r = run.clone();
+            let backend = state.backend.clone();
+            match blocking(move || backend.prepare(&r)).await {
+                Ok(()) => {
+                    store
+                        .transition(
+                            id,
+                            JobState::Downloading,
+                            "model and data ready",
+                            None,
+                            &JobUpdate::default(),
+                        )
+                        .await?
+                }
+                Err(e) => {
+                    let code = if e.0.contains("archive") {
+                        ErrorCode::C102
+                    } else {
+                        ErrorCode::S300
+                    };
+                    store
+                        .transition(
+                            id,
+                            JobState::Failed,
+                            &format!("preparing the job failed: {e}"),
+                            Some(code),
+                            &JobUpdate::default(),
+                        )
+                        .await?
+                }
+            }
+        }
+        JobState::Downloading | JobState::Processing => {
+            if job.desired != Desired::Run {
+                return stop_or_finish(state, &job, run, now).await;
+            }
+            let r = run.clone();
+            let backend = state.backend.clone();
+            let statuses = match blocking(move || backend.poll(&r)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    event(state, id, "poll", &format!("polling learners failed: {e}")).await;
+                    return Ok(());
+                }
+            };
+            let failed = statuses
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.ended() && !s.succeeded());
+            if let Some((i, s)) = failed {
+                return learner_failed(state, &job, run, &statuses, i, *s, now).await;
+            }
+            if statuses.iter().all(|s| s.succeeded()) {
+                return finish(state, &job, run, JobState::Completed, None).await;
+            }
+            if job.state == JobState::Downloading && !statuses.contains(&LearnerStatus::NotStarted)
+            {
+                // Started before a crash of the server, which did not record it.
+                return store
+                    .transition(
+                        id,
+                        JobState::Processing,
+                        &format!("learners running (attempt {}, re-attached)", run.attempt),
+                        None,
+                        &JobUpdate::default(),
+                    )
+                    .await;
+            }
+            if statuses.contains(&LearnerStatus::NotStarted) && now >= job.not_before_ms {
+                let r = run.clone();
+                let backend = state.backend.clone();
+                match blocking(move || backend.start(&r)).await {
+                    Ok(()) => {
+                        if job.state == JobState::Downloading {
+                            store
+                                .transition(
+                                    id,
+                                    JobState::Processing,
+                                    &format!(
+                                        "{} learner(s) running (attempt {})",
+                                        run.manifest.learners, run.attempt
+                                    ),
+                                    None,
+                                    &JobUpdate::default(),
+                                )
+                                .await?;
+                        } else {
+                            event(
+                                state,
+                                id,
+                                "start",
+                                &format!("learners of attempt {} started", run.attempt),
+                            )
+                            .await;
+                        }
+                    }
+                    Err(e) => {
+                        store
+                            .transition(
+                                id,
+                                JobState::Failed,
+                                &format!("starting the learners failed: {e}"),
+                                Some(ErrorCode::S101),
+                                &JobUpdate::default(),
+                            )
+                            .await?;
+                    }
+                }
+            }
+        }
+        JobState::Storing => {
+            // A crash during STORING: finish it the way the learners ended.
+            if matches!(job.desired, Desired::Halt | Desired::Delete) {
+                return finish(state, &job, run, JobState::Halted, None).await;
+            }
+            let r = run.clone();
+            let backend = state.backend.clone();
+            let statuses = blocking(move || backend.poll(&r)).await.unwrap_or_default();
+            if !statuses.is_empty() && statuses.iter().all(|s| s.succeeded()) {
+                finish(state, &job, run, JobState::Completed, None).await?;
+            } else {
+                finish(state, &job, run, JobState::Failed, Some(ErrorCode::C201)).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A learner ended badly: stop the others, then restart the gang from its checkpoint
+/// after a backoff, or fail the job once `max_restarts` is spent.
+async fn learner_failed(
+    state: &AppState,
+    job: &JobRow,
+    run: Arc<JobRun>,
+    statuses: &[LearnerStatus],
+    index: usize,
+    status: LearnerStatus,
+    now: i64,
+) -> Result<(), StoreError> {
+    let id = job.id;
+    if statuses.contains(&LearnerStatus::Running) {
+        if job.stop_sent_ms.is_none() {
+            event(
+                state,
+                id,
+                "learner-failed",
+                &format!(
+                    "learner {} {} (attempt {}); stopping the others",
+                    index + 1,
+                    status.describe(),
+                    run.attempt
+                ),
+            )
+            .await;
+            signal(state, &run, false).await;
+            state
+                .store
+                .update(
+                    id,
+                    &JobUpdate {
+                        stop_sent_ms: Some(Some(now)),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        } else if now - job.stop_sent_ms.unwrap_or(now) > grace_ms(state) {
+            signal(state, &run, true).await;
+        }
+        return Ok(());
+    }
+    let max = run.manifest.max_restarts as i64;
+    if job.restarts < max {
+        let restarts = job.restarts + 1;
+        let backoff_s = (state.config.restart_backoff_s * 2f64.powi(job.restarts as i32))
+            .min(state.config.restart_backoff_max_s);
+        event(
+            state,
+            id,
+            "restart",
+            &format!(
+                "learner {} {} (attempt {}); restart {restarts} of {max} in {backoff_s:.1} s from the latest checkpoint",
+                index + 1,
+                status.describe(),
+                run.attempt
+            ),
+        )
+        .await;
+        state
+            .store
+            .update(
+                id,
+                &JobUpdate {
+                    restarts: Some(restarts),
+                    attempt: Some(job.attempt + 1),
+                    not_before_ms: Some(now + (backoff_s * 1000.0) as i64),
+                    stop_sent_ms: Some(None),
+                    master_port: Some(Some(free_port() as i64)),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(())
+    } else {
+        let msg = format!(
+            "learner {} {} after {} restart(s) (max_restarts {max})",
+            index + 1,
+            status.describe(),
+            job.restarts
+        );
+        event(state, id, "learner-failed", &msg).await;
+        finish_with(
+            state,
+            job,
+            run,
+            JobState::Failed,
+            Some(ErrorCode::C201),
+            &msg,
+        )
+        .await
+    }
+}
+
+fn grace_ms(state: &AppState) -> i64 {
+    (state.config.halt_grace_s * 1000.0) as i64
+}
+
+async fn signal(state: &AppState, run: &Arc<JobRun>, kill: bool) {
+    let r = run.clone();
+    let backend = state.backend.clone();
+    if let Err(e) = blocking(move || backend.signal(&r, kill)).await {
+        warn!(job = run.id, error = %e, "signalling learners failed");
+    }
+}
+
+/// The job should stop (halt, preemption, delete): SIGTERM once, SIGKILL after the
+/// grace period, and when every learner has ended, HALTED or back to QUEUED.
+async fn stop_or_finish(
+    state: &AppState,
+    job: &JobRow,
+    run: Arc<JobRun>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let id = job.id;
+    let r = run.clone();
+    let backend = state.backend.clone();
+    let statuses = blocking(move || backend.poll(&r)).await.unwrap_or_default();
+    if statuses.contains(&LearnerStatus::Running) {
+        match job.stop_sent_ms {
+            None => {
+                signal(state, &run, false).await;
+                state
+                    .store
+                    .update(
+                        id,
+                        &JobUpdate {
+                            stop_sent_ms: Some(Some(now)),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                let what = match job.desired {
+                    Desired::Preempt => "preempted: stopping the learners at their checkpoint",
+                    _ => "halting: stopping the learners",
+                };
+                event(state, id, "stop", what).await;
+            }
+            Some(sent) if now - sent > grace_ms(state) => signal(state, &run, true).await,
+            Some(_) => {}
+        }
+        return Ok(());
+    }
+    if job.desired == Desired::Preempt {
+        state
+            .store
+            .transition(
+                id,
+                JobState::Queued,
+                "preempted; resumes from its latest checkpoint",
+                None,
+                &JobUpdate {
+                    desired: Some(Desired::Run),
+                    stop_sent_ms: Some(None),
+                    ..Default::default()
+                },
+            )
+            .await
+    } else {
+        finish(state, job, run, JobState::Halted, None).await
+    }
+}
+
+async fn finish(
+    state: &AppState,
+    job: &JobRow,
+    run: Arc<JobRun>,
+    end: JobState,
+    code: Option<ErrorCode>,
+) -> Result<(), StoreError> {
+    let msg = match end {
+        JobState::Completed => "completed".to_string(),
+        JobState::Halted => "halted".to_string(),
+        _ => "failed".to_string(),
+    };
+    finish_with(state, job, run, end, code, &msg).await
+}
+
+/// STORING (logs and results), then the end state.
+async fn finish_with(
+    state: &AppState,
+    job: &JobRow,
+    run: Arc<JobRun>,
+    end: JobState,
+    code: Option<ErrorCode>,
+    message: &str,
+) -> Result<(), StoreError> {
+    let id = job.id;
+    if job.state != JobState::Storing {
+        state
+            .store
+            .transition(
+                id,
+                JobState::Storing,
+                "storing logs and results",
+                None,
+                &JobUpdate::default(),
+            )
+            .await?;
+    }
+    let r = run.clone();
+    let backend = state.backend.clone();
+    let outcome = end.name();
+    if let Err(e) = blocking(move || backend.store_results(&r, outcome)).await {
+        return state
+            .store
+            .transition(
+                id,
+                JobState::Failed,
+                &format!("storing the results failed: {e}"),
+                Some(ErrorCode::S301),
+                &JobUpdate::default(),
+            )
+            .await;
+    }
+    state
+        .store
+        .transition(id, end, message, code, &JobUpdate::default())
+        .await
+}
+
+fn per_learner(m: &Manifest) -> pharos_core::LearnerResources {
+    m.per_learner()
+}
+
+/// One scheduling decision over the queued jobs; placed jobs go PENDING.
+async fn schedule(state: &AppState) -> Result<(), StoreError> {
+    let jobs = state.store.active_jobs().await?;
+    let mut pending = Vec::new();
+    let mut running = Vec::new();
+    let mut rows = std::collections::BTreeMap::new();
+    for job in &jobs {
+        let Ok(m) = parse_manifest(&job.manifest) else {
+            continue;
+        };
+        match job.state {
+            JobState::Queued if job.desired == Desired::Run => pending.push(PendingJob {
+                id: job.id as u64,
+                queue: job.queue.clone(),
+                priority: job.priority as i32,
+                submitted_s: job.submitted_ms as f64 / 1000.0,
+                learners: m.learners,
+                per_learner: per_learner(&m),
+                duration_s: Default::default(),
+                attained_gpu_s: 0.0,
+            }),
+            JobState::Pending
+            | JobState::Downloading
+            | JobState::Processing
+            | JobState::Storing => running.push(RunningJob {
+                id: job.id as u64,
+                queue: job.queue.clone(),
+                priority: job.priority as i32,
+                started_s: job.started_ms.unwrap_or(job.submitted_ms) as f64 / 1000.0,
+                per_learner: per_learner(&m),
+                placement: placement_for(state, &m),
+                preemptible: job.desired == Desired::Run && job.state == JobState::Processing,
+                attained_gpu_s: 0.0,
+            }),
+            _ => {}
+        }
+        rows.insert(job.id as u64, job);
+    }
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let nodes = [state.config.node()];
+    let view = SchedView {
+        now_s: now_ms() as f64 / 1000.0,
+        nodes: &nodes,
+        queues: &state.config.queues,
+        pending: &pending,
+        running: &running,
+        explain: true,
+    };
+    let t0 = Instant::now();
+    let decision = {
+        let mut sched = state.scheduler.lock().unwrap_or_else(|p| p.into_inner());
+        sched.decide(&view)
+    };
+    state.metrics.record_decision(t0.elapsed().as_secs_f64());
+    for victim in &decision.preempt {
+        let set = state
+            .store
+            .set_desired_if(*victim as i64, Desired::Preempt, &[JobState::Processing])
+            .await?;
+        if set {
+            event(
+                state,
+                *victim as i64,
+                "preempt",
+                "preempted for a job of higher priority",
+            )
+            .await;
+        }
+    }
+    for (id, _placement) in &decision.start {
+        let Some(job) = rows.get(id) else { continue };
+        let update = JobUpdate {
+            attempt: Some(job.attempt + 1),
+            started_ms: Some(Some(job.started_ms.unwrap_or_else(now_ms))),
+            not_before_ms: Some(0),
+            stop_sent_ms: Some(None),
+            master_port: Some(Some(free_port() as i64)),
+            wait_reason: Some(None),
+            ..Default::default()
+        };
+        state
+            .store
+            .transition(
+                job.id,
+                JobState::Pending,
+                &format!("placed (attempt {})", job.attempt + 1),
+                None,
+                &update,
+            )
+            .await?;
+    }
+    for (id, reason) in &decision.waiting {
+        let Some(job) = rows.get(id) else { continue };
+        if job.wait_reason.as_deref() != Some(reason.as_str()) {
+            state
+                .store
+                .update(
+                    job.id,
+                    &JobUpdate {
+                        wait_reason: Some(Some(reason.clone())),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        }
+    }
+    if !decision.start.is_empty() {
+        state.wake.notify_one();
+    }
+    Ok(())
+}

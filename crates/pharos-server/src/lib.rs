@@ -1,0 +1,152 @@
+//! The pharos control plane: a REST API over a store of training jobs, a controller
+//! that schedules them (a pure [`pharos_policy::training::GangScheduler`]) and
+//! supervises their learners through a [`backend::Backend`], and API tokens mapped to
+//! tenants.
+//!
+//! Architecture Invariant: no job state lives only in memory - the store is the truth,
+//! and the controller's actions on a backend are idempotent, so a crash of the server at
+//! any point loses nothing accepted and runs nothing twice.
+
+pub mod api;
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod controller;
+pub mod logs;
+pub mod openapi;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use pharos_policy::training::GangScheduler;
+use tokio::sync::Notify;
+use tracing::info;
+
+pub use backend::Backend;
+pub use config::ServerConfig;
+pub use store::Store;
+
+/// Everything the API handlers and the controller share.
+pub struct AppState {
+    pub config: ServerConfig,
+    pub store: Store,
+    pub backend: Arc<dyn Backend>,
+    /// Wakes the controller when the API changed something.
+    pub wake: Notify,
+    pub metrics: Metrics,
+    pub scheduler: Mutex<GangScheduler>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    pub http_requests: AtomicU64,
+    pub http_client_errors: AtomicU64,
+    pub http_server_errors: AtomicU64,
+    pub jobs_submitted: AtomicU64,
+    pub decisions: AtomicU64,
+    decision_seconds_sum_nanos: AtomicU64,
+    last_decision_nanos: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record_decision(&self, seconds: f64) {
+        let nanos = (seconds * 1e9) as u64;
+        self.decisions.fetch_add(1, Ordering::Relaxed);
+        self.decision_seconds_sum_nanos
+            .fetch_add(nanos, Ordering::Relaxed);
+        self.last_decision_nanos.store(nanos, Ordering::Relaxed);
+    }
+    pub fn decision_seconds_sum(&self) -> f64 {
+        self.decision_seconds_sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+    pub fn last_decision_seconds(&self) -> f64 {
+        self.last_decision_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+/// Where an uploaded model archive with this content hash is kept.
+pub fn archive_path(data_dir: &Path, sha256: &str) -> PathBuf {
+    data_dir.join("archives").join(format!("{sha256}.tar"))
+}
+
+/// Opens the data directory and the store, makes sure an admin token exists, and
+/// returns the shared state (the API and the controller are started by [`serve`]).
+pub async fn open(
+    config: ServerConfig,
+    backend: Arc<dyn Backend>,
+) -> anyhow::Result<Arc<AppState>> {
+    config.validate()?;
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir.join("archives"))
+        .and_then(|_| std::fs::create_dir_all(dir.join("jobs")))
+        .with_context(|| format!("the data directory {} cannot be created", dir.display()))?;
+    // Fail early and clearly when the directory exists but cannot be written.
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("the data directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    let store = Store::open(&config.database_url())
+        .await
+        .with_context(|| format!("opening the store {}", redact(&config.database_url())))?;
+    auth::bootstrap_admin(&store, &config).await?;
+    for q in &config.queues {
+        anyhow::ensure!(!q.name.is_empty(), "queues: a queue needs a name");
+    }
+    let scheduler = Mutex::new(GangScheduler::new(config.scheduler.clone()));
+    Ok(Arc::new(AppState {
+        config,
+        store,
+        backend,
+        wake: Notify::new(),
+        metrics: Metrics::default(),
+        scheduler,
+    }))
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Serves the API on `listener` and runs the controller, until ctrl-c or SIGTERM.
+pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    info!(%addr, data_dir = %state.config.data_dir.display(), backend = state.backend.name(), "pharos server listening");
+    let controller = tokio::spawn(controller::run(state.clone()));
+    let app = api::router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    controller.abort();
+    info!("pharos server stopped; learners keep running and are re-attached at the next start");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,154 @@
+//! The OpenAPI 3 document served at `/openapi.json`.
+
+use serde_json::{Value, json};
+
+fn id_param() -> Value {
+    json!({"name": "id", "in": "path", "required": true,
+           "description": "the job's id (`42` or `training-42`)",
+           "schema": {"type": "string"}})
+}
+
+fn err(desc: &str) -> Value {
+    json!({"description": desc,
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn job_ok(desc: &str) -> Value {
+    json!({"description": desc,
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}})
+}
+
+pub fn document() -> Value {
+    let common = json!({
+        "401": err("missing or unknown token"),
+        "404": err("no such job for this tenant"),
+    });
+    let with = |extra: Value| {
+        let mut m = common.clone();
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            m[k] = v;
+        }
+        m
+    };
+    json!({
+      "openapi": "3.0.3",
+      "info": {
+        "title": "pharos",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": "The pharos control plane: training jobs (FfDL's /v1/models shape), their status, logs and evaluation metrics."
+      },
+      "security": [{"bearer": []}],
+      "paths": {
+        "/healthz": {"get": {"summary": "liveness", "security": [],
+            "responses": {"200": {"description": "ok"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
+            "responses": {"200": {"description": "text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "this document", "security": [],
+            "responses": {"200": {"description": "OpenAPI 3"}}}},
+        "/v1/models": {
+          "post": {
+            "summary": "submit a training job",
+            "description": "The body is the manifest (YAML or JSON), or multipart/form-data with a `manifest` part and an optional `model_definition` part (a tar archive).",
+            "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
+            "requestBody": {"required": true, "content": {
+              "application/yaml": {"schema": {"type": "string"}},
+              "multipart/form-data": {"schema": {"type": "object", "required": ["manifest"],
+                "properties": {"manifest": {"type": "string"},
+                               "model_definition": {"type": "string", "format": "binary"}}}}
+            }},
+            "responses": with(json!({
+              "201": {"description": "accepted and queued", "content": {"application/json":
+                  {"schema": {"$ref": "#/components/schemas/Submitted"}}}},
+              "200": {"description": "an earlier submission with the same Idempotency-Key",
+                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submitted"}}}},
+              "400": err("invalid manifest or archive; `field` names what is wrong"),
+              "413": err("body larger than the limit"),
+              "507": err("no space to store the archive")
+            }))
+          },
+          "get": {
+            "summary": "list the caller's jobs",
+            "parameters": [{"name": "state", "in": "query", "required": false,
+                            "schema": {"type": "string", "enum": ["QUEUED","PENDING","DOWNLOADING","PROCESSING","STORING","COMPLETED","FAILED","HALTED"]}}],
+            "responses": with(json!({
+              "200": {"description": "jobs", "content": {"application/json": {"schema":
+                  {"type": "object", "properties": {"models": {"type": "array",
+                   "items": {"$ref": "#/components/schemas/Job"}}}}}}},
+              "400": err("unknown state")
+            }))
+          }
+        },
+        "/v1/models/{id}": {
+          "parameters": [id_param()],
+          "get": {"summary": "a job with its status history", "responses": with(json!({"200": job_ok("the job")}))},
+          "patch": {
+            "summary": "halt or resume a job",
+            "requestBody": {"required": true, "content": {"application/json": {"schema":
+                {"type": "object", "required": ["status"], "additionalProperties": false,
+                 "properties": {"status": {"type": "string", "enum": ["halt", "resume"]}}}}}},
+            "responses": with(json!({"202": job_ok("accepted"), "400": err("bad body"),
+                                     "409": err("not possible in the job's state"),
+                                     "413": err("body larger than the limit")}))
+          },
+          "delete": {"summary": "halt (if running) and delete a job",
+                     "responses": with(json!({"202": {"description": "deleting"}}))}
+        },
+        "/v1/models/{id}/logs": {
+          "parameters": [id_param(),
+            {"name": "learner", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+            {"name": "follow", "in": "query", "schema": {"type": "boolean"}}],
+          "get": {"summary": "a page of a learner's log lines, or (follow=true) a stream until the job ends",
+                  "responses": with(json!({"200": {"description": "log lines"}, "400": err("bad query")}))}
+        },
+        "/v1/models/{id}/metrics": {
+          "parameters": [id_param()],
+          "get": {"summary": "evaluation metrics extracted from the logs",
+                  "responses": with(json!({"200": {"description": "points and last values"}}))}
+        },
+        "/v1/models/{id}/events": {
+          "parameters": [id_param()],
+          "get": {"summary": "the job's events", "responses": with(json!({"200": {"description": "events"}}))}
+        },
+        "/v1/models/{id}/definition": {
+          "parameters": [id_param()],
+          "get": {"summary": "download the uploaded model archive",
+                  "responses": with(json!({"200": {"description": "a tar archive",
+                      "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}}))}
+        },
+        "/v1/tokens": {
+          "post": {
+            "summary": "create a token for a tenant (admin only)",
+            "requestBody": {"required": true, "content": {"application/json": {"schema":
+                {"type": "object", "required": ["tenant"], "additionalProperties": false,
+                 "properties": {"tenant": {"type": "string"}, "admin": {"type": "boolean"},
+                                "label": {"type": "string"}}}}}},
+            "responses": {"201": {"description": "the token (shown once)"},
+                          "400": err("bad body"), "401": err("missing or unknown token"),
+                          "403": err("not an admin"), "413": err("body larger than the limit")}
+          }
+        }
+      },
+      "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+          "Error": {"type": "object", "required": ["error"], "properties": {
+              "error": {"type": "string"}, "field": {"type": "string"}, "code": {"type": "string"}}},
+          "Submitted": {"type": "object", "properties": {
+              "model_id": {"type": "string"}, "id": {"type": "integer"},
+              "state": {"type": "string"}, "created": {"type": "boolean"}}},
+          "Job": {"type": "object", "properties": {
+              "id": {"type": "integer"}, "model_id": {"type": "string"}, "name": {"type": "string"},
+              "tenant": {"type": "string"}, "state": {"type": "string"},
+              "error_code": {"type": "string", "nullable": true}, "message": {"type": "string"},
+              "queue": {"type": "string"}, "priority": {"type": "integer"},
+              "attempt": {"type": "integer"}, "restarts": {"type": "integer"},
+              "wait_reason": {"type": "string", "nullable": true},
+              "queue_position": {"type": "integer", "nullable": true}}}
+        }
+      }
+    })
+}

@@ -1,0 +1,644 @@
+//! The store: jobs, their status history and events, and API tokens, in SQLite (one
+//! file under the data directory, WAL) or PostgreSQL - the same SQL through sqlx's `Any`
+//! driver. Every change of a job is one transaction, so a crash of the server at any
+//! point leaves each job in a state it was really in.
+
+use pharos_core::{ErrorCode, JobState};
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Row};
+
+/// The schema, in order; each entry runs once, recorded in `schema_migrations`.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store failed: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("job {0} not found")]
+    NotFound(i64),
+    #[error("job {id} is {from}; it cannot go to {to}")]
+    Transition {
+        id: i64,
+        from: &'static str,
+        to: &'static str,
+    },
+    #[error("corrupt row for job {0}: {1}")]
+    Corrupt(i64, String),
+}
+
+/// What a job should be doing; the controller acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    Run,
+    /// Stop the learners and end HALTED.
+    Halt,
+    /// Stop the learners and re-queue (preempted for another job).
+    Preempt,
+    /// Stop the learners, end HALTED, then hide the job and remove its files.
+    Delete,
+}
+
+impl Desired {
+    fn as_str(self) -> &'static str {
+        match self {
+            Desired::Run => "run",
+            Desired::Halt => "halt",
+            Desired::Preempt => "preempt",
+            Desired::Delete => "delete",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "run" => Desired::Run,
+            "halt" => Desired::Halt,
+            "preempt" => Desired::Preempt,
+            "delete" => Desired::Delete,
+            _ => return None,
+        })
+    }
+}
+
+/// One job as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    pub id: i64,
+    pub tenant: String,
+    pub name: String,
+    /// The manifest as submitted (YAML or JSON text).
+    pub manifest: String,
+    pub state: JobState,
+    pub error_code: Option<String>,
+    pub message: String,
+    pub queue: String,
+    pub priority: i64,
+    pub submitted_ms: i64,
+    pub updated_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    /// Learner gang attempts started so far (0 before the first start).
+    pub attempt: i64,
+    /// Restarts after learner crashes (counted against `max_restarts`).
+    pub restarts: i64,
+    pub desired: Desired,
+    /// The model archive's content hash, when one was uploaded.
+    pub model_sha256: Option<String>,
+    /// Not before this time may the learners (re)start (restart backoff).
+    pub not_before_ms: i64,
+    /// When the learners were asked to stop (SIGTERM), for the SIGKILL deadline.
+    pub stop_sent_ms: Option<i64>,
+    /// Why a queued job waits (the scheduler's explanation).
+    pub wait_reason: Option<String>,
+    /// The rendezvous port of the current attempt.
+    pub master_port: Option<i64>,
+}
+
+/// One status change.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusEntry {
+    pub seq: i64,
+    pub state: JobState,
+    pub time_ms: i64,
+    pub message: String,
+    pub error_code: Option<String>,
+}
+
+/// One event (anything that happened to a job other than a status change).
+#[derive(Debug, Clone, Serialize)]
+pub struct EventEntry {
+    pub seq: i64,
+    pub time_ms: i64,
+    pub kind: String,
+    pub message: String,
+}
+
+/// A new job.
+pub struct NewJob<'a> {
+    pub tenant: &'a str,
+    pub name: &'a str,
+    pub manifest: &'a str,
+    pub queue: &'a str,
+    pub priority: i64,
+    pub model_sha256: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// A token's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: String,
+    pub admin: bool,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    postgres: bool,
+}
+
+const JOB_COLUMNS: &str = "id, tenant, name, manifest, state, error_code, message, queue, priority, \
+     submitted_ms, updated_ms, started_ms, finished_ms, attempt, restarts, desired, model_sha256, \
+     not_before_ms, stop_sent_ms, wait_reason, master_port";
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn parse_state(id: i64, s: &str) -> Result<JobState, StoreError> {
+    JobState::ALL
+        .into_iter()
+        .find(|st| st.name() == s)
+        .ok_or_else(|| StoreError::Corrupt(id, format!("unknown state {s:?}")))
+}
+
+impl Store {
+    /// Opens (creating when needed) the store at `url`: `sqlite://PATH` or
+    /// `postgres://...`, and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let postgres = url.starts_with("postgres");
+        let url = if postgres || url.contains('?') {
+            url.to_string()
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        // SQLite allows one writer at a time; one connection serialises writers inside
+        // the process instead of failing them with SQLITE_BUSY.
+        let pool = AnyPoolOptions::new()
+            .max_connections(if postgres { 8 } else { 1 })
+            .connect(&url)
+            .await?;
+        let store = Store { pool, postgres };
+        if !postgres {
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&store.pool)
+                .await?;
+        }
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+            .execute(&self.pool)
+            .await?;
+        for &(version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let done: i64 =
+                sqlx::query("SELECT COUNT(*) AS n FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("n")?;
+            if done > 0 {
+                continue;
+            }
+            for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                sqlx::query(stmt).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    // ----- tokens ------------------------------------------------------------------
+
+    pub async fn add_token(
+        &self,
+        hash: &str,
+        tenant: &str,
+        admin: bool,
+        label: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (token_hash, tenant, admin, label, created_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash)
+        .bind(tenant)
+        .bind(admin as i64)
+        .bind(label)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn principal(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
+        let row = sqlx::query("SELECT tenant, admin FROM tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(Principal {
+                tenant: r.try_get("tenant")?,
+                admin: r.try_get::<i64, _>("admin")? != 0,
+            }),
+            None => None,
+        })
+    }
+
+    pub async fn count_admin_tokens(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM tokens WHERE admin = 1")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?,
+        )
+    }
+
+    // ----- jobs --------------------------------------------------------------------
+
+    /// Stores a new QUEUED job with its first status entry, in one transaction. With an
+    /// idempotency key that this tenant used before, returns that job instead (and
+    /// `false`).
+    pub async fn insert_job(&self, job: &NewJob<'_>) -> Result<(i64, bool), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(key) = job.idempotency_key {
+            let existing = sqlx::query("SELECT id FROM jobs WHERE tenant = $1 AND idem_key = $2")
+                .bind(job.tenant)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(r) = existing {
+                return Ok((r.try_get("id")?, false));
+            }
+        }
+        let id: i64 =
+            sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'job' RETURNING value")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("value")?;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO jobs (id, tenant, name, manifest, state, message, queue, priority, \
+             submitted_ms, updated_ms, attempt, restarts, desired, model_sha256, not_before_ms, \
+             idem_key, deleted) \
+             VALUES ($1, $2, $3, $4, 'QUEUED', 'queued', $5, $6, $7, $7, 0, 0, 'run', $8, 0, $9, 0)",
+        )
+        .bind(id)
+        .bind(job.tenant)
+        .bind(job.name)
+        .bind(job.manifest)
+        .bind(job.queue)
+        .bind(job.priority)
+        .bind(now)
+        .bind(job.model_sha256)
+        .bind(job.idempotency_key)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO job_status (job_id, seq, state, time_ms, message, error_code) \
+             VALUES ($1, 1, 'QUEUED', $2, 'submitted', NULL)",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((id, true))
+    }
+
+    fn job_from_row(r: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
+        let id: i64 = r.try_get("id")?;
+        let state: String = r.try_get("state")?;
+        let desired: String = r.try_get("desired")?;
+        Ok(JobRow {
+            id,
+            tenant: r.try_get("tenant")?,
+            name: r.try_get("name")?,
+            manifest: r.try_get("manifest")?,
+            state: parse_state(id, &state)?,
+            error_code: r.try_get("error_code")?,
+            message: r.try_get("message")?,
+            queue: r.try_get("queue")?,
+            priority: r.try_get("priority")?,
+            submitted_ms: r.try_get("submitted_ms")?,
+            updated_ms: r.try_get("updated_ms")?,
+            started_ms: r.try_get("started_ms")?,
+            finished_ms: r.try_get("finished_ms")?,
+            attempt: r.try_get("attempt")?,
+            restarts: r.try_get("restarts")?,
+            desired: Desired::parse(&desired)
+                .ok_or_else(|| StoreError::Corrupt(id, format!("unknown desired {desired:?}")))?,
+            model_sha256: r.try_get("model_sha256")?,
+            not_before_ms: r.try_get("not_before_ms")?,
+            stop_sent_ms: r.try_get("stop_sent_ms")?,
+            wait_reason: r.try_get("wait_reason")?,
+            master_port: r.try_get("master_port")?,
+        })
+    }
+
+    /// A job that is not deleted; `tenant` (when given) must own it.
+    pub async fn job(&self, id: i64, tenant: Option<&str>) -> Result<JobRow, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND deleted = 0"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+        let job = Self::job_from_row(&row)?;
+        match tenant {
+            Some(t) if t != job.tenant => Err(StoreError::NotFound(id)),
+            _ => Ok(job),
+        }
+    }
+
+    /// Jobs (not deleted), oldest first; of one tenant when given.
+    pub async fn jobs(&self, tenant: Option<&str>) -> Result<Vec<JobRow>, StoreError> {
+        let rows =
+            match tenant {
+                Some(t) => sqlx::query(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE deleted = 0 AND tenant = $1 ORDER BY id"
+                ))
+                .bind(t)
+                .fetch_all(&self.pool)
+                .await?,
+                None => {
+                    sqlx::query(&format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs WHERE deleted = 0 ORDER BY id"
+                    ))
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+            };
+        rows.iter().map(Self::job_from_row).collect()
+    }
+
+    /// Jobs the controller must look after: not terminal, or terminal but with a
+    /// pending delete.
+    pub async fn active_jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE deleted = 0 AND \
+             (state NOT IN ('COMPLETED', 'FAILED', 'HALTED') OR desired = 'delete') ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::job_from_row).collect()
+    }
+
+    /// Counts of jobs by state (for /metrics).
+    pub async fn state_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM jobs WHERE deleted = 0 GROUP BY state ORDER BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// Moves a job to `to` (checked against the lifecycle), recording the status entry,
+    /// and applies `update` to the row in the same transaction.
+    pub async fn transition(
+        &self,
+        id: i64,
+        to: JobState,
+        message: &str,
+        code: Option<ErrorCode>,
+        update: &JobUpdate,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Lock the row first (PostgreSQL), so status sequence numbers never collide.
+        let row = sqlx::query(&format!(
+            "SELECT state FROM jobs WHERE id = $1{}",
+            if self.postgres { " FOR UPDATE" } else { "" }
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+        let from = parse_state(id, &row.try_get::<String, _>("state")?)?;
+        if !from.can_go_to(to) {
+            return Err(StoreError::Transition {
+                id,
+                from: from.name(),
+                to: to.name(),
+            });
+        }
+        let now = now_ms();
+        let code_str = code.map(|c| format!("{c:?}"));
+        sqlx::query(
+            "UPDATE jobs SET state = $1, message = $2, error_code = $3, updated_ms = $4 WHERE id = $5",
+        )
+        .bind(to.name())
+        .bind(message)
+        .bind(code_str.clone())
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if to.is_terminal() {
+            sqlx::query("UPDATE jobs SET finished_ms = $1, wait_reason = NULL WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Self::apply_update(&mut tx, id, update).await?;
+        let seq: i64 =
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM job_status WHERE job_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("s")?;
+        sqlx::query(
+            "INSERT INTO job_status (job_id, seq, state, time_ms, message, error_code) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(seq)
+        .bind(to.name())
+        .bind(now)
+        .bind(message)
+        .bind(code_str)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies `update` to a job without a status change.
+    pub async fn update(&self, id: i64, update: &JobUpdate) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        Self::apply_update(&mut tx, id, update).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn apply_update(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        id: i64,
+        u: &JobUpdate,
+    ) -> Result<(), StoreError> {
+        let mut sets: Vec<String> = Vec::new();
+        let mut ints: Vec<Option<i64>> = Vec::new();
+        let mut texts: Vec<Option<String>> = Vec::new();
+        // Integers first, then texts, each with its own placeholder numbers.
+        let int_fields: [(&str, Option<Option<i64>>); 7] = [
+            ("started_ms", u.started_ms),
+            ("attempt", u.attempt.map(Some)),
+            ("restarts", u.restarts.map(Some)),
+            ("not_before_ms", u.not_before_ms.map(Some)),
+            ("stop_sent_ms", u.stop_sent_ms),
+            ("master_port", u.master_port),
+            ("deleted", u.deleted.map(|d| Some(d as i64))),
+        ];
+        for (name, v) in int_fields {
+            if let Some(v) = v {
+                ints.push(v);
+                sets.push(format!("{name} = ${}", ints.len()));
+            }
+        }
+        let text_fields: [(&str, Option<Option<String>>); 2] = [
+            ("desired", u.desired.map(|d| Some(d.as_str().to_string()))),
+            ("wait_reason", u.wait_reason.clone()),
+        ];
+        for (name, v) in text_fields {
+            if let Some(v) = v {
+                texts.push(v);
+                sets.push(format!("{name} = ${}", ints.len() + texts.len()));
+            }
+        }
+        if sets.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE jobs SET {} WHERE id = ${}",
+            sets.join(", "),
+            ints.len() + texts.len() + 1
+        );
+        let mut q = sqlx::query(&sql);
+        for v in ints {
+            q = q.bind(v);
+        }
+        for v in texts {
+            q = q.bind(v);
+        }
+        q.bind(id).execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Sets what a job should do, only when it is in one of `states` (so a halt cannot
+    /// race a completion). Returns whether it was set.
+    pub async fn set_desired_if(
+        &self,
+        id: i64,
+        desired: Desired,
+        states: &[JobState],
+    ) -> Result<bool, StoreError> {
+        let list = states
+            .iter()
+            .map(|s| format!("'{}'", s.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let done = sqlx::query(&format!(
+            "UPDATE jobs SET desired = $1, updated_ms = $2 WHERE id = $3 AND deleted = 0 AND state IN ({list})"
+        ))
+        .bind(desired.as_str())
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn status_history(&self, id: i64) -> Result<Vec<StatusEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, state, time_ms, message, error_code FROM job_status WHERE job_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StatusEntry {
+                    seq: r.try_get("seq")?,
+                    state: parse_state(id, &r.try_get::<String, _>("state")?)?,
+                    time_ms: r.try_get("time_ms")?,
+                    message: r.try_get("message")?,
+                    error_code: r.try_get("error_code")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn add_event(&self, id: i64, kind: &str, message: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.postgres {
+            sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
+        let seq: i64 =
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM job_events WHERE job_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("s")?;
+        sqlx::query(
+            "INSERT INTO job_events (job_id, seq, time_ms, kind, message) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(seq)
+        .bind(now_ms())
+        .bind(kind)
+        .bind(message)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn events(&self, id: i64) -> Result<Vec<EventEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, time_ms, kind, message FROM job_events WHERE job_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventEntry {
+                    seq: r.try_get("seq")?,
+                    time_ms: r.try_get("time_ms")?,
+                    kind: r.try_get("kind")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Closes the pool (tests reopen the same database).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Columns to change with a status change (or alone); `None` leaves one as it is.
+#[derive(Debug, Clone, Default)]
+pub struct JobUpdate {
+    pub started_ms: Option<Option<i64>>,
+    pub attempt: Option<i64>,
+    pub restarts: Option<i64>,
+    pub not_before_ms: Option<i64>,
+    pub stop_sent_ms: Option<Option<i64>>,
+    pub master_port: Option<Option<i64>>,
+    pub deleted: Option<bool>,
+    pub desired: Option<Desired>,
+    pub wait_reason: Option<Option<String>>,
+}

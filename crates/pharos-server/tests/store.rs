@@ -1,0 +1,236 @@
+//! The store's contract, on SQLite and - when `PHAROS_TEST_POSTGRES_URL` names a
+//! server (`.ci/run` starts one) - on PostgreSQL, with the same test bodies.
+
+use pharos_core::{ErrorCode, JobState};
+use pharos_server::store::{Desired, JobUpdate, NewJob, Store, StoreError};
+
+/// A fresh, empty database for each test: a SQLite file in a temporary directory, or a
+/// new PostgreSQL database.
+async fn databases() -> Vec<(String, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = vec![(
+        format!("sqlite://{}", dir.path().join("t.db").display()),
+        Some(dir),
+    )];
+    if let Ok(base) = std::env::var("PHAROS_TEST_POSTGRES_URL") {
+        sqlx::any::install_default_drivers();
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "pharos_test_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            pharos_server::store::now_ms()
+        );
+        let pool = sqlx::AnyPool::connect(&base)
+            .await
+            .expect("PostgreSQL reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let url = match base.rfind('/') {
+            Some(i) if i > "postgres://".len() => format!("{}/{name}", &base[..i]),
+            _ => format!("{base}/{name}"),
+        };
+        out.push((url, None));
+    } else {
+        eprintln!("PHAROS_TEST_POSTGRES_URL not set: SQLite only");
+    }
+    out
+}
+
+fn job<'a>(tenant: &'a str, key: Option<&'a str>) -> NewJob<'a> {
+    NewJob {
+        tenant,
+        name: "j",
+        manifest: "name: j\nframework: {name: custom, command: 'true'}\n",
+        queue: "default",
+        priority: 0,
+        model_sha256: None,
+        idempotency_key: key,
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_history_and_persistence() {
+    for (url, _dir) in databases().await {
+        let store = Store::open(&url).await.unwrap();
+        let (id, created) = store.insert_job(&job("a", None)).await.unwrap();
+        assert!(created);
+        assert_eq!(id, 1);
+        let (id2, _) = store.insert_job(&job("b", None)).await.unwrap();
+        assert_eq!(id2, 2, "{url}");
+        // The lifecycle is enforced.
+        let err = store
+            .transition(id, JobState::Processing, "x", None, &JobUpdate::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Transition { .. }), "{url}: {err}");
+        store
+            .transition(
+                id,
+                JobState::Pending,
+                "placed",
+                None,
+                &JobUpdate {
+                    attempt: Some(1),
+                    master_port: Some(Some(29500)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .transition(
+                id,
+                JobState::Failed,
+                "boom",
+                Some(ErrorCode::C201),
+                &JobUpdate::default(),
+            )
+            .await
+            .unwrap();
+        // Terminal states are sticky.
+        assert!(
+            store
+                .transition(id, JobState::Queued, "again", None, &JobUpdate::default())
+                .await
+                .is_err()
+        );
+        let j = store.job(id, Some("a")).await.unwrap();
+        assert_eq!(j.state, JobState::Failed);
+        assert_eq!(j.error_code.as_deref(), Some("C201"));
+        assert_eq!(j.attempt, 1);
+        assert_eq!(j.master_port, Some(29500));
+        assert!(j.finished_ms.is_some());
+        // Another tenant does not see it.
+        assert!(matches!(
+            store.job(id, Some("b")).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let h = store.status_history(id).await.unwrap();
+        let states: Vec<JobState> = h.iter().map(|e| e.state).collect();
+        assert_eq!(
+            states,
+            vec![JobState::Queued, JobState::Pending, JobState::Failed]
+        );
+        assert_eq!(h[2].error_code.as_deref(), Some("C201"));
+        store.add_event(id, "restart", "one").await.unwrap();
+        store.add_event(id, "restart", "two").await.unwrap();
+        store.close().await;
+
+        // Everything is still there after reopening.
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.jobs(None).await.unwrap().len(), 2);
+        assert_eq!(store.jobs(Some("a")).await.unwrap().len(), 1);
+        let ev = store.events(id).await.unwrap();
+        assert_eq!(
+            ev.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+            vec!["one", "two"]
+        );
+        // Only the live job is active.
+        let active: Vec<i64> = store
+            .active_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(active, vec![id2]);
+        // New ids continue after the old ones.
+        let (id3, _) = store.insert_job(&job("a", None)).await.unwrap();
+        assert_eq!(id3, 3);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn idempotency_desired_and_deletes() {
+    for (url, _dir) in databases().await {
+        let store = Store::open(&url).await.unwrap();
+        let (a, created) = store.insert_job(&job("t", Some("k1"))).await.unwrap();
+        let (b, again) = store.insert_job(&job("t", Some("k1"))).await.unwrap();
+        assert!(created && !again);
+        assert_eq!(a, b);
+        // The same key of another tenant is another job.
+        let (c, created_c) = store.insert_job(&job("u", Some("k1"))).await.unwrap();
+        assert!(created_c && c != a);
+        assert_eq!(store.jobs(None).await.unwrap().len(), 2);
+        // A halt only lands in the states asked for.
+        assert!(
+            !store
+                .set_desired_if(a, Desired::Halt, &[JobState::Processing])
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .set_desired_if(a, Desired::Halt, &[JobState::Queued])
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.job(a, None).await.unwrap().desired, Desired::Halt);
+        store
+            .update(
+                a,
+                &JobUpdate {
+                    deleted: Some(true),
+                    wait_reason: Some(Some("why".into())),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(store.job(a, None).await.is_err());
+        assert_eq!(store.jobs(None).await.unwrap().len(), 1);
+        let counts = store.state_counts().await.unwrap();
+        assert_eq!(counts, vec![("QUEUED".to_string(), 1)]);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_stored_hashed() {
+    for (url, _dir) in databases().await {
+        let store = Store::open(&url).await.unwrap();
+        let token = pharos_server::auth::generate_token();
+        let hash = pharos_server::auth::hash_token(&token);
+        assert_ne!(hash, token);
+        store.add_token(&hash, "team-a", false, "t").await.unwrap();
+        let p = store.principal(&hash).await.unwrap().unwrap();
+        assert_eq!(p.tenant, "team-a");
+        assert!(!p.admin);
+        assert!(store.principal(&token).await.unwrap().is_none());
+        assert_eq!(store.count_admin_tokens().await.unwrap(), 0);
+        store.close().await;
+    }
+}
+
+/// Many writers at once: every job gets its own id, and none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_inserts_get_distinct_ids() {
+    for (url, _dir) in databases().await {
+        let store = Store::open(&url).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..20 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..10 {
+                    let tenant = format!("t{t}");
+                    ids.push(s.insert_job(&job(&tenant, None)).await.unwrap().0);
+                }
+                ids
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.extend(t.await.unwrap());
+        }
+        ids.sort();
+        assert_eq!(ids, (1..=200).collect::<Vec<i64>>(), "{url}");
+        store.close().await;
+    }
+}
