@@ -299,7 +299,8 @@ pub fn store_archive(data_dir: &std::path::Path, bytes: &[u8]) -> ApiResult<Stri
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
-        let status = if e.raw_os_error() == Some(libc_enospc()) {
+        // ENOSPC, EFBIG (a file-size limit) and EDQUOT: the disk takes no more.
+        let status = if matches!(e.raw_os_error(), Some(28 | 27 | 122)) {
             StatusCode::INSUFFICIENT_STORAGE
         } else {
             StatusCode::SERVICE_UNAVAILABLE
@@ -312,11 +313,6 @@ pub fn store_archive(data_dir: &std::path::Path, bytes: &[u8]) -> ApiResult<Stri
         });
     }
     Ok(sha)
-}
-
-/// ENOSPC on Linux.
-fn libc_enospc() -> i32 {
-    28
 }
 
 #[derive(Serialize)]

@@ -1,0 +1,821 @@
+//! The control plane end to end: a real `pharos server` on a temporary data directory,
+//! real learner processes (`pharos-sgd`, data-parallel SGD over the rendezvous
+//! address), the CLI, and the faults it must survive.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const PHAROS: &str = env!("CARGO_BIN_EXE_pharos");
+const ADMIN: &str = "test-admin-token-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    dir: tempfile::TempDir,
+    url: String,
+    child: Option<Child>,
+    config: PathBuf,
+    agent: ureq::Agent,
+}
+
+impl Server {
+    /// A server with a test configuration plus `extra` (YAML lines).
+    fn start(extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\ndata_dir: {}\ntick_ms: 100\nhalt_grace_s: 3\nrestart_backoff_s: 0.2\n{extra}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut s = Server {
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+            child: None,
+            config,
+            agent,
+        };
+        s.spawn();
+        s
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(PHAROS)
+            .arg("server")
+            .arg("--config")
+            .arg(&self.config)
+            .env("PHAROS_ADMIN_TOKEN", ADMIN)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let t0 = Instant::now();
+        loop {
+            if let Ok(r) = self.agent.get(format!("{}/healthz", self.url)).call() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "server did not start: {}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` of the server.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn cli(&self, args: &[&str], token: &str) -> (bool, String, String) {
+        let out = Command::new(PHAROS)
+            .args(args)
+            .env("PHAROS_URL", &self.url)
+            .env("PHAROS_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.url);
+        let auth = format!("Bearer {}", token.unwrap_or(""));
+        let resp = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.agent.get(url);
+                if token.is_some() {
+                    r = r.header("Authorization", &auth);
+                }
+                r.call()
+            }
+            ("DELETE", _) => self.agent.delete(url).header("Authorization", &auth).call(),
+            (m, Some((ct, bytes))) => {
+                let r = if m == "PATCH" {
+                    self.agent.patch(url)
+                } else {
+                    self.agent.post(url)
+                };
+                let mut r = r.content_type(ct);
+                if token.is_some() {
+                    r = r.header("Authorization", &auth);
+                }
+                r.send(&bytes[..])
+            }
+            _ => panic!("bad request helper use"),
+        }
+        .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.into_body().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn job(&self, id: i64) -> Value {
+        let (status, v) = self.request("GET", &format!("/v1/models/{id}"), Some(ADMIN), None);
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    fn wait_state(&self, id: i64, state: &str, secs: u64) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let j = self.job(id);
+            if j["state"] == state {
+                return j;
+            }
+            let terminal =
+                ["COMPLETED", "FAILED", "HALTED"].contains(&j["state"].as_str().unwrap_or(""));
+            assert!(
+                !(terminal && ["COMPLETED", "FAILED", "HALTED"].contains(&state))
+                    || j["state"] == state,
+                "job {id} ended {} instead of {state}: {j}\nlog:\n{}\nserver:\n{}",
+                j["state"],
+                self.log(id, 1),
+                self.server_log()
+            );
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "job {id} not {state} after {secs} s: {j}\nlog:\n{}\nserver:\n{}",
+                self.log(id, 1),
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self, id: i64, learner: u32) -> String {
+        std::fs::read_to_string(
+            self.data()
+                .join(format!("jobs/{id}/logs/learner-{learner}.log")),
+        )
+        .unwrap_or_default()
+    }
+
+    /// Waits until learner 1 of job `id` has logged step `step`.
+    fn wait_step(&self, id: i64, step: u32, secs: u64) {
+        let t0 = Instant::now();
+        while last_step(&self.log(id, 1)) < step {
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "job {id} did not reach step {step}: {}\n{}",
+                self.job(id),
+                self.log(id, 1)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn submit(&self, manifest: &str) -> i64 {
+        let (status, v) = self.request(
+            "POST",
+            "/v1/models",
+            Some(ADMIN),
+            Some(("application/yaml", manifest.as_bytes().to_vec())),
+        );
+        assert_eq!(status, 201, "{v}");
+        v["id"].as_i64().unwrap()
+    }
+
+    fn events(&self, id: i64) -> String {
+        let (_, v) = self.request("GET", &format!("/v1/models/{id}/events"), Some(ADMIN), None);
+        v.to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        // Learners of an unfinished test must not outlive it.
+        let _ = Command::new("pkill")
+            .arg("-9")
+            .arg("-f")
+            .arg(self.data().to_string_lossy().as_ref())
+            .status();
+    }
+}
+
+fn last_step(log: &str) -> u32 {
+    log.lines()
+        .filter_map(|l| {
+            l.strip_prefix("step=")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn losses(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter(|l| l.starts_with("step="))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("loss=")?.parse().ok())
+        })
+        .collect()
+}
+
+fn manifest(name: &str, learners: u32, cpus: f64, command: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\nlearners: {learners}\ncpus: {cpus}\nmemory: 64MiB\nframework:\n  name: custom\n  command: '{command}'\nevaluation_metrics:\n  type: regex\n  regex: 'step=(?P<step>\\d+) loss=(?P<loss>[0-9.e+-]+)'\n{extra}\n"
+    )
+}
+
+fn pid_of(data: &Path, id: i64, attempt: u32, learner: u32) -> i32 {
+    let p = data.join(format!(
+        "jobs/{id}/state/attempt-{attempt}/learner-{learner}/pid"
+    ));
+    std::fs::read_to_string(&p).unwrap().trim().parse().unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[test]
+fn distributed_job_completes_and_a_halted_job_resumes_from_its_checkpoint() {
+    let s = Server::start("");
+    // A 2-learner job with a model directory, submitted with the CLI.
+    let model = s.dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("notes.txt"), "hello").unwrap();
+    let m = s.dir.path().join("dist.yaml");
+    std::fs::write(
+        &m,
+        manifest(
+            "dist",
+            2,
+            0.5,
+            "test -f $MODEL_DIR/notes.txt && pharos-sgd --steps 60 --sleep-ms 5",
+            "",
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = s.cli(
+        &[
+            "train",
+            "submit",
+            m.to_str().unwrap(),
+            model.to_str().unwrap(),
+        ],
+        ADMIN,
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("training-1 QUEUED"), "{out}");
+    let j = s.wait_state(1, "COMPLETED", 120);
+    assert_eq!(j["attempt"], 1);
+    let (l1, l2) = (s.log(1, 1), s.log(1, 2));
+    assert!(
+        l1.contains("world_size=2") && l2.contains("rank=1"),
+        "{l1}\n{l2}"
+    );
+    let loss = losses(&l1);
+    assert_eq!(loss.len(), 60, "{l1}");
+    assert!(loss[59] < loss[0] / 10.0, "loss did not fall: {loss:?}");
+    // The model both ranks trained is the averaged one: rank 0 stored it.
+    let results = s.data().join("jobs/1/results");
+    let model_json: Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("model.json")).unwrap())
+            .unwrap();
+    assert_eq!(model_json["world_size"], 2);
+    assert!(results.join("_logs/learner-2.log").exists());
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("_pharos.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["outcome"], "COMPLETED");
+    // Metrics through the CLI and the API.
+    let (ok, out, _) = s.cli(&["train", "metrics", "training-1"], ADMIN);
+    assert!(ok && out.lines().count() >= 60, "{out}");
+    let (_, v) = s.request("GET", "/v1/models/1/metrics", Some(ADMIN), None);
+    assert_eq!(v["last"]["step"], 60.0);
+    let (ok, out, _) = s.cli(&["train", "logs", "1", "--learner", "2"], ADMIN);
+    assert!(ok && out.contains("rank=1"), "{out}");
+
+    // A second job: halted mid-run, resumed, finishes from its checkpoint.
+    let id = s.submit(&manifest(
+        "long",
+        1,
+        0.5,
+        "pharos-sgd --steps 300 --sleep-ms 20 --checkpoint-every 5",
+        "",
+    ));
+    s.wait_step(id, 30, 60);
+    let (ok, _, err) = s.cli(&["train", "halt", &id.to_string()], ADMIN);
+    assert!(ok, "{err}");
+    s.wait_state(id, "HALTED", 30);
+    let halted_at = last_step(&s.log(id, 1));
+    assert!(halted_at < 300, "{halted_at}");
+    let (ok, out, err) = s.cli(&["train", "resume", &id.to_string()], ADMIN);
+    assert!(ok, "{err}");
+    assert!(out.contains("QUEUED"), "{out}");
+    let j = s.wait_state(id, "COMPLETED", 120);
+    assert_eq!(j["attempt"], 2);
+    let log = s.log(id, 1);
+    let resumed: u32 = log
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("resumed from checkpoint at step ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no resume line: {log}"));
+    assert!(
+        resumed >= 25 && resumed <= halted_at,
+        "resumed at {resumed}, halted at {halted_at}"
+    );
+    let states: Vec<String> = j["status_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        states
+            .windows(2)
+            .any(|w| w[0] == "HALTED" && w[1] == "QUEUED"),
+        "{states:?}"
+    );
+    let (ok, out, _) = s.cli(&["train", "list"], ADMIN);
+    assert!(
+        ok && out.contains("training-2") && out.contains("COMPLETED"),
+        "{out}"
+    );
+}
+
+#[test]
+fn server_killed_while_jobs_run_and_wait_loses_nothing_and_runs_nothing_twice() {
+    let mut s = Server::start("capacity: {cpus: 1, memory: 8GiB}");
+    let a = s.submit(&manifest(
+        "a",
+        1,
+        1.0,
+        "pharos-sgd --steps 120 --sleep-ms 25",
+        "",
+    ));
+    let b = s.submit(&manifest("b", 1, 1.0, "pharos-sgd --steps 20", ""));
+    s.wait_step(a, 10, 60);
+    assert_eq!(s.job(b)["state"], "QUEUED");
+    let pid = pid_of(&s.data(), a, 1, 1);
+    s.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(pid), "the learner must outlive the server");
+    s.spawn();
+    let ja = s.wait_state(a, "COMPLETED", 120);
+    let jb = s.wait_state(b, "COMPLETED", 120);
+    assert_eq!(
+        (ja["attempt"].as_i64(), ja["restarts"].as_i64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(jb["attempt"], 1);
+    // Each learner started once: one start line per log.
+    for id in [a, b] {
+        let starts = s
+            .log(id, 1)
+            .lines()
+            .filter(|l| l.starts_with("learner rank="))
+            .count();
+        assert_eq!(starts, 1, "job {id}:\n{}", s.log(id, 1));
+    }
+    assert_eq!(last_step(&s.log(a, 1)), 120);
+    let (_, list) = s.request("GET", "/v1/models", Some(ADMIN), None);
+    assert_eq!(list["models"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_killed_learner_restarts_the_gang_from_its_checkpoint() {
+    let s = Server::start("");
+    let id = s.submit(&manifest(
+        "k",
+        2,
+        0.5,
+        "pharos-sgd --steps 200 --sleep-ms 20 --checkpoint-every 5",
+        "max_restarts: 2",
+    ));
+    s.wait_step(id, 30, 60);
+    let pid = pid_of(&s.data(), id, 1, 2);
+    // SAFETY: killing the learner process this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let j = s.wait_state(id, "COMPLETED", 120);
+    assert_eq!(j["restarts"], 1);
+    assert_eq!(j["attempt"], 2);
+    let log = s.log(id, 1);
+    assert!(log.contains("resumed from checkpoint at step"), "{log}");
+    let ev = s.events(id);
+    assert!(ev.contains("learner 2 killed by signal 9"), "{ev}");
+}
+
+#[test]
+fn a_learner_that_always_crashes_fails_with_c201_after_max_restarts() {
+    let s = Server::start("");
+    let id = s.submit(&manifest(
+        "crash",
+        1,
+        0.5,
+        "pharos-sgd --always-crash",
+        "max_restarts: 2",
+    ));
+    let j = s.wait_state(id, "FAILED", 60);
+    assert_eq!(j["error_code"], "C201");
+    assert_eq!(j["restarts"], 2);
+    assert_eq!(j["attempt"], 3);
+    let (ok, out, _) = s.cli(&["train", "show", &id.to_string()], ADMIN);
+    assert!(ok && out.contains("C201"), "{out}");
+}
+
+#[test]
+fn a_job_that_cannot_fit_stays_queued_with_a_reason_and_is_never_half_placed() {
+    let s = Server::start("capacity: {cpus: 2, memory: 8GiB}");
+    let big = s.submit(&manifest("big", 3, 1.0, "pharos-sgd --steps 5", ""));
+    let gpu = s.submit(&manifest("gpu", 1, 0.5, "pharos-sgd --steps 5", "gpus: 1"));
+    let small = s.submit(&manifest("small", 1, 1.0, "pharos-sgd --steps 5", ""));
+    s.wait_state(small, "COMPLETED", 60);
+    for id in [big, gpu] {
+        let j = s.job(id);
+        assert_eq!(j["state"], "QUEUED");
+        assert!(
+            j["wait_reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("never fits"),
+            "{j}"
+        );
+        assert!(
+            !s.data().join(format!("jobs/{id}/state")).exists(),
+            "job {id} was placed"
+        );
+    }
+    let (ok, out, _) = s.cli(&["train", "show", &big.to_string()], ADMIN);
+    assert!(ok && out.contains("waiting:   never fits"), "{out}");
+}
+
+#[test]
+fn a_higher_priority_job_preempts_a_lower_one_to_its_checkpoint() {
+    let s = Server::start("capacity: {cpus: 2, memory: 8GiB}");
+    let low = s.submit(&manifest(
+        "low",
+        2,
+        1.0,
+        "pharos-sgd --steps 250 --sleep-ms 20 --checkpoint-every 5",
+        "",
+    ));
+    s.wait_step(low, 30, 60);
+    let high = s.submit(&manifest(
+        "high",
+        1,
+        2.0,
+        "pharos-sgd --steps 20",
+        "priority: 10",
+    ));
+    s.wait_state(high, "COMPLETED", 60);
+    let j = s.wait_state(low, "COMPLETED", 120);
+    let history = j["status_history"].to_string();
+    assert!(
+        history.contains("preempted; resumes from its latest checkpoint"),
+        "{history}"
+    );
+    assert_eq!(j["restarts"], 0, "a preemption is not a crash");
+    assert!(s.log(low, 1).contains("resumed from checkpoint at step"));
+    // The high-priority job ran while the low one was off the CPUs.
+    let h = s.job(high);
+    assert!(h["finished_ms"].as_i64() < j["finished_ms"].as_i64());
+}
+
+#[test]
+fn bad_requests_are_clear_4xx_errors_and_store_nothing() {
+    let s = Server::start("max_upload_bytes: 65536");
+    let yaml = |m: &str| Some(("application/yaml", m.as_bytes().to_vec()));
+    let good = manifest("ok", 1, 0.5, "true", "");
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("malformed", "name: [unclosed".into(), 400, "manifest"),
+        (
+            "unknown field",
+            good.replace("learners:", "lerners:"),
+            400,
+            "lerners",
+        ),
+        (
+            "negative cpus",
+            good.replace("cpus: 0.5", "cpus: -1"),
+            400,
+            "cpus",
+        ),
+        (
+            "missing command",
+            "name: x\nframework:\n  name: custom\n".into(),
+            400,
+            "command",
+        ),
+        (
+            "unknown queue",
+            format!("{good}queue: nope\n"),
+            400,
+            "queue",
+        ),
+        (
+            "object store",
+            format!("{good}data_stores:\n  - id: s3\n    type: s3\n"),
+            400,
+            "data_stores[0].type",
+        ),
+    ];
+    for (what, body, status, field) in &cases {
+        let (st, v) = s.request("POST", "/v1/models", Some(ADMIN), yaml(body));
+        assert_eq!(st, *status, "{what}: {v}");
+        assert!(
+            v["field"].as_str().unwrap_or("").contains(field),
+            "{what}: {v}"
+        );
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {v}"
+        );
+    }
+    let (st, v) = s.request(
+        "POST",
+        "/v1/models",
+        Some(ADMIN),
+        yaml(&good.replace("cpus: 0.5", "cpus: -1")),
+    );
+    assert_eq!((st, v["code"].as_str()), (400, Some("C104")));
+    // Oversized upload.
+    let (st, v) = s.request(
+        "POST",
+        "/v1/models",
+        Some(ADMIN),
+        Some(("application/yaml", vec![b'#'; 100_000])),
+    );
+    assert_eq!(st, 413, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("65536"), "{v}");
+    // A bad archive, and one that escapes its directory.
+    let boundary = "XyZ";
+    let mp = |archive: &[u8]| {
+        let mut b = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"manifest\"\r\n\r\n{good}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"model_definition\"\r\n\r\n").into_bytes();
+        b.extend_from_slice(archive);
+        b.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        Some(("multipart/form-data; boundary=XyZ", b))
+    };
+    let (st, v) = s.request(
+        "POST",
+        "/v1/models",
+        Some(ADMIN),
+        mp(b"this is not a tar file at all, not at all; it is long enough to need a header block"),
+    );
+    assert_eq!((st, v["code"].as_str()), (400, Some("C102")), "{v}");
+    let mut evil = tar::Header::new_gnu();
+    evil.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+    evil.set_size(1);
+    evil.set_cksum();
+    let mut archive = evil.as_bytes().to_vec();
+    archive.extend_from_slice(&[b'x'; 512]);
+    archive.extend_from_slice(&[0; 1024]);
+    let (st, v) = s.request("POST", "/v1/models", Some(ADMIN), mp(&archive));
+    assert_eq!(
+        (st, v["field"].as_str()),
+        (400, Some("model_definition")),
+        "{v}"
+    );
+    // Tokens: none, unknown.
+    let (st, _) = s.request("POST", "/v1/models", None, yaml(&good));
+    assert_eq!(st, 401);
+    let (st, _) = s.request("GET", "/v1/models", Some("not-a-token"), None);
+    assert_eq!(st, 401);
+    // Bad PATCH bodies.
+    let (st, v) = s.request(
+        "PATCH",
+        "/v1/models/1",
+        Some(ADMIN),
+        Some(("application/json", b"{\"status\": \"explode\"}".to_vec())),
+    );
+    assert!(st == 404 || st == 400, "{v}");
+    // Nothing was stored.
+    let (_, list) = s.request("GET", "/v1/models", Some(ADMIN), None);
+    assert_eq!(list["models"].as_array().unwrap().len(), 0, "{list}");
+    assert_eq!(
+        std::fs::read_dir(s.data().join("archives"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // Tenancy: a tenant sees and controls only its own jobs; others' are 404.
+    let (st, t) = s.request(
+        "POST",
+        "/v1/tokens",
+        Some(ADMIN),
+        Some((
+            "application/json",
+            json!({"tenant": "team-a"}).to_string().into_bytes(),
+        )),
+    );
+    assert_eq!(st, 201);
+    let ta = t["token"].as_str().unwrap().to_string();
+    let (_, t) = s.request(
+        "POST",
+        "/v1/tokens",
+        Some(ADMIN),
+        Some((
+            "application/json",
+            json!({"tenant": "team-b"}).to_string().into_bytes(),
+        )),
+    );
+    let tb = t["token"].as_str().unwrap().to_string();
+    let (st, _) = s.request(
+        "POST",
+        "/v1/tokens",
+        Some(&ta),
+        Some((
+            "application/json",
+            json!({"tenant": "x"}).to_string().into_bytes(),
+        )),
+    );
+    assert_eq!(st, 403, "a tenant cannot mint tokens");
+    let (st, v) = s.request("POST", "/v1/models", Some(&ta), yaml(&good));
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    for (m, p) in [
+        ("GET", format!("/v1/models/{id}")),
+        ("GET", format!("/v1/models/{id}/logs")),
+        ("DELETE", format!("/v1/models/{id}")),
+    ] {
+        let (st, _) = s.request(m, &p, Some(&tb), None);
+        assert_eq!(st, 404, "{m} {p}");
+    }
+    let (st, _) = s.request(
+        "PATCH",
+        &format!("/v1/models/{id}"),
+        Some(&tb),
+        Some(("application/json", b"{\"status\": \"halt\"}".to_vec())),
+    );
+    assert_eq!(st, 404);
+    let (_, list) = s.request("GET", "/v1/models", Some(&tb), None);
+    assert_eq!(list["models"].as_array().unwrap().len(), 0);
+    let (st, _) = s.request("GET", &format!("/v1/models/{id}"), Some(&ta), None);
+    assert_eq!(st, 200);
+    // The learner's environment holds no pharos credentials.
+    let env_job = s.submit(&manifest("env", 1, 0.5, "env", ""));
+    s.wait_state(env_job, "COMPLETED", 60);
+    s.wait_state(id, "COMPLETED", 60);
+    let env = s.log(env_job, 1);
+    assert!(
+        env.contains("TRAINING_ID=training-") && env.contains("WORLD_SIZE=1"),
+        "{env}"
+    );
+    assert!(!env.contains("PHAROS_") && !env.contains(ADMIN), "{env}");
+    // The OpenAPI document and the metrics.
+    let (st, doc) = s.request("GET", "/openapi.json", None, None);
+    assert_eq!(st, 200);
+    assert!(doc["paths"]["/v1/models"]["post"].is_object());
+    let (st, metrics) = s.request("GET", "/metrics", None, None);
+    assert_eq!(st, 200);
+    let text = metrics.as_str().unwrap();
+    assert!(
+        text.contains("pharos_jobs{state=\"COMPLETED\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("pharos_jobs_submitted_total 2"), "{text}");
+}
+
+#[test]
+fn an_unusable_data_directory_or_a_full_disk_is_a_clear_error() {
+    // A data directory that is a file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let out = Command::new(PHAROS)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("data directory") && err.contains("not-a-dir"),
+        "{err}"
+    );
+
+    // A disk that takes no more: files may not grow past 1 MiB (RLIMIT_FSIZE); a 2 MiB
+    // model archive is refused with a clear error and nothing is stored.
+    let mut s = Server::start("max_upload_bytes: 8388608");
+    s.kill();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(s.dir.path().join("server.log"))
+        .unwrap();
+    let mut cmd = Command::new(PHAROS);
+    cmd.arg("server")
+        .arg("--config")
+        .arg(&s.config)
+        .env("PHAROS_ADMIN_TOKEN", ADMIN)
+        .stderr(log);
+    // SAFETY: setrlimit and signal between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    s.child = Some(cmd.spawn().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    while s.agent.get(format!("{}/healthz", s.url)).call().is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut tarb = tar::Builder::new(Vec::new());
+    let data = vec![7u8; 2 << 20];
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tarb.append_data(&mut h, "weights.bin", &data[..]).unwrap();
+    let archive = tarb.into_inner().unwrap();
+    let good = manifest("ok", 1, 0.5, "true", "");
+    let mut body = format!("--B\r\nContent-Disposition: form-data; name=\"manifest\"\r\n\r\n{good}\r\n--B\r\nContent-Disposition: form-data; name=\"model_definition\"\r\n\r\n").into_bytes();
+    body.extend_from_slice(&archive);
+    body.extend_from_slice(b"\r\n--B--\r\n");
+    let (st, v) = s.request(
+        "POST",
+        "/v1/models",
+        Some(ADMIN),
+        Some(("multipart/form-data; boundary=B", body)),
+    );
+    assert_eq!(st, 507, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("storing the model archive failed"),
+        "{v}"
+    );
+    let (_, list) = s.request("GET", "/v1/models", Some(ADMIN), None);
+    assert_eq!(list["models"].as_array().unwrap().len(), 0);
+    let leftovers: Vec<_> = std::fs::read_dir(s.data().join("archives"))
+        .unwrap()
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
