@@ -444,8 +444,8 @@ async fn submit(
 
 // ----- reading --------------------------------------------------------------------
 
-fn job_json(job: &JobRow, position: Option<usize>) -> Value {
-    let manifest = crate::controller::parse_manifest(&job.manifest).ok();
+fn job_json(state: &AppState, job: &JobRow, position: Option<usize>) -> Value {
+    let manifest = state.manifest(job).ok();
     json!({
         "id": job.id,
         "model_id": format!("training-{}", job.id),
@@ -512,7 +512,7 @@ async fn list(
     let items: Vec<Value> = jobs
         .iter()
         .filter(|j| filter.is_none_or(|f| j.state == f))
-        .map(|j| job_json(j, pos.get(&j.id).copied()))
+        .map(|j| job_json(&state, j, pos.get(&j.id).copied()))
         .collect();
     Ok(Json(json!({ "models": items })))
 }
@@ -524,7 +524,7 @@ async fn show(
 ) -> ApiResult<Json<Value>> {
     let job = owned_job(&state, &caller, &raw).await?;
     let all = state.store.jobs(None).await?;
-    let mut v = job_json(&job, positions(&all).get(&job.id).copied());
+    let mut v = job_json(&state, &job, positions(&all).get(&job.id).copied());
     v["status_history"] = json!(state.store.status_history(job.id).await?);
     v["manifest"] = json!(job.manifest);
     let paths = JobPaths::new(&state.config.data_dir, job.id);
@@ -642,7 +642,7 @@ async fn patch(
     }
     state.wake.notify_one();
     let job = state.store.job(job.id, None).await?;
-    Ok((StatusCode::ACCEPTED, Json(job_json(&job, None))))
+    Ok((StatusCode::ACCEPTED, Json(job_json(&state, &job, None))))
 }
 
 async fn delete(
@@ -731,9 +731,7 @@ async fn logs(
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let job = owned_job(&state, &caller, &raw).await?;
-    let learners = crate::controller::parse_manifest(&job.manifest)
-        .map(|m| m.learners)
-        .unwrap_or(1);
+    let learners = state.manifest(&job).map(|m| m.learners).unwrap_or(1);
     let learner = q.learner.unwrap_or(1);
     if learner == 0 || learner > learners {
         return Err(ApiError::bad(
@@ -836,9 +834,10 @@ async fn job_metrics(
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let job = owned_job(&state, &caller, &raw).await?;
-    let manifest = crate::controller::parse_manifest(&job.manifest)
+    let manifest = state
+        .manifest(&job)
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
-    let Some(em) = manifest.evaluation_metrics else {
+    let Some(em) = manifest.evaluation_metrics.clone() else {
         return Ok(Json(
             json!({"points": [], "last": {}, "note": "the manifest has no evaluation_metrics"}),
         ));
@@ -902,6 +901,11 @@ async fn prometheus(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
         out,
         "# HELP pharos_scheduler_decision_seconds_sum time spent deciding\n# TYPE pharos_scheduler_decision_seconds_sum counter\npharos_scheduler_decision_seconds_sum {}",
         m.decision_seconds_sum()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pharos_controller_last_pass_seconds the controller's last pass over every job\n# TYPE pharos_controller_last_pass_seconds gauge\npharos_controller_last_pass_seconds {}",
+        m.last_reconcile_seconds()
     );
     let _ = writeln!(
         out,

@@ -20,7 +20,10 @@ use crate::store::{Desired, JobRow, JobUpdate, StoreError, now_ms};
 pub async fn run(state: Arc<AppState>) {
     let tick = std::time::Duration::from_millis(state.config.tick_ms);
     loop {
-        if let Err(e) = reconcile(&state).await {
+        let t0 = Instant::now();
+        let result = reconcile(&state).await;
+        state.metrics.record_reconcile(t0.elapsed().as_secs_f64());
+        if let Err(e) = result {
             warn!(error = %e, "reconcile failed; retrying");
         }
         tokio::select! {
@@ -33,12 +36,26 @@ pub async fn run(state: Arc<AppState>) {
 /// One pass over every active job, then one scheduling decision.
 pub async fn reconcile(state: &AppState) -> Result<(), StoreError> {
     for job in state.store.active_jobs().await? {
+        if job.state == JobState::Queued && job.desired == Desired::Run {
+            continue; // the scheduler's business
+        }
         let id = job.id;
-        if let Err(e) = supervise(state, job).await {
-            // A transition refused because the API changed the job meanwhile is
-            // retried on the next pass; anything else is worth an event.
-            if !matches!(e, StoreError::Transition { .. }) {
-                warn!(job = id, error = %e, "supervising the job failed");
+        // Follow a job through several phases in one pass (PENDING -> DOWNLOADING ->
+        // PROCESSING) rather than one phase per tick.
+        let mut job = job;
+        for _ in 0..4 {
+            let before = (job.state, job.attempt, job.desired);
+            if let Err(e) = supervise(state, job).await {
+                // A transition refused because the API changed the job meanwhile is
+                // retried on the next pass; anything else is worth a warning.
+                if !matches!(e, StoreError::Transition { .. }) {
+                    warn!(job = id, error = %e, "supervising the job failed");
+                }
+                break;
+            }
+            match state.store.job(id, None).await {
+                Ok(next) if (next.state, next.attempt, next.desired) != before => job = next,
+                _ => break,
             }
         }
     }
@@ -102,8 +119,8 @@ fn free_port() -> u16 {
 async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
     let store = &state.store;
     let id = job.id;
-    let manifest = match parse_manifest(&job.manifest) {
-        Ok(m) => m,
+    let manifest = match state.manifest(&job) {
+        Ok(m) => (*m).clone(),
         Err(e) => {
             if !job.state.is_terminal() {
                 store
@@ -531,7 +548,7 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
     let mut running = Vec::new();
     let mut rows = std::collections::BTreeMap::new();
     for job in &jobs {
-        let Ok(m) = parse_manifest(&job.manifest) else {
+        let Ok(m) = state.manifest(job) else {
             continue;
         };
         match job.state {
@@ -617,21 +634,15 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
             )
             .await?;
     }
-    for (id, reason) in &decision.waiting {
-        let Some(job) = rows.get(id) else { continue };
-        if job.wait_reason.as_deref() != Some(reason.as_str()) {
-            state
-                .store
-                .update(
-                    job.id,
-                    &JobUpdate {
-                        wait_reason: Some(Some(reason.clone())),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-        }
-    }
+    let changed: Vec<(i64, String)> = decision
+        .waiting
+        .iter()
+        .filter_map(|(id, reason)| {
+            let job = rows.get(id)?;
+            (job.wait_reason.as_deref() != Some(reason.as_str())).then(|| (job.id, reason.clone()))
+        })
+        .collect();
+    state.store.set_wait_reasons(&changed).await?;
     if !decision.start.is_empty() {
         state.wake.notify_one();
     }

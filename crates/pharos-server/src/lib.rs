@@ -16,11 +16,13 @@ pub mod logs;
 pub mod openapi;
 pub mod store;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use pharos_core::Manifest;
 use pharos_policy::training::GangScheduler;
 use tokio::sync::Notify;
 use tracing::info;
@@ -38,6 +40,25 @@ pub struct AppState {
     pub wake: Notify,
     pub metrics: Metrics,
     pub scheduler: Mutex<GangScheduler>,
+    /// Parsed manifests by job id (a job's manifest never changes), so that a pass over
+    /// thousands of queued jobs does not parse YAML again.
+    manifests: Mutex<HashMap<i64, Arc<Manifest>>>,
+}
+
+impl AppState {
+    /// The job's manifest, parsed once.
+    pub fn manifest(&self, job: &store::JobRow) -> Result<Arc<Manifest>, String> {
+        let mut cache = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = cache.get(&job.id) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(controller::parse_manifest(&job.manifest)?);
+        if cache.len() >= 200_000 {
+            cache.clear();
+        }
+        cache.insert(job.id, m.clone());
+        Ok(m)
+    }
 }
 
 /// Counters for `/metrics`.
@@ -48,6 +69,7 @@ pub struct Metrics {
     pub http_server_errors: AtomicU64,
     pub jobs_submitted: AtomicU64,
     pub decisions: AtomicU64,
+    last_reconcile_nanos: AtomicU64,
     decision_seconds_sum_nanos: AtomicU64,
     last_decision_nanos: AtomicU64,
 }
@@ -59,6 +81,13 @@ impl Metrics {
         self.decision_seconds_sum_nanos
             .fetch_add(nanos, Ordering::Relaxed);
         self.last_decision_nanos.store(nanos, Ordering::Relaxed);
+    }
+    pub fn record_reconcile(&self, seconds: f64) {
+        self.last_reconcile_nanos
+            .store((seconds * 1e9) as u64, Ordering::Relaxed);
+    }
+    pub fn last_reconcile_seconds(&self) -> f64 {
+        self.last_reconcile_nanos.load(Ordering::Relaxed) as f64 / 1e9
     }
     pub fn decision_seconds_sum(&self) -> f64 {
         self.decision_seconds_sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
@@ -104,6 +133,7 @@ pub async fn open(
         wake: Notify::new(),
         metrics: Metrics::default(),
         scheduler,
+        manifests: Mutex::new(HashMap::new()),
     }))
 }
 

@@ -532,6 +532,23 @@ impl Store {
         Ok(())
     }
 
+    /// Records why each of these queued jobs waits, in one transaction.
+    pub async fn set_wait_reasons(&self, reasons: &[(i64, String)]) -> Result<(), StoreError> {
+        if reasons.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, reason) in reasons {
+            sqlx::query("UPDATE jobs SET wait_reason = $1 WHERE id = $2 AND state = 'QUEUED'")
+                .bind(reason.as_str())
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Sets what a job should do, only when it is in one of `states` (so a halt cannot
     /// race a completion). Returns whether it was set.
     pub async fn set_desired_if(

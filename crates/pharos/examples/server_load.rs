@@ -1,0 +1,283 @@
+//! Load on the control plane: concurrent job submissions, the scheduler's decision time
+//! with many queued jobs, and job start latency on an idle server.
+//!
+//! `cargo build --release -p pharos && cargo run --release -p pharos --example server_load`
+//! (options: `--clients 50 --jobs 1000 --queued 10000 --starts 10`). Starts its own
+//! servers (the `pharos` binary next to this example's directory) on temporary data
+//! directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "bench-admin-token-0123456789";
+
+struct Server {
+    child: Child,
+    url: String,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pharos_exe() -> PathBuf {
+    let me = std::env::current_exe().expect("current exe");
+    // target/<profile>/examples/server_load -> target/<profile>/pharos
+    me.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("pharos"))
+        .expect("pharos next to the examples directory")
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn start(extra: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("config.yaml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndata_dir: {}\n{extra}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(pharos_exe())
+        .args(["server", "--config"])
+        .arg(&config)
+        .env("PHAROS_ADMIN_TOKEN", TOKEN)
+        .env("PHAROS_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting pharos server (build it with cargo build --release -p pharos)");
+    let url = format!("http://127.0.0.1:{port}");
+    let a = agent();
+    let t0 = Instant::now();
+    while a.get(format!("{url}/healthz")).call().is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server {
+        child,
+        url,
+        data,
+        _dir: dir,
+    }
+}
+
+fn manifest(name: &str, cpus: f64, command: &str) -> String {
+    format!(
+        "name: {name}\nlearners: 1\ncpus: {cpus}\nframework:\n  name: custom\n  command: '{command}'\n"
+    )
+}
+
+fn submit(a: &ureq::Agent, url: &str, body: &str, key: &str) -> (u16, serde_json::Value) {
+    let resp = a
+        .post(format!("{url}/v1/models"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .header("Idempotency-Key", key)
+        .content_type("application/yaml")
+        .send(body.as_bytes())
+        .unwrap();
+    let status = resp.status().as_u16();
+    let v = serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
+    (status, v)
+}
+
+fn get(a: &ureq::Agent, url: &str) -> String {
+    a.get(url)
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap()
+        .into_body()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .unwrap()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1]
+}
+
+/// `total` submissions from `clients` threads; returns (wall seconds, latencies ms).
+fn burst(url: &str, clients: usize, total: usize, prefix: &str) -> (f64, Vec<f64>) {
+    let url = Arc::new(url.to_string());
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let url = url.clone();
+            let prefix = prefix.to_string();
+            std::thread::spawn(move || {
+                let a = agent();
+                let mut lat = Vec::new();
+                let mut i = c;
+                while i < total {
+                    let body = manifest(&format!("{prefix}-{i}"), 1.0, "true");
+                    let t = Instant::now();
+                    let (status, v) = submit(&a, &url, &body, &format!("{prefix}-{i}"));
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    assert_eq!(status, 201, "{v}");
+                    i += clients;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat: Vec<f64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    (t0.elapsed().as_secs_f64(), lat)
+}
+
+fn main() {
+    let mut clients = 50;
+    let mut jobs = 1000;
+    let mut queued = 10_000;
+    let mut starts = 10;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for w in args.chunks(2) {
+        let v: usize = w.get(1).and_then(|v| v.parse().ok()).expect("a number");
+        match w[0].as_str() {
+            "--clients" => clients = v,
+            "--jobs" => jobs = v,
+            "--queued" => queued = v,
+            "--starts" => starts = v,
+            other => panic!("unknown option {other}"),
+        }
+    }
+
+    // 1. Submissions: one CPU, held by a long job, so everything submitted queues.
+    let s = start("capacity: {cpus: 1, memory: 8GiB}");
+    let a = agent();
+    let (st, _) = submit(
+        &a,
+        &s.url,
+        &manifest("blocker", 1.0, "sleep 3600"),
+        "blocker",
+    );
+    assert_eq!(st, 201);
+    std::thread::sleep(Duration::from_millis(500));
+    let (wall, lat) = burst(&s.url, clients, jobs, "load");
+    let list: serde_json::Value =
+        serde_json::from_str(&get(&a, &format!("{}/v1/models", s.url))).unwrap();
+    let models = list["models"].as_array().unwrap();
+    let mut ids: Vec<i64> = models.iter().map(|m| m["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    let queued_now = models.iter().filter(|m| m["state"] == "QUEUED").count();
+    println!(
+        "submissions: {jobs} from {clients} concurrent clients in {wall:.2} s = {:.0}/s",
+        jobs as f64 / wall
+    );
+    println!(
+        "  API latency ms: p50 {:.1}  p99 {:.1}  max {:.1}",
+        pct(&lat, 50.0),
+        pct(&lat, 99.0),
+        lat[lat.len() - 1]
+    );
+    println!(
+        "  stored jobs {} (distinct ids {}), queued {queued_now}: {}",
+        models.len(),
+        ids.len(),
+        if models.len() == jobs + 1 && ids.len() == jobs + 1 && queued_now == jobs {
+            "every submission queued exactly once"
+        } else {
+            "MISMATCH"
+        }
+    );
+    // A retry with the same idempotency key returns the same job.
+    let (st, v) = submit(&a, &s.url, &manifest("load-0", 1.0, "true"), "load-0");
+    println!(
+        "  a retried submission (same Idempotency-Key): HTTP {st}, created {}",
+        v["created"]
+    );
+
+    // 2. The scheduler with many queued jobs.
+    let more = queued.saturating_sub(jobs);
+    if more > 0 {
+        burst(&s.url, clients, more, "more");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let m = get(&a, &format!("{}/metrics", s.url));
+    let decisions = metric(&m, "pharos_scheduler_decisions_total");
+    let sum = metric(&m, "pharos_scheduler_decision_seconds_sum");
+    println!("scheduler with {queued} queued jobs:");
+    println!(
+        "  last decision {:.1} ms; last controller pass (store read + decision) {:.1} ms; mean decision over the run {:.2} ms ({decisions} decisions)",
+        metric(&m, "pharos_scheduler_last_decision_seconds") * 1e3,
+        metric(&m, "pharos_controller_last_pass_seconds") * 1e3,
+        sum / decisions * 1e3
+    );
+    drop(s);
+
+    // 3. Job start latency on an idle server: submit -> the learner process running.
+    let s = start("tick_ms: 200");
+    let mut lat = Vec::new();
+    for i in 0..starts {
+        let stamp = s.data.join(format!("started-{i}"));
+        let cmd = format!("date +%s%N > {}", stamp.display());
+        let t_submit = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as f64;
+        let (st, v) = submit(
+            &a,
+            &s.url,
+            &manifest(&format!("start-{i}"), 0.5, &cmd),
+            &format!("s{i}"),
+        );
+        assert_eq!(st, 201, "{v}");
+        let t0 = Instant::now();
+        let started = loop {
+            if let Ok(t) = std::fs::read_to_string(&stamp) {
+                if let Ok(n) = t.trim().parse::<f64>() {
+                    break n;
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "job {i} never started"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        lat.push((started - t_submit) / 1e6);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "job start latency (submit -> learner running, idle server, {starts} jobs): median {:.0} ms, max {:.0} ms",
+        pct(&lat, 50.0),
+        lat[lat.len() - 1]
+    );
+}
