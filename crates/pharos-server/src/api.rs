@@ -134,12 +134,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/tokens",
             post(create_token).layer(DefaultBodyLimit::max(request_limit)),
         );
+    let queues: Vec<String> = state.config.queues.iter().map(|q| q.name.clone()).collect();
+    let doc = Arc::new(crate::openapi::document(&queues));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(prometheus))
         .route(
             "/openapi.json",
-            get(|| async { Json(crate::openapi::document()) }),
+            get(move || {
+                let doc = doc.clone();
+                async move { Json((*doc).clone()) }
+            }),
         )
         .merge(jobs)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -551,17 +556,18 @@ async fn definition(
     Path(raw): Path<String>,
 ) -> ApiResult<Response> {
     let job = owned_job(&state, &caller, &raw).await?;
-    let sha = job
-        .model_sha256
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "the job has no model archive"))?;
-    let bytes = tokio::fs::read(archive_path(&state.config.data_dir, &sha))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("reading the archive: {e}"),
-            )
-        })?;
+    let bytes = match job.model_sha256 {
+        Some(sha) => tokio::fs::read(archive_path(&state.config.data_dir, &sha))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("reading the archive: {e}"),
+                )
+            })?,
+        // No upload: the model directory is empty, and so is its archive.
+        None => vec![0; 1024],
+    };
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], bytes).into_response())
 }
 
@@ -734,10 +740,9 @@ async fn logs(
     let learners = state.manifest(&job).map(|m| m.learners).unwrap_or(1);
     let learner = q.learner.unwrap_or(1);
     if learner == 0 || learner > learners {
-        return Err(ApiError::bad(
-            "learner",
-            format!("the job has learners 1..={learners}"),
-            ErrorCode::C101,
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("job {raw} has no learner {learner} (it has 1..={learners})"),
         ));
     }
     let path = JobPaths::new(&state.config.data_dir, job.id).log_file(learner);

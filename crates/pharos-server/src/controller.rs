@@ -569,7 +569,9 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
                 id: job.id as u64,
                 queue: job.queue.clone(),
                 priority: job.priority as i32,
-                started_s: job.started_ms.unwrap_or(job.submitted_ms) as f64 / 1000.0,
+                // The current attempt's start: preemption halts the youngest first.
+                started_s: job.placed_ms.or(job.started_ms).unwrap_or(job.submitted_ms) as f64
+                    / 1000.0,
                 per_learner: per_learner(&m),
                 placement: placement_for(state, &m),
                 preemptible: job.desired == Desired::Run && job.state == JobState::Processing,
@@ -617,6 +619,7 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
         let update = JobUpdate {
             attempt: Some(job.attempt + 1),
             started_ms: Some(Some(job.started_ms.unwrap_or_else(now_ms))),
+            placed_ms: Some(Some(now_ms())),
             not_before_ms: Some(0),
             stop_sent_ms: Some(None),
             master_port: Some(Some(free_port() as i64)),

@@ -18,7 +18,39 @@ fn job_ok(desc: &str) -> Value {
            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}})
 }
 
-pub fn document() -> Value {
+/// The manifest as JSON Schema: the fields whose rules JSON Schema can state exactly
+/// (so that a schema-driven fuzzer's valid requests are valid). `gpu_type`,
+/// `data_stores` and `evaluation_metrics` are accepted too; see the README.
+fn manifest_schema(queues: &[String]) -> Value {
+    json!({
+      "type": "object",
+      "required": ["name", "framework"],
+      "additionalProperties": false,
+      "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+        "description": {"type": "string"},
+        "version": {"type": "string"},
+        "learners": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 1},
+        "cpus": {"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": 1000000, "default": 1},
+        "gpus": {"type": "integer", "minimum": 0, "maximum": 1024, "default": 0},
+        "memory": {"type": "string", "pattern": "^[1-9][0-9]{0,5}(Ki|Mi|Gi|KiB|MiB|GiB|Kb|Mb|Gb)$"},
+        "max_restarts": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 3},
+        "priority": {"type": "integer", "minimum": -1000000, "maximum": 1000000, "default": 0},
+        "queue": {"type": "string", "enum": queues},
+        "framework": {
+          "type": "object", "required": ["name", "command"], "additionalProperties": false,
+          "properties": {
+            "name": {"type": "string", "pattern": "\\S"},
+            "version": {"type": "string"},
+            "command": {"type": "string", "pattern": "\\S",
+                        "description": "run by /bin/sh in each learner's environment"}
+          }
+        }
+      }
+    })
+}
+
+pub fn document(queues: &[String]) -> Value {
     let common = json!({
         "401": err("missing or unknown token"),
         "404": err("no such job for this tenant"),
@@ -53,10 +85,12 @@ pub fn document() -> Value {
             "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false,
                             "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
             "requestBody": {"required": true, "content": {
-              "application/yaml": {"schema": {"type": "string"}},
+              "application/json": {"schema": {"$ref": "#/components/schemas/Manifest"}},
+              "application/yaml": {"schema": {"$ref": "#/components/schemas/Manifest"}},
               "multipart/form-data": {"schema": {"type": "object", "required": ["manifest"],
-                "properties": {"manifest": {"type": "string"},
-                               "model_definition": {"type": "string", "format": "binary"}}}}
+                "properties": {"manifest": {"$ref": "#/components/schemas/Manifest"},
+                               "model_definition": {"type": "string", "format": "binary"}}},
+                "encoding": {"manifest": {"contentType": "application/json"}}}
             }},
             "responses": with(json!({
               "201": {"description": "accepted and queued", "content": {"application/json":
@@ -97,8 +131,8 @@ pub fn document() -> Value {
         },
         "/v1/models/{id}/logs": {
           "parameters": [id_param(),
-            {"name": "learner", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-            {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "learner", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1024}},
+            {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000000000000i64}},
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
             {"name": "follow", "in": "query", "schema": {"type": "boolean"}}],
           "get": {"summary": "a page of a learner's log lines, or (follow=true) a stream until the job ends",
@@ -115,7 +149,7 @@ pub fn document() -> Value {
         },
         "/v1/models/{id}/definition": {
           "parameters": [id_param()],
-          "get": {"summary": "download the uploaded model archive",
+          "get": {"summary": "download the uploaded model archive (an empty archive when none was uploaded)",
                   "responses": with(json!({"200": {"description": "a tar archive",
                       "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}}))}
         },
@@ -124,7 +158,7 @@ pub fn document() -> Value {
             "summary": "create a token for a tenant (admin only)",
             "requestBody": {"required": true, "content": {"application/json": {"schema":
                 {"type": "object", "required": ["tenant"], "additionalProperties": false,
-                 "properties": {"tenant": {"type": "string"}, "admin": {"type": "boolean"},
+                 "properties": {"tenant": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "admin": {"type": "boolean"},
                                 "label": {"type": "string"}}}}}},
             "responses": {"201": {"description": "the token (shown once)"},
                           "400": err("bad body"), "401": err("missing or unknown token"),
@@ -135,6 +169,7 @@ pub fn document() -> Value {
       "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
+          "Manifest": manifest_schema(queues),
           "Error": {"type": "object", "required": ["error"], "properties": {
               "error": {"type": "string"}, "field": {"type": "string"}, "code": {"type": "string"}}},
           "Submitted": {"type": "object", "properties": {

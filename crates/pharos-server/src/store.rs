@@ -9,7 +9,10 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 
 /// The schema, in order; each entry runs once, recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_placed.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -92,6 +95,8 @@ pub struct JobRow {
     pub wait_reason: Option<String>,
     /// The rendezvous port of the current attempt.
     pub master_port: Option<i64>,
+    /// When the current attempt was placed.
+    pub placed_ms: Option<i64>,
 }
 
 /// One status change.
@@ -139,7 +144,7 @@ pub struct Store {
 
 const JOB_COLUMNS: &str = "id, tenant, name, manifest, state, error_code, message, queue, priority, \
      submitted_ms, updated_ms, started_ms, finished_ms, attempt, restarts, desired, model_sha256, \
-     not_before_ms, stop_sent_ms, wait_reason, master_port";
+     not_before_ms, stop_sent_ms, wait_reason, master_port, placed_ms";
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -337,6 +342,7 @@ impl Store {
             stop_sent_ms: r.try_get("stop_sent_ms")?,
             wait_reason: r.try_get("wait_reason")?,
             master_port: r.try_get("master_port")?,
+            placed_ms: r.try_get("placed_ms")?,
         })
     }
 
@@ -488,13 +494,14 @@ impl Store {
         let mut ints: Vec<Option<i64>> = Vec::new();
         let mut texts: Vec<Option<String>> = Vec::new();
         // Integers first, then texts, each with its own placeholder numbers.
-        let int_fields: [(&str, Option<Option<i64>>); 7] = [
+        let int_fields: [(&str, Option<Option<i64>>); 8] = [
             ("started_ms", u.started_ms),
             ("attempt", u.attempt.map(Some)),
             ("restarts", u.restarts.map(Some)),
             ("not_before_ms", u.not_before_ms.map(Some)),
             ("stop_sent_ms", u.stop_sent_ms),
             ("master_port", u.master_port),
+            ("placed_ms", u.placed_ms),
             ("deleted", u.deleted.map(|d| Some(d as i64))),
         ];
         for (name, v) in int_fields {
@@ -655,6 +662,7 @@ pub struct JobUpdate {
     pub not_before_ms: Option<i64>,
     pub stop_sent_ms: Option<Option<i64>>,
     pub master_port: Option<Option<i64>>,
+    pub placed_ms: Option<Option<i64>>,
     pub deleted: Option<bool>,
     pub desired: Option<Desired>,
     pub wait_reason: Option<Option<String>>,

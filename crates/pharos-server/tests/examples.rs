@@ -1,0 +1,45 @@
+//! The committed server configuration and job manifests are valid as they are.
+
+use std::path::PathBuf;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn example_server_configuration_loads() {
+    let cfg =
+        pharos_server::ServerConfig::load(Some(&repo().join("examples/server.yaml"))).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.queues.len(), 2);
+    assert_eq!(cfg.queues[1].quota.get("cpu"), Some(&1.0));
+    assert_eq!(cfg.capacity.cpus, 2.0);
+    // Unknown settings are refused, naming the setting.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "listen: 127.0.0.1:1\ntick: 5\n").unwrap();
+    let err = pharos_server::ServerConfig::load(Some(&bad))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tick"), "{err}");
+}
+
+#[test]
+fn example_manifests_are_valid() {
+    let dir = repo().join("examples/training");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The training directory also holds simulation experiments.
+        if text.contains("kind: training") {
+            continue;
+        }
+        let m: pharos_core::Manifest =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        m.validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 2, "manifests found: {n}");
+}
