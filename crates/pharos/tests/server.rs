@@ -444,6 +444,14 @@ fn a_killed_learner_restarts_the_gang_from_its_checkpoint() {
         "pharos-sgd --steps 200 --sleep-ms 20 --checkpoint-every 5",
         "max_restarts: 2",
     ));
+    // Follow the log from the start; the stream ends when the job does.
+    let follow = Command::new(PHAROS)
+        .args(["train", "logs", &id.to_string(), "--follow"])
+        .env("PHAROS_URL", &s.url)
+        .env("PHAROS_TOKEN", ADMIN)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     s.wait_step(id, 30, 60);
     let pid = pid_of(&s.data(), id, 1, 2);
     // SAFETY: killing the learner process this test started.
@@ -455,6 +463,46 @@ fn a_killed_learner_restarts_the_gang_from_its_checkpoint() {
     assert!(log.contains("resumed from checkpoint at step"), "{log}");
     let ev = s.events(id);
     assert!(ev.contains("learner 2 killed by signal 9"), "{ev}");
+    let out = follow.wait_with_output().unwrap();
+    let followed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(followed, log, "the followed stream is the whole log");
+    assert!(followed.contains("done step=200"), "{followed}");
+
+    // Delete: the job and its files are gone; others' ids do not come back.
+    let (ok, _, err) = s.cli(&["train", "delete", &id.to_string()], ADMIN);
+    assert!(ok, "{err}");
+    let t0 = Instant::now();
+    while s
+        .request("GET", &format!("/v1/models/{id}"), Some(ADMIN), None)
+        .0
+        != 404
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30), "not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!s.data().join(format!("jobs/{id}")).exists());
+    let next = s.submit(&manifest("after", 1, 0.5, "true", ""));
+    assert_eq!(next, id + 1);
+}
+
+/// The whole server on PostgreSQL (when `PHAROS_TEST_POSTGRES_URL` names one): a job
+/// runs, the server is killed, and the restarted server has every record.
+#[test]
+fn the_server_runs_on_postgresql_too() {
+    let Ok(url) = std::env::var("PHAROS_TEST_POSTGRES_URL") else {
+        eprintln!("PHAROS_TEST_POSTGRES_URL not set: skipped");
+        return;
+    };
+    let mut s = Server::start(&format!("database_url: {url}"));
+    let id = s.submit(&manifest("pg", 2, 0.5, "pharos-sgd --steps 20", ""));
+    let before = s.wait_state(id, "COMPLETED", 60);
+    s.kill();
+    s.spawn();
+    let after = s.job(id);
+    assert_eq!(after["state"], "COMPLETED");
+    assert_eq!(after["status_history"], before["status_history"]);
+    assert!(s.server_log().contains("pharos server listening"));
 }
 
 #[test]
