@@ -186,14 +186,20 @@ fn parse_id(raw: &str) -> ApiResult<i64> {
 
 async fn owned_job(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<JobRow> {
     let id = parse_id(raw)?;
-    state
+    let job = state
         .store
         .job(id, caller.scope())
         .await
         .map_err(|e| match e {
             StoreError::NotFound(_) => ApiError::not_found(raw),
             other => other.into(),
-        })
+        })?;
+    // A job being deleted is gone for the API at once (its learners may still be
+    // stopping).
+    if job.desired == Desired::Delete {
+        return Err(ApiError::not_found(raw));
+    }
+    Ok(job)
 }
 
 // ----- submission -----------------------------------------------------------------
@@ -516,7 +522,7 @@ async fn list(
     let pos = positions(&all);
     let items: Vec<Value> = jobs
         .iter()
-        .filter(|j| filter.is_none_or(|f| j.state == f))
+        .filter(|j| j.desired != Desired::Delete && filter.is_none_or(|f| j.state == f))
         .map(|j| job_json(&state, j, pos.get(&j.id).copied()))
         .collect();
     Ok(Json(json!({ "models": items })))
@@ -749,8 +755,18 @@ async fn logs(
     if q.follow.unwrap_or(false) {
         return Ok(follow(state.clone(), job.id, path).into_response());
     }
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad("limit", "must be 1-10000", ErrorCode::C101));
+    }
     let offset = q.offset.unwrap_or(0);
+    if offset > 1_000_000_000_000 {
+        return Err(ApiError::bad(
+            "offset",
+            "must be at most 10^12",
+            ErrorCode::C101,
+        ));
+    }
     let page =
         tokio::task::spawn_blocking(move || crate::logs::page(&path, learner, offset, limit))
             .await
