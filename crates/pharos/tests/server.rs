@@ -472,16 +472,19 @@ fn a_killed_learner_restarts_the_gang_from_its_checkpoint() {
     // Delete: the job and its files are gone; others' ids do not come back.
     let (ok, _, err) = s.cli(&["train", "delete", &id.to_string()], ADMIN);
     assert!(ok, "{err}");
+    // Gone for the API at once; its files once the controller has removed them.
+    assert_eq!(
+        s.request("GET", &format!("/v1/models/{id}"), Some(ADMIN), None)
+            .0,
+        404
+    );
     let t0 = Instant::now();
-    while s
-        .request("GET", &format!("/v1/models/{id}"), Some(ADMIN), None)
-        .0
-        != 404
-    {
-        assert!(t0.elapsed() < Duration::from_secs(30), "not deleted");
+    while s.data().join(format!("jobs/{id}")).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "files not removed");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(!s.data().join(format!("jobs/{id}")).exists());
+    let (_, list) = s.request("GET", "/v1/models", Some(ADMIN), None);
+    assert!(list["models"].as_array().unwrap().is_empty(), "{list}");
     let next = s.submit(&manifest("after", 1, 0.5, "true", ""));
     assert_eq!(next, id + 1);
 }
