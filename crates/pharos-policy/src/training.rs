@@ -379,6 +379,15 @@ impl TrainingScheduler for GangScheduler {
         });
         let mut preempted: Vec<u64> = Vec::new();
         let mut blocked: Option<u64> = None;
+        // Shapes that found no room, and shapes that found no set of victims, since the
+        // last preemption. Until a preemption gives resources back, free resources only
+        // shrink and (jobs being in rank order) a later job may halt only a subset of
+        // what an earlier one could, so a later job of the same shape fails the same
+        // way. Not with GPU-model affinity, where jobs of one shape try different
+        // models.
+        let memo = !self.params.gpu_affinity;
+        let mut no_room: std::collections::HashSet<Shape<'_>> = Default::default();
+        let mut no_victims: std::collections::HashSet<Shape<'_>> = Default::default();
         for job in order {
             if let Some(head) = blocked
                 && !self.params.backfill
@@ -455,7 +464,7 @@ impl TrainingScheduler for GangScheduler {
                 cpus + 1e-9 >= job.per_learner.cpus * job.learners as f64 && gpus_ok
             };
             let mut trial = Vec::new();
-            let placed = if cover {
+            let placed = if cover && !(memo && no_room.contains(&shape)) {
                 trial = free.clone();
                 place_gang_models(&mut trial, job, self.params.placement, models)
             } else {
@@ -466,7 +475,17 @@ impl TrainingScheduler for GangScheduler {
                     None => Ok((p, trial, Vec::new())),
                     Some(why) => Err(why),
                 },
+                None if self.params.preemption && memo && no_victims.contains(&shape) => {
+                    no_room.insert(shape);
+                    Err(
+                        "does not fit in the free resources, even after halting lower-ranked jobs"
+                            .into(),
+                    )
+                }
                 None if self.params.preemption => {
+                    if memo {
+                        no_room.insert(shape);
+                    }
                     // Halt lower-priority running jobs, youngest first, until it fits.
                     let mut victims: Vec<&RunningJob> = view
                         .running
@@ -483,6 +502,7 @@ impl TrainingScheduler for GangScheduler {
                             .then(b.started_s.total_cmp(&a.started_s))
                             .then(b.id.cmp(&a.id))
                     });
+                    let any_victim = !victims.is_empty();
                     let mut trial_free = free.clone();
                     let mut chosen = Vec::new();
                     let mut found = None;
@@ -542,10 +562,26 @@ impl TrainingScheduler for GangScheduler {
                                 Some(why) => Err(why),
                             }
                         }
-                        None => Err("does not fit in the free resources, even after halting lower-priority jobs".into()),
+                        None if any_victim => {
+                            if memo {
+                                no_victims.insert(shape);
+                            }
+                            Err("does not fit in the free resources, even after halting lower-ranked jobs".into())
+                        }
+                        None => {
+                            if memo {
+                                no_victims.insert(shape);
+                            }
+                            Err("does not fit in the free resources (no running job ranks below it)".into())
+                        }
                     }
                 }
-                None => Err("does not fit in the free resources".into()),
+                None => {
+                    if memo {
+                        no_room.insert(shape);
+                    }
+                    Err("does not fit in the free resources".into())
+                }
             };
             match outcome {
                 Ok((p, t, victims)) => {
@@ -556,6 +592,11 @@ impl TrainingScheduler for GangScheduler {
                     }
                     free = t;
                     base_models = self.models(view, None, &free);
+                    if !victims.is_empty() {
+                        // Resources came back: what did not fit may fit now.
+                        no_room.clear();
+                        no_victims.clear();
+                    }
                     preempted.extend(&victims);
                     d.start.push((job.id, p));
                 }

@@ -194,6 +194,12 @@ fn slowdown(cfg: &TrainSimConfig, placement: &GangPlacement) -> f64 {
 }
 
 /// Run the trace through `sched`.
+/// Inserts a waiting job in id order.
+fn insert_pending(pending: &mut Vec<PendingJob>, job: PendingJob) {
+    let at = pending.partition_point(|p| p.id < job.id);
+    pending.insert(at, job);
+}
+
 pub fn run(
     cfg: &TrainSimConfig,
     sched: &mut dyn TrainingScheduler,
@@ -278,6 +284,26 @@ pub fn run(
         gpus: 1,
         gpu_type: None,
     };
+    let pending_of = |i: usize, j: &Job| {
+        let tj = &cfg.jobs[i];
+        PendingJob {
+            id: i as u64,
+            queue: queues[0].name.clone(),
+            priority: cfg.priorities.get(i).copied().unwrap_or(0),
+            submitted_s: tj.arrival_s,
+            learners: tj.gpus,
+            per_learner: per_learner(tj),
+            duration_s: tj
+                .duration_s
+                .iter()
+                .map(|(m, d)| (m.clone(), d * j.saved_left))
+                .collect(),
+            attained_gpu_s: j.attained_gpu_s,
+        }
+    };
+    let mut pending: Vec<PendingJob> = Vec::new();
+    let mut running: Vec<RunningJob> = Vec::new();
+    let mut batch_arrivals: Vec<usize> = Vec::new();
     while let Some((t, ev)) = events.pop() {
         // Account busy GPU time hour by hour.
         let mut from = now;
@@ -302,6 +328,7 @@ pub fn run(
                 Ev::Arrival(i) => {
                     arrived[i] = true;
                     arrivals_left -= 1;
+                    batch_arrivals.push(i);
                 }
                 Ev::Finish(i, generation) => {
                     let j = &mut jobs[i];
@@ -321,42 +348,19 @@ pub fn run(
         if remaining == 0 {
             break;
         }
-        // The scheduler's view.
-        let pending: Vec<PendingJob> = (0..n)
-            .filter(|&i| arrived[i] && jobs[i].run.is_none() && jobs[i].done.is_none())
-            .map(|i| {
-                let tj = &cfg.jobs[i];
-                PendingJob {
-                    id: i as u64,
-                    queue: "default".into(),
-                    priority: cfg.priorities.get(i).copied().unwrap_or(0),
-                    submitted_s: tj.arrival_s,
-                    learners: tj.gpus,
-                    per_learner: per_learner(tj),
-                    duration_s: tj
-                        .duration_s
-                        .iter()
-                        .map(|(m, d)| (m.clone(), d * jobs[i].saved_left))
-                        .collect(),
-                    attained_gpu_s: jobs[i].attained_gpu_s,
-                }
-            })
-            .collect();
-        let running: Vec<RunningJob> = (0..n)
-            .filter_map(|i| {
-                let j = &jobs[i];
-                j.run.as_ref().map(|(p, _, start, _)| RunningJob {
-                    id: i as u64,
-                    queue: "default".into(),
-                    priority: cfg.priorities.get(i).copied().unwrap_or(0),
-                    started_s: *start,
-                    per_learner: per_learner(&cfg.jobs[i]),
-                    placement: p.clone(),
-                    preemptible: true,
-                    attained_gpu_s: j.attained_gpu_s + (now - start) * p.len() as f64,
-                })
-            })
-            .collect();
+        // The scheduler's view: the waiting and the running jobs, kept in id order as
+        // jobs arrive, start, finish and are preempted (rebuilding them at every
+        // decision dominated long runs).
+        for i in batch_arrivals.drain(..) {
+            insert_pending(&mut pending, pending_of(i, &jobs[i]));
+        }
+        running.retain(|r| jobs[r.id as usize].run.is_some());
+        for r in &mut running {
+            let i = r.id as usize;
+            if let Some((p, _, start, _)) = &jobs[i].run {
+                r.attained_gpu_s = jobs[i].attained_gpu_s + (now - start) * p.len() as f64;
+            }
+        }
         if pending.is_empty() {
             continue;
         }
@@ -383,7 +387,9 @@ pub fn run(
             j.preemptions += 1;
             j.generation += 1;
             busy_gpus -= placement.len() as f64;
+            insert_pending(&mut pending, pending_of(i, &jobs[i]));
         }
+        running.retain(|r| jobs[r.id as usize].run.is_some());
         for (id, placement) in d.start {
             let i = id as usize;
             let j = &mut jobs[i];
@@ -405,8 +411,23 @@ pub fn run(
             let productive_from = now + restart;
             busy_gpus += placement.len() as f64;
             let end = productive_from + j.saved_left * dur;
+            let held = RunningJob {
+                id: i as u64,
+                queue: queues[0].name.clone(),
+                priority: cfg.priorities.get(i).copied().unwrap_or(0),
+                started_s: now,
+                per_learner: per_learner(&cfg.jobs[i]),
+                placement: placement.clone(),
+                preemptible: true,
+                attained_gpu_s: j.attained_gpu_s,
+            };
             j.run = Some((placement, model, now, productive_from));
             events.push(end, Ev::Finish(i, j.generation));
+            if let Ok(k) = pending.binary_search_by_key(&(i as u64), |p| p.id) {
+                pending.remove(k);
+            }
+            let at = running.partition_point(|r| r.id < i as u64);
+            running.insert(at, held);
         }
         // Nothing runs, nothing is left to arrive and nothing started: the jobs still
         // waiting can never run.
