@@ -283,7 +283,15 @@ impl Backend for LocalBackend {
         let sig = if kill { libc::SIGKILL } else { libc::SIGTERM };
         for learner in 1..=job.manifest.learners {
             let dir = Self::learner_dir(job, learner);
-            if learner_status(&dir)? != LearnerStatus::Running {
+            // Running, or its supervisor died without a record (its learner may live).
+            let status = learner_status(&dir)?;
+            let orphan = status
+                == LearnerStatus::Exited {
+                    code: None,
+                    signal: None,
+                }
+                && !dir.join("exit.json").exists();
+            if status != LearnerStatus::Running && !orphan {
                 continue;
             }
             let Some(pgid) = fs::read_to_string(dir.join("pid"))
@@ -341,14 +349,38 @@ impl Backend for LocalBackend {
 pub fn learner_main(args: &[String]) -> i32 {
     match supervise(args) {
         Ok(()) => 0,
-        Err(e) => {
+        Err((dir, e)) => {
             eprintln!("pharos __learner: {e}");
+            // Record that the learner could not start, so that the server counts a
+            // failure instead of starting it again and again.
+            if let Some(dir) = dir {
+                let rec = ExitRecord {
+                    code: None,
+                    signal: None,
+                };
+                let _ = write_atomic(
+                    &dir.join("exit.json"),
+                    &serde_json::to_vec(&rec).unwrap_or_default(),
+                );
+                let _ = fs::write(dir.join("error"), e.as_bytes());
+            }
             2
         }
     }
 }
 
-fn supervise(args: &[String]) -> Result<(), String> {
+fn supervise(args: &[String]) -> Result<(), (Option<PathBuf>, String)> {
+    let (dir, result) = supervise_in(args);
+    result.map_err(|e| (dir, e))
+}
+
+fn supervise_in(args: &[String]) -> (Option<PathBuf>, Result<(), String>) {
+    let mut dir = None;
+    let result = supervise_learner(args, &mut dir);
+    (dir, result)
+}
+
+fn supervise_learner(args: &[String], dir_out: &mut Option<PathBuf>) -> Result<(), String> {
     let mut dir = None;
     let mut log = None;
     let mut lock_fd = None;
@@ -366,6 +398,7 @@ fn supervise(args: &[String]) -> Result<(), String> {
         }
     }
     let dir = dir.ok_or("--dir is required")?;
+    *dir_out = Some(dir.clone());
     let log = log.ok_or("--log is required")?;
     let lock_fd = lock_fd.ok_or("--lock-fd is required")?;
     if program.is_empty() {
@@ -392,7 +425,14 @@ fn supervise(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("starting {:?}: {e}", program[0]))?;
     write_atomic(&dir.join("pid"), child.id().to_string().as_bytes())
         .map_err(|e| format!("writing the pid: {e}"))?;
+    let pgid = child.id() as i32;
     let status = child.wait().map_err(|e| e.to_string())?;
+    // Whatever the learner left behind in its process group goes with it, so that a
+    // restart never runs next to a leftover.
+    // SAFETY: kill(2) on the learner's own process group.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
     let rec = ExitRecord {
         code: status.code(),
         signal: status.signal(),

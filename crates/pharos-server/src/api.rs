@@ -238,6 +238,15 @@ pub fn check_manifest(state: &AppState, text: &str) -> ApiResult<Manifest> {
         ));
     }
     for (i, d) in manifest.data_stores.iter().enumerate() {
+        if let Some(path) = d.connection.get("path")
+            && inside(std::path::Path::new(path), &state.config.data_dir)
+        {
+            return Err(ApiError::bad(
+                format!("data_stores[{i}].connection.path"),
+                "must not be inside the server's data directory",
+                ErrorCode::C103,
+            ));
+        }
         if !state.backend.supports_store(&d.kind) {
             return Err(ApiError::bad(
                 format!("data_stores[{i}].type"),
@@ -256,6 +265,37 @@ pub fn check_manifest(state: &AppState, text: &str) -> ApiResult<Manifest> {
         })?;
     }
     Ok(manifest)
+}
+
+/// Whether `path` is `dir` or below it, lexically and (where both exist) after
+/// resolving links.
+fn inside(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    let lexical = |p: &std::path::Path| {
+        let mut out = std::path::PathBuf::new();
+        for c in p.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        out
+    };
+    if lexical(path).starts_with(lexical(dir)) {
+        return true;
+    }
+    // The deepest existing ancestor, resolved.
+    let mut probe = path.to_path_buf();
+    loop {
+        if let (Ok(p), Ok(d)) = (probe.canonicalize(), dir.canonicalize()) {
+            return p.starts_with(d);
+        }
+        if !probe.pop() {
+            return false;
+        }
+    }
 }
 
 /// Checks a model archive (a tar file of relative paths) before anything is stored.
@@ -301,7 +341,13 @@ pub fn store_archive(data_dir: &std::path::Path, bytes: &[u8]) -> ApiResult<Stri
     if path.exists() {
         return Ok(sha);
     }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    // A name of its own, so that two uploads of the same archive never share a file.
+    static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = path.with_extension(format!(
+        "tmp-{}-{}",
+        std::process::id(),
+        UPLOADS.fetch_add(1, Ordering::Relaxed)
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -409,14 +455,14 @@ async fn submit(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if let Some(k) = &idem {
-        if k.is_empty() || k.len() > 200 {
-            return Err(ApiError::bad(
-                "Idempotency-Key",
-                "1-200 characters",
-                ErrorCode::C101,
-            ));
-        }
+    if let Some(k) = &idem
+        && (k.is_empty() || k.len() > 200)
+    {
+        return Err(ApiError::bad(
+            "Idempotency-Key",
+            "1-200 characters",
+            ErrorCode::C101,
+        ));
     }
     let (id, created) = state
         .store
@@ -603,7 +649,12 @@ async fn patch(
             ];
             if !state
                 .store
-                .set_desired_if(job.id, Desired::Halt, &live)
+                .set_desired_if(
+                    job.id,
+                    Desired::Halt,
+                    &live,
+                    &[Desired::Run, Desired::Preempt],
+                )
                 .await?
             {
                 return Err(ApiError::new(
@@ -639,6 +690,8 @@ async fn patch(
                     &JobUpdate {
                         desired: Some(Desired::Run),
                         stop_sent_ms: Some(None),
+                        // Not when a delete arrived meanwhile.
+                        expect_desired: Some(Desired::Halt),
                         ..Default::default()
                     },
                 )
@@ -665,7 +718,12 @@ async fn delete(
     let job = owned_job(&state, &caller, &raw).await?;
     state
         .store
-        .set_desired_if(job.id, Desired::Delete, &JobState::ALL)
+        .set_desired_if(
+            job.id,
+            Desired::Delete,
+            &JobState::ALL,
+            &[Desired::Run, Desired::Halt, Desired::Preempt],
+        )
         .await?;
     state
         .store
@@ -802,7 +860,7 @@ fn follow(state: Arc<AppState>, id: i64, path: std::path::PathBuf) -> Response {
             return None;
         }
         loop {
-            let chunk = read_from(&c.path, c.pos);
+            let chunk = read_from(&c.path, c.pos, false);
             if !chunk.is_empty() {
                 c.pos += chunk.len() as u64;
                 return Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), c));
@@ -812,9 +870,9 @@ fn follow(state: Arc<AppState>, id: i64, path: std::path::PathBuf) -> Response {
                 Err(_) => true,
             };
             if ended {
-                // One more read: output written just before the end.
-                let chunk = read_from(&c.path, c.pos);
-                c.done = true;
+                // One more read: output written just before the end, to its last byte.
+                let chunk = read_from(&c.path, c.pos, true);
+                c.done = chunk.len() < 1 << 20;
                 if chunk.is_empty() {
                     return None;
                 }
@@ -831,8 +889,9 @@ fn follow(state: Arc<AppState>, id: i64, path: std::path::PathBuf) -> Response {
         .into_response()
 }
 
-/// Whole lines of the file from byte `pos` on (at most 1 MiB).
-fn read_from(path: &std::path::Path, pos: u64) -> Vec<u8> {
+/// The file from byte `pos` on, at most 1 MiB: whole lines (unless one line is longer
+/// than that, or `all`).
+fn read_from(path: &std::path::Path, pos: u64, all: bool) -> Vec<u8> {
     use std::io::{Seek, SeekFrom};
     let Ok(mut f) = std::fs::File::open(path) else {
         return Vec::new();
@@ -842,6 +901,9 @@ fn read_from(path: &std::path::Path, pos: u64) -> Vec<u8> {
     }
     let mut buf = Vec::new();
     let _ = f.take(1 << 20).read_to_end(&mut buf);
+    if all || buf.len() == 1 << 20 {
+        return buf;
+    }
     match buf.iter().rposition(|b| *b == b'\n') {
         Some(i) => buf.truncate(i + 1),
         None => buf.clear(),

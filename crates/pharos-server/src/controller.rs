@@ -66,13 +66,13 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
     serde_saphyr::from_str::<Manifest>(text).map_err(|e| e.to_string())
 }
 
-fn placement_for(state: &AppState, m: &Manifest) -> GangPlacement {
+/// Where a running job's learners are: this machine, with the GPU model the scheduler
+/// chose (stored at placement).
+fn placement_for(job: &JobRow, m: &Manifest) -> GangPlacement {
     let model = if m.gpus == 0 {
         None
     } else {
-        m.gpu_type
-            .clone()
-            .or_else(|| state.config.capacity.gpus.keys().next().cloned())
+        job.gpu_model.clone().or_else(|| m.gpu_type.clone())
     };
     vec![(0, model); m.learners as usize]
 }
@@ -87,7 +87,7 @@ fn job_run(state: &AppState, job: &JobRow, manifest: Manifest) -> JobRun {
             .map(|h| crate::archive_path(&state.config.data_dir, h)),
         attempt: job.attempt.max(0) as u32,
         master_port: job.master_port.unwrap_or(0) as u16,
-        placement: placement_for(state, &manifest),
+        placement: placement_for(job, &manifest),
         manifest,
         env: Default::default(),
     }
@@ -139,24 +139,22 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
     let run = Arc::new(job_run(state, &job, manifest));
     let now = now_ms();
     match job.state {
-        s if s.is_terminal() => {
-            if job.desired == Desired::Delete {
-                let r = run.clone();
-                let backend = state.backend.clone();
-                if let Err(e) = blocking(move || backend.remove(&r)).await {
-                    event(state, id, "delete", &format!("removing files failed: {e}")).await;
-                }
-                store
-                    .update(
-                        id,
-                        &JobUpdate {
-                            deleted: Some(true),
-                            ..Default::default()
-                        },
-                    )
-                    .await?;
-                event(state, id, "delete", "deleted").await;
+        s if s.is_terminal() && job.desired == Desired::Delete => {
+            let r = run.clone();
+            let backend = state.backend.clone();
+            if let Err(e) = blocking(move || backend.remove(&r)).await {
+                event(state, id, "delete", &format!("removing files failed: {e}")).await;
             }
+            store
+                .update(
+                    id,
+                    &JobUpdate {
+                        deleted: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            event(state, id, "delete", "deleted").await;
         }
         JobState::Queued => match job.desired {
             Desired::Halt | Desired::Delete => {
@@ -176,6 +174,7 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
                         id,
                         &JobUpdate {
                             desired: Some(Desired::Run),
+                            expect_desired: Some(Desired::Preempt),
                             ..Default::default()
                         },
                     )
@@ -228,7 +227,7 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
             let statuses = match blocking(move || backend.poll(&r)).await {
                 Ok(s) => s,
                 Err(e) => {
-                    event(state, id, "poll", &format!("polling learners failed: {e}")).await;
+                    warn!(job = id, error = %e, "polling learners failed");
                     return Ok(());
                 }
             };
@@ -284,6 +283,8 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
                         }
                     }
                     Err(e) => {
+                        // Leave nothing of a half-started gang running.
+                        signal(state, &run, true).await;
                         store
                             .transition(
                                 id,
@@ -304,7 +305,13 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
             }
             let r = run.clone();
             let backend = state.backend.clone();
-            let statuses = blocking(move || backend.poll(&r)).await.unwrap_or_default();
+            let statuses = match blocking(move || backend.poll(&r)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(job = id, error = %e, "polling learners failed");
+                    return Ok(());
+                }
+            };
             if !statuses.is_empty() && statuses.iter().all(|s| s.succeeded()) {
                 finish(state, &job, run, JobState::Completed, None).await?;
             } else {
@@ -358,6 +365,16 @@ async fn learner_failed(
         }
         return Ok(());
     }
+    // Every learner has ended: say how each failed one did (the first to fail and
+    // those that failed because it did).
+    let _ = (index, status);
+    let failures = statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.succeeded())
+        .map(|(i, s)| format!("learner {} {}", i + 1, s.describe()))
+        .collect::<Vec<_>>()
+        .join(", ");
     let max = run.manifest.max_restarts as i64;
     if job.restarts < max {
         let restarts = job.restarts + 1;
@@ -368,9 +385,7 @@ async fn learner_failed(
             id,
             "restart",
             &format!(
-                "learner {} {} (attempt {}); restart {restarts} of {max} in {backoff_s:.1} s from the latest checkpoint",
-                index + 1,
-                status.describe(),
+                "{failures} (attempt {}); restart {restarts} of {max} in {backoff_s:.1} s from the latest checkpoint",
                 run.attempt
             ),
         )
@@ -392,9 +407,7 @@ async fn learner_failed(
         Ok(())
     } else {
         let msg = format!(
-            "learner {} {} after {} restart(s) (max_restarts {max})",
-            index + 1,
-            status.describe(),
+            "{failures} after {} restart(s) (max_restarts {max})",
             job.restarts
         );
         event(state, id, "learner-failed", &msg).await;
@@ -433,7 +446,14 @@ async fn stop_or_finish(
     let id = job.id;
     let r = run.clone();
     let backend = state.backend.clone();
-    let statuses = blocking(move || backend.poll(&r)).await.unwrap_or_default();
+    let statuses = match blocking(move || backend.poll(&r)).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Never conclude "nothing runs" from a failed look: try again next pass.
+            warn!(job = id, error = %e, "polling learners failed");
+            return Ok(());
+        }
+    };
     if statuses.contains(&LearnerStatus::Running) {
         match job.stop_sent_ms {
             None => {
@@ -470,6 +490,7 @@ async fn stop_or_finish(
                 &JobUpdate {
                     desired: Some(Desired::Run),
                     stop_sent_ms: Some(None),
+                    expect_desired: Some(Desired::Preempt),
                     ..Default::default()
                 },
             )
@@ -573,7 +594,7 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
                 started_s: job.placed_ms.or(job.started_ms).unwrap_or(job.submitted_ms) as f64
                     / 1000.0,
                 per_learner: per_learner(&m),
-                placement: placement_for(state, &m),
+                placement: placement_for(job, &m),
                 preemptible: job.desired == Desired::Run && job.state == JobState::Processing,
                 attained_gpu_s: 0.0,
             }),
@@ -582,6 +603,21 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
         rows.insert(job.id as u64, job);
     }
     if pending.is_empty() {
+        return Ok(());
+    }
+    // While preempted jobs are still stopping, their resources are not free yet: decide
+    // again once they have gone back to the queue (the decision then is the one the
+    // simulator takes, where a preemption frees resources at once).
+    if jobs.iter().any(|j| {
+        j.desired == Desired::Preempt
+            && matches!(
+                j.state,
+                JobState::Pending
+                    | JobState::Downloading
+                    | JobState::Processing
+                    | JobState::Storing
+            )
+    }) {
         return Ok(());
     }
     let nodes = [state.config.node()];
@@ -602,7 +638,12 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
     for victim in &decision.preempt {
         let set = state
             .store
-            .set_desired_if(*victim as i64, Desired::Preempt, &[JobState::Processing])
+            .set_desired_if(
+                *victim as i64,
+                Desired::Preempt,
+                &[JobState::Processing],
+                &[Desired::Run],
+            )
             .await?;
         if set {
             event(
@@ -614,9 +655,10 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
             .await;
         }
     }
-    for (id, _placement) in &decision.start {
+    for (id, placement) in &decision.start {
         let Some(job) = rows.get(id) else { continue };
         let update = JobUpdate {
+            gpu_model: Some(placement.first().and_then(|(_, m)| m.clone())),
             attempt: Some(job.attempt + 1),
             started_ms: Some(Some(job.started_ms.unwrap_or_else(now_ms))),
             placed_ms: Some(Some(now_ms())),

@@ -109,6 +109,11 @@ pub async fn open(
     backend: Arc<dyn Backend>,
 ) -> anyhow::Result<Arc<AppState>> {
     config.validate()?;
+    let mut config = config;
+    // Learners and their supervisors run elsewhere than the server: every path they
+    // are given must be absolute.
+    config.data_dir = std::path::absolute(&config.data_dir)
+        .with_context(|| format!("the data directory {}", config.data_dir.display()))?;
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir.join("archives"))
         .and_then(|_| std::fs::create_dir_all(dir.join("jobs")))

@@ -12,6 +12,7 @@ use sqlx::{AnyPool, Row};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_placed.sql")),
+    (3, include_str!("../migrations/0003_gpu_model.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +98,8 @@ pub struct JobRow {
     pub master_port: Option<i64>,
     /// When the current attempt was placed.
     pub placed_ms: Option<i64>,
+    /// The GPU model the scheduler chose for the current attempt.
+    pub gpu_model: Option<String>,
 }
 
 /// One status change.
@@ -144,7 +147,7 @@ pub struct Store {
 
 const JOB_COLUMNS: &str = "id, tenant, name, manifest, state, error_code, message, queue, priority, \
      submitted_ms, updated_ms, started_ms, finished_ms, attempt, restarts, desired, model_sha256, \
-     not_before_ms, stop_sent_ms, wait_reason, master_port, placed_ms";
+     not_before_ms, stop_sent_ms, wait_reason, master_port, placed_ms, gpu_model";
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -343,6 +346,7 @@ impl Store {
             wait_reason: r.try_get("wait_reason")?,
             master_port: r.try_get("master_port")?,
             placed_ms: r.try_get("placed_ms")?,
+            gpu_model: r.try_get("gpu_model")?,
         })
     }
 
@@ -420,7 +424,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // Lock the row first (PostgreSQL), so status sequence numbers never collide.
         let row = sqlx::query(&format!(
-            "SELECT state FROM jobs WHERE id = $1{}",
+            "SELECT state, desired FROM jobs WHERE id = $1{}",
             if self.postgres { " FOR UPDATE" } else { "" }
         ))
         .bind(id)
@@ -428,7 +432,19 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound(id))?;
         let from = parse_state(id, &row.try_get::<String, _>("state")?)?;
+        let desired: String = row.try_get("desired")?;
         if !from.can_go_to(to) {
+            return Err(StoreError::Transition {
+                id,
+                from: from.name(),
+                to: to.name(),
+            });
+        }
+        if let Some(expected) = update.expect_desired
+            && desired != expected.as_str()
+        {
+            // The API asked for something else meanwhile (a halt, a delete): the
+            // caller looks again.
             return Err(StoreError::Transition {
                 id,
                 from: from.name(),
@@ -480,6 +496,24 @@ impl Store {
     /// Applies `update` to a job without a status change.
     pub async fn update(&self, id: i64, update: &JobUpdate) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        if let Some(expected) = update.expect_desired {
+            let row = sqlx::query(&format!(
+                "SELECT state, desired FROM jobs WHERE id = $1{}",
+                if self.postgres { " FOR UPDATE" } else { "" }
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+            if row.try_get::<String, _>("desired")? != expected.as_str() {
+                let state = parse_state(id, &row.try_get::<String, _>("state")?)?;
+                return Err(StoreError::Transition {
+                    id,
+                    from: state.name(),
+                    to: state.name(),
+                });
+            }
+        }
         Self::apply_update(&mut tx, id, update).await?;
         tx.commit().await?;
         Ok(())
@@ -510,9 +544,10 @@ impl Store {
                 sets.push(format!("{name} = ${}", ints.len()));
             }
         }
-        let text_fields: [(&str, Option<Option<String>>); 2] = [
+        let text_fields: [(&str, Option<Option<String>>); 3] = [
             ("desired", u.desired.map(|d| Some(d.as_str().to_string()))),
             ("wait_reason", u.wait_reason.clone()),
+            ("gpu_model", u.gpu_model.clone()),
         ];
         for (name, v) in text_fields {
             if let Some(v) = v {
@@ -556,21 +591,29 @@ impl Store {
         Ok(())
     }
 
-    /// Sets what a job should do, only when it is in one of `states` (so a halt cannot
-    /// race a completion). Returns whether it was set.
+    /// Sets what a job should do, only when it is in one of `states` and wants one of
+    /// `from` (so a halt cannot race a completion, nor a preemption undo a delete).
+    /// Returns whether it was set.
     pub async fn set_desired_if(
         &self,
         id: i64,
         desired: Desired,
         states: &[JobState],
+        from: &[Desired],
     ) -> Result<bool, StoreError> {
         let list = states
             .iter()
             .map(|s| format!("'{}'", s.name()))
             .collect::<Vec<_>>()
             .join(", ");
+        let from = from
+            .iter()
+            .map(|d| format!("'{}'", d.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let done = sqlx::query(&format!(
-            "UPDATE jobs SET desired = $1, updated_ms = $2 WHERE id = $3 AND deleted = 0 AND state IN ({list})"
+            "UPDATE jobs SET desired = $1, updated_ms = $2 WHERE id = $3 AND deleted = 0 \
+             AND state IN ({list}) AND desired IN ({from})"
         ))
         .bind(desired.as_str())
         .bind(now_ms())
@@ -665,5 +708,8 @@ pub struct JobUpdate {
     pub placed_ms: Option<Option<i64>>,
     pub deleted: Option<bool>,
     pub desired: Option<Desired>,
+    /// Apply only while the job's `desired` is still this (else a Transition error).
+    pub expect_desired: Option<Desired>,
     pub wait_reason: Option<Option<String>>,
+    pub gpu_model: Option<Option<String>>,
 }

@@ -36,6 +36,11 @@ async fn databases() -> Vec<(String, Option<tempfile::TempDir>)> {
         };
         out.push((url, None));
     } else {
+        // CI starts a PostgreSQL server (.ci/run); there, running without it is a failure.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but PHAROS_TEST_POSTGRES_URL is not set"
+        );
         eprintln!("PHAROS_TEST_POSTGRES_URL not set: SQLite only");
     }
     out
@@ -161,16 +166,36 @@ async fn idempotency_desired_and_deletes() {
         // A halt only lands in the states asked for.
         assert!(
             !store
-                .set_desired_if(a, Desired::Halt, &[JobState::Processing])
+                .set_desired_if(a, Desired::Halt, &[JobState::Processing], &[Desired::Run])
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .set_desired_if(a, Desired::Halt, &[JobState::Queued])
+                .set_desired_if(a, Desired::Halt, &[JobState::Queued], &[Desired::Run])
                 .await
                 .unwrap()
         );
+        assert_eq!(store.job(a, None).await.unwrap().desired, Desired::Halt);
+        // A preemption does not overwrite a halt.
+        assert!(
+            !store
+                .set_desired_if(a, Desired::Preempt, &[JobState::Queued], &[Desired::Run])
+                .await
+                .unwrap()
+        );
+        // An update that expects another `desired` is refused and changes nothing.
+        let refused = store
+            .update(
+                a,
+                &JobUpdate {
+                    desired: Some(Desired::Run),
+                    expect_desired: Some(Desired::Preempt),
+                    ..Default::default()
+                },
+            )
+            .await;
+        assert!(matches!(refused, Err(StoreError::Transition { .. })));
         assert_eq!(store.job(a, None).await.unwrap().desired, Desired::Halt);
         store
             .update(

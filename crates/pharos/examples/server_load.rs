@@ -260,10 +260,10 @@ fn main() {
         assert_eq!(st, 201, "{v}");
         let t0 = Instant::now();
         let started = loop {
-            if let Ok(t) = std::fs::read_to_string(&stamp) {
-                if let Ok(n) = t.trim().parse::<f64>() {
-                    break n;
-                }
+            if let Ok(t) = std::fs::read_to_string(&stamp)
+                && let Ok(n) = t.trim().parse::<f64>()
+            {
+                break n;
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(30),

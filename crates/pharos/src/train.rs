@@ -49,6 +49,12 @@ pub fn server(a: ServerArgs) -> Result<()> {
     if let Some(l) = a.listen {
         config.listen = l;
     }
+    // Processes of the same user (learners among them) may not read this one's memory
+    // or environment (/proc/PID/environ holds the admin token and database URL).
+    // SAFETY: prctl with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let exe = std::env::current_exe().context("locating the pharos executable")?;
     let backend = Arc::new(pharos_backend::LocalBackend::new(exe));
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -78,10 +78,10 @@ impl Server {
         self.child = Some(child);
         let t0 = Instant::now();
         loop {
-            if let Ok(r) = self.agent.get(format!("{}/healthz", self.url)).call() {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = self.agent.get(format!("{}/healthz", self.url)).call()
+                && r.status().is_success()
+            {
+                return;
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
@@ -234,7 +234,30 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
-        // Learners of an unfinished test must not outlive it.
+        // Learners of an unfinished test must not outlive it: kill every learner's
+        // process group, then the supervisors.
+        let jobs = self.data().join("jobs");
+        for job in std::fs::read_dir(&jobs).into_iter().flatten().flatten() {
+            for attempt in std::fs::read_dir(job.path().join("state"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for learner in std::fs::read_dir(attempt.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if let Some(pid) = std::fs::read_to_string(learner.path().join("pid"))
+                        .ok()
+                        .and_then(|t| t.trim().parse::<i32>().ok())
+                    {
+                        // SAFETY: killing the process group of a learner this test started.
+                        unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
         let _ = Command::new("pkill")
             .arg("-9")
             .arg("-f")
@@ -683,14 +706,17 @@ fn bad_requests_are_clear_4xx_errors_and_store_nothing() {
     assert_eq!(st, 401);
     let (st, _) = s.request("GET", "/v1/models", Some("not-a-token"), None);
     assert_eq!(st, 401);
-    // Bad PATCH bodies.
-    let (st, v) = s.request(
-        "PATCH",
-        "/v1/models/1",
-        Some(ADMIN),
-        Some(("application/json", b"{\"status\": \"explode\"}".to_vec())),
+    // Data stores inside the server's own directory.
+    let inside = format!(
+        "{good}data_stores:\n  - id: d\n    type: local\n    connection: {{path: {}/jobs/../jobs}}\n",
+        s.data().display()
     );
-    assert!(st == 404 || st == 400, "{v}");
+    let (st, v) = s.request("POST", "/v1/models", Some(ADMIN), yaml(&inside));
+    assert_eq!(
+        (st, v["field"].as_str()),
+        (400, Some("data_stores[0].connection.path")),
+        "{v}"
+    );
     // Nothing was stored.
     let (_, list) = s.request("GET", "/v1/models", Some(ADMIN), None);
     assert_eq!(list["models"].as_array().unwrap().len(), 0, "{list}");
@@ -755,6 +781,21 @@ fn bad_requests_are_clear_4xx_errors_and_store_nothing() {
     assert_eq!(list["models"].as_array().unwrap().len(), 0);
     let (st, _) = s.request("GET", &format!("/v1/models/{id}"), Some(&ta), None);
     assert_eq!(st, 200);
+    // A bad PATCH body names the field.
+    let (st, v) = s.request(
+        "PATCH",
+        &format!("/v1/models/{id}"),
+        Some(&ta),
+        Some(("application/json", b"{\"status\": \"explode\"}".to_vec())),
+    );
+    assert_eq!((st, v["field"].as_str()), (400, Some("status")), "{v}");
+    let (st, v) = s.request(
+        "PATCH",
+        &format!("/v1/models/{id}"),
+        Some(&ta),
+        Some(("application/json", b"{\"state\": \"halt\"}".to_vec())),
+    );
+    assert_eq!(st, 400, "{v}");
     // The learner's environment holds no pharos credentials.
     let env_job = s.submit(&manifest("env", 1, 0.5, "env", ""));
     s.wait_state(env_job, "COMPLETED", 60);
@@ -869,4 +910,73 @@ fn an_unusable_data_directory_or_a_full_disk_is_a_clear_error() {
         .unwrap()
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_relative_data_directory_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(PHAROS)
+        .args([
+            "server",
+            "--data-dir",
+            "rel-data",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(dir.path())
+        .env("PHAROS_ADMIN_TOKEN", ADMIN)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let m = dir.path().join("m.yaml");
+    std::fs::write(&m, manifest("rel", 1, 0.5, "pharos-sgd --steps 5", "")).unwrap();
+    let t0 = Instant::now();
+    let submit = loop {
+        let out = Command::new(PHAROS)
+            .args([
+                "train",
+                "submit",
+                m.to_str().unwrap(),
+                "--url",
+                &url,
+                "--token",
+                ADMIN,
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break out;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(String::from_utf8_lossy(&submit.stdout).starts_with("training-1"));
+    let t0 = Instant::now();
+    loop {
+        let out = Command::new(PHAROS)
+            .args([
+                "train", "show", "1", "--json", "--url", &url, "--token", ADMIN,
+            ])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if v["state"] == "COMPLETED" {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        dir.path()
+            .join("rel-data/jobs/1/results/model.json")
+            .exists()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -1085,7 +1085,7 @@ fn resume(env: &Env, features: usize) -> Result<(Model, u64, Option<f64>)> {
 fn report_step(options: &Options, env: &Env, step: u64, loss: f64) {
     if env.rank == 0 {
         say(&format!("step={step} loss={loss:.6} lr={}", options.lr));
-    } else if step % 50 == 0 {
+    } else if step.is_multiple_of(50) {
         say(&format!("rank {} step={step}", env.rank));
     }
 }
