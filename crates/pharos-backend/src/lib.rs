@@ -72,16 +72,24 @@ fn open_lock(dir: &Path) -> std::io::Result<File> {
         .open(dir.join("lock"))
 }
 
+/// The exit record, if the supervisor wrote one.
+fn read_exit(path: &Path) -> Result<Option<LearnerStatus>, BackendError> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    let rec: ExitRecord = serde_json::from_str(&text)
+        .map_err(|e| BackendError(format!("{}: {e}", path.display())))?;
+    Ok(Some(LearnerStatus::Exited {
+        code: rec.code,
+        signal: rec.signal,
+    }))
+}
+
 /// A learner's status from its directory.
 pub fn learner_status(dir: &Path) -> Result<LearnerStatus, BackendError> {
     let exit = dir.join("exit.json");
-    if let Ok(text) = fs::read_to_string(&exit) {
-        let rec: ExitRecord = serde_json::from_str(&text)
-            .map_err(|e| BackendError(format!("{}: {e}", exit.display())))?;
-        return Ok(LearnerStatus::Exited {
-            code: rec.code,
-            signal: rec.signal,
-        });
+    if let Some(ended) = read_exit(&exit)? {
+        return Ok(ended);
     }
     if !dir.join("lock").exists() {
         return Ok(LearnerStatus::NotStarted);
@@ -92,13 +100,8 @@ pub fn learner_status(dir: &Path) -> Result<LearnerStatus, BackendError> {
     }
     // Nobody holds the lock. The exit record may have been written just before the
     // supervisor ended: look again while holding it.
-    if let Ok(text) = fs::read_to_string(&exit) {
-        let rec: ExitRecord = serde_json::from_str(&text)
-            .map_err(|e| BackendError(format!("{}: {e}", exit.display())))?;
-        return Ok(LearnerStatus::Exited {
-            code: rec.code,
-            signal: rec.signal,
-        });
+    if let Some(ended) = read_exit(&exit)? {
+        return Ok(ended);
     }
     if dir.join("pid").exists() {
         // The supervisor died without recording how its learner ended.
@@ -453,4 +456,55 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
     }
     fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The states a restarted server reads from a learner's directory.
+    #[test]
+    fn learner_status_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert_eq!(learner_status(d).unwrap(), LearnerStatus::NotStarted);
+        // A held lock: a live supervisor.
+        let held = open_lock(d).unwrap();
+        assert!(flock(&held, libc::LOCK_EX).unwrap());
+        assert_eq!(learner_status(d).unwrap(), LearnerStatus::Running);
+        // The lock released with a pid but no exit record: the supervisor died.
+        fs::write(d.join("pid"), "12345").unwrap();
+        drop(held);
+        assert_eq!(
+            learner_status(d).unwrap(),
+            LearnerStatus::Exited {
+                code: None,
+                signal: None
+            }
+        );
+        // The exit record wins.
+        write_atomic(&d.join("exit.json"), br#"{"code":null,"signal":9}"#).unwrap();
+        assert_eq!(
+            learner_status(d).unwrap(),
+            LearnerStatus::Exited {
+                code: None,
+                signal: Some(9)
+            }
+        );
+        // A corrupt record is an error, not a guess.
+        fs::write(d.join("exit.json"), "{").unwrap();
+        assert!(learner_status(d).is_err());
+    }
+
+    /// A lock held by another open file description is seen as held.
+    #[test]
+    fn a_second_lock_attempt_fails_while_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open_lock(dir.path()).unwrap();
+        let b = open_lock(dir.path()).unwrap();
+        assert!(flock(&a, libc::LOCK_EX).unwrap());
+        assert!(!flock(&b, libc::LOCK_EX).unwrap());
+        drop(a);
+        assert!(flock(&b, libc::LOCK_EX).unwrap());
+    }
 }

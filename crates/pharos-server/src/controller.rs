@@ -349,17 +349,7 @@ async fn learner_failed(
                 ),
             )
             .await;
-            signal(state, &run, false).await;
-            state
-                .store
-                .update(
-                    id,
-                    &JobUpdate {
-                        stop_sent_ms: Some(Some(now)),
-                        ..Default::default()
-                    },
-                )
-                .await?;
+            ask_to_stop(state, &run, now).await?;
         } else if now - job.stop_sent_ms.unwrap_or(now) > grace_ms(state) {
             signal(state, &run, true).await;
         }
@@ -423,6 +413,21 @@ async fn learner_failed(
     }
 }
 
+/// SIGTERM to the attempt's learners, and when it was sent (for the SIGKILL deadline).
+async fn ask_to_stop(state: &AppState, run: &Arc<JobRun>, now: i64) -> Result<(), StoreError> {
+    signal(state, run, false).await;
+    state
+        .store
+        .update(
+            run.id,
+            &JobUpdate {
+                stop_sent_ms: Some(Some(now)),
+                ..Default::default()
+            },
+        )
+        .await
+}
+
 fn grace_ms(state: &AppState) -> i64 {
     (state.config.halt_grace_s * 1000.0) as i64
 }
@@ -457,17 +462,7 @@ async fn stop_or_finish(
     if statuses.contains(&LearnerStatus::Running) {
         match job.stop_sent_ms {
             None => {
-                signal(state, &run, false).await;
-                state
-                    .store
-                    .update(
-                        id,
-                        &JobUpdate {
-                            stop_sent_ms: Some(Some(now)),
-                            ..Default::default()
-                        },
-                    )
-                    .await?;
+                ask_to_stop(state, &run, now).await?;
                 let what = match job.desired {
                     Desired::Preempt => "preempted: stopping the learners at their checkpoint",
                     _ => "halting: stopping the learners",
