@@ -438,19 +438,6 @@ async fn submit(
         (String::from_utf8_lossy(&body).into_owned(), None)
     };
     let manifest = check_manifest(&state, &manifest_text)?;
-    let model_sha = match &archive {
-        Some(bytes) => {
-            check_archive(bytes)?;
-            let dir = state.config.data_dir.clone();
-            let bytes = bytes.clone();
-            Some(
-                tokio::task::spawn_blocking(move || store_archive(&dir, &bytes))
-                    .await
-                    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))??,
-            )
-        }
-        None => None,
-    };
     let idem = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -464,6 +451,19 @@ async fn submit(
             ErrorCode::C101,
         ));
     }
+    let model_sha = match &archive {
+        Some(bytes) => {
+            check_archive(bytes)?;
+            let dir = state.config.data_dir.clone();
+            let bytes = bytes.clone();
+            Some(
+                tokio::task::spawn_blocking(move || store_archive(&dir, &bytes))
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))??,
+            )
+        }
+        None => None,
+    };
     let (id, created) = state
         .store
         .insert_job(&NewJob {

@@ -154,6 +154,12 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
                     },
                 )
                 .await?;
+            // Its model archive too, unless another job uses the same one.
+            if let Some(sha) = &job.model_sha256
+                && !store.archive_in_use(sha).await?
+            {
+                let _ = std::fs::remove_file(crate::archive_path(&state.config.data_dir, sha));
+            }
             event(state, id, "delete", "deleted").await;
         }
         JobState::Queued => match job.desired {

@@ -43,6 +43,8 @@ pub struct AppState {
     /// Parsed manifests by job id (a job's manifest never changes), so that a pass over
     /// thousands of queued jobs does not parse YAML again.
     manifests: Mutex<HashMap<i64, Arc<Manifest>>>,
+    /// Held for the server's life (see [`open`]).
+    _lock: std::fs::File,
 }
 
 impl AppState {
@@ -123,6 +125,19 @@ pub async fn open(
     std::fs::write(&probe, b"ok")
         .with_context(|| format!("the data directory {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(&probe);
+    // One server per data directory: a second one would start every learner twice.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("server.lock"))
+        .with_context(|| format!("the data directory {} is not writable", dir.display()))?;
+    lock.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another pharos server is using the data directory {}",
+            dir.display()
+        )
+    })?;
     let store = Store::open(&config.database_url())
         .await
         .with_context(|| format!("opening the store {}", redact(&config.database_url())))?;
@@ -139,6 +154,7 @@ pub async fn open(
         metrics: Metrics::default(),
         scheduler,
         manifests: Mutex::new(HashMap::new()),
+        _lock: lock,
     }))
 }
 

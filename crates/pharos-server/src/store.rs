@@ -272,6 +272,19 @@ impl Store {
     /// idempotency key that this tenant used before, returns that job instead (and
     /// `false`).
     pub async fn insert_job(&self, job: &NewJob<'_>) -> Result<(i64, bool), StoreError> {
+        match self.try_insert_job(job).await {
+            // Two submissions with one key at once (PostgreSQL): the loser finds the
+            // winner's job.
+            Err(StoreError::Db(sqlx::Error::Database(e)))
+                if e.is_unique_violation() && job.idempotency_key.is_some() =>
+            {
+                self.try_insert_job(job).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_insert_job(&self, job: &NewJob<'_>) -> Result<(i64, bool), StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some(key) = job.idempotency_key {
             let existing = sqlx::query("SELECT id FROM jobs WHERE tenant = $1 AND idem_key = $2")
@@ -572,6 +585,17 @@ impl Store {
         }
         q.bind(id).execute(&mut **tx).await?;
         Ok(())
+    }
+
+    /// Whether a job that is not deleted uses this model archive.
+    pub async fn archive_in_use(&self, sha256: &str) -> Result<bool, StoreError> {
+        let n: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE model_sha256 = $1 AND deleted = 0")
+                .bind(sha256)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
+        Ok(n > 0)
     }
 
     /// Records why each of these queued jobs waits, in one transaction.

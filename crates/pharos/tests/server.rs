@@ -416,6 +416,42 @@ fn distributed_job_completes_and_a_halted_job_resumes_from_its_checkpoint() {
         ok && out.contains("training-2") && out.contains("COMPLETED"),
         "{out}"
     );
+
+    // Deleting the job with the model archive removes the archive (no other job has it).
+    assert_eq!(
+        std::fs::read_dir(s.data().join("archives"))
+            .unwrap()
+            .count(),
+        1
+    );
+    let (ok, _, err) = s.cli(&["train", "delete", "training-1"], ADMIN);
+    assert!(ok, "{err}");
+    let t0 = Instant::now();
+    while std::fs::read_dir(s.data().join("archives"))
+        .unwrap()
+        .count()
+        > 0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "archive not removed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A second server on the same data directory refuses to start.
+    let out = Command::new(PHAROS)
+        .args(["server", "--config"])
+        .arg(&s.config)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another pharos server is using the data directory"),
+        "{err}"
+    );
 }
 
 #[test]
