@@ -150,9 +150,13 @@ pub fn learner_env(job: &JobRun, learner: u32, exe_dir: Option<&Path>) -> BTreeM
     env.insert("RANK".into(), (learner - 1).to_string());
     env.insert("LOCAL_RANK".into(), (learner - 1).to_string());
     env.insert("WORLD_SIZE".into(), n.to_string());
-    if gpus == 0 {
-        env.insert("CUDA_VISIBLE_DEVICES".into(), String::new());
-    }
+    // The learner's own GPUs (none: an empty list, so that it uses no GPU).
+    let devices = job
+        .devices
+        .get(learner as usize - 1)
+        .map(|d| d.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
+    env.insert("CUDA_VISIBLE_DEVICES".into(), devices);
     for (k, v) in &job.env {
         if !k.starts_with("PHAROS_") {
             env.insert(k.clone(), v.clone());

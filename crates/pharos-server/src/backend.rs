@@ -57,6 +57,8 @@ pub struct JobRun {
     /// The rendezvous port of this attempt.
     pub master_port: u16,
     pub placement: GangPlacement,
+    /// Each learner's GPU device indices (empty without GPUs).
+    pub devices: Vec<Vec<u32>>,
     /// Extra environment for the learners (never pharos's own credentials).
     pub env: BTreeMap<String, String>,
 }

@@ -50,6 +50,27 @@ pub struct Capacity {
     pub memory: String,
     /// GPUs by model (e.g. `{a100: 2}`).
     pub gpus: BTreeMap<String, u32>,
+    /// The device indices of each model (what CUDA_VISIBLE_DEVICES names); by default
+    /// the models in name order take consecutive indices from 0.
+    pub gpu_devices: BTreeMap<String, Vec<u32>>,
+}
+
+impl Capacity {
+    /// The device indices of each GPU model.
+    pub fn devices(&self) -> BTreeMap<String, Vec<u32>> {
+        let mut next = 0;
+        self.gpus
+            .iter()
+            .map(|(m, n)| {
+                let ids = self.gpu_devices.get(m).cloned().unwrap_or_else(|| {
+                    let ids = (next..next + n).collect();
+                    next += n;
+                    ids
+                });
+                (m.clone(), ids)
+            })
+            .collect()
+    }
 }
 
 impl Default for Capacity {
@@ -61,6 +82,7 @@ impl Default for Capacity {
             cpus,
             memory: format!("{}", total_memory_bytes().unwrap_or(4 << 30)),
             gpus: BTreeMap::new(),
+            gpu_devices: BTreeMap::new(),
         }
     }
 }
@@ -139,6 +161,14 @@ impl ServerConfig {
         pharos_core::parse_memory(&self.capacity.memory)
             .map_err(|e| anyhow::anyhow!("capacity.memory: {e}"))?;
         anyhow::ensure!(!self.queues.is_empty(), "queues: at least one queue");
+        for (m, ids) in &self.capacity.gpu_devices {
+            let n = self.capacity.gpus.get(m).copied().unwrap_or(0) as usize;
+            anyhow::ensure!(
+                ids.len() == n,
+                "capacity.gpu_devices.{m}: {} indices for {n} GPUs",
+                ids.len()
+            );
+        }
         anyhow::ensure!(self.tick_ms > 0, "tick_ms must be positive");
         anyhow::ensure!(
             self.halt_grace_s >= 0.0 && self.restart_backoff_s >= 0.0,
@@ -162,5 +192,25 @@ impl ServerConfig {
             memory_bytes: pharos_core::parse_memory(&self.capacity.memory).unwrap_or(u64::MAX),
             gpus: self.capacity.gpus.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_devices_default_to_consecutive_indices_by_model_name() {
+        let mut c = ServerConfig::default();
+        c.capacity.gpus = BTreeMap::from([("v100".into(), 2), ("a100".into(), 1)]);
+        let d = c.capacity.devices();
+        assert_eq!(d["a100"], vec![0]);
+        assert_eq!(d["v100"], vec![1, 2]);
+        c.capacity.gpu_devices = BTreeMap::from([("v100".into(), vec![4, 7])]);
+        assert_eq!(c.capacity.devices()["v100"], vec![4, 7]);
+        c.validate().unwrap();
+        c.capacity.gpu_devices = BTreeMap::from([("v100".into(), vec![4])]);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("capacity.gpu_devices.v100"), "{err}");
     }
 }

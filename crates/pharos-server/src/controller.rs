@@ -88,6 +88,11 @@ fn job_run(state: &AppState, job: &JobRow, manifest: Manifest) -> JobRun {
         attempt: job.attempt.max(0) as u32,
         master_port: job.master_port.unwrap_or(0) as u16,
         placement: placement_for(job, &manifest),
+        devices: job
+            .devices
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or_default(),
         manifest,
         env: Default::default(),
     }
@@ -656,9 +661,50 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
             .await;
         }
     }
+    // GPU devices held by the jobs that hold resources.
+    let mut free_devices = state.config.capacity.devices();
+    for job in &jobs {
+        if matches!(
+            job.state,
+            JobState::Pending | JobState::Downloading | JobState::Processing | JobState::Storing
+        ) {
+            let held: Vec<Vec<u32>> = job
+                .devices
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or_default();
+            for ids in free_devices.values_mut() {
+                ids.retain(|i| !held.iter().flatten().any(|h| h == i));
+            }
+        }
+    }
     for (id, placement) in &decision.start {
         let Some(job) = rows.get(id) else { continue };
+        let Ok(m) = state.manifest(job) else { continue };
+        // Each learner's devices, of the model it was placed on.
+        let mut devices: Vec<Vec<u32>> = Vec::new();
+        for (_, model) in placement {
+            let ids = match model {
+                Some(model) if m.gpus > 0 => {
+                    let free = free_devices.entry(model.clone()).or_default();
+                    if free.len() < m.gpus as usize {
+                        break;
+                    }
+                    free.drain(..m.gpus as usize).collect()
+                }
+                _ => Vec::new(),
+            };
+            devices.push(ids);
+        }
+        if devices.len() != placement.len() {
+            warn!(
+                job = job.id,
+                "not enough free GPU devices for the placement; waiting"
+            );
+            continue;
+        }
         let update = JobUpdate {
+            devices: Some(Some(serde_json::to_string(&devices).unwrap_or_default())),
             gpu_model: Some(placement.first().and_then(|(_, m)| m.clone())),
             attempt: Some(job.attempt + 1),
             started_ms: Some(Some(job.started_ms.unwrap_or_else(now_ms))),

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_placed.sql")),
     (3, include_str!("../migrations/0003_gpu_model.sql")),
+    (4, include_str!("../migrations/0004_devices.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,8 @@ pub struct JobRow {
     pub placed_ms: Option<i64>,
     /// The GPU model the scheduler chose for the current attempt.
     pub gpu_model: Option<String>,
+    /// Each learner's GPU device indices in the current attempt (JSON).
+    pub devices: Option<String>,
 }
 
 /// One status change.
@@ -147,7 +150,7 @@ pub struct Store {
 
 const JOB_COLUMNS: &str = "id, tenant, name, manifest, state, error_code, message, queue, priority, \
      submitted_ms, updated_ms, started_ms, finished_ms, attempt, restarts, desired, model_sha256, \
-     not_before_ms, stop_sent_ms, wait_reason, master_port, placed_ms, gpu_model";
+     not_before_ms, stop_sent_ms, wait_reason, master_port, placed_ms, gpu_model, devices";
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -360,6 +363,7 @@ impl Store {
             master_port: r.try_get("master_port")?,
             placed_ms: r.try_get("placed_ms")?,
             gpu_model: r.try_get("gpu_model")?,
+            devices: r.try_get("devices")?,
         })
     }
 
@@ -557,10 +561,11 @@ impl Store {
                 sets.push(format!("{name} = ${}", ints.len()));
             }
         }
-        let text_fields: [(&str, Option<Option<String>>); 3] = [
+        let text_fields: [(&str, Option<Option<String>>); 4] = [
             ("desired", u.desired.map(|d| Some(d.as_str().to_string()))),
             ("wait_reason", u.wait_reason.clone()),
             ("gpu_model", u.gpu_model.clone()),
+            ("devices", u.devices.clone()),
         ];
         for (name, v) in text_fields {
             if let Some(v) = v {
@@ -736,4 +741,5 @@ pub struct JobUpdate {
     pub expect_desired: Option<Desired>,
     pub wait_reason: Option<Option<String>>,
     pub gpu_model: Option<Option<String>>,
+    pub devices: Option<Option<String>>,
 }

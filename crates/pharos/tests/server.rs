@@ -1016,3 +1016,25 @@ fn a_relative_data_directory_works() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn gpu_learners_get_devices_of_their_own() {
+    let s = Server::start("capacity: {cpus: 8, memory: 8GiB, gpus: {v100: 2}}");
+    let cmd = "echo CVD=[$CUDA_VISIBLE_DEVICES]; sleep 1";
+    let a = s.submit(&manifest("a", 2, 0.5, cmd, "gpus: 1\ngpu_type: v100"));
+    let b = s.submit(&manifest("b", 1, 0.5, cmd, "gpus: 1"));
+    let cpu = s.submit(&manifest("cpu", 1, 0.5, cmd, ""));
+    s.wait_state(a, "PROCESSING", 30);
+    // Both GPUs are A's: B waits with a reason.
+    let jb = s.job(b);
+    assert_eq!(jb["state"], "QUEUED", "{jb}");
+    s.wait_state(a, "COMPLETED", 30);
+    s.wait_state(b, "COMPLETED", 30);
+    s.wait_state(cpu, "COMPLETED", 30);
+    let mut got = vec![s.log(a, 1), s.log(a, 2)];
+    got.sort();
+    assert_eq!(got, vec!["CVD=[0]\n", "CVD=[1]\n"]);
+    let lb = s.log(b, 1);
+    assert!(lb == "CVD=[0]\n" || lb == "CVD=[1]\n", "{lb}");
+    assert_eq!(s.log(cpu, 1), "CVD=[]\n");
+}
