@@ -21,4 +21,6 @@ pub mod training;
 pub use config::{ArrivalCount, ClusterConfig, OverCapacity, SimConfig, SimJob};
 pub use dist::Dist;
 pub use engine::{Conservation, SimResult, Simulation};
-pub use metrics::{JobSummary, MinuteRecord, Summary, nearest_rank, quantile, summarize_from};
+pub use metrics::{
+    JobMetrics, JobSummary, MinuteRecord, Summary, nearest_rank, quantile, summarize_from,
+};

@@ -49,9 +49,10 @@ pub(crate) struct Bin {
     pub latencies_s: Vec<f64>,
 }
 
-/// Streaming per-minute metrics of one job.
+/// Streaming per-minute metrics of one job (the simulator's, and `pharos load`'s for a
+/// live run). Requests are reported by the minute they arrived in, minutes in order.
 #[derive(Debug)]
-pub(crate) struct JobMetrics {
+pub struct JobMetrics {
     slo_s: f64,
     percentile: f64,
     alpha: f64,

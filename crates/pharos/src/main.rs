@@ -11,6 +11,7 @@ use pharos_experiment::{Experiment, Overrides, report};
 use pharos_sim::OverCapacity;
 use pharos_trace::Format;
 
+mod load;
 mod train;
 
 #[derive(Parser)]
@@ -51,6 +52,10 @@ enum Command {
     Train(TrainArgs),
     /// API tokens on a pharos server.
     Token(TokenArgs),
+    /// Replay a trace against a URL (open loop: Poisson arrivals within each trace
+    /// minute, time compressed and rate scaled) and report per-minute latency, SLO
+    /// violations and drops as the simulator does.
+    Load(load::LoadArgs),
 }
 
 #[derive(clap::Args)]
@@ -553,6 +558,7 @@ fn main() -> ExitCode {
         Command::Server(a) => train::server(a),
         Command::Train(a) => train::train(a.command, &a.conn),
         Command::Token(a) => train::token(a.command, &a.conn),
+        Command::Load(a) => load::load(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,267 @@
+//! `pharos load`: an open-loop load generator that replays one job of a trace against a
+//! URL - Poisson arrivals within each trace minute, time compressed and rate scaled -
+//! and reports per-minute latency percentiles, SLO violations and drops with the
+//! simulator's own metrics code (`pharos_sim::JobMetrics`), so a live run and a
+//! simulated one are read the same way.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use pharos_sim::{JobMetrics, MinuteRecord};
+use pharos_trace::Format;
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// The trace file (any format `pharos simulate` reads).
+    #[arg(long)]
+    trace: PathBuf,
+    /// The trace's format [default: detected].
+    #[arg(long, value_parser = super::parse_format)]
+    format: Option<Format>,
+    /// The job to replay (a name or unique prefix) [default: the first].
+    #[arg(long)]
+    job: Option<String>,
+    /// Only this day of a multi-day trace.
+    #[arg(long)]
+    day: Option<u32>,
+    /// Trace minutes FROM..TO (end excluded) [default: all].
+    #[arg(long, value_parser = super::parse_range)]
+    minutes: Option<[usize; 2]>,
+    /// The URL every request goes to (GET).
+    #[arg(long)]
+    url: String,
+    /// Time compression: one trace minute lasts 60 / SPEEDUP seconds.
+    #[arg(long, default_value_t = 1.0)]
+    speedup: f64,
+    /// Multiply every minute's request count by this.
+    #[arg(long, default_value_t = 1.0)]
+    rate_scale: f64,
+    /// The latency SLO in milliseconds (of wall time).
+    #[arg(long, default_value_t = 1000.0)]
+    slo_ms: f64,
+    /// The SLO's percentile.
+    #[arg(long, default_value_t = 99.0)]
+    percentile: f64,
+    /// A request not answered within this many seconds counts as dropped.
+    #[arg(long, default_value_t = 30.0)]
+    timeout_s: f64,
+    /// Seed of the arrival times.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the per-minute records and the summary here (JSON).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// The send times (seconds from the start, wall time) and trace minute of every
+/// request: each trace minute's count (scaled, rounded stochastically) as a Poisson
+/// process of that rate over the minute's compressed span.
+pub fn schedule(counts: &[f64], speedup: f64, scale: f64, seed: u64) -> Vec<(f64, u32)> {
+    let mut rng = Pcg64Mcg::seed_from_u64(seed);
+    let span = 60.0 / speedup;
+    let mut out = Vec::new();
+    for (m, c) in counts.iter().enumerate() {
+        let rate = c * scale / span; // requests per wall second
+        if rate <= 0.0 {
+            continue;
+        }
+        let mut t = 0.0;
+        loop {
+            let u: f64 = rng.random();
+            t += -(1.0 - u).ln() / rate;
+            if t >= span {
+                break;
+            }
+            out.push((m as f64 * span + t, m as u32));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Served(f64),
+    Dropped,
+}
+
+pub fn load(a: LoadArgs) -> Result<()> {
+    anyhow::ensure!(a.speedup > 0.0, "--speedup must be positive");
+    anyhow::ensure!(a.rate_scale >= 0.0, "--rate-scale must not be negative");
+    anyhow::ensure!(
+        a.slo_ms > 0.0 && (0.0..=100.0).contains(&a.percentile),
+        "--slo-ms must be positive and --percentile in 0..100"
+    );
+    let uri: hyper::Uri = a
+        .url
+        .parse()
+        .with_context(|| format!("--url {:?} is not a URL", a.url))?;
+    if uri.scheme_str() != Some("http") {
+        bail!("--url: only http:// is supported");
+    }
+    let raw = pharos_trace::read_trace(&a.trace, a.format)?;
+    let selection = pharos_trace::Selection {
+        jobs: a.job.clone().map(|j| vec![j]),
+        day: a.day,
+        minutes: a.minutes,
+        peak_rpm: None,
+        scale: None,
+    };
+    let trace = selection.apply(&raw)?;
+    let job = trace.jobs.first().context("the trace has no job")?;
+    let minutes = job.requests_per_min.len();
+    let plan = schedule(&job.requests_per_min, a.speedup, a.rate_scale, a.seed);
+    eprintln!(
+        "replaying {} ({minutes} minutes, {} requests) against {} in {:.0} s",
+        job.name,
+        plan.len(),
+        a.url,
+        minutes as f64 * 60.0 / a.speedup
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let results: Arc<Mutex<Vec<(u32, Outcome)>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(plan.len())));
+    rt.block_on(async {
+        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build_http();
+        let start = Instant::now();
+        let timeout = Duration::from_secs_f64(a.timeout_s);
+        let mut tasks = Vec::with_capacity(plan.len());
+        for (at, minute) in plan {
+            let due = start + Duration::from_secs_f64(at);
+            tokio::time::sleep_until(due.into()).await;
+            let client = client.clone();
+            let uri = uri.clone();
+            let results = results.clone();
+            tasks.push(tokio::spawn(async move {
+                let req = async {
+                    let resp = client.get(uri).await?;
+                    let ok = resp.status().is_success();
+                    resp.into_body().collect().await?;
+                    Ok::<bool, Box<dyn std::error::Error + Send + Sync>>(ok)
+                };
+                // Open loop: latency from the scheduled send time.
+                let outcome = match tokio::time::timeout(timeout, req).await {
+                    Ok(Ok(true)) => Outcome::Served(due.elapsed().as_secs_f64()),
+                    _ => Outcome::Dropped,
+                };
+                results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((minute, outcome));
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
+    results.sort_by_key(|r| r.0);
+    let mut metrics = JobMetrics::new(a.slo_ms / 1000.0, a.percentile, 1.0, minutes);
+    for (minute, outcome) in &results {
+        metrics.arrived(*minute);
+        match outcome {
+            Outcome::Served(l) => metrics.completed(*minute, *l),
+            Outcome::Dropped => metrics.dropped(*minute),
+        }
+    }
+    metrics.finish(minutes);
+    report(&a, &job.name, &metrics.records)
+}
+
+fn report(a: &LoadArgs, job: &str, records: &[MinuteRecord]) -> Result<()> {
+    let arrivals: u64 = records.iter().map(|r| r.arrivals as u64).sum();
+    let dropped: u64 = records.iter().map(|r| r.dropped as u64).sum();
+    let violations: u64 = records.iter().map(|r| r.violations as u64).sum();
+    let busy: Vec<&MinuteRecord> = records.iter().filter(|r| r.arrivals > 0).collect();
+    // The simulator's violation rate: per minute, then the mean over minutes.
+    let violation_rate = if busy.is_empty() {
+        0.0
+    } else {
+        busy.iter()
+            .map(|r| r.violations as f64 / r.arrivals as f64)
+            .sum::<f64>()
+            / busy.len() as f64
+    };
+    let summary = serde_json::json!({
+        "job": job,
+        "url": a.url,
+        "speedup": a.speedup,
+        "rate_scale": a.rate_scale,
+        "slo_ms": a.slo_ms,
+        "percentile": a.percentile,
+        "seed": a.seed,
+        "requests": arrivals,
+        "dropped": dropped,
+        "violations": violations,
+        "slo_violation_rate": violation_rate,
+    });
+    if let Some(out) = &a.out {
+        let doc = serde_json::json!({"summary": summary, "minutes": records});
+        std::fs::write(out, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"summary": summary, "minutes": records})
+        );
+        return Ok(());
+    }
+    println!(
+        "{:>6} {:>8} {:>8} {:>10} {:>10}",
+        "minute", "requests", "dropped", "violations", "p99 ms"
+    );
+    for r in records {
+        let p99 = r
+            .p99_s
+            .map(|v| format!("{:.1}", v * 1000.0))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:>6} {:>8} {:>8} {:>10} {:>10}",
+            r.minute, r.arrivals, r.dropped, r.violations, p99
+        );
+    }
+    println!(
+        "{arrivals} requests, {dropped} dropped, SLO violation rate {:.2}% (p{} <= {} ms)",
+        violation_rate * 100.0,
+        a.percentile,
+        a.slo_ms
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_poisson_per_minute_and_deterministic() {
+        let counts = [600.0, 0.0, 1200.0];
+        let a = schedule(&counts, 6.0, 0.5, 3);
+        assert_eq!(a, schedule(&counts, 6.0, 0.5, 3));
+        assert_ne!(a, schedule(&counts, 6.0, 0.5, 4));
+        // Each trace minute spans 10 s of wall time; its arrivals stay inside it.
+        for (t, m) in &a {
+            assert!(*t >= *m as f64 * 10.0 && *t < (*m as f64 + 1.0) * 10.0);
+        }
+        let n = |m| a.iter().filter(|x| x.1 == m).count() as f64;
+        // Poisson counts: mean 300 and 600, sd ~17 and ~24.
+        assert!((n(0) - 300.0).abs() < 80.0, "{}", n(0));
+        assert_eq!(n(1), 0.0);
+        assert!((n(2) - 600.0).abs() < 110.0, "{}", n(2));
+        assert!(a.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
+}
