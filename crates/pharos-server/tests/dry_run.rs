@@ -223,6 +223,7 @@ async fn server(params: &GangParams, dir: &Path, backend: Arc<DryRun>) -> Arc<Ap
             // The simulator's node: 64 GiB per GPU.
             memory: format!("{}GiB", 64 * NODE_GPUS),
             gpus: BTreeMap::from([(GPU_MODEL.to_string(), NODE_GPUS)]),
+            gpu_devices: BTreeMap::new(),
         },
         scheduler: params.clone(),
         halt_grace_s: 0.0,
