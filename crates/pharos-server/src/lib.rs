@@ -14,6 +14,7 @@ pub mod config;
 pub mod controller;
 pub mod logs;
 pub mod openapi;
+pub mod router;
 pub mod store;
 
 use std::collections::HashMap;

@@ -265,3 +265,42 @@ mod tests {
         assert!(a.windows(2).all(|w| w[0].0 <= w[1].0));
     }
 }
+
+#[derive(clap::Args)]
+pub struct RouterArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8100")]
+    listen: String,
+    /// A replica's base URL, e.g. http://127.0.0.1:8000 (repeatable).
+    #[arg(long = "replica")]
+    replicas: Vec<String>,
+    /// Requests in flight per replica at most.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Requests waiting for a replica at most; more are dropped (HTTP 503).
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+}
+
+/// `pharos router`: one service's router in front of fixed replicas (the server will run
+/// one per service and change its replicas as the autoscaler decides).
+pub fn router(a: RouterArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let router = pharos_server::router::Router::new(&a.replicas, a.concurrency, a.queue);
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        eprintln!(
+            "pharos router on {} -> {} replica(s), {} in flight each, queue {}",
+            listener.local_addr()?,
+            a.replicas.len(),
+            a.concurrency,
+            a.queue
+        );
+        axum::serve(listener, pharos_server::router::app(router)).await?;
+        Ok(())
+    })
+}

@@ -56,6 +56,9 @@ enum Command {
     /// minute, time compressed and rate scaled) and report per-minute latency, SLO
     /// violations and drops as the simulator does.
     Load(load::LoadArgs),
+    /// A service's router: a bounded queue in front of replicas that each serve a few
+    /// requests at a time, dropping (503) when the queue is full.
+    Router(load::RouterArgs),
 }
 
 #[derive(clap::Args)]
@@ -559,6 +562,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::train(a.command, &a.conn),
         Command::Token(a) => train::token(a.command, &a.conn),
         Command::Load(a) => load::load(a),
+        Command::Router(a) => load::router(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

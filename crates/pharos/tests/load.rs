@@ -127,3 +127,124 @@ fn bad_arguments_are_clear_errors() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+fn wait_port(port: u16) {
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "port {port} not ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_router_caps_each_replica_queues_and_drops_the_rest() {
+    let (p1, p2, pr) = (free_port(), free_port(), free_port());
+    let _r1 = Kill(
+        Command::new(REPLICA)
+            .args([
+                "--port",
+                &p1.to_string(),
+                "--service-ms",
+                "400",
+                "--dist",
+                "det",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _r2 = Kill(
+        Command::new(REPLICA)
+            .args([
+                "--port",
+                &p2.to_string(),
+                "--service-ms",
+                "400",
+                "--dist",
+                "det",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _router = Kill(
+        Command::new(PHAROS)
+            .args(["router", "--listen", &format!("127.0.0.1:{pr}")])
+            .args(["--replica", &format!("http://127.0.0.1:{p1}")])
+            .args(["--replica", &format!("http://127.0.0.1:{p2}")])
+            .args(["--concurrency", "1", "--queue", "2"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for p in [p1, p2, pr] {
+        wait_port(p);
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    // 8 requests at once: 2 in service, 2 queued, 4 dropped.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let agent = agent.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                agent
+                    .get(format!("http://127.0.0.1:{pr}/infer"))
+                    .call()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut codes: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    codes.sort();
+    assert_eq!(codes, vec![200, 200, 200, 200, 503, 503, 503, 503]);
+    let stats: Value = serde_json::from_str(
+        &agent
+            .get(format!("http://127.0.0.1:{pr}/router/stats"))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["counters"]["arrivals"], 8);
+    assert_eq!(stats["counters"]["dropped"], 4);
+    assert_eq!(stats["counters"]["completed"], 4);
+    assert_eq!(stats["in_flight"], 0);
+    // Replace the replicas: the removed one drains, the list is the new one.
+    let resp = agent
+        .put(format!("http://127.0.0.1:{pr}/router/replicas"))
+        .content_type("application/json")
+        .send(format!("[\"http://127.0.0.1:{p2}\"]").as_bytes())
+        .unwrap();
+    let stats: Value = serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
+    assert_eq!(
+        stats["replicas"],
+        serde_json::json!([format!("http://127.0.0.1:{p2}")])
+    );
+    let code = agent
+        .get(format!("http://127.0.0.1:{pr}/infer"))
+        .call()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(code, 200);
+}

@@ -1,0 +1,261 @@
+//! The router: one HTTP entry per inference service, in front of its replicas, with the
+//! simulator's semantics - at most `concurrency` requests in flight per replica, a
+//! bounded FIFO queue in front of them, and a tail drop (HTTP 503) when the queue is
+//! full. It counts what the autoscaling policies need (arrivals, drops, completions,
+//! latencies, queue length). Replicas can be replaced at any time: new ones receive
+//! traffic at once (add them when ready), removed ones get no new requests and finish
+//! the ones they have (drained).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+#[derive(Debug)]
+struct Replica {
+    /// `http://host:port`
+    base: String,
+    in_flight: usize,
+    /// Removed: no new requests.
+    draining: bool,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Counters {
+    pub arrivals: u64,
+    pub dropped: u64,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    replicas: Vec<Replica>,
+    /// Requests waiting for a replica, oldest first: each is sent the replica it got.
+    queue: VecDeque<oneshot::Sender<String>>,
+    counters: Counters,
+    /// Latencies (seconds) of the requests completed since the last `take_window`.
+    window: Vec<f64>,
+}
+
+/// A snapshot for the policy view and `/router/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub replicas: Vec<String>,
+    pub draining: usize,
+    pub in_flight: usize,
+    pub queued: usize,
+    pub counters: Counters,
+}
+
+pub struct Router {
+    inner: Mutex<Inner>,
+    concurrency: usize,
+    queue_cap: usize,
+    client: Client<HttpConnector, Body>,
+}
+
+impl Router {
+    pub fn new(replicas: &[String], concurrency: usize, queue_cap: usize) -> Arc<Self> {
+        let r = Arc::new(Self {
+            inner: Mutex::new(Inner::default()),
+            concurrency: concurrency.max(1),
+            queue_cap,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        });
+        r.set_replicas(replicas);
+        r
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the replica set: new ones serve at once, missing ones drain.
+    pub fn set_replicas(&self, replicas: &[String]) {
+        let replicas: Vec<String> = replicas
+            .iter()
+            .map(|r| r.trim_end_matches('/').to_string())
+            .collect();
+        let mut g = self.lock();
+        for r in &mut g.replicas {
+            r.draining = !replicas.contains(&r.base);
+        }
+        for base in &replicas {
+            if !g.replicas.iter().any(|r| &r.base == base) {
+                g.replicas.push(Replica {
+                    base: base.clone(),
+                    in_flight: 0,
+                    draining: false,
+                });
+            }
+        }
+        // Drained replicas with nothing in flight are gone.
+        g.replicas.retain(|r| !r.draining || r.in_flight > 0);
+        // New capacity serves the queue.
+        self.dispatch(&mut g);
+    }
+
+    pub fn stats(&self) -> Stats {
+        let g = self.lock();
+        Stats {
+            replicas: g
+                .replicas
+                .iter()
+                .filter(|r| !r.draining)
+                .map(|r| r.base.clone())
+                .collect(),
+            draining: g.replicas.iter().filter(|r| r.draining).count(),
+            in_flight: g.replicas.iter().map(|r| r.in_flight).sum(),
+            queued: g.queue.len(),
+            counters: g.counters.clone(),
+        }
+    }
+
+    /// The latencies completed since the last call.
+    pub fn take_window(&self) -> Vec<f64> {
+        std::mem::take(&mut self.lock().window)
+    }
+
+    /// The least loaded replica with a free slot.
+    fn free_slot(&self, g: &Inner) -> Option<usize> {
+        g.replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.draining && r.in_flight < self.concurrency)
+            .min_by_key(|(_, r)| r.in_flight)
+            .map(|(i, _)| i)
+    }
+
+    /// Hands free slots to queued requests.
+    fn dispatch(&self, g: &mut Inner) {
+        while !g.queue.is_empty() {
+            let Some(i) = self.free_slot(g) else { break };
+            let waiter = g.queue.pop_front().expect("not empty");
+            g.replicas[i].in_flight += 1;
+            if waiter.send(g.replicas[i].base.clone()).is_err() {
+                // The client went away while queued.
+                g.replicas[i].in_flight -= 1;
+            }
+        }
+    }
+
+    /// A slot on a replica (its base URL), after waiting in the queue if need
+    /// be; None when the queue is full (dropped).
+    async fn acquire(&self) -> Option<String> {
+        let rx = {
+            let mut g = self.lock();
+            g.counters.arrivals += 1;
+            if g.queue.is_empty()
+                && let Some(i) = self.free_slot(&g)
+            {
+                g.replicas[i].in_flight += 1;
+                return Some(g.replicas[i].base.clone());
+            }
+            if g.queue.len() >= self.queue_cap {
+                g.counters.dropped += 1;
+                return None;
+            }
+            let (tx, rx) = oneshot::channel();
+            g.queue.push_back(tx);
+            rx
+        };
+        rx.await.ok()
+    }
+
+    fn release(&self, base: &str, latency_s: Option<f64>) {
+        let mut g = self.lock();
+        if let Some(r) = g.replicas.iter_mut().find(|r| r.base == base) {
+            r.in_flight = r.in_flight.saturating_sub(1);
+        }
+        match latency_s {
+            Some(l) => {
+                g.counters.completed += 1;
+                g.window.push(l);
+            }
+            None => g.counters.failed += 1,
+        }
+        g.replicas.retain(|r| !r.draining || r.in_flight > 0);
+        self.dispatch(&mut g);
+    }
+
+    /// Serves one request: a slot, the replica's answer, the accounting.
+    pub async fn handle(self: Arc<Self>, req: Request) -> Response {
+        let t0 = Instant::now();
+        let Some(base) = self.acquire().await else {
+            return (StatusCode::SERVICE_UNAVAILABLE, "queue full: dropped").into_response();
+        };
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let uri: Uri = match format!("{base}{path}").parse() {
+            Ok(u) => u,
+            Err(e) => {
+                self.release(&base, None);
+                return (StatusCode::BAD_GATEWAY, format!("bad replica URL: {e}")).into_response();
+            }
+        };
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        parts.headers.remove(axum::http::header::HOST);
+        match self
+            .client
+            .request(axum::http::Request::from_parts(parts, body))
+            .await
+        {
+            Ok(resp) => {
+                // Read the whole answer before counting the request as served.
+                let (parts, body) = resp.into_parts();
+                match axum::body::to_bytes(Body::new(body), usize::MAX).await {
+                    Ok(bytes) => {
+                        let ok = parts.status.is_success();
+                        self.release(&base, ok.then(|| t0.elapsed().as_secs_f64()));
+                        Response::from_parts(parts, Body::from(bytes))
+                    }
+                    Err(e) => {
+                        self.release(&base, None);
+                        (StatusCode::BAD_GATEWAY, format!("replica {base}: {e}")).into_response()
+                    }
+                }
+            }
+            Err(e) => {
+                self.release(&base, None);
+                (StatusCode::BAD_GATEWAY, format!("replica {base}: {e}")).into_response()
+            }
+        }
+    }
+}
+
+/// An axum app serving `router` on every path except `/router/stats` (GET) and
+/// `/router/replicas` (PUT a JSON list of replica base URLs).
+pub fn app(router: Arc<Router>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/router/stats",
+            axum::routing::get(|State(r): State<Arc<Router>>| async move {
+                axum::Json(r.stats())
+            }),
+        )
+        .route(
+            "/router/replicas",
+            axum::routing::put(
+                |State(r): State<Arc<Router>>, axum::Json(list): axum::Json<Vec<String>>| async move {
+                    r.set_replicas(&list);
+                    axum::Json(r.stats())
+                },
+            ),
+        )
+        .fallback(|State(r): State<Arc<Router>>, req: Request| async move { r.handle(req).await })
+        .with_state(router)
+}
