@@ -38,7 +38,10 @@ fn free_port() -> u16 {
 fn wait(port: u16) {
     let t0 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "port {port} not ready");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "port {port} not ready"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -59,7 +62,12 @@ fn pct(v: &[f64], p: f64) -> f64 {
 fn sequential(url: &str, n: usize) -> Vec<f64> {
     let a = agent();
     for _ in 0..50 {
-        a.get(url).call().unwrap().into_body().read_to_vec().unwrap();
+        a.get(url)
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_vec()
+            .unwrap();
     }
     let mut lat: Vec<f64> = (0..n)
         .map(|_| {
@@ -122,7 +130,14 @@ fn main() {
     // A replica that does almost no work, so that what is measured is HTTP and routing.
     let _replica = Kill(
         Command::new(bin("pharos-replica"))
-            .args(["--port", &rp.to_string(), "--service-ms", "0.05", "--dist", "det"])
+            .args([
+                "--port",
+                &rp.to_string(),
+                "--service-ms",
+                "0.05",
+                "--dist",
+                "det",
+            ])
             .args(["--concurrency", "256"])
             .stderr(Stdio::null())
             .spawn()
@@ -144,8 +159,16 @@ fn main() {
     let d = sequential(&direct_url, requests);
     let r = sequential(&routed_url, requests);
     println!("one client, {requests} requests one after another (ms):");
-    println!("  direct        p50 {:.3}  p99 {:.3}", pct(&d, 50.0), pct(&d, 99.0));
-    println!("  via router    p50 {:.3}  p99 {:.3}", pct(&r, 50.0), pct(&r, 99.0));
+    println!(
+        "  direct        p50 {:.3}  p99 {:.3}",
+        pct(&d, 50.0),
+        pct(&d, 99.0)
+    );
+    println!(
+        "  via router    p50 {:.3}  p99 {:.3}",
+        pct(&r, 50.0),
+        pct(&r, 99.0)
+    );
     println!(
         "  added         p50 {:.3}  p99 {:.3}",
         pct(&r, 50.0) - pct(&d, 50.0),
@@ -154,5 +177,8 @@ fn main() {
     let dt = throughput(&direct_url, clients, seconds);
     let rt = throughput(&routed_url, clients, seconds);
     println!("{clients} clients at once for {seconds} s (requests/s):");
-    println!("  direct {dt:.0}, via router {rt:.0} ({:.2} of direct)", rt / dt);
+    println!(
+        "  direct {dt:.0}, via router {rt:.0} ({:.2} of direct)",
+        rt / dt
+    );
 }

@@ -1038,3 +1038,67 @@ fn gpu_learners_get_devices_of_their_own() {
     assert!(lb == "CVD=[0]\n" || lb == "CVD=[1]\n", "{lb}");
     assert_eq!(s.log(cpu, 1), "CVD=[]\n");
 }
+
+/// The server killed (`kill -9`) again and again at arbitrary moments while jobs are
+/// queued, starting, running and finishing: every job still completes, no learner fails
+/// because of it, and no learner of an attempt ever starts twice.
+#[test]
+fn repeated_server_crashes_lose_nothing_and_run_nothing_twice() {
+    let mut s = Server::start("capacity: {cpus: 2, memory: 8GiB}");
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let learners = 1 + i % 2;
+        ids.push(s.submit(&manifest(
+            &format!("chaos-{i}"),
+            learners,
+            1.0,
+            "pharos-sgd --steps 80 --sleep-ms 10",
+            "",
+        )));
+    }
+    // Seeded pauses between kills, 150-650 ms.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..12 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(Duration::from_millis(150 + x % 500));
+        s.kill();
+        s.spawn();
+    }
+    for &id in &ids {
+        let j = s.wait_state(id, "COMPLETED", 120);
+        assert_eq!(j["restarts"], 0, "job {id}: {j}");
+        assert_eq!(j["attempt"], 1, "job {id}: {j}");
+        let learners = j["learners"].as_u64().unwrap() as u32;
+        for l in 1..=learners {
+            let starts = s
+                .log(id, l)
+                .lines()
+                .filter(|x| x.starts_with("learner rank="))
+                .count();
+            assert_eq!(starts, 1, "job {id} learner {l} started {starts} times");
+        }
+        // The history is one pass through the lifecycle.
+        let states: Vec<String> = j["status_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["state"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "QUEUED",
+                "PENDING",
+                "DOWNLOADING",
+                "PROCESSING",
+                "STORING",
+                "COMPLETED"
+            ],
+            "job {id}"
+        );
+    }
+    let (_, list) = s.request("GET", "/v1/models", Some(ADMIN), None);
+    assert_eq!(list["models"].as_array().unwrap().len(), ids.len());
+}
