@@ -133,6 +133,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/tokens",
             post(create_token).layer(DefaultBodyLimit::max(request_limit)),
+        )
+        .route(
+            "/v1/tokens/revoke",
+            post(revoke_token).layer(DefaultBodyLimit::max(request_limit)),
         );
     let queues: Vec<String> = state.config.queues.iter().map(|q| q.name.clone()).collect();
     let doc = Arc::new(crate::openapi::document(&queues));
@@ -780,6 +784,31 @@ async fn create_token(
         StatusCode::CREATED,
         Json(json!({"token": token, "tenant": body.tenant, "admin": body.admin})),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    token: String,
+}
+
+/// Revokes a token: the admin any token, a tenant its own tokens. An unknown token, or
+/// another tenant's, is 404.
+async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Json<RevokeBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(body) = body.map_err(|e| ApiError::bad("token", e.body_text(), ErrorCode::C101))?;
+    let hash = hash_token(&body.token);
+    let owner = state.store.principal(&hash).await?;
+    match owner {
+        Some(p) if caller.admin || p.tenant == caller.tenant => {
+            state.store.remove_token(&hash).await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no such token")),
+    }
 }
 
 // ----- logs and metrics -----------------------------------------------------------

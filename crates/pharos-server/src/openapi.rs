@@ -153,6 +153,17 @@ pub fn document(queues: &[String]) -> Value {
                   "responses": with(json!({"200": {"description": "a tar archive",
                       "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}}))}
         },
+        "/v1/tokens/revoke": {
+          "post": {
+            "summary": "revoke a token (the admin any, a tenant its own)",
+            "requestBody": {"required": true, "content": {"application/json": {"schema":
+                {"type": "object", "required": ["token"], "additionalProperties": false,
+                 "properties": {"token": {"type": "string"}}}}}},
+            "responses": {"204": {"description": "revoked"}, "400": err("bad body"),
+                          "401": err("missing or unknown token"), "404": err("no such token"),
+                          "413": err("body larger than the limit")}
+          }
+        },
         "/v1/tokens": {
           "post": {
             "summary": "create a token for a tenant (admin only)",

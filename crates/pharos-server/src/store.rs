@@ -260,6 +260,15 @@ impl Store {
         })
     }
 
+    /// Removes a token; whether it existed.
+    pub async fn remove_token(&self, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM tokens WHERE token_hash = $1")
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn count_admin_tokens(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query("SELECT COUNT(*) AS n FROM tokens WHERE admin = 1")

@@ -146,6 +146,12 @@ pub enum TokenCommand {
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// Revoke a token (an admin token revokes any; a tenant's, its own).
+    Revoke {
+        /// The token to revoke.
+        #[arg(value_name = "TOKEN")]
+        revoked: String,
+    },
 }
 
 struct Client {
@@ -523,6 +529,14 @@ pub fn token(cmd: TokenCommand, conn: &Conn) -> Result<()> {
                 &serde_json::json!({"tenant": tenant, "admin": admin, "label": label}),
             )?;
             println!("{}", v["token"].as_str().unwrap_or(""));
+        }
+        TokenCommand::Revoke { revoked } => {
+            c.send_json(
+                "POST",
+                "/v1/tokens/revoke",
+                &serde_json::json!({ "token": revoked }),
+            )?;
+            println!("revoked");
         }
     }
     Ok(())

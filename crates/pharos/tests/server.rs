@@ -832,6 +832,13 @@ fn bad_requests_are_clear_4xx_errors_and_store_nothing() {
         Some(("application/json", b"{\"state\": \"halt\"}".to_vec())),
     );
     assert_eq!(st, 400, "{v}");
+    // Revocation: team-b cannot revoke team-a's token; team-a can, and it stops working.
+    let (ok, _, _) = s.cli(&["token", "revoke", &ta], &tb);
+    assert!(!ok, "another tenant's token is not found");
+    let (ok, out, err) = s.cli(&["token", "revoke", &ta], &ta);
+    assert!(ok && out.contains("revoked"), "{err}");
+    let (st, _) = s.request("GET", "/v1/models", Some(&ta), None);
+    assert_eq!(st, 401);
     // The learner's environment holds no pharos credentials.
     let env_job = s.submit(&manifest("env", 1, 0.5, "env", ""));
     s.wait_state(env_job, "COMPLETED", 60);
