@@ -1,7 +1,8 @@
 //! The router: one HTTP entry per inference service, in front of its replicas, with the
 //! simulator's semantics - at most `concurrency` requests in flight per replica, a
 //! bounded FIFO queue in front of them, and a tail drop (HTTP 503) when the queue is
-//! full. It counts what the autoscaling policies need (arrivals, drops, completions,
+//! full - and, as the simulator's router, an admission that drops each arrival with
+//! probability `1 - accept_rate` (seeded) when a policy sheds load. It counts what the autoscaling policies need (arrivals, drops, completions,
 //! latencies, queue length). Replicas can be replaced at any time: new ones receive
 //! traffic at once (add them when ready), removed ones get no new requests and finish
 //! the ones they have (drained).
@@ -32,13 +33,18 @@ struct Replica {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Counters {
     pub arrivals: u64,
+    /// Every drop: the queue full, or refused by the admission.
     pub dropped: u64,
+    /// The drops of the admission (accept rate below 1).
+    pub rejected: u64,
     pub completed: u64,
     pub failed: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
+    accept_rate: f64,
+    rng: rand::rngs::StdRng,
     replicas: Vec<Replica>,
     /// Requests waiting for a replica, oldest first: each is sent the replica it got.
     queue: VecDeque<oneshot::Sender<String>>,
@@ -51,6 +57,7 @@ struct Inner {
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     pub replicas: Vec<String>,
+    pub accept_rate: f64,
     pub draining: usize,
     pub in_flight: usize,
     pub queued: usize,
@@ -67,7 +74,14 @@ pub struct Router {
 impl Router {
     pub fn new(replicas: &[String], concurrency: usize, queue_cap: usize) -> Arc<Self> {
         let r = Arc::new(Self {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                accept_rate: 1.0,
+                rng: rand::SeedableRng::seed_from_u64(0x7068_6172_6f73),
+                replicas: Vec::new(),
+                queue: VecDeque::new(),
+                counters: Counters::default(),
+                window: Vec::new(),
+            }),
             concurrency: concurrency.max(1),
             queue_cap,
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -105,9 +119,19 @@ impl Router {
         self.dispatch(&mut g);
     }
 
+    /// The share of arrivals admitted (clamped to 0..=1; not a number: all).
+    pub fn set_accept_rate(&self, rate: f64) {
+        self.lock().accept_rate = if rate.is_nan() {
+            1.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+    }
+
     pub fn stats(&self) -> Stats {
         let g = self.lock();
         Stats {
+            accept_rate: g.accept_rate,
             replicas: g
                 .replicas
                 .iter()
@@ -155,6 +179,14 @@ impl Router {
         let rx = {
             let mut g = self.lock();
             g.counters.arrivals += 1;
+            if g.accept_rate < 1.0 {
+                let draw: f64 = rand::RngExt::random(&mut g.rng);
+                if draw >= g.accept_rate {
+                    g.counters.dropped += 1;
+                    g.counters.rejected += 1;
+                    return None;
+                }
+            }
             if g.queue.is_empty()
                 && let Some(i) = self.free_slot(&g)
             {
@@ -192,7 +224,11 @@ impl Router {
     pub async fn handle(self: Arc<Self>, req: Request) -> Response {
         let t0 = Instant::now();
         let Some(base) = self.acquire().await else {
-            return (StatusCode::SERVICE_UNAVAILABLE, "queue full: dropped").into_response();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dropped: queue full or not admitted",
+            )
+                .into_response();
         };
         let path = req
             .uri()
@@ -237,8 +273,15 @@ impl Router {
     }
 }
 
-/// An axum app serving `router` on every path except `/router/stats` (GET) and
-/// `/router/replicas` (PUT a JSON list of replica base URLs).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptBody {
+    accept_rate: f64,
+}
+
+/// An axum app serving `router` on every path except `/router/stats` (GET),
+/// `/router/replicas` (PUT a JSON list of replica base URLs) and `/router/accept` (PUT
+/// `{"accept_rate": x}`).
 pub fn app(router: Arc<Router>) -> axum::Router {
     axum::Router::new()
         .route(
@@ -256,6 +299,46 @@ pub fn app(router: Arc<Router>) -> axum::Router {
                 },
             ),
         )
+        .route(
+            "/router/accept",
+            axum::routing::put(
+                |State(r): State<Arc<Router>>, axum::Json(body): axum::Json<AcceptBody>| async move {
+                    r.set_accept_rate(body.accept_rate);
+                    axum::Json(r.stats())
+                },
+            ),
+        )
         .fallback(|State(r): State<Arc<Router>>, req: Request| async move { r.handle(req).await })
         .with_state(router)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The admission refuses about 1 - accept_rate of arrivals, the same ones for the
+    /// same seed; the queue-full drops are the rest (no replica, no queue here).
+    #[tokio::test]
+    async fn admission_refuses_the_share_not_accepted() {
+        let r = Router::new(&[], 1, 0);
+        r.set_accept_rate(0.3);
+        for _ in 0..2000 {
+            assert!(r.acquire().await.is_none());
+        }
+        let c = r.stats().counters;
+        assert_eq!((c.arrivals, c.dropped), (2000, 2000));
+        let refused = c.rejected as f64 / 2000.0;
+        assert!((refused - 0.7).abs() < 0.05, "{refused}");
+        let again = Router::new(&[], 1, 0);
+        again.set_accept_rate(0.3);
+        for _ in 0..2000 {
+            again.acquire().await;
+        }
+        assert_eq!(again.stats().counters.rejected, c.rejected);
+        // Out-of-range rates are clamped; NaN admits all.
+        r.set_accept_rate(7.0);
+        assert_eq!(r.stats().accept_rate, 1.0);
+        r.set_accept_rate(f64::NAN);
+        assert_eq!(r.stats().accept_rate, 1.0);
+    }
 }

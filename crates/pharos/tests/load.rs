@@ -247,4 +247,38 @@ fn the_router_caps_each_replica_queues_and_drops_the_rest() {
         .status()
         .as_u16();
     assert_eq!(code, 200);
+    // Admission: with accept rate 0 every request is refused; back at 1, served.
+    let put_accept = |rate: f64| {
+        agent
+            .put(format!("http://127.0.0.1:{pr}/router/accept"))
+            .content_type("application/json")
+            .send(format!("{{\"accept_rate\": {rate}}}").as_bytes())
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(put_accept(0.0), 200);
+    let get = || {
+        agent
+            .get(format!("http://127.0.0.1:{pr}/infer"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!((get(), get()), (503, 503));
+    assert_eq!(put_accept(1.0), 200);
+    assert_eq!(get(), 200);
+    let stats: Value = serde_json::from_str(
+        &agent
+            .get(format!("http://127.0.0.1:{pr}/router/stats"))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["counters"]["rejected"], 2);
+    assert_eq!(stats["counters"]["dropped"], 6);
 }
