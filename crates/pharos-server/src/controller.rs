@@ -13,7 +13,7 @@ use pharos_core::{
 use tracing::{info, warn};
 
 use crate::AppState;
-use crate::backend::{JobPaths, JobRun, LearnerStatus};
+use crate::backend::{BackendError, JobPaths, JobRun, LearnerStatus};
 use crate::store::{Desired, JobRow, JobUpdate, StoreError, now_ms};
 
 /// Runs the loop until the process ends.
@@ -106,12 +106,41 @@ async fn event(state: &AppState, id: i64, kind: &str, message: &str) {
 }
 
 /// Runs a blocking backend call off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::backend::BackendError> + Send + 'static,
-) -> Result<T, crate::backend::BackendError> {
-    tokio::task::spawn_blocking(f)
+async fn on_backend<T: Send + 'static>(
+    state: &AppState,
+    run: &Arc<JobRun>,
+    f: impl FnOnce(&dyn crate::Backend, &JobRun) -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    let (backend, run) = (state.backend.clone(), run.clone());
+    tokio::task::spawn_blocking(move || f(backend.as_ref(), &run))
         .await
-        .unwrap_or_else(|e| Err(crate::backend::BackendError(format!("backend task: {e}"))))
+        .unwrap_or_else(|e| Err(BackendError(format!("backend task: {e}"))))
+}
+
+/// The learners' statuses, or None (logged) when they could not be read: a failed look
+/// never reads as "nothing runs", the caller tries again next pass.
+async fn poll(state: &AppState, run: &Arc<JobRun>) -> Option<Vec<LearnerStatus>> {
+    match on_backend(state, run, |b, r| b.poll(r)).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(job = run.id, error = %e, "polling learners failed");
+            None
+        }
+    }
+}
+
+/// Ends a job FAILED with `code`.
+async fn fail(state: &AppState, id: i64, message: &str, code: ErrorCode) -> Result<(), StoreError> {
+    state
+        .store
+        .transition(
+            id,
+            JobState::Failed,
+            message,
+            Some(code),
+            &JobUpdate::default(),
+        )
+        .await
 }
 
 fn free_port() -> u16 {
@@ -128,15 +157,13 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
         Ok(m) => (*m).clone(),
         Err(e) => {
             if !job.state.is_terminal() {
-                store
-                    .transition(
-                        id,
-                        JobState::Failed,
-                        &format!("stored manifest unreadable: {e}"),
-                        Some(ErrorCode::C101),
-                        &JobUpdate::default(),
-                    )
-                    .await?;
+                fail(
+                    state,
+                    id,
+                    &format!("stored manifest unreadable: {e}"),
+                    ErrorCode::C101,
+                )
+                .await?;
             }
             return Ok(());
         }
@@ -145,9 +172,7 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
     let now = now_ms();
     match job.state {
         s if s.is_terminal() && job.desired == Desired::Delete => {
-            let r = run.clone();
-            let backend = state.backend.clone();
-            if let Err(e) = blocking(move || backend.remove(&r)).await {
+            if let Err(e) = on_backend(state, &run, move |b, r| b.remove(r)).await {
                 event(state, id, "delete", &format!("removing files failed: {e}")).await;
             }
             store
@@ -197,9 +222,7 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
             if job.desired != Desired::Run {
                 return stop_or_finish(state, &job, run, now).await;
             }
-            let r = run.clone();
-            let backend = state.backend.clone();
-            match blocking(move || backend.prepare(&r)).await {
+            match on_backend(state, &run, move |b, r| b.prepare(r)).await {
                 Ok(()) => {
                     store
                         .transition(
@@ -217,15 +240,7 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
                     } else {
                         ErrorCode::S300
                     };
-                    store
-                        .transition(
-                            id,
-                            JobState::Failed,
-                            &format!("preparing the job failed: {e}"),
-                            Some(code),
-                            &JobUpdate::default(),
-                        )
-                        .await?
+                    fail(state, id, &format!("preparing the job failed: {e}"), code).await?
                 }
             }
         }
@@ -233,14 +248,8 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
             if job.desired != Desired::Run {
                 return stop_or_finish(state, &job, run, now).await;
             }
-            let r = run.clone();
-            let backend = state.backend.clone();
-            let statuses = match blocking(move || backend.poll(&r)).await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(job = id, error = %e, "polling learners failed");
-                    return Ok(());
-                }
+            let Some(statuses) = poll(state, &run).await else {
+                return Ok(());
             };
             let failed = statuses
                 .iter()
@@ -266,9 +275,7 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
                     .await;
             }
             if statuses.contains(&LearnerStatus::NotStarted) && now >= job.not_before_ms {
-                let r = run.clone();
-                let backend = state.backend.clone();
-                match blocking(move || backend.start(&r)).await {
+                match on_backend(state, &run, move |b, r| b.start(r)).await {
                     Ok(()) => {
                         if job.state == JobState::Downloading {
                             store
@@ -296,15 +303,13 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
                     Err(e) => {
                         // Leave nothing of a half-started gang running.
                         signal(state, &run, true).await;
-                        store
-                            .transition(
-                                id,
-                                JobState::Failed,
-                                &format!("starting the learners failed: {e}"),
-                                Some(ErrorCode::S101),
-                                &JobUpdate::default(),
-                            )
-                            .await?;
+                        fail(
+                            state,
+                            id,
+                            &format!("starting the learners failed: {e}"),
+                            ErrorCode::S101,
+                        )
+                        .await?;
                     }
                 }
             }
@@ -314,14 +319,8 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
             if matches!(job.desired, Desired::Halt | Desired::Delete) {
                 return finish(state, &job, run, JobState::Halted, None).await;
             }
-            let r = run.clone();
-            let backend = state.backend.clone();
-            let statuses = match blocking(move || backend.poll(&r)).await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(job = id, error = %e, "polling learners failed");
-                    return Ok(());
-                }
+            let Some(statuses) = poll(state, &run).await else {
+                return Ok(());
             };
             if !statuses.is_empty() && statuses.iter().all(|s| s.succeeded()) {
                 finish(state, &job, run, JobState::Completed, None).await?;
@@ -368,7 +367,6 @@ async fn learner_failed(
     }
     // Every learner has ended: say how each failed one did (the first to fail and
     // those that failed because it did).
-    let _ = (index, status);
     let failures = statuses
         .iter()
         .enumerate()
@@ -444,9 +442,7 @@ fn grace_ms(state: &AppState) -> i64 {
 }
 
 async fn signal(state: &AppState, run: &Arc<JobRun>, kill: bool) {
-    let r = run.clone();
-    let backend = state.backend.clone();
-    if let Err(e) = blocking(move || backend.signal(&r, kill)).await {
+    if let Err(e) = on_backend(state, run, move |b, r| b.signal(r, kill)).await {
         warn!(job = run.id, error = %e, "signalling learners failed");
     }
 }
@@ -460,15 +456,8 @@ async fn stop_or_finish(
     now: i64,
 ) -> Result<(), StoreError> {
     let id = job.id;
-    let r = run.clone();
-    let backend = state.backend.clone();
-    let statuses = match blocking(move || backend.poll(&r)).await {
-        Ok(s) => s,
-        Err(e) => {
-            // Never conclude "nothing runs" from a failed look: try again next pass.
-            warn!(job = id, error = %e, "polling learners failed");
-            return Ok(());
-        }
+    let Some(statuses) = poll(state, &run).await else {
+        return Ok(());
     };
     if statuses.contains(&LearnerStatus::Running) {
         match job.stop_sent_ms {
@@ -543,20 +532,15 @@ async fn finish_with(
             )
             .await?;
     }
-    let r = run.clone();
-    let backend = state.backend.clone();
     let outcome = end.name();
-    if let Err(e) = blocking(move || backend.store_results(&r, outcome)).await {
-        return state
-            .store
-            .transition(
-                id,
-                JobState::Failed,
-                &format!("storing the results failed: {e}"),
-                Some(ErrorCode::S301),
-                &JobUpdate::default(),
-            )
-            .await;
+    if let Err(e) = on_backend(state, &run, move |b, r| b.store_results(r, outcome)).await {
+        return fail(
+            state,
+            id,
+            &format!("storing the results failed: {e}"),
+            ErrorCode::S301,
+        )
+        .await;
     }
     state
         .store
