@@ -448,17 +448,7 @@ impl Store {
         update: &JobUpdate,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Lock the row first (PostgreSQL), so status sequence numbers never collide.
-        let row = sqlx::query(&format!(
-            "SELECT state, desired FROM jobs WHERE id = $1{}",
-            if self.postgres { " FOR UPDATE" } else { "" }
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound(id))?;
-        let from = parse_state(id, &row.try_get::<String, _>("state")?)?;
-        let desired: String = row.try_get("desired")?;
+        let (from, desired) = self.lock_job(&mut tx, id).await?;
         if !from.can_go_to(to) {
             return Err(StoreError::Transition {
                 id,
@@ -466,9 +456,7 @@ impl Store {
                 to: to.name(),
             });
         }
-        if let Some(expected) = update.expect_desired
-            && desired != expected.as_str()
-        {
+        if update.expect_desired.is_some_and(|e| e != desired) {
             // The API asked for something else meanwhile (a halt, a delete): the
             // caller looks again.
             return Err(StoreError::Transition {
@@ -497,12 +485,7 @@ impl Store {
                 .await?;
         }
         Self::apply_update(&mut tx, id, update).await?;
-        let seq: i64 =
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM job_status WHERE job_id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("s")?;
+        let seq = Self::next_seq(&mut tx, "job_status", id).await?;
         sqlx::query(
             "INSERT INTO job_status (job_id, seq, state, time_ms, message, error_code) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -519,20 +502,50 @@ impl Store {
         Ok(())
     }
 
+    /// A job's state and what it should do, with its row locked for the transaction
+    /// (PostgreSQL; SQLite has one writer), so that sequence numbers taken after it
+    /// never collide and checks hold until the commit.
+    async fn lock_job(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        id: i64,
+    ) -> Result<(JobState, Desired), StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT state, desired FROM jobs WHERE id = $1{}",
+            if self.postgres { " FOR UPDATE" } else { "" }
+        ))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+        let state = parse_state(id, &row.try_get::<String, _>("state")?)?;
+        let desired: String = row.try_get("desired")?;
+        let desired = Desired::parse(&desired)
+            .ok_or_else(|| StoreError::Corrupt(id, format!("unknown desired {desired:?}")))?;
+        Ok((state, desired))
+    }
+
+    /// The next sequence number of a job's entries in `table` (its row locked first).
+    async fn next_seq(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        table: &str,
+        id: i64,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query(&format!(
+            "SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM {table} WHERE job_id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("s")?)
+    }
+
     /// Applies `update` to a job without a status change.
     pub async fn update(&self, id: i64, update: &JobUpdate) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some(expected) = update.expect_desired {
-            let row = sqlx::query(&format!(
-                "SELECT state, desired FROM jobs WHERE id = $1{}",
-                if self.postgres { " FOR UPDATE" } else { "" }
-            ))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound(id))?;
-            if row.try_get::<String, _>("desired")? != expected.as_str() {
-                let state = parse_state(id, &row.try_get::<String, _>("state")?)?;
+            let (state, desired) = self.lock_job(&mut tx, id).await?;
+            if desired != expected {
                 return Err(StoreError::Transition {
                     id,
                     from: state.name(),
@@ -683,18 +696,8 @@ impl Store {
 
     pub async fn add_event(&self, id: i64, kind: &str, message: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        if self.postgres {
-            sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        }
-        let seq: i64 =
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM job_events WHERE job_id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("s")?;
+        self.lock_job(&mut tx, id).await?;
+        let seq = Self::next_seq(&mut tx, "job_events", id).await?;
         sqlx::query(
             "INSERT INTO job_events (job_id, seq, time_ms, kind, message) VALUES ($1, $2, $3, $4, $5)",
         )
