@@ -9,13 +9,8 @@ use serde_json::Value;
 const PHAROS: &str = env!("CARGO_BIN_EXE_pharos");
 const REPLICA: &str = env!("CARGO_BIN_EXE_pharos-replica");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::free_port;
 
 fn trace(dir: &std::path::Path) -> std::path::PathBuf {
     let p = dir.join("t.csv");
@@ -215,29 +210,33 @@ fn the_router_caps_each_replica_queues_and_drops_the_rest() {
     let mut codes: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     codes.sort();
     assert_eq!(codes, vec![200, 200, 200, 200, 503, 503, 503, 503]);
-    let stats: Value = serde_json::from_str(
-        &agent
-            .get(format!("http://127.0.0.1:{pr}/router/stats"))
-            .call()
-            .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(stats["counters"]["arrivals"], 8);
-    assert_eq!(stats["counters"]["dropped"], 4);
-    assert_eq!(stats["counters"]["completed"], 4);
-    assert_eq!(stats["in_flight"], 0);
+    let stats = || -> Value {
+        serde_json::from_str(
+            &agent
+                .get(format!("http://127.0.0.1:{pr}/router/stats"))
+                .call()
+                .unwrap()
+                .into_body()
+                .read_to_string()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let stats_now = stats();
+    assert_eq!(stats_now["counters"]["arrivals"], 8);
+    assert_eq!(stats_now["counters"]["dropped"], 4);
+    assert_eq!(stats_now["counters"]["completed"], 4);
+    assert_eq!(stats_now["in_flight"], 0);
     // Replace the replicas: the removed one drains, the list is the new one.
     let resp = agent
         .put(format!("http://127.0.0.1:{pr}/router/replicas"))
         .content_type("application/json")
         .send(format!("[\"http://127.0.0.1:{p2}\"]").as_bytes())
         .unwrap();
-    let stats: Value = serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
+    let replaced: Value =
+        serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
     assert_eq!(
-        stats["replicas"],
+        replaced["replicas"],
         serde_json::json!([format!("http://127.0.0.1:{p2}")])
     );
     let code = agent
@@ -269,16 +268,7 @@ fn the_router_caps_each_replica_queues_and_drops_the_rest() {
     assert_eq!((get(), get()), (503, 503));
     assert_eq!(put_accept(1.0), 200);
     assert_eq!(get(), 200);
-    let stats: Value = serde_json::from_str(
-        &agent
-            .get(format!("http://127.0.0.1:{pr}/router/stats"))
-            .call()
-            .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(stats["counters"]["rejected"], 2);
-    assert_eq!(stats["counters"]["dropped"], 6);
+    let stats_now = stats();
+    assert_eq!(stats_now["counters"]["rejected"], 2);
+    assert_eq!(stats_now["counters"]["dropped"], 6);
 }

@@ -11,13 +11,8 @@ use serde_json::{Value, json};
 const PHAROS: &str = env!("CARGO_BIN_EXE_pharos");
 const ADMIN: &str = "test-admin-token-0123456789";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::free_port;
 
 struct Server {
     dir: tempfile::TempDir,
