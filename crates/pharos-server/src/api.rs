@@ -134,6 +134,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/tokens",
             post(create_token).layer(DefaultBodyLimit::max(request_limit)),
         )
+        .route("/v1/services", get(list_services))
+        .route(
+            "/v1/services/{name}",
+            get(show_service)
+                .put(apply_service)
+                .delete(delete_service)
+                .layer(DefaultBodyLimit::max(request_limit)),
+        )
+        .route("/v1/services/{name}/events", get(service_events))
         .route(
             "/v1/tokens/revoke",
             post(revoke_token).layer(DefaultBodyLimit::max(request_limit)),
@@ -1038,4 +1047,97 @@ async fn prometheus(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
         );
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+// ----- inference services ---------------------------------------------------------
+
+fn service_not_found(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("service {name} not found"))
+}
+
+async fn list_services(State(state): State<Arc<AppState>>, caller: Caller) -> Json<Value> {
+    Json(json!({ "services": state.services.list(&state, caller.scope()).await }))
+}
+
+async fn show_service(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    state
+        .services
+        .get(&state, &name, caller.scope())
+        .await
+        .map(Json)
+        .ok_or_else(|| service_not_found(&name))
+}
+
+/// Creates (201) or updates (200) the service named in the path from a YAML or JSON
+/// spec.
+async fn apply_service(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad("spec", "the spec is not UTF-8 text", ErrorCode::C101))?;
+    let spec = crate::services::ServiceSpec::parse(text).map_err(|e| {
+        let field = e.split(':').next().unwrap_or("spec").to_string();
+        ApiError::bad(field, format!("service spec: {e}"), ErrorCode::C101)
+    })?;
+    if spec.name != name {
+        return Err(ApiError::bad(
+            "name",
+            format!("the spec names {:?}, the path {name:?}", spec.name),
+            ErrorCode::C101,
+        ));
+    }
+    match state.services.apply(&state, &caller.tenant, spec).await {
+        Ok((created, v)) => {
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((code, Json(v)).into_response())
+        }
+        Err((code, msg)) => Err(ApiError::new(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            msg,
+        )),
+    }
+}
+
+async fn delete_service(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    match state.services.delete(&state, &name, caller.scope()).await {
+        Ok(true) => Ok(Json(json!({ "name": name, "deleted": true }))),
+        Ok(false) => Err(service_not_found(&name)),
+        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+async fn service_events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    if state
+        .services
+        .get(&state, &name, caller.scope())
+        .await
+        .is_none()
+    {
+        return Err(service_not_found(&name));
+    }
+    let ev = state
+        .services
+        .events(&state, &name)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    Ok(Json(json!({ "events": ev })))
 }

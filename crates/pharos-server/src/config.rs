@@ -41,6 +41,28 @@ pub struct ServerConfig {
     /// The first restart waits this long; each further one twice as long.
     pub restart_backoff_s: f64,
     pub restart_backoff_max_s: f64,
+    /// The inference autoscaler: one policy for all services (the SLO-utility
+    /// objectives are cluster-wide).
+    pub autoscaler: AutoscalerConfig,
+}
+
+/// Which inference policy scales the services, with its parameters (as in an
+/// experiment file: `{interval_s: 10, ...}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoscalerConfig {
+    /// A policy name (`pharos simulate` knows the same: `hpa`, `faro-fairsum`, ...).
+    pub policy: String,
+    pub params: serde_json::Value,
+}
+
+impl Default for AutoscalerConfig {
+    fn default() -> Self {
+        Self {
+            policy: "faro-fairsum".into(),
+            params: serde_json::Value::Null,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,6 +144,7 @@ impl Default for ServerConfig {
             tick_ms: 200,
             halt_grace_s: 10.0,
             restart_backoff_s: 1.0,
+            autoscaler: AutoscalerConfig::default(),
             restart_backoff_max_s: 60.0,
         }
     }
@@ -170,6 +193,8 @@ impl ServerConfig {
             );
         }
         anyhow::ensure!(self.tick_ms > 0, "tick_ms must be positive");
+        pharos_policy::build(&self.autoscaler.policy, &self.autoscaler.params)
+            .map_err(|e| anyhow::anyhow!("autoscaler: {e}"))?;
         anyhow::ensure!(
             self.halt_grace_s >= 0.0 && self.restart_backoff_s >= 0.0,
             "halt_grace_s and restart_backoff_s must not be negative"

@@ -610,11 +610,38 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
     }) {
         return Ok(());
     }
+    // Inference replicas share the capacity: each service's replicas are shown as a
+    // running gang the scheduler can neither move nor halt, in a queue of their own.
+    let services_queue = "(inference services)";
+    let mut queues = state.config.queues.clone();
+    for (i, (cpus, n)) in state.services.held().into_iter().enumerate() {
+        running.push(RunningJob {
+            id: u64::MAX - i as u64,
+            queue: services_queue.into(),
+            priority: i32::MAX,
+            started_s: 0.0,
+            per_learner: pharos_core::LearnerResources {
+                cpus,
+                memory_bytes: 0,
+                gpus: 0,
+                gpu_type: None,
+            },
+            placement: vec![(0, None); n as usize],
+            preemptible: false,
+            attained_gpu_s: 0.0,
+        });
+        if i == 0 {
+            queues.push(pharos_core::QueueSpec {
+                name: services_queue.into(),
+                quota: Default::default(),
+            });
+        }
+    }
     let nodes = [state.config.node()];
     let view = SchedView {
         now_s: now_ms() as f64 / 1000.0,
         nodes: &nodes,
-        queues: &state.config.queues,
+        queues: &queues,
         pending: &pending,
         running: &running,
         explain: true,

@@ -15,6 +15,7 @@ pub mod controller;
 pub mod logs;
 pub mod openapi;
 pub mod router;
+pub mod services;
 pub mod store;
 
 use std::collections::HashMap;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub wake: Notify,
     pub metrics: Metrics,
     pub scheduler: Mutex<GangScheduler>,
+    /// The inference services and their autoscaler.
+    pub services: services::Services,
     /// Parsed manifests by job id (a job's manifest never changes), so that a pass over
     /// thousands of queued jobs does not parse YAML again.
     manifests: Mutex<HashMap<i64, Arc<Manifest>>>,
@@ -154,6 +157,7 @@ pub async fn open(
         wake: Notify::new(),
         metrics: Metrics::default(),
         scheduler,
+        services: services::Services::default(),
         manifests: Mutex::new(HashMap::new()),
         _lock: lock,
     }))
@@ -176,12 +180,16 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> a
     let addr = listener.local_addr()?;
     info!(%addr, data_dir = %state.config.data_dir.display(), backend = state.backend.name(), "pharos server listening");
     let controller = tokio::spawn(controller::run(state.clone()));
+    let services = tokio::spawn(services::run(state.clone()));
     let app = api::router(state.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     controller.abort();
-    info!("pharos server stopped; learners keep running and are re-attached at the next start");
+    services.abort();
+    info!(
+        "pharos server stopped; learners and replicas keep running and are re-attached at the next start"
+    );
     Ok(())
 }
 

@@ -38,7 +38,17 @@ pub struct Counters {
     /// The drops of the admission (accept rate below 1).
     pub rejected: u64,
     pub completed: u64,
+    /// Requests a replica failed (an error status, a broken connection: a replica that
+    /// died with requests in flight).
     pub failed: u64,
+    /// Sum of the latencies of completed requests, seconds.
+    pub latency_sum_s: f64,
+    /// Time integrals since the router started (what the simulator's counters hold):
+    /// requests queued or in flight, replicas serving at least one request, replicas
+    /// taking traffic.
+    pub ongoing_req_s: f64,
+    pub busy_replica_s: f64,
+    pub ready_replica_s: f64,
 }
 
 #[derive(Debug)]
@@ -51,6 +61,24 @@ struct Inner {
     counters: Counters,
     /// Latencies (seconds) of the requests completed since the last `take_window`.
     window: Vec<f64>,
+    /// Up to when the time integrals are summed.
+    integrated_to: Instant,
+}
+
+impl Inner {
+    /// Adds the time since the last call to the integrals (at the state before a change).
+    fn advance(&mut self) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.integrated_to).as_secs_f64();
+        self.integrated_to = now;
+        let in_flight: usize = self.replicas.iter().map(|r| r.in_flight).sum();
+        let busy = self.replicas.iter().filter(|r| r.in_flight > 0).count();
+        let ready = self.replicas.iter().filter(|r| !r.draining).count();
+        let c = &mut self.counters;
+        c.ongoing_req_s += dt * (in_flight + self.queue.len()) as f64;
+        c.busy_replica_s += dt * busy as f64;
+        c.ready_replica_s += dt * ready as f64;
+    }
 }
 
 /// A snapshot for the policy view and `/router/stats`.
@@ -81,6 +109,7 @@ impl Router {
                 queue: VecDeque::new(),
                 counters: Counters::default(),
                 window: Vec::new(),
+                integrated_to: Instant::now(),
             }),
             concurrency: concurrency.max(1),
             queue_cap,
@@ -101,6 +130,7 @@ impl Router {
             .map(|r| r.trim_end_matches('/').to_string())
             .collect();
         let mut g = self.lock();
+        g.advance();
         for r in &mut g.replicas {
             r.draining = !replicas.contains(&r.base);
         }
@@ -129,7 +159,8 @@ impl Router {
     }
 
     pub fn stats(&self) -> Stats {
-        let g = self.lock();
+        let mut g = self.lock();
+        g.advance();
         Stats {
             accept_rate: g.accept_rate,
             replicas: g
@@ -143,6 +174,17 @@ impl Router {
             queued: g.queue.len(),
             counters: g.counters.clone(),
         }
+    }
+
+    /// Requests in flight at this replica, or None once it has left the router (it
+    /// was removed and has finished them).
+    pub fn in_flight_at(&self, base: &str) -> Option<usize> {
+        let base = base.trim_end_matches('/');
+        self.lock()
+            .replicas
+            .iter()
+            .find(|r| r.base == base)
+            .map(|r| r.in_flight)
     }
 
     /// The latencies completed since the last call.
@@ -178,6 +220,7 @@ impl Router {
     async fn acquire(&self) -> Option<String> {
         let rx = {
             let mut g = self.lock();
+            g.advance();
             g.counters.arrivals += 1;
             if g.accept_rate < 1.0 {
                 let draw: f64 = rand::RngExt::random(&mut g.rng);
@@ -206,12 +249,14 @@ impl Router {
 
     fn release(&self, base: &str, latency_s: Option<f64>) {
         let mut g = self.lock();
+        g.advance();
         if let Some(r) = g.replicas.iter_mut().find(|r| r.base == base) {
             r.in_flight = r.in_flight.saturating_sub(1);
         }
         match latency_s {
             Some(l) => {
                 g.counters.completed += 1;
+                g.counters.latency_sum_s += l;
                 g.window.push(l);
             }
             None => g.counters.failed += 1,

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_placed.sql")),
     (3, include_str!("../migrations/0003_gpu_model.sql")),
     (4, include_str!("../migrations/0004_devices.sql")),
+    (5, include_str!("../migrations/0005_services.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +123,17 @@ pub struct EventEntry {
     pub time_ms: i64,
     pub kind: String,
     pub message: String,
+}
+
+/// A stored inference service.
+#[derive(Debug, Clone)]
+pub struct ServiceRow {
+    pub name: String,
+    pub tenant: String,
+    /// The spec as applied (JSON).
+    pub spec: String,
+    pub port: i64,
+    pub target: Option<i64>,
 }
 
 /// A new job.
@@ -717,6 +729,128 @@ impl Store {
             "SELECT seq, time_ms, kind, message FROM job_events WHERE job_id = $1 ORDER BY seq",
         )
         .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventEntry {
+                    seq: r.try_get("seq")?,
+                    time_ms: r.try_get("time_ms")?,
+                    kind: r.try_get("kind")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+
+    // ----- services ----------------------------------------------------------------
+
+    /// Fails (a unique-key error) when the name is taken.
+    pub async fn insert_service(
+        &self,
+        name: &str,
+        tenant: &str,
+        spec: &str,
+        port: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO services (name, tenant, spec, port, target, created_ms) VALUES ($1, $2, $3, $4, NULL, $5)",
+        )
+        .bind(name)
+        .bind(tenant)
+        .bind(spec)
+        .bind(port)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_service(&self, name: &str, spec: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE services SET spec = $1 WHERE name = $2")
+            .bind(spec)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_service_target(&self, name: &str, target: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE services SET target = $1 WHERE name = $2")
+            .bind(target)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The service and its events, in one transaction.
+    pub async fn delete_service(&self, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "DELETE FROM service_events WHERE service = $1",
+            "DELETE FROM services WHERE name = $1",
+        ] {
+            sqlx::query(sql).bind(name).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn services(&self) -> Result<Vec<ServiceRow>, StoreError> {
+        let rows =
+            sqlx::query("SELECT name, tenant, spec, port, target FROM services ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ServiceRow {
+                    name: r.try_get("name")?,
+                    tenant: r.try_get("tenant")?,
+                    spec: r.try_get("spec")?,
+                    port: r.try_get("port")?,
+                    target: r.try_get("target")?,
+                })
+            })
+            .collect()
+    }
+
+    /// `seq` comes from the caller (one writer per service: the server).
+    pub async fn add_service_event(
+        &self,
+        name: &str,
+        seq: i64,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO service_events (service, seq, time_ms, kind, message) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(name)
+        .bind(seq)
+        .bind(now_ms())
+        .bind(kind)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn last_service_event(&self, name: &str) -> Result<i64, StoreError> {
+        let n: Option<i64> =
+            sqlx::query("SELECT MAX(seq) AS n FROM service_events WHERE service = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
+        Ok(n.unwrap_or(0))
+    }
+
+    pub async fn service_events(&self, name: &str) -> Result<Vec<EventEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, time_ms, kind, message FROM service_events WHERE service = $1 ORDER BY seq",
+        )
+        .bind(name)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -52,6 +52,12 @@ enum Command {
     Train(TrainArgs),
     /// API tokens on a pharos server.
     Token(TokenArgs),
+    /// Create or update an inference service from its spec (YAML).
+    Apply(ApplyArgs),
+    /// Show inference services.
+    Get(GetArgs),
+    /// Delete an inference service.
+    Delete(DeleteArgs),
     /// Replay a trace against a URL (open loop: Poisson arrivals within each trace
     /// minute, time compressed and rate scaled) and report per-minute latency, SLO
     /// violations and drops as the simulator does.
@@ -67,6 +73,31 @@ struct TrainArgs {
     conn: train::Conn,
     #[command(subcommand)]
     command: train::TrainCommand,
+}
+
+#[derive(clap::Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    conn: train::Conn,
+    /// The service spec (YAML), e.g. examples/services/echo.yaml.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct GetArgs {
+    #[command(flatten)]
+    conn: train::Conn,
+    #[command(subcommand)]
+    command: train::GetCommand,
+}
+
+#[derive(clap::Args)]
+struct DeleteArgs {
+    #[command(flatten)]
+    conn: train::Conn,
+    #[command(subcommand)]
+    command: train::DeleteCommand,
 }
 
 #[derive(clap::Args)]
@@ -544,7 +575,10 @@ fn main() -> ExitCode {
         return ExitCode::from(pharos_backend::learner_main(&args[2..]) as u8);
     }
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Train(_) | Command::Token(_)) {
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::Token(_) | Command::Get(_) | Command::Delete(_)
+    ) {
         // Client commands end quietly when their output is piped into `head`. (Not the
         // server: a client closing its socket must not kill it.)
         // SAFETY: restoring the default disposition of SIGPIPE before any I/O.
@@ -561,6 +595,9 @@ fn main() -> ExitCode {
         Command::Server(a) => train::server(a),
         Command::Train(a) => train::train(a.command, &a.conn),
         Command::Token(a) => train::token(a.command, &a.conn),
+        Command::Apply(a) => train::apply(&a.file, &a.conn),
+        Command::Get(a) => train::get(a.command, &a.conn),
+        Command::Delete(a) => train::delete(a.command, &a.conn),
         Command::Load(a) => load::load(a),
         Command::Router(a) => load::router(a),
     };

@@ -224,6 +224,7 @@ impl Client {
         let text = body.to_string();
         let req = match method {
             "PATCH" => self.agent.patch(url),
+            "PUT" => self.agent.put(url),
             _ => self.agent.post(url),
         };
         let resp = req
@@ -537,6 +538,133 @@ pub fn token(cmd: TokenCommand, conn: &Conn) -> Result<()> {
                 &serde_json::json!({ "token": revoked }),
             )?;
             println!("revoked");
+        }
+    }
+    Ok(())
+}
+
+// ----- inference services ---------------------------------------------------------
+
+#[derive(clap::Subcommand)]
+pub enum GetCommand {
+    /// Every service: replicas (ready/target), the router's URL, requests.
+    Services {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One service: status, replicas, cold starts and events.
+    Service {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum DeleteCommand {
+    /// Delete a service: its router stops at once, its replicas are stopped.
+    Service { name: String },
+}
+
+/// `pharos apply -f FILE`: creates or updates the service the file describes.
+pub fn apply(file: &Path, conn: &Conn) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let spec = pharos_server::services::ServiceSpec::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let c = Client::new(conn);
+    let body = serde_json::to_value(&spec)?;
+    let v = c.send_json("PUT", &format!("/v1/services/{}", spec.name), &body)?;
+    println!(
+        "service {} applied: {} (target {} replicas)",
+        spec.name,
+        v["url"].as_str().unwrap_or("?"),
+        v["target_replicas"]
+    );
+    Ok(())
+}
+
+pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
+    let c = Client::new(conn);
+    match cmd {
+        GetCommand::Services { json } => {
+            let v = c.get("/v1/services")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:>7} {:>8} {:>9} {:>9} {:>9}  URL",
+                "NAME", "READY", "TARGET", "ARRIVALS", "DROPPED", "FAILED"
+            );
+            for s in v["services"].as_array().into_iter().flatten() {
+                let n = &s["counters"];
+                println!(
+                    "{:<20} {:>7} {:>8} {:>9} {:>9} {:>9}  {}",
+                    s["name"].as_str().unwrap_or("?"),
+                    s["ready_replicas"],
+                    s["target_replicas"],
+                    n["arrivals"],
+                    n["dropped"],
+                    n["failed"],
+                    s["url"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        GetCommand::Service { name, json } => {
+            let mut v = c.get(&format!("/v1/services/{name}"))?;
+            v["events"] = c.get(&format!("/v1/services/{name}/events"))?["events"].clone();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("service {name}: {}", v["url"].as_str().unwrap_or("?"));
+            println!(
+                "  replicas: {} ready, {} starting, {} stopping, target {}",
+                v["ready_replicas"],
+                v["starting_replicas"],
+                v["stopping_replicas"],
+                v["target_replicas"]
+            );
+            let n = &v["counters"];
+            println!(
+                "  requests: {} arrived, {} completed, {} dropped, {} failed; {} queued, {} in flight",
+                n["arrivals"],
+                n["completed"],
+                n["dropped"],
+                n["failed"],
+                v["queued"],
+                v["in_flight"]
+            );
+            if let Some(m) = v["cold_start_s"]["mean"].as_f64() {
+                println!(
+                    "  cold start: mean {m:.3} s over {} replicas",
+                    v["cold_start_s"]["count"]
+                );
+            }
+            if let Some(e) = v["router_error"].as_str() {
+                println!("  router: {e}");
+            }
+            println!("  events:");
+            for e in v["events"].as_array().into_iter().flatten() {
+                println!(
+                    "    {} {:<12} {}",
+                    ms(&e["time_ms"]),
+                    e["kind"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn delete(cmd: DeleteCommand, conn: &Conn) -> Result<()> {
+    let c = Client::new(conn);
+    match cmd {
+        DeleteCommand::Service { name } => {
+            c.delete(&format!("/v1/services/{name}"))?;
+            println!("service {name} deleted");
         }
     }
     Ok(())

@@ -1,4 +1,11 @@
 //! Helpers shared by the integration tests that start servers.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
@@ -7,4 +14,288 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+pub const PHAROS: &str = env!("CARGO_BIN_EXE_pharos");
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub child: Option<Child>,
+    pub config: PathBuf,
+    pub agent: ureq::Agent,
+}
+
+impl Server {
+    /// A server with a test configuration plus `extra` (YAML lines).
+    pub fn start(extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\ndata_dir: {}\ntick_ms: 100\nhalt_grace_s: 3\nrestart_backoff_s: 0.2\n{extra}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut s = Server {
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+            child: None,
+            config,
+            agent,
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(PHAROS)
+            .arg("server")
+            .arg("--config")
+            .arg(&self.config)
+            .env("PHAROS_ADMIN_TOKEN", ADMIN)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let t0 = Instant::now();
+        loop {
+            if let Ok(r) = self.agent.get(format!("{}/healthz", self.url)).call()
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "server did not start: {}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` of the server.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn cli(&self, args: &[&str], token: &str) -> (bool, String, String) {
+        let out = Command::new(PHAROS)
+            .args(args)
+            .env("PHAROS_URL", &self.url)
+            .env("PHAROS_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.url);
+        let auth = format!("Bearer {}", token.unwrap_or(""));
+        let resp = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.agent.get(url);
+                if token.is_some() {
+                    r = r.header("Authorization", &auth);
+                }
+                r.call()
+            }
+            ("DELETE", _) => self.agent.delete(url).header("Authorization", &auth).call(),
+            (m, Some((ct, bytes))) => {
+                let r = match m {
+                    "PATCH" => self.agent.patch(url),
+                    "PUT" => self.agent.put(url),
+                    _ => self.agent.post(url),
+                };
+                let mut r = r.content_type(ct);
+                if token.is_some() {
+                    r = r.header("Authorization", &auth);
+                }
+                r.send(&bytes[..])
+            }
+            _ => panic!("bad request helper use"),
+        }
+        .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.into_body().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub fn job(&self, id: i64) -> Value {
+        let (status, v) = self.request("GET", &format!("/v1/models/{id}"), Some(ADMIN), None);
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    pub fn wait_state(&self, id: i64, state: &str, secs: u64) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let j = self.job(id);
+            if j["state"] == state {
+                return j;
+            }
+            let terminal =
+                ["COMPLETED", "FAILED", "HALTED"].contains(&j["state"].as_str().unwrap_or(""));
+            assert!(
+                !(terminal && ["COMPLETED", "FAILED", "HALTED"].contains(&state))
+                    || j["state"] == state,
+                "job {id} ended {} instead of {state}: {j}\nlog:\n{}\nserver:\n{}",
+                j["state"],
+                self.log(id, 1),
+                self.server_log()
+            );
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "job {id} not {state} after {secs} s: {j}\nlog:\n{}\nserver:\n{}",
+                self.log(id, 1),
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self, id: i64, learner: u32) -> String {
+        std::fs::read_to_string(
+            self.data()
+                .join(format!("jobs/{id}/logs/learner-{learner}.log")),
+        )
+        .unwrap_or_default()
+    }
+
+    /// Waits until learner 1 of job `id` has logged step `step`.
+    pub fn wait_step(&self, id: i64, step: u32, secs: u64) {
+        let t0 = Instant::now();
+        while last_step(&self.log(id, 1)) < step {
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "job {id} did not reach step {step}: {}\n{}",
+                self.job(id),
+                self.log(id, 1)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn submit(&self, manifest: &str) -> i64 {
+        let (status, v) = self.request(
+            "POST",
+            "/v1/models",
+            Some(ADMIN),
+            Some(("application/yaml", manifest.as_bytes().to_vec())),
+        );
+        assert_eq!(status, 201, "{v}");
+        v["id"].as_i64().unwrap()
+    }
+
+    pub fn events(&self, id: i64) -> String {
+        let (_, v) = self.request("GET", &format!("/v1/models/{id}/events"), Some(ADMIN), None);
+        v.to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        // Learners of an unfinished test must not outlive it: kill every learner's
+        // process group, then the supervisors.
+        let jobs = self.data().join("jobs");
+        for job in std::fs::read_dir(&jobs).into_iter().flatten().flatten() {
+            for attempt in std::fs::read_dir(job.path().join("state"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for learner in std::fs::read_dir(attempt.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if let Some(pid) = std::fs::read_to_string(learner.path().join("pid"))
+                        .ok()
+                        .and_then(|t| t.trim().parse::<i32>().ok())
+                    {
+                        // SAFETY: killing the process group of a learner this test started.
+                        unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        // And every service replica (each leads its own process group).
+        for svc in std::fs::read_dir(self.data().join("services"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for f in std::fs::read_dir(svc.path().join("replicas"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let pid = std::fs::read_to_string(f.path())
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .and_then(|v| v["pid"].as_i64());
+                if let Some(pid) = pid {
+                    // SAFETY: killing the process group of a replica this test started.
+                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = Command::new("pkill")
+            .arg("-9")
+            .arg("-f")
+            .arg(self.data().to_string_lossy().as_ref())
+            .status();
+    }
+}
+
+pub fn last_step(log: &str) -> u32 {
+    log.lines()
+        .filter_map(|l| {
+            l.strip_prefix("step=")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
 }

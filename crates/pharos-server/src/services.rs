@@ -1,0 +1,1221 @@
+//! Inference services: each is a router (see [`crate::router`]) on its own port in front
+//! of replicas - local processes started from the service's command with `$PORT` - and
+//! one autoscaler for all of them runs an inference policy (the same objects the
+//! simulator evaluates) on the routers' live counters.
+//!
+//! The store holds the services (their specs and router ports); a replica's process id,
+//! port and start time are kept in `<data_dir>/services/<name>/replicas/<id>.json`, so a
+//! restarted server adopts the replicas that are still alive instead of orphaning them.
+//! Replicas run in their own session and outlive the server.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use pharos_core::{ClusterView, InferencePolicy, JobCounters, JobView, Slo};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::AppState;
+use crate::router::Router;
+use crate::store::now_ms;
+use pharos_core::JobState;
+
+/// What a user applies: one inference service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// `[a-z0-9-]`, at most 40 characters.
+    pub name: String,
+    /// The program and arguments that start one replica; `$PORT` in an argument is the
+    /// port it must listen on (also in the environment as PORT). A program without a
+    /// `/` is looked up next to the pharos executable, then in PATH.
+    pub command: Vec<String>,
+    /// Extra environment of the replicas (they get PATH, HOME, PORT, SERVICE and
+    /// REPLICA besides).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// A replica is ready when a GET of this path answers 2xx.
+    #[serde(default = "d_readiness")]
+    pub readiness_path: String,
+    /// vCPUs per replica (taken from the capacity shared with training jobs).
+    #[serde(default = "d_one")]
+    pub cpus: f64,
+    /// GPUs per replica (the local backend gives GPUs to training jobs only: 0).
+    #[serde(default)]
+    pub gpus: u32,
+    pub slo: Slo,
+    /// What a request takes on one replica, seconds (model-based policies use it).
+    pub processing_time_s: f64,
+    #[serde(default = "d_one_u32")]
+    pub min_replicas: u32,
+    #[serde(default = "d_max")]
+    pub max_replicas: u32,
+    /// Replicas started when the service is created [default: min_replicas].
+    #[serde(default)]
+    pub initial_replicas: Option<u32>,
+    /// Requests one replica is sent at once; more wait at the router.
+    #[serde(default = "d_one_u32")]
+    pub max_concurrent: u32,
+    /// Requests the router queues before it drops (503).
+    #[serde(default = "d_queue")]
+    pub max_queue: usize,
+    /// The router's port [default: a free one, kept across restarts].
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// A replica not ready after this long is abandoned (stopped, with an event).
+    #[serde(default = "d_ready_timeout")]
+    pub ready_timeout_s: f64,
+}
+
+fn d_readiness() -> String {
+    "/healthz".into()
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_one_u32() -> u32 {
+    1
+}
+fn d_max() -> u32 {
+    10
+}
+fn d_queue() -> usize {
+    100
+}
+fn d_ready_timeout() -> f64 {
+    60.0
+}
+
+impl ServiceSpec {
+    /// Parses YAML or JSON; the error names what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let spec: ServiceSpec = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let n = &self.name;
+        if n.is_empty()
+            || n.len() > 40
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!(
+                "name: {n:?} must be 1-40 characters of a-z, 0-9 and -"
+            ));
+        }
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err("command: a program to run is required".into());
+        }
+        if !self.readiness_path.starts_with('/') {
+            return Err("readiness_path: must start with /".into());
+        }
+        if !(self.cpus.is_finite() && self.cpus > 0.0) {
+            return Err("cpus: must be positive".into());
+        }
+        if self.gpus > 0 {
+            return Err(
+                "gpus: replicas with GPUs are not supported by the local backend (training jobs get GPUs)"
+                    .into(),
+            );
+        }
+        if !(self.slo.latency_s.is_finite() && self.slo.latency_s > 0.0) {
+            return Err("slo.latency_s: must be positive".into());
+        }
+        if !(self.slo.percentile > 0.0 && self.slo.percentile < 100.0) {
+            return Err("slo.percentile: must be in (0, 100)".into());
+        }
+        if !(self.processing_time_s.is_finite() && self.processing_time_s > 0.0) {
+            return Err("processing_time_s: must be positive".into());
+        }
+        if self.max_replicas == 0 || self.min_replicas > self.max_replicas {
+            return Err("min_replicas, max_replicas: need 0 <= min <= max and max >= 1".into());
+        }
+        if let Some(i) = self.initial_replicas
+            && (i < self.min_replicas || i > self.max_replicas)
+        {
+            return Err("initial_replicas: must be within min_replicas..=max_replicas".into());
+        }
+        if self.max_concurrent == 0 {
+            return Err("max_concurrent: must be at least 1".into());
+        }
+        if !(self.ready_timeout_s.is_finite() && self.ready_timeout_s > 0.0) {
+            return Err("ready_timeout_s: must be positive".into());
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!("env: {k:?} is not a variable name"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fields that cannot change while replicas run (they define the replicas or the
+    /// router); the first that differs.
+    pub fn fixed_change(&self, new: &ServiceSpec) -> Option<&'static str> {
+        if self.command != new.command {
+            Some("command")
+        } else if self.env != new.env {
+            Some("env")
+        } else if self.readiness_path != new.readiness_path {
+            Some("readiness_path")
+        } else if self.cpus != new.cpus {
+            Some("cpus")
+        } else if self.max_concurrent != new.max_concurrent {
+            Some("max_concurrent")
+        } else if self.max_queue != new.max_queue {
+            Some("max_queue")
+        } else if new.port.is_some() && self.port != new.port {
+            Some("port")
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Phase {
+    /// Started, not answering its readiness path yet.
+    Starting,
+    /// Taking traffic.
+    Ready,
+    /// Removed from the router; stopped once its requests are done.
+    Draining,
+    /// SIGTERM sent (SIGKILL after the grace).
+    Stopping,
+}
+
+/// What is kept on disk of a replica (so that a restarted server adopts it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ReplicaFile {
+    pid: i32,
+    port: u16,
+    /// The process's start time in clock ticks since boot (/proc/PID/stat field 22):
+    /// with the pid, names the process even if the pid is reused.
+    start_ticks: u64,
+    started_ms: i64,
+}
+
+struct Replica {
+    id: u64,
+    file: ReplicaFile,
+    /// Ours to reap (None: adopted from a previous server).
+    child: Option<std::process::Child>,
+    phase: Phase,
+    since: Instant,
+    /// Requests once it was ready (not for adopted replicas).
+    cold_start_s: Option<f64>,
+    adopted: bool,
+}
+
+impl Replica {
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.file.port)
+    }
+}
+
+struct Svc {
+    spec: ServiceSpec,
+    tenant: String,
+    port: u16,
+    router: Arc<Router>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+    router_error: Option<String>,
+    replicas: Vec<Replica>,
+    target: u32,
+    next_id: u64,
+    /// Measured cold starts (process start to ready), seconds.
+    cold_starts: Vec<f64>,
+    /// Arrivals per completed minute since the autoscaler (re)started.
+    minute_arrivals: Vec<u32>,
+    arrivals_at_minute: u64,
+    /// Starting replicas that failed in a row (exit or abandoned) and when the next
+    /// start is allowed.
+    failures: u32,
+    not_before: Instant,
+    deleting: bool,
+    events_seq: i64,
+    /// The target as last written to the store.
+    stored_target: Option<u32>,
+}
+
+struct Autoscaler {
+    policy: Box<dyn InferencePolicy>,
+    /// The services it was built for, in view order.
+    names: Vec<String>,
+    started: Instant,
+    next_call_s: f64,
+    /// The policy's initial decision is still to be taken.
+    initial: bool,
+}
+
+/// Every service's runtime, owned by the services loop and the API.
+pub struct Services {
+    inner: Mutex<Inner>,
+    client: Client<HttpConnector, Body>,
+    held_now: std::sync::Mutex<Vec<(f64, u32)>>,
+}
+
+struct Inner {
+    svcs: BTreeMap<String, Svc>,
+    autoscaler: Option<Autoscaler>,
+    /// vCPUs held by running training jobs (refreshed each pass).
+    training_cpus: f64,
+    epoch: Instant,
+    loaded: bool,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                svcs: BTreeMap::new(),
+                autoscaler: None,
+                training_cpus: 0.0,
+                epoch: Instant::now(),
+                loaded: false,
+            }),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            held_now: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+fn svc_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("services").join(name)
+}
+
+fn replicas_dir(data_dir: &Path, name: &str) -> PathBuf {
+    svc_dir(data_dir, name).join("replicas")
+}
+
+/// Field 22 of /proc/PID/stat (after the parenthesised command name).
+fn proc_start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // rest starts at field 3 (state); field 22 is the 20th from here.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process in `f` is alive (a zombie is not).
+fn alive(f: &ReplicaFile) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", f.pid)) else {
+        return false;
+    };
+    let zombie = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..i + 3))
+        .is_some_and(|s| s == "Z" || s == "X");
+    !zombie && proc_start_ticks(f.pid) == Some(f.start_ticks)
+}
+
+fn signal_group(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on the replica's process group (it leads its own session).
+    unsafe {
+        libc::kill(-pid, sig);
+    }
+}
+
+fn free_port(host: &str) -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind((host, 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// The program to run: a bare name is looked up next to the running executable first
+/// (where `pharos-replica` is installed with `pharos`), then in PATH.
+fn resolve_program(name: &str) -> PathBuf {
+    if !name.contains('/')
+        && let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        for d in [Some(dir), dir.parent()].into_iter().flatten() {
+            let p = d.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    PathBuf::from(name)
+}
+
+fn host_of(listen: &str) -> String {
+    match listen.rsplit_once(':') {
+        Some((h, _)) if !h.is_empty() => h.trim_matches(['[', ']']).to_string(),
+        _ => "127.0.0.1".into(),
+    }
+}
+
+impl Services {
+    /// A service's status as the API shows it.
+    fn status(&self, s: &Svc, host: &str) -> Value {
+        let st = s.router.stats();
+        let count = |p: Phase| s.replicas.iter().filter(|r| r.phase == p).count();
+        let mean_cold = if s.cold_starts.is_empty() {
+            Value::Null
+        } else {
+            json!(s.cold_starts.iter().sum::<f64>() / s.cold_starts.len() as f64)
+        };
+        json!({
+            "name": s.spec.name,
+            "tenant": s.tenant,
+            "url": format!("http://{host}:{}", s.port),
+            "router_error": s.router_error,
+            "target_replicas": s.target,
+            "ready_replicas": count(Phase::Ready),
+            "starting_replicas": count(Phase::Starting),
+            "stopping_replicas": count(Phase::Draining) + count(Phase::Stopping),
+            "accept_rate": st.accept_rate,
+            "queued": st.queued,
+            "in_flight": st.in_flight,
+            "counters": st.counters,
+            "cold_start_s": { "count": s.cold_starts.len(), "mean": mean_cold, "all": s.cold_starts },
+            "replicas": s.replicas.iter().map(|r| json!({
+                "id": r.id, "pid": r.file.pid, "port": r.file.port, "phase": r.phase,
+                "started_ms": r.file.started_ms, "cold_start_s": r.cold_start_s, "adopted": r.adopted,
+            })).collect::<Vec<_>>(),
+            "deleting": s.deleting,
+            "spec": s.spec,
+        })
+    }
+
+    pub async fn list(&self, state: &AppState, tenant: Option<&str>) -> Vec<Value> {
+        let g = self.inner.lock().await;
+        let host = host_of(&state.config.listen);
+        g.svcs
+            .values()
+            .filter(|s| !s.deleting && tenant.is_none_or(|t| t == s.tenant))
+            .map(|s| self.status(s, &host))
+            .collect()
+    }
+
+    pub async fn get(&self, state: &AppState, name: &str, tenant: Option<&str>) -> Option<Value> {
+        let g = self.inner.lock().await;
+        let s = g.svcs.get(name)?;
+        if s.deleting || tenant.is_some_and(|t| t != s.tenant) {
+            return None;
+        }
+        Some(self.status(s, &host_of(&state.config.listen)))
+    }
+
+    /// Per service, (vCPUs per replica, replicas) held now (any phase: a stopping
+    /// replica still runs), as of the services loop's last pass.
+    pub fn held(&self) -> Vec<(f64, u32)> {
+        self.held_now
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Creates or updates a service. Errors: (status code, message).
+    pub async fn apply(
+        &self,
+        state: &AppState,
+        tenant: &str,
+        spec: ServiceSpec,
+    ) -> Result<(bool, Value), (u16, String)> {
+        let mut g = self.inner.lock().await;
+        let host = host_of(&state.config.listen);
+        if let Some(s) = g.svcs.get_mut(&spec.name) {
+            if s.tenant != tenant || s.deleting {
+                return Err((409, format!("service {} exists", spec.name)));
+            }
+            if let Some(f) = s.spec.fixed_change(&spec) {
+                return Err((
+                    409,
+                    format!("{f}: cannot change while the service runs; delete it and apply again"),
+                ));
+            }
+            let mut spec = spec;
+            spec.port = Some(s.port);
+            state
+                .store
+                .update_service(
+                    &spec.name,
+                    &serde_json::to_string(&spec).unwrap_or_default(),
+                )
+                .await
+                .map_err(|e| (500, e.to_string()))?;
+            s.target = s.target.clamp(spec.min_replicas, spec.max_replicas);
+            s.spec = spec;
+            let v = self.status(s, &host);
+            drop(g);
+            self.event(
+                state,
+                &v["name"].as_str().unwrap_or_default().to_string(),
+                "updated",
+                "spec updated",
+            )
+            .await;
+            return Ok((false, v));
+        }
+        // A new service: its port first (kept in the store), then the router.
+        let port = match spec.port {
+            Some(p) => p,
+            None => free_port(&host).map_err(|e| (500, format!("no free port: {e}")))?,
+        };
+        if g.svcs.values().any(|s| s.port == port) {
+            return Err((409, format!("port: {port} is another service's")));
+        }
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+            .await
+            .map_err(|e| (409, format!("port: cannot listen on {host}:{port}: {e}")))?;
+        let mut spec = spec;
+        spec.port = Some(port);
+        state
+            .store
+            .insert_service(
+                &spec.name,
+                tenant,
+                &serde_json::to_string(&spec).unwrap_or_default(),
+                port as i64,
+            )
+            .await
+            .map_err(|e| (500, e.to_string()))?;
+        let mut s = new_svc(spec, tenant.to_string(), port, 0);
+        s.target = s.spec.initial_replicas.unwrap_or(s.spec.min_replicas);
+        s.listener = Some(spawn_router(s.router.clone(), listener));
+        let v = self.status(&s, &host);
+        let name = s.spec.name.clone();
+        g.svcs.insert(name.clone(), s);
+        g.autoscaler = None; // rebuilt for the new set of services
+        drop(g);
+        self.event(state, &name, "created", &format!("router on {host}:{port}"))
+            .await;
+        Ok((true, v))
+    }
+
+    /// Deletes a service: its router stops taking requests at once, its replicas are
+    /// stopped, its files removed. False when there is no such service for `tenant`.
+    pub async fn delete(
+        &self,
+        state: &AppState,
+        name: &str,
+        tenant: Option<&str>,
+    ) -> Result<bool, String> {
+        let mut g = self.inner.lock().await;
+        let Some(s) = g.svcs.get_mut(name) else {
+            return Ok(false);
+        };
+        if s.deleting || tenant.is_some_and(|t| t != s.tenant) {
+            return Ok(false);
+        }
+        state
+            .store
+            .delete_service(name)
+            .await
+            .map_err(|e| e.to_string())?;
+        s.deleting = true;
+        if let Some(l) = s.listener.take() {
+            l.abort();
+        }
+        s.router.set_replicas(&[]);
+        for r in &mut s.replicas {
+            if r.phase != Phase::Stopping {
+                signal_group(r.file.pid, libc::SIGTERM);
+                r.phase = Phase::Stopping;
+                r.since = Instant::now();
+            }
+        }
+        g.autoscaler = None;
+        Ok(true)
+    }
+
+    pub async fn events(&self, state: &AppState, name: &str) -> Result<Value, String> {
+        let ev = state
+            .store
+            .service_events(name)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(json!(ev))
+    }
+
+    async fn event(&self, state: &AppState, name: &str, kind: &str, message: &str) {
+        info!(service = name, kind, "{message}");
+        let seq = {
+            let mut g = self.inner.lock().await;
+            match g.svcs.get_mut(name) {
+                Some(s) if !s.deleting => {
+                    s.events_seq += 1;
+                    s.events_seq
+                }
+                _ => return,
+            }
+        };
+        if let Err(e) = state
+            .store
+            .add_service_event(name, seq, kind, message)
+            .await
+        {
+            warn!(service = name, "recording an event: {e}");
+        }
+    }
+}
+
+fn held(g: &Inner) -> f64 {
+    g.svcs
+        .values()
+        .map(|s| s.spec.cpus * s.replicas.len() as f64)
+        .sum()
+}
+
+fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc {
+    let router = Router::new(&[], spec.max_concurrent as usize, spec.max_queue);
+    Svc {
+        target: spec.min_replicas,
+        spec,
+        tenant,
+        port,
+        router,
+        listener: None,
+        router_error: None,
+        replicas: Vec::new(),
+        next_id: 1,
+        cold_starts: Vec::new(),
+        minute_arrivals: Vec::new(),
+        arrivals_at_minute: 0,
+        failures: 0,
+        not_before: Instant::now(),
+        deleting: false,
+        events_seq,
+        stored_target: None,
+    }
+}
+
+fn spawn_router(
+    router: Arc<Router>,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let app = crate::router::app(router);
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!("router stopped: {e}");
+        }
+    })
+}
+
+/// Loads the services from the store, adopts their live replicas, then runs the loop
+/// that keeps every service at its target and calls the autoscaler.
+pub async fn run(state: Arc<AppState>) {
+    if let Err(e) = load(&state).await {
+        warn!("loading the services: {e}");
+    }
+    let tick = Duration::from_millis(state.config.tick_ms.clamp(20, 200));
+    loop {
+        pass(&state).await;
+        tokio::time::sleep(tick).await;
+    }
+}
+
+async fn load(state: &AppState) -> anyhow::Result<()> {
+    let rows = state.store.services().await?;
+    let host = host_of(&state.config.listen);
+    let mut adopted = Vec::new();
+    {
+        let mut g = state.services.inner.lock().await;
+        for row in rows {
+            let spec: ServiceSpec = match serde_json::from_str(&row.spec) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(service = row.name, "unreadable spec in the store: {e}");
+                    continue;
+                }
+            };
+            let seq = state.store.last_service_event(&row.name).await.unwrap_or(0);
+            let mut s = new_svc(spec, row.tenant, row.port as u16, seq);
+            s.target = row.target.map(|t| t as u32).unwrap_or(s.spec.min_replicas);
+            s.stored_target = Some(s.target);
+            match tokio::net::TcpListener::bind((host.as_str(), s.port)).await {
+                Ok(l) => s.listener = Some(spawn_router(s.router.clone(), l)),
+                Err(e) => s.router_error = Some(format!("cannot listen on {host}:{}: {e}", s.port)),
+            }
+            // Adopt the replicas still alive; forget the rest.
+            let dir = replicas_dir(&state.config.data_dir, &row.name);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let path = e.path();
+                    let Some(id) = path
+                        .file_stem()
+                        .and_then(|x| x.to_str())
+                        .and_then(|x| x.parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    if path.extension().is_none_or(|x| x != "json") {
+                        continue;
+                    }
+                    let file: Option<ReplicaFile> = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| serde_json::from_str(&t).ok());
+                    s.next_id = s.next_id.max(id + 1);
+                    match file {
+                        Some(f) if alive(&f) => {
+                            adopted.push((row.name.clone(), id, f.pid));
+                            s.replicas.push(Replica {
+                                id,
+                                file: f,
+                                child: None,
+                                phase: Phase::Starting,
+                                since: Instant::now(),
+                                cold_start_s: None,
+                                adopted: true,
+                            });
+                        }
+                        _ => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+            }
+            s.replicas.sort_by_key(|r| r.id);
+            g.svcs.insert(s.spec.name.clone(), s);
+        }
+        g.loaded = true;
+    }
+    for (name, id, pid) in adopted {
+        state
+            .services
+            .event(
+                state,
+                &name,
+                "adopted",
+                &format!("replica {id} (pid {pid}) adopted after a restart"),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// What happened in a pass that deserves an event (written after the lock is let go).
+type Events = Vec<(String, &'static str, String)>;
+
+async fn pass(state: &AppState) {
+    let services = &state.services;
+    let mut events: Events = Vec::new();
+    // Readiness probes run without the lock.
+    let probes: Vec<(String, u64, String)> = {
+        let g = services.inner.lock().await;
+        g.svcs
+            .values()
+            .flat_map(|s| {
+                s.replicas
+                    .iter()
+                    .filter(|r| r.phase == Phase::Starting)
+                    .map(|r| {
+                        (
+                            s.spec.name.clone(),
+                            r.id,
+                            format!("{}{}", r.base(), s.spec.readiness_path),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let mut ready = Vec::new();
+    for (name, id, url) in probes {
+        if probe(&services.client, &url).await {
+            ready.push((name, id));
+        }
+    }
+    let training_cpus = training_cpus(state).await;
+    let mut g = services.inner.lock().await;
+    if let Some(t) = training_cpus {
+        g.training_cpus = t;
+    }
+    for (name, id) in ready {
+        if let Some(s) = g.svcs.get_mut(&name)
+            && let Some(r) = s
+                .replicas
+                .iter_mut()
+                .find(|r| r.id == id && r.phase == Phase::Starting)
+        {
+            r.phase = Phase::Ready;
+            if !r.adopted {
+                let c = r.since.elapsed().as_secs_f64();
+                r.cold_start_s = Some(c);
+                s.cold_starts.push(c);
+                events.push((
+                    name.clone(),
+                    "ready",
+                    format!("replica {id} ready after {c:.3} s (cold start)"),
+                ));
+            } else {
+                events.push((
+                    name.clone(),
+                    "ready",
+                    format!("replica {id} (adopted) ready"),
+                ));
+            }
+            s.failures = 0;
+        }
+    }
+    let data_dir = state.config.data_dir.clone();
+    for s in g.svcs.values_mut() {
+        watch(s, &data_dir, &mut events);
+    }
+    // Deleted services whose replicas are all gone leave.
+    let gone: Vec<String> = g
+        .svcs
+        .values()
+        .filter(|s| s.deleting && s.replicas.is_empty())
+        .map(|s| s.spec.name.clone())
+        .collect();
+    for name in gone {
+        g.svcs.remove(&name);
+        let _ = std::fs::remove_dir_all(svc_dir(&data_dir, &name));
+    }
+    // Minute arrivals for the forecasters.
+    let minute = (g.epoch.elapsed().as_secs() / 60) as usize;
+    for s in g.svcs.values_mut() {
+        while s.minute_arrivals.len() < minute {
+            let a = s.router.stats().counters.arrivals;
+            s.minute_arrivals
+                .push(a.saturating_sub(s.arrivals_at_minute) as u32);
+            s.arrivals_at_minute = a;
+        }
+    }
+    if g.loaded {
+        autoscale(state, &mut g, &mut events);
+        let capacity = state.config.capacity.cpus - g.training_cpus;
+        let names: Vec<String> = g.svcs.keys().cloned().collect();
+        for name in names {
+            let free = capacity - held(&g);
+            let s = g.svcs.get_mut(&name).expect("listed");
+            scale(s, state, free, &mut events);
+        }
+    }
+    *services.held_now.lock().unwrap_or_else(|p| p.into_inner()) = g
+        .svcs
+        .values()
+        .filter(|s| !s.replicas.is_empty())
+        .map(|s| (s.spec.cpus, s.replicas.len() as u32))
+        .collect();
+    let targets: Vec<(String, u32)> = g
+        .svcs
+        .values_mut()
+        .filter(|s| !s.deleting && s.stored_target != Some(s.target))
+        .map(|s| {
+            s.stored_target = Some(s.target);
+            (s.spec.name.clone(), s.target)
+        })
+        .collect();
+    drop(g);
+    for (name, t) in targets {
+        if let Err(e) = state.store.set_service_target(&name, t as i64).await {
+            warn!(service = name, "recording the target: {e}");
+        }
+    }
+    for (name, kind, message) in events {
+        services.event(state, &name, kind, &message).await;
+    }
+}
+
+async fn probe(client: &Client<HttpConnector, Body>, url: &str) -> bool {
+    let Ok(uri) = url.parse::<axum::http::Uri>() else {
+        return false;
+    };
+    let req = match axum::http::Request::get(uri).body(Body::empty()) {
+        Ok(r) => r,
+        Err(_) => return false,
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), client.request(req)).await,
+        Ok(Ok(resp)) if resp.status().is_success()
+    )
+}
+
+/// vCPUs held by training jobs that hold resources (None when the store cannot say).
+async fn training_cpus(state: &AppState) -> Option<f64> {
+    let jobs = state.store.active_jobs().await.ok()?;
+    Some(
+        jobs.iter()
+            .filter(|j| {
+                matches!(
+                    j.state,
+                    JobState::Pending
+                        | JobState::Downloading
+                        | JobState::Processing
+                        | JobState::Storing
+                )
+            })
+            .filter_map(|j| state.manifest(j).ok())
+            .map(|m| m.per_learner().cpus * m.learners as f64)
+            .sum(),
+    )
+}
+
+/// Notices replicas that exited, that never became ready, that finished draining, and
+/// that ignore SIGTERM.
+fn watch(s: &mut Svc, data_dir: &Path, events: &mut Events) {
+    let name = s.spec.name.clone();
+    let mut routed_changed = false;
+    let mut failed = false;
+    let mut i = 0;
+    while i < s.replicas.len() {
+        let r = &mut s.replicas[i];
+        let exited = match &mut r.child {
+            Some(c) => match c.try_wait() {
+                Ok(Some(status)) => Some(status.to_string()),
+                Ok(None) => None,
+                Err(e) => Some(e.to_string()),
+            },
+            None => (!alive(&r.file)).then(|| "exited".to_string()),
+        };
+        if let Some(how) = exited {
+            match r.phase {
+                Phase::Starting | Phase::Ready | Phase::Draining => {
+                    events.push((
+                        name.clone(),
+                        "exited",
+                        format!(
+                            "replica {} (pid {}) {how} while {:?}; log: {}",
+                            r.id,
+                            r.file.pid,
+                            r.phase,
+                            replicas_dir(data_dir, &name)
+                                .join(format!("{}.log", r.id))
+                                .display()
+                        )
+                        .to_lowercase(),
+                    ));
+                    failed |= r.phase == Phase::Starting;
+                    routed_changed |= r.phase == Phase::Ready;
+                }
+                Phase::Stopping => {
+                    events.push((name.clone(), "stopped", format!("replica {} stopped", r.id)));
+                }
+            }
+            let _ =
+                std::fs::remove_file(replicas_dir(data_dir, &name).join(format!("{}.json", r.id)));
+            s.replicas.remove(i);
+            continue;
+        }
+        match r.phase {
+            Phase::Starting if r.since.elapsed().as_secs_f64() > s.spec.ready_timeout_s => {
+                events.push((
+                    name.clone(),
+                    "abandoned",
+                    format!(
+                        "replica {} abandoned: not ready at {} after {:.0} s; log: {}",
+                        r.id,
+                        s.spec.readiness_path,
+                        s.spec.ready_timeout_s,
+                        replicas_dir(data_dir, &name)
+                            .join(format!("{}.log", r.id))
+                            .display()
+                    ),
+                ));
+                signal_group(r.file.pid, libc::SIGTERM);
+                r.phase = Phase::Stopping;
+                r.since = Instant::now();
+                failed = true;
+            }
+            Phase::Draining if s.router.in_flight_at(&r.base()).is_none() => {
+                signal_group(r.file.pid, libc::SIGTERM);
+                r.phase = Phase::Stopping;
+                r.since = Instant::now();
+            }
+            Phase::Stopping if r.since.elapsed() > Duration::from_secs(5) => {
+                signal_group(r.file.pid, libc::SIGKILL);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if failed {
+        backoff(s);
+    }
+    if routed_changed {
+        set_routed(s);
+    }
+}
+
+/// After a failed start, the next waits 1 s, 2 s, 4 s, ... up to a minute.
+fn backoff(s: &mut Svc) {
+    s.failures += 1;
+    let wait = (1u64 << (s.failures - 1).min(6)).min(60);
+    s.not_before = Instant::now() + Duration::from_secs(wait);
+}
+
+/// Ready replicas take traffic; every other leaves (or never joins) the router.
+fn set_routed(s: &Svc) {
+    let bases: Vec<String> = s
+        .replicas
+        .iter()
+        .filter(|r| r.phase == Phase::Ready)
+        .map(Replica::base)
+        .collect();
+    s.router.set_replicas(&bases);
+}
+
+/// Starts or drains replicas toward the target (new ones within `free_cpus`).
+fn scale(s: &mut Svc, state: &AppState, mut free_cpus: f64, events: &mut Events) {
+    if s.deleting {
+        return;
+    }
+    let active = s
+        .replicas
+        .iter()
+        .filter(|r| matches!(r.phase, Phase::Starting | Phase::Ready))
+        .count() as u32;
+    if active < s.target {
+        if Instant::now() < s.not_before {
+            set_routed(s);
+            return;
+        }
+        for _ in active..s.target {
+            if free_cpus + 1e-9 < s.spec.cpus {
+                break;
+            }
+            match start(s, &state.config.data_dir) {
+                Ok(id) => {
+                    free_cpus -= s.spec.cpus;
+                    events.push((
+                        s.spec.name.clone(),
+                        "started",
+                        format!("replica {id} started"),
+                    ));
+                }
+                Err(e) => {
+                    backoff(s);
+                    events.push((s.spec.name.clone(), "start-failed", e));
+                    break;
+                }
+            }
+        }
+    } else if active > s.target {
+        // Newest starting replicas first, then the ready ones with the fewest requests.
+        let mut extra = active - s.target;
+        let mut order: Vec<usize> = (0..s.replicas.len())
+            .filter(|&i| matches!(s.replicas[i].phase, Phase::Starting | Phase::Ready))
+            .collect();
+        order.sort_by_key(|&i| {
+            let r = &s.replicas[i];
+            let busy = s.router.in_flight_at(&r.base()).unwrap_or(0);
+            (r.phase == Phase::Ready, busy, std::cmp::Reverse(r.id))
+        });
+        for i in order {
+            if extra == 0 {
+                break;
+            }
+            let r = &mut s.replicas[i];
+            if r.phase == Phase::Starting {
+                signal_group(r.file.pid, libc::SIGTERM);
+                r.phase = Phase::Stopping;
+            } else {
+                r.phase = Phase::Draining;
+            }
+            r.since = Instant::now();
+            extra -= 1;
+        }
+    }
+    set_routed(s);
+}
+
+/// Starts one replica process in its own session; records it on disk first.
+fn start(s: &mut Svc, data_dir: &Path) -> Result<u64, String> {
+    use std::os::unix::process::CommandExt;
+    let id = s.next_id;
+    s.next_id += 1;
+    let dir = replicas_dir(data_dir, &s.spec.name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let port = free_port("127.0.0.1").map_err(|e| format!("no free port: {e}"))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{id}.log")))
+        .map_err(|e| format!("replica log: {e}"))?;
+    let err = log.try_clone().map_err(|e| format!("replica log: {e}"))?;
+    let args: Vec<String> = s.spec.command[1..]
+        .iter()
+        .map(|a| {
+            a.replace("${PORT}", &port.to_string())
+                .replace("$PORT", &port.to_string())
+        })
+        .collect();
+    let mut cmd = std::process::Command::new(resolve_program(&s.spec.command[0]));
+    cmd.args(&args)
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
+        .env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
+        )
+        .env("PORT", port.to_string())
+        .env("SERVICE", &s.spec.name)
+        .env("REPLICA", id.to_string())
+        .envs(&s.spec.env)
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    // SAFETY: setsid between fork and exec (async-signal-safe): the replica leads its
+    // own session and process group, and outlives the server.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("replica {id}: cannot start {:?}: {e}", s.spec.command[0]))?;
+    let pid = child.id() as i32;
+    let file = ReplicaFile {
+        pid,
+        port,
+        start_ticks: proc_start_ticks(pid).unwrap_or(0),
+        started_ms: now_ms(),
+    };
+    let path = dir.join(format!("{id}.json"));
+    let tmp = dir.join(format!("{id}.json.tmp"));
+    if let Err(e) = std::fs::write(&tmp, serde_json::to_vec(&file).unwrap_or_default())
+        .and_then(|_| std::fs::rename(&tmp, &path))
+    {
+        warn!(service = s.spec.name, "recording replica {id}: {e}");
+    }
+    s.replicas.push(Replica {
+        id,
+        file,
+        child: Some(child),
+        phase: Phase::Starting,
+        since: Instant::now(),
+        cold_start_s: None,
+        adopted: false,
+    });
+    Ok(id)
+}
+
+/// Calls the policy when it is due and applies its decision to the targets and the
+/// routers' accept rates.
+fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
+    let names: Vec<String> = g
+        .svcs
+        .values()
+        .filter(|s| !s.deleting)
+        .map(|s| s.spec.name.clone())
+        .collect();
+    if names.is_empty() {
+        g.autoscaler = None;
+        return;
+    }
+    if g.autoscaler.as_ref().is_none_or(|a| a.names != names) {
+        let cfg = &state.config.autoscaler;
+        match pharos_policy::build(&cfg.policy, &cfg.params) {
+            Ok(policy) => {
+                let first = policy.first_call_s();
+                g.autoscaler = Some(Autoscaler {
+                    policy,
+                    names: names.clone(),
+                    started: Instant::now(),
+                    next_call_s: first,
+                    initial: true,
+                });
+                // Minute histories start with the policy.
+                g.epoch = Instant::now();
+                for s in g.svcs.values_mut() {
+                    s.minute_arrivals.clear();
+                    s.arrivals_at_minute = s.router.stats().counters.arrivals;
+                }
+            }
+            Err(e) => {
+                warn!("autoscaler: {e}");
+                return;
+            }
+        }
+    }
+    let capacity = state.config.capacity.cpus - g.training_cpus;
+    let free = capacity - held(g);
+    let a = g.autoscaler.as_mut().expect("built above");
+    let now_s = a.started.elapsed().as_secs_f64();
+    if !a.initial && now_s < a.next_call_s {
+        return;
+    }
+    if !a.initial {
+        a.next_call_s = now_s + a.policy.interval_s().max(0.05);
+    }
+    let stats: Vec<_> = names.iter().map(|n| g.svcs[n].router.stats()).collect();
+    let views: Vec<JobView<'_>> = names
+        .iter()
+        .zip(&stats)
+        .map(|(n, st)| {
+            let s = &g.svcs[n];
+            let count = |p: Phase| s.replicas.iter().filter(|r| r.phase == p).count() as u32;
+            let c = &st.counters;
+            JobView {
+                name: n,
+                slo: s.spec.slo,
+                processing_time_s: s.spec.processing_time_s,
+                cpus_per_replica: s.spec.cpus,
+                min_replicas: s.spec.min_replicas,
+                max_replicas: s.spec.max_replicas,
+                max_concurrent: s.spec.max_concurrent,
+                target_replicas: s.target,
+                ready_replicas: count(Phase::Ready),
+                starting_replicas: count(Phase::Starting),
+                queued: st.queued as u32,
+                in_flight: st.in_flight as u32,
+                accept_rate: st.accept_rate,
+                counters: JobCounters {
+                    arrivals: c.arrivals,
+                    dropped: c.dropped,
+                    completed: c.completed,
+                    latency_sum_s: c.latency_sum_s,
+                    ongoing_req_s: c.ongoing_req_s,
+                    busy_replica_s: c.busy_replica_s,
+                    ready_replica_s: c.ready_replica_s,
+                },
+                minute_arrivals: &s.minute_arrivals,
+            }
+        })
+        .collect();
+    let view = ClusterView {
+        now_s,
+        capacity_cpus: capacity,
+        free_cpus: free,
+        jobs: &views,
+    };
+    let t0 = Instant::now();
+    let d = if a.initial {
+        a.initial = false;
+        a.policy.initial_decision(&view)
+    } else {
+        a.policy.decide(&view)
+    };
+    state.metrics.record_decision(t0.elapsed().as_secs_f64());
+    drop(views);
+    for (i, n) in names.iter().enumerate() {
+        let s = g.svcs.get_mut(n).expect("listed");
+        if let Some(Some(t)) = d.target_replicas.get(i) {
+            let t = (*t).clamp(s.spec.min_replicas, s.spec.max_replicas);
+            if t != s.target {
+                events.push((
+                    n.clone(),
+                    "scaled",
+                    format!(
+                        "target {} -> {t} replicas ({})",
+                        s.target, state.config.autoscaler.policy
+                    ),
+                ));
+                s.target = t;
+            }
+        }
+        if let Some(Some(r)) = d.accept_rate.get(i) {
+            s.router.set_accept_rate(*r);
+        }
+    }
+}

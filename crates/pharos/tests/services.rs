@@ -1,0 +1,413 @@
+//! Inference services end to end: a real `pharos server`, replicas of the example
+//! replica (`pharos-replica`) as local processes behind the service's router, and the
+//! faults the issue names - a replica killed under load, a replica that never becomes
+//! ready, the server killed and restarted under load.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::{ADMIN, Server};
+
+const REPLICA: &str = env!("CARGO_BIN_EXE_pharos-replica");
+
+fn spec(name: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        "name: {name}\ncommand: ['{REPLICA}', --port, $PORT, --service-ms, '20', --dist, det]\n\
+         slo: {{ latency_s: 0.5 }}\nprocessing_time_s: 0.02\nmin_replicas: {replicas}\n\
+         max_replicas: {replicas}\nmax_queue: 1000\n{extra}\n"
+    )
+}
+
+impl Server {
+    fn apply(&self, spec: &str) -> (u16, Value) {
+        let name = spec
+            .lines()
+            .find_map(|l| l.strip_prefix("name: "))
+            .unwrap_or("x")
+            .trim();
+        self.request(
+            "PUT",
+            &format!("/v1/services/{name}"),
+            Some(ADMIN),
+            Some(("application/yaml", spec.as_bytes().to_vec())),
+        )
+    }
+
+    fn service(&self, name: &str) -> Value {
+        let (status, v) = self.request("GET", &format!("/v1/services/{name}"), Some(ADMIN), None);
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    fn service_events(&self, name: &str) -> String {
+        let (_, v) = self.request(
+            "GET",
+            &format!("/v1/services/{name}/events"),
+            Some(ADMIN),
+            None,
+        );
+        v.to_string()
+    }
+
+    /// Waits until `f` holds of the service's status.
+    fn wait_service(&self, name: &str, secs: u64, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let v = self.service(name);
+            if f(&v) {
+                return v;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "service {name}: not {what} after {secs} s: {v}\nevents: {}\nserver:\n{}",
+                self.service_events(name),
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn pids(v: &Value) -> Vec<i64> {
+    let mut p: Vec<i64> = v["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pid"].as_i64().unwrap())
+        .collect();
+    p.sort();
+    p
+}
+
+/// Running and not a zombie.
+fn running(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..i + 3].to_string()))
+        .is_some_and(|st| st != "Z" && st != "X")
+}
+
+/// Client threads sending requests to `url` one after another until stopped; counts
+/// answers by kind.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());
+                let url = format!("{url}/infer");
+                std::thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(20)))
+                        .build()
+                        .into();
+                    while !stop.load(Ordering::Relaxed) {
+                        match agent.get(&url).call() {
+                            Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::Relaxed),
+                            _ => {
+                                // The router down (a restart) refuses at once: do not spin.
+                                std::thread::sleep(Duration::from_millis(10));
+                                errors.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            errors,
+            threads,
+        }
+    }
+
+    /// Stops the clients; (answered 2xx, not).
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn a_replica_killed_under_load_is_replaced_and_its_requests_counted_as_failed() {
+    let s = Server::start("capacity: { cpus: 4 }\nautoscaler: { policy: hpa }");
+    // Through the CLI.
+    let file = s.dir.path().join("svc.yaml");
+    std::fs::write(&file, spec("svc", 2, "")).unwrap();
+    let (ok, out, err) = s.cli(&["apply", "-f", file.to_str().unwrap()], ADMIN);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("service svc applied"), "{out}");
+    let v = s.wait_service("svc", 30, "2 ready", |v| v["ready_replicas"] == 2);
+    let url = v["url"].as_str().unwrap().to_string();
+    let (ok, out, _) = s.cli(&["get", "services"], ADMIN);
+    assert!(ok && out.contains("svc") && out.contains(&url), "{out}");
+    // Cold starts are measured.
+    assert_eq!(v["cold_start_s"]["count"], 2, "{v}");
+    assert!(v["cold_start_s"]["mean"].as_f64().unwrap() > 0.0, "{v}");
+
+    let load = Load::start(&url, 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    let victim = s.service("svc")["replicas"][0]["pid"].as_i64().unwrap();
+    // SAFETY: kill -9 of a replica this test's server started.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    // Replaced: two ready replicas again, neither the victim.
+    s.wait_service("svc", 30, "replaced", |v| {
+        v["ready_replicas"] == 2 && !pids(v).contains(&victim)
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let (answered, errors) = load.finish();
+    let v = s.wait_service("svc", 10, "idle", |v| {
+        v["in_flight"] == 0 && v["queued"] == 0
+    });
+    let c = &v["counters"];
+    let n = |k: &str| c[k].as_u64().unwrap();
+    // The victim's request in flight failed, and was counted.
+    assert!(n("failed") >= 1, "{v}");
+    // Every arrival is accounted for, and matches what the clients saw.
+    assert_eq!(
+        n("arrivals"),
+        n("completed") + n("dropped") + n("failed"),
+        "{v}"
+    );
+    assert_eq!(answered, n("completed"), "{v}");
+    assert_eq!(errors, n("dropped") + n("failed"), "{v}");
+    assert!(answered > 50, "{answered}");
+    let ev = s.service_events("svc");
+    assert!(
+        ev.contains("exited") && ev.contains(&format!("pid {victim}")),
+        "{ev}"
+    );
+    // `pharos get service` shows it.
+    let (ok, out, _) = s.cli(&["get", "service", "svc"], ADMIN);
+    assert!(
+        ok && out.contains("exited") && out.contains("cold start"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_replica_that_never_becomes_ready_is_abandoned_with_a_clear_event() {
+    let s = Server::start("capacity: { cpus: 4 }");
+    let never = "name: never\ncommand: [sleep, '600']\nslo: { latency_s: 0.5 }\n\
+                 processing_time_s: 0.02\nmin_replicas: 1\nmax_replicas: 1\nready_timeout_s: 1\n";
+    let (status, v) = s.apply(never);
+    assert_eq!(status, 201, "{v}");
+    let first = s.wait_service("never", 10, "starting", |v| {
+        v["replicas"][0]["pid"].is_i64()
+    });
+    let pid = first["replicas"][0]["pid"].as_i64().unwrap();
+    let t0 = Instant::now();
+    while !s.service_events("never").contains("abandoned") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{}",
+            s.service_events("never")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ev = s.service_events("never");
+    assert!(
+        ev.contains("replica 1 abandoned: not ready at /healthz after 1 s"),
+        "{ev}"
+    );
+    // Its process is stopped, and another is tried (after a back-off).
+    let t0 = Instant::now();
+    while running(pid) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "replica {pid} still runs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.wait_service("never", 15, "retried", |v| {
+        v["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"].as_u64() > Some(1))
+    });
+    assert_eq!(s.service("never")["ready_replicas"], 0);
+}
+
+#[test]
+fn the_server_restarted_under_load_adopts_its_replicas_and_orphans_none() {
+    let mut s = Server::start("capacity: { cpus: 4 }\nautoscaler: { policy: hpa }");
+    let (status, v) = s.apply(&spec("svc", 2, ""));
+    assert_eq!(status, 201, "{v}");
+    let v = s.wait_service("svc", 30, "2 ready", |v| v["ready_replicas"] == 2);
+    let url = v["url"].as_str().unwrap().to_string();
+    let before = pids(&v);
+    let load = Load::start(&url, 3);
+    std::thread::sleep(Duration::from_millis(1000));
+    s.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    // The replicas outlive the server.
+    assert!(before.iter().all(|p| running(*p)), "{before:?}");
+    s.spawn();
+    let v = s.wait_service("svc", 30, "adopted", |v| v["ready_replicas"] == 2);
+    // The same processes, on the same router URL, and no new ones.
+    assert_eq!(pids(&v), before, "{v}");
+    assert_eq!(v["url"], url.as_str());
+    assert!(
+        v["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["adopted"] == true),
+        "{v}"
+    );
+    let served_before = load.ok.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (answered, _) = load.finish();
+    assert!(
+        answered > served_before + 20,
+        "{served_before} -> {answered}"
+    );
+    let files = std::fs::read_dir(s.data().join("services/svc/replicas"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .count();
+    assert_eq!(files, 2);
+    assert!(s.service_events("svc").contains("adopted after a restart"));
+    // Deleting the service stops them all.
+    let (ok, out, err) = s.cli(&["delete", "service", "svc"], ADMIN);
+    assert!(ok, "{out}{err}");
+    let t0 = Instant::now();
+    while before.iter().any(|p| running(*p)) {
+        assert!(t0.elapsed() < Duration::from_secs(15), "replicas still run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _) = s.request("GET", "/v1/services/svc", Some(ADMIN), None);
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn the_autoscaler_sets_targets_and_training_shares_the_capacity() {
+    // FairShare splits 4 vCPUs between two services: two replicas each.
+    let s = Server::start("capacity: { cpus: 4 }\nautoscaler: { policy: fairshare }");
+    for name in ["a", "b"] {
+        let spec = format!(
+            "name: {name}\ncommand: ['{REPLICA}', --port, $PORT, --service-ms, '5']\n\
+             slo: {{ latency_s: 0.5 }}\nprocessing_time_s: 0.005\nmin_replicas: 1\nmax_replicas: 4\n"
+        );
+        let (status, v) = s.apply(&spec);
+        assert_eq!(status, 201, "{v}");
+    }
+    for name in ["a", "b"] {
+        let v = s.wait_service(name, 30, "2 ready", |v| v["ready_replicas"] == 2);
+        assert_eq!(v["target_replicas"], 2, "{v}");
+    }
+    // The replicas hold all 4 vCPUs: a 1-CPU training job waits.
+    let manifest = "name: t\nlearners: 1\ncpus: 1\nmemory: 64MiB\nframework:\n  name: custom\n  command: 'true'\n";
+    let (status, v) = s.request(
+        "POST",
+        "/v1/models",
+        Some(ADMIN),
+        Some(("application/yaml", manifest.as_bytes().to_vec())),
+    );
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(s.job(id)["state"], "QUEUED");
+    assert!(
+        s.job(id)["wait_reason"]
+            .as_str()
+            .is_some_and(|r| !r.contains("never fits")),
+        "{}",
+        s.job(id)
+    );
+    // With one service left, FairShare gives it the whole capacity: still no room.
+    let (status, _) = s.request("DELETE", "/v1/services/b", Some(ADMIN), None);
+    assert_eq!(status, 200);
+    s.wait_service("a", 30, "4 ready", |v| v["ready_replicas"] == 4);
+    assert_eq!(s.job(id)["state"], "QUEUED");
+    // Without services, the job runs.
+    let (status, _) = s.request("DELETE", "/v1/services/a", Some(ADMIN), None);
+    assert_eq!(status, 200);
+    s.wait_state(id, "COMPLETED", 60);
+}
+
+#[test]
+fn bad_service_specs_are_clear_errors() {
+    let s = Server::start("capacity: { cpus: 2 }");
+    let cases = [
+        (spec("x", 1, "colour: blue"), "colour"),
+        (spec("Bad_Name", 1, ""), "name"),
+        (spec("x", 1, "gpus: 1"), "gpus"),
+        (spec("x", 1, "cpus: -1"), "cpus"),
+        (
+            "name: x\ncommand: []\nslo: { latency_s: 1 }\nprocessing_time_s: 1\n".into(),
+            "command",
+        ),
+        (
+            "name: x\ncommand: [a]\nslo: { latency_s: 0 }\nprocessing_time_s: 1\n".into(),
+            "slo.latency_s",
+        ),
+        ("name: x\ncommand: [a\n".into(), ""),
+    ];
+    for (text, field) in &cases {
+        let (status, v) = s.request(
+            "PUT",
+            "/v1/services/x",
+            Some(ADMIN),
+            Some(("application/yaml", text.as_bytes().to_vec())),
+        );
+        let name_path = text.contains("Bad_Name");
+        assert_eq!(status, 400, "{text}: {v}");
+        let msg = v.to_string();
+        assert!(name_path || msg.contains(field), "{field}: {msg}");
+    }
+    // The path and the spec must name the same service.
+    let (status, v) = s.request(
+        "PUT",
+        "/v1/services/y",
+        Some(ADMIN),
+        Some(("application/yaml", spec("x", 1, "").into_bytes())),
+    );
+    assert_eq!(status, 400, "{v}");
+    // Nothing was created.
+    let (_, v) = s.request("GET", "/v1/services", Some(ADMIN), None);
+    assert_eq!(v["services"].as_array().unwrap().len(), 0, "{v}");
+    // No token: 401. An unknown service: 404.
+    let (status, _) = s.request("GET", "/v1/services", None, None);
+    assert_eq!(status, 401);
+    let (status, _) = s.request("DELETE", "/v1/services/nope", Some(ADMIN), None);
+    assert_eq!(status, 404);
+    // A running service's command cannot change; its replica bounds can.
+    let (status, _) = s.apply(&spec("x", 1, ""));
+    assert_eq!(status, 201);
+    let changed = spec("x", 1, "").replace("'20'", "'30'");
+    let (status, v) = s.apply(&changed);
+    assert_eq!(status, 409, "{v}");
+    assert!(v.to_string().contains("command"), "{v}");
+    let (status, v) = s.apply(&spec("x", 1, "").replace("max_replicas: 1", "max_replicas: 2"));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["spec"]["max_replicas"], 2);
+    // A malformed file is named by the CLI.
+    let file = s.dir.path().join("bad.yaml");
+    std::fs::write(&file, "name: [").unwrap();
+    let (ok, _, err) = s.cli(&["apply", "-f", file.to_str().unwrap()], ADMIN);
+    assert!(!ok && err.contains("bad.yaml"), "{err}");
+}
