@@ -1084,7 +1084,7 @@ async fn apply_service(
         .map_err(|_| ApiError::bad("spec", "the spec is not UTF-8 text", ErrorCode::C101))?;
     let spec = crate::services::ServiceSpec::parse(text).map_err(|e| {
         let field = e.split(':').next().unwrap_or("spec").to_string();
-        ApiError::bad(field, format!("service spec: {e}"), ErrorCode::C101)
+        ApiError::bad(field, e, ErrorCode::C101)
     })?;
     if spec.name != name {
         return Err(ApiError::bad(

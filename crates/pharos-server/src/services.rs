@@ -97,7 +97,7 @@ fn d_ready_timeout() -> f64 {
 impl ServiceSpec {
     /// Parses YAML or JSON; the error names what is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let spec: ServiceSpec = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        let spec: ServiceSpec = serde_saphyr::from_str(text).map_err(|e| format!("spec: {e}"))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -879,15 +879,14 @@ fn watch(s: &mut Svc, data_dir: &Path, events: &mut Events) {
                         name.clone(),
                         "exited",
                         format!(
-                            "replica {} (pid {}) {how} while {:?}; log: {}",
+                            "replica {} (pid {}) {how} while {}; log: {}",
                             r.id,
                             r.file.pid,
-                            r.phase,
+                            format!("{:?}", r.phase).to_lowercase(),
                             replicas_dir(data_dir, &name)
                                 .join(format!("{}.log", r.id))
                                 .display()
-                        )
-                        .to_lowercase(),
+                        ),
                     ));
                     failed |= r.phase == Phase::Starting;
                     routed_changed |= r.phase == Phase::Ready;
@@ -1100,6 +1099,18 @@ fn start(s: &mut Svc, data_dir: &Path) -> Result<u64, String> {
     Ok(id)
 }
 
+/// The latest tick `next + k * interval` (k >= 0) at or before `elapsed`, if `next` is.
+fn due_tick(next: f64, elapsed: f64, interval: f64) -> Option<f64> {
+    if elapsed < next {
+        return None;
+    }
+    if !interval.is_finite() {
+        return Some(next);
+    }
+    let interval = interval.max(0.05);
+    Some(next + ((elapsed - next) / interval).floor() * interval)
+}
+
 /// Calls the policy when it is due and applies its decision to the targets and the
 /// routers' accept rates.
 fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
@@ -1141,13 +1152,21 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
     let capacity = state.config.capacity.cpus - g.training_cpus;
     let free = capacity - held(g);
     let a = g.autoscaler.as_mut().expect("built above");
-    let now_s = a.started.elapsed().as_secs_f64();
-    if !a.initial && now_s < a.next_call_s {
-        return;
-    }
-    if !a.initial {
-        a.next_call_s = now_s + a.policy.interval_s().max(0.05);
-    }
+    // The policy is shown the time of the tick it is called for (its first call time
+    // plus whole intervals), as in the simulator, not the elapsed wall time a few
+    // milliseconds later: policies recognise their periodic work (a predictive step
+    // every five minutes) by the tick time. A loop that fell behind skips to the latest
+    // tick due.
+    let elapsed = a.started.elapsed().as_secs_f64();
+    let now_s = if a.initial {
+        0.0
+    } else {
+        let Some(tick) = due_tick(a.next_call_s, elapsed, a.policy.interval_s()) else {
+            return;
+        };
+        a.next_call_s = tick + a.policy.interval_s().max(0.05);
+        tick
+    };
     let stats: Vec<_> = names.iter().map(|n| g.svcs[n].router.stats()).collect();
     let views: Vec<JobView<'_>> = names
         .iter()
@@ -1217,5 +1236,94 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
         if let Some(Some(r)) = d.accept_rate.get(i) {
             s.router.set_accept_rate(*r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec::parse(
+            "name: a\ncommand: [x, --port, $PORT]\nslo: { latency_s: 0.1 }\nprocessing_time_s: 0.01\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_and_errors_that_name_the_field() {
+        let s = spec();
+        assert_eq!(
+            (s.min_replicas, s.max_replicas, s.max_concurrent),
+            (1, 10, 1)
+        );
+        assert_eq!(s.readiness_path, "/healthz");
+        assert_eq!(s.slo.percentile, 99.0);
+        for (extra, field) in [
+            ("min_replicas: 5\nmax_replicas: 2", "min_replicas"),
+            ("initial_replicas: 20", "initial_replicas"),
+            ("readiness_path: healthz", "readiness_path"),
+            ("max_concurrent: 0", "max_concurrent"),
+            ("ready_timeout_s: 0", "ready_timeout_s"),
+            ("env: { 'A=B': x }", "env"),
+        ] {
+            let text = format!(
+                "name: a\ncommand: [x]\nslo: {{ latency_s: 0.1 }}\nprocessing_time_s: 0.01\n{extra}\n"
+            );
+            let e = ServiceSpec::parse(&text).unwrap_err();
+            assert!(e.starts_with(field), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn what_may_change_while_a_service_runs() {
+        let s = spec();
+        let mut t = s.clone();
+        t.max_replicas = 3;
+        t.slo.latency_s = 0.2;
+        assert_eq!(s.fixed_change(&t), None);
+        t.cpus = 2.0;
+        assert_eq!(s.fixed_change(&t), Some("cpus"));
+        let mut t = s.clone();
+        t.command.push("--more".into());
+        assert_eq!(s.fixed_change(&t), Some("command"));
+    }
+
+    #[test]
+    fn a_process_is_named_by_its_pid_and_start_time() {
+        let me = std::process::id() as i32;
+        let ticks = proc_start_ticks(me).unwrap();
+        let f = ReplicaFile {
+            pid: me,
+            port: 1,
+            start_ticks: ticks,
+            started_ms: 0,
+        };
+        assert!(alive(&f));
+        // The same pid with another start time is another process.
+        assert!(!alive(&ReplicaFile {
+            start_ticks: ticks + 1,
+            ..f.clone()
+        }));
+        assert!(!alive(&ReplicaFile { pid: i32::MAX, ..f }));
+    }
+
+    #[test]
+    fn the_policy_is_called_at_its_tick_times_not_the_wall_time() {
+        // A loop waking 13 ms late shows the policy the tick it is due, so a policy with
+        // work every 300 s recognises t = 300 exactly.
+        assert_eq!(due_tick(10.0, 9.99, 10.0), None);
+        assert_eq!(due_tick(300.0, 300.013, 10.0), Some(300.0));
+        // Behind by more than an interval: the latest tick due.
+        assert_eq!(due_tick(10.0, 35.2, 10.0), Some(30.0));
+        // A policy called once (FairShare's infinite interval).
+        assert_eq!(due_tick(f64::INFINITY, 1e9, f64::INFINITY), None);
+    }
+
+    #[test]
+    fn the_router_host_comes_from_the_listen_address() {
+        assert_eq!(host_of("127.0.0.1:8080"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:8080"), "::1");
+        assert_eq!(host_of(":8080"), "127.0.0.1");
     }
 }
