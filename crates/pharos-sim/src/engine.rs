@@ -940,6 +940,15 @@ impl<P: InferencePolicy> Simulation<P> {
         let mut jobs = Vec::with_capacity(self.jobs.len());
         for (js, j) in self.jobs.iter_mut().zip(&self.cfg.jobs) {
             js.integrate(now);
+            // The run ended (its last request done) inside a minute of the trace: that
+            // minute's replicas are the time mean over the part of it that ran.
+            let sampled = js.metrics.replicas.len();
+            let span = now - sampled as f64 * MINUTE_S;
+            if sampled < minutes && span > 0.0 {
+                let mean_ready =
+                    (js.counters.ready_replica_s - js.ready_replica_s_at_minute) / span;
+                js.metrics.replicas.push((mean_ready, js.target));
+            }
             js.metrics.finish(minutes);
             let recs = std::mem::take(&mut js.metrics.records);
             let m = recs.len().max(1) as f64;
