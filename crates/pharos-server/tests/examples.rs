@@ -43,3 +43,25 @@ fn example_manifests_are_valid() {
     }
     assert!(n >= 2, "manifests found: {n}");
 }
+
+#[test]
+fn example_service_specs_are_valid() {
+    let mut n = 0;
+    for dir in ["examples/services", "examples/live"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // examples/live also holds the trace and the simulator's experiment.
+            if !name.ends_with(".yaml") || name == "sim.yaml" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let spec = pharos_server::services::ServiceSpec::parse(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(format!("{}.yaml", spec.name), name);
+            assert!(spec.command.iter().any(|a| a.contains("$PORT")));
+            n += 1;
+        }
+    }
+    assert_eq!(n, 4);
+}

@@ -602,11 +602,11 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
                 println!(
                     "{:<20} {:>7} {:>8} {:>9} {:>9} {:>9}  {}",
                     s["name"].as_str().unwrap_or("?"),
-                    s["ready_replicas"],
-                    s["target_replicas"],
-                    n["arrivals"],
-                    n["dropped"],
-                    n["failed"],
+                    s["ready_replicas"].to_string(),
+                    s["target_replicas"].to_string(),
+                    n["arrivals"].to_string(),
+                    n["dropped"].to_string(),
+                    n["failed"].to_string(),
                     s["url"].as_str().unwrap_or("?"),
                 );
             }
