@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The live inference run: a pharos server on this machine with 5 vCPUs for services,
+# the three services of examples/live (replicas of pharos-replica), and one
+# `pharos load` per service replaying examples/live/trace.csv (21 minutes), under one
+# autoscaling policy. Every 2 s the services' replicas are sampled.
+#
+#   benches/live/run.sh POLICY OUT_DIR [MINUTES]
+#
+# Writes OUT_DIR/load-svc-*.json (per-minute records as the simulator's), replicas.csv
+# (time, service, ready, starting, target), services.json (the end state with events
+# and cold starts) and server.log. Build first: cargo build --release -p pharos.
+set -euo pipefail
+policy=${1:?policy}
+out=${2:?out dir}
+minutes=${3:-21}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${PHAROS_BIN:-$root/target/release}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+data=$(mktemp -d)
+port=${PHAROS_LIVE_PORT:-18090}
+cat > "$data/server.yaml" <<YAML
+listen: 127.0.0.1:$port
+data_dir: $data/data
+capacity: { cpus: 5 }
+autoscaler: { policy: $policy }
+YAML
+export PHAROS_URL=http://127.0.0.1:$port PHAROS_DATA_DIR=$data/data
+"$bin/pharos" server --config "$data/server.yaml" > "$out/server.log" 2>&1 &
+server=$!
+cleanup() {
+  for s in svc-1 svc-7 svc-9; do "$bin/pharos" delete service "$s" > /dev/null 2>&1 || true; done
+  sleep 3
+  kill "$server" 2> /dev/null || true
+  wait "$server" 2> /dev/null || true
+  rm -rf "$data"
+}
+trap cleanup EXIT
+for _ in $(seq 100); do curl -sf "$PHAROS_URL/healthz" > /dev/null && break; sleep 0.1; done
+for s in 1 7 9; do "$bin/pharos" apply -f "$root/examples/live/svc-$s.yaml"; done
+sleep 3
+python3 "$root/benches/live/sample.py" "$PHAROS_URL" "$(cat "$data/data/admin-token")" \
+  "$out/replicas.csv" &
+sampler=$!
+pids=()
+for s in 1 7 9; do
+  url=$("$bin/pharos" get service "svc-$s" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
+  "$bin/pharos" load --trace "$root/examples/live/trace.csv" --job "svc-$s" \
+    --minutes "0:$minutes" --url "$url/infer" --slo-ms 150 --percentile 99 --seed "$s" \
+    --out "$out/load-svc-$s.json" > "$out/load-svc-$s.txt" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+kill "$sampler"
+curl -sf -H "Authorization: Bearer $(cat "$data/data/admin-token")" "$PHAROS_URL/v1/services" > "$out/services.json"
+for s in 1 7 9; do
+  "$bin/pharos" get service "svc-$s" --json > "$out/service-svc-$s.json"
+done
+tail -n 1 "$out"/load-svc-*.txt
