@@ -731,16 +731,7 @@ impl Store {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventEntry {
-                    seq: r.try_get("seq")?,
-                    time_ms: r.try_get("time_ms")?,
-                    kind: r.try_get("kind")?,
-                    message: r.try_get("message")?,
-                })
-            })
-            .collect()
+        event_entries(&rows)
     }
 
     // ----- services ----------------------------------------------------------------
@@ -853,22 +844,27 @@ impl Store {
         .bind(name)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventEntry {
-                    seq: r.try_get("seq")?,
-                    time_ms: r.try_get("time_ms")?,
-                    kind: r.try_get("kind")?,
-                    message: r.try_get("message")?,
-                })
-            })
-            .collect()
+        event_entries(&rows)
     }
 
     /// Closes the pool (tests reopen the same database).
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Rows of `seq, time_ms, kind, message` (job or service events).
+fn event_entries(rows: &[sqlx::any::AnyRow]) -> Result<Vec<EventEntry>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            Ok(EventEntry {
+                seq: r.try_get("seq")?,
+                time_ms: r.try_get("time_ms")?,
+                kind: r.try_get("kind")?,
+                message: r.try_get("message")?,
+            })
+        })
+        .collect()
 }
 
 /// Columns to change with a status change (or alone); `None` leaves one as it is.
