@@ -6,7 +6,7 @@ requests of six trace minutes) and scaled by 0.11 so that three services fit a 2
 machine. The live run replays the result at speedup 1, and the simulator reads the same
 file, so both see the same request counts minute by minute.
 
-    python3 benches/live/make_trace.py ../shared/data/faro-10jobs/requests_per_minute.csv
+    python3 benches/live/make_trace.py [data/faro-10jobs/requests_per_minute.csv]
 """
 import csv
 import sys
@@ -17,7 +17,7 @@ SPEEDUP = 6
 MINUTES = 126
 SCALE = 0.11
 
-src = sys.argv[1] if len(sys.argv) > 1 else "../shared/data/faro-10jobs/requests_per_minute.csv"
+src = sys.argv[1] if len(sys.argv) > 1 else "data/faro-10jobs/requests_per_minute.csv"
 out = sys.argv[2] if len(sys.argv) > 2 else "examples/live/trace.csv"
 counts = defaultdict(dict)
 with open(src) as f:
