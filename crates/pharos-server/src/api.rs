@@ -143,6 +143,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .layer(DefaultBodyLimit::max(request_limit)),
         )
         .route("/v1/services/{name}/events", get(service_events))
+        .route("/v1/autoscaler", get(autoscaler))
         .route(
             "/v1/tokens/revoke",
             post(revoke_token).layer(DefaultBodyLimit::max(request_limit)),
@@ -1140,4 +1141,9 @@ async fn service_events(
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
     Ok(Json(json!({ "events": ev })))
+}
+
+/// The autoscaler's policy and its recent decisions (the caller's services only).
+async fn autoscaler(State(state): State<Arc<AppState>>, caller: Caller) -> Json<Value> {
+    Json(state.services.autoscaler(&state, caller.scope()).await)
 }

@@ -274,7 +274,15 @@ struct Inner {
     training_cpus: f64,
     epoch: Instant,
     loaded: bool,
+    /// The autoscaler's decisions that changed something, newest last (at most
+    /// [`DECISIONS_KEPT`]), with what the policy was shown.
+    decisions: std::collections::VecDeque<Value>,
+    /// Calls of the policy since the server started, and the last one's time.
+    calls: u64,
+    last_call_ms: Option<i64>,
 }
+
+const DECISIONS_KEPT: usize = 200;
 
 impl Default for Services {
     fn default() -> Self {
@@ -285,6 +293,9 @@ impl Default for Services {
                 training_cpus: 0.0,
                 epoch: Instant::now(),
                 loaded: false,
+                decisions: std::collections::VecDeque::new(),
+                calls: 0,
+                last_call_ms: None,
             }),
             client: Client::builder(TokioExecutor::new()).build_http(),
             held_now: std::sync::Mutex::new(Vec::new()),
@@ -529,6 +540,40 @@ impl Services {
         }
         g.autoscaler = None;
         Ok(true)
+    }
+
+    /// The autoscaler: its policy, calls, and its recent decisions that changed something
+    /// (each with what the policy was shown), limited to `tenant`'s services.
+    pub async fn autoscaler(&self, state: &AppState, tenant: Option<&str>) -> Value {
+        let g = self.inner.lock().await;
+        let mine =
+            |name: &str| tenant.is_none_or(|t| g.svcs.get(name).is_some_and(|s| s.tenant == t));
+        let decisions: Vec<Value> = g
+            .decisions
+            .iter()
+            .filter_map(|d| {
+                let services: Vec<Value> = d["services"]
+                    .as_array()?
+                    .iter()
+                    .filter(|v| mine(v["service"].as_str().unwrap_or("")))
+                    .cloned()
+                    .collect();
+                (!services.is_empty()).then(|| {
+                    let mut d = d.clone();
+                    d["services"] = json!(services);
+                    d
+                })
+            })
+            .collect();
+        let interval = g.autoscaler.as_ref().map(|a| a.policy.interval_s());
+        json!({
+            "policy": state.config.autoscaler.policy,
+            "params": state.config.autoscaler.params,
+            "interval_s": interval.filter(|i| i.is_finite()),
+            "calls": g.calls,
+            "last_call_ms": g.last_call_ms,
+            "decisions": decisions,
+        })
     }
 
     pub async fn events(&self, state: &AppState, name: &str) -> Result<Value, String> {
@@ -1209,14 +1254,44 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
         jobs: &views,
     };
     let t0 = Instant::now();
+    let was_initial = a.initial;
     let d = if a.initial {
         a.initial = false;
         a.policy.initial_decision(&view)
     } else {
         a.policy.decide(&view)
     };
-    state.metrics.record_decision(t0.elapsed().as_secs_f64());
+    let took_s = t0.elapsed().as_secs_f64();
+    state.metrics.record_decision(took_s);
+    // What the policy was shown, for the record of a decision that changes something.
+    let shown: Vec<Value> = if d.is_unchanged() {
+        Vec::new()
+    } else {
+        views
+            .iter()
+            .map(|j| {
+                json!({
+                    "service": j.name,
+                    "ready_replicas": j.ready_replicas,
+                    "starting_replicas": j.starting_replicas,
+                    "target_before": j.target_replicas,
+                    "queued": j.queued,
+                    "in_flight": j.in_flight,
+                    "accept_rate_before": j.accept_rate,
+                    "arrivals": j.counters.arrivals,
+                    "completed": j.counters.completed,
+                    "dropped": j.counters.dropped,
+                    "last_minute_arrivals": j.minute_arrivals.last(),
+                })
+            })
+            .collect()
+    };
+    let record_time = (now_s, view.capacity_cpus, view.free_cpus);
+    let initial = was_initial;
     drop(views);
+    g.calls += 1;
+    g.last_call_ms = Some(now_ms());
+    let mut shown = shown;
     for (i, n) in names.iter().enumerate() {
         let s = g.svcs.get_mut(n).expect("listed");
         if let Some(Some(t)) = d.target_replicas.get(i) {
@@ -1236,6 +1311,25 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
         if let Some(Some(r)) = d.accept_rate.get(i) {
             s.router.set_accept_rate(*r);
         }
+        if let Some(v) = shown.get_mut(i) {
+            v["target_after"] = json!(s.target);
+            v["accept_rate_after"] = json!(s.router.stats().accept_rate);
+        }
+    }
+    if !shown.is_empty() {
+        if g.decisions.len() >= DECISIONS_KEPT {
+            g.decisions.pop_front();
+        }
+        let (now_s, capacity, free) = record_time;
+        g.decisions.push_back(json!({
+            "time_ms": now_ms(),
+            "policy_time_s": now_s,
+            "initial": initial,
+            "capacity_cpus": capacity,
+            "free_cpus": free,
+            "decide_seconds": took_s,
+            "services": shown,
+        }));
     }
 }
 

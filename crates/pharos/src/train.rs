@@ -558,6 +558,11 @@ pub enum GetCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The autoscaler: its policy and its recent decisions, with what it was shown.
+    Autoscaler {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -608,6 +613,52 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
                     n["dropped"].to_string(),
                     n["failed"].to_string(),
                     s["url"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        GetCommand::Autoscaler { json } => {
+            let v = c.get("/v1/autoscaler")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "policy {} ({} calls, every {} s)",
+                v["policy"].as_str().unwrap_or("?"),
+                v["calls"],
+                v["interval_s"]
+            );
+            for d in v["decisions"].as_array().into_iter().flatten() {
+                let moves: Vec<String> = d["services"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| s["target_before"] != s["target_after"])
+                    .map(|s| {
+                        format!(
+                            "{} {} -> {} ({} ready, {} queued)",
+                            s["service"].as_str().unwrap_or("?"),
+                            s["target_before"],
+                            s["target_after"],
+                            s["ready_replicas"],
+                            s["queued"]
+                        )
+                    })
+                    .collect();
+                println!(
+                    "  {} t={:.0}s{}: {}",
+                    ms(&d["time_ms"]),
+                    d["policy_time_s"].as_f64().unwrap_or(0.0),
+                    if d["initial"] == true {
+                        " (initial)"
+                    } else {
+                        ""
+                    },
+                    if moves.is_empty() {
+                        "accept rates".to_string()
+                    } else {
+                        moves.join(", ")
+                    }
                 );
             }
         }

@@ -319,6 +319,44 @@ fn the_autoscaler_sets_targets_and_training_shares_the_capacity() {
         let v = s.wait_service(name, 30, "2 ready", |v| v["ready_replicas"] == 2);
         assert_eq!(v["target_replicas"], 2, "{v}");
     }
+    // The decision is on record with what the policy was shown.
+    let (status, v) = s.request("GET", "/v1/autoscaler", Some(ADMIN), None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["policy"], "fairshare");
+    let last = v["decisions"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["initial"], true, "{v}");
+    assert_eq!(last["capacity_cpus"], 4.0, "{v}");
+    let after: Vec<(String, u64, u64)> = last["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["service"].as_str().unwrap().to_string(),
+                x["target_before"].as_u64().unwrap(),
+                x["target_after"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(after, [("a".into(), 1, 2), ("b".into(), 1, 2)], "{v}");
+    let (ok, out, _) = s.cli(&["get", "autoscaler"], ADMIN);
+    assert!(
+        ok && out.contains("fairshare") && out.contains("a 1 -> 2"),
+        "{out}"
+    );
+    // Another tenant sees no decision about these services.
+    let (_, t) = s.request(
+        "POST",
+        "/v1/tokens",
+        Some(ADMIN),
+        Some(("application/json", br#"{"tenant": "team-a"}"#.to_vec())),
+    );
+    let tenant = t["token"].as_str().unwrap().to_string();
+    let (status, v) = s.request("GET", "/v1/autoscaler", Some(&tenant), None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["decisions"].as_array().unwrap().len(), 0, "{v}");
+    let (_, v) = s.request("GET", "/v1/services", Some(&tenant), None);
+    assert_eq!(v["services"].as_array().unwrap().len(), 0, "{v}");
     // The replicas hold all 4 vCPUs: a 1-CPU training job waits.
     let manifest = "name: t\nlearners: 1\ncpus: 1\nmemory: 64MiB\nframework:\n  name: custom\n  command: 'true'\n";
     let (status, v) = s.request(
