@@ -592,6 +592,13 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
         }
         rows.insert(job.id as u64, job);
     }
+    // What training holds, for the services' autoscaler (before the replicas are added).
+    state.services.set_training_cpus(
+        running
+            .iter()
+            .map(|r| r.per_learner.cpus * r.placement.len() as f64)
+            .sum(),
+    );
     if pending.is_empty() {
         return Ok(());
     }

@@ -26,7 +26,6 @@ use tracing::{info, warn};
 use crate::AppState;
 use crate::router::Router;
 use crate::store::now_ms;
-use pharos_core::JobState;
 
 /// What a user applies: one inference service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,15 +264,14 @@ pub struct Services {
     inner: Mutex<Inner>,
     client: Client<HttpConnector, Body>,
     held_now: std::sync::Mutex<Vec<(f64, u32)>>,
+    /// vCPUs held by training jobs, as of the controller's last scheduling pass.
+    training_cpus_bits: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
     svcs: BTreeMap<String, Svc>,
     autoscaler: Option<Autoscaler>,
-    /// vCPUs held by running training jobs (refreshed each pass).
-    training_cpus: f64,
     epoch: Instant,
-    loaded: bool,
     /// The autoscaler's decisions that changed something, newest last (at most
     /// [`DECISIONS_KEPT`]), with what the policy was shown.
     decisions: std::collections::VecDeque<Value>,
@@ -290,15 +288,14 @@ impl Default for Services {
             inner: Mutex::new(Inner {
                 svcs: BTreeMap::new(),
                 autoscaler: None,
-                training_cpus: 0.0,
                 epoch: Instant::now(),
-                loaded: false,
                 decisions: std::collections::VecDeque::new(),
                 calls: 0,
                 last_call_ms: None,
             }),
             client: Client::builder(TokioExecutor::new()).build_http(),
             held_now: std::sync::Mutex::new(Vec::new()),
+            training_cpus_bits: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -428,6 +425,21 @@ impl Services {
             .clone()
     }
 
+    /// Called by the controller with the vCPUs its running training jobs hold.
+    pub fn set_training_cpus(&self, cpus: f64) {
+        self.training_cpus_bits
+            .store(cpus.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What training jobs leave of the capacity.
+    fn capacity_left(&self, state: &AppState) -> f64 {
+        let training = f64::from_bits(
+            self.training_cpus_bits
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        state.config.capacity.cpus - training
+    }
+
     /// Creates or updates a service. Errors: (status code, message).
     pub async fn apply(
         &self,
@@ -458,16 +470,11 @@ impl Services {
                 .await
                 .map_err(|e| (500, e.to_string()))?;
             s.target = s.target.clamp(spec.min_replicas, spec.max_replicas);
+            let name = spec.name.clone();
             s.spec = spec;
             let v = self.status(s, &host);
             drop(g);
-            self.event(
-                state,
-                &v["name"].as_str().unwrap_or_default().to_string(),
-                "updated",
-                "spec updated",
-            )
-            .await;
+            self.event(state, &name, "updated", "spec updated").await;
             return Ok((false, v));
         }
         // A new service: its port first (kept in the store), then the router.
@@ -652,8 +659,10 @@ fn spawn_router(
 /// Loads the services from the store, adopts their live replicas, then runs the loop
 /// that keeps every service at its target and calls the autoscaler.
 pub async fn run(state: Arc<AppState>) {
-    if let Err(e) = load(&state).await {
-        warn!("loading the services: {e}");
+    // Nothing is started before the replicas still running are adopted.
+    while let Err(e) = load(&state).await {
+        warn!("loading the services (retrying): {e}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let tick = Duration::from_millis(state.config.tick_ms.clamp(20, 200));
     loop {
@@ -669,6 +678,10 @@ async fn load(state: &AppState) -> anyhow::Result<()> {
     {
         let mut g = state.services.inner.lock().await;
         for row in rows {
+            // Applied through the API since the rows were read.
+            if g.svcs.contains_key(&row.name) {
+                continue;
+            }
             let spec: ServiceSpec = match serde_json::from_str(&row.spec) {
                 Ok(s) => s,
                 Err(e) => {
@@ -725,7 +738,6 @@ async fn load(state: &AppState) -> anyhow::Result<()> {
             s.replicas.sort_by_key(|r| r.id);
             g.svcs.insert(s.spec.name.clone(), s);
         }
-        g.loaded = true;
     }
     for (name, id, pid) in adopted {
         state
@@ -773,11 +785,7 @@ async fn pass(state: &AppState) {
             ready.push((name, id));
         }
     }
-    let training_cpus = training_cpus(state).await;
     let mut g = services.inner.lock().await;
-    if let Some(t) = training_cpus {
-        g.training_cpus = t;
-    }
     for (name, id) in ready {
         if let Some(s) = g.svcs.get_mut(&name)
             && let Some(r) = s
@@ -830,15 +838,13 @@ async fn pass(state: &AppState) {
             s.arrivals_at_minute = a;
         }
     }
-    if g.loaded {
-        autoscale(state, &mut g, &mut events);
-        let capacity = state.config.capacity.cpus - g.training_cpus;
-        let names: Vec<String> = g.svcs.keys().cloned().collect();
-        for name in names {
-            let free = capacity - held(&g);
-            let s = g.svcs.get_mut(&name).expect("listed");
-            scale(s, state, free, &mut events);
-        }
+    autoscale(state, &mut g, &mut events);
+    let capacity = services.capacity_left(state);
+    let names: Vec<String> = g.svcs.keys().cloned().collect();
+    for name in names {
+        let free = capacity - held(&g);
+        let s = g.svcs.get_mut(&name).expect("listed");
+        scale(s, state, free, &mut events);
     }
     *services.held_now.lock().unwrap_or_else(|p| p.into_inner()) = g
         .svcs
@@ -880,31 +886,10 @@ async fn probe(client: &Client<HttpConnector, Body>, url: &str) -> bool {
     )
 }
 
-/// vCPUs held by training jobs that hold resources (None when the store cannot say).
-async fn training_cpus(state: &AppState) -> Option<f64> {
-    let jobs = state.store.active_jobs().await.ok()?;
-    Some(
-        jobs.iter()
-            .filter(|j| {
-                matches!(
-                    j.state,
-                    JobState::Pending
-                        | JobState::Downloading
-                        | JobState::Processing
-                        | JobState::Storing
-                )
-            })
-            .filter_map(|j| state.manifest(j).ok())
-            .map(|m| m.per_learner().cpus * m.learners as f64)
-            .sum(),
-    )
-}
-
 /// Notices replicas that exited, that never became ready, that finished draining, and
 /// that ignore SIGTERM.
 fn watch(s: &mut Svc, data_dir: &Path, events: &mut Events) {
     let name = s.spec.name.clone();
-    let mut routed_changed = false;
     let mut failed = false;
     let mut i = 0;
     while i < s.replicas.len() {
@@ -934,7 +919,6 @@ fn watch(s: &mut Svc, data_dir: &Path, events: &mut Events) {
                         ),
                     ));
                     failed |= r.phase == Phase::Starting;
-                    routed_changed |= r.phase == Phase::Ready;
                 }
                 Phase::Stopping => {
                     events.push((name.clone(), "stopped", format!("replica {} stopped", r.id)));
@@ -979,9 +963,6 @@ fn watch(s: &mut Svc, data_dir: &Path, events: &mut Events) {
     }
     if failed {
         backoff(s);
-    }
-    if routed_changed {
-        set_routed(s);
     }
 }
 
@@ -1194,7 +1175,7 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
             }
         }
     }
-    let capacity = state.config.capacity.cpus - g.training_cpus;
+    let capacity = state.services.capacity_left(state);
     let free = capacity - held(g);
     let a = g.autoscaler.as_mut().expect("built above");
     // The policy is shown the time of the tick it is called for (its first call time
@@ -1264,7 +1245,7 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
     let took_s = t0.elapsed().as_secs_f64();
     state.metrics.record_decision(took_s);
     // What the policy was shown, for the record of a decision that changes something.
-    let shown: Vec<Value> = if d.is_unchanged() {
+    let mut shown: Vec<Value> = if d.is_unchanged() {
         Vec::new()
     } else {
         views
@@ -1291,7 +1272,6 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
     drop(views);
     g.calls += 1;
     g.last_call_ms = Some(now_ms());
-    let mut shown = shown;
     for (i, n) in names.iter().enumerate() {
         let s = g.svcs.get_mut(n).expect("listed");
         if let Some(Some(t)) = d.target_replicas.get(i) {

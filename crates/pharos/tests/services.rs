@@ -449,3 +449,32 @@ fn bad_service_specs_are_clear_errors() {
     let (ok, _, err) = s.cli(&["apply", "-f", file.to_str().unwrap()], ADMIN);
     assert!(!ok && err.contains("bad.yaml"), "{err}");
 }
+
+#[test]
+fn the_autoscaler_is_shown_what_training_jobs_leave() {
+    let s = Server::start("capacity: { cpus: 4 }\nautoscaler: { policy: fairshare }");
+    let manifest = "name: t\nlearners: 1\ncpus: 3\nmemory: 64MiB\nframework:\n  name: custom\n  command: 'sleep 60'\n";
+    let (status, v) = s.request(
+        "POST",
+        "/v1/models",
+        Some(ADMIN),
+        Some(("application/yaml", manifest.as_bytes().to_vec())),
+    );
+    assert_eq!(status, 201, "{v}");
+    s.wait_state(v["id"].as_i64().unwrap(), "PROCESSING", 30);
+    let spec = format!(
+        "name: a\ncommand: ['{REPLICA}', --port, $PORT, --service-ms, '5']\n\
+         slo: {{ latency_s: 0.5 }}\nprocessing_time_s: 0.005\nmin_replicas: 1\nmax_replicas: 4\n"
+    );
+    let (status, v) = s.apply(&spec);
+    assert_eq!(status, 201, "{v}");
+    // FairShare splits the 1 vCPU the learner leaves: one replica, not four.
+    s.wait_service("a", 30, "1 ready", |v| v["ready_replicas"] == 1);
+    // (Shown the whole 4 vCPUs, it would ask for 4.) Its decision changed nothing, so
+    // none is on record, but it was taken.
+    let (_, v) = s.request("GET", "/v1/autoscaler", Some(ADMIN), None);
+    assert!(v["calls"].as_u64().unwrap() >= 1, "{v}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.service("a")["target_replicas"], 1);
+    assert_eq!(s.service("a")["ready_replicas"], 1);
+}
