@@ -142,37 +142,29 @@ impl Drop for Kill {
     }
 }
 
+/// A replica taking exactly 400 ms a request.
+fn replica(port: u16) -> Kill {
+    Kill(
+        Command::new(REPLICA)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--service-ms",
+                "400",
+                "--dist",
+                "det",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 #[test]
 fn the_router_caps_each_replica_queues_and_drops_the_rest() {
     let (p1, p2, pr) = (free_port(), free_port(), free_port());
-    let _r1 = Kill(
-        Command::new(REPLICA)
-            .args([
-                "--port",
-                &p1.to_string(),
-                "--service-ms",
-                "400",
-                "--dist",
-                "det",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _r2 = Kill(
-        Command::new(REPLICA)
-            .args([
-                "--port",
-                &p2.to_string(),
-                "--service-ms",
-                "400",
-                "--dist",
-                "det",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _r1 = replica(p1);
+    let _r2 = replica(p2);
     let _router = Kill(
         Command::new(PHAROS)
             .args(["router", "--listen", &format!("127.0.0.1:{pr}")])

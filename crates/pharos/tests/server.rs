@@ -21,6 +21,16 @@ fn losses(log: &str) -> Vec<f64> {
         .collect()
 }
 
+/// The states a job has been in, oldest first.
+fn history_states(job: &Value) -> Vec<String> {
+    job["status_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn manifest(name: &str, learners: u32, cpus: f64, command: &str, extra: &str) -> String {
     format!(
         "name: {name}\nlearners: {learners}\ncpus: {cpus}\nmemory: 64MiB\nframework:\n  name: custom\n  command: '{command}'\nevaluation_metrics:\n  type: regex\n  regex: 'step=(?P<step>\\d+) loss=(?P<loss>[0-9.e+-]+)'\n{extra}\n"
@@ -131,12 +141,7 @@ fn distributed_job_completes_and_a_halted_job_resumes_from_its_checkpoint() {
         resumed >= 25 && resumed <= halted_at,
         "resumed at {resumed}, halted at {halted_at}"
     );
-    let states: Vec<String> = j["status_history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["state"].as_str().unwrap().to_string())
-        .collect();
+    let states = history_states(&j);
     assert!(
         states
             .windows(2)
@@ -819,12 +824,7 @@ fn repeated_server_crashes_lose_nothing_and_run_nothing_twice() {
             assert_eq!(starts, 1, "job {id} learner {l} started {starts} times");
         }
         // The history is one pass through the lifecycle.
-        let states: Vec<String> = j["status_history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["state"].as_str().unwrap().to_string())
-            .collect();
+        let states = history_states(&j);
         assert_eq!(
             states,
             [
