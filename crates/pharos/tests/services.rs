@@ -359,14 +359,7 @@ fn the_autoscaler_sets_targets_and_training_shares_the_capacity() {
     assert_eq!(v["services"].as_array().unwrap().len(), 0, "{v}");
     // The replicas hold all 4 vCPUs: a 1-CPU training job waits.
     let manifest = "name: t\nlearners: 1\ncpus: 1\nmemory: 64MiB\nframework:\n  name: custom\n  command: 'true'\n";
-    let (status, v) = s.request(
-        "POST",
-        "/v1/models",
-        Some(ADMIN),
-        Some(("application/yaml", manifest.as_bytes().to_vec())),
-    );
-    assert_eq!(status, 201, "{v}");
-    let id = v["id"].as_i64().unwrap();
+    let id = s.submit(manifest);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(s.job(id)["state"], "QUEUED");
     assert!(
@@ -454,14 +447,8 @@ fn bad_service_specs_are_clear_errors() {
 fn the_autoscaler_is_shown_what_training_jobs_leave() {
     let s = Server::start("capacity: { cpus: 4 }\nautoscaler: { policy: fairshare }");
     let manifest = "name: t\nlearners: 1\ncpus: 3\nmemory: 64MiB\nframework:\n  name: custom\n  command: 'sleep 60'\n";
-    let (status, v) = s.request(
-        "POST",
-        "/v1/models",
-        Some(ADMIN),
-        Some(("application/yaml", manifest.as_bytes().to_vec())),
-    );
-    assert_eq!(status, 201, "{v}");
-    s.wait_state(v["id"].as_i64().unwrap(), "PROCESSING", 30);
+    let id = s.submit(manifest);
+    s.wait_state(id, "PROCESSING", 30);
     let spec = format!(
         "name: a\ncommand: ['{REPLICA}', --port, $PORT, --service-ms, '5']\n\
          slo: {{ latency_s: 0.5 }}\nprocessing_time_s: 0.005\nmin_replicas: 1\nmax_replicas: 4\n"
