@@ -20,7 +20,11 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub mod ray;
+
 use pharos_server::backend::{Backend, BackendError, JobRun, LearnerStatus};
+
+pub use ray::RayBackend;
 use serde::{Deserialize, Serialize};
 
 /// Learner processes on this machine.
@@ -78,7 +82,7 @@ fn read_exit(path: &Path) -> Result<Option<LearnerStatus>, BackendError> {
         return Ok(None);
     };
     let rec: ExitRecord = serde_json::from_str(&text)
-        .map_err(|e| BackendError(format!("{}: {e}", path.display())))?;
+        .map_err(|e| BackendError::new(format!("{}: {e}", path.display())))?;
     Ok(Some(LearnerStatus::Exited {
         code: rec.code,
         signal: rec.signal,
@@ -179,6 +183,48 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Unpacks the model archive into MODEL_DIR (once; into a temporary directory, then
+/// renamed, so a crash leaves no half model).
+pub(crate) fn unpack_model(job: &JobRun) -> Result<(), BackendError> {
+    let p = &job.paths;
+    if p.model.is_dir() {
+        return Ok(());
+    }
+    let tmp = p.root.join("model.unpacking");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(|e| BackendError::io(tmp.display(), e))?;
+    if let Some(archive) = &job.model_archive {
+        let f = File::open(archive)
+            .map_err(|e| BackendError::io(format!("model archive {}", archive.display()), e))?;
+        tar::Archive::new(f)
+            .unpack(&tmp)
+            .map_err(|e| BackendError::new(format!("unpacking the model archive: {e}")))?;
+    }
+    fs::rename(&tmp, &p.model).map_err(|e| BackendError::io(p.model.display(), e))
+}
+
+/// Copies the logs next to the results and writes a summary (`_pharos.json`).
+pub(crate) fn write_results(job: &JobRun, outcome: &str) -> Result<(), BackendError> {
+    let results = job.result_dir();
+    let logs_to = results.join("_logs");
+    fs::create_dir_all(&logs_to).map_err(|e| BackendError::io(logs_to.display(), e))?;
+    if job.paths.logs.is_dir() {
+        copy_dir(&job.paths.logs, &logs_to)
+            .map_err(|e| BackendError::io(format!("copying logs to {}", logs_to.display()), e))?;
+    }
+    let summary = serde_json::json!({
+        "training_id": format!("training-{}", job.id),
+        "outcome": outcome,
+        "attempt": job.attempt,
+    });
+    let path = results.join("_pharos.json");
+    fs::write(
+        &path,
+        serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+    )
+    .map_err(|e| BackendError::io(path.display(), e))
+}
+
 impl Backend for LocalBackend {
     fn name(&self) -> &str {
         "local"
@@ -195,28 +241,14 @@ impl Backend for LocalBackend {
         }
         let data = job.data_dir();
         if !data.is_dir() {
-            return Err(BackendError(format!(
+            return Err(BackendError::new(format!(
                 "the training data directory {} does not exist",
                 data.display()
             )));
         }
         let results = job.result_dir();
         fs::create_dir_all(&results).map_err(|e| BackendError::io(results.display(), e))?;
-        if p.model.is_dir() {
-            return Ok(());
-        }
-        // Unpack into a temporary directory, then rename: a crash leaves no half model.
-        let tmp = p.root.join("model.unpacking");
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(|e| BackendError::io(tmp.display(), e))?;
-        if let Some(archive) = &job.model_archive {
-            let f = File::open(archive)
-                .map_err(|e| BackendError::io(format!("model archive {}", archive.display()), e))?;
-            tar::Archive::new(f)
-                .unpack(&tmp)
-                .map_err(|e| BackendError(format!("unpacking the model archive: {e}")))?;
-        }
-        fs::rename(&tmp, &p.model).map_err(|e| BackendError::io(p.model.display(), e))
+        unpack_model(job)
     }
 
     fn start(&self, job: &JobRun) -> Result<(), BackendError> {
@@ -317,25 +349,7 @@ impl Backend for LocalBackend {
     }
 
     fn store_results(&self, job: &JobRun, outcome: &str) -> Result<(), BackendError> {
-        let results = job.result_dir();
-        let logs_to = results.join("_logs");
-        fs::create_dir_all(&logs_to).map_err(|e| BackendError::io(logs_to.display(), e))?;
-        if job.paths.logs.is_dir() {
-            copy_dir(&job.paths.logs, &logs_to).map_err(|e| {
-                BackendError::io(format!("copying logs to {}", logs_to.display()), e)
-            })?;
-        }
-        let summary = serde_json::json!({
-            "training_id": format!("training-{}", job.id),
-            "outcome": outcome,
-            "attempt": job.attempt,
-        });
-        let path = results.join("_pharos.json");
-        fs::write(
-            &path,
-            serde_json::to_vec_pretty(&summary).unwrap_or_default(),
-        )
-        .map_err(|e| BackendError::io(path.display(), e))
+        write_results(job, outcome)
     }
 
     fn remove(&self, job: &JobRun) -> Result<(), BackendError> {

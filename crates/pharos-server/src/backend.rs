@@ -104,6 +104,9 @@ pub enum LearnerStatus {
         code: Option<i32>,
         signal: Option<i32>,
     },
+    /// Started, but the engine no longer knows it (e.g. a restarted Ray head lost its
+    /// jobs): it ended, and how is unknown.
+    Lost,
 }
 
 impl LearnerStatus {
@@ -111,7 +114,7 @@ impl LearnerStatus {
         matches!(self, LearnerStatus::Exited { code: Some(0), .. })
     }
     pub fn ended(self) -> bool {
-        matches!(self, LearnerStatus::Exited { .. })
+        matches!(self, LearnerStatus::Exited { .. } | LearnerStatus::Lost)
     }
     pub fn describe(self) -> String {
         match self {
@@ -122,17 +125,35 @@ impl LearnerStatus {
             } => format!("killed by signal {s}"),
             LearnerStatus::Exited { code: Some(c), .. } => format!("exited with code {c}"),
             LearnerStatus::Exited { .. } => "ended without a recorded status".into(),
+            LearnerStatus::Lost => "lost: the engine no longer knows it".into(),
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BackendError(pub String);
+#[error("{message}")]
+pub struct BackendError {
+    pub message: String,
+    /// The engine could not be reached (or was busy): the same call may succeed later,
+    /// so the job keeps its state and the call is retried with a back-off.
+    pub transient: bool,
+}
 
 impl BackendError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: false,
+        }
+    }
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: true,
+        }
+    }
     pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
-        BackendError(format!("{what}: {e}"))
+        Self::new(format!("{what}: {e}"))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Server configuration: embedded defaults, then a YAML file, then the environment
-//! (`PHAROS_LISTEN`, `PHAROS_DATA_DIR`, `PHAROS_DATABASE_URL`, `PHAROS_ADMIN_TOKEN`),
+//! (`PHAROS_LISTEN`, `PHAROS_DATA_DIR`, `PHAROS_DATABASE_URL`, `PHAROS_ADMIN_TOKEN`,
+//! `PHAROS_RAY_TOKEN`),
 //! then command-line flags.
 
 use std::collections::BTreeMap;
@@ -44,6 +45,18 @@ pub struct ServerConfig {
     /// The inference autoscaler: one policy for all services (the SLO-utility
     /// objectives are cluster-wide).
     pub autoscaler: AutoscalerConfig,
+    /// Where learners and replicas run: `local` (processes on this machine) or `ray`
+    /// (Ray Jobs and Ray Serve on the cluster named in `ray`).
+    pub backend: BackendKind,
+    pub ray: crate::ray::RayConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Local,
+    Ray,
 }
 
 /// Which inference policy scales the services, with its parameters (as in an
@@ -146,6 +159,8 @@ impl Default for ServerConfig {
             restart_backoff_s: 1.0,
             autoscaler: AutoscalerConfig::default(),
             restart_backoff_max_s: 60.0,
+            backend: BackendKind::Local,
+            ray: crate::ray::RayConfig::default(),
         }
     }
 }
@@ -174,6 +189,9 @@ impl ServerConfig {
         }
         if let Ok(v) = std::env::var("PHAROS_ADMIN_TOKEN") {
             cfg.admin_token = Some(v);
+        }
+        if let Ok(v) = std::env::var("PHAROS_RAY_TOKEN") {
+            cfg.ray.token = Some(v);
         }
         Ok(cfg)
     }

@@ -114,18 +114,79 @@ async fn on_backend<T: Send + 'static>(
     let (backend, run) = (state.backend.clone(), run.clone());
     tokio::task::spawn_blocking(move || f(backend.as_ref(), &run))
         .await
-        .unwrap_or_else(|e| Err(BackendError(format!("backend task: {e}"))))
+        .unwrap_or_else(|e| Err(BackendError::new(format!("backend task: {e}"))))
 }
 
-/// The learners' statuses, or None (logged) when they could not be read: a failed look
-/// never reads as "nothing runs", the caller tries again next pass.
+/// The learners' statuses, or None when they could not be read: a failed look never
+/// reads as "nothing runs", the caller tries again (after a back-off while the engine
+/// keeps failing).
 async fn poll(state: &AppState, run: &Arc<JobRun>) -> Option<Vec<LearnerStatus>> {
+    if !may_ask(state, run.id, now_ms()) {
+        return None;
+    }
     match on_backend(state, run, |b, r| b.poll(r)).await {
-        Ok(s) => Some(s),
+        Ok(s) => {
+            engine_answers(state, run.id).await;
+            Some(s)
+        }
         Err(e) => {
-            warn!(job = run.id, error = %e, "polling learners failed");
+            engine_failed(state, run.id, "reading the learners' status", &e).await;
             None
         }
+    }
+}
+
+/// Whether the engine may be asked about job `id` now.
+fn may_ask(state: &AppState, id: i64, now: i64) -> bool {
+    let t = state
+        .engine_trouble
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    t.get(&id).is_none_or(|(_, next)| now >= *next)
+}
+
+/// A failed engine call: the first of a streak is an event of the job (later ones are
+/// logged); the next call waits 1 s, 2 s, 4 s ... up to 30 s. The job keeps its state.
+async fn engine_failed(state: &AppState, id: i64, what: &str, e: &BackendError) {
+    let failures = {
+        let mut t = state
+            .engine_trouble
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let entry = t.entry(id).or_insert((0, 0));
+        entry.0 += 1;
+        let wait_ms = (1000i64 << (entry.0 - 1).min(5)).min(30_000);
+        entry.1 = now_ms() + wait_ms;
+        entry.0
+    };
+    if failures == 1 {
+        event(
+            state,
+            id,
+            "engine-unavailable",
+            &format!("{what} failed, retrying with back-off: {e}"),
+        )
+        .await;
+    } else {
+        warn!(job = id, failures, error = %e, "{what} failed again");
+    }
+}
+
+/// The engine answered: ends a streak of failures (with an event).
+async fn engine_answers(state: &AppState, id: i64) {
+    let ended = state
+        .engine_trouble
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
+    if let Some((failures, _)) = ended {
+        event(
+            state,
+            id,
+            "engine-available",
+            &format!("the engine answers again after {failures} failed call(s)"),
+        )
+        .await;
     }
 }
 
@@ -222,8 +283,15 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
             if job.desired != Desired::Run {
                 return stop_or_finish(state, &job, run, now).await;
             }
+            if !may_ask(state, id, now) {
+                return Ok(());
+            }
             match on_backend(state, &run, move |b, r| b.prepare(r)).await {
+                Err(e) if e.transient => {
+                    engine_failed(state, id, "preparing the job", &e).await;
+                }
                 Ok(()) => {
+                    engine_answers(state, id).await;
                     store
                         .transition(
                             id,
@@ -235,7 +303,7 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
                         .await?
                 }
                 Err(e) => {
-                    let code = if e.0.contains("archive") {
+                    let code = if e.message.contains("archive") {
                         ErrorCode::C102
                     } else {
                         ErrorCode::S300
@@ -276,6 +344,11 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
             }
             if statuses.contains(&LearnerStatus::NotStarted) && now >= job.not_before_ms {
                 match on_backend(state, &run, move |b, r| b.start(r)).await {
+                    Err(e) if e.transient => {
+                        // Whatever started stays: starting is idempotent, so the
+                        // next try starts only the rest.
+                        engine_failed(state, id, "starting the learners", &e).await;
+                    }
                     Ok(()) => {
                         if job.state == JobState::Downloading {
                             store

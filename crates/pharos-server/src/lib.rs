@@ -14,6 +14,7 @@ pub mod config;
 pub mod controller;
 pub mod logs;
 pub mod openapi;
+pub mod ray;
 pub mod router;
 pub mod services;
 pub mod store;
@@ -47,6 +48,9 @@ pub struct AppState {
     /// Parsed manifests by job id (a job's manifest never changes), so that a pass over
     /// thousands of queued jobs does not parse YAML again.
     manifests: Mutex<HashMap<i64, Arc<Manifest>>>,
+    /// Jobs whose engine calls fail (unreachable engine): failures in a row and when
+    /// the next call is allowed (a back-off, so a dead engine is not hammered).
+    pub engine_trouble: Mutex<HashMap<i64, (u32, i64)>>,
     /// Held for the server's life (see [`open`]).
     _lock: std::fs::File,
 }
@@ -150,6 +154,10 @@ pub async fn open(
         anyhow::ensure!(!q.name.is_empty(), "queues: a queue needs a name");
     }
     let scheduler = Mutex::new(GangScheduler::new(config.scheduler.clone()));
+    let services = services::Services::new(match config.backend {
+        config::BackendKind::Ray => Some(ray::RayClient::new(&config.ray)?),
+        config::BackendKind::Local => None,
+    });
     Ok(Arc::new(AppState {
         config,
         store,
@@ -157,8 +165,9 @@ pub async fn open(
         wake: Notify::new(),
         metrics: Metrics::default(),
         scheduler,
-        services: services::Services::default(),
+        services,
         manifests: Mutex::new(HashMap::new()),
+        engine_trouble: Mutex::new(HashMap::new()),
         _lock: lock,
     }))
 }

@@ -280,7 +280,10 @@ impl Router {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
-        let uri: Uri = match format!("{base}{path}").parse() {
+        // A `#name` suffix only tells apart entries that share an address (replicas
+        // behind one proxy, as with Ray Serve); it is not sent.
+        let upstream = base.split('#').next().unwrap_or(&base);
+        let uri: Uri = match format!("{upstream}{path}").parse() {
             Ok(u) => u,
             Err(e) => {
                 self.release(&base, None);

@@ -27,6 +27,8 @@ use crate::AppState;
 use crate::router::Router;
 use crate::store::now_ms;
 
+mod ray_serve;
+
 /// What a user applies: one inference service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,8 +37,12 @@ pub struct ServiceSpec {
     pub name: String,
     /// The program and arguments that start one replica; `$PORT` in an argument is the
     /// port it must listen on (also in the environment as PORT). A program without a
-    /// `/` is looked up next to the pharos executable, then in PATH.
+    /// `/` is looked up next to the pharos executable, then in PATH. (Local backend.)
+    #[serde(default)]
     pub command: Vec<String>,
+    /// The Ray Serve application instead of a command (Ray backend).
+    #[serde(default)]
+    pub ray: Option<RayApp>,
     /// Extra environment of the replicas (they get PATH, HOME, PORT, SERVICE and
     /// REPLICA besides).
     #[serde(default)]
@@ -47,7 +53,8 @@ pub struct ServiceSpec {
     /// vCPUs per replica (taken from the capacity shared with training jobs).
     #[serde(default = "d_one")]
     pub cpus: f64,
-    /// GPUs per replica (the local backend gives GPUs to training jobs only: 0).
+    /// GPUs per replica (Ray backend; the local backend gives GPUs to training jobs
+    /// only: 0).
     #[serde(default)]
     pub gpus: u32,
     pub slo: Slo,
@@ -72,6 +79,22 @@ pub struct ServiceSpec {
     /// A replica not ready after this long is abandoned (stopped, with an event).
     #[serde(default = "d_ready_timeout")]
     pub ready_timeout_s: f64,
+}
+
+/// A Ray Serve application: pharos deploys it with `external_scaler_enabled` under the
+/// route prefix `/<service name>` and sets its deployment's replica count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RayApp {
+    /// `module:attribute` of the bound application, imported in `working_dir`.
+    pub import_path: String,
+    /// A directory on the server's machine with the application's code, uploaded to Ray
+    /// as the application's working directory (`pharos apply` makes a relative one
+    /// relative to the spec file).
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// The deployment pharos scales (the application's ingress).
+    pub deployment: String,
 }
 
 fn d_readiness() -> String {
@@ -113,8 +136,28 @@ impl ServiceSpec {
                 "name: {n:?} must be 1-40 characters of a-z, 0-9 and -"
             ));
         }
-        if self.command.is_empty() || self.command[0].is_empty() {
-            return Err("command: a program to run is required".into());
+        match &self.ray {
+            None if self.command.is_empty() || self.command[0].is_empty() => {
+                return Err("command: a program to run is required".into());
+            }
+            Some(_) if !self.command.is_empty() => {
+                return Err("command, ray: give one (a command for the local backend, a Serve application for Ray)".into());
+            }
+            Some(r)
+                if !r.import_path.contains([':', '.']) || r.import_path.starts_with([':', '.']) =>
+            {
+                return Err(format!(
+                    "ray.import_path: {:?} must be module:attribute",
+                    r.import_path
+                ));
+            }
+            Some(r) if r.deployment.is_empty() || r.deployment.contains('/') => {
+                return Err(format!(
+                    "ray.deployment: {:?} must be a deployment's name",
+                    r.deployment
+                ));
+            }
+            _ => {}
         }
         if !self.readiness_path.starts_with('/') {
             return Err("readiness_path: must start with /".into());
@@ -122,7 +165,7 @@ impl ServiceSpec {
         if !(self.cpus.is_finite() && self.cpus > 0.0) {
             return Err("cpus: must be positive".into());
         }
-        if self.gpus > 0 {
+        if self.gpus > 0 && self.ray.is_none() {
             return Err(
                 "gpus: replicas with GPUs are not supported by the local backend (training jobs get GPUs)"
                     .into(),
@@ -164,6 +207,10 @@ impl ServiceSpec {
     pub fn fixed_change(&self, new: &ServiceSpec) -> Option<&'static str> {
         if self.command != new.command {
             Some("command")
+        } else if self.ray != new.ray {
+            Some("ray")
+        } else if self.gpus != new.gpus {
+            Some("gpus")
         } else if self.env != new.env {
             Some("env")
         } else if self.readiness_path != new.readiness_path {
@@ -247,6 +294,41 @@ struct Svc {
     events_seq: i64,
     /// The target as last written to the store.
     stored_target: Option<u32>,
+    /// On the Ray backend: the application as Serve last reported it.
+    ray: ray_serve::RaySvc,
+    /// A raised target not yet served: when it was decided and how many replicas.
+    scale_up: Option<(Instant, u32)>,
+    /// Decision to serving, per scale-up, seconds (the control latency).
+    control_latencies: Vec<f64>,
+}
+
+impl Svc {
+    /// Replicas in phase `p`, local processes or Ray replicas.
+    fn count(&self, p: Phase) -> u32 {
+        (self.replicas.iter().filter(|r| r.phase == p).count()
+            + self.ray.replicas.iter().filter(|r| r.1 == p).count()) as u32
+    }
+
+    /// Replicas that hold capacity (any phase: a stopping replica still runs).
+    fn held_replicas(&self) -> u32 {
+        (self.replicas.len() + self.ray.replicas.len()) as u32
+    }
+
+    /// Ends a pending scale-up measurement once enough replicas serve.
+    fn note_served(&mut self, events: &mut Events) {
+        if let Some((t0, want)) = self.scale_up
+            && self.count(Phase::Ready) >= want
+        {
+            let s = t0.elapsed().as_secs_f64();
+            self.control_latencies.push(s);
+            self.scale_up = None;
+            events.push((
+                self.spec.name.clone(),
+                "served",
+                format!("{want} replica(s) serving {s:.3} s after the decision"),
+            ));
+        }
+    }
 }
 
 struct Autoscaler {
@@ -262,6 +344,8 @@ struct Autoscaler {
 /// Every service's runtime, owned by the services loop and the API.
 pub struct Services {
     inner: Mutex<Inner>,
+    /// The Ray cluster that runs the replicas (Ray backend), else local processes.
+    ray: Option<crate::ray::RayClient>,
     client: Client<HttpConnector, Body>,
     held_now: std::sync::Mutex<Vec<(f64, u32)>>,
     /// vCPUs held by training jobs, as of the controller's last scheduling pass.
@@ -278,13 +362,24 @@ struct Inner {
     /// Calls of the policy since the server started, and the last one's time.
     calls: u64,
     last_call_ms: Option<i64>,
+    /// Ages of the replica states shown to the policy: count, sum, max (seconds).
+    state_age: (u64, f64, f64),
+    /// The Ray loop's back-off while Ray is unreachable.
+    ray: ray_serve::RayLoop,
 }
 
 const DECISIONS_KEPT: usize = 200;
 
 impl Default for Services {
     fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl Services {
+    pub fn new(ray: Option<crate::ray::RayClient>) -> Self {
         Self {
+            ray,
             inner: Mutex::new(Inner {
                 svcs: BTreeMap::new(),
                 autoscaler: None,
@@ -292,6 +387,8 @@ impl Default for Services {
                 decisions: std::collections::VecDeque::new(),
                 calls: 0,
                 last_call_ms: None,
+                state_age: (0, 0.0, 0.0),
+                ray: ray_serve::RayLoop::default(),
             }),
             client: Client::builder(TokioExecutor::new()).build_http(),
             held_now: std::sync::Mutex::new(Vec::new()),
@@ -368,7 +465,7 @@ impl Services {
     /// A service's status as the API shows it.
     fn status(&self, s: &Svc, host: &str) -> Value {
         let st = s.router.stats();
-        let count = |p: Phase| s.replicas.iter().filter(|r| r.phase == p).count();
+        let count = |p: Phase| s.count(p);
         let mean_cold = if s.cold_starts.is_empty() {
             Value::Null
         } else {
@@ -391,7 +488,19 @@ impl Services {
             "replicas": s.replicas.iter().map(|r| json!({
                 "id": r.id, "pid": r.file.pid, "port": r.file.port, "phase": r.phase,
                 "started_ms": r.file.started_ms, "cold_start_s": r.cold_start_s, "adopted": r.adopted,
-            })).collect::<Vec<_>>(),
+            })).chain(s.ray.replicas.iter().map(|(id, phase)| json!({"id": id, "phase": phase})))
+            .collect::<Vec<_>>(),
+            "control_latency_s": {
+                "count": s.control_latencies.len(),
+                "mean": (!s.control_latencies.is_empty())
+                    .then(|| s.control_latencies.iter().sum::<f64>() / s.control_latencies.len() as f64),
+                "all": s.control_latencies,
+            },
+            "ray": self.ray.as_ref().map(|_| json!({
+                "application_status": s.ray.status,
+                "message": s.ray.message,
+                "seen_age_s": s.ray.seen.map(|t| t.elapsed().as_secs_f64()),
+            })),
             "deleting": s.deleting,
             "spec": s.spec,
         })
@@ -447,6 +556,29 @@ impl Services {
         tenant: &str,
         spec: ServiceSpec,
     ) -> Result<(bool, Value), (u16, String)> {
+        match (&spec.ray, self.ray.is_some()) {
+            (None, true) => {
+                return Err((
+                    400,
+                    "ray: this server runs services on Ray; give ray.import_path and ray.deployment".into(),
+                ));
+            }
+            (Some(_), false) => {
+                return Err((
+                    400,
+                    "ray: this server runs services as local processes; give a command".into(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(dir) = spec.ray.as_ref().and_then(|r| r.working_dir.as_ref())
+            && !Path::new(dir).is_dir()
+        {
+            return Err((
+                400,
+                format!("ray.working_dir: {dir} is not a directory on the server's machine"),
+            ));
+        }
         let mut g = self.inner.lock().await;
         let host = host_of(&state.config.listen);
         if let Some(s) = g.svcs.get_mut(&spec.name) {
@@ -579,6 +711,11 @@ impl Services {
             "interval_s": interval.filter(|i| i.is_finite()),
             "calls": g.calls,
             "last_call_ms": g.last_call_ms,
+            "replica_state_age_s": {
+                "count": g.state_age.0,
+                "mean": (g.state_age.0 > 0).then(|| g.state_age.1 / g.state_age.0 as f64),
+                "max": (g.state_age.0 > 0).then_some(g.state_age.2),
+            },
             "decisions": decisions,
         })
     }
@@ -617,7 +754,7 @@ impl Services {
 fn held(g: &Inner) -> f64 {
     g.svcs
         .values()
-        .map(|s| s.spec.cpus * s.replicas.len() as f64)
+        .map(|s| s.spec.cpus * s.held_replicas() as f64)
         .sum()
 }
 
@@ -641,6 +778,9 @@ fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc
         deleting: false,
         events_seq,
         stored_target: None,
+        ray: ray_serve::RaySvc::default(),
+        scale_up: None,
+        control_latencies: Vec::new(),
     }
 }
 
@@ -759,6 +899,9 @@ type Events = Vec<(String, &'static str, String)>;
 async fn pass(state: &AppState) {
     let services = &state.services;
     let mut events: Events = Vec::new();
+    if let Some(client) = &services.ray {
+        ray_serve::sync(state, client, &mut events).await;
+    }
     // Readiness probes run without the lock.
     let probes: Vec<(String, u64, String)> = {
         let g = services.inner.lock().await;
@@ -816,12 +959,13 @@ async fn pass(state: &AppState) {
     let data_dir = state.config.data_dir.clone();
     for s in g.svcs.values_mut() {
         watch(s, &data_dir, &mut events);
+        s.note_served(&mut events);
     }
     // Deleted services whose replicas are all gone leave.
     let gone: Vec<String> = g
         .svcs
         .values()
-        .filter(|s| s.deleting && s.replicas.is_empty())
+        .filter(|s| s.deleting && s.replicas.is_empty() && !s.ray.present)
         .map(|s| s.spec.name.clone())
         .collect();
     for name in gone {
@@ -849,8 +993,8 @@ async fn pass(state: &AppState) {
     *services.held_now.lock().unwrap_or_else(|p| p.into_inner()) = g
         .svcs
         .values()
-        .filter(|s| !s.replicas.is_empty())
-        .map(|s| (s.spec.cpus, s.replicas.len() as u32))
+        .filter(|s| s.held_replicas() > 0)
+        .map(|s| (s.spec.cpus, s.held_replicas()))
         .collect();
     let targets: Vec<(String, u32)> = g
         .svcs
@@ -986,7 +1130,7 @@ fn set_routed(s: &Svc) {
 
 /// Starts or drains replicas toward the target (new ones within `free_cpus`).
 fn scale(s: &mut Svc, state: &AppState, mut free_cpus: f64, events: &mut Events) {
-    if s.deleting {
+    if s.deleting || s.spec.ray.is_some() {
         return;
     }
     let active = s
@@ -1194,12 +1338,28 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
         tick
     };
     let stats: Vec<_> = names.iter().map(|n| g.svcs[n].router.stats()).collect();
+    // How old the replica states the policy is shown are (Ray: Serve's last answer;
+    // local replicas are probed in the same pass).
+    let ages: BTreeMap<&str, Option<f64>> = names
+        .iter()
+        .map(|n| {
+            (
+                n.as_str(),
+                g.svcs[n].ray.seen.map(|t| t.elapsed().as_secs_f64()),
+            )
+        })
+        .collect();
+    for a in ages.values().flatten() {
+        g.state_age.0 += 1;
+        g.state_age.1 += a;
+        g.state_age.2 = g.state_age.2.max(*a);
+    }
     let views: Vec<JobView<'_>> = names
         .iter()
         .zip(&stats)
         .map(|(n, st)| {
             let s = &g.svcs[n];
-            let count = |p: Phase| s.replicas.iter().filter(|r| r.phase == p).count() as u32;
+            let count = |p: Phase| s.count(p);
             let c = &st.counters;
             JobView {
                 name: n,
@@ -1263,6 +1423,7 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
                     "completed": j.counters.completed,
                     "dropped": j.counters.dropped,
                     "last_minute_arrivals": j.minute_arrivals.last(),
+                    "replica_state_age_s": ages.get(j.name).copied().flatten(),
                 })
             })
             .collect()
@@ -1285,6 +1446,11 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
                         s.target, state.config.autoscaler.policy
                     ),
                 ));
+                if t > s.count(Phase::Ready) {
+                    s.scale_up = Some((Instant::now(), t));
+                } else {
+                    s.scale_up = None;
+                }
                 s.target = t;
             }
         }

@@ -56,7 +56,15 @@ pub fn server(a: ServerArgs) -> Result<()> {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let exe = std::env::current_exe().context("locating the pharos executable")?;
-    let backend = Arc::new(pharos_backend::LocalBackend::new(exe));
+    let backend: Arc<dyn pharos_server::Backend> = match config.backend {
+        pharos_server::config::BackendKind::Local => {
+            Arc::new(pharos_backend::LocalBackend::new(exe))
+        }
+        pharos_server::config::BackendKind::Ray => {
+            let client = pharos_server::ray::RayClient::new(&config.ray)?;
+            Arc::new(pharos_backend::RayBackend::new(client)?)
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -575,8 +583,15 @@ pub enum DeleteCommand {
 pub fn apply(file: &Path, conn: &Conn) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let spec = pharos_server::services::ServiceSpec::parse(&text)
+    let mut spec = pharos_server::services::ServiceSpec::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    // A Ray application's code directory is named relative to the spec file.
+    if let Some(dir) = spec.ray.as_mut().and_then(|r| r.working_dir.as_mut()) {
+        let base = file.parent().unwrap_or(Path::new("."));
+        let path = std::path::absolute(base.join(&*dir))
+            .with_context(|| format!("ray.working_dir {dir}"))?;
+        *dir = path.display().to_string();
+    }
     let c = Client::new(conn);
     let body = serde_json::to_value(&spec)?;
     let v = c.send_json("PUT", &format!("/v1/services/{}", spec.name), &body)?;

@@ -229,6 +229,59 @@ impl Server {
         let (_, v) = self.request("GET", &format!("/v1/models/{id}/events"), Some(ADMIN), None);
         v.to_string()
     }
+    pub fn apply(&self, spec: &str) -> (u16, Value) {
+        let name = spec
+            .lines()
+            .find_map(|l| l.strip_prefix("name: "))
+            .unwrap_or("x")
+            .trim();
+        self.request(
+            "PUT",
+            &format!("/v1/services/{name}"),
+            Some(ADMIN),
+            Some(("application/yaml", spec.as_bytes().to_vec())),
+        )
+    }
+
+    pub fn service(&self, name: &str) -> Value {
+        let (status, v) = self.request("GET", &format!("/v1/services/{name}"), Some(ADMIN), None);
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    pub fn service_events(&self, name: &str) -> String {
+        let (_, v) = self.request(
+            "GET",
+            &format!("/v1/services/{name}/events"),
+            Some(ADMIN),
+            None,
+        );
+        v.to_string()
+    }
+
+    /// Waits until `f` holds of the service's status.
+    pub fn wait_service(
+        &self,
+        name: &str,
+        secs: u64,
+        what: &str,
+        f: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let v = self.service(name);
+            if f(&v) {
+                return v;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "service {name}: not {what} after {secs} s: {v}\nevents: {}\nserver:\n{}",
+                self.service_events(name),
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Server {

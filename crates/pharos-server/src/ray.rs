@@ -1,0 +1,460 @@
+//! A thin client of a Ray cluster's dashboard REST API (Serve and Jobs), with an
+//! optional bearer token (Ray's token auth mode), and the content-addressed packages
+//! Ray takes as a `working_dir`.
+//!
+//! Every call has a timeout; a connection refused or timed out is [`RayError::Unreachable`],
+//! an answer that is not 2xx is [`RayError::Status`] with Ray's own text.
+
+use std::path::Path;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Digest;
+
+/// Where the Ray cluster is and how to reach it (the server config's `ray:` section).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RayConfig {
+    /// The dashboard (REST API) address.
+    pub address: String,
+    /// A bearer token for clusters with `RAY_AUTH_MODE=token` (or `token_file`).
+    #[serde(skip_serializing)]
+    pub token: Option<String>,
+    pub token_file: Option<std::path::PathBuf>,
+    /// Serve's HTTP proxy, where pharos's routers send requests (each service's route
+    /// prefix is `/<name>`).
+    pub serve_url: String,
+    /// Every REST call gives up after this long.
+    pub timeout_s: f64,
+}
+
+impl Default for RayConfig {
+    fn default() -> Self {
+        Self {
+            address: "http://127.0.0.1:8265".into(),
+            token: None,
+            token_file: None,
+            serve_url: "http://127.0.0.1:8000".into(),
+            timeout_s: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RayError {
+    #[error("Ray at {0} is unreachable: {1}")]
+    Unreachable(String, String),
+    #[error("Ray answered {0}: {1}")]
+    Status(u16, String),
+    #[error("Ray's answer is not understood: {0}")]
+    Malformed(String),
+}
+
+impl RayError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RayError::Status(404, _))
+    }
+}
+
+#[derive(Clone)]
+pub struct RayClient {
+    base: String,
+    token: Option<String>,
+    timeout: Duration,
+    client: Client<HttpConnector, Body>,
+}
+
+impl RayClient {
+    pub fn new(cfg: &RayConfig) -> anyhow::Result<Self> {
+        let token = match (&cfg.token, &cfg.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("ray.token_file {}: {e}", f.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        anyhow::ensure!(
+            cfg.address.starts_with("http://"),
+            "ray.address: {:?} must be an http:// URL",
+            cfg.address
+        );
+        anyhow::ensure!(
+            cfg.timeout_s.is_finite() && cfg.timeout_s > 0.0,
+            "ray.timeout_s must be positive"
+        );
+        Ok(Self {
+            base: cfg.address.trim_end_matches('/').to_string(),
+            token,
+            timeout: Duration::from_secs_f64(cfg.timeout_s),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.base
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<(StatusCode, Vec<u8>), RayError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some((ct, bytes)) => req.header("content-type", ct).body(Body::from(bytes)),
+            None => req.body(Body::empty()),
+        }
+        .map_err(|e| RayError::Malformed(format!("request {path}: {e}")))?;
+        let unreachable = |e: String| RayError::Unreachable(self.base.clone(), e);
+        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| unreachable(format!("no answer to {path} within {:?}", self.timeout)))?
+            .map_err(|e| unreachable(format!("{path}: {e}")))?;
+        let status = resp.status();
+        let bytes = tokio::time::timeout(self.timeout, resp.into_body().collect())
+            .await
+            .map_err(|_| unreachable(format!("{path}: the answer stalled")))?
+            .map_err(|e| unreachable(format!("{path}: {e}")))?
+            .to_bytes()
+            .to_vec();
+        Ok((status, bytes))
+    }
+
+    async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<Vec<u8>, RayError> {
+        let (status, bytes) = self.call(method, path, body).await?;
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            let text = String::from_utf8_lossy(&bytes);
+            let text = text.trim();
+            // Tracebacks: the last line says what went wrong.
+            let short = text
+                .lines()
+                .last()
+                .unwrap_or("")
+                .chars()
+                .take(400)
+                .collect();
+            Err(RayError::Status(status.as_u16(), short))
+        }
+    }
+
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, RayError> {
+        let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+        let bytes = self.ok(method, path, body).await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| RayError::Malformed(format!("{path}: {e}")))
+    }
+
+    /// `GET /api/version`: Ray's version (and a check that the cluster answers).
+    pub async fn version(&self) -> Result<String, RayError> {
+        let v = self.json(Method::GET, "/api/version", None).await?;
+        Ok(v["ray_version"].as_str().unwrap_or("unknown").to_string())
+    }
+
+    /// Uploads `dir` as a zip package unless Ray has it; returns its `gcs://` URI.
+    pub async fn upload_dir(&self, dir: &Path) -> Result<String, RayError> {
+        let zip =
+            zip_dir(dir).map_err(|e| RayError::Malformed(format!("{}: {e}", dir.display())))?;
+        let hash = hex(&sha2::Sha256::digest(&zip)[..20]);
+        let name = format!("_ray_pkg_{hash}.zip");
+        let path = format!("/api/packages/gcs/{name}");
+        let (status, _) = self.call(Method::GET, &path, None).await?;
+        if !status.is_success() {
+            self.ok(Method::PUT, &path, Some(("application/octet-stream", zip)))
+                .await?;
+        }
+        Ok(format!("gcs://{name}"))
+    }
+
+    /// `GET /api/serve/applications/`: Serve's applications with their deployments and
+    /// replicas.
+    pub async fn serve_details(&self) -> Result<Value, RayError> {
+        self.json(Method::GET, "/api/serve/applications/", None)
+            .await
+    }
+
+    /// `PUT /api/serve/applications/`: the whole declarative Serve config.
+    pub async fn put_serve_config(&self, config: &Value) -> Result<(), RayError> {
+        self.json(Method::PUT, "/api/serve/applications/", Some(config))
+            .await
+            .map(|_| ())
+    }
+
+    /// The external scaler: sets a deployment's replica count.
+    pub async fn scale(&self, app: &str, deployment: &str, replicas: u32) -> Result<(), RayError> {
+        let body = serde_json::json!({ "target_num_replicas": replicas });
+        self.json(
+            Method::POST,
+            &format!("/api/v1/applications/{app}/deployments/{deployment}/scale"),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST /api/jobs/`; a submission id Ray already has is not an error (submission is
+    /// idempotent by id).
+    pub async fn submit_job(&self, request: &Value) -> Result<(), RayError> {
+        match self.json(Method::POST, "/api/jobs/", Some(request)).await {
+            Ok(_) => Ok(()),
+            Err(RayError::Status(_, m)) if m.contains("already exists") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /api/jobs/{id}`: None when Ray does not know the job.
+    pub async fn job(&self, id: &str) -> Result<Option<Value>, RayError> {
+        match self
+            .json(Method::GET, &format!("/api/jobs/{id}"), None)
+            .await
+        {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn job_logs(&self, id: &str) -> Result<String, RayError> {
+        let v = self
+            .json(Method::GET, &format!("/api/jobs/{id}/logs"), None)
+            .await?;
+        Ok(v["logs"].as_str().unwrap_or("").to_string())
+    }
+
+    pub async fn stop_job(&self, id: &str) -> Result<(), RayError> {
+        match self
+            .json(Method::POST, &format!("/api/jobs/{id}/stop"), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn delete_job(&self, id: &str) -> Result<(), RayError> {
+        match self
+            .json(Method::DELETE, &format!("/api/jobs/{id}"), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A zip archive (stored, not compressed) of the files under `dir`, paths relative to
+/// it, in name order - the same tree gives the same bytes, so the same package name.
+pub fn zip_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let mut files = Vec::new();
+    collect(dir, dir, &mut files)?;
+    files.sort();
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for rel in &files {
+        let data = std::fs::read(dir.join(rel))?;
+        let name = rel.as_bytes();
+        let crc = crc32(&data);
+        let size = u32::try_from(data.len())
+            .map_err(|_| std::io::Error::other(format!("{rel}: larger than 4 GiB")))?;
+        let offset = out.len() as u32;
+        // Local file header: version 2.0, no flags, stored, DOS time 1980-01-01.
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        for v in [20u16, 0, 0, 0, 0x21] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [crc, size, size] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&data);
+        // Its central directory entry (unix, mode 0644).
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        for v in [0x031eu16, 20, 0, 0, 0, 0x21] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [crc, size, size] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [name.len() as u16, 0, 0, 0, 0] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        central.extend_from_slice(&(0o100644u32 << 16).to_le_bytes());
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name);
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    for v in [0u16, 0, files.len() as u16, files.len() as u16] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    Ok(out)
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        let name = entry.file_name();
+        if name == "__pycache__" || name == ".git" {
+            continue;
+        }
+        if kind.is_dir() {
+            collect(root, &path, out)?;
+        } else if kind.is_file() {
+            let rel = path
+                .strip_prefix(root)
+                .map_err(std::io::Error::other)?
+                .to_str()
+                .ok_or_else(|| std::io::Error::other(format!("{}: not UTF-8", path.display())))?
+                .to_string();
+            out.push(rel);
+        }
+    }
+    if out.len() > u16::MAX as usize {
+        return Err(std::io::Error::other("more than 65535 files"));
+    }
+    Ok(())
+}
+
+/// CRC-32 (IEEE), as zip needs it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+/// Ray's job status as a learner status: `PENDING`/`RUNNING` run (Ray may still be
+/// placing it), `SUCCEEDED` is exit 0, `FAILED` the driver's exit code (1 when Ray gives
+/// none), `STOPPED` a SIGTERM.
+pub fn learner_status(job: &Value) -> crate::backend::LearnerStatus {
+    use crate::backend::LearnerStatus;
+    match job["status"].as_str().unwrap_or("") {
+        "SUCCEEDED" => LearnerStatus::Exited {
+            code: Some(0),
+            signal: None,
+        },
+        "FAILED" => LearnerStatus::Exited {
+            code: Some(
+                job["driver_exit_code"]
+                    .as_i64()
+                    .map(|c| c as i32)
+                    .filter(|c| *c != 0)
+                    .unwrap_or(1),
+            ),
+            signal: None,
+        },
+        "STOPPED" => LearnerStatus::Exited {
+            code: None,
+            signal: Some(libc::SIGTERM),
+        },
+        _ => LearnerStatus::Running,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_of_a_known_string() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn the_zip_of_a_tree_is_the_same_bytes_each_time() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("pkg/__pycache__")).unwrap();
+        std::fs::write(d.path().join("b.py"), "print(2)\n").unwrap();
+        std::fs::write(d.path().join("pkg/a.py"), "x = 1\n").unwrap();
+        std::fs::write(d.path().join("pkg/__pycache__/a.pyc"), "junk").unwrap();
+        let z = zip_dir(d.path()).unwrap();
+        assert_eq!(z, zip_dir(d.path()).unwrap());
+        // Two entries, names in order, no cache files; the end record counts them.
+        let text = String::from_utf8_lossy(&z);
+        assert!(text.contains("b.py") && text.contains("pkg/a.py"));
+        assert!(!text.contains("a.pyc"));
+        let end = &z[z.len() - 22..];
+        assert_eq!(&end[..4], &0x0605_4b50u32.to_le_bytes());
+        assert_eq!(u16::from_le_bytes([end[10], end[11]]), 2);
+    }
+
+    #[test]
+    fn ray_job_statuses_map_onto_learner_statuses() {
+        use crate::backend::LearnerStatus;
+        let s = |v: Value| learner_status(&v);
+        assert_eq!(
+            s(serde_json::json!({"status": "PENDING"})),
+            LearnerStatus::Running
+        );
+        assert!(s(serde_json::json!({"status": "SUCCEEDED"})).succeeded());
+        assert_eq!(
+            s(serde_json::json!({"status": "FAILED", "driver_exit_code": 3})),
+            LearnerStatus::Exited {
+                code: Some(3),
+                signal: None
+            }
+        );
+        assert_eq!(
+            s(serde_json::json!({"status": "FAILED", "driver_exit_code": null})),
+            LearnerStatus::Exited {
+                code: Some(1),
+                signal: None
+            }
+        );
+        assert_eq!(
+            s(serde_json::json!({"status": "STOPPED"})),
+            LearnerStatus::Exited {
+                code: None,
+                signal: Some(libc::SIGTERM)
+            }
+        );
+    }
+}
