@@ -296,8 +296,8 @@ struct Svc {
     stored_target: Option<u32>,
     /// On the Ray backend: the application as Serve last reported it.
     ray: ray_serve::RaySvc,
-    /// A raised target not yet served: when it was decided and how many replicas.
-    scale_up: Option<(Instant, u32)>,
+    /// Raised targets not yet served: when each was decided and how many replicas.
+    scale_ups: Vec<(Instant, u32)>,
     /// Decision to serving, per scale-up, seconds (the control latency).
     control_latencies: Vec<f64>,
 }
@@ -314,20 +314,34 @@ impl Svc {
         (self.replicas.len() + self.ray.replicas.len()) as u32
     }
 
-    /// Ends a pending scale-up measurement once enough replicas serve.
+    /// Ends the pending scale-up measurements that enough replicas now serve.
     fn note_served(&mut self, events: &mut Events) {
-        if let Some((t0, want)) = self.scale_up
-            && self.count(Phase::Ready) >= want
-        {
+        let ready = self.count(Phase::Ready);
+        let name = self.spec.name.clone();
+        let lat = &mut self.control_latencies;
+        self.scale_ups.retain(|&(t0, want)| {
+            if ready < want {
+                return true;
+            }
             let s = t0.elapsed().as_secs_f64();
-            self.control_latencies.push(s);
-            self.scale_up = None;
+            lat.push(s);
             events.push((
-                self.spec.name.clone(),
+                name.clone(),
                 "served",
                 format!("{want} replica(s) serving {s:.3} s after the decision"),
             ));
+            false
+        });
+    }
+
+    /// A new target: a raise is measured until it serves; a cut forgets the raises it
+    /// undoes.
+    fn set_target(&mut self, t: u32) {
+        if t > self.count(Phase::Ready) && t > self.target {
+            self.scale_ups.push((Instant::now(), t));
         }
+        self.scale_ups.retain(|&(_, want)| want <= t);
+        self.target = t;
     }
 }
 
@@ -779,7 +793,7 @@ fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc
         events_seq,
         stored_target: None,
         ray: ray_serve::RaySvc::default(),
-        scale_up: None,
+        scale_ups: Vec::new(),
         control_latencies: Vec::new(),
     }
 }
@@ -1446,12 +1460,7 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
                         s.target, state.config.autoscaler.policy
                     ),
                 ));
-                if t > s.count(Phase::Ready) {
-                    s.scale_up = Some((Instant::now(), t));
-                } else {
-                    s.scale_up = None;
-                }
-                s.target = t;
+                s.set_target(t);
             }
         }
         if let Some(Some(r)) = d.accept_rate.get(i) {
@@ -1488,6 +1497,28 @@ mod tests {
             "name: a\ncommand: [x, --port, $PORT]\nslo: { latency_s: 0.1 }\nprocessing_time_s: 0.01\n",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn each_scale_up_is_timed_until_enough_replicas_serve() {
+        let mut s = new_svc(spec(), "t".into(), 1, 0);
+        s.target = 1;
+        s.set_target(2);
+        s.set_target(3);
+        assert_eq!(s.scale_ups.len(), 2);
+        let mut events = Vec::new();
+        s.ray.replicas = vec![("a".into(), Phase::Ready), ("b".into(), Phase::Ready)];
+        s.note_served(&mut events);
+        // The raise to 2 is served; the one to 3 waits.
+        assert_eq!(s.control_latencies.len(), 1);
+        assert_eq!(s.scale_ups.len(), 1);
+        assert!(events[0].2.starts_with("2 replica(s) serving"), "{events:?}");
+        // Cut back to 2: the raise to 3 is no longer wanted, nothing is left to time.
+        s.set_target(2);
+        assert!(s.scale_ups.is_empty());
+        // A cut is not a scale-up.
+        s.set_target(1);
+        assert!(s.scale_ups.is_empty());
     }
 
     #[test]

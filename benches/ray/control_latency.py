@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Control latency: from the autoscaler's decision to raise a service's target to the
+new replicas taking traffic through pharos's router, on Ray Serve and on the local
+backend, under the same load and the same policy.
+
+    cargo build --release -p pharos
+    benches/ray/control_latency.py --ray-bin VENV/bin --out docs/results/ray [--rounds 3]
+
+Each round starts a pharos server (and for Ray a fresh `ray start --head` on loopback),
+applies the example service (examples/ray/model.yaml on Ray; pharos-replica at the same
+20 ms per request locally), replays 50 requests/s for 40 s against its router, and reads
+the service's `control_latency_s` (one value per scale-up, measured by the server).
+Writes OUT/control-latency.json and OUT/control-latency.md.
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PHAROS = os.path.join(ROOT, "target", "release", "pharos")
+REPLICA = os.path.join(ROOT, "target", "release", "pharos-replica")
+TOKEN = "bench-admin-token-0123456789"
+POLICY = (
+    "autoscaler:\n  policy: faro-fairsum\n  params: {interval_s: 1, reactive_look_back_s: 3, "
+    "reactive_checks: 2, first_predictive_s: 60, predictive_interval_s: 60, prediction: none, "
+    "spread_leftover: false, move_cost: 0}\n"
+)
+LOCAL_SPEC = f"""name: model
+command: ['{REPLICA}', --port, $PORT, --service-ms, '20']
+cpus: 0.5
+slo: {{ latency_s: 0.1, percentile: 99 }}
+processing_time_s: 0.02
+min_replicas: 1
+max_replicas: 4
+max_concurrent: 1
+max_queue: 50
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url, token=TOKEN):
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+
+
+def wait(what, f, secs):
+    t0 = time.time()
+    while time.time() - t0 < secs:
+        try:
+            v = f()
+            if v:
+                return v
+        except Exception:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"timed out: {what}")
+
+
+def run_round(backend, ray_bin, work):
+    port = free_port()
+    data = os.path.join(work, f"{backend}-data")
+    cfg = os.path.join(work, f"{backend}.yaml")
+    env = dict(os.environ, PHAROS_ADMIN_TOKEN=TOKEN)
+    head = None
+    extra = "capacity: {cpus: 4}\n"
+    if backend == "ray":
+        gcs, dash, serve = free_port(), free_port(), free_port()
+        env_ray = dict(os.environ, PATH=f"{ray_bin}:{os.environ['PATH']}")
+        subprocess.run(
+            [os.path.join(ray_bin, "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
+             "--dashboard-host", "127.0.0.1", "--port", str(gcs), "--dashboard-port", str(dash),
+             "--num-cpus", "4", "--disable-usage-stats"],
+            env=env_ray, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        head = (ray_bin, env_ray)
+        extra += (f"backend: ray\nray: {{address: 'http://127.0.0.1:{dash}', "
+                  f"serve_url: 'http://127.0.0.1:{serve}'}}\n")
+    with open(cfg, "w") as f:
+        f.write(f"listen: 127.0.0.1:{port}\ndata_dir: {data}\n{extra}{POLICY}")
+    log = open(os.path.join(work, f"{backend}-server.log"), "a")
+    server = subprocess.Popen([PHAROS, "server", "--config", cfg], env=env,
+                              stdout=subprocess.DEVNULL, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait("server", lambda: urllib.request.urlopen(base + "/healthz", timeout=2).status == 200, 30)
+        cli_env = dict(os.environ, PHAROS_URL=base, PHAROS_TOKEN=TOKEN)
+        if backend == "ray":
+            spec = os.path.join(ROOT, "examples", "ray", "model.yaml")
+        else:
+            spec = os.path.join(work, "local-model.yaml")
+            with open(spec, "w") as f:
+                f.write(LOCAL_SPEC)
+        subprocess.run([PHAROS, "apply", "-f", spec], env=cli_env, check=True,
+                       stdout=subprocess.DEVNULL)
+        v = wait("one ready replica", lambda: (s := get(base + "/v1/services/model"))
+                 ["ready_replicas"] == 1 and s, 180)
+        trace = os.path.join(work, "trace.csv")
+        with open(trace, "w") as f:
+            f.write("job,minute,requests\nmodel,0,2000\n")
+        load = subprocess.run(
+            [PHAROS, "load", "--trace", trace, "--url", v["url"] + "/infer", "--speedup", "1.5",
+             "--slo-ms", "100", "--timeout-s", "5", "--json"],
+            capture_output=True, text=True, check=True)
+        time.sleep(10)
+        s = get(base + "/v1/services/model")
+        a = get(base + "/v1/autoscaler")
+        return {
+            "control_latency_s": s["control_latency_s"]["all"],
+            "replica_state_age_s": a["replica_state_age_s"],
+            "load": json.loads(load.stdout)["summary"],
+            "events": get(base + "/v1/services/model/events")["events"],
+        }
+    finally:
+        server.terminate()
+        server.wait()
+        if backend == "local":
+            # Replicas outlive the server by design: stop them (each leads its group).
+            rdir = os.path.join(data, "services", "model", "replicas")
+            for name in os.listdir(rdir) if os.path.isdir(rdir) else []:
+                if name.endswith(".json"):
+                    with open(os.path.join(rdir, name)) as f:
+                        pid = json.load(f)["pid"]
+                    try:
+                        os.killpg(pid, 9)
+                    except ProcessLookupError:
+                        pass
+        if head:
+            subprocess.run([os.path.join(head[0], "ray"), "stop", "--force"], env=head[1],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summary(values):
+    if not values:
+        return {"count": 0}
+    return {"count": len(values), "median": statistics.median(values),
+            "mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ray-bin", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    results = {"local": [], "ray": []}
+    with tempfile.TemporaryDirectory() as work:
+        for r in range(a.rounds):
+            for backend in ("local", "ray"):
+                print(f"round {r + 1}: {backend}", flush=True)
+                results[backend].append(run_round(backend, a.ray_bin, work))
+    out = {b: {"rounds": rs, "control_latency_s": summary([x for r in rs for x in r["control_latency_s"]])}
+           for b, rs in results.items()}
+    with open(os.path.join(a.out, "control-latency.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    lines = [
+        "# Control latency: decision to serving, Ray Serve against local replicas",
+        "",
+        "`benches/ray/control_latency.py` (same load, policy and 20 ms model on both; "
+        f"{a.rounds} rounds each; every scale-up the policy decided is one value).",
+        "",
+        "| backend | scale-ups | median s | mean s | min s | max s | replica state age at decisions: mean / max s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for b in ("local", "ray"):
+        s = out[b]["control_latency_s"]
+        ages = [r["replica_state_age_s"] for r in results[b]]
+        n = sum(x["count"] for x in ages)
+        mean_age = sum((x["mean"] or 0) * x["count"] for x in ages) / n if n else None
+        max_age = max((x["max"] or 0) for x in ages) if n else None
+        age = f"{mean_age:.3f} / {max_age:.3f}" if n else "- (probed in the same pass)"
+        if s["count"]:
+            lines.append(f"| {b} | {s['count']} | {s['median']:.3f} | {s['mean']:.3f} | "
+                         f"{s['min']:.3f} | {s['max']:.3f} | {age} |")
+        else:
+            lines.append(f"| {b} | 0 | - | - | - | - | {age} |")
+    with open(os.path.join(a.out, "control-latency.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
