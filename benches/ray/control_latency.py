@@ -6,10 +6,16 @@ backend, under the same load and the same policy.
     cargo build --release -p pharos
     benches/ray/control_latency.py --ray-bin VENV/bin --out docs/results/ray [--rounds 3]
 
-Each round starts a pharos server (and for Ray a fresh `ray start --head` on loopback),
-applies the example service (examples/ray/model.yaml on Ray; pharos-replica at the same
-20 ms per request locally), replays 50 requests/s for 40 s against its router, and reads
-the service's `control_latency_s` (one value per scale-up, measured by the server).
+Each round starts a pharos server on a fresh data directory (and for Ray a fresh
+`ray start --head` on loopback) and applies the example service (examples/ray/model.yaml
+on Ray; pharos-replica at the same 20 ms per request locally). Then:
+- steps: the target is set through the API to 2, 1, 3, 1, 4, 1 replicas (min = max),
+  each step waiting until the service has exactly that many replicas;
+- load: back to 1-4 replicas under the autoscaler, 50 requests/s for 40 s replayed
+  against the router, so the policy's own scale-ups are timed too (how many depends on
+  how fast the replicas turned out: each calibrates its work at start).
+Every raise is one value of the service's `control_latency_s`, measured by the server
+from the target change to enough replicas taking traffic through the router.
 Writes OUT/control-latency.json and OUT/control-latency.md.
 """
 
@@ -70,9 +76,20 @@ def wait(what, f, secs):
     sys.exit(f"timed out: {what}")
 
 
-def run_round(backend, ray_bin, work):
+def spec_with(text, lo, hi):
+    out = []
+    for line in text.splitlines():
+        if line.startswith("min_replicas:"):
+            line = f"min_replicas: {lo}"
+        elif line.startswith("max_replicas:"):
+            line = f"max_replicas: {hi}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def run_round(backend, ray_bin, work, r):
     port = free_port()
-    data = os.path.join(work, f"{backend}-data")
+    data = os.path.join(work, f"{backend}-{r}-data")
     cfg = os.path.join(work, f"{backend}.yaml")
     env = dict(os.environ, PHAROS_ADMIN_TOKEN=TOKEN)
     head = None
@@ -103,10 +120,30 @@ def run_round(backend, ray_bin, work):
             spec = os.path.join(work, "local-model.yaml")
             with open(spec, "w") as f:
                 f.write(LOCAL_SPEC)
-        subprocess.run([PHAROS, "apply", "-f", spec], env=cli_env, check=True,
-                       stdout=subprocess.DEVNULL)
-        v = wait("one ready replica", lambda: (s := get(base + "/v1/services/model"))
-                 ["ready_replicas"] == 1 and s, 180)
+        # The spec's working_dir is relative to the example: made absolute for the copies.
+        text = open(spec).read().replace(
+            "working_dir: serve", f"working_dir: {os.path.join(ROOT, 'examples', 'ray', 'serve')}")
+        step_spec = os.path.join(work, f"step-{backend}-{r}.yaml")
+
+        def apply(lo, hi):
+            with open(step_spec, "w") as f:
+                f.write(spec_with(text, lo, hi))
+            subprocess.run([PHAROS, "apply", "-f", step_spec], env=cli_env, check=True,
+                           stdout=subprocess.DEVNULL)
+
+        def exactly(n):
+            s = get(base + "/v1/services/model")
+            return s["ready_replicas"] == n and len(s["replicas"]) == n and s
+
+        apply(1, 1)
+        wait("one ready replica", lambda: exactly(1), 180)
+        for n in (2, 1, 3, 1, 4, 1):
+            apply(n, n)
+            wait(f"{n} replicas", lambda: exactly(n), 180)
+            time.sleep(1)
+        steps = list(get(base + "/v1/services/model")["control_latency_s"]["all"])
+        apply(1, 4)
+        v = get(base + "/v1/services/model")
         trace = os.path.join(work, "trace.csv")
         with open(trace, "w") as f:
             f.write("job,minute,requests\nmodel,0,2000\n")
@@ -118,7 +155,8 @@ def run_round(backend, ray_bin, work):
         s = get(base + "/v1/services/model")
         a = get(base + "/v1/autoscaler")
         return {
-            "control_latency_s": s["control_latency_s"]["all"],
+            "steps_s": steps,
+            "load_s": s["control_latency_s"]["all"][len(steps):],
             "replica_state_age_s": a["replica_state_age_s"],
             "load": json.loads(load.stdout)["summary"],
             "events": get(base + "/v1/services/model/events")["events"],
@@ -161,32 +199,38 @@ def main():
         for r in range(a.rounds):
             for backend in ("local", "ray"):
                 print(f"round {r + 1}: {backend}", flush=True)
-                results[backend].append(run_round(backend, a.ray_bin, work))
-    out = {b: {"rounds": rs, "control_latency_s": summary([x for r in rs for x in r["control_latency_s"]])}
+                results[backend].append(run_round(backend, a.ray_bin, work, r))
+    out = {b: {"rounds": rs,
+               "steps_s": summary([x for r in rs for x in r["steps_s"]]),
+               "load_s": summary([x for r in rs for x in r["load_s"]])}
            for b, rs in results.items()}
     with open(os.path.join(a.out, "control-latency.json"), "w") as f:
         json.dump(out, f, indent=1)
     lines = [
         "# Control latency: decision to serving, Ray Serve against local replicas",
         "",
-        "`benches/ray/control_latency.py` (same load, policy and 20 ms model on both; "
-        f"{a.rounds} rounds each; every scale-up the policy decided is one value).",
+        "`benches/ray/control_latency.py` (the same 20 ms model, policy and load on both; "
+        f"{a.rounds} rounds each). Steps: the target set through the API to 2, 1, 3, 1, 4, 1; "
+        "load: the autoscaler's own scale-ups under 50 requests/s. One value per raise, "
+        "from the target change to the replicas taking traffic through the router.",
         "",
-        "| backend | scale-ups | median s | mean s | min s | max s | replica state age at decisions: mean / max s |",
-        "|---|---|---|---|---|---|---|",
+        "| backend | what | raises | median s | mean s | min s | max s | replica state age at decisions: mean / max s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for b in ("local", "ray"):
-        s = out[b]["control_latency_s"]
+    for b, what in (("local", "steps"), ("ray", "steps"), ("local", "load"), ("ray", "load")):
+        s = out[b][f"{what}_s"]
         ages = [r["replica_state_age_s"] for r in results[b]]
         n = sum(x["count"] for x in ages)
         mean_age = sum((x["mean"] or 0) * x["count"] for x in ages) / n if n else None
         max_age = max((x["max"] or 0) for x in ages) if n else None
         age = f"{mean_age:.3f} / {max_age:.3f}" if n else "- (probed in the same pass)"
+        if what == "steps":
+            age = ""
         if s["count"]:
-            lines.append(f"| {b} | {s['count']} | {s['median']:.3f} | {s['mean']:.3f} | "
+            lines.append(f"| {b} | {what} | {s['count']} | {s['median']:.3f} | {s['mean']:.3f} | "
                          f"{s['min']:.3f} | {s['max']:.3f} | {age} |")
         else:
-            lines.append(f"| {b} | 0 | - | - | - | - | {age} |")
+            lines.append(f"| {b} | {what} | 0 | - | - | - | - | {age} |")
     with open(os.path.join(a.out, "control-latency.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

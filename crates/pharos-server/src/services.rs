@@ -615,7 +615,8 @@ impl Services {
                 )
                 .await
                 .map_err(|e| (500, e.to_string()))?;
-            s.target = s.target.clamp(spec.min_replicas, spec.max_replicas);
+            let t = s.target.clamp(spec.min_replicas, spec.max_replicas);
+            s.set_target(t);
             let name = spec.name.clone();
             s.spec = spec;
             let v = self.status(s, &host);

@@ -65,3 +65,30 @@ fn example_service_specs_are_valid() {
     }
     assert_eq!(n, 4);
 }
+
+#[test]
+fn the_ray_examples_are_valid() {
+    let dir = repo().join("examples/ray");
+    let cfg = pharos_server::ServerConfig::load(Some(&dir.join("server.yaml"))).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.backend, pharos_server::config::BackendKind::Ray);
+    assert_eq!(cfg.ray.address, "http://127.0.0.1:8265");
+    let text = std::fs::read_to_string(dir.join("model.yaml")).unwrap();
+    let spec = pharos_server::services::ServiceSpec::parse(&text).unwrap();
+    let app = spec.ray.expect("a Serve application");
+    assert!(spec.command.is_empty());
+    // The application's module is in its working directory.
+    let module = app.import_path.split(':').next().unwrap();
+    let wd = dir.join(app.working_dir.unwrap());
+    assert!(wd.join(format!("{module}.py")).is_file());
+    assert!(
+        std::fs::read_to_string(wd.join(format!("{module}.py")))
+            .unwrap()
+            .contains(&format!("class {}", app.deployment))
+    );
+    let text = std::fs::read_to_string(dir.join("train.yaml")).unwrap();
+    let m: pharos_core::Manifest = serde_saphyr::from_str(&text).unwrap();
+    m.validate().unwrap();
+    assert!(dir.join("train/train.py").is_file());
+    assert!(m.framework.command.contains("train.py"));
+}

@@ -57,7 +57,13 @@ fn answer(fake: &Mutex<Fake>, method: &str, path: &str, body: &[u8]) -> (u16, Va
                     json!(format!("Job with submission_id {id} already exists.")),
                 );
             }
-            f.jobs.insert(id.clone(), "SUCCEEDED".into());
+            // `sleep` runs until stopped; anything else succeeds at once.
+            let status = if body["entrypoint"].as_str().unwrap_or("").starts_with("sleep") {
+                "RUNNING"
+            } else {
+                "SUCCEEDED"
+            };
+            f.jobs.insert(id.clone(), status.into());
             (200, json!({"job_id": null, "submission_id": id}))
         }
         ("GET", ["api", "jobs", id]) => match f.jobs.get(*id) {
@@ -112,7 +118,12 @@ fn answer(fake: &Mutex<Fake>, method: &str, path: &str, body: &[u8]) -> (u16, Va
                 None => (404, json!({"error": "Application or Deployment not found"})),
             }
         }
-        ("POST", ["api", "jobs", _, "stop"]) => (200, json!({"stopped": true})),
+        ("POST", ["api", "jobs", id, "stop"]) => {
+            if let Some(s) = f.jobs.get_mut(*id) {
+                *s = "STOPPED".into();
+            }
+            (200, json!({"stopped": true}))
+        }
         ("DELETE", ["api", "jobs", _]) => (200, json!({"deleted": true})),
         _ => (404, json!("not found")),
     }
@@ -333,6 +344,39 @@ fn ray_unreachable_is_an_event_and_a_kept_state_until_it_answers() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(fake.lock().unwrap().apps.contains_key("theirs"));
+}
+
+#[test]
+fn a_halt_stops_the_ray_job_and_a_restarted_server_adopts_what_runs() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = serve_fake(listener);
+    let mut s = Server::start(&ray_config(port, free_port(), ""));
+    let id = s.submit(&ONE_LEARNER.replace("command: python train.py", "command: sleep 600"));
+    s.wait_state(id, "PROCESSING", 30);
+    let (status, v) = s.apply(&ray_spec("m", "min_replicas: 2\nmax_replicas: 2"));
+    assert_eq!(status, 201, "{v}");
+    s.wait_service("m", 30, "at 2 replicas", |v| v["ready_replicas"] == 2);
+    let puts = fake.lock().unwrap().serve_puts.len();
+    // Restarted: the job is still PROCESSING (not submitted again), the application is
+    // adopted as Serve runs it (not deployed again).
+    s.kill();
+    s.spawn();
+    let t0 = Instant::now();
+    while !s.service_events("m").contains("adopted") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{}", s.service_events("m"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.service("m")["ready_replicas"], 2);
+    assert_eq!(fake.lock().unwrap().serve_puts.len(), puts, "no new deploy");
+    assert_eq!(s.job(id)["state"], "PROCESSING");
+    let (ok, _, err) = s.cli(&["train", "halt", &id.to_string()], ADMIN);
+    assert!(ok, "{err}");
+    s.wait_state(id, "HALTED", 30);
+    let f = fake.lock().unwrap();
+    assert_eq!(f.jobs.len(), 1, "submitted once: {:?}", f.jobs);
+    assert_eq!(f.jobs[&format!("pharos-{id}-a1-l1")], "STOPPED");
+    assert!(f.calls.contains(&format!("POST /api/jobs/pharos-{id}-a1-l1/stop")));
 }
 
 #[test]
