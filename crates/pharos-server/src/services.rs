@@ -1513,7 +1513,10 @@ mod tests {
         // The raise to 2 is served; the one to 3 waits.
         assert_eq!(s.control_latencies.len(), 1);
         assert_eq!(s.scale_ups.len(), 1);
-        assert!(events[0].2.starts_with("2 replica(s) serving"), "{events:?}");
+        assert!(
+            events[0].2.starts_with("2 replica(s) serving"),
+            "{events:?}"
+        );
         // Cut back to 2: the raise to 3 is no longer wanted, nothing is left to time.
         s.set_target(2);
         assert!(s.scale_ups.is_empty());

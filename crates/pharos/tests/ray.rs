@@ -58,7 +58,11 @@ fn answer(fake: &Mutex<Fake>, method: &str, path: &str, body: &[u8]) -> (u16, Va
                 );
             }
             // `sleep` runs until stopped; anything else succeeds at once.
-            let status = if body["entrypoint"].as_str().unwrap_or("").starts_with("sleep") {
+            let status = if body["entrypoint"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("sleep")
+            {
                 "RUNNING"
             } else {
                 "SUCCEEDED"
@@ -364,7 +368,11 @@ fn a_halt_stops_the_ray_job_and_a_restarted_server_adopts_what_runs() {
     s.spawn();
     let t0 = Instant::now();
     while !s.service_events("m").contains("adopted") {
-        assert!(t0.elapsed() < Duration::from_secs(20), "{}", s.service_events("m"));
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{}",
+            s.service_events("m")
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(s.service("m")["ready_replicas"], 2);
@@ -376,7 +384,10 @@ fn a_halt_stops_the_ray_job_and_a_restarted_server_adopts_what_runs() {
     let f = fake.lock().unwrap();
     assert_eq!(f.jobs.len(), 1, "submitted once: {:?}", f.jobs);
     assert_eq!(f.jobs[&format!("pharos-{id}-a1-l1")], "STOPPED");
-    assert!(f.calls.contains(&format!("POST /api/jobs/pharos-{id}-a1-l1/stop")));
+    assert!(
+        f.calls
+            .contains(&format!("POST /api/jobs/pharos-{id}-a1-l1/stop"))
+    );
 }
 
 #[test]
@@ -548,11 +559,11 @@ fn serve_and_jobs_on_a_real_ray_head() {
     );
     assert!(ok, "{out}{err}");
 
-    // The load: 50 requests/s for 40 s (2.5x what one 20 ms replica serves within the
-    // SLO on this machine's shared cores).
+    // The load: 60 requests/s for 40 s (1.2x what one replica doing 20 ms of CPU work
+    // a request can serve at all).
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.csv");
-    std::fs::write(&trace, "job,minute,requests\nmodel,0,2000\n").unwrap();
+    std::fs::write(&trace, "job,minute,requests\nmodel,0,2400\n").unwrap();
     let load = Command::new(PHAROS)
         .args([
             "load",
@@ -593,7 +604,7 @@ fn serve_and_jobs_on_a_real_ray_head() {
     eprintln!("load: {}", report["summary"]);
     let served = report["summary"]["requests"].as_u64().unwrap_or(0)
         - report["summary"]["dropped"].as_u64().unwrap_or(0);
-    assert!(served > 1000, "{report}");
+    assert!(served > 1500, "{report}");
 
     // The job finished on Ray; its logs are pharos's.
     s.wait_state(1, "COMPLETED", 120);

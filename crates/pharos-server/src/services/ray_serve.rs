@@ -190,9 +190,11 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
         .collect();
     let mut redeploy = Vec::new();
     let mut adopt = Vec::new();
+    // A deleted service's application leaves with one deploy (Serve may take a while
+    // to remove it; that deploy is not repeated meanwhile).
     let mut need_put = wants
         .iter()
-        .any(|w| w.deleting && apps.contains_key(&w.name));
+        .any(|w| w.deleting && w.put.is_some() && apps.contains_key(&w.name));
     for (w, cfg) in &desired {
         if !apps.contains_key(&w.name) {
             if w.deployed {
@@ -321,6 +323,9 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
             }
             s.ray.put = Some(cfg.clone());
             s.ray.deployed = true;
+        }
+        if put_ok && s.deleting {
+            s.ray.put = None;
         }
         s.ray.seen = Some(seen);
         let Some(a) = apps.get(&name) else {
