@@ -138,6 +138,12 @@ pub trait InferencePolicy: Send {
 
     /// Decide targets for every job from the current view.
     fn decide(&mut self, view: &ClusterView<'_>) -> Decision;
+
+    /// Why the last decision is what it is, for people: one JSON value per job in view
+    /// order (or None when the policy says nothing). Never read by a policy.
+    fn explain(&self) -> Option<Vec<serde_json::Value>> {
+        None
+    }
 }
 
 impl<P: InferencePolicy + ?Sized> InferencePolicy for Box<P> {
@@ -155,5 +161,8 @@ impl<P: InferencePolicy + ?Sized> InferencePolicy for Box<P> {
     }
     fn decide(&mut self, view: &ClusterView<'_>) -> Decision {
         (**self).decide(view)
+    }
+    fn explain(&self) -> Option<Vec<serde_json::Value>> {
+        (**self).explain()
     }
 }

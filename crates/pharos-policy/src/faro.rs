@@ -257,6 +257,8 @@ pub struct Faro {
     forecaster: Box<dyn Forecaster>,
     histories: Histories,
     reactive: Reactive,
+    /// The reasons of the last decision (see [`InferencePolicy::explain`]).
+    explained: Option<Vec<serde_json::Value>>,
 }
 
 impl Faro {
@@ -275,6 +277,7 @@ impl Faro {
             histories: Histories::new(data),
             params,
             reactive: Reactive::default(),
+            explained: None,
         }
     }
 
@@ -359,6 +362,7 @@ impl Faro {
             if self.params.spread_leftover {
                 spread_leftover(&p, &mut a.replicas);
             }
+            self.explained = Some(explain_allocation(&p, &a, q));
             d.target_replicas = a.replicas.into_iter().map(Some).collect();
             if self.objective.uses_accept_rates() {
                 d.accept_rate = a.accept.into_iter().map(Some).collect();
@@ -415,6 +419,7 @@ impl InferencePolicy for Faro {
     }
     fn decide(&mut self, view: &ClusterView<'_>) -> Decision {
         let p = &self.params;
+        self.explained = None;
         if is_predictive_tick(view.now_s, p.first_predictive_s, p.predictive_interval_s) {
             self.reactive.restart(view, p.reactive_look_back_s);
             return self.predictive(view);
@@ -424,9 +429,74 @@ impl InferencePolicy for Faro {
             let (lb, checks) = (p.reactive_look_back_s, p.reactive_checks);
             let donor = p.rebalance.then_some(p.donor_max_utilisation);
             self.reactive.check(view, lb, checks, donor, &mut d);
+            let why = format!(
+                "reactive loop: mean latency over the last {lb} s above the SLO at {checks} checks in a row"
+            );
+            self.explained = Some(
+                d.target_replicas
+                    .iter()
+                    .map(|t| match t {
+                        Some(_) => serde_json::json!({ "reason": why }),
+                        None => serde_json::Value::Null,
+                    })
+                    .collect(),
+            );
         }
         d
     }
+
+    fn explain(&self) -> Option<Vec<serde_json::Value>> {
+        self.explained.clone()
+    }
+}
+
+/// A predictive decision's reasons per job: the forecast quantile, the peak predicted
+/// rate over the window, each candidate replica count near the chosen one with its
+/// predicted latency at that peak (the allocation's latency model) and its utility over
+/// the window, and the allocation's objective.
+fn explain_allocation(p: &Problem, a: &alloc::Allocation, q: f64) -> Vec<serde_json::Value> {
+    p.jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| {
+            let x = a.replicas[i];
+            let peak = j.rates_rps.iter().copied().fold(0.0, f64::max);
+            let lo = x.saturating_sub(2).max(j.min_replicas).max(1);
+            let hi = (x + 2).min(j.max_replicas);
+            let candidates: Vec<serde_json::Value> = (lo..=hi)
+                .map(|c| {
+                    let l = p
+                        .model
+                        .latency_s(peak, c as f64, j.processing_s, j.percentile);
+                    let u = j
+                        .rates_rps
+                        .iter()
+                        .map(|r| {
+                            let l = p
+                                .model
+                                .latency_s(*r, c as f64, j.processing_s, j.percentile);
+                            p.utility.eval(l, j.slo_s)
+                        })
+                        .sum::<f64>()
+                        / j.rates_rps.len().max(1) as f64;
+                    serde_json::json!({
+                        "replicas": c,
+                        "latency_s": l.is_finite().then_some(l),
+                        "utility": u,
+                        "chosen": c == x,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "quantile": q,
+                "peak_rate_rps": peak,
+                "replicas": x,
+                "accept_rate": a.accept.get(i),
+                "candidates": candidates,
+                "objective": a.objective,
+            })
+        })
+        .collect()
 }
 
 /// Parameters of the MArk-style baseline.

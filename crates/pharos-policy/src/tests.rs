@@ -255,6 +255,50 @@ fn faro_splits_the_capacity_by_load_and_never_exceeds_it() {
 }
 
 #[test]
+fn faro_explains_its_decisions_for_people() {
+    let (a, b) = ([1200u32; 5], [300u32; 5]);
+    let mut p = build("faro-fairsum", &json!({"forecaster": "last-value"})).unwrap();
+    let jobs = [busy_job(300.0, 2, &a), busy_job(300.0, 2, &b)];
+    let v = ClusterView {
+        capacity_cpus: 10.0,
+        ..view(300.0, &jobs)
+    };
+    let d = p.decide(&v);
+    let e = p.explain().expect("a predictive decision is explained");
+    assert_eq!(e.len(), 2);
+    for (i, x) in e.iter().enumerate() {
+        let chosen = d.target_replicas[i].unwrap();
+        assert_eq!(x["replicas"], chosen);
+        // The busy job's predicted peak is the last minute's 1,200 requests.
+        if i == 0 {
+            assert!(
+                (x["peak_rate_rps"].as_f64().unwrap() - 20.0).abs() < 1e-6,
+                "{x}"
+            );
+        }
+        let c = x["candidates"].as_array().unwrap();
+        assert!(
+            c.iter()
+                .any(|c| c["chosen"] == true && c["replicas"] == chosen),
+            "{x}"
+        );
+        // More replicas never predict a longer latency.
+        let l: Vec<f64> = c
+            .iter()
+            .map(|c| c["latency_s"].as_f64().unwrap_or(f64::INFINITY))
+            .collect();
+        assert!(l.windows(2).all(|w| w[1] <= w[0] + 1e-12), "{l:?}");
+        assert!(x["quantile"].as_f64().unwrap() >= 0.6 - 1e-9);
+    }
+    // A decision of the reactive loop says so; an unchanged job says nothing.
+    let slow = [job(310.0, 3, 10.0, 2.0, 0.0, 0.0)];
+    let mut r = build("faro-sum", &json!({"reactive_checks": 1})).unwrap();
+    let d = r.decide(&view(310.0, &slow));
+    let e = r.explain().unwrap();
+    assert_eq!(d.target_replicas[0].is_some(), !e[0].is_null(), "{e:?}");
+}
+
+#[test]
 fn faro_reactive_loop_adds_one_replica_after_three_slow_checks() {
     let mut p = build("faro-sum", &json!({})).unwrap();
     // Latency 2 s against a 0.72 s SLO, between predictive runs (t = 100..).

@@ -144,6 +144,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/services/{name}/events", get(service_events))
         .route("/v1/autoscaler", get(autoscaler))
+        .route("/v1/history", get(history))
         .route(
             "/v1/tokens/revoke",
             post(revoke_token).layer(DefaultBodyLimit::max(request_limit)),
@@ -1146,4 +1147,25 @@ async fn service_events(
 /// The autoscaler's policy and its recent decisions (the caller's services only).
 async fn autoscaler(State(state): State<Arc<AppState>>, caller: Caller) -> Json<Value> {
     Json(state.services.autoscaler(&state, caller.scope()).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    service: Option<String>,
+}
+
+/// The dashboard's samples: the cluster's totals and the caller's services.
+async fn history(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    Ok(Json(
+        state
+            .services
+            .history(&state, caller.scope(), q.service.as_deref())
+            .await,
+    ))
 }

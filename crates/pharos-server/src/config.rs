@@ -49,6 +49,10 @@ pub struct ServerConfig {
     /// (Ray Jobs and Ray Serve on the cluster named in `ray`).
     pub backend: BackendKind,
     pub ray: crate::ray::RayConfig,
+    /// The dashboard's history: a sample every this many seconds ...
+    pub history_interval_s: f64,
+    /// ... kept this long.
+    pub history_hours: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -161,6 +165,8 @@ impl Default for ServerConfig {
             restart_backoff_max_s: 60.0,
             backend: BackendKind::Local,
             ray: crate::ray::RayConfig::default(),
+            history_interval_s: 10.0,
+            history_hours: 6.0,
         }
     }
 }
@@ -211,6 +217,10 @@ impl ServerConfig {
             );
         }
         anyhow::ensure!(self.tick_ms > 0, "tick_ms must be positive");
+        anyhow::ensure!(
+            self.history_interval_s >= 0.1 && self.history_hours > 0.0,
+            "history_interval_s must be at least 0.1 and history_hours positive"
+        );
         pharos_policy::build(&self.autoscaler.policy, &self.autoscaler.params)
             .map_err(|e| anyhow::anyhow!("autoscaler: {e}"))?;
         anyhow::ensure!(

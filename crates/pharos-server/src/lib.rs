@@ -12,6 +12,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod controller;
+pub mod dashboard;
 pub mod logs;
 pub mod openapi;
 pub mod ray;
@@ -190,12 +191,23 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> a
     info!(%addr, data_dir = %state.config.data_dir.display(), backend = state.backend.name(), "pharos server listening");
     let controller = tokio::spawn(controller::run(state.clone()));
     let services = tokio::spawn(services::run(state.clone()));
-    let app = api::router(state.clone());
+    let history = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let every = std::time::Duration::from_secs_f64(state.config.history_interval_s);
+            loop {
+                tokio::time::sleep(every).await;
+                state.services.sample_history(&state).await;
+            }
+        }
+    });
+    let app = api::router(state.clone()).merge(dashboard::router());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     controller.abort();
     services.abort();
+    history.abort();
     info!(
         "pharos server stopped; learners and replicas keep running and are re-attached at the next start"
     );

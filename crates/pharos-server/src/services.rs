@@ -27,7 +27,10 @@ use crate::AppState;
 use crate::router::Router;
 use crate::store::now_ms;
 
+mod history;
 mod ray_serve;
+
+pub use history::{ClusterPoint, ServicePoint};
 
 /// What a user applies: one inference service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -380,6 +383,8 @@ struct Inner {
     state_age: (u64, f64, f64),
     /// The Ray loop's back-off while Ray is unreachable.
     ray: ray_serve::RayLoop,
+    /// Samples for the dashboard.
+    history: history::History,
 }
 
 const DECISIONS_KEPT: usize = 200;
@@ -403,6 +408,7 @@ impl Services {
                 last_call_ms: None,
                 state_age: (0, 0.0, 0.0),
                 ray: ray_serve::RayLoop::default(),
+                history: history::History::default(),
             }),
             client: Client::builder(TokioExecutor::new()).build_http(),
             held_now: std::sync::Mutex::new(Vec::new()),
@@ -554,13 +560,17 @@ impl Services {
             .store(cpus.to_bits(), std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// What training jobs leave of the capacity.
-    fn capacity_left(&self, state: &AppState) -> f64 {
-        let training = f64::from_bits(
+    /// vCPUs training jobs hold, as of the controller's last pass.
+    fn training_cpus(&self) -> f64 {
+        f64::from_bits(
             self.training_cpus_bits
                 .load(std::sync::atomic::Ordering::Relaxed),
-        );
-        state.config.capacity.cpus - training
+        )
+    }
+
+    /// What training jobs leave of the capacity.
+    fn capacity_left(&self, state: &AppState) -> f64 {
+        state.config.capacity.cpus - self.training_cpus()
     }
 
     /// Creates or updates a service. Errors: (status code, message).
@@ -1419,13 +1429,15 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
     };
     let took_s = t0.elapsed().as_secs_f64();
     state.metrics.record_decision(took_s);
+    let explained = a.policy.explain();
     // What the policy was shown, for the record of a decision that changes something.
     let mut shown: Vec<Value> = if d.is_unchanged() {
         Vec::new()
     } else {
         views
             .iter()
-            .map(|j| {
+            .enumerate()
+            .map(|(i, j)| {
                 json!({
                     "service": j.name,
                     "ready_replicas": j.ready_replicas,
@@ -1439,6 +1451,7 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
                     "dropped": j.counters.dropped,
                     "last_minute_arrivals": j.minute_arrivals.last(),
                     "replica_state_age_s": ages.get(j.name).copied().flatten(),
+                    "explanation": explained.as_ref().and_then(|e| e.get(i)).cloned(),
                 })
             })
             .collect()
