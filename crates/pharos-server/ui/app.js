@@ -70,8 +70,8 @@ async function cluster() {
   const replicas = svcs.services.reduce((n, s) => n + s.ready_replicas + s.starting_replicas, 0);
   $("#now").innerHTML = last ? `
     <tr><td>capacity</td><td>${fmt(last.capacity_cpus, 1)} vCPUs</td></tr>
-    <tr><td>inference replicas</td><td>${fmt(last.inference_cpus, 1)} vCPUs (${replicas} replicas of ${svcs.services.length} services)</td></tr>
-    <tr><td>training learners</td><td>${fmt(last.training_cpus, 1)} vCPUs (${running.length} jobs running)</td></tr>
+    <tr><td>inference replicas</td><td>${fmt(last.inference_cpus, 1)} vCPUs (${replicas} replicas of your ${svcs.services.length} services)</td></tr>
+    <tr><td>training learners</td><td>${fmt(last.training_cpus, 1)} vCPUs (${running.length} of your jobs running)</td></tr>
     <tr><td>free</td><td>${fmt(last.capacity_cpus - last.inference_cpus - last.training_cpus, 1)} vCPUs</td></tr>`
     : `<tr><td class="muted">no sample yet (one every ${h.interval_s} s)</td></tr>`;
   const xs = h.cluster.map(p => p.t_ms);

@@ -129,7 +129,7 @@ fn the_dashboard_in_a_browser() {
                 let _ = agent.get(&url).call();
                 k += 1;
                 // A burst every few seconds.
-                std::thread::sleep(Duration::from_millis(if (k / 50) % 3 == 0 {
+                std::thread::sleep(Duration::from_millis(if (k / 50).is_multiple_of(3) {
                     5
                 } else {
                     30
