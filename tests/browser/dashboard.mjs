@@ -125,6 +125,22 @@ try {
     check(runs > 0, `the result's table has ${runs} rows`);
     check(await page.$('[data-chart="violations"] canvas') !== null, "the result's plot is drawn");
     await shot("results.png");
+    // The other kinds of results: training schedulers, function graphs; and a file that
+    // is not one says so.
+    for (const [file, what] of [[env.RESULTS_TRAINING, "training"], [env.RESULTS_GRAPHS, "graphs"], [null, "no"]]) {
+      // Away and back: a fresh results page.
+      await go("#/jobs", "jobs");
+      await go("#/results", "results");
+      if (!file) { break; }
+      await page.setInputFiles("#results-file", file);
+      await readyAs("results-shown");
+      const n = await page.$$eval("#runs tbody tr", r => r.length);
+      check(n > 0, `a ${what} result shows ${n} rows`);
+      await shot(`results-${what}.png`);
+    }
+    await page.setInputFiles("#results-file", { name: "x.json", mimeType: "application/json", buffer: Buffer.from("{\"a\": 1}") });
+    await page.waitForFunction(() => document.querySelector("#results-error").textContent.length > 0);
+    check(/not a results file/.test(await page.textContent("#results-error")), "a file that is not a result is refused with a message");
 
     // Tenant b sees its job and not a's, nor a's service.
     await page.click("#logout");

@@ -275,9 +275,47 @@ function results() {
   ready("results");
 }
 
+// A table of the scalar fields of `rows`.
+function plainTable(id, rows) {
+  const cols = [...new Set(rows.flatMap(r => Object.keys(r).filter(k => r[k] === null || typeof r[k] !== "object")))];
+  const cell = v => typeof v === "number" ? `<td class="num">${Number.isInteger(v) ? v : fmt(v, 3)}</td>` : `<td>${esc(v)}</td>`;
+  return `<table id="${id}"><thead><tr>${cols.map(c => `<th>${esc(c)}</th>`).join("")}</tr></thead><tbody>
+    ${rows.map(r => `<tr>${cols.map(c => cell(r[c])).join("")}</tr>`).join("")}</tbody></table>`;
+}
+
+// Training schedulers (`kind: training`): one row per (cluster, policy).
+function showTraining(r) {
+  const out = $("#results");
+  out.innerHTML = `<h2>${esc(r.name || "")}</h2><div class="side">${plainTable("runs", r.rows)}
+    <div class="charts column" id="result-charts"></div></div>`;
+  const xs = r.rows.map((_, i) => i);
+  const label = i => r.rows[i] ? `${r.rows[i].policy} (${r.rows[i].cluster})` : "";
+  const u = chart($("#result-charts"), "job completion time, hours (per policy and cluster)", xs, [
+    { label: "mean", values: r.rows.map(x => x.mean_jct_h) },
+    { label: "p95", values: r.rows.map(x => x.p95_jct_h) },
+    { label: "mean queueing", values: r.rows.map(x => x.mean_queueing_h) },
+  ], { id: "violations", time: false, width: 620, height: 300 });
+  u.axes[0].values = (_, ticks) => ticks.map(t => Number.isInteger(t) ? label(t) : "");
+  u.redraw();
+  ready("results-shown");
+}
+
+// Function graphs (`kind: graph`): per (capacity, load, policy), each app's mean and p99
+// response, failed share and resource-seconds.
+function showGraphs(r) {
+  const rows = r.cells.flatMap(c => c.apps.map(([app, mean, p99, failed, rs]) => ({
+    capacity: c.capacity, load: c.load, policy: c.policy, app,
+    mean_response_s: mean, p99_response_s: p99, failed, resource_s: rs,
+  })));
+  $("#results").innerHTML = `<h2>${esc(r.name || "")}</h2>${plainTable("runs", rows)}`;
+  ready("results-shown");
+}
+
 function showResults(r) {
-  if (!r || !Array.isArray(r.runs)) { throw new Error("no runs in it"); }
   charts.forEach(c => c.destroy()); charts = [];
+  if (r && Array.isArray(r.rows)) { return showTraining(r); }
+  if (r && Array.isArray(r.cells)) { return showGraphs(r); }
+  if (!r || !Array.isArray(r.runs)) { throw new Error("no runs, rows or cells in it"); }
   const out = $("#results");
   // Mean over seeds per (policy, capacity).
   const groups = new Map();

@@ -167,6 +167,14 @@ fn the_dashboard_in_a_browser() {
             "RESULTS",
             repo().join("docs/results/faro-10jobs/results.json"),
         )
+        .env(
+            "RESULTS_TRAINING",
+            repo().join("docs/results/training/philly-0e4a51/results.json"),
+        )
+        .env(
+            "RESULTS_GRAPHS",
+            repo().join("docs/results/graphs/chain/results.json"),
+        )
         .env("SHOTS", &shots)
         .output()
         .expect("running node");
