@@ -50,7 +50,7 @@ function chart(el, title, xs, series, opts = {}) {
   const u = new uPlot({
     width: opts.width || 460, height: opts.height || 200,
     scales: { x: { time: opts.time !== false } },
-    axes: [{}, { label: opts.ylabel || "" }],
+    axes: [opts.xvalues ? { values: opts.xvalues, space: 30, size: 90, rotate: -40 } : {}, { label: opts.ylabel || "" }],
     series: [{}].concat(series.map((s, i) => ({
       label: s.label, stroke: s.color || colors[i % colors.length], width: 1.5,
       dash: s.dash, spanGaps: true,
@@ -288,15 +288,19 @@ function showTraining(r) {
   const out = $("#results");
   out.innerHTML = `<h2>${esc(r.name || "")}</h2><div class="side">${plainTable("runs", r.rows)}
     <div class="charts column" id="result-charts"></div></div>`;
-  const xs = r.rows.map((_, i) => i);
-  const label = i => r.rows[i] ? `${r.rows[i].policy} (${r.rows[i].cluster})` : "";
-  const u = chart($("#result-charts"), "job completion time, hours (per policy and cluster)", xs, [
-    { label: "mean", values: r.rows.map(x => x.mean_jct_h) },
-    { label: "p95", values: r.rows.map(x => x.p95_jct_h) },
-    { label: "mean queueing", values: r.rows.map(x => x.mean_queueing_h) },
-  ], { id: "violations", time: false, width: 620, height: 300 });
-  u.axes[0].values = (_, ticks) => ticks.map(t => Number.isInteger(t) ? label(t) : "");
-  u.redraw();
+  // One series per cluster and statistic, over the policies.
+  const policies = [...new Set(r.rows.map(x => x.policy))];
+  const clusters = [...new Set(r.rows.map(x => x.cluster))];
+  const xs = policies.map((_, i) => i);
+  const at = (c, p, f) => { const x = r.rows.find(y => y.cluster === c && y.policy === p); return x ? f(x) : null; };
+  const series = clusters.flatMap(c => [
+    { label: `mean JCT (${c})`, values: policies.map(p => at(c, p, x => x.mean_jct_h)) },
+    { label: `p95 JCT (${c})`, values: policies.map(p => at(c, p, x => x.p95_jct_h)), dash: [4, 4] },
+  ]);
+  chart($("#result-charts"), "job completion time, hours, per policy", xs, series, {
+    id: "violations", time: false, width: 620, height: 340,
+    xvalues: (_, ticks) => ticks.map(t => Number.isInteger(t) ? policies[t] || "" : ""),
+  });
   ready("results-shown");
 }
 
