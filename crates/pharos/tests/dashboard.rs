@@ -63,17 +63,6 @@ impl Server {
         assert_eq!(st, 201, "{t}");
         t["token"].as_str().unwrap().to_string()
     }
-
-    fn submit_as(&self, token: &str, manifest: &str) -> i64 {
-        let (st, v) = self.request(
-            "POST",
-            "/v1/models",
-            Some(token),
-            Some(("application/yaml", manifest.as_bytes().to_vec())),
-        );
-        assert_eq!(st, 201, "{v}");
-        v["id"].as_i64().unwrap()
-    }
 }
 
 #[test]

@@ -215,10 +215,15 @@ impl Server {
     }
 
     pub fn submit(&self, manifest: &str) -> i64 {
+        self.submit_as(ADMIN, manifest)
+    }
+
+    /// Submits `manifest` with `token` (its tenant's job).
+    pub fn submit_as(&self, token: &str, manifest: &str) -> i64 {
         let (status, v) = self.request(
             "POST",
             "/v1/models",
-            Some(ADMIN),
+            Some(token),
             Some(("application/yaml", manifest.as_bytes().to_vec())),
         );
         assert_eq!(status, 201, "{v}");
