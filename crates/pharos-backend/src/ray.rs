@@ -1,7 +1,8 @@
 //! Training jobs on a Ray cluster through the Ray Jobs REST API.
 //!
 //! Each learner of an attempt is one Ray job, its submission id
-//! `pharos-<job>-a<attempt>-l<learner>` (so submitting again is harmless), its
+//! `pharos-<installation>-<job>-a<attempt>-l<learner>` (so submitting again is
+//! harmless), its
 //! entrypoint the manifest's command, its working directory the job's model directory
 //! uploaded as a Ray package, and its environment FfDL's variables and the rendezvous
 //! variables (as on the local backend; paths such as CHECKPOINT_DIR are this server's,
@@ -24,12 +25,16 @@ use serde_json::{Value, json};
 
 pub struct RayBackend {
     client: RayClient,
+    /// This installation's id (see [`installation_id`]): submission ids are
+    /// `pharos-<installation>-<job>-a<attempt>-l<learner>`, so two pharos servers (or a
+    /// fresh store) on one Ray cluster never take each other's jobs for their own.
+    installation: String,
     /// Where learners reach learner 1 (MASTER_ADDR): the Ray head's host.
     master_addr: String,
 }
 
 impl RayBackend {
-    pub fn new(client: RayClient) -> anyhow::Result<Self> {
+    pub fn new(client: RayClient, installation: String) -> anyhow::Result<Self> {
         let master_addr = client
             .address()
             .trim_start_matches("http://")
@@ -39,6 +44,7 @@ impl RayBackend {
             .to_string();
         Ok(Self {
             client,
+            installation,
             master_addr,
         })
     }
@@ -58,8 +64,15 @@ impl RayBackend {
         }
     }
 
-    pub fn submission_id(job: &JobRun, learner: u32) -> String {
-        format!("pharos-{}-a{}-l{learner}", job.id, job.attempt)
+    pub fn submission_id(&self, job: &JobRun, learner: u32) -> String {
+        self.attempt_id(job, job.attempt, learner)
+    }
+
+    fn attempt_id(&self, job: &JobRun, attempt: u32, learner: u32) -> String {
+        format!(
+            "pharos-{}-{}-a{attempt}-l{learner}",
+            self.installation, job.id
+        )
     }
 
     fn learner_dir(job: &JobRun, learner: u32) -> PathBuf {
@@ -174,7 +187,7 @@ impl Backend for RayBackend {
             }
             let dir = Self::learner_dir(job, learner);
             fs::create_dir_all(&dir).map_err(|e| BackendError::io(dir.display(), e))?;
-            let id = Self::submission_id(job, learner);
+            let id = self.submission_id(job, learner);
             let mut request = json!({
                 "entrypoint": m.framework.command,
                 "submission_id": id,
@@ -210,7 +223,7 @@ impl Backend for RayBackend {
                 out.push(LearnerStatus::NotStarted);
                 continue;
             }
-            let id = Self::submission_id(job, learner);
+            let id = self.submission_id(job, learner);
             let status = match self.block_on(self.client.job(&id)).map_err(err)? {
                 None => LearnerStatus::Lost,
                 Some(v) => pharos_server::ray::learner_status(&v),
@@ -233,7 +246,7 @@ impl Backend for RayBackend {
         // Ray's stop sends SIGTERM and kills the driver after its own grace period.
         for learner in 1..=job.manifest.learners {
             if Self::submitted(job, learner) {
-                let id = Self::submission_id(job, learner);
+                let id = self.submission_id(job, learner);
                 self.block_on(self.client.stop_job(&id)).map_err(err)?;
             }
         }
@@ -243,7 +256,7 @@ impl Backend for RayBackend {
     fn store_results(&self, job: &JobRun, outcome: &str) -> Result<(), BackendError> {
         for learner in 1..=job.manifest.learners {
             if Self::submitted(job, learner) {
-                let id = Self::submission_id(job, learner);
+                let id = self.submission_id(job, learner);
                 // A lost job has no logs left; what was copied stays.
                 match self.mirror_logs(job, learner, &id) {
                     Err(e) if e.transient => return Err(e),
@@ -255,11 +268,17 @@ impl Backend for RayBackend {
     }
 
     fn remove(&self, job: &JobRun) -> Result<(), BackendError> {
-        // Ray's record of every attempt's drivers goes too (they have ended: a job is
+        // The job's files first: they go whatever Ray says.
+        match fs::remove_dir_all(&job.paths.root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(BackendError::io(job.paths.root.display(), e)),
+        }
+        // Then Ray's record of every attempt's drivers (they have ended: a job is
         // removed only once its learners stopped).
         for attempt in 1..=job.attempt {
             for learner in 1..=job.manifest.learners {
-                let id = format!("pharos-{}-a{attempt}-l{learner}", job.id);
+                let id = self.attempt_id(job, attempt, learner);
                 match self.block_on(self.client.delete_job(&id)) {
                     Ok(()) => {}
                     Err(e @ RayError::Status(400, _)) => {
@@ -269,10 +288,27 @@ impl Backend for RayBackend {
                 }
             }
         }
-        match fs::remove_dir_all(&job.paths.root) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BackendError::io(job.paths.root.display(), e)),
+        Ok(())
+    }
+}
+
+/// The id of the installation whose data lives in `data_dir`: 8 random hex digits made
+/// at the first start and kept in `<data_dir>/installation-id`.
+pub fn installation_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("installation-id");
+    if let Ok(id) = fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(id);
         }
     }
+    fs::create_dir_all(data_dir)?;
+    let mut bytes = [0u8; 4];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, &id)?;
+    fs::rename(&tmp, &path)?;
+    Ok(id)
 }

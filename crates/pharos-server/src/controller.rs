@@ -606,14 +606,22 @@ async fn finish_with(
             .await?;
     }
     let outcome = end.name();
-    if let Err(e) = on_backend(state, &run, move |b, r| b.store_results(r, outcome)).await {
-        return fail(
-            state,
-            id,
-            &format!("storing the results failed: {e}"),
-            ErrorCode::S301,
-        )
-        .await;
+    match on_backend(state, &run, move |b, r| b.store_results(r, outcome)).await {
+        // The engine is away: stay STORING; storing is tried again (with the back-off).
+        Err(e) if e.transient => {
+            engine_failed(state, id, "storing the results", &e).await;
+            return Ok(());
+        }
+        Err(e) => {
+            return fail(
+                state,
+                id,
+                &format!("storing the results failed: {e}"),
+                ErrorCode::S301,
+            )
+            .await;
+        }
+        Ok(()) => {}
     }
     state
         .store

@@ -31,8 +31,11 @@ pub struct RayConfig {
     /// Serve's HTTP proxy, where pharos's routers send requests (each service's route
     /// prefix is `/<name>`).
     pub serve_url: String,
-    /// Every REST call gives up after this long.
+    /// Every REST call gives up after this long (a package upload: ten times as long).
     pub timeout_s: f64,
+    /// Where services' `working_dir`s may be (any directory when empty; never one
+    /// overlapping the data directory). Set it when tenants share the server.
+    pub code_roots: Vec<std::path::PathBuf>,
 }
 
 impl Default for RayConfig {
@@ -43,6 +46,7 @@ impl Default for RayConfig {
             token_file: None,
             serve_url: "http://127.0.0.1:8000".into(),
             timeout_s: 10.0,
+            code_roots: Vec::new(),
         }
     }
 }
@@ -55,6 +59,9 @@ pub enum RayError {
     Status(u16, String),
     #[error("Ray's answer is not understood: {0}")]
     Malformed(String),
+    /// The directory could not be packed (unreadable, too large).
+    #[error("packing the code: {0}")]
+    Package(String),
 }
 
 impl RayError {
@@ -110,6 +117,11 @@ impl RayClient {
         path: &str,
         body: Option<(&'static str, Vec<u8>)>,
     ) -> Result<(StatusCode, Vec<u8>), RayError> {
+        let timeout = if path.starts_with("/api/packages/") {
+            self.timeout * 10
+        } else {
+            self.timeout
+        };
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -122,12 +134,12 @@ impl RayClient {
         }
         .map_err(|e| RayError::Malformed(format!("request {path}: {e}")))?;
         let unreachable = |e: String| RayError::Unreachable(self.base.clone(), e);
-        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+        let resp = tokio::time::timeout(timeout, self.client.request(req))
             .await
-            .map_err(|_| unreachable(format!("no answer to {path} within {:?}", self.timeout)))?
+            .map_err(|_| unreachable(format!("no answer to {path} within {timeout:?}")))?
             .map_err(|e| unreachable(format!("{path}: {e}")))?;
         let status = resp.status();
-        let bytes = tokio::time::timeout(self.timeout, resp.into_body().collect())
+        let bytes = tokio::time::timeout(timeout, resp.into_body().collect())
             .await
             .map_err(|_| unreachable(format!("{path}: the answer stalled")))?
             .map_err(|e| unreachable(format!("{path}: {e}")))?
@@ -182,8 +194,11 @@ impl RayClient {
 
     /// Uploads `dir` as a zip package unless Ray has it; returns its `gcs://` URI.
     pub async fn upload_dir(&self, dir: &Path) -> Result<String, RayError> {
-        let zip =
-            zip_dir(dir).map_err(|e| RayError::Malformed(format!("{}: {e}", dir.display())))?;
+        let owned = dir.to_path_buf();
+        let zip = tokio::task::spawn_blocking(move || zip_dir(&owned))
+            .await
+            .map_err(|e| RayError::Package(e.to_string()))?
+            .map_err(|e| RayError::Package(format!("{}: {e}", dir.display())))?;
         let hash = hex(&sha2::Sha256::digest(&zip)[..20]);
         let name = format!("_ray_pkg_{hash}.zip");
         let path = format!("/api/packages/gcs/{name}");
@@ -277,6 +292,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Ray keeps packages in its GCS; larger trees are refused.
+pub const MAX_PACKAGE_BYTES: u64 = 256 << 20;
+
 /// A zip archive (stored, not compressed) of the files under `dir`, paths relative to
 /// it, in name order - the same tree gives the same bytes, so the same package name.
 pub fn zip_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
@@ -285,8 +303,16 @@ pub fn zip_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
     files.sort();
     let mut out = Vec::new();
     let mut central = Vec::new();
+    let mut total = 0u64;
     for rel in &files {
         let data = std::fs::read(dir.join(rel))?;
+        total += data.len() as u64;
+        if total > MAX_PACKAGE_BYTES {
+            return Err(std::io::Error::other(format!(
+                "more than {} MiB of files",
+                MAX_PACKAGE_BYTES >> 20
+            )));
+        }
         let name = rel.as_bytes();
         let crc = crc32(&data);
         let size = u32::try_from(data.len())

@@ -595,13 +595,8 @@ impl Services {
             }
             _ => {}
         }
-        if let Some(dir) = spec.ray.as_ref().and_then(|r| r.working_dir.as_ref())
-            && !Path::new(dir).is_dir()
-        {
-            return Err((
-                400,
-                format!("ray.working_dir: {dir} is not a directory on the server's machine"),
-            ));
+        if let Some(dir) = spec.ray.as_ref().and_then(|r| r.working_dir.as_ref()) {
+            check_code_dir(state, dir).map_err(|e| (400, format!("ray.working_dir: {e}")))?;
         }
         let mut g = self.inner.lock().await;
         let host = host_of(&state.config.listen);
@@ -774,6 +769,31 @@ impl Services {
             warn!(service = name, "recording an event: {e}");
         }
     }
+}
+
+/// A directory the server may ship to Ray as an application's code: it exists, shares
+/// nothing with the server's data directory (tokens, the store, other tenants' jobs),
+/// and lies under one of `ray.code_roots` when those are set.
+fn check_code_dir(state: &AppState, dir: &str) -> Result<(), String> {
+    let canon = |p: &Path| std::fs::canonicalize(p);
+    let d = canon(Path::new(dir)).map_err(|e| format!("{dir}: {e}"))?;
+    if !d.is_dir() {
+        return Err(format!("{dir} is not a directory on the server's machine"));
+    }
+    let data = canon(&state.config.data_dir).unwrap_or_else(|_| state.config.data_dir.clone());
+    if d.starts_with(&data) || data.starts_with(&d) {
+        return Err(format!("{dir} overlaps the server's data directory"));
+    }
+    let roots = &state.config.ray.code_roots;
+    if !roots.is_empty()
+        && !roots
+            .iter()
+            .filter_map(|r| canon(r).ok())
+            .any(|r| d.starts_with(r))
+    {
+        return Err(format!("{dir} is not under one of ray.code_roots"));
+    }
+    Ok(())
 }
 
 fn held(g: &Inner) -> f64 {
@@ -996,6 +1016,15 @@ async fn pass(state: &AppState) {
     for name in gone {
         g.svcs.remove(&name);
         let _ = std::fs::remove_dir_all(svc_dir(&data_dir, &name));
+        // A later service of the same name (another tenant's, perhaps) starts clean.
+        g.history.forget(&name);
+        for d in g.decisions.iter_mut() {
+            if let Some(list) = d["services"].as_array_mut() {
+                list.retain(|v| v["service"] != name.as_str());
+            }
+        }
+        g.decisions
+            .retain(|d| d["services"].as_array().is_some_and(|l| !l.is_empty()));
     }
     // Minute arrivals for the forecasters.
     let minute = (g.epoch.elapsed().as_secs() / 60) as usize;

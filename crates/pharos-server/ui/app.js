@@ -5,6 +5,10 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const main = $("#main");
 let timers = [];
 let charts = [];
+// Bumped at every navigation: work started for an earlier page stops touching this one.
+let nav = 0;
+class Stale extends Error {}
+function still(my) { if (my !== nav) { throw new Stale(); } }
 
 function token() { return sessionStorage.getItem("pharos-token"); }
 
@@ -27,7 +31,14 @@ function esc(s) {
 function fmt(x, d = 2) { return x == null || Number.isNaN(x) ? "-" : Number(x).toFixed(d); }
 function time(ms) { return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "-"; }
 
-function every(ms, f) { timers.push(setInterval(f, ms)); }
+// A repeated refresh of the current page; a refused token logs out.
+function every(ms, f) {
+  const my = nav;
+  timers.push(setInterval(() => {
+    if (my !== nav) { return; }
+    f().catch(e => { if (e instanceof AuthError) { logout(e.message); } });
+  }, ms));
+}
 function reset() {
   timers.forEach(clearInterval); timers = [];
   charts.forEach(c => c.destroy()); charts = [];
@@ -64,7 +75,9 @@ function chart(el, title, xs, series, opts = {}) {
 
 async function cluster() {
   main.innerHTML = `<h1>Cluster</h1><table class="kv" id="now"></table><div class="charts" id="charts"></div>`;
+  const my = nav;
   const [h, svcs, jobs] = await Promise.all([api("/v1/history"), api("/v1/services"), api("/v1/models")]);
+  still(my);
   const last = h.cluster[h.cluster.length - 1];
   const running = jobs.models.filter(j => ["PENDING", "DOWNLOADING", "PROCESSING", "STORING"].includes(j.state));
   const replicas = svcs.services.reduce((n, s) => n + s.ready_replicas + s.starting_replicas, 0);
@@ -88,7 +101,9 @@ async function services() {
   main.innerHTML = `<h1>Inference services</h1><table id="services"><thead><tr>
     <th>service</th><th class="num">ready</th><th class="num">starting</th><th class="num">target</th>
     <th class="num">arrivals</th><th class="num">dropped</th><th class="num">in flight</th><th>SLO</th><th>router</th></tr></thead><tbody></tbody></table>`;
+  const my = nav;
   const v = await api("/v1/services");
+  still(my);
   $("#services tbody").innerHTML = v.services.map(s => `<tr data-name="${esc(s.name)}">
     <td><a href="#/services/${encodeURIComponent(s.name)}">${esc(s.name)}</a></td>
     <td class="num">${s.ready_replicas}</td><td class="num">${s.starting_replicas}</td><td class="num">${s.target_replicas}</td>
@@ -105,10 +120,12 @@ async function service(name) {
     <th class="num">target</th><th class="num">ready</th><th class="num">starting</th><th class="num">queued</th>
     <th class="num">in flight</th><th class="num">last minute's arrivals</th><th class="num">free vCPUs</th><th>accept rate</th><th>policy's reasons</th></tr></thead><tbody></tbody></table>
     <h2>Events</h2><table id="events"><tbody></tbody></table>`;
+  const my = nav;
   const enc = encodeURIComponent(name);
   const [s, h, a, ev] = await Promise.all([
     api(`/v1/services/${enc}`), api(`/v1/history?service=${enc}`), api("/v1/autoscaler"), api(`/v1/services/${enc}/events`),
   ]);
+  still(my);
   $("#now").innerHTML = `
     <tr><td>replicas</td><td>${s.ready_replicas} ready, ${s.starting_replicas} starting, target ${s.target_replicas} (${s.spec.min_replicas}-${s.spec.max_replicas})</td></tr>
     <tr><td>SLO</td><td>p${s.spec.slo.percentile} latency &le; ${fmt(s.spec.slo.latency_s * 1000, 0)} ms</td></tr>
@@ -166,7 +183,9 @@ function explain(x) {
 async function jobs() {
   main.innerHTML = `<h1>Training jobs</h1><table id="jobs"><thead><tr><th>job</th><th>name</th><th>state</th>
     <th>queue</th><th class="num">position</th><th>waiting because</th><th class="num">learners</th><th>submitted</th></tr></thead><tbody></tbody></table>`;
+  const my = nav;
   const v = await api("/v1/models");
+  still(my);
   $("#jobs tbody").innerHTML = v.models.map(j => `<tr data-id="${j.id}">
     <td><a href="#/jobs/${j.id}">${esc(j.model_id)}</a></td><td>${esc(j.name)}</td>
     <td class="state ${esc(j.state)}">${esc(j.state)}</td><td>${esc(j.queue)}</td>
@@ -177,6 +196,7 @@ async function jobs() {
 }
 
 async function job(id) {
+  const my = nav;
   main.innerHTML = `<h1>Training job <span id="job-id"></span></h1>
     <p><span class="state" id="state"></span> <span id="message" class="muted"></span></p>
     <p><button id="halt">Halt</button> <button id="resume">Resume</button> <button id="delete">Delete</button>
@@ -188,9 +208,11 @@ async function job(id) {
     <h2>Events</h2><table id="events"><tbody></tbody></table>`;
   let offset = 0;
   let learner = 1;
+  let reading = false;
   const logs = $("#logs");
   async function refresh() {
     const [j, ev] = await Promise.all([api(`/v1/models/${id}`), api(`/v1/models/${id}/events`)]);
+    still(my);
     $("#job-id").textContent = j.model_id;
     const st = $("#state");
     st.textContent = j.state;
@@ -214,7 +236,16 @@ async function job(id) {
     return j;
   }
   async function moreLogs() {
-    const page = await api(`/v1/models/${id}/logs?learner=${learner}&offset=${offset}&limit=1000`);
+    // One read at a time, and only of the learner shown.
+    if (reading) { return; }
+    reading = true;
+    const want = learner;
+    let page;
+    try {
+      page = await api(`/v1/models/${id}/logs?learner=${want}&offset=${offset}&limit=1000`);
+    } finally { reading = false; }
+    still(my);
+    if (want !== learner || page.offset !== offset) { return; }
     if (page.lines.length) {
       const atEnd = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
       logs.textContent += page.lines.join("\n") + "\n";
@@ -226,6 +257,7 @@ async function job(id) {
   }
   async function metrics() {
     const m = await api(`/v1/models/${id}/metrics`);
+    still(my);
     const el = $("#charts");
     charts.forEach(c => c.destroy()); charts = [];
     el.innerHTML = "";
@@ -256,9 +288,10 @@ async function job(id) {
   await refresh();
   await moreLogs();
   await metrics();
-  every(1000, () => moreLogs().catch(() => {}));
-  every(2000, () => refresh().catch(() => {}));
-  every(5000, () => metrics().catch(() => {}));
+  still(my);
+  every(1000, moreLogs);
+  every(2000, refresh);
+  every(5000, metrics);
   ready("job");
 }
 
@@ -337,7 +370,7 @@ function showResults(r) {
   out.innerHTML = `<h2>${esc(r.experiment || "")}</h2><p class="muted">${esc(r.description || "")}</p>
     <div class="side"><table id="runs"><thead><tr><th>policy</th><th class="num">vCPUs</th><th class="num">seeds</th>
     <th class="num">SLO violations</th><th class="num">lost utility</th><th class="num">dropped</th></tr></thead><tbody>
-    ${rows.map(x => `<tr><td>${esc(x.policy)}</td><td class="num">${x.cpus}</td><td class="num">${x.seeds}</td>
+    ${rows.map(x => `<tr><td>${esc(x.policy)}</td><td class="num">${esc(x.cpus)}</td><td class="num">${x.seeds}</td>
       <td class="num">${fmt(x.violations * 100)}%</td><td class="num">${fmt(x.lost, 3)}</td><td class="num">${fmt(x.dropped * 100)}%</td></tr>`).join("")}
     </tbody></table><div class="charts column" id="result-charts"></div></div>`;
   const cpus = [...new Set(rows.map(x => x.cpus))].sort((a, b) => a - b);
@@ -357,6 +390,7 @@ function showResults(r) {
 
 async function route() {
   reset();
+  const my = ++nav;
   const [, page, arg] = (location.hash || "#/cluster").split("/");
   for (const a of document.querySelectorAll("#nav a")) {
     a.classList.toggle("active", a.getAttribute("href") === `#/${page}`);
@@ -369,6 +403,7 @@ async function route() {
     else if (page === "results") { results(); }
     else { await cluster(); }
   } catch (e) {
+    if (e instanceof Stale || my !== nav) { return; }
     if (e instanceof AuthError) { logout(e.message); return; }
     main.innerHTML = `<p class="error">${esc(e.message)}</p>`;
     ready("error");
@@ -377,6 +412,8 @@ async function route() {
 
 function logout(why) {
   reset();
+  nav++;
+  $("#token").value = "";
   sessionStorage.removeItem("pharos-token");
   main.innerHTML = "";
   $("#nav").hidden = true; $("#logout").hidden = true; $("#who").textContent = "";

@@ -62,7 +62,9 @@ pub fn server(a: ServerArgs) -> Result<()> {
         }
         pharos_server::config::BackendKind::Ray => {
             let client = pharos_server::ray::RayClient::new(&config.ray)?;
-            Arc::new(pharos_backend::RayBackend::new(client)?)
+            let id = pharos_backend::ray::installation_id(&config.data_dir)
+                .with_context(|| format!("the installation id in {}", config.data_dir.display()))?;
+            Arc::new(pharos_backend::RayBackend::new(client, id)?)
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -103,6 +103,15 @@ fn answer(fake: &Mutex<Fake>, method: &str, path: &str, body: &[u8]) -> (u16, Va
         }
         ("PUT", ["api", "serve", "applications"]) => {
             f.serve_puts.push(body.clone());
+            // Serve refuses an application it cannot import.
+            if body["applications"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["import_path"].as_str().unwrap_or("").starts_with("bad"))
+            {
+                return (400, json!("ModuleNotFoundError: No module named 'bad'"));
+            }
             let mut apps = BTreeMap::new();
             for a in body["applications"].as_array().into_iter().flatten() {
                 let n = a["deployments"][0]["num_replicas"].as_u64().unwrap_or(1);
@@ -181,6 +190,14 @@ fn serve_fake(listener: TcpListener) -> Arc<Mutex<Fake>> {
     fake
 }
 
+/// The server's installation id (part of its Ray submission ids).
+fn inst(s: &Server) -> String {
+    std::fs::read_to_string(s.data().join("installation-id"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 fn ray_config(address_port: u16, serve_port: u16, extra: &str) -> String {
     format!(
         "backend: ray\nray: {{address: 'http://127.0.0.1:{address_port}', serve_url: 'http://127.0.0.1:{serve_port}', timeout_s: 2}}\ncapacity: {{cpus: 4}}\n{extra}"
@@ -224,7 +241,10 @@ fn a_job_ray_loses_is_restarted_then_fails_saying_so() {
     let submitted: Vec<&String> = f.jobs.keys().collect();
     assert_eq!(
         submitted,
-        [&format!("pharos-{id}-a1-l1"), &format!("pharos-{id}-a2-l1")]
+        [
+            &format!("pharos-{}-{id}-a1-l1", inst(&s)),
+            &format!("pharos-{}-{id}-a2-l1", inst(&s))
+        ]
     );
 }
 
@@ -383,10 +403,52 @@ fn a_halt_stops_the_ray_job_and_a_restarted_server_adopts_what_runs() {
     s.wait_state(id, "HALTED", 30);
     let f = fake.lock().unwrap();
     assert_eq!(f.jobs.len(), 1, "submitted once: {:?}", f.jobs);
-    assert_eq!(f.jobs[&format!("pharos-{id}-a1-l1")], "STOPPED");
+    assert_eq!(
+        f.jobs[&format!("pharos-{}-{id}-a1-l1", inst(&s))],
+        "STOPPED"
+    );
+    assert!(f.calls.contains(&format!(
+        "POST /api/jobs/pharos-{}-{id}-a1-l1/stop",
+        inst(&s)
+    )));
+}
+
+#[test]
+fn an_application_serve_refuses_is_said_once_and_holds_up_no_other() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = serve_fake(listener);
+    let s = Server::start(&ray_config(port, free_port(), ""));
+    let (status, v) = s.apply(&ray_spec("good", "min_replicas: 1\nmax_replicas: 1"));
+    assert_eq!(status, 201, "{v}");
+    s.wait_service("good", 30, "ready", |v| v["ready_replicas"] == 1);
+    let (status, v) = s.apply(&ray_spec("broken", "").replace("model:app", "bad:app"));
+    assert_eq!(status, 201, "{v}");
+    let t0 = Instant::now();
+    while !s
+        .service_events("broken")
+        .contains("Serve refused the application")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{}",
+            s.service_events("broken")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Not sent again pass after pass; the other service is still scaled.
+    let puts = fake.lock().unwrap().serve_puts.len();
+    let (status, v) = s.apply(&ray_spec("good", "min_replicas: 2\nmax_replicas: 2"));
+    assert_eq!(status, 200, "{v}");
+    s.wait_service("good", 30, "at 2 replicas", |v| v["ready_replicas"] == 2);
+    std::thread::sleep(Duration::from_secs(2));
     assert!(
-        f.calls
-            .contains(&format!("POST /api/jobs/pharos-{id}-a1-l1/stop"))
+        fake.lock().unwrap().serve_puts.len() <= puts + 1,
+        "deploys repeated"
+    );
+    assert_eq!(
+        s.service_events("broken").matches("Serve refused").count(),
+        1
     );
 }
 
@@ -405,6 +467,26 @@ fn specs_for_the_other_backend_are_refused() {
     let (status, v) = s.apply(&ray_spec("bad-dir", "").replace("/serve'", "/no-such-dir'"));
     assert_eq!(status, 400, "{v}");
     assert!(v.to_string().contains("ray.working_dir"), "{v}");
+    // Code directories that overlap the server's data directory (its tokens, store and
+    // other tenants' jobs) are refused.
+    for dir in [
+        s.data(),
+        s.data().join("jobs"),
+        std::path::PathBuf::from("/"),
+    ] {
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = ray_spec("leak", "").replace(
+            &examples().join("serve").display().to_string(),
+            &dir.display().to_string(),
+        );
+        let (status, v) = s.apply(&spec);
+        assert_eq!(status, 400, "{}: {v}", dir.display());
+        assert!(
+            v.to_string()
+                .contains("overlaps the server's data directory"),
+            "{v}"
+        );
+    }
     let local = Server::start("");
     let (status, v) = local.apply(&ray_spec("m", ""));
     assert_eq!(status, 400, "{v}");
@@ -616,7 +698,10 @@ fn serve_and_jobs_on_a_real_ray_head() {
     );
     let (_, m) = s.request("GET", "/v1/models/1/metrics", Some(ADMIN), None);
     assert!(m["last"]["accuracy"].as_f64().unwrap_or(0.0) > 0.9, "{m}");
-    assert_eq!(ray.get("/api/jobs/pharos-1-a1-l1")["status"], "SUCCEEDED");
+    assert_eq!(
+        ray.get(&format!("/api/jobs/pharos-{}-1-a1-l1", inst(&s)))["status"],
+        "SUCCEEDED"
+    );
 
     // Back down once a complete minute shows the load gone.
     let t0 = Instant::now();

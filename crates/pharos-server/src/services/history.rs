@@ -54,6 +54,14 @@ fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
     Some(v[rank.clamp(1, v.len()) - 1])
 }
 
+impl History {
+    /// Drops a removed service's samples.
+    pub(super) fn forget(&mut self, name: &str) {
+        self.services.remove(name);
+        self.last.remove(name);
+    }
+}
+
 impl Services {
     /// Takes one sample (called every `history_interval_s`).
     pub async fn sample_history(&self, state: &AppState) {

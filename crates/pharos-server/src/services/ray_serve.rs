@@ -33,6 +33,12 @@ pub(super) struct RaySvc {
     pub seen: Option<Instant>,
     /// The service was told Ray is unreachable (and will be told when it answers).
     pub told_unavailable: bool,
+    /// A config Serve refused (not sent again until the spec changes).
+    pub refused: Option<Value>,
+    /// A working_dir that could not be packed (said once).
+    pub package_error: Option<String>,
+    /// When the deploy without this deleted service's application was last sent.
+    pub removal_sent: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -50,6 +56,10 @@ struct Want {
     working_dir: Option<String>,
     put: Option<Value>,
     deployed: bool,
+    refused: Option<Value>,
+    /// Packing its working_dir failed this pass.
+    package_error: Option<String>,
+    removal_due: bool,
 }
 
 /// The application config of a service (the replica count is added when deploying).
@@ -156,6 +166,13 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
                 working_dir: s.ray.working_dir.clone(),
                 put: s.ray.put.clone(),
                 deployed: s.ray.deployed,
+                refused: s.ray.refused.clone(),
+                package_error: None,
+                // Sent again every 10 s while Serve still lists the application.
+                removal_due: s
+                    .ray
+                    .removal_sent
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10)),
             })
             .collect()
     };
@@ -167,6 +184,10 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
         if let Some(dir) = w.spec.ray.as_ref().and_then(|r| r.working_dir.clone()) {
             match client.upload_dir(Path::new(&dir)).await {
                 Ok(uri) => w.working_dir = Some(uri),
+                // This service's own problem: it waits, the others go on.
+                Err(e @ (RayError::Package(_) | RayError::Status(400..=499, _))) => {
+                    w.package_error = Some(e.to_string());
+                }
                 Err(e) => return failed(state, "uploading the working_dir", &e, events).await,
             }
         }
@@ -187,14 +208,16 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
                     || w.spec.ray.as_ref().is_some_and(|r| r.working_dir.is_none()))
         })
         .map(|w| (w, app_config(&w.spec, w.working_dir.as_deref())))
+        // A config Serve refused stays out until its spec changes.
+        .filter(|(w, cfg)| w.refused.as_ref() != Some(cfg))
         .collect();
     let mut redeploy = Vec::new();
     let mut adopt = Vec::new();
-    // A deleted service's application leaves with one deploy (Serve may take a while
-    // to remove it; that deploy is not repeated meanwhile).
+    // A deleted service's application leaves with a deploy without it (Serve may take a
+    // while to remove it: the deploy is repeated every 10 s meanwhile, not every pass).
     let mut need_put = wants
         .iter()
-        .any(|w| w.deleting && w.put.is_some() && apps.contains_key(&w.name));
+        .any(|w| w.deleting && w.removal_due && apps.contains_key(&w.name));
     for (w, cfg) in &desired {
         if !apps.contains_key(&w.name) {
             if w.deployed {
@@ -211,6 +234,7 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
         }
     }
     let mut put_ok = false;
+    let mut refused_now: Vec<(String, Value, String)> = Vec::new();
     if need_put {
         let mut list: Vec<Value> = desired
             .iter()
@@ -235,29 +259,19 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
         match client.put_serve_config(&config).await {
             Ok(()) => put_ok = true,
             Err(e @ RayError::Status(400..=499, _)) => {
-                // Refused (a bad import path, say): said once per spec, not retried
-                // until the spec changes.
-                for (w, _) in desired
+                // Refused (a bad import path, say): the applications whose config is
+                // new are held back until their spec changes; said once.
+                for (w, cfg) in desired
                     .iter()
                     .filter(|(w, cfg)| w.put.as_ref() != Some(cfg))
                 {
-                    events.push((
-                        w.name.clone(),
-                        "deploy-failed",
-                        format!("Serve refused the application: {e}"),
-                    ));
+                    refused_now.push((w.name.clone(), cfg.clone(), e.to_string()));
                 }
-                let mut g = services.inner.lock().await;
-                for (w, cfg) in &desired {
-                    if let Some(s) = g.svcs.get_mut(&w.name) {
-                        s.ray.put = Some(cfg.clone());
-                    }
-                }
-                return;
             }
             Err(e) => return failed(state, "deploying Serve's applications", &e, events).await,
         }
-    } else {
+    }
+    if !need_put {
         // Replica counts through the external scaler.
         for (w, _) in &desired {
             let dep = &w.spec.ray.as_ref().expect("a Ray service").deployment;
@@ -289,6 +303,31 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
         ));
     }
     g.ray = RayLoop::default();
+    for (name, cfg, e) in refused_now {
+        if let Some(s) = g.svcs.get_mut(&name) {
+            s.ray.refused = Some(cfg);
+            events.push((
+                name,
+                "deploy-failed",
+                format!("Serve refused the application: {e}"),
+            ));
+        }
+    }
+    for w in &wants {
+        if let Some(s) = g.svcs.get_mut(&w.name) {
+            if w.package_error.is_some() && s.ray.package_error != w.package_error {
+                events.push((
+                    w.name.clone(),
+                    "deploy-failed",
+                    format!(
+                        "the working_dir cannot be sent to Ray: {}",
+                        w.package_error.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
+            s.ray.package_error = w.package_error.clone();
+        }
+    }
     let serve_url = state.config.ray.serve_url.trim_end_matches('/').to_string();
     for s in g.svcs.values_mut() {
         let name = s.spec.name.clone();
@@ -325,7 +364,7 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
             s.ray.deployed = true;
         }
         if put_ok && s.deleting {
-            s.ray.put = None;
+            s.ray.removal_sent = Some(Instant::now());
         }
         s.ray.seen = Some(seen);
         let Some(a) = apps.get(&name) else {
