@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::{ADMIN, PHAROS, Server, free_port};
+use common::{ADMIN, PHAROS, Server, free_port, wait_until};
 
 // ----- a fake of Ray's REST API -------------------------------------------------------
 
@@ -256,18 +256,14 @@ fn ray_unreachable_is_an_event_and_a_kept_state_until_it_answers() {
     let id = s.submit(ONE_LEARNER);
     let (status, v) = s.apply(&ray_spec("m", "min_replicas: 1\nmax_replicas: 3"));
     assert_eq!(status, 201, "{v}");
-    let t0 = Instant::now();
-    while !(s.events(id).contains("engine-unavailable")
-        && s.service_events("m").contains("ray-unavailable"))
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "{}\n{}",
-            s.events(id),
-            s.service_events("m")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        20,
+        || {
+            s.events(id).contains("engine-unavailable")
+                && s.service_events("m").contains("ray-unavailable")
+        },
+        || format!("{}\n{}", s.events(id), s.service_events("m")),
+    );
     // The job keeps its state; the server answers.
     assert_eq!(s.job(id)["state"], "PENDING", "{}", s.events(id));
     assert_eq!(s.request("GET", "/healthz", None, None).0, 200);
@@ -344,15 +340,11 @@ fn ray_unreachable_is_an_event_and_a_kept_state_until_it_answers() {
     }
     // Removed behind pharos's back: deployed again, with an event.
     fake.lock().unwrap().apps.remove("m");
-    let t0 = Instant::now();
-    while !s.service_events("m").contains("redeployed") {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "{}",
-            s.service_events("m")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        20,
+        || s.service_events("m").contains("redeployed"),
+        || s.service_events("m"),
+    );
     assert!(fake.lock().unwrap().apps.contains_key("m"));
     // A new target goes through the external scaler.
     let (status, v) = s.apply(&ray_spec("m", "min_replicas: 3\nmax_replicas: 3"));
@@ -362,11 +354,11 @@ fn ray_unreachable_is_an_event_and_a_kept_state_until_it_answers() {
     // Deleted: the application leaves Serve's config, the other stays.
     let (ok, _, err) = s.cli(&["delete", "service", "m"], ADMIN);
     assert!(ok, "{err}");
-    let t0 = Instant::now();
-    while fake.lock().unwrap().apps.contains_key("m") {
-        assert!(t0.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        20,
+        || !fake.lock().unwrap().apps.contains_key("m"),
+        || "the application still in Serve".into(),
+    );
     assert!(fake.lock().unwrap().apps.contains_key("theirs"));
 }
 
@@ -386,15 +378,11 @@ fn a_halt_stops_the_ray_job_and_a_restarted_server_adopts_what_runs() {
     // adopted as Serve runs it (not deployed again).
     s.kill();
     s.spawn();
-    let t0 = Instant::now();
-    while !s.service_events("m").contains("adopted") {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "{}",
-            s.service_events("m")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        20,
+        || s.service_events("m").contains("adopted"),
+        || s.service_events("m"),
+    );
     assert_eq!(s.service("m")["ready_replicas"], 2);
     assert_eq!(fake.lock().unwrap().serve_puts.len(), puts, "no new deploy");
     assert_eq!(s.job(id)["state"], "PROCESSING");
@@ -424,18 +412,14 @@ fn an_application_serve_refuses_is_said_once_and_holds_up_no_other() {
     s.wait_service("good", 30, "ready", |v| v["ready_replicas"] == 1);
     let (status, v) = s.apply(&ray_spec("broken", "").replace("model:app", "bad:app"));
     assert_eq!(status, 201, "{v}");
-    let t0 = Instant::now();
-    while !s
-        .service_events("broken")
-        .contains("Serve refused the application")
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "{}",
+    wait_until(
+        20,
+        || {
             s.service_events("broken")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+                .contains("Serve refused the application")
+        },
+        || s.service_events("broken"),
+    );
     // Not sent again pass after pass; the other service is still scaled.
     let puts = fake.lock().unwrap().serve_puts.len();
     let (status, v) = s.apply(&ray_spec("good", "min_replicas: 2\nmax_replicas: 2"));
@@ -752,22 +736,18 @@ fn serve_and_jobs_on_a_real_ray_head() {
     s.wait_service("model", 120, "deployed again", |_| {
         s.service_events("model").contains("redeployed")
     });
-    let t0 = Instant::now();
-    while ray.replicas("model").0 < 1 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "{}",
-            s.service_events("model")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until(
+        120,
+        || ray.replicas("model").0 >= 1,
+        || s.service_events("model"),
+    );
 
     // Deleted through pharos: gone from Ray.
     let (ok, _, err) = s.cli(&["delete", "service", "model"], ADMIN);
     assert!(ok, "{err}");
-    let t0 = Instant::now();
-    while !ray.get("/api/serve/applications/")["applications"]["model"].is_null() {
-        assert!(t0.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until(
+        60,
+        || ray.get("/api/serve/applications/")["applications"]["model"].is_null(),
+        || "the application still in Serve".into(),
+    );
 }

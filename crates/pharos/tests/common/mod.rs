@@ -345,6 +345,19 @@ impl Drop for Server {
     }
 }
 
+/// Waits up to `secs` until `f` holds; otherwise fails with `what()`.
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "not so after {secs} s: {}",
+            what()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn last_step(log: &str) -> u32 {
     log.lines()
         .filter_map(|l| {
