@@ -266,21 +266,18 @@ impl RayClient {
     }
 
     pub async fn stop_job(&self, id: &str) -> Result<(), RayError> {
-        match self
-            .json(Method::POST, &format!("/api/jobs/{id}/stop"), None)
+        self.unless_gone(Method::POST, &format!("/api/jobs/{id}/stop"))
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     pub async fn delete_job(&self, id: &str) -> Result<(), RayError> {
-        match self
-            .json(Method::DELETE, &format!("/api/jobs/{id}"), None)
+        self.unless_gone(Method::DELETE, &format!("/api/jobs/{id}"))
             .await
-        {
+    }
+
+    /// A call whose work is done when Ray no longer knows the job (404 is success).
+    async fn unless_gone(&self, method: Method, path: &str) -> Result<(), RayError> {
+        match self.json(method, path, None).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
