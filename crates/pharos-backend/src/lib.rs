@@ -466,7 +466,8 @@ fn supervise_learner(args: &[String], dir_out: &mut Option<PathBuf>) -> Result<(
     Ok(())
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `path` through a synced temporary file and a rename: never half a file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp)?;

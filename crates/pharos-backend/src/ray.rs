@@ -92,7 +92,8 @@ impl RayBackend {
         let path = job.paths.log_file(learner);
         let old = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if logs.len() as u64 != old {
-            write_atomic(&path, logs.as_bytes())?;
+            crate::write_atomic(&path, logs.as_bytes())
+                .map_err(|e| BackendError::io(path.display(), e))?;
         } else {
             // Unchanged: touch it, so the next copy waits its second.
             let _ = fs::File::options()
@@ -145,12 +146,6 @@ fn err(e: RayError) -> BackendError {
         RayError::Status(s, _) if *s >= 500 => BackendError::transient(e.to_string()),
         _ => BackendError::new(e.to_string()),
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes).map_err(|e| BackendError::io(tmp.display(), e))?;
-    fs::rename(&tmp, path).map_err(|e| BackendError::io(path.display(), e))
 }
 
 impl Backend for RayBackend {
