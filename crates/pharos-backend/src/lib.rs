@@ -185,7 +185,7 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// Unpacks the model archive into MODEL_DIR (once; into a temporary directory, then
 /// renamed, so a crash leaves no half model).
-pub(crate) fn unpack_model(job: &JobRun) -> Result<(), BackendError> {
+pub fn unpack_model(job: &JobRun) -> Result<(), BackendError> {
     let p = &job.paths;
     if p.model.is_dir() {
         return Ok(());
@@ -204,7 +204,7 @@ pub(crate) fn unpack_model(job: &JobRun) -> Result<(), BackendError> {
 }
 
 /// Copies the logs next to the results and writes a summary (`_pharos.json`).
-pub(crate) fn write_results(job: &JobRun, outcome: &str) -> Result<(), BackendError> {
+pub fn write_results(job: &JobRun, outcome: &str) -> Result<(), BackendError> {
     let results = job.result_dir();
     let logs_to = results.join("_logs");
     fs::create_dir_all(&logs_to).map_err(|e| BackendError::io(logs_to.display(), e))?;
@@ -467,7 +467,7 @@ fn supervise_learner(args: &[String], dir_out: &mut Option<PathBuf>) -> Result<(
 }
 
 /// Writes `path` through a synced temporary file and a rename: never half a file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp)?;

@@ -137,6 +137,9 @@ pub struct BackendError {
     /// The engine could not be reached (or was busy): the same call may succeed later,
     /// so the job keeps its state and the call is retried with a back-off.
     pub transient: bool,
+    /// Nothing failed: the engine cannot start the gang yet (its nodes have no room for
+    /// every learner). The job keeps its state and the call is asked again shortly.
+    pub waiting: bool,
 }
 
 impl BackendError {
@@ -144,12 +147,22 @@ impl BackendError {
         Self {
             message: message.into(),
             transient: false,
+            waiting: false,
         }
     }
     pub fn transient(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             transient: true,
+            waiting: false,
+        }
+    }
+    /// The gang does not fit the engine's nodes yet (`message` says what is short).
+    pub fn waiting(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: true,
+            waiting: true,
         }
     }
     pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {

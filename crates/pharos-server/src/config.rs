@@ -45,10 +45,12 @@ pub struct ServerConfig {
     /// The inference autoscaler: one policy for all services (the SLO-utility
     /// objectives are cluster-wide).
     pub autoscaler: AutoscalerConfig,
-    /// Where learners and replicas run: `local` (processes on this machine) or `ray`
-    /// (Ray Jobs and Ray Serve on the cluster named in `ray`).
+    /// Where learners and replicas run: `local` (processes on this machine), `ray`
+    /// (Ray Jobs and Ray Serve on the cluster named in `ray`) or `kubernetes` (Jobs and
+    /// Deployments in the cluster and namespace named in `kubernetes`).
     pub backend: BackendKind,
     pub ray: crate::ray::RayConfig,
+    pub kubernetes: KubernetesConfig,
     /// The dashboard's history: a sample every this many seconds ...
     pub history_interval_s: f64,
     /// ... kept this long.
@@ -61,6 +63,66 @@ pub enum BackendKind {
     #[default]
     Local,
     Ray,
+    Kubernetes,
+}
+
+/// The Kubernetes backend: where the cluster is and how learners and replicas become
+/// pods. With this backend `capacity` is the share of the cluster pharos plans with
+/// (like a Kueue cluster queue's quota); a gang also starts only once the nodes have
+/// room for every learner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file [default: the pod's service account when pharos runs in the
+    /// cluster, else $KUBECONFIG or ~/.kube/config].
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig's context [default: its current one].
+    pub context: Option<String>,
+    /// Where pharos creates everything [default: the kubeconfig's or the pod's
+    /// namespace].
+    pub namespace: Option<String>,
+    /// The learners' image, unless `images` names one for the manifest's framework.
+    pub image: String,
+    /// Images by framework name (`tensorflow: tensorflow/tensorflow:2.16.1`).
+    pub images: BTreeMap<String, String>,
+    /// The extended resource a GPU is (`nvidia.com/gpu`, `amd.com/gpu`).
+    pub gpu_resource: String,
+    /// The node label whose value is the GPU model a manifest's `gpu_type` names.
+    pub gpu_type_label: String,
+    /// Set CPU limits equal to the requests (off by default: limits throttle).
+    pub cpu_limits: bool,
+    /// Set memory limits equal to the requests.
+    pub memory_limits: bool,
+    /// A PersistentVolumeClaim holding the data directory, mounted in learner pods at
+    /// the same path, so MODEL_DIR, CHECKPOINT_DIR and RESULT_DIR are the server's
+    /// (ReadWriteMany when learners run on other nodes than the server).
+    pub data_claim: Option<String>,
+    /// The learner pods' service account [default: the namespace's default].
+    pub service_account: Option<String>,
+    /// Start a gang only when the nodes' free allocatable resources hold every learner.
+    pub check_nodes: bool,
+    /// Each API call's time limit, seconds.
+    pub timeout_s: f64,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            context: None,
+            namespace: None,
+            image: "python:3.12-slim".into(),
+            images: BTreeMap::new(),
+            gpu_resource: "nvidia.com/gpu".into(),
+            gpu_type_label: "nvidia.com/gpu.product".into(),
+            cpu_limits: false,
+            memory_limits: true,
+            data_claim: None,
+            service_account: None,
+            check_nodes: true,
+            timeout_s: 10.0,
+        }
+    }
 }
 
 /// Which inference policy scales the services, with its parameters (as in an
@@ -165,6 +227,7 @@ impl Default for ServerConfig {
             restart_backoff_max_s: 60.0,
             backend: BackendKind::Local,
             ray: crate::ray::RayConfig::default(),
+            kubernetes: KubernetesConfig::default(),
             history_interval_s: 10.0,
             history_hours: 6.0,
         }

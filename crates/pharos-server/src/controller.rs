@@ -148,27 +148,39 @@ fn may_ask(state: &AppState, id: i64, now: i64) -> bool {
 /// A failed engine call: the first of a streak is an event of the job (later ones are
 /// logged); the next call waits 1 s, 2 s, 4 s ... up to 30 s. The job keeps its state.
 async fn engine_failed(state: &AppState, id: i64, what: &str, e: &BackendError) {
-    let failures = {
+    // (failures in the streak, or None for a gang waiting for room; first of a streak)
+    let (failures, first) = {
         let mut t = state
             .engine_trouble
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        let first = !t.contains_key(&id);
         let entry = t.entry(id).or_insert((0, 0));
-        entry.0 += 1;
-        let wait_ms = (1000i64 << (entry.0 - 1).min(5)).min(30_000);
-        entry.1 = now_ms() + wait_ms;
-        entry.0
+        if e.waiting {
+            // A gang waiting for room is asked again every 2 s (room may come any
+            // time); waiting is not a failure.
+            entry.1 = now_ms() + 2000;
+            (None, first)
+        } else {
+            entry.0 += 1;
+            let wait_ms = (1000i64 << (entry.0 - 1).min(5)).min(30_000);
+            entry.1 = now_ms() + wait_ms;
+            (Some(entry.0), first)
+        }
     };
-    if failures == 1 {
-        event(
-            state,
-            id,
-            "engine-unavailable",
-            &format!("{what} failed, retrying with back-off: {e}"),
-        )
-        .await;
-    } else {
-        warn!(job = id, failures, error = %e, "{what} failed again");
+    match failures {
+        None if first => event(state, id, "waiting", &format!("the gang waits: {e}")).await,
+        None => {}
+        Some(1) => {
+            event(
+                state,
+                id,
+                "engine-unavailable",
+                &format!("{what} failed, retrying with back-off: {e}"),
+            )
+            .await
+        }
+        Some(n) => warn!(job = id, failures = n, error = %e, "{what} failed again"),
     }
 }
 
@@ -180,6 +192,9 @@ async fn engine_answers(state: &AppState, id: i64) {
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
     if let Some((failures, _)) = ended {
+        if failures == 0 {
+            return; // it was only waiting for room
+        }
         event(
             state,
             id,

@@ -119,6 +119,15 @@ pub async fn open(
     config: ServerConfig,
     backend: Arc<dyn Backend>,
 ) -> anyhow::Result<Arc<AppState>> {
+    open_with_engine(config, backend, None).await
+}
+
+/// [`open`], with the services' replicas run by `engine` (Kubernetes).
+pub async fn open_with_engine(
+    config: ServerConfig,
+    backend: Arc<dyn Backend>,
+    engine: Option<Arc<dyn services::engine::ServiceEngine>>,
+) -> anyhow::Result<Arc<AppState>> {
     config.validate()?;
     let mut config = config;
     // Learners and their supervisors run elsewhere than the server: every path they
@@ -155,10 +164,15 @@ pub async fn open(
         anyhow::ensure!(!q.name.is_empty(), "queues: a queue needs a name");
     }
     let scheduler = Mutex::new(GangScheduler::new(config.scheduler.clone()));
-    let services = services::Services::new(match config.backend {
+    let ray = match config.backend {
         config::BackendKind::Ray => Some(ray::RayClient::new(&config.ray)?),
-        config::BackendKind::Local => None,
-    });
+        config::BackendKind::Local | config::BackendKind::Kubernetes => None,
+    };
+    anyhow::ensure!(
+        engine.is_some() == (config.backend == config::BackendKind::Kubernetes),
+        "backend: kubernetes needs its service engine, and only it has one"
+    );
+    let services = services::Services::with_engine(ray, engine);
     Ok(Arc::new(AppState {
         config,
         store,

@@ -27,6 +27,7 @@ use crate::AppState;
 use crate::router::Router;
 use crate::store::now_ms;
 
+pub mod engine;
 mod history;
 mod ray_serve;
 
@@ -46,6 +47,10 @@ pub struct ServiceSpec {
     /// The Ray Serve application instead of a command (Ray backend).
     #[serde(default)]
     pub ray: Option<RayApp>,
+    /// The container instead of a command (Kubernetes backend): pharos runs the
+    /// replicas as a Deployment and owns its replica count.
+    #[serde(default)]
+    pub kubernetes: Option<KubeApp>,
     /// Extra environment of the replicas (they get PATH, HOME, PORT, SERVICE and
     /// REPLICA besides).
     #[serde(default)]
@@ -100,6 +105,26 @@ pub struct RayApp {
     pub deployment: String,
 }
 
+/// A service's replicas on Kubernetes: a Deployment named after the service, in the
+/// server's namespace, of pods running this container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeApp {
+    pub image: String,
+    /// The port the container serves on (also in its environment as PORT).
+    #[serde(default = "d_container_port")]
+    pub port: u16,
+    /// The container's entrypoint and arguments [default: the image's].
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+fn d_container_port() -> u16 {
+    8080
+}
+
 fn d_readiness() -> String {
     "/healthz".into()
 }
@@ -139,12 +164,27 @@ impl ServiceSpec {
                 "name: {n:?} must be 1-40 characters of a-z, 0-9 and -"
             ));
         }
-        match &self.ray {
-            None if self.command.is_empty() || self.command[0].is_empty() => {
-                return Err("command: a program to run is required".into());
+        let engines = [
+            !self.command.is_empty(),
+            self.ray.is_some(),
+            self.kubernetes.is_some(),
+        ];
+        if engines.iter().filter(|b| **b).count() > 1 {
+            return Err("command, ray, kubernetes: give one (a command for the local backend, a Serve application for Ray, a container for Kubernetes)".into());
+        }
+        if let Some(k) = &self.kubernetes {
+            if k.image.trim().is_empty() {
+                return Err("kubernetes.image: a container image is required".into());
             }
-            Some(_) if !self.command.is_empty() => {
-                return Err("command, ray: give one (a command for the local backend, a Serve application for Ray)".into());
+            if k.port == 0 {
+                return Err("kubernetes.port: must be a port number (1-65535)".into());
+            }
+        }
+        match &self.ray {
+            None if self.kubernetes.is_none()
+                && (self.command.is_empty() || self.command[0].is_empty()) =>
+            {
+                return Err("command: a program to run is required".into());
             }
             Some(r)
                 if !r.import_path.contains([':', '.']) || r.import_path.starts_with([':', '.']) =>
@@ -168,7 +208,7 @@ impl ServiceSpec {
         if !(self.cpus.is_finite() && self.cpus > 0.0) {
             return Err("cpus: must be positive".into());
         }
-        if self.gpus > 0 && self.ray.is_none() {
+        if self.gpus > 0 && self.ray.is_none() && self.kubernetes.is_none() {
             return Err(
                 "gpus: replicas with GPUs are not supported by the local backend (training jobs get GPUs)"
                     .into(),
@@ -212,6 +252,8 @@ impl ServiceSpec {
             Some("command")
         } else if self.ray != new.ray {
             Some("ray")
+        } else if self.kubernetes != new.kubernetes {
+            Some("kubernetes")
         } else if self.gpus != new.gpus {
             Some("gpus")
         } else if self.env != new.env {
@@ -234,7 +276,7 @@ impl ServiceSpec {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-enum Phase {
+pub enum Phase {
     /// Started, not answering its readiness path yet.
     Starting,
     /// Taking traffic.
@@ -297,8 +339,9 @@ struct Svc {
     events_seq: i64,
     /// The target as last written to the store.
     stored_target: Option<u32>,
-    /// On the Ray backend: the application as Serve last reported it.
-    ray: ray_serve::RaySvc,
+    /// On an engine elsewhere (Ray Serve, Kubernetes): the replicas it last reported
+    /// (and, on Ray, what Serve said of the application).
+    remote: ray_serve::RaySvc,
     /// Raised targets not yet served: when each was decided and how many replicas.
     scale_ups: Vec<(Instant, u32)>,
     /// Decision to serving, per scale-up, seconds (the control latency).
@@ -309,12 +352,12 @@ impl Svc {
     /// Replicas in phase `p`, local processes or Ray replicas.
     fn count(&self, p: Phase) -> u32 {
         (self.replicas.iter().filter(|r| r.phase == p).count()
-            + self.ray.replicas.iter().filter(|r| r.1 == p).count()) as u32
+            + self.remote.replicas.iter().filter(|r| r.1 == p).count()) as u32
     }
 
     /// Replicas that hold capacity (any phase: a stopping replica still runs).
     fn held_replicas(&self) -> u32 {
-        (self.replicas.len() + self.ray.replicas.len()) as u32
+        (self.replicas.len() + self.remote.replicas.len()) as u32
     }
 
     /// Ends the pending scale-up measurements that enough replicas now serve.
@@ -363,6 +406,8 @@ pub struct Services {
     inner: Mutex<Inner>,
     /// The Ray cluster that runs the replicas (Ray backend), else local processes.
     ray: Option<crate::ray::RayClient>,
+    /// Another engine that runs the replicas (Kubernetes).
+    engine: Option<Arc<dyn engine::ServiceEngine>>,
     client: Client<HttpConnector, Body>,
     held_now: std::sync::Mutex<Vec<(f64, u32)>>,
     /// vCPUs held by training jobs, as of the controller's last scheduling pass.
@@ -383,6 +428,8 @@ struct Inner {
     state_age: (u64, f64, f64),
     /// The Ray loop's back-off while Ray is unreachable.
     ray: ray_serve::RayLoop,
+    /// The engine loop's back-off while the engine is unreachable.
+    engine: engine::EngineLoop,
     /// Samples for the dashboard.
     history: history::History,
 }
@@ -397,8 +444,17 @@ impl Default for Services {
 
 impl Services {
     pub fn new(ray: Option<crate::ray::RayClient>) -> Self {
+        Self::with_engine(ray, None)
+    }
+
+    /// Services whose replicas `engine` runs (or local processes / Ray Serve without).
+    pub fn with_engine(
+        ray: Option<crate::ray::RayClient>,
+        engine: Option<Arc<dyn engine::ServiceEngine>>,
+    ) -> Self {
         Self {
             ray,
+            engine,
             inner: Mutex::new(Inner {
                 svcs: BTreeMap::new(),
                 autoscaler: None,
@@ -408,6 +464,7 @@ impl Services {
                 last_call_ms: None,
                 state_age: (0, 0.0, 0.0),
                 ray: ray_serve::RayLoop::default(),
+                engine: engine::EngineLoop::default(),
                 history: history::History::default(),
             }),
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -508,7 +565,7 @@ impl Services {
             "replicas": s.replicas.iter().map(|r| json!({
                 "id": r.id, "pid": r.file.pid, "port": r.file.port, "phase": r.phase,
                 "started_ms": r.file.started_ms, "cold_start_s": r.cold_start_s, "adopted": r.adopted,
-            })).chain(s.ray.replicas.iter().map(|(id, phase)| json!({"id": id, "phase": phase})))
+            })).chain(s.remote.replicas.iter().map(|(id, phase)| json!({"id": id, "phase": phase})))
             .collect::<Vec<_>>(),
             "control_latency_s": {
                 "count": s.control_latencies.len(),
@@ -517,9 +574,15 @@ impl Services {
                 "all": s.control_latencies,
             },
             "ray": self.ray.as_ref().map(|_| json!({
-                "application_status": s.ray.status,
-                "message": s.ray.message,
-                "seen_age_s": s.ray.seen.map(|t| t.elapsed().as_secs_f64()),
+                "application_status": s.remote.status,
+                "message": s.remote.message,
+                "seen_age_s": s.remote.seen.map(|t| t.elapsed().as_secs_f64()),
+            })),
+            "engine": self.engine.as_ref().map(|e| json!({
+                "name": e.name(),
+                "status": s.remote.status,
+                "message": s.remote.message,
+                "seen_age_s": s.remote.seen.map(|t| t.elapsed().as_secs_f64()),
             })),
             "deleting": s.deleting,
             "spec": s.spec,
@@ -580,6 +643,14 @@ impl Services {
         tenant: &str,
         spec: ServiceSpec,
     ) -> Result<(bool, Value), (u16, String)> {
+        if let Some(e) = &self.engine {
+            e.check(&spec).map_err(|m| (400, m))?;
+        } else if spec.kubernetes.is_some() {
+            return Err((
+                400,
+                "kubernetes: this server does not run services on Kubernetes".into(),
+            ));
+        }
         match (&spec.ray, self.ray.is_some()) {
             (None, true) => {
                 return Err((
@@ -823,7 +894,7 @@ fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc
         deleting: false,
         events_seq,
         stored_target: None,
-        ray: ray_serve::RaySvc::default(),
+        remote: ray_serve::RaySvc::default(),
         scale_ups: Vec::new(),
         control_latencies: Vec::new(),
     }
@@ -947,6 +1018,9 @@ async fn pass(state: &AppState) {
     if let Some(client) = &services.ray {
         ray_serve::sync(state, client, &mut events).await;
     }
+    if let Some(e) = &services.engine {
+        engine::sync(state, e.as_ref(), &mut events).await;
+    }
     // Readiness probes run without the lock.
     let probes: Vec<(String, u64, String)> = {
         let g = services.inner.lock().await;
@@ -1010,7 +1084,7 @@ async fn pass(state: &AppState) {
     let gone: Vec<String> = g
         .svcs
         .values()
-        .filter(|s| s.deleting && s.replicas.is_empty() && !s.ray.present)
+        .filter(|s| s.deleting && s.replicas.is_empty() && !s.remote.present)
         .map(|s| s.spec.name.clone())
         .collect();
     for name in gone {
@@ -1184,7 +1258,7 @@ fn set_routed(s: &Svc) {
 
 /// Starts or drains replicas toward the target (new ones within `free_cpus`).
 fn scale(s: &mut Svc, state: &AppState, mut free_cpus: f64, events: &mut Events) {
-    if s.deleting || s.spec.ray.is_some() {
+    if s.deleting || s.spec.ray.is_some() || s.spec.kubernetes.is_some() {
         return;
     }
     let active = s
@@ -1399,7 +1473,7 @@ fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
         .map(|n| {
             (
                 n.as_str(),
-                g.svcs[n].ray.seen.map(|t| t.elapsed().as_secs_f64()),
+                g.svcs[n].remote.seen.map(|t| t.elapsed().as_secs_f64()),
             )
         })
         .collect();
@@ -1550,7 +1624,7 @@ mod tests {
         s.set_target(3);
         assert_eq!(s.scale_ups.len(), 2);
         let mut events = Vec::new();
-        s.ray.replicas = vec![("a".into(), Phase::Ready), ("b".into(), Phase::Ready)];
+        s.remote.replicas = vec![("a".into(), Phase::Ready), ("b".into(), Phase::Ready)];
         s.note_served(&mut events);
         // The raise to 2 is served; the one to 3 waits.
         assert_eq!(s.control_latencies.len(), 1);

@@ -138,9 +138,9 @@ async fn failed(state: &AppState, what: &str, e: &RayError, events: &mut Events)
     for s in g
         .svcs
         .values_mut()
-        .filter(|s| !s.deleting && !s.ray.told_unavailable)
+        .filter(|s| !s.deleting && !s.remote.told_unavailable)
     {
-        s.ray.told_unavailable = true;
+        s.remote.told_unavailable = true;
         events.push((
             s.spec.name.clone(),
             "ray-unavailable",
@@ -163,14 +163,14 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
                 spec: s.spec.clone(),
                 target: s.target,
                 deleting: s.deleting,
-                working_dir: s.ray.working_dir.clone(),
-                put: s.ray.put.clone(),
-                deployed: s.ray.deployed,
-                refused: s.ray.refused.clone(),
+                working_dir: s.remote.working_dir.clone(),
+                put: s.remote.put.clone(),
+                deployed: s.remote.deployed,
+                refused: s.remote.refused.clone(),
                 package_error: None,
                 // Sent again every 10 s while Serve still lists the application.
                 removal_due: s
-                    .ray
+                    .remote
                     .removal_sent
                     .is_none_or(|t| t.elapsed() > Duration::from_secs(10)),
             })
@@ -294,8 +294,8 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
     }
     let mut g = services.inner.lock().await;
     let n = g.ray.failures;
-    for s in g.svcs.values_mut().filter(|s| s.ray.told_unavailable) {
-        s.ray.told_unavailable = false;
+    for s in g.svcs.values_mut().filter(|s| s.remote.told_unavailable) {
+        s.remote.told_unavailable = false;
         events.push((
             s.spec.name.clone(),
             "ray-available",
@@ -305,7 +305,7 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
     g.ray = RayLoop::default();
     for (name, cfg, e) in refused_now {
         if let Some(s) = g.svcs.get_mut(&name) {
-            s.ray.refused = Some(cfg);
+            s.remote.refused = Some(cfg);
             events.push((
                 name,
                 "deploy-failed",
@@ -315,7 +315,7 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
     }
     for w in &wants {
         if let Some(s) = g.svcs.get_mut(&w.name) {
-            if w.package_error.is_some() && s.ray.package_error != w.package_error {
+            if w.package_error.is_some() && s.remote.package_error != w.package_error {
                 events.push((
                     w.name.clone(),
                     "deploy-failed",
@@ -325,14 +325,14 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
                     ),
                 ));
             }
-            s.ray.package_error = w.package_error.clone();
+            s.remote.package_error = w.package_error.clone();
         }
     }
     let serve_url = state.config.ray.serve_url.trim_end_matches('/').to_string();
     for s in g.svcs.values_mut() {
         let name = s.spec.name.clone();
         if let Some(w) = wants.iter().find(|w| w.name == name) {
-            s.ray.working_dir = w.working_dir.clone().or(s.ray.working_dir.take());
+            s.remote.working_dir = w.working_dir.clone().or(s.remote.working_dir.take());
         }
         if adopt.contains(&name)
             && let Some((_, cfg)) = desired.iter().find(|(w, _)| w.name == name)
@@ -342,8 +342,8 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
                 "adopted",
                 "the application Serve runs is adopted after a restart".into(),
             ));
-            s.ray.put = Some(cfg.clone());
-            s.ray.deployed = true;
+            s.remote.put = Some(cfg.clone());
+            s.remote.deployed = true;
         }
         if put_ok && let Some((_, cfg)) = desired.iter().find(|(w, _)| w.name == name) {
             if redeploy.contains(&name) {
@@ -353,37 +353,37 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
                     "the application was removed from Serve behind pharos's back; deployed again"
                         .into(),
                 ));
-            } else if s.ray.put.is_none() {
+            } else if s.remote.put.is_none() {
                 events.push((
                     name.clone(),
                     "deployed",
                     format!("deployed to Ray Serve as /{name}"),
                 ));
             }
-            s.ray.put = Some(cfg.clone());
-            s.ray.deployed = true;
+            s.remote.put = Some(cfg.clone());
+            s.remote.deployed = true;
         }
         if put_ok && s.deleting {
-            s.ray.removal_sent = Some(Instant::now());
+            s.remote.removal_sent = Some(Instant::now());
         }
-        s.ray.seen = Some(seen);
+        s.remote.seen = Some(seen);
         let Some(a) = apps.get(&name) else {
-            s.ray.present = false;
-            s.ray.replicas.clear();
-            s.ray.status = "NOT_DEPLOYED".into();
+            s.remote.present = false;
+            s.remote.replicas.clear();
+            s.remote.status = "NOT_DEPLOYED".into();
             if !s.deleting {
                 s.router.set_replicas(&[]);
             }
             continue;
         };
-        s.ray.present = true;
+        s.remote.present = true;
         let status = a["status"].as_str().unwrap_or("").to_string();
         let message = a["message"].as_str().unwrap_or("").to_string();
-        if status == "DEPLOY_FAILED" && (s.ray.status != status || s.ray.message != message) {
+        if status == "DEPLOY_FAILED" && (s.remote.status != status || s.remote.message != message) {
             events.push((name.clone(), "deploy-failed", message.clone()));
         }
-        s.ray.status = status;
-        s.ray.message = message;
+        s.remote.status = status;
+        s.remote.message = message;
         let dep = s
             .spec
             .ray
@@ -404,15 +404,15 @@ pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Even
             })
             .unwrap_or_default();
         for (id, p) in &replicas {
-            let was = s.ray.replicas.iter().find(|r| &r.0 == id).map(|r| r.1);
+            let was = s.remote.replicas.iter().find(|r| &r.0 == id).map(|r| r.1);
             if *p == Phase::Ready && was != Some(Phase::Ready) {
                 events.push((name.clone(), "ready", format!("Ray replica {id} running")));
             }
         }
-        s.ray.replicas = replicas;
+        s.remote.replicas = replicas;
         if !s.deleting {
             let bases: Vec<String> = s
-                .ray
+                .remote
                 .replicas
                 .iter()
                 .filter(|r| r.1 == Phase::Ready)

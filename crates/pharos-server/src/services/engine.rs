@@ -1,0 +1,162 @@
+//! Services whose replicas an engine elsewhere runs (Kubernetes), behind one trait.
+//!
+//! Every pass the services loop hands the engine each service's wanted state (its spec,
+//! the autoscaler's target, whether it is being deleted) and gets back what runs: each
+//! replica's phase and, for ready ones, where the router sends requests. The engine
+//! owns everything about its API (what to create, scale or delete, and what it has
+//! already said); the loop owns the routers, the autoscaler and the events. While the
+//! engine cannot be reached the last known replicas are kept, each service is told once
+//! (`engine-unavailable`), and the loop retries after 1 s, 2 s, 4 s ... 30 s.
+
+use futures_util::future::BoxFuture;
+
+use super::*;
+
+/// One service as the engine should make it.
+#[derive(Debug, Clone)]
+pub struct Want {
+    pub name: String,
+    pub spec: ServiceSpec,
+    /// Replicas the autoscaler (or the API) wants.
+    pub target: u32,
+    /// Deleted: everything of it should go.
+    pub deleting: bool,
+}
+
+/// One replica as the engine reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineReplica {
+    pub id: String,
+    pub phase: Phase,
+    /// Where the router sends requests, for a ready replica (`http://10.1.2.3:8080`).
+    pub url: Option<String>,
+}
+
+/// What the engine runs of one service.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub name: String,
+    /// Something of the service still exists on the engine (a deleted service leaves
+    /// once nothing does).
+    pub present: bool,
+    pub replicas: Vec<EngineReplica>,
+    /// The engine's word for the service's state, and why (for the API).
+    pub status: String,
+    pub message: String,
+    /// Events for the service (kind, message), each said once by the engine.
+    pub events: Vec<(&'static str, String)>,
+}
+
+/// An engine that runs services' replicas. `sync` is called once per pass with every
+/// service; it must be idempotent (a restarted server calls it with the same wants).
+pub trait ServiceEngine: Send + Sync + 'static {
+    /// `kubernetes`: also the name of the spec's field this engine reads.
+    fn name(&self) -> &'static str;
+    /// Whether this engine can run `spec` (the error names the field).
+    fn check(&self, spec: &ServiceSpec) -> Result<(), String>;
+    /// Brings the engine toward `wants` and reports what runs (one report per want).
+    /// An error means the engine could not be asked (nothing is known).
+    fn sync<'a>(&'a self, wants: &'a [Want]) -> BoxFuture<'a, Result<Vec<Report>, String>>;
+}
+
+#[derive(Default)]
+pub(super) struct EngineLoop {
+    failures: u32,
+    next_try: Option<Instant>,
+}
+
+pub(super) async fn sync(state: &AppState, engine: &dyn ServiceEngine, events: &mut Events) {
+    let services = &state.services;
+    let wants: Vec<Want> = {
+        let g = services.inner.lock().await;
+        if g.svcs.is_empty() || g.engine.next_try.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        g.svcs
+            .values()
+            .map(|s| Want {
+                name: s.spec.name.clone(),
+                spec: s.spec.clone(),
+                target: s.target,
+                deleting: s.deleting,
+            })
+            .collect()
+    };
+    let result = engine.sync(&wants).await;
+    let seen = Instant::now();
+    let mut g = services.inner.lock().await;
+    let reports = match result {
+        Ok(r) => r,
+        Err(e) => {
+            g.engine.failures += 1;
+            let n = g.engine.failures;
+            g.engine.next_try = Some(seen + Duration::from_secs((1u64 << (n - 1).min(5)).min(30)));
+            warn!(failures = n, engine = engine.name(), "{e}");
+            for s in g
+                .svcs
+                .values_mut()
+                .filter(|s| !s.deleting && !s.remote.told_unavailable)
+            {
+                s.remote.told_unavailable = true;
+                events.push((
+                    s.spec.name.clone(),
+                    "engine-unavailable",
+                    format!("{e}; keeping the last known replicas, retrying with back-off"),
+                ));
+            }
+            return;
+        }
+    };
+    let failures = std::mem::take(&mut g.engine.failures);
+    g.engine.next_try = None;
+    for s in g.svcs.values_mut() {
+        let name = s.spec.name.clone();
+        if s.remote.told_unavailable {
+            s.remote.told_unavailable = false;
+            events.push((
+                name.clone(),
+                "engine-available",
+                format!(
+                    "{} answers again after {failures} failed pass(es)",
+                    engine.name()
+                ),
+            ));
+        }
+        // A service applied while the engine was being asked has no report yet.
+        let Some(r) = reports.iter().find(|r| r.name == name) else {
+            continue;
+        };
+        for (kind, message) in &r.events {
+            events.push((name.clone(), kind, message.clone()));
+        }
+        for rep in &r.replicas {
+            let was = s
+                .remote
+                .replicas
+                .iter()
+                .find(|(id, _)| id == &rep.id)
+                .map(|x| x.1);
+            if rep.phase == Phase::Ready && was != Some(Phase::Ready) {
+                events.push((name.clone(), "ready", format!("replica {} ready", rep.id)));
+            }
+        }
+        s.remote.present = r.present;
+        s.remote.seen = Some(seen);
+        s.remote.status = r.status.clone();
+        s.remote.message = r.message.clone();
+        s.remote.replicas = r
+            .replicas
+            .iter()
+            .map(|rep| (rep.id.clone(), rep.phase))
+            .collect();
+        if !s.deleting {
+            let urls: Vec<String> = r
+                .replicas
+                .iter()
+                .filter(|rep| rep.phase == Phase::Ready)
+                .filter_map(|rep| rep.url.clone())
+                .collect();
+            s.router.set_replicas(&urls);
+        }
+    }
+}
