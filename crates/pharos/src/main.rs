@@ -65,6 +65,84 @@ enum Command {
     /// A service's router: a bounded queue in front of replicas that each serve a few
     /// requests at a time, dropping (503) when the queue is full.
     Router(load::RouterArgs),
+    /// Kubernetes: the manifests that run pharos in a cluster.
+    #[command(subcommand)]
+    K8s(K8sCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum K8sCommand {
+    /// Print the manifests that run pharos in a cluster with the Kubernetes backend (a
+    /// namespace, a ServiceAccount with least-privilege RBAC, the configuration, a
+    /// PersistentVolumeClaim for the data directory, the server's Deployment and
+    /// Service); apply them with `kubectl apply -f -`. See docs/kubernetes.md.
+    Manifests(K8sManifestsArgs),
+}
+
+#[derive(clap::Args)]
+struct K8sManifestsArgs {
+    /// The namespace pharos runs in and creates jobs and services in.
+    #[arg(long, default_value = "pharos")]
+    namespace: String,
+    /// pharos's container image (built from the repository's Dockerfile).
+    #[arg(long, default_value = "pharos:0.1.0")]
+    image: String,
+    /// Size of the data directory's PersistentVolumeClaim.
+    #[arg(long, default_value = "20Gi")]
+    storage: String,
+    /// Its storage class [default: the cluster's default].
+    #[arg(long)]
+    storage_class: Option<String>,
+    /// Its access mode: ReadWriteMany lets learners on other nodes mount it.
+    #[arg(long, default_value = "ReadWriteOnce", value_parser = ["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"])]
+    access_mode: String,
+    /// A Secret whose key `url` is a postgres:// URL: the store goes to PostgreSQL
+    /// instead of SQLite on the claim.
+    #[arg(long)]
+    database_secret: Option<String>,
+    /// A Secret whose key `token` is the admin token [default: the server makes one and
+    /// writes it to /var/lib/pharos/admin-token].
+    #[arg(long)]
+    admin_token_secret: Option<String>,
+    /// vCPUs of the cluster pharos plans with (training and inference together).
+    #[arg(long, default_value_t = 16.0)]
+    cpus: f64,
+    /// Memory pharos plans with.
+    #[arg(long, default_value = "64GiB")]
+    memory: String,
+    /// The learners' default image.
+    #[arg(long, default_value = "python:3.12-slim")]
+    learner_image: String,
+    /// Do not let pharos read nodes and pods cluster-wide (gangs are then admitted on
+    /// the planned capacity alone).
+    #[arg(long)]
+    no_node_check: bool,
+    /// A router port to expose on pharos's Service (repeat; give services these ports).
+    #[arg(long = "router-port")]
+    router_ports: Vec<u16>,
+}
+
+fn k8s_manifests(a: K8sManifestsArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.cpus > 0.0, "--cpus must be positive");
+    let o = pharos_kube::manifests::Options {
+        namespace: a.namespace,
+        image: a.image,
+        storage: a.storage,
+        storage_class: a.storage_class,
+        access_mode: a.access_mode,
+        database_secret: a.database_secret,
+        admin_token_secret: a.admin_token_secret,
+        cpus: a.cpus,
+        memory: a.memory,
+        learner_image: a.learner_image,
+        node_check: !a.no_node_check,
+        router_ports: a.router_ports,
+    };
+    for doc in pharos_kube::manifests::manifests(&o) {
+        pharos_kube::manifests::validate(&doc).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    print!("{}", pharos_kube::manifests::yaml(&o));
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -600,6 +678,7 @@ fn main() -> ExitCode {
         Command::Delete(a) => train::delete(a.command, &a.conn),
         Command::Load(a) => load::load(a),
         Command::Router(a) => load::router(a),
+        Command::K8s(K8sCommand::Manifests(a)) => k8s_manifests(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

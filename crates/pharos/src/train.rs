@@ -56,23 +56,33 @@ pub fn server(a: ServerArgs) -> Result<()> {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let exe = std::env::current_exe().context("locating the pharos executable")?;
-    let backend: Arc<dyn pharos_server::Backend> = match config.backend {
-        pharos_server::config::BackendKind::Local => {
-            Arc::new(pharos_backend::LocalBackend::new(exe))
-        }
-        pharos_server::config::BackendKind::Ray => {
-            let client = pharos_server::ray::RayClient::new(&config.ray)?;
-            let id = pharos_backend::ray::installation_id(&config.data_dir)
-                .with_context(|| format!("the installation id in {}", config.data_dir.display()))?;
-            Arc::new(pharos_backend::RayBackend::new(client, id)?)
-        }
-    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let installation = || {
+            pharos_backend::ray::installation_id(&config.data_dir)
+                .with_context(|| format!("the installation id in {}", config.data_dir.display()))
+        };
+        let mut engine: Option<Arc<dyn pharos_server::services::engine::ServiceEngine>> = None;
+        let backend: Arc<dyn pharos_server::Backend> = match config.backend {
+            pharos_server::config::BackendKind::Local => {
+                Arc::new(pharos_backend::LocalBackend::new(exe))
+            }
+            pharos_server::config::BackendKind::Ray => {
+                let client = pharos_server::ray::RayClient::new(&config.ray)?;
+                Arc::new(pharos_backend::RayBackend::new(client, installation()?)?)
+            }
+            pharos_server::config::BackendKind::Kubernetes => {
+                let kube = Arc::new(
+                    pharos_kube::Kube::connect(&config.kubernetes, installation()?).await?,
+                );
+                engine = Some(Arc::new(pharos_kube::KubeEngine::new(kube.clone())));
+                Arc::new(pharos_kube::KubeBackend::new(kube))
+            }
+        };
         let listen = config.listen.clone();
-        let state = pharos_server::open(config, backend).await?;
+        let state = pharos_server::open_with_engine(config, backend, engine).await?;
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;

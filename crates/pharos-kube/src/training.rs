@@ -1,0 +1,577 @@
+//! Training jobs as Kubernetes Jobs.
+//!
+//! A pharos job is one indexed Job `pharos-<installation>-<id>` (completions =
+//! parallelism = learners, `backoffLimit: 0`: pharos restarts gangs itself, from their
+//! checkpoints) and a headless Service of the same name owned by it, so learner `k`
+//! is reachable as `<job>-<k-1>.<job>` (MASTER_ADDR is learner 1's). The Job is created
+//! **suspended**; `start` lets it go only when the nodes have room for every learner
+//! (else the call answers "waiting", and the controller asks again). Halting suspends it
+//! (Kubernetes deletes its pods); the next attempt of a suspended Job unsuspends it with
+//! the new attempt number, while the Job of a failed attempt is deleted and made anew.
+//!
+//! Learner statuses come from the watched pods (`batch.kubernetes.io/job-completion-
+//! index`); logs are copied from the pods into the job's log files (at most once a
+//! second per learner, once more at the end), so `pharos train logs` and the metrics work
+//! as on the other backends. A learner submitted to a Job that is gone is
+//! [`LearnerStatus::Lost`].
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use pharos_server::backend::{Backend, BackendError, JobRun, LearnerStatus};
+use serde_json::{Value, json};
+
+use crate::{ATTEMPT, JOB_LABEL, Kube, describe, fit, transient};
+
+const INDEX_LABEL: &str = "batch.kubernetes.io/job-completion-index";
+
+pub struct KubeBackend {
+    kube: Arc<Kube>,
+}
+
+fn err(what: &str, e: kube::Error) -> BackendError {
+    let m = format!("{what}: {}", describe(&e));
+    if transient(&e) {
+        BackendError::transient(m)
+    } else {
+        BackendError::new(m)
+    }
+}
+
+impl KubeBackend {
+    pub fn new(kube: Arc<Kube>) -> Self {
+        Self { kube }
+    }
+
+    /// The Job's (and its Service's) name.
+    pub fn job_name(&self, job: &JobRun) -> String {
+        format!("pharos-{}-{}", self.kube.installation, job.id)
+    }
+
+    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> Result<T, BackendError> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => Ok(h.block_on(f)),
+            Err(_) => Err(BackendError::new("called outside the server's runtime")),
+        }
+    }
+
+    fn learner_dir(job: &JobRun, learner: u32) -> PathBuf {
+        job.paths
+            .state
+            .join(format!("attempt-{}", job.attempt))
+            .join(format!("learner-{learner}"))
+    }
+
+    fn submitted_marker(job: &JobRun) -> PathBuf {
+        job.paths
+            .state
+            .join(format!("attempt-{}", job.attempt))
+            .join("submitted")
+    }
+
+    /// The image for the manifest's framework.
+    fn image(&self, job: &JobRun) -> String {
+        let c = &self.kube.config;
+        c.images
+            .get(&job.manifest.framework.name)
+            .cloned()
+            .unwrap_or_else(|| c.image.clone())
+    }
+
+    fn need(&self, job: &JobRun) -> fit::Need {
+        let m = &job.manifest;
+        let c = &self.kube.config;
+        fit::Need {
+            cpus: m.cpus,
+            memory: memory_bytes(job) as f64,
+            gpus: (m.gpus > 0).then(|| (c.gpu_resource.clone(), m.gpus as f64)),
+            selector: (m.gpus > 0)
+                .then(|| m.gpu_type.clone().map(|t| (c.gpu_type_label.clone(), t)))
+                .flatten(),
+        }
+    }
+
+    /// The Job of `job` (suspended), as pharos makes it.
+    pub fn job_object(&self, job: &JobRun) -> Job {
+        let m = &job.manifest;
+        let c = &self.kube.config;
+        let name = self.job_name(job);
+        let mut labels = self.kube.labels();
+        labels.insert(JOB_LABEL.into(), job.id.to_string());
+        // What every learner shares; the per-learner variables come from the index.
+        let mut env = pharos_backend::learner_env(job, 1, None);
+        for k in [
+            "PATH",
+            "HOME",
+            "USER",
+            "LANG",
+            "LC_ALL",
+            "TMPDIR",
+            "TZ",
+            "CUDA_VISIBLE_DEVICES",
+            "LEARNER_ID",
+            "RANK",
+        ] {
+            env.remove(k);
+        }
+        env.insert("LOCAL_RANK".into(), "0".into());
+        env.insert("MASTER_ADDR".into(), format!("{name}-0.{name}"));
+        let env: Vec<Value> = env
+            .into_iter()
+            .map(|(k, v)| json!({"name": k, "value": v}))
+            .collect();
+        let script = format!(
+            "export LEARNER_ID=$((JOB_COMPLETION_INDEX + 1)) RANK=$JOB_COMPLETION_INDEX\n{}",
+            m.framework.command
+        );
+        let cpu = format!("{}m", (m.cpus * 1000.0).round() as u64);
+        let memory = memory_bytes(job).to_string();
+        let mut requests = json!({"cpu": cpu, "memory": memory});
+        let mut limits = json!({});
+        if c.cpu_limits {
+            limits["cpu"] = json!(cpu);
+        }
+        if c.memory_limits {
+            limits["memory"] = json!(memory);
+        }
+        if m.gpus > 0 {
+            requests[&c.gpu_resource] = json!(m.gpus.to_string());
+            limits[&c.gpu_resource] = json!(m.gpus.to_string());
+        }
+        let mut container = json!({
+            "name": "learner",
+            "image": self.image(job),
+            "command": ["/bin/sh", "-c", script],
+            "env": env,
+            "resources": {"requests": requests, "limits": limits},
+        });
+        let mut pod = json!({
+            "restartPolicy": "Never",
+            "subdomain": name,
+            "containers": [],
+        });
+        if let Some(claim) = &c.data_claim {
+            let dir = job
+                .paths
+                .root
+                .parent()
+                .and_then(|p| p.parent())
+                .unwrap_or(&job.paths.root)
+                .display()
+                .to_string();
+            container["volumeMounts"] = json!([{"name": "data", "mountPath": dir}]);
+            pod["volumes"] =
+                json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]);
+        }
+        pod["containers"] = json!([container]);
+        if let Some(sa) = &c.service_account {
+            pod["serviceAccountName"] = json!(sa);
+        }
+        if let Some((k, v)) = self.need(job).selector {
+            pod["nodeSelector"] = json!({ k: v });
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "annotations": {ATTEMPT: job.attempt.to_string()},
+            },
+            "spec": {
+                "suspend": true,
+                "completionMode": "Indexed",
+                "completions": m.learners,
+                "parallelism": m.learners,
+                "backoffLimit": 0,
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            }
+        }))
+        .expect("a Job")
+    }
+
+    /// The headless Service the learners find each other by, owned by the Job.
+    fn service_object(&self, job: &JobRun, owner: &Job) -> Service {
+        let name = self.job_name(job);
+        let mut labels = self.kube.labels();
+        labels.insert(JOB_LABEL.into(), job.id.to_string());
+        serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "ownerReferences": [{
+                    "apiVersion": "batch/v1", "kind": "Job", "name": name,
+                    "uid": owner.metadata.uid.clone().unwrap_or_default(),
+                    "controller": true, "blockOwnerDeletion": true,
+                }],
+            },
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": true,
+                "selector": {JOB_LABEL: job.id.to_string(), crate::INSTALLATION: self.kube.installation},
+            }
+        }))
+        .expect("a Service")
+    }
+
+    /// The Job of `job` from the watch, if any (an error until the watch has listed).
+    fn cached_job(&self, job: &JobRun) -> Result<Option<Arc<Job>>, BackendError> {
+        let name = self.job_name(job);
+        let jobs = self
+            .kube
+            .jobs
+            .objects()
+            .ok_or_else(|| BackendError::transient("the watch of Jobs has not listed yet"))?;
+        Ok(jobs
+            .into_iter()
+            .find(|j| j.metadata.name.as_deref() == Some(&name)))
+    }
+
+    fn pods_of(&self, job: &JobRun) -> Result<Vec<Arc<Pod>>, BackendError> {
+        let pods = self
+            .kube
+            .pods
+            .objects()
+            .ok_or_else(|| BackendError::transient("the watch of pods has not listed yet"))?;
+        let id = job.id.to_string();
+        Ok(pods
+            .into_iter()
+            .filter(|p| label(&p.metadata.labels, JOB_LABEL) == Some(id.as_str()))
+            .collect())
+    }
+
+    /// Lets the suspended Job go with `attempt` if the gang fits the nodes now.
+    fn admit(&self, job: &JobRun, name: &str) -> Result<(), BackendError> {
+        if self.kube.config.check_nodes {
+            let nodes: kube::Api<Node> = kube::Api::all(self.kube.client.clone());
+            let pods: kube::Api<Pod> = kube::Api::all(self.kube.client.clone());
+            let (nodes, pods) = self.block_on(async {
+                let n = nodes.list(&ListParams::default()).await;
+                let p = pods
+                    .list(
+                        &ListParams::default()
+                            .fields("status.phase!=Succeeded,status.phase!=Failed"),
+                    )
+                    .await;
+                (n, p)
+            })?;
+            let nodes = nodes.map_err(|e| err("listing the nodes", e))?;
+            let pods = pods.map_err(|e| err("listing the pods on the nodes", e))?;
+            fit::gang_fits(
+                &nodes.items,
+                &pods.items,
+                &self.need(job),
+                job.manifest.learners,
+            )
+            .map_err(BackendError::waiting)?;
+        }
+        let patch = json!({
+            "metadata": {"annotations": {ATTEMPT: job.attempt.to_string()}},
+            "spec": {"suspend": false},
+        });
+        let api = self.kube.api::<Job>();
+        self.block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)))?
+            .map_err(|e| err("unsuspending the Job", e))?;
+        Ok(())
+    }
+
+    /// Copies the pod's log into the learner's log file.
+    fn mirror_logs(&self, job: &JobRun, learner: u32, pod: &str) -> Result<(), BackendError> {
+        let api = self.kube.api::<Pod>();
+        let logs = match self.block_on(api.logs(pod, &LogParams::default()))? {
+            Ok(l) => l,
+            // Not started yet, or gone: nothing to copy.
+            Err(kube::Error::Api(s)) if s.code == 400 || s.code == 404 => return Ok(()),
+            Err(e) => return Err(err("reading a learner's log", e)),
+        };
+        let path = job.paths.log_file(learner);
+        let old = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if logs.len() as u64 != old {
+            pharos_backend::write_atomic(&path, logs.as_bytes())
+                .map_err(|e| BackendError::io(path.display(), e))?;
+        } else {
+            let _ = fs::File::options()
+                .append(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(SystemTime::now()));
+        }
+        Ok(())
+    }
+
+    /// Each learner's newest pod of the current attempt's Job.
+    fn learner_pods(&self, job: &JobRun) -> Result<BTreeMap<u32, Arc<Pod>>, BackendError> {
+        let mut out: BTreeMap<u32, Arc<Pod>> = BTreeMap::new();
+        for p in self.pods_of(job)? {
+            let Some(i) =
+                label(&p.metadata.labels, INDEX_LABEL).and_then(|i| i.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let newer = out.get(&(i + 1)).is_none_or(|q| {
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0)
+                    >= q.metadata.creation_timestamp.as_ref().map(|t| t.0)
+            });
+            if newer {
+                out.insert(i + 1, p);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn label<'a>(labels: &'a Option<BTreeMap<String, String>>, key: &str) -> Option<&'a str> {
+    labels.as_ref().and_then(|l| l.get(key)).map(String::as_str)
+}
+
+fn memory_bytes(job: &JobRun) -> u64 {
+    job.manifest
+        .memory
+        .as_deref()
+        .and_then(|m| pharos_core::parse_memory(m).ok())
+        .filter(|b| *b > 0)
+        .unwrap_or(1 << 30)
+}
+
+fn attempt_of(j: &Job) -> Option<u32> {
+    j.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ATTEMPT))
+        .and_then(|a| a.parse().ok())
+}
+
+fn suspended(j: &Job) -> bool {
+    j.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false)
+}
+
+/// The Job ended (its `Complete` or `Failed` condition is true).
+fn finished(j: &Job) -> Option<&'static str> {
+    let conds = j.status.as_ref().and_then(|s| s.conditions.as_ref())?;
+    conds
+        .iter()
+        .find_map(|c| match (c.type_.as_str(), c.status.as_str()) {
+            ("Complete", "True") => Some("Complete"),
+            ("Failed", "True") => Some("Failed"),
+            _ => None,
+        })
+}
+
+/// A learner's status from its pod.
+pub fn pod_status(p: &Pod) -> LearnerStatus {
+    let status = p.status.as_ref();
+    match status.and_then(|s| s.phase.as_deref()) {
+        Some("Succeeded") => LearnerStatus::Exited {
+            code: Some(0),
+            signal: None,
+        },
+        Some("Failed") => {
+            let code = status
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| cs.first())
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| t.exit_code);
+            LearnerStatus::Exited {
+                // Evicted or never ran: no exit code, a failure all the same.
+                code: Some(code.unwrap_or(1)),
+                signal: None,
+            }
+        }
+        _ => LearnerStatus::Running,
+    }
+}
+
+impl Backend for KubeBackend {
+    fn name(&self) -> &str {
+        "kubernetes"
+    }
+
+    /// Learner pods mount only the data directory's claim: learners read their data
+    /// themselves.
+    fn supports_store(&self, _kind: &str) -> bool {
+        false
+    }
+
+    fn prepare(&self, job: &JobRun) -> Result<(), BackendError> {
+        let p = &job.paths;
+        for d in [&p.results, &p.logs, &p.checkpoints, &p.state] {
+            fs::create_dir_all(d).map_err(|e| BackendError::io(d.display(), e))?;
+        }
+        pharos_backend::unpack_model(job)
+    }
+
+    fn start(&self, job: &JobRun) -> Result<(), BackendError> {
+        let name = self.job_name(job);
+        let api = self.kube.api::<Job>();
+        match self.cached_job(job)? {
+            Some(j)
+                if attempt_of(&j) == Some(job.attempt)
+                    || (suspended(&j) && finished(&j).is_none()) =>
+            {
+                // This attempt's Job, or a halted one to resume: let it go when it fits.
+                if suspended(&j) {
+                    self.admit(job, &name)?;
+                }
+                let marker = Self::submitted_marker(job);
+                if !marker.exists() {
+                    fs::create_dir_all(marker.parent().expect("a parent"))
+                        .and_then(|_| fs::write(&marker, &name))
+                        .map_err(|e| BackendError::io(marker.display(), e))?;
+                }
+                Ok(())
+            }
+            Some(_) => {
+                // An earlier attempt's Job that ran to its end: delete it (its pods and
+                // Service go with it) and make the new one on the next call.
+                let dp = DeleteParams::background();
+                match self.block_on(api.delete(&name, &dp))? {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(err("deleting the previous attempt's Job", e)),
+                }
+                Err(BackendError::waiting(
+                    "the previous attempt's Job is being replaced",
+                ))
+            }
+            None => {
+                let created = match self
+                    .block_on(api.create(&PostParams::default(), &self.job_object(job)))?
+                {
+                    Ok(j) => j,
+                    // Made meanwhile (or still being deleted): the watch will tell.
+                    Err(e) => return Err(err("creating the Job", e)),
+                };
+                let svc = self.service_object(job, &created);
+                let sapi = self.kube.api::<Service>();
+                match self.block_on(sapi.create(&PostParams::default(), &svc))? {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => return Err(err("creating the learners' Service", e)),
+                }
+                let marker = Self::submitted_marker(job);
+                fs::create_dir_all(marker.parent().expect("a parent"))
+                    .and_then(|_| fs::write(&marker, &name))
+                    .map_err(|e| BackendError::io(marker.display(), e))?;
+                self.admit(job, &name)
+            }
+        }
+    }
+
+    fn poll(&self, job: &JobRun) -> Result<Vec<LearnerStatus>, BackendError> {
+        let n = job.manifest.learners;
+        let Some(j) = self.cached_job(job)? else {
+            let status = if Self::submitted_marker(job).exists() {
+                LearnerStatus::Lost
+            } else {
+                LearnerStatus::NotStarted
+            };
+            return Ok(vec![status; n as usize]);
+        };
+        if attempt_of(&j) != Some(job.attempt) || suspended(&j) {
+            return Ok(vec![LearnerStatus::NotStarted; n as usize]);
+        }
+        let pods = self.learner_pods(job)?;
+        let ended = finished(&j);
+        let mut out = Vec::with_capacity(n as usize);
+        for learner in 1..=n {
+            let status = match pods.get(&learner) {
+                Some(p) => pod_status(p),
+                // The Job failed before this learner's pod existed (or was deleted).
+                None if ended == Some("Failed") => LearnerStatus::Exited {
+                    code: None,
+                    signal: None,
+                },
+                None => LearnerStatus::Running,
+            };
+            if let Some(p) = pods.get(&learner) {
+                let pod = p.metadata.name.clone().unwrap_or_default();
+                let done = Self::learner_dir(job, learner).join("logs-copied");
+                if status.ended() {
+                    if !done.exists() {
+                        self.mirror_logs(job, learner, &pod)?;
+                        let _ = fs::create_dir_all(done.parent().expect("a parent"));
+                        let _ = fs::write(&done, b"");
+                    }
+                } else if logs_due(job, learner) {
+                    self.mirror_logs(job, learner, &pod)?;
+                }
+            }
+            out.push(status);
+        }
+        Ok(out)
+    }
+
+    fn signal(&self, job: &JobRun, kill: bool) -> Result<(), BackendError> {
+        let Some(j) = self.cached_job(job)? else {
+            return Ok(());
+        };
+        let name = self.job_name(job);
+        // Copy what the learners wrote before their pods go.
+        if let Ok(pods) = self.learner_pods(job) {
+            for (learner, p) in pods {
+                let _ = self.mirror_logs(job, learner, p.metadata.name.as_deref().unwrap_or(""));
+            }
+        }
+        if !suspended(&j) && finished(&j).is_none() {
+            let api = self.kube.api::<Job>();
+            let patch = json!({"spec": {"suspend": true}});
+            self.block_on(api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)))?
+                .map_err(|e| err("suspending the Job", e))?;
+        }
+        if kill {
+            let api = self.kube.api::<Pod>();
+            let lp = ListParams::default().labels(&format!(
+                "{JOB_LABEL}={},{}={}",
+                job.id,
+                crate::INSTALLATION,
+                self.kube.installation
+            ));
+            self.block_on(api.delete_collection(&DeleteParams::default().grace_period(0), &lp))?
+                .map_err(|e| err("deleting the learners' pods", e))?;
+        }
+        Ok(())
+    }
+
+    fn store_results(&self, job: &JobRun, outcome: &str) -> Result<(), BackendError> {
+        if let Ok(pods) = self.learner_pods(job) {
+            for (learner, p) in pods {
+                match self.mirror_logs(job, learner, p.metadata.name.as_deref().unwrap_or("")) {
+                    Err(e) if e.transient => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        pharos_backend::write_results(job, outcome)
+    }
+
+    fn remove(&self, job: &JobRun) -> Result<(), BackendError> {
+        match fs::remove_dir_all(&job.paths.root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(BackendError::io(job.paths.root.display(), e)),
+        }
+        // The Job; its pods and the Service it owns go with it.
+        let api = self.kube.api::<Job>();
+        match self.block_on(api.delete(&self.job_name(job), &DeleteParams::background()))? {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(err("deleting the Job", e)),
+        }
+    }
+}
+
+fn logs_due(job: &JobRun, learner: u32) -> bool {
+    fs::metadata(job.paths.log_file(learner))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age >= Duration::from_secs(1))
+}
