@@ -1,0 +1,458 @@
+//! The Kubernetes backend against an in-memory API server (tests/support/fake_kube.rs)
+//! that keeps objects, answers list/get/create/patch/delete/watch and plays the
+//! Deployment and Job controllers, the scheduler and the kubelet. A real `pharos
+//! server` is started with `backend: kubernetes` and a kubeconfig pointing at the fake,
+//! and driven through its API and CLI: full reconciles, restarts in the middle, and API
+//! errors (409, 410 on watches, 5xx) injected.
+
+mod common;
+#[path = "support/fake_kube.rs"]
+mod fake_kube;
+
+use common::{ADMIN, Server, wait_until};
+use fake_kube::FakeKube;
+use serde_json::{Value, json};
+
+const NS: &str = "ml";
+
+fn start(fake: &FakeKube, extra: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig(NS)).unwrap();
+    let path = dir.keep().join("kubeconfig");
+    Server::start(&format!(
+        "backend: kubernetes\nkubernetes:\n  kubeconfig: {}\n  namespace: {NS}\n  timeout_s: 3\n{extra}",
+        path.display()
+    ))
+}
+
+fn spec(name: &str, replicas: u32) -> String {
+    format!(
+        "name: {name}\nkubernetes: {{image: 'registry.example/{name}:1', port: 8080}}\n\
+         slo: {{latency_s: 0.5}}\nprocessing_time_s: 0.05\ncpus: 0.5\n\
+         min_replicas: {replicas}\nmax_replicas: {replicas}\n"
+    )
+}
+
+fn scale_patches(fake: &FakeKube, name: &str) -> Vec<Value> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with(&format!("/deployments/{name}/scale")))
+        .map(|r| {
+            assert_eq!(r.content_type, "application/merge-patch+json");
+            r.body
+        })
+        .collect()
+}
+
+fn count(fake: &FakeKube, method: &str, path_end: &str, from: usize) -> usize {
+    fake.requests()[from..]
+        .iter()
+        .filter(|r| r.method == method && r.path.ends_with(path_end))
+        .count()
+}
+
+fn pods_of(fake: &FakeKube, label: &str, value: &str) -> Vec<Value> {
+    fake.objects("pods")
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"][label] == value)
+        .collect()
+}
+
+#[test]
+fn a_service_is_a_deployment_scaled_through_its_scale_subresource() {
+    let fake = FakeKube::start(&[("node-a", 8.0), ("node-b", 8.0)]);
+    let mut s = start(&fake, "capacity: {cpus: 16}");
+    let ready = |n: u64| move |v: &Value| v["ready_replicas"] == n && v["target_replicas"] == n;
+
+    // Created with one replica.
+    let (status, v) = s.apply(&spec("web", 1));
+    assert_eq!(status, 201, "{v}");
+    s.wait_service("web", 30, "1 ready", ready(1));
+    let created: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/namespaces/ml/deployments"))
+        .collect();
+    assert_eq!(created.len(), 1);
+    let d = &created[0].body;
+    assert_eq!(d["spec"]["replicas"], 1);
+    assert_eq!(
+        d["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "pharos"
+    );
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "registry.example/web:1");
+    assert_eq!(c["resources"]["requests"]["cpu"], "500m");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(
+        d["spec"]["selector"]["matchLabels"]["pharos.io/service"],
+        "web"
+    );
+
+    // 1 -> 5 -> 2 through the scale subresource, and nothing else.
+    s.apply(&spec("web", 5));
+    let v = s.wait_service("web", 30, "5 ready", ready(5));
+    assert_eq!(v["engine"]["name"], "kubernetes");
+    s.apply(&spec("web", 2));
+    s.wait_service("web", 30, "2 ready", ready(2));
+    assert_eq!(
+        scale_patches(&fake, "web"),
+        vec![
+            json!({"spec": {"replicas": 5}}),
+            json!({"spec": {"replicas": 2}})
+        ]
+    );
+    assert_eq!(pods_of(&fake, "pharos.io/service", "web").len(), 2);
+
+    // The API fails (500) twice: the server says so once, backs off, and gets there.
+    // (503, 429 and 504 the client itself retries at once.)
+    fake.inject("PATCH", "/deployments/web/scale", 500, 2);
+    s.apply(&spec("web", 3));
+    s.wait_service("web", 60, "3 ready", ready(3));
+    let ev = s.service_events("web");
+    assert!(
+        ev.contains("engine-unavailable") && ev.contains("engine-available"),
+        "{ev}"
+    );
+    assert!(ev.contains("500"), "{ev}");
+
+    // Every watch's history is gone (410 Gone): the watches list again and go on.
+    let before = fake.requests().len();
+    fake.expire_watches();
+    s.apply(&spec("web", 4));
+    s.wait_service("web", 60, "4 ready", ready(4));
+    let relisted = fake.requests()[before..].iter().any(|r| {
+        r.method == "GET"
+            && r.path == "/api/v1/namespaces/ml/pods"
+            && !r.query.contains("watch=true")
+    });
+    assert!(relisted, "the pods were not listed again after 410");
+
+    // A Deployment an HPA targets is refused, not fought over.
+    fake.create_object(
+        "horizontalpodautoscalers",
+        NS,
+        json!({"metadata": {"name": "guarded-hpa"}, "spec": {"maxReplicas": 5,
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "guarded"}}}),
+    );
+    let (status, _) = s.apply(&spec("guarded", 2));
+    assert_eq!(status, 201);
+    s.wait_service("guarded", 30, "HPA_CONFLICT", |v| {
+        v["engine"]["status"] == "HPA_CONFLICT"
+    });
+    let ev = s.service_events("guarded");
+    assert!(
+        ev.contains("hpa-conflict") && ev.contains("guarded-hpa"),
+        "{ev}"
+    );
+    // A Deployment of the same name made by someone else is left alone.
+    fake.create_object(
+        "deployments",
+        NS,
+        json!({"metadata": {"name": "taken", "labels": {"team": "other"}},
+               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "taken"}},
+                        "template": {"metadata": {"labels": {"app": "taken"}},
+                                     "spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+    );
+    s.apply(&spec("taken", 3));
+    s.wait_service("taken", 30, "NOT_OURS", |v| {
+        v["engine"]["status"] == "NOT_OURS"
+    });
+    assert!(s.service_events("taken").contains("not-ours"));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        !fake
+            .objects("deployments")
+            .iter()
+            .any(|d| d["metadata"]["name"] == "guarded")
+    );
+    assert!(scale_patches(&fake, "guarded").is_empty() && scale_patches(&fake, "taken").is_empty());
+    let taken = fake
+        .objects("deployments")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "taken")
+        .unwrap();
+    assert_eq!(taken["spec"]["replicas"], 1);
+
+    // A restarted server adopts the Deployment: nothing created or scaled again.
+    s.kill();
+    let mark = fake.requests().len();
+    let pods: Vec<Value> = pods_of(&fake, "pharos.io/service", "web");
+    s.spawn();
+    s.wait_service("web", 30, "4 ready after the restart", ready(4));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // (Only `taken`, whose Deployment is another's, is tried once more: 409.)
+    let made: Vec<String> = fake.requests()[mark..]
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/deployments"))
+        .map(|r| {
+            r.body["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert!(made.iter().all(|n| n == "taken"), "{made:?}");
+    assert_eq!(count(&fake, "PATCH", "/deployments/web/scale", mark), 0);
+    assert_eq!(pods_of(&fake, "pharos.io/service", "web"), pods);
+
+    // Deleting the service deletes its Deployment and so its pods.
+    let (status, _) = s.request("DELETE", "/v1/services/web", Some(ADMIN), None);
+    assert_eq!(status, 200);
+    wait_until(
+        30,
+        || {
+            s.request("GET", "/v1/services/web", Some(ADMIN), None).0 == 404
+                && pods_of(&fake, "pharos.io/service", "web").is_empty()
+        },
+        || format!("service web still there: {}", s.server_log()),
+    );
+    assert!(
+        !fake
+            .objects("deployments")
+            .iter()
+            .any(|d| d["metadata"]["name"] == "web")
+    );
+    assert!(s.server_log().matches("panicked").count() == 0);
+}
+
+const MANIFEST: &str = "name: gang\nlearners: 2\ncpus: 2\nmemory: 1GiB\n\
+    framework: {name: pytorch, command: python train.py}\n";
+
+#[test]
+fn a_gang_starts_only_when_every_learner_fits_and_survives_halt_resume_and_restarts() {
+    let fake = FakeKube::start(&[("node-a", 2.0), ("node-b", 2.0)]);
+    // Another team's pod holds 1.5 vCPU of node-a: one learner of 2 vCPU fits, not two.
+    fake.create_object(
+        "pods",
+        "other",
+        json!({"metadata": {"name": "busy"}, "spec": {"nodeName": "node-a", "containers": [
+            {"name": "c", "image": "x", "resources": {"requests": {"cpu": "1500m"}}}]},
+            "status": {"phase": "Running"}}),
+    );
+    let mut s = start(&fake, "capacity: {cpus: 8, memory: 16GiB}");
+    // The first create conflicts (409): retried.
+    fake.inject("POST", "/namespaces/ml/jobs", 409, 1);
+    let id = s.submit(MANIFEST);
+    let job_label = id.to_string();
+    wait_until(
+        30,
+        || s.events(id).contains("the gang waits"),
+        || format!("no waiting event: {}\n{}", s.events(id), s.server_log()),
+    );
+    let ev = s.events(id);
+    assert!(ev.contains("room for 1"), "{ev}");
+    assert!(
+        ev.contains("409"),
+        "the conflict is not in the events: {ev}"
+    );
+    let jobs = fake.objects("jobs");
+    assert_eq!(jobs.len(), 1);
+    let job = &jobs[0];
+    assert_eq!(job["spec"]["suspend"], true);
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
+    assert_eq!(job["spec"]["completions"], 2);
+    assert_eq!(job["spec"]["parallelism"], 2);
+    assert_eq!(job["spec"]["backoffLimit"], 0);
+    let name = job["metadata"]["name"].as_str().unwrap().to_string();
+    let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
+    let var = |k: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == k)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(var("MASTER_ADDR"), Some(json!(format!("{name}-0.{name}"))));
+    assert_eq!(var("NUM_LEARNERS"), Some(json!("2")));
+    let svc = fake
+        .objects("services")
+        .into_iter()
+        .find(|x| x["metadata"]["name"] == name.as_str())
+        .expect("the learners' headless Service");
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    assert_eq!(
+        svc["metadata"]["ownerReferences"][0]["uid"],
+        job["metadata"]["uid"]
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(pods_of(&fake, "pharos.io/job", &job_label).is_empty());
+    assert_eq!(s.job(id)["state"], "DOWNLOADING");
+
+    // Room for both: let go, and both run on their nodes.
+    fake.delete_object("pods", "other", "busy");
+    s.wait_state(id, "PROCESSING", 30);
+    let unsuspend: Vec<Value> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with(&format!("/jobs/{name}")))
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(
+        unsuspend,
+        vec![
+            json!({"metadata": {"annotations": {"pharos.io/attempt": "1"}}, "spec": {"suspend": false}})
+        ]
+    );
+    wait_until(
+        30,
+        || {
+            let pods = pods_of(&fake, "pharos.io/job", &job_label);
+            pods.len() == 2 && pods.iter().all(|p| p["status"]["phase"] == "Running")
+        },
+        || format!("pods: {:?}", pods_of(&fake, "pharos.io/job", &job_label)),
+    );
+    for p in pods_of(&fake, "pharos.io/job", &job_label) {
+        fake.set_log(
+            p["metadata"]["name"].as_str().unwrap(),
+            "step=1 loss=0.50\n",
+        );
+    }
+    wait_until(20, || s.log(id, 1).contains("loss=0.50"), || s.server_log());
+
+    // A restart in the middle re-attaches: no Job made again, the same pods.
+    s.kill();
+    let mark = fake.requests().len();
+    let pods = pods_of(&fake, "pharos.io/job", &job_label);
+    s.spawn();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(s.job(id)["state"], "PROCESSING");
+    assert_eq!(count(&fake, "POST", "/jobs", mark), 0);
+    assert_eq!(pods_of(&fake, "pharos.io/job", &job_label), pods);
+
+    // Halt suspends the Job (its pods go); resume lets it go again as attempt 2.
+    let (ok, out, err) = s.cli(&["train", "halt", &id.to_string()], ADMIN);
+    assert!(ok, "{out}{err}");
+    s.wait_state(id, "HALTED", 30);
+    wait_until(
+        20,
+        || pods_of(&fake, "pharos.io/job", &job_label).is_empty(),
+        || "pods left".into(),
+    );
+    let bodies: Vec<Value> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with(&format!("/jobs/{name}")))
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(bodies.last(), Some(&json!({"spec": {"suspend": true}})));
+    let (ok, out, err) = s.cli(&["train", "resume", &id.to_string()], ADMIN);
+    assert!(ok, "{out}{err}");
+    s.wait_state(id, "PROCESSING", 30);
+    let bodies: Vec<Value> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with(&format!("/jobs/{name}")))
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(
+        bodies.last(),
+        Some(
+            &json!({"metadata": {"annotations": {"pharos.io/attempt": "2"}}, "spec": {"suspend": false}})
+        )
+    );
+    assert_eq!(fake.objects("jobs").len(), 1);
+    assert_eq!(count(&fake, "POST", "/jobs", mark), 0);
+
+    // Both learners succeed: COMPLETED, their logs kept.
+    wait_until(
+        30,
+        || pods_of(&fake, "pharos.io/job", &job_label).len() == 2,
+        || "no pods".into(),
+    );
+    for p in pods_of(&fake, "pharos.io/job", &job_label) {
+        let pod = p["metadata"]["name"].as_str().unwrap();
+        fake.set_log(pod, "step=2 loss=0.25\ndone\n");
+        fake.end_pod(NS, pod, 0);
+    }
+    s.wait_state(id, "COMPLETED", 30);
+    assert!(s.log(id, 2).contains("done"), "{}", s.log(id, 2));
+
+    // Deleting the job deletes the Job, and with it its pods and Service.
+    let (ok, out, err) = s.cli(&["train", "delete", &id.to_string()], ADMIN);
+    assert!(ok, "{out}{err}");
+    wait_until(
+        30,
+        || {
+            fake.objects("jobs").is_empty()
+                && fake.objects("services").is_empty()
+                && pods_of(&fake, "pharos.io/job", &job_label).is_empty()
+        },
+        || {
+            format!(
+                "left: {:?} {:?}",
+                fake.objects("jobs"),
+                fake.objects("services")
+            )
+        },
+    );
+    assert!(!s.server_log().contains("panicked"));
+}
+
+#[test]
+fn a_failed_learner_restarts_the_gang_as_a_new_job_and_a_vanished_job_is_lost() {
+    let fake = FakeKube::start(&[("node-a", 4.0)]);
+    let s = start(&fake, "capacity: {cpus: 4}");
+    let manifest = "name: flaky\nlearners: 2\ncpus: 1\nmax_restarts: 1\n\
+        framework: {name: pytorch, command: python train.py}\n";
+    let id = s.submit(manifest);
+    let label = id.to_string();
+    s.wait_state(id, "PROCESSING", 30);
+    wait_until(
+        30,
+        || pods_of(&fake, "pharos.io/job", &label).len() == 2,
+        || "no pods".into(),
+    );
+    // Learner 2 fails: the Job fails; pharos deletes it and makes attempt 2's.
+    let pod = pods_of(&fake, "pharos.io/job", &label)
+        .into_iter()
+        .find(|p| p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "1")
+        .unwrap();
+    fake.end_pod(NS, pod["metadata"]["name"].as_str().unwrap(), 3);
+    wait_until(
+        60,
+        || {
+            fake.objects("jobs")
+                .iter()
+                .any(|j| j["metadata"]["annotations"]["pharos.io/attempt"] == "2")
+        },
+        || format!("no second attempt: {}\n{}", s.events(id), s.server_log()),
+    );
+    assert!(
+        s.events(id).contains("exited with code 3"),
+        "{}",
+        s.events(id)
+    );
+    s.wait_state(id, "PROCESSING", 30);
+    // The Job vanishes behind pharos's back: its learners are lost, and with no
+    // restart left the job fails saying so.
+    let name = fake.objects("jobs")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fake.delete_object("jobs", NS, &name);
+    let v = s.wait_state(id, "FAILED", 60);
+    assert!(s.events(id).contains("lost"), "{v} {}", s.events(id));
+}
+
+#[test]
+fn specs_for_another_engine_are_refused_naming_the_field() {
+    let fake = FakeKube::start(&[("node-a", 4.0)]);
+    let s = start(&fake, "");
+    let (status, v) = s.apply(
+        "name: local\ncommand: [pharos-replica]\nslo: {latency_s: 0.5}\nprocessing_time_s: 0.05\n",
+    );
+    assert_eq!(status, 400);
+    assert!(v.to_string().contains("kubernetes"), "{v}");
+    let (status, v) = s.apply(
+        "name: both\ncommand: [x]\nkubernetes: {image: a}\nslo: {latency_s: 0.5}\nprocessing_time_s: 0.05\n",
+    );
+    assert_eq!(status, 400);
+    assert!(v.to_string().contains("command, ray, kubernetes"), "{v}");
+    let (status, v) = s.apply(
+        "name: noimage\nkubernetes: {image: ''}\nslo: {latency_s: 0.5}\nprocessing_time_s: 0.05\n",
+    );
+    assert_eq!(status, 400);
+    assert!(v.to_string().contains("kubernetes.image"), "{v}");
+}
