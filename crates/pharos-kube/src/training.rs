@@ -467,18 +467,31 @@ impl Backend for KubeBackend {
 
     fn poll(&self, job: &JobRun) -> Result<Vec<LearnerStatus>, BackendError> {
         let n = job.manifest.learners;
-        let Some(j) = self.cached_job(job)? else {
-            let status = if Self::submitted_marker(job).exists() {
-                LearnerStatus::Lost
-            } else {
-                LearnerStatus::NotStarted
-            };
-            return Ok(vec![status; n as usize]);
+        let j = match self.cached_job(job)? {
+            Some(j) => j,
+            None if Self::submitted_marker(job).exists() => {
+                // The watch may not show a Job made a moment ago: ask before calling
+                // the learners lost.
+                let api = self.kube.api::<Job>();
+                match self.block_on(api.get_opt(&self.job_name(job)))? {
+                    Ok(Some(j)) => Arc::new(j),
+                    Ok(None) => return Ok(vec![LearnerStatus::Lost; n as usize]),
+                    Err(e) => return Err(err("reading the Job", e)),
+                }
+            }
+            None => return Ok(vec![LearnerStatus::NotStarted; n as usize]),
         };
-        if attempt_of(&j) != Some(job.attempt) || suspended(&j) {
-            return Ok(vec![LearnerStatus::NotStarted; n as usize]);
-        }
         let pods = self.learner_pods(job)?;
+        if attempt_of(&j) != Some(job.attempt) || suspended(&j) {
+            // Not let go (yet, or again): learners whose pods are still going away
+            // count as running, so that nothing starts next to them.
+            return Ok((1..=n)
+                .map(|l| match pods.get(&l) {
+                    Some(p) if !pod_status(p).ended() => LearnerStatus::Running,
+                    _ => LearnerStatus::NotStarted,
+                })
+                .collect());
+        }
         let ended = finished(&j);
         let mut out = Vec::with_capacity(n as usize);
         for learner in 1..=n {
