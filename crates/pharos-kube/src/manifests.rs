@@ -164,6 +164,8 @@ pub fn manifests(o: &Options) -> Vec<Value> {
                 "metadata": {"labels": labels},
                 "spec": {
                     "serviceAccountName": "pharos",
+                    // The image runs as 65532; the claim is made writable for it.
+                    "securityContext": {"runAsNonRoot": true, "fsGroup": 65532},
                     "containers": [{
                         "name": "pharos",
                         "image": o.image,
