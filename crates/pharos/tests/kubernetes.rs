@@ -128,6 +128,10 @@ fn a_service_is_a_deployment_scaled_through_its_scale_subresource() {
             && !r.query.contains("watch=true")
     });
     assert!(relisted, "the pods were not listed again after 410");
+    assert!(
+        fake.expired_served() >= 3,
+        "pods, Jobs and Deployments are watched"
+    );
 
     // A Deployment an HPA targets is refused, not fought over.
     fake.create_object(
@@ -434,6 +438,70 @@ fn a_failed_learner_restarts_the_gang_as_a_new_job_and_a_vanished_job_is_lost() 
     fake.delete_object("jobs", NS, &name);
     let v = s.wait_state(id, "FAILED", 60);
     assert!(s.events(id).contains("lost"), "{v} {}", s.events(id));
+}
+
+#[test]
+fn the_printed_manifests_are_valid_for_the_api() {
+    let out = std::process::Command::new(common::PHAROS)
+        .args([
+            "k8s",
+            "manifests",
+            "--namespace",
+            "ml-platform",
+            "--database-secret",
+            "db",
+        ])
+        .args(["--router-port", "9000", "--access-mode", "ReadWriteMany"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = text
+        .split("\n---\n")
+        .skip(1)
+        .map(|d| serde_saphyr::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for k in [
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing: {kinds:?}");
+    }
+    for d in &docs {
+        pharos_kube::manifests::validate(d).unwrap();
+        if d["kind"] != "Namespace" && !d["kind"].as_str().unwrap().starts_with("Cluster") {
+            assert_eq!(d["metadata"]["namespace"], "ml-platform", "{d}");
+        }
+    }
+    let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let env = deploy["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains("PHAROS_DATABASE_URL") && env.contains("\"db\""),
+        "{env}"
+    );
+    let pvc = docs
+        .iter()
+        .find(|d| d["kind"] == "PersistentVolumeClaim")
+        .unwrap();
+    assert_eq!(pvc["spec"]["accessModes"], json!(["ReadWriteMany"]));
+    // A bad flag is an error naming it, not a manifest.
+    let out = std::process::Command::new(common::PHAROS)
+        .args(["k8s", "manifests", "--access-mode", "Sometimes"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--access-mode"));
 }
 
 #[test]

@@ -48,6 +48,8 @@ struct State {
     injected: Vec<Injected>,
     logs: BTreeMap<String, String>,
     counter: u64,
+    /// Watches answered 410 Gone.
+    expired_served: u64,
 }
 
 #[derive(Clone)]
@@ -377,8 +379,7 @@ impl State {
                 let of_index: Vec<&Value> = pods
                     .iter()
                     .filter(|p| {
-                        p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"]
-                            .as_str()
+                        p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"].as_str()
                             == Some(index.as_str())
                     })
                     .collect();
@@ -569,6 +570,11 @@ impl FakeKube {
 
     pub fn objects(&self, resource: &str) -> Vec<Value> {
         self.with(|s| s.list(resource, None))
+    }
+
+    /// How many watches were answered 410 Gone.
+    pub fn expired_served(&self) -> u64 {
+        self.with(|s| s.expired_served)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -799,7 +805,11 @@ impl FakeKube {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let labels = query_param(query, "labelSelector").unwrap_or_default();
-        let (expired, epoch) = self.with(|s| (from < s.oldest_rv, s.watch_epoch));
+        let (expired, epoch) = self.with(|s| {
+            let expired = from < s.oldest_rv;
+            s.expired_served += expired as u64;
+            (expired, s.watch_epoch)
+        });
         if expired {
             let ev = json!({"type": "ERROR", "object": status(410, "Expired", "too old resource version")});
             return Response::builder()
