@@ -92,3 +92,26 @@ fn the_ray_examples_are_valid() {
     assert!(dir.join("train/train.py").is_file());
     assert!(m.framework.command.contains("train.py"));
 }
+
+#[test]
+fn the_kubernetes_examples_are_valid() {
+    let dir = repo().join("examples/kubernetes");
+    let cfg = pharos_server::ServerConfig::load(Some(&dir.join("server.yaml"))).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.backend, pharos_server::config::BackendKind::Kubernetes);
+    assert_eq!(cfg.kubernetes.namespace.as_deref(), Some("pharos"));
+    let text = std::fs::read_to_string(dir.join("model.yaml")).unwrap();
+    let spec = pharos_server::services::ServiceSpec::parse(&text).unwrap();
+    let app = spec.kubernetes.expect("a container");
+    assert_eq!(app.command, vec!["pharos-replica"]);
+    assert!(spec.command.is_empty() && spec.ray.is_none());
+    let text = std::fs::read_to_string(dir.join("train.yaml")).unwrap();
+    let m: pharos_core::Manifest = serde_saphyr::from_str(&text).unwrap();
+    m.validate().unwrap();
+    // The framework's image is configured, and has the learner the command runs.
+    let image = &cfg.kubernetes.images[&m.framework.name];
+    assert!(image.starts_with("pharos:"));
+    assert!(m.framework.command.starts_with("pharos-sgd"));
+    let docker = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    assert!(docker.contains("pharos-sgd") && docker.contains("pharos-replica"));
+}
