@@ -184,17 +184,20 @@ async fn engine_failed(state: &AppState, id: i64, what: &str, e: &BackendError) 
     }
 }
 
-/// The engine answered: ends a streak of failures (with an event).
+/// The engine answered: ends a streak of failures (with an event). A gang waiting for
+/// room keeps waiting (its entry goes when it starts: [`done_waiting`]).
 async fn engine_answers(state: &AppState, id: i64) {
-    let ended = state
-        .engine_trouble
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&id);
-    if let Some((failures, _)) = ended {
-        if failures == 0 {
-            return; // it was only waiting for room
+    let ended = {
+        let mut t = state
+            .engine_trouble
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match t.get(&id) {
+            Some((failures, _)) if *failures > 0 => t.remove(&id),
+            _ => None,
         }
+    };
+    if let Some((failures, _)) = ended {
         event(
             state,
             id,
@@ -202,6 +205,18 @@ async fn engine_answers(state: &AppState, id: i64) {
             &format!("the engine answers again after {failures} failed call(s)"),
         )
         .await;
+    }
+}
+
+/// The gang started (or the attempt ended): it no longer waits for room (a streak of
+/// failures is ended by [`engine_answers`]).
+fn done_waiting(state: &AppState, id: i64) {
+    let mut t = state
+        .engine_trouble
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if t.get(&id).is_some_and(|(failures, _)| *failures == 0) {
+        t.remove(&id);
     }
 }
 
@@ -365,6 +380,7 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
                         engine_failed(state, id, "starting the learners", &e).await;
                     }
                     Ok(()) => {
+                        done_waiting(state, id);
                         if job.state == JobState::Downloading {
                             store
                                 .transition(
@@ -608,6 +624,7 @@ async fn finish_with(
     message: &str,
 ) -> Result<(), StoreError> {
     let id = job.id;
+    done_waiting(state, id);
     if job.state != JobState::Storing {
         state
             .store
