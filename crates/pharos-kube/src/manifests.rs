@@ -75,7 +75,7 @@ pub fn manifests(o: &Options) -> Vec<Value> {
             {"apiGroups": [""], "resources": ["pods"],
              "verbs": ["get", "list", "watch", "delete", "deletecollection"]},
             {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["services"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch"]},
             {"apiGroups": ["apps"], "resources": ["deployments"],
              "verbs": ["get", "list", "watch", "create", "delete"]},
             {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"]},

@@ -75,6 +75,17 @@ impl KubeBackend {
             .join("submitted")
     }
 
+    /// Records that this attempt's Job was made (so its absence later means lost).
+    fn mark_submitted(&self, job: &JobRun, name: &str) -> Result<(), BackendError> {
+        let marker = Self::submitted_marker(job);
+        if marker.exists() {
+            return Ok(());
+        }
+        fs::create_dir_all(marker.parent().expect("a parent"))
+            .and_then(|_| fs::write(&marker, name))
+            .map_err(|e| BackendError::io(marker.display(), e))
+    }
+
     /// The image for the manifest's framework.
     fn image(&self, job: &JobRun) -> String {
         let c = &self.kube.config;
@@ -210,7 +221,7 @@ impl KubeBackend {
                 "ownerReferences": [{
                     "apiVersion": "batch/v1", "kind": "Job", "name": name,
                     "uid": owner.metadata.uid.clone().unwrap_or_default(),
-                    "controller": true, "blockOwnerDeletion": true,
+                    "controller": true,
                 }],
             },
             "spec": {
@@ -235,17 +246,61 @@ impl KubeBackend {
             .find(|j| j.metadata.name.as_deref() == Some(&name)))
     }
 
-    fn pods_of(&self, job: &JobRun) -> Result<Vec<Arc<Pod>>, BackendError> {
+    /// The pods of the Job `j` (by their owner: an earlier Job of the same name may
+    /// still have pods going away).
+    fn pods_of(&self, j: &Job) -> Result<Vec<Arc<Pod>>, BackendError> {
         let pods = self
             .kube
             .pods
             .objects()
             .ok_or_else(|| BackendError::transient("the watch of pods has not listed yet"))?;
-        let id = job.id.to_string();
+        let uid = j.metadata.uid.as_deref().unwrap_or("-");
         Ok(pods
             .into_iter()
-            .filter(|p| label(&p.metadata.labels, JOB_LABEL) == Some(id.as_str()))
+            .filter(|p| {
+                p.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(|rs| rs.iter().any(|r| r.uid == uid))
+            })
             .collect())
+    }
+
+    /// Makes sure the learners' Service exists and belongs to `owner` (a Service left by
+    /// an earlier Job of the same name would be collected with it).
+    fn ensure_service(&self, job: &JobRun, owner: &Job) -> Result<(), BackendError> {
+        let api = self.kube.api::<Service>();
+        let want = self.service_object(job, owner);
+        match self.block_on(api.create(&PostParams::default(), &want))? {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(err("creating the learners' Service", e)),
+        }
+        let name = self.job_name(job);
+        let have = match self.block_on(api.get_opt(&name))? {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                return Err(BackendError::transient(
+                    "the learners' Service went away while being made",
+                ));
+            }
+            Err(e) => return Err(err("reading the learners' Service", e)),
+        };
+        if have.metadata.deletion_timestamp.is_some() {
+            return Err(BackendError::waiting(
+                "the previous attempt's Service is being deleted",
+            ));
+        }
+        let owned = have.metadata.owner_references.as_ref().is_some_and(|rs| {
+            rs.iter()
+                .any(|r| Some(&r.uid) == owner.metadata.uid.as_ref())
+        });
+        if !owned {
+            let patch = json!({"metadata": {"ownerReferences": want.metadata.owner_references}});
+            self.block_on(api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)))?
+                .map_err(|e| err("handing the learners' Service to the new Job", e))?;
+        }
+        Ok(())
     }
 
     /// Lets the suspended Job go with `attempt` if the gang fits the nodes now.
@@ -283,11 +338,22 @@ impl KubeBackend {
         Ok(())
     }
 
-    /// Copies the pod's log into the learner's log file.
+    /// Copies the pod's log into the learner's log file (bytes that are not UTF-8
+    /// become U+FFFD). Failing to copy never stops a job: the caller logs it.
     fn mirror_logs(&self, job: &JobRun, learner: u32, pod: &str) -> Result<(), BackendError> {
+        use futures_util::AsyncReadExt;
         let api = self.kube.api::<Pod>();
-        let logs = match self.block_on(api.logs(pod, &LogParams::default()))? {
-            Ok(l) => l,
+        let read = self.block_on(async {
+            let mut stream = api.log_stream(pod, &LogParams::default()).await?;
+            let mut bytes = Vec::new();
+            stream
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(kube::Error::ReadEvents)?;
+            Ok::<_, kube::Error>(bytes)
+        })?;
+        let logs = match read {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             // Not started yet, or gone: nothing to copy.
             Err(kube::Error::Api(s)) if s.code == 400 || s.code == 404 => return Ok(()),
             Err(e) => return Err(err("reading a learner's log", e)),
@@ -306,13 +372,24 @@ impl KubeBackend {
         Ok(())
     }
 
-    /// Each learner's newest pod of the current attempt's Job.
-    fn learner_pods(&self, job: &JobRun) -> Result<BTreeMap<u32, Arc<Pod>>, BackendError> {
+    /// Copies every learner's log it can; what fails is logged, not returned.
+    fn mirror_all(&self, job: &JobRun, pods: &BTreeMap<u32, Arc<Pod>>) {
+        for (learner, p) in pods {
+            let pod = p.metadata.name.as_deref().unwrap_or("");
+            if let Err(e) = self.mirror_logs(job, *learner, pod) {
+                tracing::warn!(job = job.id, learner, "copying the log of pod {pod}: {e}");
+            }
+        }
+    }
+
+    /// Each learner's newest pod of the Job `j`.
+    fn learner_pods(&self, j: &Job) -> Result<BTreeMap<u32, Arc<Pod>>, BackendError> {
         let mut out: BTreeMap<u32, Arc<Pod>> = BTreeMap::new();
-        for p in self.pods_of(job)? {
-            let Some(i) =
-                label(&p.metadata.labels, INDEX_LABEL).and_then(|i| i.parse::<u32>().ok())
-            else {
+        for p in self.pods_of(j)? {
+            // A label since Kubernetes 1.28, an annotation before.
+            let index = label(&p.metadata.labels, INDEX_LABEL)
+                .or_else(|| label(&p.metadata.annotations, INDEX_LABEL));
+            let Some(i) = index.and_then(|i| i.parse::<u32>().ok()) else {
                 continue;
             };
             let newer = out.get(&(i + 1)).is_none_or(|q| {
@@ -352,29 +429,40 @@ fn suspended(j: &Job) -> bool {
     j.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false)
 }
 
-/// The Job ended (its `Complete` or `Failed` condition is true).
+/// The Job ended, or is ending: `Complete` (or `SuccessCriteriaMet`), `Failed` (or
+/// `FailureTarget`, set first since Kubernetes 1.31 while the other pods go).
 fn finished(j: &Job) -> Option<&'static str> {
     let conds = j.status.as_ref().and_then(|s| s.conditions.as_ref())?;
     conds
         .iter()
         .find_map(|c| match (c.type_.as_str(), c.status.as_str()) {
-            ("Complete", "True") => Some("Complete"),
-            ("Failed", "True") => Some("Failed"),
+            ("Complete" | "SuccessCriteriaMet", "True") => Some("Complete"),
+            ("Failed" | "FailureTarget", "True") => Some("Failed"),
             _ => None,
         })
 }
 
+/// Container states that never get better by waiting (the learner cannot start).
+const CANNOT_START: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
 /// A learner's status from its pod.
 pub fn pod_status(p: &Pod) -> LearnerStatus {
     let status = p.status.as_ref();
+    let containers = status.and_then(|s| s.container_statuses.as_ref());
     match status.and_then(|s| s.phase.as_deref()) {
         Some("Succeeded") => LearnerStatus::Exited {
             code: Some(0),
             signal: None,
         },
         Some("Failed") => {
-            let code = status
-                .and_then(|s| s.container_statuses.as_ref())
+            let code = containers
                 .and_then(|cs| cs.first())
                 .and_then(|c| c.state.as_ref())
                 .and_then(|s| s.terminated.as_ref())
@@ -385,8 +473,30 @@ pub fn pod_status(p: &Pod) -> LearnerStatus {
                 signal: None,
             }
         }
-        _ => LearnerStatus::Running,
+        _ => {
+            let stuck = containers.is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.state
+                        .as_ref()
+                        .and_then(|s| s.waiting.as_ref())
+                        .and_then(|w| w.reason.as_deref())
+                        .is_some_and(|r| CANNOT_START.contains(&r))
+                })
+            });
+            if stuck {
+                LearnerStatus::Exited {
+                    code: None,
+                    signal: None,
+                }
+            } else {
+                LearnerStatus::Running
+            }
+        }
     }
+}
+
+fn terminating(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_some()
 }
 
 impl Backend for KubeBackend {
@@ -412,54 +522,40 @@ impl Backend for KubeBackend {
         let name = self.job_name(job);
         let api = self.kube.api::<Job>();
         match self.cached_job(job)? {
+            Some(j) if j.metadata.deletion_timestamp.is_some() => Err(BackendError::waiting(
+                "the previous attempt's Job is being deleted",
+            )),
             Some(j)
                 if attempt_of(&j) == Some(job.attempt)
                     || (suspended(&j) && finished(&j).is_none()) =>
             {
-                // This attempt's Job, or a halted one to resume: let it go when it fits.
+                // This attempt's Job, or a halted one to resume: let it go when it fits
+                // (its Service first, in case making it failed before).
                 if suspended(&j) {
+                    self.ensure_service(job, &j)?;
                     self.admit(job, &name)?;
                 }
-                let marker = Self::submitted_marker(job);
-                if !marker.exists() {
-                    fs::create_dir_all(marker.parent().expect("a parent"))
-                        .and_then(|_| fs::write(&marker, &name))
-                        .map_err(|e| BackendError::io(marker.display(), e))?;
-                }
-                Ok(())
+                self.mark_submitted(job, &name)
             }
             Some(_) => {
-                // An earlier attempt's Job that ran to its end: delete it (its pods and
-                // Service go with it) and make the new one on the next call.
-                let dp = DeleteParams::background();
-                match self.block_on(api.delete(&name, &dp))? {
+                // An earlier attempt's Job that ran to its end: delete it, its pods first
+                // (foreground), and make the new one once it is gone.
+                match self.block_on(api.delete(&name, &DeleteParams::foreground()))? {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
                     Err(e) => return Err(err("deleting the previous attempt's Job", e)),
                 }
                 Err(BackendError::waiting(
-                    "the previous attempt's Job is being replaced",
+                    "the previous attempt's Job is being deleted",
                 ))
             }
             None => {
-                let created = match self
+                let created = self
                     .block_on(api.create(&PostParams::default(), &self.job_object(job)))?
-                {
-                    Ok(j) => j,
-                    // Made meanwhile (or still being deleted): the watch will tell.
-                    Err(e) => return Err(err("creating the Job", e)),
-                };
-                let svc = self.service_object(job, &created);
-                let sapi = self.kube.api::<Service>();
-                match self.block_on(sapi.create(&PostParams::default(), &svc))? {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => return Err(err("creating the learners' Service", e)),
-                }
-                let marker = Self::submitted_marker(job);
-                fs::create_dir_all(marker.parent().expect("a parent"))
-                    .and_then(|_| fs::write(&marker, &name))
-                    .map_err(|e| BackendError::io(marker.display(), e))?;
+                    // Made meanwhile, or still being deleted: the watch will tell.
+                    .map_err(|e| err("creating the Job", e))?;
+                self.mark_submitted(job, &name)?;
+                self.ensure_service(job, &created)?;
                 self.admit(job, &name)
             }
         }
@@ -481,13 +577,18 @@ impl Backend for KubeBackend {
             }
             None => return Ok(vec![LearnerStatus::NotStarted; n as usize]),
         };
-        let pods = self.learner_pods(job)?;
-        if attempt_of(&j) != Some(job.attempt) || suspended(&j) {
-            // Not let go (yet, or again): learners whose pods are still going away
-            // count as running, so that nothing starts next to them.
+        let pods = self.learner_pods(&j)?;
+        let current = attempt_of(&j) == Some(job.attempt);
+        if !current || suspended(&j) || j.metadata.deletion_timestamp.is_some() {
+            // Not let go (yet, or again). Pods still going away count as running, so
+            // that nothing starts next to them; a pod of this attempt that failed by
+            // itself (not deleted by the suspension) is the learner's failure.
             return Ok((1..=n)
                 .map(|l| match pods.get(&l) {
                     Some(p) if !pod_status(p).ended() => LearnerStatus::Running,
+                    Some(p) if current && !terminating(p) && !pod_status(p).succeeded() => {
+                        pod_status(p)
+                    }
                     _ => LearnerStatus::NotStarted,
                 })
                 .collect());
@@ -497,9 +598,13 @@ impl Backend for KubeBackend {
         for learner in 1..=n {
             let status = match pods.get(&learner) {
                 Some(p) => pod_status(p),
-                // The Job failed before this learner's pod existed (or was deleted).
+                // The Job ended before this learner's pod existed, or after it went.
                 None if ended == Some("Failed") => LearnerStatus::Exited {
                     code: None,
+                    signal: None,
+                },
+                None if ended == Some("Complete") => LearnerStatus::Exited {
+                    code: Some(0),
                     signal: None,
                 },
                 None => LearnerStatus::Running,
@@ -507,14 +612,26 @@ impl Backend for KubeBackend {
             if let Some(p) = pods.get(&learner) {
                 let pod = p.metadata.name.clone().unwrap_or_default();
                 let done = Self::learner_dir(job, learner).join("logs-copied");
-                if status.ended() {
-                    if !done.exists() {
-                        self.mirror_logs(job, learner, &pod)?;
-                        let _ = fs::create_dir_all(done.parent().expect("a parent"));
-                        let _ = fs::write(&done, b"");
+                let copy = if status.ended() {
+                    !done.exists()
+                } else {
+                    logs_due(job, learner)
+                };
+                if copy {
+                    match self.mirror_logs(job, learner, &pod) {
+                        Ok(()) if status.ended() => {
+                            let _ = fs::create_dir_all(done.parent().expect("a parent"));
+                            let _ = fs::write(&done, b"");
+                        }
+                        Ok(()) => {}
+                        Err(e) => {
+                            tracing::warn!(
+                                job = job.id,
+                                learner,
+                                "copying the log of pod {pod}: {e}"
+                            )
+                        }
                     }
-                } else if logs_due(job, learner) {
-                    self.mirror_logs(job, learner, &pod)?;
                 }
             }
             out.push(status);
@@ -528,10 +645,8 @@ impl Backend for KubeBackend {
         };
         let name = self.job_name(job);
         // Copy what the learners wrote before their pods go.
-        if let Ok(pods) = self.learner_pods(job) {
-            for (learner, p) in pods {
-                let _ = self.mirror_logs(job, learner, p.metadata.name.as_deref().unwrap_or(""));
-            }
+        if let Ok(pods) = self.learner_pods(&j) {
+            self.mirror_all(job, &pods);
         }
         if !suspended(&j) && finished(&j).is_none() {
             let api = self.kube.api::<Job>();
@@ -540,6 +655,8 @@ impl Backend for KubeBackend {
                 .map_err(|e| err("suspending the Job", e))?;
         }
         if kill {
+            // A second of grace: a pod deleted at once may still run on its node when
+            // the next attempt's starts.
             let api = self.kube.api::<Pod>();
             let lp = ListParams::default().labels(&format!(
                 "{JOB_LABEL}={},{}={}",
@@ -547,20 +664,17 @@ impl Backend for KubeBackend {
                 crate::INSTALLATION,
                 self.kube.installation
             ));
-            self.block_on(api.delete_collection(&DeleteParams::default().grace_period(0), &lp))?
+            self.block_on(api.delete_collection(&DeleteParams::default().grace_period(1), &lp))?
                 .map_err(|e| err("deleting the learners' pods", e))?;
         }
         Ok(())
     }
 
     fn store_results(&self, job: &JobRun, outcome: &str) -> Result<(), BackendError> {
-        if let Ok(pods) = self.learner_pods(job) {
-            for (learner, p) in pods {
-                match self.mirror_logs(job, learner, p.metadata.name.as_deref().unwrap_or("")) {
-                    Err(e) if e.transient => return Err(e),
-                    _ => {}
-                }
-            }
+        if let Ok(Some(j)) = self.cached_job(job)
+            && let Ok(pods) = self.learner_pods(&j)
+        {
+            self.mirror_all(job, &pods);
         }
         pharos_backend::write_results(job, outcome)
     }
@@ -587,4 +701,81 @@ fn logs_due(job: &JobRun, learner: u32) -> bool {
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_none_or(|age| age >= Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).unwrap()
+    }
+
+    #[test]
+    fn learner_statuses_from_pods() {
+        assert_eq!(
+            pod_status(&pod(json!({"phase": "Pending"}))),
+            LearnerStatus::Running
+        );
+        assert_eq!(
+            pod_status(&pod(json!({"phase": "Running"}))),
+            LearnerStatus::Running
+        );
+        assert!(pod_status(&pod(json!({"phase": "Succeeded"}))).succeeded());
+        let failed = pod(
+            json!({"phase": "Failed", "containerStatuses": [{"name": "learner",
+            "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"terminated": {"exitCode": 3}}}]}),
+        );
+        assert_eq!(
+            pod_status(&failed),
+            LearnerStatus::Exited {
+                code: Some(3),
+                signal: None
+            }
+        );
+        // Evicted: no container status, a failure all the same.
+        assert!(!pod_status(&pod(json!({"phase": "Failed", "reason": "Evicted"}))).succeeded());
+        // An image that cannot be pulled never starts: ended, not running forever.
+        let stuck = pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "learner",
+            "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}),
+        );
+        assert!(pod_status(&stuck).ended() && !pod_status(&stuck).succeeded());
+        let creating = pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "learner",
+            "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        );
+        assert_eq!(pod_status(&creating), LearnerStatus::Running);
+    }
+
+    #[test]
+    fn a_job_ends_with_its_terminal_conditions_and_their_forerunners() {
+        let job = |conds: Value| -> Job {
+            serde_json::from_value(
+                json!({"metadata": {"name": "j"}, "status": {"conditions": conds}}),
+            )
+            .unwrap()
+        };
+        assert_eq!(finished(&job(json!([]))), None);
+        assert_eq!(
+            finished(&job(json!([{"type": "FailureTarget", "status": "True"}]))),
+            Some("Failed")
+        );
+        assert_eq!(
+            finished(&job(json!([{"type": "Complete", "status": "True"}]))),
+            Some("Complete")
+        );
+        assert_eq!(
+            finished(&job(json!([{"type": "Failed", "status": "False"}]))),
+            None
+        );
+        assert!(suspended(
+            &serde_json::from_value(json!({"metadata": {}, "spec": {"suspend": true,
+                "template": {"spec": {"containers": []}}}}))
+            .unwrap()
+        ));
+    }
 }
