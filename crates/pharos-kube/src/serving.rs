@@ -97,6 +97,9 @@ impl KubeEngine {
                 "periodSeconds": 1,
                 "failureThreshold": 1,
             },
+            // Kubernetes picks the pods a scale-down removes: they keep serving for
+            // 2 s after being marked, while the router takes them out of rotation.
+            "lifecycle": {"preStop": {"sleep": {"seconds": 2}}},
         });
         if !app.command.is_empty() {
             container["command"] = json!(app.command);
@@ -135,22 +138,33 @@ impl KubeEngine {
     }
 
     async fn sync_all(&self, wants: &[Want]) -> Result<Vec<Report>, String> {
-        let deployments = self
-            .kube
-            .deployments
-            .objects()
-            .ok_or("the watch of Deployments has not listed yet")?;
-        let pods = self
-            .kube
-            .pods
-            .objects()
-            .ok_or("the watch of pods has not listed yet")?;
-        let hpas = self
-            .kube
-            .api::<HorizontalPodAutoscaler>()
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| format!("listing HorizontalPodAutoscalers: {}", describe(&e)))?;
+        // Until the watches have listed nothing is known: no reports, the loop keeps
+        // what it had.
+        let (Some(deployments), Some(pods)) =
+            (self.kube.deployments.objects(), self.kube.pods.objects())
+        else {
+            return Ok(Vec::new());
+        };
+        // Deployments of this installation no service wants any more (a server stopped
+        // between deleting a service and its Deployment) go.
+        for d in deployments.iter() {
+            let name = d.metadata.name.as_deref().unwrap_or("");
+            let owned = d
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_LABEL))
+                .is_some();
+            if owned && !wants.iter().any(|w| w.name == name) {
+                tracing::info!(deployment = name, "deleting a Deployment no service wants");
+                self.delete(name).await?;
+            }
+        }
+        let hpas = if wants.iter().any(|w| !w.deleting) {
+            self.hpas().await?
+        } else {
+            Vec::new()
+        };
         let mut reports = Vec::new();
         for w in wants {
             let mut r = Report {
@@ -160,6 +174,15 @@ impl KubeEngine {
             let dep = deployments
                 .iter()
                 .find(|d| d.metadata.name.as_deref() == Some(w.name.as_str()));
+            if w.spec.kubernetes.is_none() && !w.deleting {
+                // Stored by a server with another backend: nothing to run here.
+                r.status = "REFUSED".into();
+                r.message = "the spec names no kubernetes container (it was applied to another backend); delete it and apply it again".into();
+                let m = r.message.clone();
+                self.say(&mut r, "deploy-failed", m);
+                reports.push(r);
+                continue;
+            }
             r.replicas = replicas_of(
                 &pods,
                 &w.name,
@@ -179,7 +202,7 @@ impl KubeEngine {
                 reports.push(r);
                 continue;
             }
-            let hpa = hpas.items.iter().find(|h| {
+            let hpa = hpas.iter().find(|h| {
                 h.spec.as_ref().is_some_and(|s| {
                     s.scale_target_ref.kind == "Deployment" && s.scale_target_ref.name == w.name
                 })
@@ -297,6 +320,35 @@ impl KubeEngine {
                 Ok(())
             }
             Err(e) => Err(format!("creating Deployment {}: {}", w.name, describe(&e))),
+        }
+    }
+
+    /// The namespace's HPAs; none when pharos may not list them (said once in the log:
+    /// the check is then off, not every service stopped).
+    async fn hpas(&self) -> Result<Vec<HorizontalPodAutoscaler>, String> {
+        match self
+            .kube
+            .api::<HorizontalPodAutoscaler>()
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(l) => Ok(l.items),
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+                if m.said
+                    .insert((String::new(), "hpa-forbidden", String::new()))
+                {
+                    tracing::warn!(
+                        "may not list HorizontalPodAutoscalers ({}): Deployments are scaled without checking for one",
+                        s.message
+                    );
+                }
+                Ok(Vec::new())
+            }
+            Err(e) => Err(format!(
+                "listing HorizontalPodAutoscalers: {}",
+                describe(&e)
+            )),
         }
     }
 
@@ -426,5 +478,47 @@ impl ServiceEngine for KubeEngine {
 
     fn sync<'a>(&'a self, wants: &'a [Want]) -> BoxFuture<'a, Result<Vec<Report>, String>> {
         Box::pin(self.sync_all(wants))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, phase: &str, ready: bool, deleting: bool) -> Arc<Pod> {
+        let mut v = json!({
+            "metadata": {"name": name, "labels": {SERVICE_LABEL: "web"}},
+            "status": {"phase": phase, "podIP": "10.1.2.3",
+                       "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]},
+        });
+        if deleting {
+            v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn pods_as_replicas() {
+        let pods = vec![
+            pod("a", "Running", true, false),
+            pod("b", "Running", false, false),
+            pod("c", "Pending", false, false),
+            pod("d", "Running", true, true),
+            pod("e", "Failed", false, false),
+        ];
+        let r = replicas_of(&pods, "web", 8080);
+        let phases: Vec<(&str, Phase)> = r.iter().map(|x| (x.id.as_str(), x.phase)).collect();
+        assert_eq!(
+            phases,
+            vec![
+                ("a", Phase::Ready),
+                ("b", Phase::Starting),
+                ("c", Phase::Starting),
+                ("d", Phase::Stopping),
+            ]
+        );
+        assert_eq!(r[0].url.as_deref(), Some("http://10.1.2.3:8080"));
+        assert!(r[1..].iter().all(|x| x.url.is_none()));
+        assert!(replicas_of(&pods, "other", 8080).is_empty());
     }
 }

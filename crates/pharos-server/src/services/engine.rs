@@ -69,7 +69,8 @@ pub(super) async fn sync(state: &AppState, engine: &dyn ServiceEngine, events: &
     let services = &state.services;
     let wants: Vec<Want> = {
         let g = services.inner.lock().await;
-        if g.svcs.is_empty() || g.engine.next_try.is_some_and(|t| Instant::now() < t) {
+        // Asked even without services: the engine may have leftovers to clean up.
+        if g.engine.next_try.is_some_and(|t| Instant::now() < t) {
             return;
         }
         g.svcs
