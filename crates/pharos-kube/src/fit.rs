@@ -91,9 +91,14 @@ pub fn room(nodes: &[Node], pods: &[Pod], need: &Need) -> BTreeMap<String, u32> 
         if spec.and_then(|s| s.unschedulable).unwrap_or(false) {
             continue;
         }
+        // A taint keyed by the GPU resource is tolerated by pods that request it
+        // (Kubernetes adds that toleration itself); any other keeps learners off.
+        let gpu_key = need.gpus.as_ref().map(|g| g.0.as_str());
         let tainted = spec.and_then(|s| s.taints.as_ref()).is_some_and(|ts| {
-            ts.iter()
-                .any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+            ts.iter().any(|t| {
+                (t.effect == "NoSchedule" || t.effect == "NoExecute")
+                    && Some(t.key.as_str()) != gpu_key
+            })
         });
         if tainted {
             continue;
@@ -241,7 +246,9 @@ mod tests {
                 "a",
                 "8",
                 "32Gi",
-                json!({"gpus": "2", "labels": {"gpu": "a100"}}),
+                // GPU nodes are often tainted by their resource: tolerated.
+                json!({"gpus": "2", "labels": {"gpu": "a100"},
+                       "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]}}),
             ),
             node(
                 "b",
