@@ -52,6 +52,59 @@ fn count(fake: &FakeKube, method: &str, path_end: &str, from: usize) -> usize {
         .count()
 }
 
+/// Every request pharos made is allowed by the Role (in the namespace) or the
+/// ClusterRole (cluster-wide) that `pharos k8s manifests` prints.
+fn assert_allowed_by_rbac(fake: &FakeKube) {
+    let docs = pharos_kube::manifests::manifests(&Default::default());
+    let rules = |kind: &str| -> Vec<Value> {
+        docs.iter().find(|d| d["kind"] == kind).unwrap()["rules"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let (role, cluster) = (rules("Role"), rules("ClusterRole"));
+    let has = |v: &Value, x: &str| v.as_array().unwrap().iter().any(|y| y == x);
+    for r in fake.requests() {
+        let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+        let (group, rest) = match segs[0] {
+            "api" => ("", &segs[2..]),
+            _ => (segs[1], &segs[3..]),
+        };
+        let (namespaced, rest) = match rest {
+            ["namespaces", _, rest @ ..] => (true, rest),
+            _ => (false, rest),
+        };
+        let (resource, named) = match rest {
+            [res] => (res.to_string(), false),
+            [res, _] => (res.to_string(), true),
+            [res, _, sub] => (format!("{res}/{sub}"), true),
+            _ => panic!("unexpected path {}", r.path),
+        };
+        let verb = match (r.method.as_str(), named) {
+            ("GET", false) if r.query.contains("watch=true") => "watch",
+            ("GET", false) => "list",
+            ("GET", true) => "get",
+            ("POST", _) => "create",
+            ("PATCH", _) => "patch",
+            ("PUT", _) => "update",
+            ("DELETE", true) => "delete",
+            ("DELETE", false) => "deletecollection",
+            _ => panic!("unexpected request {} {}", r.method, r.path),
+        };
+        let rules = if namespaced { &role } else { &cluster };
+        let allowed = rules.iter().any(|rule| {
+            has(&rule["apiGroups"], group)
+                && has(&rule["resources"], &resource)
+                && has(&rule["verbs"], verb)
+        });
+        assert!(
+            allowed,
+            "{} {} ({verb} {group}/{resource}) is not allowed by the printed RBAC",
+            r.method, r.path
+        );
+    }
+}
+
 fn pods_of(fake: &FakeKube, label: &str, value: &str) -> Vec<Value> {
     fake.objects("pods")
         .into_iter()
@@ -103,7 +156,12 @@ fn a_service_is_a_deployment_scaled_through_its_scale_subresource() {
             json!({"spec": {"replicas": 2}})
         ]
     );
-    assert_eq!(pods_of(&fake, "pharos.io/service", "web").len(), 2);
+    // The 3 pods the Deployment removes end gracefully (shown as stopping meanwhile).
+    wait_until(
+        10,
+        || pods_of(&fake, "pharos.io/service", "web").len() == 2,
+        || format!("{:?}", s.service("web")["replicas"]),
+    );
 
     // The API fails (500) twice: the server says so once, backs off, and gets there.
     // (503, 429 and 504 the client itself retries at once.)
@@ -201,6 +259,33 @@ fn a_service_is_a_deployment_scaled_through_its_scale_subresource() {
     assert_eq!(count(&fake, "PATCH", "/deployments/web/scale", mark), 0);
     assert_eq!(pods_of(&fake, "pharos.io/service", "web"), pods);
 
+    // A Deployment of this installation that no service wants (a server stopped between
+    // deleting a service and its Deployment) is deleted; another installation's stays.
+    let installation = std::fs::read_to_string(s.data().join("installation-id")).unwrap();
+    for (name, inst) in [("ghost", installation.trim()), ("neighbour", "other0")] {
+        fake.create_object(
+            "deployments",
+            NS,
+            json!({"metadata": {"name": name, "labels": {
+                    "app.kubernetes.io/managed-by": "pharos", "pharos.io/installation": inst,
+                    "pharos.io/service": name}},
+                   "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                            "template": {"metadata": {"labels": {"app": name}},
+                                         "spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+        );
+    }
+    let named = |n: &str| {
+        fake.objects("deployments")
+            .iter()
+            .any(|d| d["metadata"]["name"] == n)
+    };
+    wait_until(
+        20,
+        || !named("ghost"),
+        || "the orphan Deployment is still there".into(),
+    );
+    assert!(named("neighbour"));
+
     // Deleting the service deletes its Deployment and so its pods.
     let (status, _) = s.request("DELETE", "/v1/services/web", Some(ADMIN), None);
     assert_eq!(status, 200);
@@ -219,6 +304,7 @@ fn a_service_is_a_deployment_scaled_through_its_scale_subresource() {
             .any(|d| d["metadata"]["name"] == "web")
     );
     assert!(s.server_log().matches("panicked").count() == 0);
+    assert_allowed_by_rbac(&fake);
 }
 
 const MANIFEST: &str = "name: gang\nlearners: 2\ncpus: 2\nmemory: 1GiB\n\
@@ -280,9 +366,16 @@ fn a_gang_starts_only_when_every_learner_fits_and_survives_halt_resume_and_resta
         svc["metadata"]["ownerReferences"][0]["uid"],
         job["metadata"]["uid"]
     );
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    std::thread::sleep(std::time::Duration::from_secs(5));
     assert!(pods_of(&fake, "pharos.io/job", &job_label).is_empty());
     assert_eq!(s.job(id)["state"], "DOWNLOADING");
+    // Said once, though asked again every 2 s.
+    assert_eq!(
+        s.events(id).matches("the gang waits").count(),
+        1,
+        "{}",
+        s.events(id)
+    );
 
     // Room for both: let go, and both run on their nodes.
     fake.delete_object("pods", "other", "busy");
@@ -308,9 +401,10 @@ fn a_gang_starts_only_when_every_learner_fits_and_survives_halt_resume_and_resta
         || format!("pods: {:?}", pods_of(&fake, "pharos.io/job", &job_label)),
     );
     for p in pods_of(&fake, "pharos.io/job", &job_label) {
+        // (not all of it UTF-8: copied all the same)
         fake.set_log(
             p["metadata"]["name"].as_str().unwrap(),
-            "step=1 loss=0.50\n",
+            b"step=1 loss=0.50 \xff\xfe\n",
         );
     }
     wait_until(20, || s.log(id, 1).contains("loss=0.50"), || s.server_log());
@@ -367,7 +461,7 @@ fn a_gang_starts_only_when_every_learner_fits_and_survives_halt_resume_and_resta
     );
     for p in pods_of(&fake, "pharos.io/job", &job_label) {
         let pod = p["metadata"]["name"].as_str().unwrap();
-        fake.set_log(pod, "step=2 loss=0.25\ndone\n");
+        fake.set_log(pod, b"step=2 loss=0.25\ndone\n");
         fake.end_pod(NS, pod, 0);
     }
     s.wait_state(id, "COMPLETED", 30);
@@ -392,6 +486,7 @@ fn a_gang_starts_only_when_every_learner_fits_and_survives_halt_resume_and_resta
         },
     );
     assert!(!s.server_log().contains("panicked"));
+    assert_allowed_by_rbac(&fake);
 }
 
 #[test]
@@ -438,6 +533,7 @@ fn a_failed_learner_restarts_the_gang_as_a_new_job_and_a_vanished_job_is_lost() 
     fake.delete_object("jobs", NS, &name);
     let v = s.wait_state(id, "FAILED", 60);
     assert!(s.events(id).contains("lost"), "{v} {}", s.events(id));
+    assert_allowed_by_rbac(&fake);
 }
 
 #[test]

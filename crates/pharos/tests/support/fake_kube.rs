@@ -1,12 +1,16 @@
 //! A small in-memory Kubernetes API server for tests: it keeps objects, answers list,
-//! get, create, merge-patch (the scale subresource too), delete (with owner-reference
-//! garbage collection), delete-collection, pod logs and watches (newline-delimited
-//! events from a resource version; a version older than the kept history gets the
-//! API's `410 Expired` ERROR event), and plays the cluster's controllers: Deployments
-//! keep their replica count of pods, indexed Jobs run a pod per completion index while
-//! not suspended (their pods deleted when suspended), pods are bound to the first node
-//! with room for their CPU requests and then run and become ready. Every request is
-//! recorded; errors can be injected for the next matching requests.
+//! get, create, merge-patch (the scale subresource too), delete, delete-collection,
+//! pod logs (bytes) and watches (newline-delimited events from a resource version; a
+//! version older than the kept history gets the API's `410 Expired` ERROR event), and
+//! plays the cluster: a garbage collector (background: what lost its owner goes next
+//! round; foreground: the owner stays, marked, until what it owns is gone), the kubelet
+//! (a deleted pod is marked, fails with 143 after 300 ms, and is gone 200 ms later;
+//! grace 0 removes it at once), Deployments keeping their count of pods that are not
+//! terminating, indexed Jobs running a pod per completion index while not suspended
+//! (terminating them when suspended; a pod failing by itself sets FailureTarget, then
+//! Failed once the others ended), and a scheduler binding pods to the first node with
+//! room for their CPU requests. Every request is recorded; errors can be injected for
+//! the next matching requests.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -46,7 +50,9 @@ struct State {
     watch_epoch: u64,
     requests: Vec<Recorded>,
     injected: Vec<Injected>,
-    logs: BTreeMap<String, String>,
+    logs: BTreeMap<String, Vec<u8>>,
+    /// Pods ending gracefully, since when.
+    terminating: BTreeMap<(String, String), std::time::Instant>,
     counter: u64,
     /// Watches answered 410 Gone.
     expired_served: u64,
@@ -72,7 +78,7 @@ fn kind_of(resource: &str) -> (&'static str, &'static str) {
     }
 }
 
-/// RFC 3339 of a time, to the millisecond (so newer pods sort after older ones).
+/// RFC 3339 of a time, to the second (as the API writes it).
 fn timestamp(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
     let secs = d.as_secs() as i64;
@@ -229,30 +235,63 @@ impl State {
         Some(self.put(resource, ns, obj, "MODIFIED"))
     }
 
-    /// Deletes an object and, transitively, what it owns.
+    /// Removes an object now (what it owns is collected by the next round).
     fn delete(&mut self, resource: &str, ns: &str, name: &str) -> Option<Value> {
         let mut obj = self
             .objects
             .remove(&(resource.into(), ns.into(), name.into()))?;
+        self.terminating.remove(&(ns.to_string(), name.to_string()));
         let rv = self.next_rv();
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.events
             .push((rv, resource.into(), ns.into(), "DELETED", obj.clone()));
-        let uid = obj["metadata"]["uid"].clone();
-        let owned: Vec<(String, String, String)> = self
-            .objects
-            .iter()
-            .filter(|(_, o)| {
-                o["metadata"]["ownerReferences"]
-                    .as_array()
-                    .is_some_and(|rs| rs.iter().any(|r| r["uid"] == uid))
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for (r, n, m) in owned {
-            self.delete(&r, &n, &m);
-        }
         Some(obj)
+    }
+
+    /// A delete as the API does it: a pod is terminated (deletionTimestamp now, SIGTERM,
+    /// gone a moment later) unless its grace is 0; with `Foreground` propagation the
+    /// owner stays, marked, until what it owns is gone; else it goes at once and what it
+    /// owns is collected in the background.
+    fn delete_api(&mut self, resource: &str, ns: &str, name: &str, opts: &Value) -> Option<Value> {
+        let key = (resource.to_string(), ns.to_string(), name.to_string());
+        let obj = self.objects.get(&key)?.clone();
+        if resource == "pods" && opts["gracePeriodSeconds"].as_i64() != Some(0) {
+            return Some(self.terminate(ns, name).unwrap_or(obj));
+        }
+        if opts["propagationPolicy"] == "Foreground" {
+            if obj["metadata"]["deletionTimestamp"].is_null() {
+                return self.modify(
+                    resource,
+                    ns,
+                    name,
+                    &json!({"metadata": {
+                    "deletionTimestamp": timestamp(SystemTime::now()),
+                    "finalizers": ["foregroundDeletion"]}}),
+                );
+            }
+            return Some(obj);
+        }
+        self.delete(resource, ns, name)
+    }
+
+    /// Starts a pod's graceful end.
+    fn terminate(&mut self, ns: &str, name: &str) -> Option<Value> {
+        let key = (ns.to_string(), name.to_string());
+        if self.terminating.contains_key(&key) {
+            return None;
+        }
+        self.terminating.insert(key, std::time::Instant::now());
+        self.modify(
+            "pods",
+            ns,
+            name,
+            &json!({"metadata": {
+            "deletionTimestamp": timestamp(SystemTime::now())}}),
+        )
+    }
+
+    fn is_terminating(o: &Value) -> bool {
+        !o["metadata"]["deletionTimestamp"].is_null()
     }
 
     fn list(&self, resource: &str, ns: Option<&str>) -> Vec<Value> {
@@ -290,16 +329,118 @@ impl State {
         let _ = self.create("pods", ns, pod);
     }
 
-    /// One round of the controllers, the scheduler and the kubelet.
+    /// One round of the garbage collector, the controllers, the scheduler and the
+    /// kubelet.
     fn reconcile(&mut self) {
-        // Deployments.
+        // The kubelet ends terminating pods: SIGTERM (exit 143, Failed) after 300 ms,
+        // the object gone 200 ms later.
+        let now = std::time::Instant::now();
+        for ((ns, name), since) in self.terminating.clone() {
+            let age = now - since;
+            if age > Duration::from_millis(500) {
+                self.delete("pods", &ns, &name);
+            } else if age > Duration::from_millis(300) {
+                let key = ("pods".to_string(), ns.clone(), name.clone());
+                let running = self.objects.get(&key).is_some_and(|p| {
+                    !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+                });
+                if running {
+                    self.modify(
+                        "pods",
+                        &ns,
+                        &name,
+                        &json!({"status": {"phase": "Failed",
+                        "conditions": [{"type": "Ready", "status": "False"}],
+                        "containerStatuses": [{"name": "c", "ready": false, "restartCount": 0,
+                            "image": "x", "imageID": "",
+                            "state": {"terminated": {"exitCode": 143}}}]}}),
+                    );
+                }
+            }
+        }
+        // The garbage collector: what lost its owner goes; an owner deleted in the
+        // foreground goes once what it owns has gone.
+        let uids: std::collections::BTreeSet<String> = self
+            .objects
+            .values()
+            .filter_map(|o| o["metadata"]["uid"].as_str().map(String::from))
+            .collect();
+        let orphans: Vec<(String, String, String)> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|rs| {
+                        !rs.is_empty()
+                            && rs
+                                .iter()
+                                .all(|r| !uids.contains(r["uid"].as_str().unwrap_or("")))
+                    })
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (r, ns, name) in orphans {
+            if r == "pods" {
+                self.terminate(&ns, &name);
+            } else {
+                self.delete(&r, &ns, &name);
+            }
+        }
+        let foreground: Vec<(String, String, String, Value)> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion"))
+            })
+            .map(|((r, n, m), o)| {
+                (
+                    r.clone(),
+                    n.clone(),
+                    m.clone(),
+                    o["metadata"]["uid"].clone(),
+                )
+            })
+            .collect();
+        for (r, ns, name, uid) in foreground {
+            let owned: Vec<(String, String, String)> = self
+                .objects
+                .iter()
+                .filter(|(_, o)| {
+                    o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|rs| rs.iter().any(|x| x["uid"] == uid))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            if owned.is_empty() {
+                self.delete(&r, &ns, &name);
+            }
+            for (r2, n2, m2) in owned {
+                if r2 == "pods" {
+                    self.terminate(&n2, &m2);
+                } else {
+                    self.delete(&r2, &n2, &m2);
+                }
+            }
+        }
+        // Deployments keep their count of pods that are not terminating.
         for d in self.list("deployments", None) {
+            if State::is_terminating(&d) {
+                continue;
+            }
             let ns = d["metadata"]["namespace"]
                 .as_str()
                 .unwrap_or("")
                 .to_string();
             let want = d["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
-            let mut pods = self.owned_by("pods", &d["metadata"]["uid"]);
+            let mut pods: Vec<Value> = self
+                .owned_by("pods", &d["metadata"]["uid"])
+                .into_iter()
+                .filter(|p| !State::is_terminating(p))
+                .collect();
             pods.sort_by_key(|p| {
                 p["metadata"]["uid"]
                     .as_str()
@@ -307,7 +448,7 @@ impl State {
             });
             while pods.len() > want {
                 let p = pods.pop().unwrap();
-                self.delete("pods", &ns, p["metadata"]["name"].as_str().unwrap());
+                self.terminate(&ns, p["metadata"]["name"].as_str().unwrap());
             }
             for _ in pods.len()..want {
                 self.counter += 1;
@@ -318,7 +459,11 @@ impl State {
                 );
                 self.new_pod(&ns, name, &d["spec"]["template"], &d, json!({}));
             }
-            let pods = self.owned_by("pods", &d["metadata"]["uid"]);
+            let pods: Vec<Value> = self
+                .owned_by("pods", &d["metadata"]["uid"])
+                .into_iter()
+                .filter(|p| !State::is_terminating(p))
+                .collect();
             let ready = pods
                 .iter()
                 .filter(|p| p["status"]["phase"] == "Running")
@@ -335,40 +480,51 @@ impl State {
                 );
             }
         }
-        // Indexed Jobs.
+        // Indexed Jobs: a pod per completion index while not suspended; a pod failing by
+        // itself fails the Job (FailureTarget at once, Failed once the others ended).
         for j in self.list("jobs", None) {
+            if State::is_terminating(&j) {
+                continue;
+            }
             let ns = j["metadata"]["namespace"]
                 .as_str()
                 .unwrap_or("")
                 .to_string();
             let name = j["metadata"]["name"].as_str().unwrap().to_string();
             let pods = self.owned_by("pods", &j["metadata"]["uid"]);
-            let finished = j["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    c["status"] == "True" && (c["type"] == "Complete" || c["type"] == "Failed")
-                })
-            });
+            let has = |c: &str| {
+                j["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|x| x["type"] == c && x["status"] == "True"))
+            };
+            if has("Complete") || has("Failed") {
+                continue;
+            }
             let active: Vec<&Value> = pods
                 .iter()
                 .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
                 .collect();
-            if finished {
+            let failed = pods
+                .iter()
+                .any(|p| p["status"]["phase"] == "Failed" && !State::is_terminating(p));
+            if failed || has("FailureTarget") {
+                if !has("FailureTarget") {
+                    self.modify("jobs", &ns, &name, &json!({"status": {"conditions": [
+                        {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded"}]}}));
+                }
+                for p in &active {
+                    self.terminate(&ns, p["metadata"]["name"].as_str().unwrap());
+                }
+                if active.is_empty() {
+                    self.modify("jobs", &ns, &name, &json!({"status": {"conditions": [
+                        {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded"},
+                        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}));
+                }
                 continue;
             }
-            let suspended = j["spec"]["suspend"].as_bool().unwrap_or(false);
-            let failed = pods.iter().any(|p| p["status"]["phase"] == "Failed");
-            if suspended || failed {
+            if j["spec"]["suspend"].as_bool().unwrap_or(false) {
                 for p in active {
-                    self.delete("pods", &ns, p["metadata"]["name"].as_str().unwrap());
-                }
-                if failed {
-                    self.modify(
-                        "jobs",
-                        &ns,
-                        &name,
-                        &json!({"status": {"conditions": [
-                        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}),
-                    );
+                    self.terminate(&ns, p["metadata"]["name"].as_str().unwrap());
                 }
                 continue;
             }
@@ -387,7 +543,7 @@ impl State {
                     succeeded += 1;
                     continue;
                 }
-                if of_index.is_empty() {
+                if of_index.iter().all(|p| State::is_terminating(p)) {
                     self.counter += 1;
                     let pod = format!("{name}-{i}-{:05x}", self.counter);
                     self.new_pod(
@@ -396,7 +552,7 @@ impl State {
                         &j["spec"]["template"],
                         &j,
                         json!({
-                            "batch.kubernetes.io/job-completion-index": i.to_string(),
+                            "batch.kubernetes.io/job-completion-index": index,
                             "job-name": name,
                         }),
                     );
@@ -415,7 +571,7 @@ impl State {
         // The scheduler and the kubelet: bind pending pods to a node with room, run them.
         let nodes = self.list("nodes", None);
         for p in self.list("pods", None) {
-            if p["status"]["phase"] != "Pending" {
+            if p["status"]["phase"] != "Pending" || State::is_terminating(&p) {
                 continue;
             }
             let ns = p["metadata"]["namespace"]
@@ -597,8 +753,8 @@ impl FakeKube {
         });
     }
 
-    pub fn set_log(&self, pod: &str, text: &str) {
-        self.with(|s| s.logs.insert(pod.to_string(), text.to_string()));
+    pub fn set_log(&self, pod: &str, bytes: &[u8]) {
+        self.with(|s| s.logs.insert(pod.to_string(), bytes.to_vec()));
     }
 
     /// The next `times` requests with `method` whose path contains `path_contains` get
@@ -767,13 +923,15 @@ impl FakeKube {
                     ),
                 }
             }
-            ("DELETE", [resource, name]) => match self.with(|s| s.delete(resource, &ns, name)) {
-                Some(o) => reply(200, &o),
-                None => reply(
-                    404,
-                    &status(404, "NotFound", &format!("{resource} \"{name}\" not found")),
-                ),
-            },
+            ("DELETE", [resource, name]) => {
+                match self.with(|s| s.delete_api(resource, &ns, name, &body)) {
+                    Some(o) => reply(200, &o),
+                    None => reply(
+                        404,
+                        &status(404, "NotFound", &format!("{resource} \"{name}\" not found")),
+                    ),
+                }
+            }
             ("DELETE", [resource]) => {
                 let labels = query_param(&query, "labelSelector").unwrap_or_default();
                 self.with(|s| {
@@ -784,7 +942,7 @@ impl FakeKube {
                         .map(|o| o["metadata"]["name"].as_str().unwrap_or("").to_string())
                         .collect();
                     for n in names {
-                        s.delete(resource, &ns, &n);
+                        s.delete_api(resource, &ns, &n, &body);
                     }
                 });
                 let (kind, api) = kind_of(resource);
