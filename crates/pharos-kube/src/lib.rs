@@ -16,9 +16,10 @@
 //! Everything pharos creates carries `app.kubernetes.io/managed-by: pharos` and
 //! `pharos.io/installation: <id>` (the data directory's installation id), so two pharos
 //! servers in one namespace never take each other's objects, and a restarted server
-//! finds its own. Pods, Jobs and Deployments are watched (kube-runtime's watcher and
-//! reflector: a 410 Gone on a watch relists); status reads come from those caches, so a
-//! controller pass costs no API call unless something must change.
+//! finds its own. Pods, Jobs and Deployments (this installation's) and the namespace's
+//! HorizontalPodAutoscalers are watched (kube-runtime's watcher and reflector: a 410
+//! Gone on a watch relists); status reads come from those caches, so a pass costs no
+//! API call unless something must change.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +28,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
@@ -71,14 +73,17 @@ where
         + Sync
         + 'static,
 {
-    /// Starts watching `api`'s objects with `labels` on the current runtime; the task
-    /// runs for the life of the server, relisting after a 410 and backing off after
-    /// errors.
+    /// Starts watching `api`'s objects with `labels` (all of them when empty) on the
+    /// current runtime; the task runs for the life of the server, relisting after a 410
+    /// and backing off after errors.
     fn spawn(api: Api<K>, labels: &str, what: &'static str) -> Self {
         let (store, writer) = reflector::store();
         let ready = Arc::new(AtomicBool::new(false));
         let errors = Arc::new(AtomicU64::new(0));
-        let cfg = watcher::Config::default().labels(labels).timeout(60);
+        let mut cfg = watcher::Config::default().timeout(60);
+        if !labels.is_empty() {
+            cfg = cfg.labels(labels);
+        }
         let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff();
         let (r, e) = (ready.clone(), errors.clone());
         tokio::spawn(async move {
@@ -127,6 +132,8 @@ pub struct Kube {
     pub pods: Watched<Pod>,
     pub jobs: Watched<Job>,
     pub deployments: Watched<Deployment>,
+    /// Every HorizontalPodAutoscaler of the namespace (whoever made it).
+    pub hpas: Watched<HorizontalPodAutoscaler>,
 }
 
 impl Kube {
@@ -183,6 +190,7 @@ impl Kube {
             &labels,
             "deployments",
         );
+        let hpas = Watched::spawn(Api::namespaced(client.clone(), &namespace), "", "hpas");
         Self {
             client,
             namespace,
@@ -191,6 +199,7 @@ impl Kube {
             pods,
             jobs,
             deployments,
+            hpas,
         }
     }
 

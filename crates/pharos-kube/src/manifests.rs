@@ -80,7 +80,7 @@ pub fn manifests(o: &Options) -> Vec<Value> {
              "verbs": ["get", "list", "watch", "create", "delete"]},
             {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"]},
             {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"],
-             "verbs": ["list"]},
+             "verbs": ["list", "watch"]},
         ],
     }));
     out.push(json!({

@@ -18,7 +18,7 @@ use futures_util::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use pharos_server::services::engine::{EngineReplica, Report, ServiceEngine, Want};
 use pharos_server::services::{Phase, ServiceSpec};
 use serde_json::json;
@@ -160,10 +160,8 @@ impl KubeEngine {
                 self.delete(name).await?;
             }
         }
-        let hpas = if wants.iter().any(|w| !w.deleting) {
-            self.hpas().await?
-        } else {
-            Vec::new()
+        let Some(hpas) = self.hpas() else {
+            return Ok(Vec::new());
         };
         let mut reports = Vec::new();
         for w in wants {
@@ -323,33 +321,23 @@ impl KubeEngine {
         }
     }
 
-    /// The namespace's HPAs; none when pharos may not list them (said once in the log:
-    /// the check is then off, not every service stopped).
-    async fn hpas(&self) -> Result<Vec<HorizontalPodAutoscaler>, String> {
-        match self
-            .kube
-            .api::<HorizontalPodAutoscaler>()
-            .list(&ListParams::default())
-            .await
-        {
-            Ok(l) => Ok(l.items),
-            Err(kube::Error::Api(s)) if s.code == 403 => {
-                let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-                if m.said
-                    .insert((String::new(), "hpa-forbidden", String::new()))
-                {
-                    tracing::warn!(
-                        "may not list HorizontalPodAutoscalers ({}): Deployments are scaled without checking for one",
-                        s.message
-                    );
-                }
-                Ok(Vec::new())
-            }
-            Err(e) => Err(format!(
-                "listing HorizontalPodAutoscalers: {}",
-                describe(&e)
-            )),
+    /// The namespace's HPAs, from the watch. None until it has listed; an empty list
+    /// when it cannot (pharos may not be allowed to: said once in the log, and the check
+    /// is then off rather than every service stopped).
+    fn hpas(&self) -> Option<Vec<Arc<HorizontalPodAutoscaler>>> {
+        if let Some(h) = self.kube.hpas.objects() {
+            return Some(h);
         }
+        if self.kube.hpas.errors() == 0 {
+            return None;
+        }
+        let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        if m.said.insert((String::new(), "hpa-unknown", String::new())) {
+            tracing::warn!(
+                "HorizontalPodAutoscalers cannot be watched: Deployments are scaled without checking for one"
+            );
+        }
+        Some(Vec::new())
     }
 
     fn hold_back(&self, r: &Report) {
