@@ -56,8 +56,22 @@ pub struct Need {
     pub selector: Option<(String, String)>,
 }
 
-/// How many learners of `need` each usable node can take now, by node name.
-pub fn room(nodes: &[Node], pods: &[Pod], need: &Need) -> BTreeMap<String, u32> {
+/// What one usable node has free now.
+#[derive(Debug, Clone)]
+pub struct Free {
+    pub name: String,
+    cpus: f64,
+    memory: f64,
+    gpus: f64,
+    labels: BTreeMap<String, String>,
+    /// Its only NoSchedule/NoExecute taints are keyed by the GPU resource (tolerated
+    /// by pods that request GPUs, and only by them).
+    gpu_tainted: bool,
+}
+
+/// The schedulable, ready nodes (no taint but the GPU resource's), each with its
+/// allocatable resources less the requests of the pods bound to it.
+pub fn free(nodes: &[Node], pods: &[Pod], gpu_resource: &str) -> Vec<Free> {
     let mut used: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
     for p in pods {
         let (Some(spec), phase) = (
@@ -77,30 +91,28 @@ pub fn room(nodes: &[Node], pods: &[Pod], need: &Need) -> BTreeMap<String, u32> 
             let req = c.resources.as_ref().and_then(|r| r.requests.as_ref());
             u.0 += amount(req, "cpu");
             u.1 += amount(req, "memory");
-            if let Some((g, _)) = &need.gpus {
-                // Extended resources are requested through limits (requests equal them).
-                let lim = c.resources.as_ref().and_then(|r| r.limits.as_ref());
-                u.2 += amount(req, g).max(amount(lim, g));
-            }
+            // Extended resources are requested through limits (requests equal them).
+            let lim = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+            u.2 += amount(req, gpu_resource).max(amount(lim, gpu_resource));
         }
     }
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     for n in nodes {
         let name = n.metadata.name.clone().unwrap_or_default();
         let spec = n.spec.as_ref();
         if spec.and_then(|s| s.unschedulable).unwrap_or(false) {
             continue;
         }
-        // A taint keyed by the GPU resource is tolerated by pods that request it
-        // (Kubernetes adds that toleration itself); any other keeps learners off.
-        let gpu_key = need.gpus.as_ref().map(|g| g.0.as_str());
-        let tainted = spec.and_then(|s| s.taints.as_ref()).is_some_and(|ts| {
-            ts.iter().any(|t| {
-                (t.effect == "NoSchedule" || t.effect == "NoExecute")
-                    && Some(t.key.as_str()) != gpu_key
+        let hard: Vec<&str> = spec
+            .and_then(|s| s.taints.as_ref())
+            .map(|ts| {
+                ts.iter()
+                    .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+                    .map(|t| t.key.as_str())
+                    .collect()
             })
-        });
-        if tainted {
+            .unwrap_or_default();
+        if hard.iter().any(|k| *k != gpu_resource) {
             continue;
         }
         let status = n.status.as_ref();
@@ -110,43 +122,111 @@ pub fn room(nodes: &[Node], pods: &[Pod], need: &Need) -> BTreeMap<String, u32> 
         if !ready {
             continue;
         }
-        if let Some((k, v)) = &need.selector {
-            let labels = n.metadata.labels.as_ref();
-            if labels.and_then(|l| l.get(k)) != Some(v) {
-                continue;
-            }
-        }
         let alloc = status.and_then(|s| s.allocatable.as_ref());
         let u = used.get(name.as_str()).copied().unwrap_or_default();
-        let fits = |free: f64, want: f64| -> f64 {
-            if want <= 0.0 {
-                f64::INFINITY
-            } else {
-                ((free + 1e-9) / want).floor().max(0.0)
-            }
-        };
-        let mut k = fits(amount(alloc, "cpu") - u.0, need.cpus)
-            .min(fits(amount(alloc, "memory") - u.1, need.memory));
-        if let Some((g, count)) = &need.gpus {
-            k = k.min(fits(amount(alloc, g) - u.2, *count));
-        }
-        let k = if k.is_finite() { k as u32 } else { u32::MAX };
-        out.insert(name, k);
+        out.push(Free {
+            cpus: amount(alloc, "cpu") - u.0,
+            memory: amount(alloc, "memory") - u.1,
+            gpus: amount(alloc, gpu_resource) - u.2,
+            labels: n.metadata.labels.clone().unwrap_or_default(),
+            gpu_tainted: !hard.is_empty(),
+            name,
+        });
     }
     out
 }
 
-/// Whether `learners` learners of `need` fit the nodes now; else what is short, in
-/// words.
-pub fn gang_fits(nodes: &[Node], pods: &[Pod], need: &Need, learners: u32) -> Result<(), String> {
-    let room = room(nodes, pods, need);
-    let total: u64 = room.values().map(|k| *k as u64).sum();
+/// How many learners of `need` the node can take.
+fn count(f: &Free, need: &Need) -> u32 {
+    if f.gpu_tainted && need.gpus.is_none() {
+        return 0;
+    }
+    if let Some((k, v)) = &need.selector
+        && f.labels.get(k) != Some(v)
+    {
+        return 0;
+    }
+    let fits = |free: f64, want: f64| -> f64 {
+        if want <= 0.0 {
+            f64::INFINITY
+        } else {
+            ((free + 1e-9) / want).floor().max(0.0)
+        }
+    };
+    let mut k = fits(f.cpus, need.cpus).min(fits(f.memory, need.memory));
+    if let Some((_, g)) = &need.gpus {
+        k = k.min(fits(f.gpus, *g));
+    }
+    if k.is_finite() { k as u32 } else { u32::MAX }
+}
+
+/// Places up to `n` learners of `need` first fit, taking what they use; how many were
+/// placed.
+pub fn take(free: &mut [Free], need: &Need, n: u32) -> u32 {
+    let mut left = n;
+    for f in free.iter_mut() {
+        if left == 0 {
+            break;
+        }
+        let k = count(f, need).min(left);
+        f.cpus -= need.cpus * k as f64;
+        f.memory -= need.memory * k as f64;
+        if let Some((_, g)) = &need.gpus {
+            f.gpus -= g * k as f64;
+        }
+        left -= k;
+    }
+    n - left
+}
+
+/// How many learners of `need` each usable node can take now, by node name.
+pub fn room(nodes: &[Node], pods: &[Pod], need: &Need) -> BTreeMap<String, u32> {
+    let gpu = need
+        .gpus
+        .as_ref()
+        .map_or("nvidia.com/gpu", |g| g.0.as_str());
+    free(nodes, pods, gpu)
+        .iter()
+        .filter(|f| {
+            need.selector
+                .as_ref()
+                .is_none_or(|(k, v)| f.labels.get(k) == Some(v))
+        })
+        .map(|f| (f.name.clone(), count(f, need)))
+        .collect()
+}
+
+/// Whether `learners` learners of `need` fit the nodes now, after the learners of
+/// gangs already let go whose pods are not on a node yet (`reserved`: what each needs,
+/// how many); else what is short, in words.
+pub fn gang_fits(
+    nodes: &[Node],
+    pods: &[Pod],
+    need: &Need,
+    learners: u32,
+    reserved: &[(Need, u32)],
+) -> Result<(), String> {
+    let gpu = need
+        .gpus
+        .as_ref()
+        .or_else(|| reserved.iter().find_map(|(n, _)| n.gpus.as_ref()))
+        .map_or("nvidia.com/gpu", |g| g.0.as_str());
+    let mut free = free(nodes, pods, gpu);
+    for (n, k) in reserved {
+        take(&mut free, n, *k);
+    }
+    let per_node: Vec<(String, u32)> = free
+        .iter()
+        .map(|f| (f.name.clone(), count(f, need)))
+        .collect();
+    let total: u64 = per_node.iter().map(|(_, k)| *k as u64).sum();
     if total >= learners as u64 {
         return Ok(());
     }
-    let per_node: Vec<String> = room.iter().map(|(n, k)| format!("{n}: {k}")).collect();
+    let per_node: Vec<String> = per_node.iter().map(|(n, k)| format!("{n}: {k}")).collect();
+    let waiting: u32 = reserved.iter().map(|(_, k)| k).sum();
     Err(format!(
-        "{learners} learner(s) of {} vCPU, {:.0} MiB{} each; the nodes have room for {total} ({})",
+        "{learners} learner(s) of {} vCPU, {:.0} MiB{} each; the nodes have room for {total} ({}){}",
         need.cpus,
         need.memory / 1048576.0,
         need.gpus
@@ -157,6 +237,11 @@ pub fn gang_fits(nodes: &[Node], pods: &[Pod], need: &Need, learners: u32) -> Re
             "no usable node".to_string()
         } else {
             per_node.join(", ")
+        },
+        if waiting > 0 {
+            format!(", after {waiting} learner(s) of gangs already let go")
+        } else {
+            String::new()
         }
     ))
 }
@@ -219,13 +304,13 @@ mod tests {
             gpus: None,
             selector: None,
         };
-        assert!(gang_fits(&nodes, &[], &need, 2).is_ok());
+        assert!(gang_fits(&nodes, &[], &need, 2, &[]).is_ok());
         // Another pod holds 1.5 vCPU of node a: one learner fits, not two.
         let busy = [pod("a", "1500m", "Running")];
-        let err = gang_fits(&nodes, &busy, &need, 2).unwrap_err();
+        let err = gang_fits(&nodes, &busy, &need, 2, &[]).unwrap_err();
         assert!(err.contains("room for 1") && err.contains("a: 0"), "{err}");
         // Finished pods hold nothing.
-        assert!(gang_fits(&nodes, &[pod("a", "1500m", "Succeeded")], &need, 2).is_ok());
+        assert!(gang_fits(&nodes, &[pod("a", "1500m", "Succeeded")], &need, 2, &[]).is_ok());
         // Cordoned and tainted nodes take nothing.
         let cordoned = [
             node("a", "2", "8Gi", json!({"spec": {"unschedulable": true}})),
@@ -236,7 +321,7 @@ mod tests {
                 json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
             ),
         ];
-        assert!(gang_fits(&cordoned, &[], &need, 1).is_err());
+        assert!(gang_fits(&cordoned, &[], &need, 1, &[]).is_err());
     }
 
     #[test]
@@ -266,6 +351,39 @@ mod tests {
         let r = room(&nodes, &[], &need);
         assert_eq!(r.get("a"), Some(&2));
         assert!(!r.contains_key("b"));
-        assert!(gang_fits(&nodes, &[], &need, 3).is_err());
+        assert!(gang_fits(&nodes, &[], &need, 3, &[]).is_err());
+    }
+
+    #[test]
+    fn gangs_let_go_whose_pods_are_not_placed_yet_hold_their_room() {
+        let nodes = [
+            node("a", "2", "8Gi", json!({})),
+            node("b", "2", "8Gi", json!({})),
+        ];
+        let small = Need {
+            cpus: 1.0,
+            memory: 0.0,
+            gpus: None,
+            selector: None,
+        };
+        let big = Need {
+            cpus: 2.0,
+            ..small.clone()
+        };
+        assert!(gang_fits(&nodes, &[], &big, 2, &[]).is_ok());
+        // Two learners of 1 vCPU let go a moment ago fill node a: one big learner fits.
+        let err = gang_fits(&nodes, &[], &big, 2, &[(small.clone(), 2)]).unwrap_err();
+        assert!(
+            err.contains("room for 1") && err.contains("already let go"),
+            "{err}"
+        );
+        // A node tainted for GPUs takes no learner without GPUs.
+        let gpu_only = [node(
+            "g",
+            "8",
+            "8Gi",
+            json!({"gpus": "1", "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]}}),
+        )];
+        assert!(gang_fits(&gpu_only, &[], &small, 1, &[]).is_err());
     }
 }

@@ -33,6 +33,11 @@ const INDEX_LABEL: &str = "batch.kubernetes.io/job-completion-index";
 
 pub struct KubeBackend {
     kube: Arc<Kube>,
+    /// The nodes and the pods on them as last listed for an admission, shared for a
+    /// second by the gangs that wait (forgotten once one is let go).
+    room: std::sync::Mutex<Option<(std::time::Instant, Arc<(Vec<Node>, Vec<Pod>)>)>>,
+    /// Jobs let go in the last seconds (the watch may still show them suspended).
+    let_go: std::sync::Mutex<BTreeMap<String, std::time::Instant>>,
 }
 
 fn err(what: &str, e: kube::Error) -> BackendError {
@@ -46,7 +51,40 @@ fn err(what: &str, e: kube::Error) -> BackendError {
 
 impl KubeBackend {
     pub fn new(kube: Arc<Kube>) -> Self {
-        Self { kube }
+        Self {
+            kube,
+            room: std::sync::Mutex::new(None),
+            let_go: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The nodes and the pods bound to them (listed at most once a second).
+    fn nodes_and_pods(&self) -> Result<Arc<(Vec<Node>, Vec<Pod>)>, BackendError> {
+        let fresh = self
+            .room
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(t, _)| t.elapsed() < Duration::from_secs(1))
+            .map(|(_, r)| r.clone());
+        if let Some(r) = fresh {
+            return Ok(r);
+        }
+        let nodes: kube::Api<Node> = kube::Api::all(self.kube.client.clone());
+        let pods: kube::Api<Pod> = kube::Api::all(self.kube.client.clone());
+        let (nodes, pods) = self.block_on(async {
+            let n = nodes.list(&ListParams::default()).await;
+            let p = pods
+                .list(&ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed"))
+                .await;
+            (n, p)
+        })?;
+        let nodes = nodes.map_err(|e| err("listing the nodes", e))?;
+        let pods = pods.map_err(|e| err("listing the pods on the nodes", e))?;
+        let r = Arc::new((nodes.items, pods.items));
+        *self.room.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), r.clone()));
+        Ok(r)
     }
 
     /// The Job's (and its Service's) name.
@@ -306,25 +344,14 @@ impl KubeBackend {
     /// Lets the suspended Job go with `attempt` if the gang fits the nodes now.
     fn admit(&self, job: &JobRun, name: &str) -> Result<(), BackendError> {
         if self.kube.config.check_nodes {
-            let nodes: kube::Api<Node> = kube::Api::all(self.kube.client.clone());
-            let pods: kube::Api<Pod> = kube::Api::all(self.kube.client.clone());
-            let (nodes, pods) = self.block_on(async {
-                let n = nodes.list(&ListParams::default()).await;
-                let p = pods
-                    .list(
-                        &ListParams::default()
-                            .fields("status.phase!=Succeeded,status.phase!=Failed"),
-                    )
-                    .await;
-                (n, p)
-            })?;
-            let nodes = nodes.map_err(|e| err("listing the nodes", e))?;
-            let pods = pods.map_err(|e| err("listing the pods on the nodes", e))?;
+            let room = self.nodes_and_pods()?;
+            let reserved = self.unplaced(&name, &room.1)?;
             fit::gang_fits(
-                &nodes.items,
-                &pods.items,
+                &room.0,
+                &room.1,
                 &self.need(job),
                 job.manifest.learners,
+                &reserved,
             )
             .map_err(BackendError::waiting)?;
         }
@@ -335,7 +362,96 @@ impl KubeBackend {
         let api = self.kube.api::<Job>();
         self.block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)))?
             .map_err(|e| err("unsuspending the Job", e))?;
+        // What was listed does not hold this gang's pods yet.
+        *self.room.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut let_go = self.let_go.lock().unwrap_or_else(|p| p.into_inner());
+        let_go.retain(|_, t| t.elapsed() < Duration::from_secs(10));
+        let_go.insert(name.to_string(), std::time::Instant::now());
         Ok(())
+    }
+
+    /// The learners of this installation's other Jobs that were let go but whose pods
+    /// are not on a node yet in `listed` (Kubernetes makes and binds them a moment
+    /// later): their room is taken before a new gang's is looked for.
+    fn unplaced(
+        &self,
+        except: &str,
+        listed: &[Pod],
+    ) -> Result<Vec<(fit::Need, u32)>, BackendError> {
+        let jobs = self
+            .kube
+            .jobs
+            .objects()
+            .ok_or_else(|| BackendError::transient("the watch of Jobs has not listed yet"))?;
+        let recent: Vec<String> = self
+            .let_go
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, t)| t.elapsed() < Duration::from_secs(10))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut out = Vec::new();
+        for j in jobs {
+            let name = j.metadata.name.as_deref().unwrap_or("");
+            if name == except
+                || (suspended(&j) && !recent.iter().any(|r| r == name))
+                || finished(&j).is_some()
+                || j.metadata.deletion_timestamp.is_some()
+            {
+                continue;
+            }
+            let Some(spec) = j.spec.as_ref() else {
+                continue;
+            };
+            let learners = spec.parallelism.unwrap_or(1).max(0) as u32;
+            // Counted in what was listed, so that a pod is either in the nodes' use or
+            // here, never in both nor in neither.
+            let uid = j.metadata.uid.as_deref().unwrap_or("-");
+            let placed = listed
+                .iter()
+                .filter(|p| {
+                    p.metadata
+                        .owner_references
+                        .as_ref()
+                        .is_some_and(|rs| rs.iter().any(|r| r.uid == uid))
+                        && p.spec.as_ref().is_some_and(|s| s.node_name.is_some())
+                        && !pod_status(p).ended()
+                })
+                .count() as u32;
+            let template = spec.template.spec.as_ref();
+            let Some(c) = template.and_then(|s| s.containers.first()) else {
+                continue;
+            };
+            let res = c.resources.as_ref();
+            let q = |m: Option<
+                &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+            >,
+                     k: &str| {
+                m.and_then(|m| m.get(k))
+                    .and_then(|v| fit::quantity(&v.0))
+                    .unwrap_or(0.0)
+            };
+            let (req, lim) = (
+                res.and_then(|r| r.requests.as_ref()),
+                res.and_then(|r| r.limits.as_ref()),
+            );
+            let gpu = &self.kube.config.gpu_resource;
+            let gpus = q(req, gpu).max(q(lim, gpu));
+            let need = fit::Need {
+                cpus: q(req, "cpu"),
+                memory: q(req, "memory"),
+                gpus: (gpus > 0.0).then(|| (gpu.clone(), gpus)),
+                selector: template
+                    .and_then(|s| s.node_selector.as_ref())
+                    .and_then(|s| s.iter().next())
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            };
+            if learners > placed {
+                out.push((need, learners - placed));
+            }
+        }
+        Ok(out)
     }
 
     /// Copies the pod's log into the learner's log file (bytes that are not UTF-8
