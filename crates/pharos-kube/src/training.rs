@@ -31,11 +31,14 @@ use crate::{ATTEMPT, JOB_LABEL, Kube, describe, fit, transient};
 
 const INDEX_LABEL: &str = "batch.kubernetes.io/job-completion-index";
 
+/// The cluster's nodes and the pods on them, as listed for an admission.
+type Listed = (Vec<Node>, Vec<Pod>);
+
 pub struct KubeBackend {
     kube: Arc<Kube>,
     /// The nodes and the pods on them as last listed for an admission, shared for a
     /// second by the gangs that wait (forgotten once one is let go).
-    room: std::sync::Mutex<Option<(std::time::Instant, Arc<(Vec<Node>, Vec<Pod>)>)>>,
+    room: std::sync::Mutex<Option<(std::time::Instant, Arc<Listed>)>>,
     /// Jobs let go in the last seconds (the watch may still show them suspended).
     let_go: std::sync::Mutex<BTreeMap<String, std::time::Instant>>,
 }
@@ -59,7 +62,7 @@ impl KubeBackend {
     }
 
     /// The nodes and the pods bound to them (listed at most once a second).
-    fn nodes_and_pods(&self) -> Result<Arc<(Vec<Node>, Vec<Pod>)>, BackendError> {
+    fn nodes_and_pods(&self) -> Result<Arc<Listed>, BackendError> {
         let fresh = self
             .room
             .lock()
@@ -345,7 +348,7 @@ impl KubeBackend {
     fn admit(&self, job: &JobRun, name: &str) -> Result<(), BackendError> {
         if self.kube.config.check_nodes {
             let room = self.nodes_and_pods()?;
-            let reserved = self.unplaced(&name, &room.1)?;
+            let reserved = self.unplaced(name, &room.1)?;
             fit::gang_fits(
                 &room.0,
                 &room.1,
