@@ -263,8 +263,20 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
     let now = now_ms();
     match job.state {
         s if s.is_terminal() && job.desired == Desired::Delete => {
-            if let Err(e) = on_backend(state, &run, move |b, r| b.remove(r)).await {
-                event(state, id, "delete", &format!("removing files failed: {e}")).await;
+            if !may_ask(state, id, now) {
+                return Ok(());
+            }
+            match on_backend(state, &run, move |b, r| b.remove(r)).await {
+                Ok(()) => {}
+                // The engine is away: what it runs for the job would be left behind, so
+                // the job stays until it answers.
+                Err(e) if e.transient => {
+                    engine_failed(state, id, "removing the job from the engine", &e).await;
+                    return Ok(());
+                }
+                Err(e) => {
+                    event(state, id, "delete", &format!("removing files failed: {e}")).await;
+                }
             }
             store
                 .update(

@@ -500,7 +500,9 @@ fn a_gang_starts_only_when_every_learner_fits_and_survives_halt_resume_and_resta
     s.wait_state(id, "COMPLETED", 30);
     assert!(s.log(id, 2).contains("done"), "{}", s.log(id, 2));
 
-    // Deleting the job deletes the Job, and with it its pods and Service.
+    // Deleting the job deletes the Job, and with it its pods and Service; the API failing
+    // the first delete (500) only delays it.
+    fake.inject("DELETE", "/namespaces/ml/jobs/", 500, 1);
     let (ok, out, err) = s.cli(&["train", "delete", &id.to_string()], ADMIN);
     assert!(ok, "{out}{err}");
     wait_until(
@@ -518,6 +520,7 @@ fn a_gang_starts_only_when_every_learner_fits_and_survives_halt_resume_and_resta
             )
         },
     );
+    assert_eq!(count(&fake, "DELETE", &format!("/jobs/{name}"), 0), 2);
     assert!(!s.server_log().contains("panicked"));
     assert_allowed_by_rbac(&fake);
 }
