@@ -164,15 +164,20 @@ pub async fn open_with_engine(
         anyhow::ensure!(!q.name.is_empty(), "queues: a queue needs a name");
     }
     let scheduler = Mutex::new(GangScheduler::new(config.scheduler.clone()));
-    let ray = match config.backend {
-        config::BackendKind::Ray => Some(ray::RayClient::new(&config.ray)?),
-        config::BackendKind::Local | config::BackendKind::Kubernetes => None,
+    // Services run where the backend says: Ray Serve for `ray`, the given engine for
+    // `kubernetes`, local processes otherwise.
+    let engine: Option<Arc<dyn services::engine::ServiceEngine>> = match config.backend {
+        config::BackendKind::Ray => Some(Arc::new(services::ray_serve::RayServe::new(
+            ray::RayClient::new(&config.ray)?,
+            &config,
+        ))),
+        config::BackendKind::Kubernetes => Some(
+            engine
+                .ok_or_else(|| anyhow::anyhow!("backend: kubernetes needs its service engine"))?,
+        ),
+        config::BackendKind::Local => None,
     };
-    anyhow::ensure!(
-        engine.is_some() == (config.backend == config::BackendKind::Kubernetes),
-        "backend: kubernetes needs its service engine, and only it has one"
-    );
-    let services = services::Services::with_engine(ray, engine);
+    let services = services::Services::with_engine(engine);
     Ok(Arc::new(AppState {
         config,
         store,

@@ -29,7 +29,7 @@ use crate::store::now_ms;
 
 pub mod engine;
 mod history;
-mod ray_serve;
+pub mod ray_serve;
 
 pub use history::{ClusterPoint, ServicePoint};
 
@@ -341,7 +341,7 @@ struct Svc {
     stored_target: Option<u32>,
     /// On an engine elsewhere (Ray Serve, Kubernetes): the replicas it last reported
     /// (and, on Ray, what Serve said of the application).
-    remote: ray_serve::RaySvc,
+    remote: engine::RemoteSvc,
     /// Raised targets not yet served: when each was decided and how many replicas.
     scale_ups: Vec<(Instant, u32)>,
     /// Decision to serving, per scale-up, seconds (the control latency).
@@ -404,9 +404,7 @@ struct Autoscaler {
 /// Every service's runtime, owned by the services loop and the API.
 pub struct Services {
     inner: Mutex<Inner>,
-    /// The Ray cluster that runs the replicas (Ray backend), else local processes.
-    ray: Option<crate::ray::RayClient>,
-    /// Another engine that runs the replicas (Kubernetes).
+    /// The engine that runs the replicas (Ray Serve, Kubernetes), else local processes.
     engine: Option<Arc<dyn engine::ServiceEngine>>,
     client: Client<HttpConnector, Body>,
     held_now: std::sync::Mutex<Vec<(f64, u32)>>,
@@ -426,8 +424,6 @@ struct Inner {
     last_call_ms: Option<i64>,
     /// Ages of the replica states shown to the policy: count, sum, max (seconds).
     state_age: (u64, f64, f64),
-    /// The Ray loop's back-off while Ray is unreachable.
-    ray: ray_serve::RayLoop,
     /// The engine loop's back-off while the engine is unreachable.
     engine: engine::EngineLoop,
     /// Samples for the dashboard.
@@ -438,22 +434,14 @@ const DECISIONS_KEPT: usize = 200;
 
 impl Default for Services {
     fn default() -> Self {
-        Self::new(None)
+        Self::with_engine(None)
     }
 }
 
 impl Services {
-    pub fn new(ray: Option<crate::ray::RayClient>) -> Self {
-        Self::with_engine(ray, None)
-    }
-
-    /// Services whose replicas `engine` runs (or local processes / Ray Serve without).
-    pub fn with_engine(
-        ray: Option<crate::ray::RayClient>,
-        engine: Option<Arc<dyn engine::ServiceEngine>>,
-    ) -> Self {
+    /// Services whose replicas `engine` runs (local processes without one).
+    pub fn with_engine(engine: Option<Arc<dyn engine::ServiceEngine>>) -> Self {
         Self {
-            ray,
             engine,
             inner: Mutex::new(Inner {
                 svcs: BTreeMap::new(),
@@ -463,7 +451,6 @@ impl Services {
                 calls: 0,
                 last_call_ms: None,
                 state_age: (0, 0.0, 0.0),
-                ray: ray_serve::RayLoop::default(),
                 engine: engine::EngineLoop::default(),
                 history: history::History::default(),
             }),
@@ -573,11 +560,6 @@ impl Services {
                     .then(|| s.control_latencies.iter().sum::<f64>() / s.control_latencies.len() as f64),
                 "all": s.control_latencies,
             },
-            "ray": self.ray.as_ref().map(|_| json!({
-                "application_status": s.remote.status,
-                "message": s.remote.message,
-                "seen_age_s": s.remote.seen.map(|t| t.elapsed().as_secs_f64()),
-            })),
             "engine": self.engine.as_ref().map(|e| json!({
                 "name": e.name(),
                 "status": s.remote.status,
@@ -643,31 +625,22 @@ impl Services {
         tenant: &str,
         spec: ServiceSpec,
     ) -> Result<(bool, Value), (u16, String)> {
-        if let Some(e) = &self.engine {
-            e.check(&spec).map_err(|m| (400, m))?;
-        } else if spec.kubernetes.is_some() {
-            return Err((
-                400,
-                "kubernetes: this server does not run services on Kubernetes".into(),
-            ));
-        }
-        match (&spec.ray, self.ray.is_some()) {
-            (None, true) => {
-                return Err((
-                    400,
-                    "ray: this server runs services on Ray; give ray.import_path and ray.deployment".into(),
-                ));
-            }
-            (Some(_), false) => {
+        match &self.engine {
+            Some(e) => e.check(&spec).map_err(|m| (400, m))?,
+            None if spec.ray.is_some() => {
                 return Err((
                     400,
                     "ray: this server runs services as local processes; give a command".into(),
                 ));
             }
-            _ => {}
-        }
-        if let Some(dir) = spec.ray.as_ref().and_then(|r| r.working_dir.as_ref()) {
-            check_code_dir(state, dir).map_err(|e| (400, format!("ray.working_dir: {e}")))?;
+            None if spec.kubernetes.is_some() => {
+                return Err((
+                    400,
+                    "kubernetes: this server runs services as local processes; give a command"
+                        .into(),
+                ));
+            }
+            None => {}
         }
         let mut g = self.inner.lock().await;
         let host = host_of(&state.config.listen);
@@ -842,31 +815,6 @@ impl Services {
     }
 }
 
-/// A directory the server may ship to Ray as an application's code: it exists, shares
-/// nothing with the server's data directory (tokens, the store, other tenants' jobs),
-/// and lies under one of `ray.code_roots` when those are set.
-fn check_code_dir(state: &AppState, dir: &str) -> Result<(), String> {
-    let canon = |p: &Path| std::fs::canonicalize(p);
-    let d = canon(Path::new(dir)).map_err(|e| format!("{dir}: {e}"))?;
-    if !d.is_dir() {
-        return Err(format!("{dir} is not a directory on the server's machine"));
-    }
-    let data = canon(&state.config.data_dir).unwrap_or_else(|_| state.config.data_dir.clone());
-    if d.starts_with(&data) || data.starts_with(&d) {
-        return Err(format!("{dir} overlaps the server's data directory"));
-    }
-    let roots = &state.config.ray.code_roots;
-    if !roots.is_empty()
-        && !roots
-            .iter()
-            .filter_map(|r| canon(r).ok())
-            .any(|r| d.starts_with(r))
-    {
-        return Err(format!("{dir} is not under one of ray.code_roots"));
-    }
-    Ok(())
-}
-
 fn held(g: &Inner) -> f64 {
     g.svcs
         .values()
@@ -894,7 +842,7 @@ fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc
         deleting: false,
         events_seq,
         stored_target: None,
-        remote: ray_serve::RaySvc::default(),
+        remote: engine::RemoteSvc::default(),
         scale_ups: Vec::new(),
         control_latencies: Vec::new(),
     }
@@ -1015,9 +963,6 @@ type Events = Vec<(String, &'static str, String)>;
 async fn pass(state: &AppState) {
     let services = &state.services;
     let mut events: Events = Vec::new();
-    if let Some(client) = &services.ray {
-        ray_serve::sync(state, client, &mut events).await;
-    }
     if let Some(e) = &services.engine {
         engine::sync(state, e.as_ref(), &mut events).await;
     }

@@ -52,11 +52,31 @@ pub struct Report {
 pub trait ServiceEngine: Send + Sync + 'static {
     /// `kubernetes`: also the name of the spec's field this engine reads.
     fn name(&self) -> &'static str;
+    /// The events when it stops and starts answering.
+    fn event_kinds(&self) -> (&'static str, &'static str) {
+        ("engine-unavailable", "engine-available")
+    }
     /// Whether this engine can run `spec` (the error names the field).
     fn check(&self, spec: &ServiceSpec) -> Result<(), String>;
     /// Brings the engine toward `wants` and reports what runs (one report per want).
     /// An error means the engine could not be asked (nothing is known).
     fn sync<'a>(&'a self, wants: &'a [Want]) -> BoxFuture<'a, Result<Vec<Report>, String>>;
+}
+
+/// What the engine last reported of one service.
+#[derive(Default)]
+pub(super) struct RemoteSvc {
+    /// Its replicas: id and phase.
+    pub replicas: Vec<(String, Phase)>,
+    /// The engine holds something of it (as of the last look).
+    pub present: bool,
+    pub status: String,
+    pub message: String,
+    /// When the engine was last read.
+    pub seen: Option<Instant>,
+    /// The service was told the engine is unreachable (and will be told when it
+    /// answers).
+    pub told_unavailable: bool,
 }
 
 #[derive(Default)]
@@ -101,7 +121,7 @@ pub(super) async fn sync(state: &AppState, engine: &dyn ServiceEngine, events: &
                 s.remote.told_unavailable = true;
                 events.push((
                     s.spec.name.clone(),
-                    "engine-unavailable",
+                    engine.event_kinds().0,
                     format!("{e}; keeping the last known replicas, retrying with back-off"),
                 ));
             }
@@ -116,7 +136,7 @@ pub(super) async fn sync(state: &AppState, engine: &dyn ServiceEngine, events: &
             s.remote.told_unavailable = false;
             events.push((
                 name.clone(),
-                "engine-available",
+                engine.event_kinds().1,
                 format!(
                     "{} answers again after {failures} failed pass(es)",
                     engine.name()

@@ -1,65 +1,69 @@
-//! Services on Ray Serve. Each service is a Serve application (route prefix
-//! `/<name>`, `external_scaler_enabled`) whose deployment's replica count pharos sets
-//! through Serve's external scaling endpoint; pharos's router stays in front of Serve's
-//! HTTP proxy, so the autoscaler reads the same counters as with local replicas.
+//! Services on Ray Serve, behind the services' engine seam. Each service is a Serve
+//! application (route prefix `/<name>`, `external_scaler_enabled`) whose deployment's
+//! replica count pharos sets through Serve's external scaling endpoint; pharos's router
+//! stays in front of Serve's HTTP proxy, so the autoscaler reads the same counters as
+//! with local replicas.
 //!
 //! Every pass reads Serve's state (`GET /api/serve/applications/`) once: replicas
 //! `RUNNING` take traffic (the router has one entry per running replica, all at the
 //! proxy), others start or stop. Serve's config is declarative and covers every
 //! application, so a deploy sends pharos's applications together with the ones pharos
 //! does not own, as Serve reported them. An application that disappears from Serve
-//! behind pharos's back is deployed again (with an event); Ray unreachable is an event
-//! per service and a back-off (1 s, 2 s, ... 30 s), with the last known replicas kept.
+//! behind pharos's back is deployed again (with an event); while Ray is unreachable the
+//! services loop keeps the last known replicas and backs off (`ray-unavailable`).
 
+use std::sync::Mutex as SyncMutex;
+
+use futures_util::future::BoxFuture;
+
+use super::engine::{EngineReplica, Report, ServiceEngine, Want};
 use super::*;
 use crate::ray::{RayClient, RayError};
 
-/// What Serve last said about one service's application.
-#[derive(Default)]
-pub(super) struct RaySvc {
+/// What pharos last did with one service's application.
+#[derive(Default, Clone)]
+struct App {
     /// The uploaded `working_dir` package.
-    pub working_dir: Option<String>,
-    /// Serve's replicas: id and phase.
-    pub replicas: Vec<(String, Phase)>,
-    /// Serve has the application (as of the last look).
-    pub present: bool,
-    /// pharos deployed it (so its absence means someone removed it).
-    pub deployed: bool,
-    /// The application config pharos last deployed (without the replica count).
-    pub put: Option<Value>,
-    pub status: String,
-    pub message: String,
-    /// When Serve's state was read.
-    pub seen: Option<Instant>,
-    /// The service was told Ray is unreachable (and will be told when it answers).
-    pub told_unavailable: bool,
-    /// A config Serve refused (not sent again until the spec changes).
-    pub refused: Option<Value>,
-    /// A working_dir that could not be packed (said once).
-    pub package_error: Option<String>,
-    /// When the deploy without this deleted service's application was last sent.
-    pub removal_sent: Option<Instant>,
-}
-
-#[derive(Default)]
-pub(super) struct RayLoop {
-    failures: u32,
-    next_try: Option<Instant>,
-}
-
-/// One service as the loop needs it, taken under the lock.
-struct Want {
-    name: String,
-    spec: ServiceSpec,
-    target: u32,
-    deleting: bool,
     working_dir: Option<String>,
-    put: Option<Value>,
+    /// pharos deployed it (so its absence means someone removed it).
     deployed: bool,
+    /// The application config pharos last deployed (without the replica count).
+    put: Option<Value>,
+    /// A config Serve refused (not sent again until the spec changes).
     refused: Option<Value>,
-    /// Packing its working_dir failed this pass.
+    /// A working_dir that could not be packed (said once).
     package_error: Option<String>,
-    removal_due: bool,
+    /// When the deploy without this deleted service's application was last sent.
+    removal_sent: Option<Instant>,
+    /// Serve's status and message, as last said in an event.
+    status: String,
+    message: String,
+}
+
+pub struct RayServe {
+    client: RayClient,
+    /// Serve's HTTP proxy, where the routers send requests.
+    serve_url: String,
+    /// Where application code may not come from (the server's data) and may (roots).
+    data_dir: PathBuf,
+    code_roots: Vec<PathBuf>,
+    apps: SyncMutex<BTreeMap<String, App>>,
+}
+
+impl RayServe {
+    pub fn new(client: RayClient, config: &crate::ServerConfig) -> Self {
+        Self {
+            client,
+            serve_url: config.ray.serve_url.trim_end_matches('/').to_string(),
+            data_dir: config.data_dir.clone(),
+            code_roots: config.ray.code_roots.clone(),
+            apps: SyncMutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn apps(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, App>> {
+        self.apps.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The application config of a service (the replica count is added when deploying).
@@ -127,299 +131,298 @@ fn http_options(serve_url: &str) -> Value {
     json!({ "host": host, "port": port })
 }
 
-/// Ray failed: an event per service for the first failure of a streak, then a back-off.
-async fn failed(state: &AppState, what: &str, e: &RayError, events: &mut Events) {
-    let mut g = state.services.inner.lock().await;
-    g.ray.failures += 1;
-    let n = g.ray.failures;
-    let wait = Duration::from_secs((1u64 << (n - 1).min(5)).min(30));
-    g.ray.next_try = Some(Instant::now() + wait);
-    warn!(failures = n, "{what}: {e}");
-    for s in g
-        .svcs
-        .values_mut()
-        .filter(|s| !s.deleting && !s.remote.told_unavailable)
+/// Whether `dir` may be uploaded as application code: a directory that does not
+/// overlap the server's data directory (tokens, store, other tenants' jobs) and lies
+/// under one of `ray.code_roots` when those are set.
+fn check_code_dir(data_dir: &Path, roots: &[PathBuf], dir: &str) -> Result<(), String> {
+    let canon = |p: &Path| std::fs::canonicalize(p);
+    let d = canon(Path::new(dir)).map_err(|e| format!("{dir}: {e}"))?;
+    if !d.is_dir() {
+        return Err(format!("{dir} is not a directory on the server's machine"));
+    }
+    let data = canon(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    if d.starts_with(&data) || data.starts_with(&d) {
+        return Err(format!("{dir} overlaps the server's data directory"));
+    }
+    if !roots.is_empty()
+        && !roots
+            .iter()
+            .filter_map(|r| canon(r).ok())
+            .any(|r| d.starts_with(r))
     {
-        s.remote.told_unavailable = true;
-        events.push((
-            s.spec.name.clone(),
-            "ray-unavailable",
-            format!("{what}: {e}; keeping the last known replicas, retrying with back-off"),
-        ));
+        return Err(format!("{dir} is not under one of ray.code_roots"));
+    }
+    Ok(())
+}
+
+impl ServiceEngine for RayServe {
+    fn name(&self) -> &'static str {
+        "ray"
+    }
+
+    fn event_kinds(&self) -> (&'static str, &'static str) {
+        ("ray-unavailable", "ray-available")
+    }
+
+    fn check(&self, spec: &ServiceSpec) -> Result<(), String> {
+        let Some(app) = &spec.ray else {
+            return Err(
+                "ray: this server runs services on Ray; give ray.import_path and ray.deployment"
+                    .into(),
+            );
+        };
+        if let Some(dir) = &app.working_dir {
+            check_code_dir(&self.data_dir, &self.code_roots, dir)
+                .map_err(|e| format!("ray.working_dir: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn sync<'a>(&'a self, wants: &'a [Want]) -> BoxFuture<'a, Result<Vec<Report>, String>> {
+        Box::pin(self.sync_all(wants))
     }
 }
 
-pub(super) async fn sync(state: &AppState, client: &RayClient, events: &mut Events) {
-    let services = &state.services;
-    let mut wants: Vec<Want> = {
-        let g = services.inner.lock().await;
-        if g.svcs.is_empty() || g.ray.next_try.is_some_and(|t| Instant::now() < t) {
-            return;
+impl RayServe {
+    async fn sync_all(&self, wants: &[Want]) -> Result<Vec<Report>, String> {
+        // Forget what no service is any more.
+        self.apps()
+            .retain(|name, _| wants.iter().any(|w| &w.name == name));
+        let ray_wants: Vec<&Want> = wants.iter().filter(|w| w.spec.ray.is_some()).collect();
+        if ray_wants.is_empty() {
+            return Ok(Vec::new());
         }
-        g.svcs
-            .values()
-            .map(|s| Want {
-                name: s.spec.name.clone(),
-                spec: s.spec.clone(),
-                target: s.target,
-                deleting: s.deleting,
-                working_dir: s.remote.working_dir.clone(),
-                put: s.remote.put.clone(),
-                deployed: s.remote.deployed,
-                refused: s.remote.refused.clone(),
-                package_error: None,
-                // Sent again every 10 s while Serve still lists the application.
-                removal_due: s
-                    .remote
-                    .removal_sent
-                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10)),
-            })
-            .collect()
-    };
-    // The code of new applications.
-    for w in wants
-        .iter_mut()
-        .filter(|w| !w.deleting && w.working_dir.is_none())
-    {
-        if let Some(dir) = w.spec.ray.as_ref().and_then(|r| r.working_dir.clone()) {
-            match client.upload_dir(Path::new(&dir)).await {
-                Ok(uri) => w.working_dir = Some(uri),
-                // This service's own problem: it waits, the others go on.
-                Err(e @ (RayError::Package(_) | RayError::Status(400..=499, _))) => {
-                    w.package_error = Some(e.to_string());
+        // The code of new applications.
+        let mut package_errors: BTreeMap<String, String> = BTreeMap::new();
+        for w in ray_wants.iter().filter(|w| !w.deleting) {
+            let known = self.apps().get(&w.name).and_then(|a| a.working_dir.clone());
+            if known.is_some() {
+                continue;
+            }
+            if let Some(dir) = w.spec.ray.as_ref().and_then(|r| r.working_dir.clone()) {
+                match self.client.upload_dir(Path::new(&dir)).await {
+                    Ok(uri) => {
+                        self.apps().entry(w.name.clone()).or_default().working_dir = Some(uri)
+                    }
+                    // This service's own problem: it waits, the others go on.
+                    Err(e @ (RayError::Package(_) | RayError::Status(400..=499, _))) => {
+                        package_errors.insert(w.name.clone(), e.to_string());
+                    }
+                    Err(e) => return Err(format!("uploading the working_dir: {e}")),
                 }
-                Err(e) => return failed(state, "uploading the working_dir", &e, events).await,
             }
         }
-    }
-    let details = match client.serve_details().await {
-        Ok(d) => d,
-        Err(e) => return failed(state, "reading Serve's applications", &e, events).await,
-    };
-    let seen = Instant::now();
-    let empty = serde_json::Map::new();
-    let apps = details["applications"].as_object().unwrap_or(&empty);
-    // What should run; whether Serve's config must be sent again.
-    let desired: Vec<(&Want, Value)> = wants
-        .iter()
-        .filter(|w| {
-            !w.deleting
-                && (w.working_dir.is_some()
-                    || w.spec.ray.as_ref().is_some_and(|r| r.working_dir.is_none()))
-        })
-        .map(|w| (w, app_config(&w.spec, w.working_dir.as_deref())))
-        // A config Serve refused stays out until its spec changes.
-        .filter(|(w, cfg)| w.refused.as_ref() != Some(cfg))
-        .collect();
-    let mut redeploy = Vec::new();
-    let mut adopt = Vec::new();
-    // A deleted service's application leaves with a deploy without it (Serve may take a
-    // while to remove it: the deploy is repeated every 10 s meanwhile, not every pass).
-    let mut need_put = wants
-        .iter()
-        .any(|w| w.deleting && w.removal_due && apps.contains_key(&w.name));
-    for (w, cfg) in &desired {
-        if !apps.contains_key(&w.name) {
-            if w.deployed {
-                redeploy.push(w.name.clone());
-            }
-            need_put = true;
-        } else if w.put.as_ref() != Some(cfg) {
-            if w.put.is_none() && same_app(&apps[&w.name]["deployed_app_config"], cfg) {
-                // Deployed by a previous server: adopted as it is.
-                adopt.push(w.name.clone());
-            } else {
-                need_put = true;
-            }
-        }
-    }
-    let mut put_ok = false;
-    let mut refused_now: Vec<(String, Value, String)> = Vec::new();
-    if need_put {
-        let mut list: Vec<Value> = desired
+        let details = self
+            .client
+            .serve_details()
+            .await
+            .map_err(|e| format!("reading Serve's applications: {e}"))?;
+        let empty = serde_json::Map::new();
+        let apps = details["applications"].as_object().unwrap_or(&empty);
+        let mem = self.apps().clone();
+        let state_of = |name: &str| mem.get(name).cloned().unwrap_or_default();
+        // What should run; whether Serve's config must be sent again.
+        let desired: Vec<(&Want, Value)> = ray_wants
             .iter()
-            .map(|(w, cfg)| {
-                let mut c = cfg.clone();
-                c["deployments"][0]["num_replicas"] = json!(w.target);
-                c
+            .copied()
+            .filter(|w| {
+                let a = state_of(&w.name);
+                !w.deleting
+                    && (a.working_dir.is_some()
+                        || w.spec.ray.as_ref().is_some_and(|r| r.working_dir.is_none()))
             })
+            .map(|w| {
+                (
+                    w,
+                    app_config(&w.spec, state_of(&w.name).working_dir.as_deref()),
+                )
+            })
+            // A config Serve refused stays out until its spec changes.
+            .filter(|(w, cfg)| state_of(&w.name).refused.as_ref() != Some(cfg))
             .collect();
-        // Applications pharos does not own stay as Serve has them.
-        for (name, a) in apps {
-            if !wants.iter().any(|w| &w.name == name)
-                && let Some(c) = a.get("deployed_app_config").filter(|c| !c.is_null())
-            {
-                list.push(c.clone());
-            }
-        }
-        let config = json!({
-            "http_options": http_options(&state.config.ray.serve_url),
-            "applications": list,
+        let mut redeploy = Vec::new();
+        let mut adopt = Vec::new();
+        // A deleted service's application leaves with a deploy without it (Serve may
+        // take a while to remove it: the deploy is repeated every 10 s meanwhile, not
+        // every pass).
+        let mut need_put = ray_wants.iter().any(|w| {
+            w.deleting
+                && apps.contains_key(&w.name)
+                && state_of(&w.name)
+                    .removal_sent
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
         });
-        match client.put_serve_config(&config).await {
-            Ok(()) => put_ok = true,
-            Err(e @ RayError::Status(400..=499, _)) => {
-                // Refused (a bad import path, say): the applications whose config is
-                // new are held back until their spec changes; said once.
-                for (w, cfg) in desired
-                    .iter()
-                    .filter(|(w, cfg)| w.put.as_ref() != Some(cfg))
-                {
-                    refused_now.push((w.name.clone(), cfg.clone(), e.to_string()));
+        for (w, cfg) in &desired {
+            let a = state_of(&w.name);
+            if !apps.contains_key(&w.name) {
+                if a.deployed {
+                    redeploy.push(w.name.clone());
+                }
+                need_put = true;
+            } else if a.put.as_ref() != Some(cfg) {
+                if a.put.is_none() && same_app(&apps[&w.name]["deployed_app_config"], cfg) {
+                    // Deployed by a previous server: adopted as it is.
+                    adopt.push(w.name.clone());
+                } else {
+                    need_put = true;
                 }
             }
-            Err(e) => return failed(state, "deploying Serve's applications", &e, events).await,
         }
-    }
-    if !need_put {
-        // Replica counts through the external scaler.
-        for (w, _) in &desired {
-            let dep = &w.spec.ray.as_ref().expect("a Ray service").deployment;
-            // Not there yet while Serve deploys it (it gets the count from the config).
-            let Some(current) = apps[&w.name]["deployments"][dep]["target_num_replicas"].as_u64()
-            else {
+        let mut put_ok = false;
+        let mut refused_now: Vec<(String, Value, String)> = Vec::new();
+        if need_put {
+            let mut list: Vec<Value> = desired
+                .iter()
+                .map(|(w, cfg)| {
+                    let mut c = cfg.clone();
+                    c["deployments"][0]["num_replicas"] = json!(w.target);
+                    c
+                })
+                .collect();
+            // Applications pharos does not own stay as Serve has them.
+            for (name, a) in apps {
+                if !wants.iter().any(|w| &w.name == name)
+                    && let Some(c) = a.get("deployed_app_config").filter(|c| !c.is_null())
+                {
+                    list.push(c.clone());
+                }
+            }
+            let config = json!({
+                "http_options": http_options(&self.serve_url),
+                "applications": list,
+            });
+            match self.client.put_serve_config(&config).await {
+                Ok(()) => put_ok = true,
+                Err(e @ RayError::Status(400..=499, _)) => {
+                    // Refused (a bad import path, say): the applications whose config
+                    // is new are held back until their spec changes; said once.
+                    for (w, cfg) in desired
+                        .iter()
+                        .filter(|(w, cfg)| state_of(&w.name).put.as_ref() != Some(cfg))
+                    {
+                        refused_now.push((w.name.clone(), cfg.clone(), e.to_string()));
+                    }
+                }
+                Err(e) => return Err(format!("deploying Serve's applications: {e}")),
+            }
+        }
+        if !need_put {
+            // Replica counts through the external scaler.
+            for (w, _) in &desired {
+                let dep = &w.spec.ray.as_ref().expect("a Ray service").deployment;
+                // Not there yet while Serve deploys it (it gets the count from the
+                // config).
+                let Some(current) =
+                    apps[&w.name]["deployments"][dep]["target_num_replicas"].as_u64()
+                else {
+                    continue;
+                };
+                if current == w.target as u64 {
+                    continue;
+                }
+                match self.client.scale(&w.name, dep, w.target).await {
+                    Ok(()) => {}
+                    Err(e @ RayError::Unreachable(..)) => return Err(format!("scaling: {e}")),
+                    Err(e) => warn!(service = w.name, "scaling to {}: {e}", w.target),
+                }
+            }
+        }
+        let mut reports = Vec::new();
+        let mut mem = self.apps();
+        for w in ray_wants {
+            let name = w.name.clone();
+            let a = mem.entry(name.clone()).or_default();
+            let mut r = Report {
+                name: name.clone(),
+                ..Default::default()
+            };
+            if let Some((_, cfg, e)) = refused_now.iter().find(|x| x.0 == name) {
+                a.refused = Some(cfg.clone());
+                r.events.push((
+                    "deploy-failed",
+                    format!("Serve refused the application: {e}"),
+                ));
+            }
+            let package_error = package_errors.get(&name).cloned();
+            if let Some(pe) = &package_error
+                && a.package_error.as_ref() != Some(pe)
+            {
+                r.events.push((
+                    "deploy-failed",
+                    format!("the working_dir cannot be sent to Ray: {pe}"),
+                ));
+            }
+            a.package_error = package_error;
+            let cfg = desired
+                .iter()
+                .find(|(d, _)| d.name == name)
+                .map(|x| x.1.clone());
+            if adopt.contains(&name)
+                && let Some(cfg) = &cfg
+            {
+                r.events.push((
+                    "adopted",
+                    "the application Serve runs is adopted after a restart".into(),
+                ));
+                a.put = Some(cfg.clone());
+                a.deployed = true;
+            }
+            if put_ok && let Some(cfg) = &cfg {
+                if redeploy.contains(&name) {
+                    r.events.push((
+                        "redeployed",
+                        "the application was removed from Serve behind pharos's back; deployed again"
+                            .into(),
+                    ));
+                } else if a.put.is_none() {
+                    r.events
+                        .push(("deployed", format!("deployed to Ray Serve as /{name}")));
+                }
+                a.put = Some(cfg.clone());
+                a.deployed = true;
+            }
+            if put_ok && w.deleting {
+                a.removal_sent = Some(Instant::now());
+            }
+            let Some(app) = apps.get(&name) else {
+                r.present = false;
+                r.status = "NOT_DEPLOYED".into();
+                reports.push(r);
                 continue;
             };
-            if current == w.target as u64 {
-                continue;
+            r.present = true;
+            let status = app["status"].as_str().unwrap_or("").to_string();
+            let message = app["message"].as_str().unwrap_or("").to_string();
+            if status == "DEPLOY_FAILED" && (a.status != status || a.message != message) {
+                r.events.push(("deploy-failed", message.clone()));
             }
-            match client.scale(&w.name, dep, w.target).await {
-                Ok(()) => {}
-                Err(e @ RayError::Unreachable(..)) => {
-                    return failed(state, "scaling", &e, events).await;
-                }
-                Err(e) => warn!(service = w.name, "scaling to {}: {e}", w.target),
-            }
+            a.status = status.clone();
+            a.message = message.clone();
+            r.status = status;
+            r.message = message;
+            let dep = w
+                .spec
+                .ray
+                .as_ref()
+                .map(|x| x.deployment.clone())
+                .unwrap_or_default();
+            r.replicas = app["deployments"][&dep]["replicas"]
+                .as_array()
+                .map(|rs| {
+                    rs.iter()
+                        .filter_map(|x| {
+                            let id = x["replica_id"].as_str()?.to_string();
+                            let phase = phase_of(x["state"].as_str()?)?;
+                            let url = (phase == Phase::Ready)
+                                .then(|| format!("{}/{name}#{id}", self.serve_url));
+                            Some(EngineReplica { id, phase, url })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            reports.push(r);
         }
-    }
-    let mut g = services.inner.lock().await;
-    let n = g.ray.failures;
-    for s in g.svcs.values_mut().filter(|s| s.remote.told_unavailable) {
-        s.remote.told_unavailable = false;
-        events.push((
-            s.spec.name.clone(),
-            "ray-available",
-            format!("Ray answers again after {n} failed call(s)"),
-        ));
-    }
-    g.ray = RayLoop::default();
-    for (name, cfg, e) in refused_now {
-        if let Some(s) = g.svcs.get_mut(&name) {
-            s.remote.refused = Some(cfg);
-            events.push((
-                name,
-                "deploy-failed",
-                format!("Serve refused the application: {e}"),
-            ));
-        }
-    }
-    for w in &wants {
-        if let Some(s) = g.svcs.get_mut(&w.name) {
-            if w.package_error.is_some() && s.remote.package_error != w.package_error {
-                events.push((
-                    w.name.clone(),
-                    "deploy-failed",
-                    format!(
-                        "the working_dir cannot be sent to Ray: {}",
-                        w.package_error.as_deref().unwrap_or("")
-                    ),
-                ));
-            }
-            s.remote.package_error = w.package_error.clone();
-        }
-    }
-    let serve_url = state.config.ray.serve_url.trim_end_matches('/').to_string();
-    for s in g.svcs.values_mut() {
-        let name = s.spec.name.clone();
-        if let Some(w) = wants.iter().find(|w| w.name == name) {
-            s.remote.working_dir = w.working_dir.clone().or(s.remote.working_dir.take());
-        }
-        if adopt.contains(&name)
-            && let Some((_, cfg)) = desired.iter().find(|(w, _)| w.name == name)
-        {
-            events.push((
-                name.clone(),
-                "adopted",
-                "the application Serve runs is adopted after a restart".into(),
-            ));
-            s.remote.put = Some(cfg.clone());
-            s.remote.deployed = true;
-        }
-        if put_ok && let Some((_, cfg)) = desired.iter().find(|(w, _)| w.name == name) {
-            if redeploy.contains(&name) {
-                events.push((
-                    name.clone(),
-                    "redeployed",
-                    "the application was removed from Serve behind pharos's back; deployed again"
-                        .into(),
-                ));
-            } else if s.remote.put.is_none() {
-                events.push((
-                    name.clone(),
-                    "deployed",
-                    format!("deployed to Ray Serve as /{name}"),
-                ));
-            }
-            s.remote.put = Some(cfg.clone());
-            s.remote.deployed = true;
-        }
-        if put_ok && s.deleting {
-            s.remote.removal_sent = Some(Instant::now());
-        }
-        s.remote.seen = Some(seen);
-        let Some(a) = apps.get(&name) else {
-            s.remote.present = false;
-            s.remote.replicas.clear();
-            s.remote.status = "NOT_DEPLOYED".into();
-            if !s.deleting {
-                s.router.set_replicas(&[]);
-            }
-            continue;
-        };
-        s.remote.present = true;
-        let status = a["status"].as_str().unwrap_or("").to_string();
-        let message = a["message"].as_str().unwrap_or("").to_string();
-        if status == "DEPLOY_FAILED" && (s.remote.status != status || s.remote.message != message) {
-            events.push((name.clone(), "deploy-failed", message.clone()));
-        }
-        s.remote.status = status;
-        s.remote.message = message;
-        let dep = s
-            .spec
-            .ray
-            .as_ref()
-            .map(|r| r.deployment.clone())
-            .unwrap_or_default();
-        let replicas: Vec<(String, Phase)> = a["deployments"][&dep]["replicas"]
-            .as_array()
-            .map(|rs| {
-                rs.iter()
-                    .filter_map(|r| {
-                        Some((
-                            r["replica_id"].as_str()?.to_string(),
-                            phase_of(r["state"].as_str()?)?,
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (id, p) in &replicas {
-            let was = s.remote.replicas.iter().find(|r| &r.0 == id).map(|r| r.1);
-            if *p == Phase::Ready && was != Some(Phase::Ready) {
-                events.push((name.clone(), "ready", format!("Ray replica {id} running")));
-            }
-        }
-        s.remote.replicas = replicas;
-        if !s.deleting {
-            let bases: Vec<String> = s
-                .remote
-                .replicas
-                .iter()
-                .filter(|r| r.1 == Phase::Ready)
-                .map(|r| format!("{serve_url}/{name}#{}", r.0))
-                .collect();
-            s.router.set_replicas(&bases);
-        }
+        Ok(reports)
     }
 }
 
