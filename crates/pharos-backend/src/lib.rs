@@ -183,6 +183,16 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Creates the job's own directories for results, logs, checkpoints and learner state
+/// (engines whose learners run elsewhere; the local backend also makes DATA_DIR's).
+pub fn make_job_dirs(job: &JobRun) -> Result<(), BackendError> {
+    let p = &job.paths;
+    for d in [&p.results, &p.logs, &p.checkpoints, &p.state] {
+        fs::create_dir_all(d).map_err(|e| BackendError::io(d.display(), e))?;
+    }
+    Ok(())
+}
+
 /// Unpacks the model archive into MODEL_DIR (once; into a temporary directory, then
 /// renamed, so a crash leaves no half model).
 pub fn unpack_model(job: &JobRun) -> Result<(), BackendError> {

@@ -160,9 +160,7 @@ impl Backend for RayBackend {
 
     fn prepare(&self, job: &JobRun) -> Result<(), BackendError> {
         let p = &job.paths;
-        for d in [&p.results, &p.logs, &p.checkpoints, &p.state] {
-            fs::create_dir_all(d).map_err(|e| BackendError::io(d.display(), e))?;
-        }
+        crate::make_job_dirs(job)?;
         crate::unpack_model(job)?;
         // Ray takes the model as a package: upload it now (content-addressed, so again
         // after a crash is the same package).

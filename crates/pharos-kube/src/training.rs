@@ -630,10 +630,7 @@ impl Backend for KubeBackend {
     }
 
     fn prepare(&self, job: &JobRun) -> Result<(), BackendError> {
-        let p = &job.paths;
-        for d in [&p.results, &p.logs, &p.checkpoints, &p.state] {
-            fs::create_dir_all(d).map_err(|e| BackendError::io(d.display(), e))?;
-        }
+        pharos_backend::make_job_dirs(job)?;
         pharos_backend::unpack_model(job)
     }
 

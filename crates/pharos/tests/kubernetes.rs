@@ -115,6 +115,15 @@ fn calls_besides_watches_and_logs(fake: &FakeKube, from: usize) -> Vec<String> {
         .collect()
 }
 
+/// The bodies of the merge patches of the Job `name`.
+fn job_patches(fake: &FakeKube, name: &str) -> Vec<Value> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with(&format!("/jobs/{name}")))
+        .map(|r| r.body)
+        .collect()
+}
+
 fn pods_of(fake: &FakeKube, label: &str, value: &str) -> Vec<Value> {
     fake.objects("pods")
         .into_iter()
@@ -400,12 +409,7 @@ fn a_gang_starts_only_when_every_learner_fits_and_survives_halt_resume_and_resta
     // Room for both: let go, and both run on their nodes.
     fake.delete_object("pods", "other", "busy");
     s.wait_state(id, "PROCESSING", 30);
-    let unsuspend: Vec<Value> = fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "PATCH" && r.path.ends_with(&format!("/jobs/{name}")))
-        .map(|r| r.body)
-        .collect();
+    let unsuspend = job_patches(&fake, &name);
     assert_eq!(
         unsuspend,
         vec![
@@ -461,22 +465,12 @@ fn a_gang_starts_only_when_every_learner_fits_and_survives_halt_resume_and_resta
         || pods_of(&fake, "pharos.io/job", &job_label).is_empty(),
         || "pods left".into(),
     );
-    let bodies: Vec<Value> = fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "PATCH" && r.path.ends_with(&format!("/jobs/{name}")))
-        .map(|r| r.body)
-        .collect();
+    let bodies = job_patches(&fake, &name);
     assert_eq!(bodies.last(), Some(&json!({"spec": {"suspend": true}})));
     let (ok, out, err) = s.cli(&["train", "resume", &id.to_string()], ADMIN);
     assert!(ok, "{out}{err}");
     s.wait_state(id, "PROCESSING", 30);
-    let bodies: Vec<Value> = fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "PATCH" && r.path.ends_with(&format!("/jobs/{name}")))
-        .map(|r| r.body)
-        .collect();
+    let bodies = job_patches(&fake, &name);
     assert_eq!(
         bodies.last(),
         Some(
