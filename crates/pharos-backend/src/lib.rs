@@ -183,6 +183,44 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The variables of [`learner_env`] that describe this machine rather than the learner
+/// (with the GPUs it was given here): engines whose learners run elsewhere drop them.
+pub const HOST_VARIABLES: [&str; 8] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "TZ",
+    "CUDA_VISIBLE_DEVICES",
+];
+
+/// Keeps an engine's copy of a learner's log as its log file: rewritten when its length
+/// changed, else touched, so that the next copy waits its second ([`log_copy_due`]).
+pub fn store_log_copy(job: &JobRun, learner: u32, logs: &[u8]) -> Result<(), BackendError> {
+    let path = job.paths.log_file(learner);
+    let old = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if logs.len() as u64 != old {
+        write_atomic(&path, logs).map_err(|e| BackendError::io(path.display(), e))?;
+    } else {
+        let _ = fs::File::options()
+            .append(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    }
+    Ok(())
+}
+
+/// Whether a running learner's log is due for another copy (at most once a second).
+pub fn log_copy_due(job: &JobRun, learner: u32) -> bool {
+    fs::metadata(job.paths.log_file(learner))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age >= std::time::Duration::from_secs(1))
+}
+
 /// Creates the job's own directories for results, logs, checkpoints and learner state
 /// (engines whose learners run elsewhere; the local backend also makes DATA_DIR's).
 pub fn make_job_dirs(job: &JobRun) -> Result<(), BackendError> {

@@ -17,7 +17,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use pharos_server::backend::{Backend, BackendError, JobRun, LearnerStatus};
 use pharos_server::ray::{RayClient, RayError};
@@ -89,43 +88,14 @@ impl RayBackend {
     /// Copies Ray's log of the learner into its log file, if it grew.
     fn mirror_logs(&self, job: &JobRun, learner: u32, id: &str) -> Result<(), BackendError> {
         let logs = self.block_on(self.client.job_logs(id)).map_err(err)?;
-        let path = job.paths.log_file(learner);
-        let old = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if logs.len() as u64 != old {
-            crate::write_atomic(&path, logs.as_bytes())
-                .map_err(|e| BackendError::io(path.display(), e))?;
-        } else {
-            // Unchanged: touch it, so the next copy waits its second.
-            let _ = fs::File::options()
-                .append(true)
-                .open(&path)
-                .and_then(|f| f.set_modified(SystemTime::now()));
-        }
-        Ok(())
-    }
-
-    fn logs_due(job: &JobRun, learner: u32) -> bool {
-        fs::metadata(job.paths.log_file(learner))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_none_or(|age| age >= Duration::from_secs(1))
+        crate::store_log_copy(job, learner, logs.as_bytes())
     }
 
     /// What the learner's driver is given: FfDL's variables and the rendezvous ones.
     fn env(&self, job: &JobRun, learner: u32) -> serde_json::Map<String, Value> {
         let mut env = crate::learner_env(job, learner, None);
         // Ray gives each driver its own PATH, home and GPUs.
-        for k in [
-            "PATH",
-            "HOME",
-            "USER",
-            "LANG",
-            "LC_ALL",
-            "TMPDIR",
-            "TZ",
-            "CUDA_VISIBLE_DEVICES",
-        ] {
+        for k in crate::HOST_VARIABLES {
             if !job.env.contains_key(k) {
                 env.remove(k);
             }
@@ -227,7 +197,7 @@ impl Backend for RayBackend {
                     self.mirror_logs(job, learner, &id)?;
                     let _ = fs::write(&final_copy, b"");
                 }
-            } else if status == LearnerStatus::Running && Self::logs_due(job, learner) {
+            } else if status == LearnerStatus::Running && crate::log_copy_due(job, learner) {
                 self.mirror_logs(job, learner, &id)?;
             }
             out.push(status);

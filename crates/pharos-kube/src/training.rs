@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
@@ -158,19 +158,11 @@ impl KubeBackend {
         labels.insert(JOB_LABEL.into(), job.id.to_string());
         // What every learner shares; the per-learner variables come from the index.
         let mut env = pharos_backend::learner_env(job, 1, None);
-        for k in [
-            "PATH",
-            "HOME",
-            "USER",
-            "LANG",
-            "LC_ALL",
-            "TMPDIR",
-            "TZ",
-            "CUDA_VISIBLE_DEVICES",
-            "LEARNER_ID",
-            "RANK",
-        ] {
-            env.remove(k);
+        for k in pharos_backend::HOST_VARIABLES
+            .iter()
+            .chain(&["LEARNER_ID", "RANK"])
+        {
+            env.remove(*k);
         }
         env.insert("LOCAL_RANK".into(), "0".into());
         env.insert("MASTER_ADDR".into(), format!("{name}-0.{name}"));
@@ -477,18 +469,7 @@ impl KubeBackend {
             Err(kube::Error::Api(s)) if s.code == 400 || s.code == 404 => return Ok(()),
             Err(e) => return Err(err("reading a learner's log", e)),
         };
-        let path = job.paths.log_file(learner);
-        let old = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if logs.len() as u64 != old {
-            pharos_backend::write_atomic(&path, logs.as_bytes())
-                .map_err(|e| BackendError::io(path.display(), e))?;
-        } else {
-            let _ = fs::File::options()
-                .append(true)
-                .open(&path)
-                .and_then(|f| f.set_modified(SystemTime::now()));
-        }
-        Ok(())
+        pharos_backend::store_log_copy(job, learner, logs.as_bytes())
     }
 
     /// Copies every learner's log it can; what fails is logged, not returned.
@@ -731,7 +712,7 @@ impl Backend for KubeBackend {
                 let copy = if status.ended() {
                     !done.exists()
                 } else {
-                    logs_due(job, learner)
+                    pharos_backend::log_copy_due(job, learner)
                 };
                 if copy {
                     match self.mirror_logs(job, learner, &pod) {
@@ -809,14 +790,6 @@ impl Backend for KubeBackend {
             Err(e) => Err(err("deleting the Job", e)),
         }
     }
-}
-
-fn logs_due(job: &JobRun, learner: u32) -> bool {
-    fs::metadata(job.paths.log_file(learner))
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_none_or(|age| age >= Duration::from_secs(1))
 }
 
 #[cfg(test)]
