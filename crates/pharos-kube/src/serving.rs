@@ -97,17 +97,25 @@ impl KubeEngine {
                 "periodSeconds": 1,
                 "failureThreshold": 1,
             },
-            // Kubernetes picks the pods a scale-down removes: they keep serving for
-            // 2 s after being marked, while the router takes them out of rotation.
-            "lifecycle": {"preStop": {"sleep": {"seconds": 2}}},
         });
+        let drain = self.kube.config.replica_drain_s;
+        if drain > 0 {
+            // Kubernetes picks the pods a scale-down removes: they keep serving a moment
+            // after being marked, while the router takes them out of rotation.
+            container["lifecycle"] = json!({"preStop": {"sleep": {"seconds": drain}}});
+        }
         if !app.command.is_empty() {
             container["command"] = json!(app.command);
         }
         if !app.args.is_empty() {
             container["args"] = json!(app.args);
         }
-        let template = json!({"metadata": {"labels": labels}, "spec": {"containers": [container]}});
+        let mut pod = json!({"containers": [container]});
+        if spec.gpus > 0 {
+            pod["tolerations"] =
+                json!([{"key": self.kube.config.gpu_resource, "operator": "Exists"}]);
+        }
+        let template = json!({"metadata": {"labels": labels}, "spec": pod});
         serde_json::from_value(json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -157,7 +165,9 @@ impl KubeEngine {
                 .is_some();
             if owned && !wants.iter().any(|w| w.name == name) {
                 tracing::info!(deployment = name, "deleting a Deployment no service wants");
-                self.delete(name).await?;
+                if let Err(e) = self.delete(name).await {
+                    tracing::warn!("{e}");
+                }
             }
         }
         let Some(hpas) = self.hpas() else {

@@ -160,8 +160,9 @@ impl KubeBackend {
         let mut env = pharos_backend::learner_env(job, 1, None);
         for k in pharos_backend::HOST_VARIABLES
             .iter()
-            .chain(&["LEARNER_ID", "RANK"])
+            .chain(&["LEARNER_ID", "RANK", "ATTEMPT"])
         {
+            // (ATTEMPT too: a resumed Job's pods keep the environment it was made with.)
             env.remove(*k);
         }
         env.insert("LOCAL_RANK".into(), "0".into());
@@ -219,6 +220,11 @@ impl KubeBackend {
         }
         if let Some((k, v)) = self.need(job).selector {
             pod["nodeSelector"] = json!({ k: v });
+        }
+        if m.gpus > 0 {
+            // Nodes are often tainted by their GPU resource; not every cluster adds the
+            // toleration itself.
+            pod["tolerations"] = json!([{"key": c.gpu_resource, "operator": "Exists"}]);
         }
         serde_json::from_value(json!({
             "apiVersion": "batch/v1",
@@ -336,8 +342,10 @@ impl KubeBackend {
         Ok(())
     }
 
-    /// Lets the suspended Job go with `attempt` if the gang fits the nodes now.
-    fn admit(&self, job: &JobRun, name: &str) -> Result<(), BackendError> {
+    /// Lets the suspended Job `j` go with `attempt` if the gang fits the nodes now (its
+    /// Service first, in case making it failed before).
+    fn admit(&self, job: &JobRun, j: &Job) -> Result<(), BackendError> {
+        let name = j.metadata.name.as_deref().unwrap_or_default();
         if self.kube.config.check_nodes {
             let room = self.nodes_and_pods()?;
             let reserved = self.unplaced(name, &room.1)?;
@@ -350,6 +358,7 @@ impl KubeBackend {
             )
             .map_err(BackendError::waiting)?;
         }
+        self.ensure_service(job, j)?;
         let patch = json!({
             "metadata": {"annotations": {ATTEMPT: job.attempt.to_string()}},
             "spec": {"suspend": false},
@@ -399,7 +408,14 @@ impl KubeBackend {
             let Some(spec) = j.spec.as_ref() else {
                 continue;
             };
-            let learners = spec.parallelism.unwrap_or(1).max(0) as u32;
+            // Learners that finished hold nothing.
+            let done = j
+                .status
+                .as_ref()
+                .and_then(|s| s.succeeded)
+                .unwrap_or(0)
+                .max(0) as u32;
+            let learners = (spec.parallelism.unwrap_or(1).max(0) as u32).saturating_sub(done);
             // Counted in what was listed, so that a pod is either in the nodes' use or
             // here, never in both nor in neither.
             let uid = j.metadata.uid.as_deref().unwrap_or("-");
@@ -411,7 +427,6 @@ impl KubeBackend {
                         .as_ref()
                         .is_some_and(|rs| rs.iter().any(|r| r.uid == uid))
                         && p.spec.as_ref().is_some_and(|s| s.node_name.is_some())
-                        && !pod_status(p).ended()
                 })
                 .count() as u32;
             let template = spec.template.spec.as_ref();
@@ -486,6 +501,11 @@ impl KubeBackend {
     fn learner_pods(&self, j: &Job) -> Result<BTreeMap<u32, Arc<Pod>>, BackendError> {
         let mut out: BTreeMap<u32, Arc<Pod>> = BTreeMap::new();
         for p in self.pods_of(j)? {
+            // A pod that ended while being deleted (by a suspension, most likely) is
+            // a remnant, not a learner: its index has a new pod or none.
+            if terminating(&p) && pod_status(&p).ended() {
+                continue;
+            }
             // A label since Kubernetes 1.28, an annotation before.
             let index = label(&p.metadata.labels, INDEX_LABEL)
                 .or_else(|| label(&p.metadata.annotations, INDEX_LABEL));
@@ -599,6 +619,11 @@ fn terminating(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_some()
 }
 
+/// Some completion index of the Job succeeded.
+fn any_succeeded(j: &Job) -> bool {
+    j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0
+}
+
 impl Backend for KubeBackend {
     fn name(&self) -> &str {
         "kubernetes"
@@ -624,19 +649,19 @@ impl Backend for KubeBackend {
             )),
             Some(j)
                 if attempt_of(&j) == Some(job.attempt)
-                    || (suspended(&j) && finished(&j).is_none()) =>
+                    || (suspended(&j) && finished(&j).is_none() && !any_succeeded(&j)) =>
             {
-                // This attempt's Job, or a halted one to resume: let it go when it fits
-                // (its Service first, in case making it failed before).
+                // This attempt's Job, or a halted one to resume: let it go when it fits.
                 if suspended(&j) {
-                    self.ensure_service(job, &j)?;
-                    self.admit(job, &name)?;
+                    self.admit(job, &j)?;
                 }
                 self.mark_submitted(job, &name)
             }
             Some(_) => {
-                // An earlier attempt's Job that ran to its end: delete it, its pods first
-                // (foreground), and make the new one once it is gone.
+                // An earlier attempt's Job that ran to its end, or a halted one in which
+                // some learners had finished (an indexed Job does not run a completed
+                // index again): delete it, its pods first (foreground), and make the new
+                // one once it is gone.
                 match self.block_on(api.delete(&name, &DeleteParams::foreground()))? {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -652,8 +677,7 @@ impl Backend for KubeBackend {
                     // Made meanwhile, or still being deleted: the watch will tell.
                     .map_err(|e| err("creating the Job", e))?;
                 self.mark_submitted(job, &name)?;
-                self.ensure_service(job, &created)?;
-                self.admit(job, &name)
+                self.admit(job, &created)
             }
         }
     }
@@ -683,9 +707,7 @@ impl Backend for KubeBackend {
             return Ok((1..=n)
                 .map(|l| match pods.get(&l) {
                     Some(p) if !pod_status(p).ended() => LearnerStatus::Running,
-                    Some(p) if current && !terminating(p) && !pod_status(p).succeeded() => {
-                        pod_status(p)
-                    }
+                    Some(p) if current && !pod_status(p).succeeded() => pod_status(p),
                     _ => LearnerStatus::NotStarted,
                 })
                 .collect());
@@ -777,17 +799,18 @@ impl Backend for KubeBackend {
     }
 
     fn remove(&self, job: &JobRun) -> Result<(), BackendError> {
-        match fs::remove_dir_all(&job.paths.root) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(BackendError::io(job.paths.root.display(), e)),
-        }
-        // The Job; its pods and the Service it owns go with it.
+        // The Job first (its pods and the Service it owns go with it), so that a job
+        // is never marked deleted with its Job left running.
         let api = self.kube.api::<Job>();
         match self.block_on(api.delete(&self.job_name(job), &DeleteParams::background()))? {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(err("deleting the Job", e)),
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(err("deleting the Job", e)),
+        }
+        match fs::remove_dir_all(&job.paths.root) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::io(job.paths.root.display(), e)),
         }
     }
 }

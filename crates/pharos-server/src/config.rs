@@ -101,6 +101,9 @@ pub struct KubernetesConfig {
     pub service_account: Option<String>,
     /// Start a gang only when the nodes' free allocatable resources hold every learner.
     pub check_nodes: bool,
+    /// Seconds a replica keeps serving after Kubernetes marks it for removal (a preStop
+    /// sleep, Kubernetes 1.30 or newer); 0 for none.
+    pub replica_drain_s: u32,
     /// Each API call's time limit, seconds.
     pub timeout_s: f64,
 }
@@ -120,6 +123,7 @@ impl Default for KubernetesConfig {
             data_claim: None,
             service_account: None,
             check_nodes: true,
+            replica_drain_s: 2,
             timeout_s: 10.0,
         }
     }

@@ -267,7 +267,13 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
                 return Ok(());
             }
             match on_backend(state, &run, move |b, r| b.remove(r)).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    state
+                        .engine_trouble
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                }
                 // The engine is away: what it runs for the job would be left behind, so
                 // the job stays until it answers.
                 Err(e) if e.transient => {

@@ -385,16 +385,8 @@ fn a_gang_starts_only_when_every_learner_fits_and_survives_halt_resume_and_resta
     };
     assert_eq!(var("MASTER_ADDR"), Some(json!(format!("{name}-0.{name}"))));
     assert_eq!(var("NUM_LEARNERS"), Some(json!("2")));
-    let svc = fake
-        .objects("services")
-        .into_iter()
-        .find(|x| x["metadata"]["name"] == name.as_str())
-        .expect("the learners' headless Service");
-    assert_eq!(svc["spec"]["clusterIP"], "None");
-    assert_eq!(
-        svc["metadata"]["ownerReferences"][0]["uid"],
-        job["metadata"]["uid"]
-    );
+    // No Service yet: it is made when the gang is let go.
+    assert!(fake.objects("services").is_empty());
     std::thread::sleep(std::time::Duration::from_secs(5));
     assert!(pods_of(&fake, "pharos.io/job", &job_label).is_empty());
     assert_eq!(s.job(id)["state"], "DOWNLOADING");
@@ -409,6 +401,16 @@ fn a_gang_starts_only_when_every_learner_fits_and_survives_halt_resume_and_resta
     // Room for both: let go, and both run on their nodes.
     fake.delete_object("pods", "other", "busy");
     s.wait_state(id, "PROCESSING", 30);
+    let svc = fake
+        .objects("services")
+        .into_iter()
+        .find(|x| x["metadata"]["name"] == name.as_str())
+        .expect("the learners' headless Service");
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    assert_eq!(
+        svc["metadata"]["ownerReferences"][0]["uid"],
+        job["metadata"]["uid"]
+    );
     let unsuspend = job_patches(&fake, &name);
     assert_eq!(
         unsuspend,
@@ -566,6 +568,96 @@ fn two_gangs_let_go_together_never_share_the_same_room() {
     s.wait_state(first, "COMPLETED", 30);
     s.wait_state(second, "PROCESSING", 30);
     assert_allowed_by_rbac(&fake);
+}
+
+#[test]
+fn a_halted_gang_with_a_finished_learner_resumes_as_a_new_job() {
+    // An indexed Job does not run a completed index again: resuming it would leave the
+    // finished learner out of the new attempt's rendezvous.
+    let fake = FakeKube::start(&[("node-a", 4.0)]);
+    let s = start(&fake, "capacity: {cpus: 4}");
+    let manifest = "name: halves\nlearners: 2\ncpus: 1\n\
+        framework: {name: pytorch, command: python train.py}\n";
+    let id = s.submit(manifest);
+    let label = id.to_string();
+    s.wait_state(id, "PROCESSING", 30);
+    wait_until(
+        30,
+        || pods_of(&fake, "pharos.io/job", &label).len() == 2,
+        || "no pods".into(),
+    );
+    let first_uid = fake.objects("jobs")[0]["metadata"]["uid"].clone();
+    let pod = pods_of(&fake, "pharos.io/job", &label)
+        .into_iter()
+        .find(|p| p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "0")
+        .unwrap();
+    fake.end_pod(NS, pod["metadata"]["name"].as_str().unwrap(), 0);
+    wait_until(
+        10,
+        || fake.objects("jobs")[0]["status"]["succeeded"] == 1,
+        || "".into(),
+    );
+    let (ok, out, err) = s.cli(&["train", "halt", &id.to_string()], ADMIN);
+    assert!(ok, "{out}{err}");
+    s.wait_state(id, "HALTED", 30);
+    let (ok, out, err) = s.cli(&["train", "resume", &id.to_string()], ADMIN);
+    assert!(ok, "{out}{err}");
+    s.wait_state(id, "PROCESSING", 30);
+    wait_until(
+        30,
+        || {
+            let jobs = fake.objects("jobs");
+            jobs.len() == 1
+                && jobs[0]["metadata"]["uid"] != first_uid
+                && jobs[0]["metadata"]["annotations"]["pharos.io/attempt"] == "2"
+                && pods_of(&fake, "pharos.io/job", &label)
+                    .iter()
+                    .filter(|p| p["status"]["phase"] == "Running")
+                    .count()
+                    == 2
+        },
+        || {
+            format!(
+                "{:?}\n{}\n{}",
+                fake.objects("jobs"),
+                s.events(id),
+                s.server_log()
+            )
+        },
+    );
+    assert_allowed_by_rbac(&fake);
+}
+
+#[test]
+fn a_gpu_gang_tolerates_the_gpu_taint_and_waits_for_gpus() {
+    let fake = FakeKube::start(&[("node-a", 8.0)]);
+    let s = start(&fake, "capacity: {cpus: 8, gpus: {t4: 1}}");
+    let id = s.submit(
+        "name: gpu\nlearners: 1\ncpus: 1\ngpus: 1\ngpu_type: t4\n\
+         framework: {name: pytorch, command: python train.py}\n",
+    );
+    wait_until(
+        30,
+        || s.events(id).contains("the gang waits"),
+        || format!("{}\n{}", s.events(id), s.server_log()),
+    );
+    assert!(
+        s.events(id).contains("1 nvidia.com/gpu"),
+        "{}",
+        s.events(id)
+    );
+    let job = &fake.objects("jobs")[0];
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["tolerations"],
+        json!([{"key": "nvidia.com/gpu", "operator": "Exists"}])
+    );
+    assert_eq!(pod["nodeSelector"]["nvidia.com/gpu.product"], "t4");
+    assert_eq!(
+        pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
+        "1"
+    );
+    assert_eq!(job["spec"]["suspend"], true);
 }
 
 #[test]

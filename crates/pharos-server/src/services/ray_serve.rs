@@ -328,6 +328,7 @@ impl RayServe {
             }
         }
         let mut reports = Vec::new();
+        let mut gone = Vec::new();
         let mut mem = self.apps();
         for w in ray_wants {
             let name = w.name.clone();
@@ -388,6 +389,11 @@ impl RayServe {
                 r.present = false;
                 r.status = "NOT_DEPLOYED".into();
                 reports.push(r);
+                if w.deleting {
+                    // Gone from Serve: a service applied again under this name starts
+                    // clean (its code uploaded anew, nothing held back).
+                    gone.push(name);
+                }
                 continue;
             };
             r.present = true;
@@ -421,6 +427,9 @@ impl RayServe {
                 })
                 .unwrap_or_default();
             reports.push(r);
+        }
+        for name in gone {
+            mem.remove(&name);
         }
         Ok(reports)
     }

@@ -566,6 +566,13 @@ impl State {
                     &json!({"status": {"succeeded": n, "conditions": [
                     {"type": "Complete", "status": "True"}]}}),
                 );
+            } else if j["status"]["succeeded"].as_u64().unwrap_or(0) != succeeded {
+                self.modify(
+                    "jobs",
+                    &ns,
+                    &name,
+                    &json!({"status": {"succeeded": succeeded}}),
+                );
             }
         }
         // The scheduler and the kubelet: bind pending pods to a node with room, run them.
