@@ -124,6 +124,31 @@ fn job_patches(fake: &FakeKube, name: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Submits a 2-learner job and waits until its two pods exist; its id and label.
+fn running_gang(fake: &FakeKube, s: &Server, manifest: &str) -> (i64, String) {
+    let id = s.submit(manifest);
+    let label = id.to_string();
+    s.wait_state(id, "PROCESSING", 30);
+    wait_until(
+        30,
+        || pods_of(fake, "pharos.io/job", &label).len() == 2,
+        || "no pods".into(),
+    );
+    (id, label)
+}
+
+/// Ends the pod of completion index `index` of the job labelled `label` with `code`.
+fn end_learner(fake: &FakeKube, label: &str, index: u32, code: i32) {
+    let pod = pods_of(fake, "pharos.io/job", label)
+        .into_iter()
+        .find(|p| {
+            p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"]
+                == index.to_string().as_str()
+        })
+        .expect("a pod of that index");
+    fake.end_pod(NS, pod["metadata"]["name"].as_str().unwrap(), code);
+}
+
 fn pods_of(fake: &FakeKube, label: &str, value: &str) -> Vec<Value> {
     fake.objects("pods")
         .into_iter()
@@ -578,20 +603,9 @@ fn a_halted_gang_with_a_finished_learner_resumes_as_a_new_job() {
     let s = start(&fake, "capacity: {cpus: 4}");
     let manifest = "name: halves\nlearners: 2\ncpus: 1\n\
         framework: {name: pytorch, command: python train.py}\n";
-    let id = s.submit(manifest);
-    let label = id.to_string();
-    s.wait_state(id, "PROCESSING", 30);
-    wait_until(
-        30,
-        || pods_of(&fake, "pharos.io/job", &label).len() == 2,
-        || "no pods".into(),
-    );
+    let (id, label) = running_gang(&fake, &s, manifest);
     let first_uid = fake.objects("jobs")[0]["metadata"]["uid"].clone();
-    let pod = pods_of(&fake, "pharos.io/job", &label)
-        .into_iter()
-        .find(|p| p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "0")
-        .unwrap();
-    fake.end_pod(NS, pod["metadata"]["name"].as_str().unwrap(), 0);
+    end_learner(&fake, &label, 0, 0);
     wait_until(
         10,
         || fake.objects("jobs")[0]["status"]["succeeded"] == 1,
@@ -666,20 +680,9 @@ fn a_failed_learner_restarts_the_gang_as_a_new_job_and_a_vanished_job_is_lost() 
     let s = start(&fake, "capacity: {cpus: 4}");
     let manifest = "name: flaky\nlearners: 2\ncpus: 1\nmax_restarts: 1\n\
         framework: {name: pytorch, command: python train.py}\n";
-    let id = s.submit(manifest);
-    let label = id.to_string();
-    s.wait_state(id, "PROCESSING", 30);
-    wait_until(
-        30,
-        || pods_of(&fake, "pharos.io/job", &label).len() == 2,
-        || "no pods".into(),
-    );
+    let (id, label) = running_gang(&fake, &s, manifest);
     // Learner 2 fails: the Job fails; pharos deletes it and makes attempt 2's.
-    let pod = pods_of(&fake, "pharos.io/job", &label)
-        .into_iter()
-        .find(|p| p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == "1")
-        .unwrap();
-    fake.end_pod(NS, pod["metadata"]["name"].as_str().unwrap(), 3);
+    end_learner(&fake, &label, 1, 3);
     wait_until(
         60,
         || {
