@@ -39,7 +39,9 @@ pub fn quantity(q: &str) -> Option<f64> {
     value.is_finite().then_some(value * mult)
 }
 
-fn amount(map: Option<&BTreeMap<String, Quantity>>, key: &str) -> f64 {
+/// The amount of `key` in a map of quantities (requests, limits, allocatable); 0 if
+/// absent or unreadable.
+pub fn amount(map: Option<&BTreeMap<String, Quantity>>, key: &str) -> f64 {
     map.and_then(|m| m.get(key))
         .and_then(|q| quantity(&q.0))
         .unwrap_or(0.0)

@@ -434,23 +434,15 @@ impl KubeBackend {
                 continue;
             };
             let res = c.resources.as_ref();
-            let q = |m: Option<
-                &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
-            >,
-                     k: &str| {
-                m.and_then(|m| m.get(k))
-                    .and_then(|v| fit::quantity(&v.0))
-                    .unwrap_or(0.0)
-            };
             let (req, lim) = (
                 res.and_then(|r| r.requests.as_ref()),
                 res.and_then(|r| r.limits.as_ref()),
             );
             let gpu = &self.kube.config.gpu_resource;
-            let gpus = q(req, gpu).max(q(lim, gpu));
+            let gpus = fit::amount(req, gpu).max(fit::amount(lim, gpu));
             let need = fit::Need {
-                cpus: q(req, "cpu"),
-                memory: q(req, "memory"),
+                cpus: fit::amount(req, "cpu"),
+                memory: fit::amount(req, "memory"),
                 gpus: (gpus > 0.0).then(|| (gpu.clone(), gpus)),
                 selector: template
                     .and_then(|s| s.node_selector.as_ref())
