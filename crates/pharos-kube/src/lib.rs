@@ -50,7 +50,6 @@ pub const INSTALLATION: &str = "pharos.io/installation";
 pub const JOB_LABEL: &str = "pharos.io/job";
 pub const SERVICE_LABEL: &str = "pharos.io/service";
 pub const ATTEMPT: &str = "pharos.io/attempt";
-pub const SPEC_HASH: &str = "pharos.io/spec-hash";
 pub const FIELD_MANAGER: &str = "pharos";
 
 /// One cache kept by a watch: its objects and whether the first list has arrived.
@@ -236,12 +235,4 @@ pub fn describe(e: &kube::Error) -> String {
         kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
         other => other.to_string(),
     }
-}
-
-/// A short stable hash of a JSON value (to tell whether an object pharos made is still
-/// what it would make).
-pub fn hash_of(v: &serde_json::Value) -> String {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(v.to_string().as_bytes());
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }

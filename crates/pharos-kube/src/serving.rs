@@ -23,7 +23,7 @@ use pharos_server::services::engine::{EngineReplica, Report, ServiceEngine, Want
 use pharos_server::services::{Phase, ServiceSpec};
 use serde_json::json;
 
-use crate::{INSTALLATION, Kube, SERVICE_LABEL, SPEC_HASH, describe, hash_of};
+use crate::{INSTALLATION, Kube, SERVICE_LABEL, describe};
 
 pub struct KubeEngine {
     kube: Arc<Kube>,
@@ -122,7 +122,6 @@ impl KubeEngine {
             "metadata": {
                 "name": spec.name,
                 "labels": labels,
-                "annotations": {SPEC_HASH: hash_of(&template)},
             },
             "spec": {
                 "replicas": replicas,
