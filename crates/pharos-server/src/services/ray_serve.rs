@@ -219,8 +219,10 @@ impl RayServe {
             .map_err(|e| format!("reading Serve's applications: {e}"))?;
         let empty = serde_json::Map::new();
         let apps = details["applications"].as_object().unwrap_or(&empty);
+        // A copy (the lock is not held across the calls to Ray below), read by reference.
         let mem = self.apps().clone();
-        let state_of = |name: &str| mem.get(name).cloned().unwrap_or_default();
+        let unknown = App::default();
+        let state_of = |name: &str| mem.get(name).unwrap_or(&unknown);
         // What should run; whether Serve's config must be sent again.
         let desired: Vec<(&Want, Value)> = ray_wants
             .iter()
