@@ -11,6 +11,7 @@
 mod error;
 mod graph;
 mod inference;
+pub mod limits;
 mod slo;
 mod training;
 

@@ -129,17 +129,79 @@ impl Manifest {
                 "1-128 characters of letters, digits, '-', '_' or '.'",
             ));
         }
-        if self.learners == 0 || self.learners > 1024 {
-            return Err(SpecError::new("learners", "must be 1-1024"));
+        use crate::limits::*;
+        if let Some(d) = &self.description {
+            check_len("description", d, MAX_DESCRIPTION)?;
         }
-        if !(self.cpus.is_finite() && self.cpus > 0.0) {
+        if let Some(v) = &self.version {
+            check_len("version", v, MAX_SHORT)?;
+        }
+        check_int("learners", self.learners, 1, MAX_LEARNERS)?;
+        check_f64("cpus", self.cpus, MIN_CPUS, MAX_CPUS)?;
+        check_int("gpus", self.gpus, 0, MAX_GPUS)?;
+        check_int("max_restarts", self.max_restarts, 0, MAX_RESTARTS)?;
+        check_int("priority", self.priority, MIN_PRIORITY, MAX_PRIORITY)?;
+        check_len("queue", &self.queue, MAX_SHORT)?;
+        check_len("framework.name", &self.framework.name, MAX_SHORT)?;
+        if let Some(v) = &self.framework.version {
+            check_len("framework.version", v, MAX_SHORT)?;
+        }
+        check_len(
+            "framework.command",
+            &self.framework.command,
+            MAX_COMMAND_BYTES,
+        )?;
+        if self.framework.command.contains('\0') {
             return Err(SpecError::new(
-                "cpus",
-                format!("must be a number > 0, got {}", self.cpus),
+                "framework.command",
+                "must not contain a NUL byte",
             ));
         }
+        if let Some(t) = &self.gpu_type {
+            check_len("gpu_type", t, MAX_SHORT)?;
+        }
+        check_count("data_stores", self.data_stores.len(), MAX_DATA_STORES)?;
+        for (i, d) in self.data_stores.iter().enumerate() {
+            let at = |f: &str| format!("data_stores[{i}].{f}");
+            check_len(&at("id"), &d.id, MAX_SHORT)?;
+            check_len(&at("type"), &d.kind, MAX_SHORT)?;
+            check_count(&at("connection"), d.connection.len(), MAX_CONNECTION_KEYS)?;
+            for (k, v) in &d.connection {
+                check_len(&at("connection"), k, MAX_SHORT)?;
+                check_len(&at(&format!("connection.{k}")), v, MAX_PATH)?;
+            }
+            for (c, f) in [
+                (&d.training_data, "training_data.container"),
+                (&d.training_results, "training_results.container"),
+            ] {
+                if let Some(c) = c {
+                    check_len(&at(f), &c.container, MAX_PATH)?;
+                    if std::path::Path::new(&c.container)
+                        .components()
+                        .any(|p| !matches!(p, std::path::Component::Normal(_)))
+                    {
+                        return Err(SpecError::new(
+                            at(f),
+                            "must be a relative path inside the store (no '..', no leading '/')",
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(m) = &self.evaluation_metrics {
+            check_len("evaluation_metrics.regex", &m.regex, MAX_REGEX)?;
+        }
         if let Some(m) = &self.memory {
-            parse_memory(m).map_err(|p| SpecError::new("memory", p))?;
+            let bytes = parse_memory(m).map_err(|p| SpecError::new("memory", p))?;
+            crate::limits::check_int(
+                "memory",
+                bytes,
+                crate::limits::MIN_MEMORY_BYTES,
+                crate::limits::MAX_MEMORY_BYTES,
+            )
+            .map_err(|_| {
+                SpecError::new("memory", format!("{m:?}: must be between 1MiB and 4TiB"))
+            })?;
         }
         if self
             .gpu_type

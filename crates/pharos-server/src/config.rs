@@ -55,6 +55,111 @@ pub struct ServerConfig {
     pub history_interval_s: f64,
     /// ... kept this long.
     pub history_hours: f64,
+    /// Limits on every listener (the API's and each service's router port).
+    pub listener: ListenerConfig,
+    /// How learners and replicas are isolated on the local backend.
+    pub sandbox: SandboxConfig,
+    /// What every tenant may use (the admin is not limited) ...
+    pub tenant_limits: TenantLimits,
+    /// ... and per tenant, instead of `tenant_limits`.
+    pub tenants: BTreeMap<String, TenantLimits>,
+}
+
+/// Limits on a listener's connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// A request's headers must arrive within this many seconds of its first byte.
+    pub header_read_timeout_s: f64,
+    /// A connection with no request in progress and no bytes moved for this long is
+    /// closed (idle keep-alive connections, and connections that never send a byte).
+    pub idle_timeout_s: f64,
+    /// Connections served at once per listener; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// An API request (its body read and its handler, not a streamed answer) must be
+    /// done within this many seconds, else 408: a body trickled byte by byte cannot
+    /// hold a connection for ever. Routers have no such limit (a model may be slow).
+    pub request_timeout_s: f64,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_s: 10.0,
+            idle_timeout_s: 30.0,
+            max_connections: 4096,
+            request_timeout_s: 300.0,
+        }
+    }
+}
+
+/// Where learners and replicas run on the local backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// `users` when the server runs as root and the data directory is reachable by
+    /// other users; otherwise `off`, with a warning.
+    #[default]
+    Auto,
+    /// Each tenant's code runs as its own unprivileged user; the server refuses to
+    /// start without root.
+    Users,
+    /// Tenants' code runs as the server's own user (no isolation).
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    pub mode: SandboxMode,
+    /// Tenants get the user and group ids `uid_base`, `uid_base + 1`, ... (in the order
+    /// they first run something), at most `uid_count` of them.
+    pub uid_base: u32,
+    pub uid_count: u32,
+    /// Processes (and threads) one tenant's user may have at once (RLIMIT_NPROC).
+    pub max_processes: u64,
+    /// Open files per process (RLIMIT_NOFILE).
+    pub max_open_files: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            mode: SandboxMode::Auto,
+            uid_base: 200_000,
+            uid_count: 100_000,
+            max_processes: 2048,
+            max_open_files: 4096,
+        }
+    }
+}
+
+/// What a tenant may ask for. The admin sets them; tenants cannot exceed them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    /// The highest job priority (a higher one is refused).
+    pub max_priority: i32,
+    /// Services at once.
+    pub max_services: u32,
+    /// The sum of `max_replicas` over its services.
+    pub max_replicas: u32,
+    /// Training jobs not yet ended (queued, waiting or running).
+    pub max_jobs: u32,
+    /// vCPUs one job's learners, or one service at its `max_replicas`, may ask for.
+    pub max_cpus: f64,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        Self {
+            max_priority: 10,
+            max_services: 20,
+            max_replicas: 200,
+            max_jobs: 1000,
+            max_cpus: 256.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -234,6 +339,10 @@ impl Default for ServerConfig {
             kubernetes: KubernetesConfig::default(),
             history_interval_s: 10.0,
             history_hours: 6.0,
+            listener: ListenerConfig::default(),
+            sandbox: SandboxConfig::default(),
+            tenant_limits: TenantLimits::default(),
+            tenants: BTreeMap::new(),
         }
     }
 }
@@ -283,10 +392,38 @@ impl ServerConfig {
                 ids.len()
             );
         }
-        anyhow::ensure!(self.tick_ms > 0, "tick_ms must be positive");
         anyhow::ensure!(
-            self.history_interval_s >= 0.1 && self.history_hours > 0.0,
-            "history_interval_s must be at least 0.1 and history_hours positive"
+            (1..=60_000).contains(&self.tick_ms),
+            "tick_ms must be 1-60000"
+        );
+        anyhow::ensure!(
+            (0.1..=86_400.0).contains(&self.history_interval_s)
+                && self.history_hours > 0.0
+                && self.history_hours <= 8760.0,
+            "history_interval_s must be 0.1-86400 and history_hours in (0, 8760]"
+        );
+        for (name, v) in [
+            ("halt_grace_s", self.halt_grace_s),
+            ("restart_backoff_s", self.restart_backoff_s),
+            ("restart_backoff_max_s", self.restart_backoff_max_s),
+        ] {
+            anyhow::ensure!(
+                (0.0..=86_400.0).contains(&v),
+                "{name} must be between 0 and 86400 seconds, got {v}"
+            );
+        }
+        for (name, v) in [
+            ("ray.timeout_s", self.ray.timeout_s),
+            ("kubernetes.timeout_s", self.kubernetes.timeout_s),
+        ] {
+            anyhow::ensure!(
+                v > 0.0 && v <= 3600.0,
+                "{name} must be in (0, 3600] seconds, got {v}"
+            );
+        }
+        anyhow::ensure!(
+            self.max_request_bytes >= 1024 && self.max_upload_bytes >= 1024,
+            "max_request_bytes and max_upload_bytes must be at least 1024"
         );
         pharos_policy::build(&self.autoscaler.policy, &self.autoscaler.params)
             .map_err(|e| anyhow::anyhow!("autoscaler: {e}"))?;
@@ -294,7 +431,55 @@ impl ServerConfig {
             self.halt_grace_s >= 0.0 && self.restart_backoff_s >= 0.0,
             "halt_grace_s and restart_backoff_s must not be negative"
         );
+        let l = &self.listener;
+        anyhow::ensure!(
+            l.header_read_timeout_s > 0.0 && l.header_read_timeout_s <= 3600.0,
+            "listener.header_read_timeout_s must be in (0, 3600]"
+        );
+        anyhow::ensure!(
+            l.idle_timeout_s > 0.0 && l.idle_timeout_s <= 86_400.0,
+            "listener.idle_timeout_s must be in (0, 86400]"
+        );
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&l.max_connections),
+            "listener.max_connections must be 1-1000000"
+        );
+        anyhow::ensure!(
+            l.request_timeout_s > 0.0 && l.request_timeout_s <= 86_400.0,
+            "listener.request_timeout_s must be in (0, 86400]"
+        );
+        let sb = &self.sandbox;
+        anyhow::ensure!(
+            sb.uid_base >= 1000
+                && sb.uid_count >= 1
+                && sb.uid_base.checked_add(sb.uid_count).is_some(),
+            "sandbox.uid_base must be at least 1000 and uid_base + uid_count a valid id"
+        );
+        anyhow::ensure!(
+            sb.max_processes >= 16 && sb.max_open_files >= 64,
+            "sandbox.max_processes must be at least 16 and sandbox.max_open_files at least 64"
+        );
+        for (name, t) in std::iter::once(("tenant_limits", &self.tenant_limits))
+            .chain(self.tenants.iter().map(|(k, v)| (k.as_str(), v)))
+        {
+            anyhow::ensure!(
+                (pharos_core::limits::MIN_PRIORITY..=pharos_core::limits::MAX_PRIORITY)
+                    .contains(&t.max_priority),
+                "{name}.max_priority must be between {} and {}",
+                pharos_core::limits::MIN_PRIORITY,
+                pharos_core::limits::MAX_PRIORITY
+            );
+            anyhow::ensure!(
+                t.max_cpus.is_finite() && t.max_cpus > 0.0,
+                "{name}.max_cpus must be positive"
+            );
+        }
         Ok(())
+    }
+
+    /// What `tenant` may use.
+    pub fn limits(&self, tenant: &str) -> &TenantLimits {
+        self.tenants.get(tenant).unwrap_or(&self.tenant_limits)
     }
 
     pub fn database_url(&self) -> String {

@@ -28,14 +28,15 @@ fn manifest_schema(queues: &[String]) -> Value {
       "additionalProperties": false,
       "properties": {
         "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
-        "description": {"type": "string"},
+        "description": {"type": "string", "maxLength": 4096},
         "version": {"type": "string"},
         "learners": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 1},
-        "cpus": {"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": 1000000, "default": 1},
-        "gpus": {"type": "integer", "minimum": 0, "maximum": 1024, "default": 0},
-        "memory": {"type": "string", "pattern": "^[1-9][0-9]{0,5}(Ki|Mi|Gi|KiB|MiB|GiB|Kb|Mb|Gb)$"},
-        "max_restarts": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 3},
-        "priority": {"type": "integer", "minimum": -1000000, "maximum": 1000000, "default": 0},
+        "cpus": {"type": "number", "minimum": 0.1, "maximum": 1024, "default": 1},
+        "gpus": {"type": "integer", "minimum": 0, "maximum": 64, "default": 0},
+        "memory": {"type": "string", "pattern": "^[1-9][0-9]{0,2}(Mi|Gi|MiB|GiB|Gb)$"},
+        "max_restarts": {"type": "integer", "minimum": 0, "maximum": 100, "default": 3},
+        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000, "default": 0,
+                     "description": "above the tenant's ceiling (tenant_limits.max_priority): 403"},
         "queue": {"type": "string", "enum": queues},
         "framework": {
           "type": "object", "required": ["name", "command"], "additionalProperties": false,
@@ -99,13 +100,20 @@ pub fn document(queues: &[String]) -> Value {
                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submitted"}}}},
               "400": err("invalid manifest or archive; `field` names what is wrong"),
               "413": err("body larger than the limit"),
+              "403": err("priority above the tenant's ceiling"),
+              "429": err("the tenant has as many unfinished jobs as it may have"),
               "507": err("no space to store the archive")
             }))
           },
           "get": {
             "summary": "list the caller's jobs",
             "parameters": [{"name": "state", "in": "query", "required": false,
-                            "schema": {"type": "string", "enum": ["QUEUED","PENDING","DOWNLOADING","PROCESSING","STORING","COMPLETED","FAILED","HALTED"]}}],
+                            "schema": {"type": "string", "enum": ["QUEUED","PENDING","DOWNLOADING","PROCESSING","STORING","COMPLETED","FAILED","HALTED"]}},
+                           {"name": "after", "in": "query", "required": false,
+                            "description": "jobs with ids above this (the previous page's next_after)",
+                            "schema": {"type": "integer", "minimum": 0}},
+                           {"name": "limit", "in": "query", "required": false,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 500}}],
             "responses": with(json!({
               "200": {"description": "jobs", "content": {"application/json": {"schema":
                   {"type": "object", "properties": {"models": {"type": "array",
