@@ -22,16 +22,17 @@ def free_port():
 
 
 bin_dir = sys.argv[1] if len(sys.argv) > 1 else "target/release"
-rp, up = free_port(), free_port()
+rp, up, cp = free_port(), free_port(), free_port()
 replica = subprocess.Popen([f"{bin_dir}/pharos-replica", "--port", str(rp), "--service-ms", "25",
                             "--dist", "exp", "--seed", "1"], stderr=subprocess.DEVNULL)
 router = subprocess.Popen([f"{bin_dir}/pharos", "router", "--listen", f"127.0.0.1:{up}",
+                           "--control", f"127.0.0.1:{cp}",
                            "--replica", f"http://127.0.0.1:{rp}"], stderr=subprocess.DEVNULL)
 try:
     for _ in range(200):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{rp}/healthz", timeout=1)
-            urllib.request.urlopen(f"http://127.0.0.1:{up}/router/stats", timeout=1)
+            urllib.request.urlopen(f"http://127.0.0.1:{cp}/router/stats", timeout=1)
             break
         except OSError:
             time.sleep(0.05)

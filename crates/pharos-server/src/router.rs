@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use http_body::Body as _;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri};
@@ -298,20 +300,19 @@ impl Router {
             .request(axum::http::Request::from_parts(parts, body))
             .await
         {
+            // The answer streams through (bounded buffers both ways); the request
+            // counts as served when its last byte has been passed on.
             Ok(resp) => {
-                // Read the whole answer before counting the request as served.
-                let (parts, body) = resp.into_parts();
-                match axum::body::to_bytes(Body::new(body), usize::MAX).await {
-                    Ok(bytes) => {
-                        let ok = parts.status.is_success();
-                        self.release(&base, ok.then(|| t0.elapsed().as_secs_f64()));
-                        Response::from_parts(parts, Body::from(bytes))
-                    }
-                    Err(e) => {
-                        self.release(&base, None);
-                        (StatusCode::BAD_GATEWAY, format!("replica {base}: {e}")).into_response()
-                    }
-                }
+                let ok = resp.status().is_success();
+                resp.map(|body| {
+                    Body::new(Counted {
+                        inner: body,
+                        router: self.clone(),
+                        base: Some(base),
+                        t0,
+                        ok,
+                    })
+                })
             }
             Err(e) => {
                 self.release(&base, None);
@@ -321,16 +322,78 @@ impl Router {
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AcceptBody {
-    accept_rate: f64,
+/// A replica's answer on its way to the client: releases the replica's slot and counts
+/// the request when the body ends (completed with its latency if the status was a
+/// success), fails, or is dropped unfinished (the client went away: failed).
+struct Counted {
+    inner: hyper::body::Incoming,
+    router: Arc<Router>,
+    /// Taken when counted.
+    base: Option<String>,
+    t0: Instant,
+    ok: bool,
 }
 
-/// An axum app serving `router` on every path except `/router/stats` (GET),
-/// `/router/replicas` (PUT a JSON list of replica base URLs) and `/router/accept` (PUT
-/// `{"accept_rate": x}`).
+impl Counted {
+    fn finish(&mut self, served: bool) {
+        if let Some(base) = self.base.take() {
+            let latency = (served && self.ok).then(|| self.t0.elapsed().as_secs_f64());
+            self.router.release(&base, latency);
+        }
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = axum::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(true),
+            _ => {}
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let ended = self.inner.is_end_stream();
+        self.finish(ended);
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptBody {
+    pub accept_rate: f64,
+}
+
+/// The service's own port: every request goes to the replicas, and nothing else is
+/// served there (the router's control is in-process, see [`control_app`]).
 pub fn app(router: Arc<Router>) -> axum::Router {
+    axum::Router::new()
+        .fallback(|State(r): State<Arc<Router>>, req: Request| async move { r.handle(req).await })
+        .with_state(router)
+}
+
+/// The control of a standalone router (`pharos router`), for a separate loopback-only
+/// port: `GET /router/stats`, `PUT /router/replicas` (a JSON list of replica base URLs,
+/// each `http://host:port`), `PUT /router/accept` (`{"accept_rate": x}`).
+pub fn control_app(router: Arc<Router>) -> axum::Router {
     axum::Router::new()
         .route(
             "/router/stats",
@@ -342,8 +405,20 @@ pub fn app(router: Arc<Router>) -> axum::Router {
             "/router/replicas",
             axum::routing::put(
                 |State(r): State<Arc<Router>>, axum::Json(list): axum::Json<Vec<String>>| async move {
+                    if list.len() > pharos_core::limits::MAX_REPLICAS as usize {
+                        return Err((StatusCode::BAD_REQUEST, format!(
+                            "at most {} replicas", pharos_core::limits::MAX_REPLICAS
+                        )));
+                    }
+                    if let Some(bad) = list.iter().find(|u| {
+                        !u.starts_with("http://") || u.parse::<Uri>().is_err()
+                    }) {
+                        return Err((StatusCode::BAD_REQUEST, format!(
+                            "{bad:?}: a replica is http://host:port"
+                        )));
+                    }
                     r.set_replicas(&list);
-                    axum::Json(r.stats())
+                    Ok(axum::Json(r.stats()))
                 },
             ),
         )
@@ -356,7 +431,6 @@ pub fn app(router: Arc<Router>) -> axum::Router {
                 },
             ),
         )
-        .fallback(|State(r): State<Arc<Router>>, req: Request| async move { r.handle(req).await })
         .with_state(router)
 }
 

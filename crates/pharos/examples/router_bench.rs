@@ -3,7 +3,8 @@
 //! one after another) and the most requests per second (many clients at once).
 //!
 //! `cargo build --release -p pharos && cargo run --release -p pharos --example router_bench`
-//! (options: `--requests 2000 --clients 32 --seconds 5`).
+//! (options: `--requests 2000 --clients 32 --seconds 5`; `--baseline PATH` also measures
+//! the router of another `pharos` executable, an older build, in the same run).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -116,6 +117,7 @@ fn main() {
     let mut requests = 2000;
     let mut clients = 32;
     let mut seconds = 5.0;
+    let mut baseline: Option<PathBuf> = None;
     let args: Vec<String> = std::env::args().skip(1).collect();
     for w in args.chunks(2) {
         let v = w.get(1).expect("a value");
@@ -123,6 +125,7 @@ fn main() {
             "--requests" => requests = v.parse().expect("a number"),
             "--clients" => clients = v.parse().expect("a number"),
             "--seconds" => seconds = v.parse().expect("a number"),
+            "--baseline" => baseline = Some(PathBuf::from(v)),
             other => panic!("unknown option {other}"),
         }
     }
@@ -143,42 +146,55 @@ fn main() {
             .spawn()
             .expect("pharos-replica (cargo build --release -p pharos)"),
     );
-    let _router = Kill(
-        Command::new(bin("pharos"))
-            .args(["router", "--listen", &format!("127.0.0.1:{pp}")])
+    let router = |exe: &Path, port: u16, control: Option<u16>| {
+        let mut c = Command::new(exe);
+        c.args(["router", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--replica", &format!("http://127.0.0.1:{rp}")])
-            .args(["--concurrency", "256", "--queue", "4096"])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pharos (cargo build --release -p pharos)"),
-    );
+            .args(["--concurrency", "256", "--queue", "4096"]);
+        if let Some(cp) = control {
+            c.args(["--control", &format!("127.0.0.1:{cp}")]);
+        }
+        Kill(
+            c.stderr(Stdio::null())
+                .spawn()
+                .expect("pharos (cargo build --release -p pharos)"),
+        )
+    };
+    let _router = router(&bin("pharos"), pp, Some(free_port()));
+    let bp = free_port();
+    let _base = baseline.as_ref().map(|b| router(b, bp, None));
     wait(rp);
     wait(pp);
+    if baseline.is_some() {
+        wait(bp);
+    }
     let direct_url = format!("http://127.0.0.1:{rp}/infer");
-    let routed_url = format!("http://127.0.0.1:{pp}/infer");
+    let mut routers = vec![("via router", format!("http://127.0.0.1:{pp}/infer"))];
+    if baseline.is_some() {
+        routers.push(("via baseline", format!("http://127.0.0.1:{bp}/infer")));
+    }
     let d = sequential(&direct_url, requests);
-    let r = sequential(&routed_url, requests);
     println!("one client, {requests} requests one after another (ms):");
     println!(
         "  direct        p50 {:.3}  p99 {:.3}",
         pct(&d, 50.0),
         pct(&d, 99.0)
     );
-    println!(
-        "  via router    p50 {:.3}  p99 {:.3}",
-        pct(&r, 50.0),
-        pct(&r, 99.0)
-    );
-    println!(
-        "  added         p50 {:.3}  p99 {:.3}",
-        pct(&r, 50.0) - pct(&d, 50.0),
-        pct(&r, 99.0) - pct(&d, 99.0)
-    );
+    for (label, url) in &routers {
+        let r = sequential(url, requests);
+        println!(
+            "  {label:<13} p50 {:.3}  p99 {:.3}  (added p50 {:.3}, p99 {:.3})",
+            pct(&r, 50.0),
+            pct(&r, 99.0),
+            pct(&r, 50.0) - pct(&d, 50.0),
+            pct(&r, 99.0) - pct(&d, 99.0)
+        );
+    }
     let dt = throughput(&direct_url, clients, seconds);
-    let rt = throughput(&routed_url, clients, seconds);
     println!("{clients} clients at once for {seconds} s (requests/s):");
-    println!(
-        "  direct {dt:.0}, via router {rt:.0} ({:.2} of direct)",
-        rt / dt
-    );
+    println!("  direct {dt:.0}");
+    for (label, url) in &routers {
+        let rt = throughput(url, clients, seconds);
+        println!("  {label} {rt:.0} ({:.2} of direct)", rt / dt);
+    }
 }

@@ -162,7 +162,7 @@ fn replica(port: u16) -> Kill {
 
 #[test]
 fn the_router_caps_each_replica_queues_and_drops_the_rest() {
-    let (p1, p2, pr) = (free_port(), free_port(), free_port());
+    let (p1, p2, pr, pc) = (free_port(), free_port(), free_port(), free_port());
     let _r1 = replica(p1);
     let _r2 = replica(p2);
     let _router = Kill(
@@ -171,11 +171,12 @@ fn the_router_caps_each_replica_queues_and_drops_the_rest() {
             .args(["--replica", &format!("http://127.0.0.1:{p1}")])
             .args(["--replica", &format!("http://127.0.0.1:{p2}")])
             .args(["--concurrency", "1", "--queue", "2"])
+            .args(["--control", &format!("127.0.0.1:{pc}")])
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    for p in [p1, p2, pr] {
+    for p in [p1, p2, pr, pc] {
         wait_port(p);
     }
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -205,7 +206,7 @@ fn the_router_caps_each_replica_queues_and_drops_the_rest() {
     let stats = || -> Value {
         serde_json::from_str(
             &agent
-                .get(format!("http://127.0.0.1:{pr}/router/stats"))
+                .get(format!("http://127.0.0.1:{pc}/router/stats"))
                 .call()
                 .unwrap()
                 .into_body()
@@ -221,7 +222,7 @@ fn the_router_caps_each_replica_queues_and_drops_the_rest() {
     assert_eq!(stats_now["in_flight"], 0);
     // Replace the replicas: the removed one drains, the list is the new one.
     let resp = agent
-        .put(format!("http://127.0.0.1:{pr}/router/replicas"))
+        .put(format!("http://127.0.0.1:{pc}/router/replicas"))
         .content_type("application/json")
         .send(format!("[\"http://127.0.0.1:{p2}\"]").as_bytes())
         .unwrap();
@@ -241,7 +242,7 @@ fn the_router_caps_each_replica_queues_and_drops_the_rest() {
     // Admission: with accept rate 0 every request is refused; back at 1, served.
     let put_accept = |rate: f64| {
         agent
-            .put(format!("http://127.0.0.1:{pr}/router/accept"))
+            .put(format!("http://127.0.0.1:{pc}/router/accept"))
             .content_type("application/json")
             .send(format!("{{\"accept_rate\": {rate}}}").as_bytes())
             .unwrap()
@@ -263,4 +264,18 @@ fn the_router_caps_each_replica_queues_and_drops_the_rest() {
     let stats_now = stats();
     assert_eq!(stats_now["counters"]["rejected"], 2);
     assert_eq!(stats_now["counters"]["dropped"], 6);
+    // The traffic port has no control paths: this is a request to the replica (404
+    // there), and the replica set is unchanged.
+    let code = agent
+        .put(format!("http://127.0.0.1:{pr}/router/replicas"))
+        .content_type("application/json")
+        .send("[\"http://127.0.0.1:9\"]".as_bytes())
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_ne!(code, 200);
+    assert_eq!(
+        stats()["replicas"],
+        serde_json::json!([format!("http://127.0.0.1:{p2}")])
+    );
 }
