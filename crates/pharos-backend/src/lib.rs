@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 pub mod ray;
 
 use pharos_server::backend::{Backend, BackendError, JobRun, LearnerStatus};
+use pharos_server::sandbox::{self, RunAs};
 
 pub use ray::RayBackend;
 use serde::{Deserialize, Serialize};
@@ -241,18 +242,30 @@ pub fn unpack_model(job: &JobRun) -> Result<(), BackendError> {
     let tmp = p.root.join("model.unpacking");
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| BackendError::io(tmp.display(), e))?;
+    sandbox::own(&tmp, job.run_as, 0o700).map_err(|e| BackendError::io(tmp.display(), e))?;
     if let Some(archive) = &job.model_archive {
         let f = File::open(archive)
             .map_err(|e| BackendError::io(format!("model archive {}", archive.display()), e))?;
-        tar::Archive::new(f)
-            .unpack(&tmp)
-            .map_err(|e| BackendError::new(format!("unpacking the model archive: {e}")))?;
+        // As the tenant: the files are its own, and nothing in the archive can make the
+        // server write outside the directory.
+        sandbox::as_user(job.run_as, || {
+            let mut a = tar::Archive::new(f);
+            a.set_preserve_permissions(false);
+            a.set_preserve_ownerships(false);
+            a.unpack(&tmp)
+        })
+        .map_err(|e| BackendError::new(format!("unpacking the model archive: {e}")))?;
     }
     fs::rename(&tmp, &p.model).map_err(|e| BackendError::io(p.model.display(), e))
 }
 
-/// Copies the logs next to the results and writes a summary (`_pharos.json`).
+/// Copies the logs next to the results and writes a summary (`_pharos.json`), as the
+/// tenant's user when sandboxed (the results directory is the tenant's to write).
 pub fn write_results(job: &JobRun, outcome: &str) -> Result<(), BackendError> {
+    sandbox::as_user(job.run_as, || write_results_as(job, outcome))
+}
+
+fn write_results_as(job: &JobRun, outcome: &str) -> Result<(), BackendError> {
     let results = job.result_dir();
     let logs_to = results.join("_logs");
     fs::create_dir_all(&logs_to).map_err(|e| BackendError::io(logs_to.display(), e))?;
@@ -284,18 +297,45 @@ impl Backend for LocalBackend {
 
     fn prepare(&self, job: &JobRun) -> Result<(), BackendError> {
         let p = &job.paths;
-        for d in [&p.data, &p.results, &p.logs, &p.checkpoints, &p.state] {
-            fs::create_dir_all(d).map_err(|e| BackendError::io(d.display(), e))?;
+        fn io(d: &Path) -> impl Fn(std::io::Error) -> BackendError + '_ {
+            move |e| BackendError::io(d.display(), e)
         }
-        let data = job.data_dir();
-        if !data.is_dir() {
-            return Err(BackendError::new(format!(
-                "the training data directory {} does not exist",
-                data.display()
-            )));
+        let r = job.run_as;
+        // The job's directory: passable (sandboxed) but the server's, so a tenant can
+        // neither rename what the server keeps there nor list it.
+        fs::create_dir_all(&p.root).map_err(io(&p.root))?;
+        sandbox::own(&p.root, None, if r.is_some() { 0o711 } else { 0o700 })
+            .map_err(io(&p.root))?;
+        let home = home_dir(job);
+        for d in [&p.data, &p.results, &p.checkpoints, &home] {
+            if !d.is_dir() {
+                fs::create_dir_all(d).map_err(io(d))?;
+                sandbox::own(d, r, 0o700).map_err(io(d))?;
+            }
         }
-        let results = job.result_dir();
-        fs::create_dir_all(&results).map_err(|e| BackendError::io(results.display(), e))?;
+        // Logs and the supervisors' records: the server's; the tenant may read its logs.
+        for d in [&p.logs, &p.state] {
+            fs::create_dir_all(d).map_err(io(d))?;
+        }
+        sandbox::server_dir_readable_by(&p.logs, r).map_err(io(&p.logs))?;
+        sandbox::own(&p.state, None, 0o700).map_err(io(&p.state))?;
+        // A local store's paths are the tenant's: looked at and made as its user.
+        sandbox::as_user(r, || {
+            let data = job.data_dir();
+            if !data.is_dir() {
+                return Err(BackendError::new(format!(
+                    "the training data directory {} does not exist{}",
+                    data.display(),
+                    if r.is_some() {
+                        " or is not readable by the job's user"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            let results = job.result_dir();
+            fs::create_dir_all(&results).map_err(|e| BackendError::io(results.display(), e))
+        })?;
         unpack_model(job)
     }
 
@@ -312,7 +352,13 @@ impl Backend for LocalBackend {
                 continue; // its supervisor is alive
             }
             let log = job.paths.log_file(learner);
-            let env = learner_env(job, learner, exe_dir.as_deref());
+            let mut env = learner_env(job, learner, exe_dir.as_deref());
+            if job.run_as.is_some() {
+                let home = home_dir(job).display().to_string();
+                env.insert("HOME".into(), home.clone());
+                env.insert("TMPDIR".into(), home);
+                env.remove("USER");
+            }
             let fd = lock.as_raw_fd();
             let mut cmd = Command::new(&self.exe);
             cmd.arg("__learner")
@@ -322,6 +368,7 @@ impl Backend for LocalBackend {
                 .arg(&log)
                 .arg("--lock-fd")
                 .arg(fd.to_string())
+                .args(sandbox_args(job))
                 .arg("--")
                 .arg("/bin/sh")
                 .arg("-c")
@@ -409,6 +456,30 @@ impl Backend for LocalBackend {
     }
 }
 
+/// A sandboxed job's home (HOME, TMPDIR and the learners' working directory).
+fn home_dir(job: &JobRun) -> PathBuf {
+    job.paths.root.join("home")
+}
+
+/// The supervisor's arguments that drop its learner's privileges.
+fn sandbox_args(job: &JobRun) -> Vec<String> {
+    match job.run_as {
+        Some(r) => vec![
+            "--uid".into(),
+            r.uid.to_string(),
+            "--gid".into(),
+            r.gid.to_string(),
+            "--max-processes".into(),
+            r.max_processes.to_string(),
+            "--max-open-files".into(),
+            r.max_open_files.to_string(),
+            "--cwd".into(),
+            home_dir(job).display().to_string(),
+        ],
+        None => Vec::new(),
+    }
+}
+
 // ----- the supervisor -----------------------------------------------------------
 
 /// `pharos __learner --dir DIR --log FILE --lock-fd N -- PROGRAM ARGS...`: runs the
@@ -453,6 +524,8 @@ fn supervise_learner(args: &[String], dir_out: &mut Option<PathBuf>) -> Result<(
     let mut dir = None;
     let mut log = None;
     let mut lock_fd = None;
+    let mut cwd = None;
+    let (mut uid, mut gid, mut nproc, mut nofile) = (None, None, None, None);
     let mut it = args.iter();
     let mut program = Vec::new();
     while let Some(a) = it.next() {
@@ -460,6 +533,11 @@ fn supervise_learner(args: &[String], dir_out: &mut Option<PathBuf>) -> Result<(
             "--dir" => dir = it.next().map(PathBuf::from),
             "--log" => log = it.next().map(PathBuf::from),
             "--lock-fd" => lock_fd = it.next().and_then(|v| v.parse::<i32>().ok()),
+            "--cwd" => cwd = it.next().map(PathBuf::from),
+            "--uid" => uid = it.next().and_then(|v| v.parse::<u32>().ok()),
+            "--gid" => gid = it.next().and_then(|v| v.parse::<u32>().ok()),
+            "--max-processes" => nproc = it.next().and_then(|v| v.parse::<u64>().ok()),
+            "--max-open-files" => nofile = it.next().and_then(|v| v.parse::<u64>().ok()),
             "--" => {
                 program = it.by_ref().cloned().collect();
             }
@@ -484,12 +562,36 @@ fn supervise_learner(args: &[String], dir_out: &mut Option<PathBuf>) -> Result<(
         .open(&log)
         .map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut child = Command::new(&program[0])
-        .args(&program[1..])
+    let run_as = match (uid, gid) {
+        (Some(uid), Some(gid)) => Some(RunAs {
+            uid,
+            gid,
+            max_processes: nproc.unwrap_or(2048),
+            max_open_files: nofile.unwrap_or(4096),
+        }),
+        (None, None) => None,
+        _ => return Err("--uid and --gid go together".into()),
+    };
+    if let Some(r) = run_as {
+        // The tenant may read its learner's log, never write it but through stdout.
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::fchown(&out, None, Some(r.gid))
+            .and_then(|()| out.set_permissions(fs::Permissions::from_mode(0o640)))
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+    }
+    // The learner runs as the tenant's user (when sandboxed); this supervisor stays the
+    // server's, so the learner can neither signal it nor touch what it records.
+    let mut cmd = Command::new(&program[0]);
+    cmd.args(&program[1..])
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
-        .process_group(0)
+        .process_group(0);
+    if let Some(c) = &cwd {
+        cmd.current_dir(c);
+    }
+    sandbox::confine(&mut cmd, run_as);
+    let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting {:?}: {e}", program[0]))?;
     write_atomic(&dir.join("pid"), child.id().to_string().as_bytes())

@@ -144,6 +144,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/services/{name}/events", get(service_events))
         .route("/v1/autoscaler", get(autoscaler))
+        .route("/v1/admin/integrity", get(integrity))
         .route("/v1/history", get(history))
         .route(
             "/v1/tokens/revoke",
@@ -152,7 +153,15 @@ pub fn router(state: Arc<AppState>) -> Router {
     let queues: Vec<String> = state.config.queues.iter().map(|q| q.name.clone()).collect();
     let doc = Arc::new(crate::openapi::document(&queues));
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|State(state): State<Arc<AppState>>| async move {
+                Json(json!({
+                    "status": "ok",
+                    "sandbox": if state.sandbox.0 { "users" } else { "off" },
+                }))
+            }),
+        )
         .route("/metrics", get(prometheus))
         .route(
             "/openapi.json",
@@ -172,7 +181,18 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let t0 = std::time::Instant::now();
-    let resp = next.run(req).await;
+    let limit = Duration::from_secs_f64(state.config.listener.request_timeout_s);
+    let resp = match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than listener.request_timeout_s ({} s)",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    };
     let status = resp.status();
     state.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
     if status.is_client_error() {
@@ -282,6 +302,46 @@ pub fn check_manifest(state: &AppState, text: &str) -> ApiResult<Manifest> {
     Ok(manifest)
 }
 
+/// A tenant's job within the limits the admin set for it.
+async fn check_job_limits(state: &AppState, tenant: &str, m: &Manifest) -> ApiResult<()> {
+    let l = state.config.limits(tenant);
+    if m.priority > l.max_priority {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: format!(
+                "priority: {} is above tenant {tenant}'s ceiling of {}",
+                m.priority, l.max_priority
+            ),
+            field: Some("priority".into()),
+            code: Some(ErrorCode::C101),
+        });
+    }
+    let cpus = m.cpus * m.learners as f64;
+    if cpus > l.max_cpus {
+        return Err(ApiError::bad(
+            "cpus",
+            format!(
+                "{} learners of {} vCPUs ask for {cpus} vCPUs; tenant {tenant} may ask for at most {}",
+                m.learners, m.cpus, l.max_cpus
+            ),
+            ErrorCode::C104,
+        ));
+    }
+    let active = state.store.unfinished_jobs(tenant).await?;
+    if active >= l.max_jobs as i64 {
+        return Err(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "tenant {tenant} has {active} jobs not yet ended, the most it may have ({})",
+                l.max_jobs
+            ),
+            field: None,
+            code: Some(ErrorCode::C104),
+        });
+    }
+    Ok(())
+}
+
 /// Whether `path` is `dir` or below it, lexically and (where both exist) after
 /// resolving links.
 fn inside(path: &std::path::Path, dir: &std::path::Path) -> bool {
@@ -333,6 +393,18 @@ pub fn check_archive(bytes: &[u8]) -> ApiResult<()> {
         {
             return Err(bad(format!(
                 "entry {:?} escapes the model directory",
+                path.display().to_string()
+            )));
+        }
+        // A link may point only inside the archive's own tree.
+        if let Ok(Some(target)) = entry.link_name()
+            && (target.is_absolute()
+                || target
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir)))
+        {
+            return Err(bad(format!(
+                "entry {:?} links outside the model directory",
                 path.display().to_string()
             )));
         }
@@ -453,6 +525,9 @@ async fn submit(
         (String::from_utf8_lossy(&body).into_owned(), None)
     };
     let manifest = check_manifest(&state, &manifest_text)?;
+    if !caller.admin {
+        check_job_limits(&state, &caller.tenant, &manifest).await?;
+    }
     let idem = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -542,23 +617,27 @@ fn job_json(state: &AppState, job: &JobRow, position: Option<usize>) -> Value {
 }
 
 /// 1-based position among the queued jobs of the same queue, in arrival order.
-fn positions(jobs: &[JobRow]) -> BTreeMap<i64, usize> {
-    let mut by_queue: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut out = BTreeMap::new();
-    for j in jobs {
-        if j.state == JobState::Queued && j.desired == Desired::Run {
-            let n = by_queue.entry(&j.queue).or_default();
-            *n += 1;
-            out.insert(j.id, *n);
-        }
+async fn position(state: &AppState, job: &JobRow) -> ApiResult<Option<usize>> {
+    if job.state == JobState::Queued && job.desired == Desired::Run {
+        Ok(Some(
+            state.store.queue_position(job.id, &job.queue).await? as usize,
+        ))
+    } else {
+        Ok(None)
     }
-    out
 }
+
+/// Jobs a list returns at most per page.
+pub const MAX_PAGE: usize = 1000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     state: Option<String>,
+    /// Jobs with ids above this (the previous page's `next_after`).
+    after: Option<i64>,
+    /// Jobs per page, 1-1000 [default 500].
+    limit: Option<usize>,
 }
 
 async fn list(
@@ -578,15 +657,32 @@ async fn list(
         ),
         None => None,
     };
-    let jobs = state.store.jobs(caller.scope()).await?;
-    let all = state.store.jobs(None).await?;
-    let pos = positions(&all);
-    let items: Vec<Value> = jobs
-        .iter()
-        .filter(|j| j.desired != Desired::Delete && filter.is_none_or(|f| j.state == f))
-        .map(|j| job_json(&state, j, pos.get(&j.id).copied()))
-        .collect();
-    Ok(Json(json!({ "models": items })))
+    let limit = q.limit.unwrap_or(500);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad(
+            "limit",
+            format!("must be 1-{MAX_PAGE}, got {limit}"),
+            ErrorCode::C101,
+        ));
+    }
+    let after = q.after.unwrap_or(0).max(0);
+    // One row more than asked tells whether another page follows.
+    let mut jobs = state
+        .store
+        .jobs_page(caller.scope(), filter, after, limit as i64 + 1)
+        .await?;
+    let more = jobs.len() > limit;
+    jobs.truncate(limit);
+    let mut items = Vec::with_capacity(jobs.len());
+    for j in &jobs {
+        items.push(job_json(&state, j, position(&state, j).await?));
+    }
+    let next_after = if more {
+        jobs.last().map(|j| j.id)
+    } else {
+        None
+    };
+    Ok(Json(json!({ "models": items, "next_after": next_after })))
 }
 
 async fn show(
@@ -595,8 +691,7 @@ async fn show(
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let job = owned_job(&state, &caller, &raw).await?;
-    let all = state.store.jobs(None).await?;
-    let mut v = job_json(&state, &job, positions(&all).get(&job.id).copied());
+    let mut v = job_json(&state, &job, position(&state, &job).await?);
     v["status_history"] = json!(state.store.status_history(job.id).await?);
     v["manifest"] = json!(job.manifest);
     let paths = JobPaths::new(&state.config.data_dir, job.id);
@@ -1095,7 +1190,12 @@ async fn apply_service(
             ErrorCode::C101,
         ));
     }
-    match state.services.apply(&state, &caller.tenant, spec).await {
+    let limits = (!caller.admin).then(|| state.config.limits(&caller.tenant));
+    match state
+        .services
+        .apply(&state, &caller.tenant, limits, spec)
+        .await
+    {
         Ok((created, v)) => {
             let code = if created {
                 StatusCode::CREATED
@@ -1104,10 +1204,20 @@ async fn apply_service(
             };
             Ok((code, Json(v)).into_response())
         }
-        Err((code, msg)) => Err(ApiError::new(
-            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            msg,
-        )),
+        Err((code, msg)) => {
+            let mut e = ApiError::new(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                msg,
+            );
+            // Messages of the form `field: problem` name the field.
+            if code < 500
+                && let Some((field, _)) = e.message.split_once(':')
+                && !field.contains(' ')
+            {
+                e.field = Some(field.to_string());
+            }
+            Err(e)
+        }
     }
 }
 
@@ -1142,6 +1252,20 @@ async fn service_events(
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
     Ok(Json(json!({ "events": ev })))
+}
+
+/// The store's consistency check (admin only).
+async fn integrity(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Value>> {
+    if !caller.admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "only an admin token may check the store",
+        ));
+    }
+    let problems = state.store.integrity_check().await?;
+    Ok(Json(
+        json!({ "ok": problems.is_empty(), "problems": problems }),
+    ))
 }
 
 /// The autoscaler's policy and its recent decisions (the caller's services only).

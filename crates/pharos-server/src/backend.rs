@@ -61,6 +61,8 @@ pub struct JobRun {
     pub devices: Vec<Vec<u32>>,
     /// Extra environment for the learners (never pharos's own credentials).
     pub env: BTreeMap<String, String>,
+    /// The user the learners run as (the local backend's sandbox), None: the server's.
+    pub run_as: Option<crate::sandbox::RunAs>,
 }
 
 impl JobRun {

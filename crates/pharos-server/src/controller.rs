@@ -63,7 +63,11 @@ pub async fn reconcile(state: &AppState) -> Result<(), StoreError> {
 }
 
 pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
-    serde_saphyr::from_str::<Manifest>(text).map_err(|e| e.to_string())
+    // Validated again: a stored manifest that is no longer valid (bounds tightened
+    // since it was accepted) fails its job with the reason instead of running.
+    let m = serde_saphyr::from_str::<Manifest>(text).map_err(|e| e.to_string())?;
+    m.validate().map_err(|e| e.to_string())?;
+    Ok(m)
 }
 
 /// Where a running job's learners are: this machine, with the GPU model the scheduler
@@ -95,6 +99,7 @@ fn job_run(state: &AppState, job: &JobRow, manifest: Manifest) -> JobRun {
             .unwrap_or_default(),
         manifest,
         env: Default::default(),
+        run_as: None,
     }
 }
 
@@ -259,7 +264,16 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
             return Ok(());
         }
     };
-    let run = Arc::new(job_run(state, &job, manifest));
+    let mut run = job_run(state, &job, manifest);
+    run.run_as = match state.run_as(&job.tenant).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Asked again at the next pass (the store may be back, an id freed).
+            warn!(job = id, "sandbox user: {e}");
+            return Ok(());
+        }
+    };
+    let run = Arc::new(run);
     let now = now_ms();
     match job.state {
         s if s.is_terminal() && job.desired == Desired::Delete => {

@@ -13,10 +13,12 @@ pub mod backend;
 pub mod config;
 pub mod controller;
 pub mod dashboard;
+pub mod listen;
 pub mod logs;
 pub mod openapi;
 pub mod ray;
 pub mod router;
+pub mod sandbox;
 pub mod services;
 pub mod store;
 
@@ -33,6 +35,8 @@ use tracing::info;
 
 pub use backend::Backend;
 pub use config::ServerConfig;
+/// The bounds of what tenants send (re-exported for the binaries).
+pub use pharos_core::limits;
 pub use store::Store;
 
 /// Everything the API handlers and the controller share.
@@ -52,11 +56,53 @@ pub struct AppState {
     /// Jobs whose engine calls fail (unreachable engine): failures in a row and when
     /// the next call is allowed (a back-off, so a dead engine is not hammered).
     pub engine_trouble: Mutex<HashMap<i64, (u32, i64)>>,
+    /// Whether tenants' code runs as per-tenant users ([`sandbox`]), and why (not).
+    pub sandbox: (bool, String),
+    /// Tenants' sandbox users, once looked up.
+    run_as: Mutex<HashMap<String, sandbox::RunAs>>,
     /// Held for the server's life (see [`open`]).
     _lock: std::fs::File,
 }
 
 impl AppState {
+    /// The user `tenant`'s learners and replicas run as (None without a sandbox).
+    pub async fn run_as(&self, tenant: &str) -> Result<Option<sandbox::RunAs>, String> {
+        if !self.sandbox.0 {
+            return Ok(None);
+        }
+        if let Some(r) = self
+            .run_as
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+        {
+            return Ok(Some(*r));
+        }
+        let sb = &self.config.sandbox;
+        let uid = self
+            .store
+            .tenant_uid(tenant, sb.uid_base, sb.uid_count)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "no sandbox user left for tenant {tenant}: all {} of sandbox.uid_count are taken",
+                    sb.uid_count
+                )
+            })?;
+        let r = sandbox::RunAs {
+            uid,
+            gid: uid,
+            max_processes: sb.max_processes,
+            max_open_files: sb.max_open_files,
+        };
+        self.run_as
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.to_string(), r);
+        Ok(Some(r))
+    }
+
     /// The job's manifest, parsed once.
     pub fn manifest(&self, job: &store::JobRow) -> Result<Arc<Manifest>, String> {
         let mut cache = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
@@ -135,6 +181,13 @@ pub async fn open_with_engine(
     config.data_dir = std::path::absolute(&config.data_dir)
         .with_context(|| format!("the data directory {}", config.data_dir.display()))?;
     let dir = &config.data_dir;
+    // Everything the server writes (the store, tokens, logs, records) is owner-only;
+    // what tenants' code must reach is opened up explicitly.
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+    sandbox::raise_open_files();
     std::fs::create_dir_all(dir.join("archives"))
         .and_then(|_| std::fs::create_dir_all(dir.join("jobs")))
         .with_context(|| format!("the data directory {} cannot be created", dir.display()))?;
@@ -156,6 +209,20 @@ pub async fn open_with_engine(
             dir.display()
         )
     })?;
+    let sandboxed = if config.backend == config::BackendKind::Local {
+        sandbox::decide(&config.sandbox, dir)?
+    } else {
+        (
+            false,
+            "learners and replicas run on the engine, not here".to_string(),
+        )
+    };
+    if sandboxed.0 {
+        info!("sandbox: {}", sandboxed.1);
+    } else if config.backend == config::BackendKind::Local {
+        tracing::warn!("sandbox: {}", sandboxed.1);
+    }
+    secure_data_dir(dir, sandboxed.0);
     let store = Store::open(&config.database_url())
         .await
         .with_context(|| format!("opening the store {}", redact(&config.database_url())))?;
@@ -188,8 +255,42 @@ pub async fn open_with_engine(
         services,
         manifests: Mutex::new(HashMap::new()),
         engine_trouble: Mutex::new(HashMap::new()),
+        sandbox: sandboxed,
+        run_as: Mutex::new(HashMap::new()),
         _lock: lock,
     }))
+}
+
+/// Owner-only modes on what the server keeps (also on a data directory made by an
+/// older version); the directories tenants' code must pass through get o+x when
+/// sandboxed.
+/// Best effort: a directory the server does not own (a volume's root, say) keeps its
+/// mode, with a warning.
+fn secure_data_dir(dir: &Path, sandboxed: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode: u32| match std::fs::set_permissions(
+        p,
+        std::fs::Permissions::from_mode(mode),
+    ) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot set mode {mode:o} on {}: {e}", p.display()),
+    };
+    let pass = if sandboxed { 0o711 } else { 0o700 };
+    set(dir, pass);
+    set(&dir.join("jobs"), pass);
+    let _ = std::fs::create_dir_all(dir.join("services"));
+    set(&dir.join("services"), pass);
+    set(&dir.join("archives"), 0o700);
+    for f in [
+        "admin-token",
+        "pharos.db",
+        "pharos.db-wal",
+        "pharos.db-shm",
+        "installation-id",
+    ] {
+        set(&dir.join(f), 0o600);
+    }
 }
 
 /// A database URL without its password, for messages.
@@ -221,9 +322,7 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> a
         }
     });
     let app = api::router(state.clone()).merge(dashboard::router());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    listen::serve(listener, app, &state.config.listener, shutdown_signal()).await?;
     controller.abort();
     services.abort();
     history.abort();

@@ -17,14 +17,68 @@ pub struct LogPage {
     pub next_offset: usize,
 }
 
-/// Lines `offset..offset + limit` of a log file (an absent file has no lines yet).
+/// The longest line kept whole; a longer one is cut there (a learner's output is not
+/// believed to be reasonable: one line may be gigabytes).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Metric points returned at most (the latest).
+pub const MAX_POINTS: usize = 20_000;
+
+/// Calls `f(line, cut)` for each line of `r` (without its newline), at most
+/// [`MAX_LINE_BYTES`] of it (`cut`: the rest was skipped), until `f` says stop. Memory
+/// stays bounded whatever the file holds.
+pub fn for_each_line(
+    mut r: impl BufRead,
+    mut f: impl FnMut(&[u8], bool) -> bool,
+) -> std::io::Result<()> {
+    let mut line: Vec<u8> = Vec::new();
+    let mut cut = false;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            if !line.is_empty() || cut {
+                f(&line, cut);
+            }
+            return Ok(());
+        }
+        let (chunk, end) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = MAX_LINE_BYTES - line.len();
+        if chunk.len() > room {
+            cut = true;
+        }
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = end.unwrap_or(buf.len());
+        r.consume(used);
+        if end.is_some() {
+            if !f(&line, cut) {
+                return Ok(());
+            }
+            line.clear();
+            cut = false;
+        }
+    }
+}
+
+/// Lines `offset..offset + limit` of a log file (an absent file has no lines yet); a
+/// line longer than [`MAX_LINE_BYTES`] is cut and marked.
 pub fn page(path: &Path, learner: u32, offset: usize, limit: usize) -> std::io::Result<LogPage> {
     let mut lines = Vec::new();
     match std::fs::File::open(path) {
         Ok(f) => {
-            for line in BufReader::new(f).split(b'\n').skip(offset).take(limit) {
-                lines.push(String::from_utf8_lossy(&line?).into_owned());
-            }
+            let mut n = 0usize;
+            for_each_line(BufReader::new(f), |line, cut| {
+                if n >= offset {
+                    let mut text = String::from_utf8_lossy(line).into_owned();
+                    if cut {
+                        text.push_str(" [line cut]");
+                    }
+                    lines.push(text);
+                }
+                n += 1;
+                lines.len() < limit
+            })?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -48,7 +102,11 @@ pub struct MetricPoint {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Metrics {
+    /// The latest [`MAX_POINTS`] points.
     pub points: Vec<MetricPoint>,
+    /// Points found in all; `truncated` when more than returned.
+    pub total_points: usize,
+    pub truncated: bool,
     /// The last value of each metric (over all learners, in learner order).
     pub last: BTreeMap<String, f64>,
 }
@@ -60,18 +118,21 @@ pub fn extract(
     regex: &regex::Regex,
 ) -> std::io::Result<Metrics> {
     let names: Vec<&str> = regex.capture_names().flatten().collect();
-    let mut points = Vec::new();
+    let mut points = std::collections::VecDeque::new();
+    let mut count = 0usize;
+    let total = &mut count;
     for (learner, path) in logs {
         let f = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
-            let line = line?;
-            let text = String::from_utf8_lossy(&line);
+        let mut i = 0usize;
+        for_each_line(BufReader::new(f), |line, _cut| {
+            i += 1;
+            let text = String::from_utf8_lossy(line);
             let Some(caps) = regex.captures(&text) else {
-                continue;
+                return true;
             };
             let values: BTreeMap<String, f64> = names
                 .iter()
@@ -81,13 +142,18 @@ pub fn extract(
                 })
                 .collect();
             if !values.is_empty() {
-                points.push(MetricPoint {
+                *total += 1;
+                if points.len() == MAX_POINTS {
+                    points.pop_front();
+                }
+                points.push_back(MetricPoint {
                     learner: *learner,
-                    line: i + 1,
+                    line: i,
                     values,
                 });
             }
-        }
+            true
+        })?;
     }
     let mut last = BTreeMap::new();
     for p in &points {
@@ -95,7 +161,12 @@ pub fn extract(
             last.insert(k.clone(), *v);
         }
     }
-    Ok(Metrics { points, last })
+    Ok(Metrics {
+        truncated: count > points.len(),
+        total_points: count,
+        points: points.into(),
+        last,
+    })
 }
 
 #[cfg(test)]
@@ -126,5 +197,22 @@ mod tests {
         // "x" is not a number: that group is left out, the others kept.
         assert!(!m.points[1].values.contains_key("acc"));
         assert_eq!(m.last["step"], 2.0);
+    }
+
+    /// A line of many megabytes is cut, not held whole; the lines after it are intact.
+    #[test]
+    fn a_huge_line_is_cut() {
+        let mut text = vec![b'x'; 5 * MAX_LINE_BYTES];
+        text.extend_from_slice(b"\nnext\nlast");
+        let mut seen = Vec::new();
+        for_each_line(
+            std::io::BufReader::with_capacity(1000, &text[..]),
+            |l, cut| {
+                seen.push((l.len(), cut));
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, vec![(MAX_LINE_BYTES, true), (4, false), (4, false)]);
     }
 }

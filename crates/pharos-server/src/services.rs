@@ -153,6 +153,7 @@ impl ServiceSpec {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        self.check_bounds().map_err(|e| e.to_string())?;
         let n = &self.name;
         if n.is_empty()
             || n.len() > 40
@@ -241,6 +242,64 @@ impl ServiceSpec {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err(format!("env: {k:?} is not a variable name"));
             }
+        }
+        Ok(())
+    }
+
+    /// Every number and size within its documented range (`docs/limits.md`).
+    fn check_bounds(&self) -> Result<(), pharos_core::SpecError> {
+        use pharos_core::limits::*;
+        check_count("command", self.command.len(), MAX_ARGS)?;
+        for (i, a) in self.command.iter().enumerate() {
+            check_len(&format!("command[{i}]"), a, MAX_PATH)?;
+        }
+        check_count("env", self.env.len(), MAX_ENV)?;
+        for (k, v) in &self.env {
+            check_len("env", k, MAX_SHORT)?;
+            check_len(&format!("env.{k}"), v, MAX_PATH)?;
+        }
+        check_len("readiness_path", &self.readiness_path, MAX_PATH)?;
+        check_f64("cpus", self.cpus, MIN_CPUS, MAX_CPUS)?;
+        check_int("gpus", self.gpus, 0, MAX_GPUS)?;
+        check_positive_at_most("slo.latency_s", self.slo.latency_s, MAX_LATENCY_S)?;
+        check_positive_at_most("processing_time_s", self.processing_time_s, MAX_LATENCY_S)?;
+        check_int("max_replicas", self.max_replicas, 1, MAX_REPLICAS)?;
+        check_int("min_replicas", self.min_replicas, 0, MAX_REPLICAS)?;
+        if let Some(i) = self.initial_replicas {
+            check_int("initial_replicas", i, 0, MAX_REPLICAS)?;
+        }
+        check_int("max_concurrent", self.max_concurrent, 1, MAX_CONCURRENT)?;
+        check_int("max_queue", self.max_queue, 0, MAX_QUEUE)?;
+        if let Some(p) = self.port {
+            check_int("port", p, MIN_PORT, u16::MAX)?;
+        }
+        check_positive_at_most("ready_timeout_s", self.ready_timeout_s, MAX_TIMEOUT_S)?;
+        if let Some(r) = &self.ray {
+            check_len("ray.import_path", &r.import_path, MAX_SHORT * 2)?;
+            check_len("ray.deployment", &r.deployment, MAX_SHORT)?;
+            if let Some(w) = &r.working_dir {
+                check_len("ray.working_dir", w, MAX_PATH)?;
+            }
+        }
+        if let Some(k) = &self.kubernetes {
+            check_len("kubernetes.image", &k.image, MAX_PATH)?;
+            check_count("kubernetes.command", k.command.len(), MAX_ARGS)?;
+            check_count("kubernetes.args", k.args.len(), MAX_ARGS)?;
+            for a in k.command.iter().chain(&k.args) {
+                check_len("kubernetes.args", a, MAX_PATH)?;
+            }
+        }
+        if self
+            .command
+            .iter()
+            .chain(self.env.values())
+            .chain(self.env.keys())
+            .any(|a| a.contains('\0'))
+        {
+            return Err(pharos_core::SpecError::new(
+                "command",
+                "arguments and environment must not contain NUL bytes",
+            ));
         }
         Ok(())
     }
@@ -346,6 +405,8 @@ struct Svc {
     scale_ups: Vec<(Instant, u32)>,
     /// Decision to serving, per scale-up, seconds (the control latency).
     control_latencies: Vec<f64>,
+    /// The user its replicas run as (local backend, sandboxed).
+    run_as: Option<crate::sandbox::RunAs>,
 }
 
 impl Svc {
@@ -428,6 +489,10 @@ struct Inner {
     engine: engine::EngineLoop,
     /// Samples for the dashboard.
     history: history::History,
+    /// Stored services whose specs are no longer valid: name -> (tenant, why). They do
+    /// not run; their owner sees why, and may apply them again (replacing the stored
+    /// spec) or delete them.
+    invalid: BTreeMap<String, (String, String)>,
 }
 
 const DECISIONS_KEPT: usize = 200;
@@ -453,6 +518,7 @@ impl Services {
                 state_age: (0, 0.0, 0.0),
                 engine: engine::EngineLoop::default(),
                 history: history::History::default(),
+                invalid: BTreeMap::new(),
             }),
             client: Client::builder(TokioExecutor::new()).build_http(),
             held_now: std::sync::Mutex::new(Vec::new()),
@@ -583,6 +649,16 @@ impl Services {
 
     pub async fn get(&self, state: &AppState, name: &str, tenant: Option<&str>) -> Option<Value> {
         let g = self.inner.lock().await;
+        if let Some((t, why)) = g.invalid.get(name)
+            && tenant.is_none_or(|x| x == t)
+        {
+            return Some(json!({
+                "name": name,
+                "tenant": t,
+                "invalid_spec": why,
+                "message": "not running: its stored spec is not valid; apply it again or delete it",
+            }));
+        }
         let s = g.svcs.get(name)?;
         if s.deleting || tenant.is_some_and(|t| t != s.tenant) {
             return None;
@@ -623,8 +699,21 @@ impl Services {
         &self,
         state: &AppState,
         tenant: &str,
+        limits: Option<&crate::config::TenantLimits>,
         spec: ServiceSpec,
     ) -> Result<(bool, Value), (u16, String)> {
+        // A tenant's Ray application code comes only from the directories the admin
+        // named: without ray.code_roots a tenant could ship any directory the server
+        // can read to the cluster, where its own code reads it.
+        if limits.is_some()
+            && spec.ray.as_ref().is_some_and(|r| r.working_dir.is_some())
+            && state.config.ray.code_roots.is_empty()
+        {
+            return Err((
+                400,
+                "ray.working_dir: tenants may only upload code from ray.code_roots, and this server names none".into(),
+            ));
+        }
         match &self.engine {
             Some(e) => e.check(&spec).map_err(|m| (400, m))?,
             None if spec.ray.is_some() => {
@@ -642,7 +731,15 @@ impl Services {
             }
             None => {}
         }
+        let run_as = if self.engine.is_none() {
+            state.run_as(tenant).await.map_err(|e| (503, e))?
+        } else {
+            None
+        };
         let mut g = self.inner.lock().await;
+        if let Some(l) = limits {
+            check_tenant_limits(&g, tenant, l, &spec)?;
+        }
         let host = host_of(&state.config.listen);
         if let Some(s) = g.svcs.get_mut(&spec.name) {
             if s.tenant != tenant || s.deleting {
@@ -673,6 +770,19 @@ impl Services {
             self.event(state, &name, "updated", "spec updated").await;
             return Ok((false, v));
         }
+        match g.invalid.get(&spec.name).map(|(t, _)| t) {
+            Some(t) if t != tenant => return Err((409, format!("service {} exists", spec.name))),
+            Some(_) => {
+                // Its stored spec was invalid: the new one replaces it.
+                state
+                    .store
+                    .delete_service(&spec.name)
+                    .await
+                    .map_err(|e| (500, e.to_string()))?;
+                g.invalid.remove(&spec.name);
+            }
+            None => {}
+        }
         // A new service: its port first (kept in the store), then the router.
         let port = match spec.port {
             Some(p) => p,
@@ -697,8 +807,13 @@ impl Services {
             .await
             .map_err(|e| (500, e.to_string()))?;
         let mut s = new_svc(spec, tenant.to_string(), port, 0);
+        s.run_as = run_as;
         s.target = s.spec.initial_replicas.unwrap_or(s.spec.min_replicas);
-        s.listener = Some(spawn_router(s.router.clone(), listener));
+        s.listener = Some(spawn_router(
+            s.router.clone(),
+            listener,
+            state.config.listener.clone(),
+        ));
         let v = self.status(&s, &host);
         let name = s.spec.name.clone();
         g.svcs.insert(name.clone(), s);
@@ -718,6 +833,17 @@ impl Services {
         tenant: Option<&str>,
     ) -> Result<bool, String> {
         let mut g = self.inner.lock().await;
+        if let Some((t, _)) = g.invalid.get(name)
+            && tenant.is_none_or(|x| x == t)
+        {
+            state
+                .store
+                .delete_service(name)
+                .await
+                .map_err(|e| e.to_string())?;
+            g.invalid.remove(name);
+            return Ok(true);
+        }
         let Some(s) = g.svcs.get_mut(name) else {
             return Ok(false);
         };
@@ -815,6 +941,51 @@ impl Services {
     }
 }
 
+/// A tenant's services, with `spec` applied, within its limits; else (status, message
+/// naming the field and the limit).
+fn check_tenant_limits(
+    g: &Inner,
+    tenant: &str,
+    l: &crate::config::TenantLimits,
+    spec: &ServiceSpec,
+) -> Result<(), (u16, String)> {
+    let others: Vec<&Svc> = g
+        .svcs
+        .values()
+        .filter(|s| s.tenant == tenant && !s.deleting && s.spec.name != spec.name)
+        .collect();
+    if others.len() as u32 >= l.max_services {
+        return Err((
+            429,
+            format!(
+                "services: tenant {tenant} has {} services, the most it may have",
+                others.len()
+            ),
+        ));
+    }
+    let replicas: u32 = others.iter().map(|s| s.spec.max_replicas).sum::<u32>() + spec.max_replicas;
+    if replicas > l.max_replicas {
+        return Err((
+            400,
+            format!(
+                "max_replicas: tenant {tenant}'s services would allow {replicas} replicas in all; its limit is {}",
+                l.max_replicas
+            ),
+        ));
+    }
+    let cpus = spec.cpus * spec.max_replicas as f64;
+    if cpus > l.max_cpus {
+        return Err((
+            400,
+            format!(
+                "cpus: {} replicas of {} vCPUs ask for {cpus} vCPUs; tenant {tenant} may ask for at most {}",
+                spec.max_replicas, spec.cpus, l.max_cpus
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn held(g: &Inner) -> f64 {
     g.svcs
         .values()
@@ -843,6 +1014,7 @@ fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc
         events_seq,
         stored_target: None,
         remote: engine::RemoteSvc::default(),
+        run_as: None,
         scale_ups: Vec::new(),
         control_latencies: Vec::new(),
     }
@@ -851,10 +1023,11 @@ fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc
 fn spawn_router(
     router: Arc<Router>,
     listener: tokio::net::TcpListener,
+    limits: crate::config::ListenerConfig,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let app = crate::router::app(router);
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = crate::listen::serve(listener, app, &limits, std::future::pending()).await {
             warn!("router stopped: {e}");
         }
     })
@@ -886,19 +1059,56 @@ async fn load(state: &AppState) -> anyhow::Result<()> {
             if g.svcs.contains_key(&row.name) {
                 continue;
             }
-            let spec: ServiceSpec = match serde_json::from_str(&row.spec) {
+            // A stored spec that is no longer valid (bounds tightened since it was
+            // applied) is reported and skipped, never fatal: the other services start.
+            let spec = match serde_json::from_str::<ServiceSpec>(&row.spec)
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.validate().map(|()| s))
+            {
                 Ok(s) => s,
                 Err(e) => {
-                    warn!(service = row.name, "unreadable spec in the store: {e}");
+                    warn!(service = row.name, "stored spec skipped: {e}");
+                    g.invalid
+                        .insert(row.name.clone(), (row.tenant.clone(), e.clone()));
+                    let seq = state.store.last_service_event(&row.name).await.unwrap_or(0);
+                    let _ = state
+                        .store
+                        .add_service_event(
+                            &row.name,
+                            seq + 1,
+                            "invalid-spec",
+                            &format!(
+                                "not started: its stored spec is not valid ({e}); apply it again"
+                            ),
+                        )
+                        .await;
                     continue;
                 }
             };
             let seq = state.store.last_service_event(&row.name).await.unwrap_or(0);
+            let run_as = if state.services.engine.is_none() {
+                match state.run_as(&row.tenant).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(service = row.name, "sandbox user: {e}");
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             let mut s = new_svc(spec, row.tenant, row.port as u16, seq);
+            s.run_as = run_as;
             s.target = row.target.map(|t| t as u32).unwrap_or(s.spec.min_replicas);
             s.stored_target = Some(s.target);
             match tokio::net::TcpListener::bind((host.as_str(), s.port)).await {
-                Ok(l) => s.listener = Some(spawn_router(s.router.clone(), l)),
+                Ok(l) => {
+                    s.listener = Some(spawn_router(
+                        s.router.clone(),
+                        l,
+                        state.config.listener.clone(),
+                    ))
+                }
                 Err(e) => s.router_error = Some(format!("cannot listen on {host}:{}: {e}", s.port)),
             }
             // Adopt the replicas still alive; forget the rest.
@@ -1272,6 +1482,11 @@ fn start(s: &mut Svc, data_dir: &Path) -> Result<u64, String> {
     s.next_id += 1;
     let dir = replicas_dir(data_dir, &s.spec.name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // The replicas' working directory is theirs; their records and logs (next to it)
+    // are the server's, out of their reach.
+    let work = svc_dir(data_dir, &s.spec.name).join("work");
+    prepare_work_dir(data_dir, &s.spec.name, &work, s.run_as)
+        .map_err(|e| format!("{}: {e}", work.display()))?;
     let port = free_port("127.0.0.1").map_err(|e| format!("no free port: {e}"))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -1295,16 +1510,21 @@ fn start(s: &mut Svc, data_dir: &Path) -> Result<u64, String> {
         )
         .env(
             "HOME",
-            std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
+            if s.run_as.is_some() {
+                work.clone().into_os_string()
+            } else {
+                std::env::var_os("HOME").unwrap_or_else(|| "/".into())
+            },
         )
         .env("PORT", port.to_string())
         .env("SERVICE", &s.spec.name)
         .env("REPLICA", id.to_string())
         .envs(&s.spec.env)
-        .current_dir(&dir)
+        .current_dir(&work)
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(err);
+    crate::sandbox::confine(&mut cmd, s.run_as);
     // SAFETY: setsid between fork and exec (async-signal-safe): the replica leads its
     // own session and process group, and outlives the server.
     unsafe {
@@ -1340,6 +1560,31 @@ fn start(s: &mut Svc, data_dir: &Path) -> Result<u64, String> {
         adopted: false,
     });
     Ok(id)
+}
+
+/// The service's directory passable (0711 when sandboxed), its replica records
+/// owner-only, and `work` the replicas' own.
+fn prepare_work_dir(
+    data_dir: &Path,
+    name: &str,
+    work: &Path,
+    run_as: Option<crate::sandbox::RunAs>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let pass = if run_as.is_some() { 0o711 } else { 0o700 };
+    std::fs::set_permissions(
+        svc_dir(data_dir, name),
+        std::fs::Permissions::from_mode(pass),
+    )?;
+    std::fs::set_permissions(
+        replicas_dir(data_dir, name),
+        std::fs::Permissions::from_mode(0o700),
+    )?;
+    if !work.is_dir() {
+        std::fs::create_dir_all(work)?;
+    }
+    // Made by the server: giving it away follows no link a tenant planted.
+    crate::sandbox::own(work, run_as, 0o700)
 }
 
 /// The latest tick `next + k * interval` (k >= 0) at or before `elapsed`, if `next` is.

@@ -15,7 +15,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_gpu_model.sql")),
     (4, include_str!("../migrations/0004_devices.sql")),
     (5, include_str!("../migrations/0005_services.sql")),
+    (6, include_str!("../migrations/0006_sandbox.sql")),
 ];
+
+/// Events a job's or a service's list returns at most (the latest).
+pub const MAX_EVENTS: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -290,6 +294,45 @@ impl Store {
         )
     }
 
+    // ----- sandbox users -----------------------------------------------------------
+
+    /// The user id `tenant` runs as: its own, or the next free one from `base` (at most
+    /// `count` tenants; None when they are all taken).
+    pub async fn tenant_uid(
+        &self,
+        tenant: &str,
+        base: u32,
+        count: u32,
+    ) -> Result<Option<u32>, StoreError> {
+        for _ in 0..5 {
+            if let Some(r) = sqlx::query("SELECT uid FROM tenant_uids WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await?
+            {
+                return Ok(Some(r.try_get::<i64, _>("uid")? as u32));
+            }
+            let next: i64 = sqlx::query("SELECT COALESCE(MAX(uid) + 1, $1) AS n FROM tenant_uids")
+                .bind(base as i64)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
+            if next >= base as i64 + count as i64 {
+                return Ok(None);
+            }
+            // Two servers' inserts at once: the loser reads the winner's row or tries
+            // the next id.
+            let _ = sqlx::query("INSERT INTO tenant_uids (tenant, uid) VALUES ($1, $2)")
+                .bind(tenant)
+                .bind(next.max(base as i64))
+                .execute(&self.pool)
+                .await;
+        }
+        Err(StoreError::Db(sqlx::Error::Protocol(
+            "no user id could be recorded for the tenant".into(),
+        )))
+    }
+
     // ----- jobs --------------------------------------------------------------------
 
     /// Stores a new QUEUED job with its first status entry, in one transaction. With an
@@ -435,6 +478,64 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Self::job_from_row).collect()
+    }
+
+    /// One page of jobs (not deleted, not being deleted), by id after `after`: of one
+    /// tenant and in one state when given. At most `limit` rows are read.
+    pub async fn jobs_page(
+        &self,
+        tenant: Option<&str>,
+        state: Option<JobState>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        let mut sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE deleted = 0 AND desired <> 'delete' AND id > $1"
+        );
+        let mut n = 1;
+        if tenant.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND tenant = ${n}"));
+        }
+        if state.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND state = ${n}"));
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT ${}", n + 1));
+        let mut q = sqlx::query(&sql).bind(after);
+        if let Some(t) = tenant {
+            q = q.bind(t);
+        }
+        if let Some(st) = state {
+            q = q.bind(st.name());
+        }
+        let rows = q.bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::job_from_row).collect()
+    }
+
+    /// A queued job's 1-based position among the queued jobs of its queue.
+    pub async fn queue_position(&self, id: i64, queue: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE deleted = 0 AND state = 'QUEUED' \
+             AND desired = 'run' AND queue = $1 AND id <= $2",
+        )
+        .bind(queue)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Jobs of `tenant` not ended (queued, waiting or running).
+    pub async fn unfinished_jobs(&self, tenant: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE deleted = 0 AND tenant = $1 \
+             AND state NOT IN ('COMPLETED', 'FAILED', 'HALTED')",
+        )
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
     }
 
     /// Counts of jobs by state (for /metrics).
@@ -725,9 +826,10 @@ impl Store {
     }
 
     pub async fn events(&self, id: i64) -> Result<Vec<EventEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, time_ms, kind, message FROM job_events WHERE job_id = $1 ORDER BY seq",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT seq, time_ms, kind, message FROM (SELECT seq, time_ms, kind, message \
+             FROM job_events WHERE job_id = $1 ORDER BY seq DESC LIMIT {MAX_EVENTS}) AS latest ORDER BY seq",
+        ))
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
@@ -838,13 +940,34 @@ impl Store {
     }
 
     pub async fn service_events(&self, name: &str) -> Result<Vec<EventEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, time_ms, kind, message FROM service_events WHERE service = $1 ORDER BY seq",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT seq, time_ms, kind, message FROM (SELECT seq, time_ms, kind, message \
+             FROM service_events WHERE service = $1 ORDER BY seq DESC LIMIT {MAX_EVENTS}) AS latest ORDER BY seq",
+        ))
         .bind(name)
         .fetch_all(&self.pool)
         .await?;
         event_entries(&rows)
+    }
+
+    /// The database's own consistency check (SQLite's `PRAGMA integrity_check`; on
+    /// PostgreSQL, that the store answers): the problems found, none when sound.
+    pub async fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        if self.postgres {
+            sqlx::query("SELECT 1 AS one").fetch_one(&self.pool).await?;
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut problems = Vec::new();
+        for r in &rows {
+            let line: String = r.try_get(0)?;
+            if line != "ok" {
+                problems.push(line);
+            }
+        }
+        Ok(problems)
     }
 
     /// Closes the pool (tests reopen the same database).

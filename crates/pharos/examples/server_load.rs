@@ -3,8 +3,8 @@
 //!
 //! `cargo build --release -p pharos && cargo run --release -p pharos --example server_load`
 //! (options: `--clients 50 --jobs 1000 --queued 10000 --starts 10`). Starts its own
-//! servers (the `pharos` binary next to this example's directory) on temporary data
-//! directories.
+//! servers (the `pharos` binary next to this example's directory, or `PHAROS_EXE`) on
+//! temporary data directories.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,7 +27,11 @@ impl Drop for Server {
     }
 }
 
+/// The server under test: `PHAROS_EXE`, else the `pharos` built with this example.
 fn pharos_exe() -> PathBuf {
+    if let Some(exe) = std::env::var_os("PHAROS_EXE") {
+        return PathBuf::from(exe);
+    }
     let me = std::env::current_exe().expect("current exe");
     // target/<profile>/examples/server_load -> target/<profile>/pharos
     me.parent()
@@ -189,9 +193,28 @@ fn main() {
     assert_eq!(st, 201);
     std::thread::sleep(Duration::from_millis(500));
     let (wall, lat) = burst(&s.url, clients, jobs, "load");
-    let list: serde_json::Value =
-        serde_json::from_str(&get(&a, &format!("{}/v1/models", s.url))).unwrap();
-    let models = list["models"].as_array().unwrap();
+    // Every page (a server without pages answers all at once, without `next_after`).
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: serde_json::Value = serde_json::from_str(&get(
+            &a,
+            &format!("{}/v1/models?limit=1000&after={after}", s.url),
+        ))
+        .unwrap();
+        let page = if page["models"].is_null() {
+            // An older server without pages: one list of all.
+            serde_json::from_str(&get(&a, &format!("{}/v1/models", s.url))).unwrap()
+        } else {
+            page
+        };
+        all.extend(page["models"].as_array().cloned().unwrap_or_default());
+        match page["next_after"].as_i64() {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    let models = &all;
     let mut ids: Vec<i64> = models.iter().map(|m| m["id"].as_i64().unwrap()).collect();
     ids.sort();
     ids.dedup();

@@ -348,11 +348,22 @@ pub fn train(cmd: TrainCommand, conn: &Conn) -> Result<()> {
             }
         }
         TrainCommand::List { state, json } => {
-            let path = match &state {
-                Some(s) => format!("/v1/models?state={s}"),
-                None => "/v1/models".into(),
-            };
-            let v = c.get(&path)?;
+            // Every page, in id order.
+            let mut models = Vec::new();
+            let mut after = 0i64;
+            loop {
+                let path = match &state {
+                    Some(s) => format!("/v1/models?state={s}&after={after}"),
+                    None => format!("/v1/models?after={after}"),
+                };
+                let page = c.get(&path)?;
+                models.extend(page["models"].as_array().cloned().unwrap_or_default());
+                match page["next_after"].as_i64() {
+                    Some(n) => after = n,
+                    None => break,
+                }
+            }
+            let v = serde_json::json!({ "models": models });
             if json {
                 println!("{}", serde_json::to_string_pretty(&v["models"])?);
                 return Ok(());
