@@ -236,3 +236,12 @@ pub fn describe(e: &kube::Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// The container security context of tenants' code (learners, replicas): no privilege
+/// escalation, no Linux capabilities.
+pub(crate) fn untrusted_security_context() -> serde_json::Value {
+    serde_json::json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+    })
+}

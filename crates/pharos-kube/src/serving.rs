@@ -97,6 +97,7 @@ impl KubeEngine {
                 "periodSeconds": 1,
                 "failureThreshold": 1,
             },
+            "securityContext": crate::untrusted_security_context(),
         });
         let drain = self.kube.config.replica_drain_s;
         if drain > 0 {
@@ -110,7 +111,8 @@ impl KubeEngine {
         if !app.args.is_empty() {
             container["args"] = json!(app.args);
         }
-        let mut pod = json!({"containers": [container]});
+        // Replicas are tenants' code: no credentials for the Kubernetes API.
+        let mut pod = json!({"containers": [container], "automountServiceAccountToken": false});
         if spec.gpus > 0 {
             pod["tolerations"] =
                 json!([{"key": self.kube.config.gpu_resource, "operator": "Exists"}]);

@@ -195,22 +195,23 @@ impl KubeBackend {
             "command": ["/bin/sh", "-c", script],
             "env": env,
             "resources": {"requests": requests, "limits": limits},
+            "securityContext": crate::untrusted_security_context(),
         });
+        // Learners are tenants' code: no credentials for the Kubernetes API.
         let mut pod = json!({
             "restartPolicy": "Never",
             "subdomain": name,
+            "automountServiceAccountToken": false,
             "containers": [],
         });
         if let Some(claim) = &c.data_claim {
-            let dir = job
-                .paths
-                .root
-                .parent()
-                .and_then(|p| p.parent())
-                .unwrap_or(&job.paths.root)
-                .display()
-                .to_string();
-            container["volumeMounts"] = json!([{"name": "data", "mountPath": dir}]);
+            // Only this job's own directory of the claim, at the path the server knows
+            // it by: never the store, the tokens or another job's files.
+            container["volumeMounts"] = json!([{
+                "name": "data",
+                "mountPath": job.paths.root.display().to_string(),
+                "subPath": format!("jobs/{}", job.id),
+            }]);
             pod["volumes"] =
                 json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]);
         }

@@ -33,8 +33,9 @@ pub struct RayConfig {
     pub serve_url: String,
     /// Every REST call gives up after this long (a package upload: ten times as long).
     pub timeout_s: f64,
-    /// Where services' `working_dir`s may be (any directory when empty; never one
-    /// overlapping the data directory). Set it when tenants share the server.
+    /// Where services' `working_dir`s may be (never one overlapping the data
+    /// directory). When empty, only the admin may give a `working_dir` (any directory);
+    /// tenants need it set.
     pub code_roots: Vec<std::path::PathBuf>,
 }
 
