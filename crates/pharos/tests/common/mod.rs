@@ -30,7 +30,21 @@ pub struct Server {
 impl Server {
     /// A server with a test configuration plus `extra` (YAML lines).
     pub fn start(extra: &str) -> Server {
+        Self::start_opts(extra, false)
+    }
+
+    /// A server whose data directory other users can reach (o+x), so that a server
+    /// running as root can start tenants' code as other users (its sandbox).
+    pub fn start_reachable(extra: &str) -> Server {
+        Self::start_opts(extra, true)
+    }
+
+    fn start_opts(extra: &str, reachable: bool) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        if reachable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        }
         let port = free_port();
         let config = dir.path().join("config.yaml");
         std::fs::write(
