@@ -327,6 +327,21 @@ async fn check_job_limits(state: &AppState, tenant: &str, m: &Manifest) -> ApiRe
             ErrorCode::C104,
         ));
     }
+    let memory = m.per_learner().memory_bytes as f64 * m.learners as f64;
+    let max_memory = pharos_core::parse_memory(&l.max_memory).unwrap_or(u64::MAX) as f64;
+    if memory > max_memory {
+        return Err(ApiError::bad(
+            "memory",
+            format!(
+                "{} learners of {} ask for {} bytes; tenant {tenant} may ask for at most {}",
+                m.learners,
+                m.memory.as_deref().unwrap_or("1GiB"),
+                memory,
+                l.max_memory
+            ),
+            ErrorCode::C104,
+        ));
+    }
     let active = state.store.unfinished_jobs(tenant).await?;
     if active >= l.max_jobs as i64 {
         return Err(ApiError {
@@ -665,7 +680,14 @@ async fn list(
             ErrorCode::C101,
         ));
     }
-    let after = q.after.unwrap_or(0).max(0);
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad(
+            "after",
+            format!("must be at least 0, got {after}"),
+            ErrorCode::C101,
+        ));
+    }
     // One row more than asked tells whether another page follows.
     let mut jobs = state
         .store

@@ -148,6 +148,8 @@ pub struct TenantLimits {
     pub max_jobs: u32,
     /// vCPUs one job's learners, or one service at its `max_replicas`, may ask for.
     pub max_cpus: f64,
+    /// Memory one job's learners may ask for together (`64GiB`).
+    pub max_memory: String,
 }
 
 impl Default for TenantLimits {
@@ -158,6 +160,7 @@ impl Default for TenantLimits {
             max_replicas: 200,
             max_jobs: 1000,
             max_cpus: 256.0,
+            max_memory: "1TiB".into(),
         }
     }
 }
@@ -473,6 +476,8 @@ impl ServerConfig {
                 t.max_cpus.is_finite() && t.max_cpus > 0.0,
                 "{name}.max_cpus must be positive"
             );
+            pharos_core::parse_memory(&t.max_memory)
+                .map_err(|e| anyhow::anyhow!("{name}.max_memory: {e}"))?;
         }
         Ok(())
     }

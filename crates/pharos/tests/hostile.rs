@@ -94,7 +94,9 @@ processing_time_s: 0.05\nmin_replicas: 0\ninitial_replicas: 0\nmax_replicas: 2\n
 /// above the tenant's ceiling) naming the field, and nothing is stored.
 #[test]
 fn numbers_out_of_range_are_refused_naming_the_field() {
-    let s = Server::start("tenant_limits: { max_priority: 5, max_services: 2, max_jobs: 2 }");
+    let s = Server::start(
+        "tenant_limits: { max_priority: 5, max_services: 2, max_jobs: 2, max_memory: 8GiB }",
+    );
     let alice = token(&s, "alice");
     let service = |extra: &str| {
         format!(
@@ -126,6 +128,7 @@ fn numbers_out_of_range_are_refused_naming_the_field() {
         ("max_restarts: 4000000000", "max_restarts", 400),
         ("memory: 900TiB", "memory", 400),
         ("cpus: 64\nlearners: 8", "cpus", 400),
+        ("memory: 4GiB\nlearners: 3", "memory", 400),
     ] {
         let (st, v) = s.request("POST", "/v1/models", Some(&alice), yaml(&job(extra)));
         assert_eq!(st, code, "{extra}: {v}");
@@ -153,8 +156,10 @@ fn numbers_out_of_range_are_refused_naming_the_field() {
     let (st, v) = apply_as(&s, &alice, &SERVICE.replace("name: web", "name: s3"));
     assert_eq!(st, 429, "{v}");
     // A bad page size is refused, a good one pages.
-    let (st, _) = s.request("GET", "/v1/models?limit=0", Some(ADMIN), None);
-    assert_eq!(st, 400);
+    for bad in ["limit=0", "limit=1001", "after=-1"] {
+        let (st, v) = s.request("GET", &format!("/v1/models?{bad}"), Some(ADMIN), None);
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
     let (st, v) = s.request("GET", "/v1/models?limit=2", Some(ADMIN), None);
     assert_eq!(st, 200);
     assert_eq!(v["models"].as_array().unwrap().len(), 2);
