@@ -66,6 +66,7 @@ with tempfile.TemporaryDirectory() as d:
             if i >= IDLE:
                 s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never end
             socks.append(s)
+        t_loaded = time.monotonic()
         loaded = [get(url) for _ in range(200)]
         # Slow clients trickle a header byte every second; idle ones send nothing.
         open_ = set(socks)
@@ -89,12 +90,16 @@ with tempfile.TemporaryDirectory() as d:
                     data = b""
                 if not data:
                     open_.discard(s)
-                    closed_at.append(time.monotonic() - t_open)
+                    closed_at.append((socks.index(s) >= IDLE, time.monotonic() - t_open))
         print(f"# {IDLE} idle + {SLOW} slow-header connections, listener timeouts {TIMEOUT_S} s")
         print(f"normal client alone:      p50 {pct(base, .5) * 1e3:.2f} ms, p99 {pct(base, .99) * 1e3:.2f} ms")
         print(f"with them open:           p50 {pct(loaded, .5) * 1e3:.2f} ms, p99 {pct(loaded, .99) * 1e3:.2f} ms")
-        print(f"closed by the server:     {len(closed_at)} of {IDLE + SLOW}, "
-              f"the last after {max(closed_at) if closed_at else float('nan'):.1f} s")
+        idle_t = [t for slow, t in closed_at if not slow]
+        slow_t = [t for slow, t in closed_at if slow]
+        print(f"opening them took {t_loaded - t_open:.1f} s")
+        print(f"closed by the server:     {len(idle_t)} of {IDLE} idle, the last "
+              f"{max(idle_t, default=float('nan')):.1f} s after the first was opened; "
+              f"{len(slow_t)} of {SLOW} slow, the last after {max(slow_t, default=float('nan')):.1f} s")
         for s in socks:
             s.close()
     finally:

@@ -24,6 +24,35 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Learners outlive their server by design: end them (each leads its process
+        // group, named by its supervisor's pid file), then their supervisors.
+        let pids = std::fs::read_dir(self.data.join("jobs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|job| {
+                std::fs::read_dir(job.path().join("state"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .flat_map(|attempt| {
+                std::fs::read_dir(attempt.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .filter_map(|l| std::fs::read_to_string(l.path().join("pid")).ok())
+            .filter_map(|t| t.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1);
+        for pid in pids {
+            // SAFETY: kill(2) of a learner's process group this example started.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let _ = Command::new("pkill")
+            .args(["-9", "-f"])
+            .arg(self.data.to_string_lossy().as_ref())
+            .status();
     }
 }
 
