@@ -388,9 +388,13 @@ http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever(
     still_standing(&s);
 }
 
-/// A server whose tenants' code runs as per-tenant users, and a token of tenant alice.
-fn sandboxed() -> (Server, String) {
-    let s = Server::start_reachable("sandbox: { mode: users }\ncapacity: { cpus: 2 }");
+/// A server whose tenants' code runs as per-tenant users from `uid_base` (its own
+/// range: tests run at once, and a tenant's `kill -9 -1` reaches every process of its
+/// user id), and a token of tenant alice.
+fn sandboxed(uid_base: u32) -> (Server, String) {
+    let s = Server::start_reachable(&format!(
+        "sandbox: {{ mode: users, uid_base: {uid_base} }}\ncapacity: {{ cpus: 2 }}"
+    ));
     let (_, h) = s.request("GET", "/healthz", None, None);
     assert_eq!(h["sandbox"], "users", "{h}");
     let alice = token(&s, "alice");
@@ -415,7 +419,7 @@ fn a_learner_cannot_snoop_signal_or_forge() {
     if !root_or_skip("a_learner_cannot_snoop_signal_or_forge") {
         return;
     }
-    let (s, alice) = sandboxed();
+    let (s, alice) = sandboxed(210_000);
     let bob = token(&s, "bob");
     let data = s.data();
     let server_pid = s.child.as_ref().unwrap().id();
@@ -495,7 +499,7 @@ fn a_replica_runs_as_its_tenant() {
     if !root_or_skip("a_replica_runs_as_its_tenant") {
         return;
     }
-    let (s, alice) = sandboxed();
+    let (s, alice) = sandboxed(220_000);
     let d = s.data().display().to_string();
     let script = format!(
         "echo uid=$(id -u) cwd=$(pwd); cat {d}/admin-token && echo LEAK-TOKEN; \
@@ -572,5 +576,39 @@ fn secrets_and_the_store_are_owner_only() {
     let _ = child.wait();
     let mode = std::fs::metadata(&token).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "admin-token: {mode:o}");
+    still_standing(&s);
+}
+
+/// A learner that forks without end is held to its tenant's process limit: the forks
+/// beyond it fail (the shell gives up: exit 2), the server goes on.
+#[test]
+fn a_fork_bomb_is_held_to_the_tenants_process_limit() {
+    if !root_or_skip("a_fork_bomb_is_held_to_the_tenants_process_limit") {
+        return;
+    }
+    let s = Server::start_reachable(
+        "sandbox: { mode: users, max_processes: 40, uid_base: 230000 }\ncapacity: { cpus: 2 }",
+    );
+    let alice = token(&s, "alice");
+    let script = "i=0; while [ $i -lt 200 ]; do sleep 30 & echo spawned=$i; i=$((i+1)); done";
+    let manifest = format!(
+        "name: bomb\nlearners: 1\ncpus: 0.5\nmax_restarts: 0\nframework:\n  name: custom\n  command: {}\n",
+        serde_json::to_string(script).unwrap()
+    );
+    let id = s.submit_as(&alice, &manifest);
+    let j = s.wait_state(id, "FAILED", 120);
+    let log = s.log(id, 1);
+    let spawned = log
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("spawned="))
+        .filter_map(|n| n.parse::<usize>().ok())
+        .max()
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        (20..40).contains(&spawned),
+        "{spawned} forks before the limit of 40:\n{log}"
+    );
+    assert!(log.to_lowercase().contains("fork"), "{log}");
+    assert!(j["message"].as_str().unwrap().contains("code 2"), "{j}");
     still_standing(&s);
 }
