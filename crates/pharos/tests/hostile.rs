@@ -545,8 +545,7 @@ fn a_replica_runs_as_its_tenant() {
 fn secrets_and_the_store_are_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let s = Server::start("");
-    // The generated token (none configured): start one without PHAROS_ADMIN_TOKEN.
-    for f in ["pharos.db"] {
+    for f in ["pharos.db", "pharos.db-wal", "server.lock"] {
         let mode = std::fs::metadata(s.data().join(f))
             .unwrap()
             .permissions()
@@ -555,6 +554,8 @@ fn secrets_and_the_store_are_owner_only() {
     }
     let mode = std::fs::metadata(s.data()).unwrap().permissions().mode();
     assert_eq!(mode & 0o066, 0, "data dir: {mode:o}");
+    // The generated token (none configured): a server started without
+    // PHAROS_ADMIN_TOKEN.
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = std::process::Command::new(PHAROS)
