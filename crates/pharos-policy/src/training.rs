@@ -790,7 +790,7 @@ mod tests {
             order: Order::Las,
             ..GangParams::default()
         });
-        let d = run(&mut las, &n, &q, &[newcomer.clone()], &r);
+        let d = run(&mut las, &n, &q, std::slice::from_ref(&newcomer), &r);
         // Youngest first, 20 is tried, but only halting 10 makes room: 20 keeps running.
         assert_eq!(d.preempt, vec![10], "{d:?}");
         assert_eq!(d.start[0].1[0].0, 0);
@@ -799,7 +799,7 @@ mod tests {
                 order,
                 ..GangParams::default()
             });
-            let d = run(&mut s, &n, &q, &[newcomer.clone()], &r);
+            let d = run(&mut s, &n, &q, std::slice::from_ref(&newcomer), &r);
             assert!(d.preempt.is_empty() && d.start.is_empty(), "{order:?}");
         }
     }
