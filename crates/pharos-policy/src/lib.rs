@@ -9,6 +9,7 @@
 
 pub mod alloc;
 pub mod baselines;
+pub mod driver;
 pub mod faro;
 pub mod graph;
 pub mod training;
@@ -18,6 +19,7 @@ pub use baselines::{
     FairShare, FairShareParams, Hpa, HpaMetric, HpaParams, Kpa, KpaParams, RayServe,
     RayServeParams, Threshold, ThresholdParams,
 };
+pub use driver::{OverCapacity, PolicyDriver, Step};
 pub use window::{CounterWindow, WindowDelta};
 
 use pharos_core::InferencePolicy;

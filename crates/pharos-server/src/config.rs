@@ -245,6 +245,10 @@ pub struct AutoscalerConfig {
     /// A policy name (`pharos simulate` knows the same: `hpa`, `faro-fairsum`, ...).
     pub policy: String,
     pub params: serde_json::Value,
+    /// Targets whose replicas do not fit the capacity: `trim` (cut to what fits when
+    /// decided, as the simulator does by default) or `wait` (kept; replicas start as
+    /// capacity frees).
+    pub over_capacity: pharos_policy::OverCapacity,
 }
 
 impl Default for AutoscalerConfig {
@@ -252,6 +256,7 @@ impl Default for AutoscalerConfig {
         Self {
             policy: "faro-fairsum".into(),
             params: serde_json::Value::Null,
+            over_capacity: pharos_policy::OverCapacity::Trim,
         }
     }
 }

@@ -26,7 +26,9 @@ use tracing::{info, warn};
 use crate::AppState;
 use crate::router::Router;
 use crate::store::now_ms;
+use autoscale::{Autoscaler, DecisionRecord, autoscale};
 
+mod autoscale;
 pub mod engine;
 mod history;
 pub mod ray_serve;
@@ -452,16 +454,6 @@ impl Svc {
     }
 }
 
-struct Autoscaler {
-    policy: Box<dyn InferencePolicy>,
-    /// The services it was built for, in view order.
-    names: Vec<String>,
-    started: Instant,
-    next_call_s: f64,
-    /// The policy's initial decision is still to be taken.
-    initial: bool,
-}
-
 /// Every service's runtime, owned by the services loop and the API.
 pub struct Services {
     inner: Mutex<Inner>,
@@ -479,7 +471,7 @@ struct Inner {
     epoch: Instant,
     /// The autoscaler's decisions that changed something, newest last (at most
     /// [`DECISIONS_KEPT`]), with what the policy was shown.
-    decisions: std::collections::VecDeque<Value>,
+    decisions: std::collections::VecDeque<DecisionRecord>,
     /// Calls of the policy since the server started, and the last one's time.
     calls: u64,
     last_call_ms: Option<i64>,
@@ -877,24 +869,23 @@ impl Services {
         let g = self.inner.lock().await;
         let mine =
             |name: &str| tenant.is_none_or(|t| g.svcs.get(name).is_some_and(|s| s.tenant == t));
-        let decisions: Vec<Value> = g
+        let decisions: Vec<DecisionRecord> = g
             .decisions
             .iter()
             .filter_map(|d| {
-                let services: Vec<Value> = d["services"]
-                    .as_array()?
+                let services: Vec<_> = d
+                    .services
                     .iter()
-                    .filter(|v| mine(v["service"].as_str().unwrap_or("")))
+                    .filter(|v| mine(&v.service))
                     .cloned()
                     .collect();
-                (!services.is_empty()).then(|| {
-                    let mut d = d.clone();
-                    d["services"] = json!(services);
-                    d
+                (!services.is_empty()).then(|| DecisionRecord {
+                    services,
+                    ..d.clone()
                 })
             })
             .collect();
-        let interval = g.autoscaler.as_ref().map(|a| a.policy.interval_s());
+        let interval = g.autoscaler.as_ref().map(Autoscaler::interval_s);
         json!({
             "policy": state.config.autoscaler.policy,
             "params": state.config.autoscaler.params,
@@ -1248,12 +1239,9 @@ async fn pass(state: &AppState) {
         // A later service of the same name (another tenant's, perhaps) starts clean.
         g.history.forget(&name);
         for d in g.decisions.iter_mut() {
-            if let Some(list) = d["services"].as_array_mut() {
-                list.retain(|v| v["service"] != name.as_str());
-            }
+            d.services.retain(|v| v.service != name);
         }
-        g.decisions
-            .retain(|d| d["services"].as_array().is_some_and(|l| !l.is_empty()));
+        g.decisions.retain(|d| !d.services.is_empty());
     }
     // Minute arrivals for the forecasters.
     let minute = (g.epoch.elapsed().as_secs() / 60) as usize;
@@ -1587,214 +1575,6 @@ fn prepare_work_dir(
     crate::sandbox::own(work, run_as, 0o700)
 }
 
-/// The latest tick `next + k * interval` (k >= 0) at or before `elapsed`, if `next` is.
-fn due_tick(next: f64, elapsed: f64, interval: f64) -> Option<f64> {
-    if elapsed < next {
-        return None;
-    }
-    if !interval.is_finite() {
-        return Some(next);
-    }
-    let interval = interval.max(0.05);
-    Some(next + ((elapsed - next) / interval).floor() * interval)
-}
-
-/// Calls the policy when it is due and applies its decision to the targets and the
-/// routers' accept rates.
-fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
-    let names: Vec<String> = g
-        .svcs
-        .values()
-        .filter(|s| !s.deleting)
-        .map(|s| s.spec.name.clone())
-        .collect();
-    if names.is_empty() {
-        g.autoscaler = None;
-        return;
-    }
-    if g.autoscaler.as_ref().is_none_or(|a| a.names != names) {
-        let cfg = &state.config.autoscaler;
-        match pharos_policy::build(&cfg.policy, &cfg.params) {
-            Ok(policy) => {
-                let first = policy.first_call_s();
-                g.autoscaler = Some(Autoscaler {
-                    policy,
-                    names: names.clone(),
-                    started: Instant::now(),
-                    next_call_s: first,
-                    initial: true,
-                });
-                // Minute histories start with the policy.
-                g.epoch = Instant::now();
-                for s in g.svcs.values_mut() {
-                    s.minute_arrivals.clear();
-                    s.arrivals_at_minute = s.router.stats().counters.arrivals;
-                }
-            }
-            Err(e) => {
-                warn!("autoscaler: {e}");
-                return;
-            }
-        }
-    }
-    let capacity = state.services.capacity_left(state);
-    let free = capacity - held(g);
-    let a = g.autoscaler.as_mut().expect("built above");
-    // The policy is shown the time of the tick it is called for (its first call time
-    // plus whole intervals), as in the simulator, not the elapsed wall time a few
-    // milliseconds later: policies recognise their periodic work (a predictive step
-    // every five minutes) by the tick time. A loop that fell behind skips to the latest
-    // tick due.
-    let elapsed = a.started.elapsed().as_secs_f64();
-    let now_s = if a.initial {
-        0.0
-    } else {
-        let Some(tick) = due_tick(a.next_call_s, elapsed, a.policy.interval_s()) else {
-            return;
-        };
-        a.next_call_s = tick + a.policy.interval_s().max(0.05);
-        tick
-    };
-    let stats: Vec<_> = names.iter().map(|n| g.svcs[n].router.stats()).collect();
-    // How old the replica states the policy is shown are (Ray: Serve's last answer;
-    // local replicas are probed in the same pass).
-    let ages: BTreeMap<&str, Option<f64>> = names
-        .iter()
-        .map(|n| {
-            (
-                n.as_str(),
-                g.svcs[n].remote.seen.map(|t| t.elapsed().as_secs_f64()),
-            )
-        })
-        .collect();
-    for a in ages.values().flatten() {
-        g.state_age.0 += 1;
-        g.state_age.1 += a;
-        g.state_age.2 = g.state_age.2.max(*a);
-    }
-    let views: Vec<JobView<'_>> = names
-        .iter()
-        .zip(&stats)
-        .map(|(n, st)| {
-            let s = &g.svcs[n];
-            let count = |p: Phase| s.count(p);
-            let c = &st.counters;
-            JobView {
-                name: n,
-                slo: s.spec.slo,
-                processing_time_s: s.spec.processing_time_s,
-                cpus_per_replica: s.spec.cpus,
-                min_replicas: s.spec.min_replicas,
-                max_replicas: s.spec.max_replicas,
-                max_concurrent: s.spec.max_concurrent,
-                target_replicas: s.target,
-                ready_replicas: count(Phase::Ready),
-                starting_replicas: count(Phase::Starting),
-                queued: st.queued as u32,
-                in_flight: st.in_flight as u32,
-                accept_rate: st.accept_rate,
-                counters: JobCounters {
-                    arrivals: c.arrivals,
-                    dropped: c.dropped,
-                    completed: c.completed,
-                    latency_sum_s: c.latency_sum_s,
-                    ongoing_req_s: c.ongoing_req_s,
-                    busy_replica_s: c.busy_replica_s,
-                    ready_replica_s: c.ready_replica_s,
-                },
-                minute_arrivals: &s.minute_arrivals,
-            }
-        })
-        .collect();
-    let view = ClusterView {
-        now_s,
-        capacity_cpus: capacity,
-        free_cpus: free,
-        jobs: &views,
-    };
-    let t0 = Instant::now();
-    let was_initial = a.initial;
-    let d = if a.initial {
-        a.initial = false;
-        a.policy.initial_decision(&view)
-    } else {
-        a.policy.decide(&view)
-    };
-    let took_s = t0.elapsed().as_secs_f64();
-    state.metrics.record_decision(took_s);
-    let explained = a.policy.explain();
-    // What the policy was shown, for the record of a decision that changes something.
-    let mut shown: Vec<Value> = if d.is_unchanged() {
-        Vec::new()
-    } else {
-        views
-            .iter()
-            .enumerate()
-            .map(|(i, j)| {
-                json!({
-                    "service": j.name,
-                    "ready_replicas": j.ready_replicas,
-                    "starting_replicas": j.starting_replicas,
-                    "target_before": j.target_replicas,
-                    "queued": j.queued,
-                    "in_flight": j.in_flight,
-                    "accept_rate_before": j.accept_rate,
-                    "arrivals": j.counters.arrivals,
-                    "completed": j.counters.completed,
-                    "dropped": j.counters.dropped,
-                    "last_minute_arrivals": j.minute_arrivals.last(),
-                    "replica_state_age_s": ages.get(j.name).copied().flatten(),
-                    "explanation": explained.as_ref().and_then(|e| e.get(i)).cloned(),
-                })
-            })
-            .collect()
-    };
-    let record_time = (now_s, view.capacity_cpus, view.free_cpus);
-    let initial = was_initial;
-    drop(views);
-    g.calls += 1;
-    g.last_call_ms = Some(now_ms());
-    for (i, n) in names.iter().enumerate() {
-        let s = g.svcs.get_mut(n).expect("listed");
-        if let Some(Some(t)) = d.target_replicas.get(i) {
-            let t = (*t).clamp(s.spec.min_replicas, s.spec.max_replicas);
-            if t != s.target {
-                events.push((
-                    n.clone(),
-                    "scaled",
-                    format!(
-                        "target {} -> {t} replicas ({})",
-                        s.target, state.config.autoscaler.policy
-                    ),
-                ));
-                s.set_target(t);
-            }
-        }
-        if let Some(Some(r)) = d.accept_rate.get(i) {
-            s.router.set_accept_rate(*r);
-        }
-        if let Some(v) = shown.get_mut(i) {
-            v["target_after"] = json!(s.target);
-            v["accept_rate_after"] = json!(s.router.stats().accept_rate);
-        }
-    }
-    if !shown.is_empty() {
-        if g.decisions.len() >= DECISIONS_KEPT {
-            g.decisions.pop_front();
-        }
-        let (now_s, capacity, free) = record_time;
-        g.decisions.push_back(json!({
-            "time_ms": now_ms(),
-            "policy_time_s": now_s,
-            "initial": initial,
-            "capacity_cpus": capacity,
-            "free_cpus": free,
-            "decide_seconds": took_s,
-            "services": shown,
-        }));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1887,18 +1667,6 @@ mod tests {
             ..f.clone()
         }));
         assert!(!alive(&ReplicaFile { pid: i32::MAX, ..f }));
-    }
-
-    #[test]
-    fn the_policy_is_called_at_its_tick_times_not_the_wall_time() {
-        // A loop waking 13 ms late shows the policy the tick it is due, so a policy with
-        // work every 300 s recognises t = 300 exactly.
-        assert_eq!(due_tick(10.0, 9.99, 10.0), None);
-        assert_eq!(due_tick(300.0, 300.013, 10.0), Some(300.0));
-        // Behind by more than an interval: the latest tick due.
-        assert_eq!(due_tick(10.0, 35.2, 10.0), Some(30.0));
-        // A policy called once (FairShare's infinite interval).
-        assert_eq!(due_tick(f64::INFINITY, 1e9, f64::INFINITY), None);
     }
 
     #[test]

@@ -64,19 +64,7 @@ pub struct ClusterConfig {
     pub over_capacity: OverCapacity,
 }
 
-/// What the cluster does with targets whose replicas do not fit its capacity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OverCapacity {
-    /// Trim the target when it is decided so that the targets of all jobs fit the
-    /// capacity (the Faro controller's rule: an upscale is cut to the free quota and the
-    /// rest is dropped; a policy that wants more must ask again).
-    #[default]
-    Trim,
-    /// Keep the target; replicas that do not fit wait for capacity and start, first come
-    /// first served, as it is freed (a Kubernetes Deployment under a resource quota).
-    Wait,
-}
+pub use pharos_policy::OverCapacity;
 
 fn d_cold() -> f64 {
     35.0

@@ -19,12 +19,13 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 
-use pharos_core::{ClusterView, Decision, InferencePolicy, JobCounters, JobView};
+use pharos_core::{ClusterView, InferencePolicy, JobCounters, JobView};
+use pharos_policy::{PolicyDriver, Step};
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Exp1, Poisson};
 use rand_pcg::Pcg64Mcg;
 
-use crate::config::{ArrivalCount, OverCapacity, SimConfig};
+use crate::config::{ArrivalCount, SimConfig};
 use crate::metrics::{self, JobMetrics, JobSummary, MinuteRecord, Summary};
 
 const MINUTE_S: f64 = 60.0;
@@ -209,7 +210,7 @@ pub struct Conservation {
 /// One simulation of an inference cluster under a policy.
 pub struct Simulation<P: InferencePolicy> {
     cfg: SimConfig,
-    policy: P,
+    driver: PolicyDriver<P>,
     heap: BinaryHeap<Item>,
     seq: u64,
     now: f64,
@@ -252,7 +253,8 @@ impl<P: InferencePolicy> Simulation<P> {
                 ready: Vec::new(),
                 rr: 0,
                 queue: VecDeque::with_capacity((j.max_queue as usize).saturating_add(1).min(1024)),
-                target: 0,
+                // What the initial decision starts from (and shows the policy).
+                target: j.initial_replicas,
                 waiting_since: f64::INFINITY,
                 starting: 0,
                 in_flight: 0,
@@ -282,9 +284,10 @@ impl<P: InferencePolicy> Simulation<P> {
                 ),
             })
             .collect();
+        let over_capacity = cfg.cluster.over_capacity;
         let mut sim = Simulation {
             cfg,
-            policy,
+            driver: PolicyDriver::new(policy, over_capacity),
             heap: BinaryHeap::with_capacity(1024),
             seq: 0,
             now: 0.0,
@@ -317,26 +320,11 @@ impl<P: InferencePolicy> Simulation<P> {
     fn start(&mut self) {
         // Initial replicas: the jobs' configured counts, or the policy's initial
         // decision, running (not starting) at time 0, as far as the capacity allows.
-        let mut targets: Vec<u32> = self.cfg.jobs.iter().map(|j| j.initial_replicas).collect();
-        let initial = self.ask_policy(true);
-        self.apply_accept_rates(&initial);
-        for (i, t) in initial
-            .target_replicas
-            .iter()
-            .enumerate()
-            .take(targets.len())
-        {
-            if let Some(t) = t {
-                targets[i] = *t;
-            }
+        let step = self.ask_policy(true);
+        self.apply_accept_rates(&step);
+        for (js, t) in self.jobs.iter_mut().zip(&step.targets) {
+            js.target = *t;
         }
-        // Every job has at least one replica (the configuration guarantees it fits);
-        // the rest of the initial targets must fit the capacity like any decision.
-        for (i, js) in self.jobs.iter_mut().enumerate() {
-            js.target = self.cfg.jobs[i].min_replicas;
-        }
-        let targets: Vec<Option<u32>> = targets.into_iter().map(Some).collect();
-        self.set_targets(&targets);
         // Everyone gets one replica first so no job starts without service.
         for round in [1u32, u32::MAX] {
             for i in 0..self.jobs.len() {
@@ -359,9 +347,8 @@ impl<P: InferencePolicy> Simulation<P> {
                 self.open_streams += 1;
             }
         }
-        let first = self.policy.first_call_s();
-        if first.is_finite() && self.policy.interval_s().is_finite() {
-            self.push(first.max(0.0), Ev::PolicyTick);
+        if let Some(first) = self.driver.next_call_s() {
+            self.push(first, Ev::PolicyTick);
         }
         self.push(self.cfg.cluster.pod_monitor_interval_s, Ev::PodMonitor);
         self.push(MINUTE_S, Ev::MinuteTick);
@@ -735,8 +722,8 @@ impl<P: InferencePolicy> Simulation<P> {
         self.push(now + MINUTE_S, Ev::MinuteTick);
     }
 
-    /// Ask the policy (its initial decision or a regular one).
-    fn ask_policy(&mut self, initial: bool) -> Decision {
+    /// Ask the policy through the driver (its initial decision or a regular one).
+    fn ask_policy(&mut self, initial: bool) -> Step {
         let completed_minutes = ((self.now / MINUTE_S).floor() as usize).min(self.minutes);
         let views = job_views(&self.jobs, &self.cfg, self.now, completed_minutes);
         let view = ClusterView {
@@ -746,82 +733,43 @@ impl<P: InferencePolicy> Simulation<P> {
             jobs: &views,
         };
         if initial {
-            self.policy.initial_decision(&view)
+            let configured: Vec<u32> = self.cfg.jobs.iter().map(|j| j.initial_replicas).collect();
+            self.driver.initial(&view, &configured)
         } else {
-            self.policy.decide(&view)
+            self.driver.decide(&view)
         }
     }
 
     fn on_policy_tick(&mut self) {
-        let decision = self.ask_policy(false);
-        self.apply(&decision);
-        let next = self.now + self.policy.interval_s();
-        if next.is_finite() && next > self.now {
+        // Events fire at their tick: the driver's due tick is now.
+        if self.driver.due(self.now).is_none() {
+            return;
+        }
+        let step = self.ask_policy(false);
+        self.apply(&step);
+        if let Some(next) = self.driver.next_call_s()
+            && next > self.now
+        {
             self.push(next, Ev::PolicyTick);
         }
     }
 
-    fn apply_accept_rates(&mut self, d: &Decision) {
-        for (js, a) in self.jobs.iter_mut().zip(&d.accept_rate) {
+    fn apply_accept_rates(&mut self, step: &Step) {
+        for (js, a) in self.jobs.iter_mut().zip(&step.accept_rate) {
             if let Some(a) = a {
-                js.accept_rate = if a.is_finite() {
-                    a.clamp(0.0, 1.0)
-                } else {
-                    1.0
-                };
+                js.accept_rate = *a;
             }
         }
     }
 
-    /// Apply a decision: accept rates at once; targets trimmed to the capacity, then
-    /// reconciled.
-    fn apply(&mut self, d: &Decision) {
-        self.apply_accept_rates(d);
-        self.set_targets(&d.target_replicas);
+    /// Apply a decision: accept rates at once, the driver's targets (clamped and trimmed
+    /// to the capacity), then reconciled.
+    fn apply(&mut self, step: &Step) {
+        self.apply_accept_rates(step);
+        for (js, t) in self.jobs.iter_mut().zip(&step.targets) {
+            js.target = *t;
+        }
         self.reconcile_all();
-    }
-
-    /// Set new targets, clamped to each job's bounds: decreases first, then increases in
-    /// job order, each trimmed (with [`OverCapacity::Trim`]) so that the targets of all
-    /// jobs fit the capacity (a quota on targets; the pods that hold capacity are
-    /// reconciled afterwards).
-    fn set_targets(&mut self, targets: &[Option<u32>]) {
-        let capacity = self.cfg.cluster.capacity_cpus;
-        let bounded = |i: usize, t: u32| {
-            let j = &self.cfg.jobs[i];
-            t.clamp(j.min_replicas, j.max_replicas)
-        };
-        let wanted: Vec<Option<u32>> = (0..self.jobs.len())
-            .map(|i| targets.get(i).copied().flatten().map(|t| bounded(i, t)))
-            .collect();
-        for (i, w) in wanted.iter().enumerate() {
-            if let Some(t) = *w
-                && t < self.jobs[i].target
-            {
-                self.jobs[i].target = t;
-            }
-        }
-        for (i, w) in wanted.iter().enumerate() {
-            let Some(t) = *w else { continue };
-            if t <= self.jobs[i].target {
-                continue;
-            }
-            if self.cfg.cluster.over_capacity == OverCapacity::Wait {
-                self.jobs[i].target = t;
-                continue;
-            }
-            let cpus = self.cfg.jobs[i].cpus_per_replica;
-            let others: f64 = self
-                .jobs
-                .iter()
-                .zip(&self.cfg.jobs)
-                .enumerate()
-                .filter(|(k, _)| *k != i)
-                .map(|(_, (js, j))| js.target as f64 * j.cpus_per_replica)
-                .sum();
-            let fit = ((capacity - others) / cpus + 1e-9).floor().max(0.0) as u32;
-            self.jobs[i].target = t.min(fit).max(self.jobs[i].target);
-        }
     }
 
     /// Bring every job towards its target: all downscales first, then upscales as far
