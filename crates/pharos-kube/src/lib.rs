@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use pharos_server::config::KubernetesConfig;
+use pharos_engine::config::KubernetesConfig;
 use tracing::{debug, warn};
 
 pub mod fit;

@@ -19,8 +19,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use pharos_server::services::engine::{EngineReplica, Report, ServiceEngine, Want};
-use pharos_server::services::{Phase, ServiceSpec};
+use pharos_engine::service::{EngineReplica, Phase, Report, ServiceEngine, ServiceSpec, Want};
 use serde_json::json;
 
 use crate::{INSTALLATION, Kube, SERVICE_LABEL, describe};

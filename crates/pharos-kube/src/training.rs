@@ -24,7 +24,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
-use pharos_server::backend::{Backend, BackendError, JobRun, LearnerStatus};
+use pharos_engine::training::{Backend, BackendError, JobRun, LearnerStatus};
 use serde_json::{Value, json};
 
 use crate::{ATTEMPT, JOB_LABEL, Kube, describe, fit, transient};
@@ -157,11 +157,12 @@ impl KubeBackend {
         let mut labels = self.kube.labels();
         labels.insert(JOB_LABEL.into(), job.id.to_string());
         // What every learner shares; the per-learner variables come from the index.
-        let mut env = pharos_backend::learner_env(job, 1, None);
-        for k in pharos_backend::HOST_VARIABLES
-            .iter()
-            .chain(&["LEARNER_ID", "RANK", "ATTEMPT"])
-        {
+        let mut env = pharos_engine::job_files::learner_env(job, 1, None);
+        for k in pharos_engine::job_files::HOST_VARIABLES.iter().chain(&[
+            "LEARNER_ID",
+            "RANK",
+            "ATTEMPT",
+        ]) {
             // (ATTEMPT too: a resumed Job's pods keep the environment it was made with.)
             env.remove(*k);
         }
@@ -477,7 +478,7 @@ impl KubeBackend {
             Err(kube::Error::Api(s)) if s.code == 400 || s.code == 404 => return Ok(()),
             Err(e) => return Err(err("reading a learner's log", e)),
         };
-        pharos_backend::store_log_copy(job, learner, logs.as_bytes())
+        pharos_engine::job_files::store_log_copy(job, learner, logs.as_bytes())
     }
 
     /// Copies every learner's log it can; what fails is logged, not returned.
@@ -629,8 +630,8 @@ impl Backend for KubeBackend {
     }
 
     fn prepare(&self, job: &JobRun) -> Result<(), BackendError> {
-        pharos_backend::make_job_dirs(job)?;
-        pharos_backend::unpack_model(job)
+        pharos_engine::job_files::make_job_dirs(job)?;
+        pharos_engine::job_files::unpack_model(job)
     }
 
     fn start(&self, job: &JobRun) -> Result<(), BackendError> {
@@ -727,7 +728,7 @@ impl Backend for KubeBackend {
                 let copy = if status.ended() {
                     !done.exists()
                 } else {
-                    pharos_backend::log_copy_due(job, learner)
+                    pharos_engine::job_files::log_copy_due(job, learner)
                 };
                 if copy {
                     match self.mirror_logs(job, learner, &pod) {
@@ -788,7 +789,7 @@ impl Backend for KubeBackend {
         {
             self.mirror_all(job, &pods);
         }
-        pharos_backend::write_results(job, outcome)
+        pharos_engine::job_files::write_results(job, outcome)
     }
 
     fn remove(&self, job: &JobRun) -> Result<(), BackendError> {

@@ -23,9 +23,9 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 
 use crate::auth::{Caller, generate_token, hash_token};
-use crate::backend::JobPaths;
 use crate::store::{Desired, JobRow, JobUpdate, NewJob, StoreError};
 use crate::{AppState, archive_path};
+use pharos_engine::JobPaths;
 
 // ----- errors ---------------------------------------------------------------------
 

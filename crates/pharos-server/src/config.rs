@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pharos_core::{Node, QueueSpec};
+pub use pharos_engine::config::{KubernetesConfig, RayConfig, SandboxConfig, SandboxMode};
 use pharos_policy::training::GangParams;
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +50,7 @@ pub struct ServerConfig {
     /// (Ray Jobs and Ray Serve on the cluster named in `ray`) or `kubernetes` (Jobs and
     /// Deployments in the cluster and namespace named in `kubernetes`).
     pub backend: BackendKind,
-    pub ray: crate::ray::RayConfig,
+    pub ray: RayConfig,
     pub kubernetes: KubernetesConfig,
     /// The dashboard's history: a sample every this many seconds ...
     pub history_interval_s: f64,
@@ -93,47 +94,6 @@ impl Default for ListenerConfig {
     }
 }
 
-/// Where learners and replicas run on the local backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SandboxMode {
-    /// `users` when the server runs as root and the data directory is reachable by
-    /// other users; otherwise `off`, with a warning.
-    #[default]
-    Auto,
-    /// Each tenant's code runs as its own unprivileged user; the server refuses to
-    /// start without root.
-    Users,
-    /// Tenants' code runs as the server's own user (no isolation).
-    Off,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SandboxConfig {
-    pub mode: SandboxMode,
-    /// Tenants get the user and group ids `uid_base`, `uid_base + 1`, ... (in the order
-    /// they first run something), at most `uid_count` of them.
-    pub uid_base: u32,
-    pub uid_count: u32,
-    /// Processes (and threads) one tenant's user may have at once (RLIMIT_NPROC).
-    pub max_processes: u64,
-    /// Open files per process (RLIMIT_NOFILE).
-    pub max_open_files: u64,
-}
-
-impl Default for SandboxConfig {
-    fn default() -> Self {
-        Self {
-            mode: SandboxMode::Auto,
-            uid_base: 200_000,
-            uid_count: 100_000,
-            max_processes: 2048,
-            max_open_files: 4096,
-        }
-    }
-}
-
 /// What a tenant may ask for. The admin sets them; tenants cannot exceed them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -172,69 +132,6 @@ pub enum BackendKind {
     Local,
     Ray,
     Kubernetes,
-}
-
-/// The Kubernetes backend: where the cluster is and how learners and replicas become
-/// pods. With this backend `capacity` is the share of the cluster pharos plans with
-/// (like a Kueue cluster queue's quota); a gang also starts only once the nodes have
-/// room for every learner.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KubernetesConfig {
-    /// A kubeconfig file [default: the pod's service account when pharos runs in the
-    /// cluster, else $KUBECONFIG or ~/.kube/config].
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig's context [default: its current one].
-    pub context: Option<String>,
-    /// Where pharos creates everything [default: the kubeconfig's or the pod's
-    /// namespace].
-    pub namespace: Option<String>,
-    /// The learners' image, unless `images` names one for the manifest's framework.
-    pub image: String,
-    /// Images by framework name (`tensorflow: tensorflow/tensorflow:2.16.1`).
-    pub images: BTreeMap<String, String>,
-    /// The extended resource a GPU is (`nvidia.com/gpu`, `amd.com/gpu`).
-    pub gpu_resource: String,
-    /// The node label whose value is the GPU model a manifest's `gpu_type` names.
-    pub gpu_type_label: String,
-    /// Set CPU limits equal to the requests (off by default: limits throttle).
-    pub cpu_limits: bool,
-    /// Set memory limits equal to the requests.
-    pub memory_limits: bool,
-    /// A PersistentVolumeClaim holding the data directory, mounted in learner pods at
-    /// the same path, so MODEL_DIR, CHECKPOINT_DIR and RESULT_DIR are the server's
-    /// (ReadWriteMany when learners run on other nodes than the server).
-    pub data_claim: Option<String>,
-    /// The learner pods' service account [default: the namespace's default].
-    pub service_account: Option<String>,
-    /// Start a gang only when the nodes' free allocatable resources hold every learner.
-    pub check_nodes: bool,
-    /// Seconds a replica keeps serving after Kubernetes marks it for removal (a preStop
-    /// sleep, Kubernetes 1.30 or newer); 0 for none.
-    pub replica_drain_s: u32,
-    /// Each API call's time limit, seconds.
-    pub timeout_s: f64,
-}
-
-impl Default for KubernetesConfig {
-    fn default() -> Self {
-        Self {
-            kubeconfig: None,
-            context: None,
-            namespace: None,
-            image: "python:3.12-slim".into(),
-            images: BTreeMap::new(),
-            gpu_resource: "nvidia.com/gpu".into(),
-            gpu_type_label: "nvidia.com/gpu.product".into(),
-            cpu_limits: false,
-            memory_limits: true,
-            data_claim: None,
-            service_account: None,
-            check_nodes: true,
-            replica_drain_s: 2,
-            timeout_s: 10.0,
-        }
-    }
 }
 
 /// Which inference policy scales the services, with its parameters (as in an
@@ -343,7 +240,7 @@ impl Default for ServerConfig {
             autoscaler: AutoscalerConfig::default(),
             restart_backoff_max_s: 60.0,
             backend: BackendKind::Local,
-            ray: crate::ray::RayConfig::default(),
+            ray: RayConfig::default(),
             kubernetes: KubernetesConfig::default(),
             history_interval_s: 10.0,
             history_hours: 6.0,

@@ -13,8 +13,8 @@ use pharos_core::{
 use tracing::{info, warn};
 
 use crate::AppState;
-use crate::backend::{BackendError, JobPaths, JobRun, LearnerStatus};
 use crate::store::{Desired, JobRow, JobUpdate, StoreError, now_ms};
+use pharos_engine::training::{BackendError, JobPaths, JobRun, LearnerStatus};
 
 /// Runs the loop until the process ends.
 pub async fn run(state: Arc<AppState>) {

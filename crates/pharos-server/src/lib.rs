@@ -1,6 +1,6 @@
 //! The pharos control plane: a REST API over a store of training jobs, a controller
 //! that schedules them (a pure [`pharos_policy::training::GangScheduler`]) and
-//! supervises their learners through a [`backend::Backend`], and API tokens mapped to
+//! supervises their learners through a [`Backend`], and API tokens mapped to
 //! tenants.
 //!
 //! Architecture Invariant: no job state lives only in memory - the store is the truth,
@@ -9,16 +9,13 @@
 
 pub mod api;
 pub mod auth;
-pub mod backend;
 pub mod config;
 pub mod controller;
 pub mod dashboard;
 pub mod listen;
 pub mod logs;
 pub mod openapi;
-pub mod ray;
 pub mod router;
-pub mod sandbox;
 pub mod services;
 pub mod store;
 
@@ -33,10 +30,11 @@ use pharos_policy::training::GangScheduler;
 use tokio::sync::Notify;
 use tracing::info;
 
-pub use backend::Backend;
 pub use config::ServerConfig;
 /// The bounds of what tenants send (re-exported for the binaries).
 pub use pharos_core::limits;
+pub use pharos_engine::Backend;
+use pharos_engine::sandbox;
 pub use store::Store;
 
 /// Everything the API handlers and the controller share.
@@ -168,11 +166,12 @@ pub async fn open(
     open_with_engine(config, backend, None).await
 }
 
-/// [`open`], with the services' replicas run by `engine` (Kubernetes).
+/// [`open`], with the services' replicas run by `engine` (Ray Serve, Kubernetes: the
+/// binary wires the one the configuration's backend names).
 pub async fn open_with_engine(
     config: ServerConfig,
     backend: Arc<dyn Backend>,
-    engine: Option<Arc<dyn services::engine::ServiceEngine>>,
+    engine: Option<Arc<dyn pharos_engine::ServiceEngine>>,
 ) -> anyhow::Result<Arc<AppState>> {
     config.validate()?;
     let mut config = config;
@@ -231,18 +230,13 @@ pub async fn open_with_engine(
         anyhow::ensure!(!q.name.is_empty(), "queues: a queue needs a name");
     }
     let scheduler = Mutex::new(GangScheduler::new(config.scheduler.clone()));
-    // Services run where the backend says: Ray Serve for `ray`, the given engine for
-    // `kubernetes`, local processes otherwise.
-    let engine: Option<Arc<dyn services::engine::ServiceEngine>> = match config.backend {
-        config::BackendKind::Ray => Some(Arc::new(services::ray_serve::RayServe::new(
-            ray::RayClient::new(&config.ray)?,
-            &config,
-        ))),
-        config::BackendKind::Kubernetes => Some(
-            engine
-                .ok_or_else(|| anyhow::anyhow!("backend: kubernetes needs its service engine"))?,
-        ),
+    // Services run where the backend says: on the engine the binary wired for `ray` and
+    // `kubernetes`, as local processes otherwise.
+    let engine = match config.backend {
         config::BackendKind::Local => None,
+        kind => Some(
+            engine.ok_or_else(|| anyhow::anyhow!("backend: {kind:?} needs its service engine"))?,
+        ),
     };
     let services = services::Services::with_engine(engine);
     Ok(Arc::new(AppState {

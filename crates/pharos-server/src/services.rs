@@ -17,7 +17,7 @@ use axum::body::Body;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use pharos_core::{ClusterView, InferencePolicy, JobCounters, JobView, Slo};
+use pharos_core::{ClusterView, InferencePolicy, JobCounters, JobView};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -27,326 +27,13 @@ use crate::AppState;
 use crate::router::Router;
 use crate::store::now_ms;
 use autoscale::{Autoscaler, DecisionRecord, autoscale};
+pub use pharos_engine::service::{KubeApp, Phase, RayApp, ServiceSpec};
 
 mod autoscale;
 pub mod engine;
 mod history;
-pub mod ray_serve;
 
 pub use history::{ClusterPoint, ServicePoint};
-
-/// What a user applies: one inference service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceSpec {
-    /// `[a-z0-9-]`, at most 40 characters.
-    pub name: String,
-    /// The program and arguments that start one replica; `$PORT` in an argument is the
-    /// port it must listen on (also in the environment as PORT). A program without a
-    /// `/` is looked up next to the pharos executable, then in PATH. (Local backend.)
-    #[serde(default)]
-    pub command: Vec<String>,
-    /// The Ray Serve application instead of a command (Ray backend).
-    #[serde(default)]
-    pub ray: Option<RayApp>,
-    /// The container instead of a command (Kubernetes backend): pharos runs the
-    /// replicas as a Deployment and owns its replica count.
-    #[serde(default)]
-    pub kubernetes: Option<KubeApp>,
-    /// Extra environment of the replicas (they get PATH, HOME, PORT, SERVICE and
-    /// REPLICA besides).
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// A replica is ready when a GET of this path answers 2xx.
-    #[serde(default = "d_readiness")]
-    pub readiness_path: String,
-    /// vCPUs per replica (taken from the capacity shared with training jobs).
-    #[serde(default = "d_one")]
-    pub cpus: f64,
-    /// GPUs per replica (Ray backend; the local backend gives GPUs to training jobs
-    /// only: 0).
-    #[serde(default)]
-    pub gpus: u32,
-    pub slo: Slo,
-    /// What a request takes on one replica, seconds (model-based policies use it).
-    pub processing_time_s: f64,
-    #[serde(default = "d_one_u32")]
-    pub min_replicas: u32,
-    #[serde(default = "d_max")]
-    pub max_replicas: u32,
-    /// Replicas started when the service is created [default: min_replicas].
-    #[serde(default)]
-    pub initial_replicas: Option<u32>,
-    /// Requests one replica is sent at once; more wait at the router.
-    #[serde(default = "d_one_u32")]
-    pub max_concurrent: u32,
-    /// Requests the router queues before it drops (503).
-    #[serde(default = "d_queue")]
-    pub max_queue: usize,
-    /// The router's port [default: a free one, kept across restarts].
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// A replica not ready after this long is abandoned (stopped, with an event).
-    #[serde(default = "d_ready_timeout")]
-    pub ready_timeout_s: f64,
-}
-
-/// A Ray Serve application: pharos deploys it with `external_scaler_enabled` under the
-/// route prefix `/<service name>` and sets its deployment's replica count.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RayApp {
-    /// `module:attribute` of the bound application, imported in `working_dir`.
-    pub import_path: String,
-    /// A directory on the server's machine with the application's code, uploaded to Ray
-    /// as the application's working directory (`pharos apply` makes a relative one
-    /// relative to the spec file).
-    #[serde(default)]
-    pub working_dir: Option<String>,
-    /// The deployment pharos scales (the application's ingress).
-    pub deployment: String,
-}
-
-/// A service's replicas on Kubernetes: a Deployment named after the service, in the
-/// server's namespace, of pods running this container.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KubeApp {
-    pub image: String,
-    /// The port the container serves on (also in its environment as PORT).
-    #[serde(default = "d_container_port")]
-    pub port: u16,
-    /// The container's entrypoint and arguments [default: the image's].
-    #[serde(default)]
-    pub command: Vec<String>,
-    #[serde(default)]
-    pub args: Vec<String>,
-}
-
-fn d_container_port() -> u16 {
-    8080
-}
-
-fn d_readiness() -> String {
-    "/healthz".into()
-}
-fn d_one() -> f64 {
-    1.0
-}
-fn d_one_u32() -> u32 {
-    1
-}
-fn d_max() -> u32 {
-    10
-}
-fn d_queue() -> usize {
-    100
-}
-fn d_ready_timeout() -> f64 {
-    60.0
-}
-
-impl ServiceSpec {
-    /// Parses YAML or JSON; the error names what is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let spec: ServiceSpec = serde_saphyr::from_str(text).map_err(|e| format!("spec: {e}"))?;
-        spec.validate()?;
-        Ok(spec)
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        self.check_bounds().map_err(|e| e.to_string())?;
-        let n = &self.name;
-        if n.is_empty()
-            || n.len() > 40
-            || !n
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(format!(
-                "name: {n:?} must be 1-40 characters of a-z, 0-9 and -"
-            ));
-        }
-        let engines = [
-            !self.command.is_empty(),
-            self.ray.is_some(),
-            self.kubernetes.is_some(),
-        ];
-        if engines.iter().filter(|b| **b).count() > 1 {
-            return Err("command, ray, kubernetes: give one (a command for the local backend, a Serve application for Ray, a container for Kubernetes)".into());
-        }
-        if let Some(k) = &self.kubernetes {
-            if k.image.trim().is_empty() {
-                return Err("kubernetes.image: a container image is required".into());
-            }
-            if k.port == 0 {
-                return Err("kubernetes.port: must be a port number (1-65535)".into());
-            }
-        }
-        match &self.ray {
-            None if self.kubernetes.is_none()
-                && (self.command.is_empty() || self.command[0].is_empty()) =>
-            {
-                return Err("command: a program to run is required".into());
-            }
-            Some(r)
-                if !r.import_path.contains([':', '.']) || r.import_path.starts_with([':', '.']) =>
-            {
-                return Err(format!(
-                    "ray.import_path: {:?} must be module:attribute",
-                    r.import_path
-                ));
-            }
-            Some(r) if r.deployment.is_empty() || r.deployment.contains('/') => {
-                return Err(format!(
-                    "ray.deployment: {:?} must be a deployment's name",
-                    r.deployment
-                ));
-            }
-            _ => {}
-        }
-        if !self.readiness_path.starts_with('/') {
-            return Err("readiness_path: must start with /".into());
-        }
-        if !(self.cpus.is_finite() && self.cpus > 0.0) {
-            return Err("cpus: must be positive".into());
-        }
-        if self.gpus > 0 && self.ray.is_none() && self.kubernetes.is_none() {
-            return Err(
-                "gpus: replicas with GPUs are not supported by the local backend (training jobs get GPUs)"
-                    .into(),
-            );
-        }
-        if !(self.slo.latency_s.is_finite() && self.slo.latency_s > 0.0) {
-            return Err("slo.latency_s: must be positive".into());
-        }
-        if !(self.slo.percentile > 0.0 && self.slo.percentile < 100.0) {
-            return Err("slo.percentile: must be in (0, 100)".into());
-        }
-        if !(self.processing_time_s.is_finite() && self.processing_time_s > 0.0) {
-            return Err("processing_time_s: must be positive".into());
-        }
-        if self.max_replicas == 0 || self.min_replicas > self.max_replicas {
-            return Err("min_replicas, max_replicas: need 0 <= min <= max and max >= 1".into());
-        }
-        if let Some(i) = self.initial_replicas
-            && (i < self.min_replicas || i > self.max_replicas)
-        {
-            return Err("initial_replicas: must be within min_replicas..=max_replicas".into());
-        }
-        if self.max_concurrent == 0 {
-            return Err("max_concurrent: must be at least 1".into());
-        }
-        if !(self.ready_timeout_s.is_finite() && self.ready_timeout_s > 0.0) {
-            return Err("ready_timeout_s: must be positive".into());
-        }
-        for k in self.env.keys() {
-            if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(format!("env: {k:?} is not a variable name"));
-            }
-        }
-        Ok(())
-    }
-
-    /// Every number and size within its documented range (`docs/limits.md`).
-    fn check_bounds(&self) -> Result<(), pharos_core::SpecError> {
-        use pharos_core::limits::*;
-        check_count("command", self.command.len(), MAX_ARGS)?;
-        for (i, a) in self.command.iter().enumerate() {
-            check_len(&format!("command[{i}]"), a, MAX_PATH)?;
-        }
-        check_count("env", self.env.len(), MAX_ENV)?;
-        for (k, v) in &self.env {
-            check_len("env", k, MAX_SHORT)?;
-            check_len(&format!("env.{k}"), v, MAX_PATH)?;
-        }
-        check_len("readiness_path", &self.readiness_path, MAX_PATH)?;
-        check_f64("cpus", self.cpus, MIN_CPUS, MAX_CPUS)?;
-        check_int("gpus", self.gpus, 0, MAX_GPUS)?;
-        check_positive_at_most("slo.latency_s", self.slo.latency_s, MAX_LATENCY_S)?;
-        check_positive_at_most("processing_time_s", self.processing_time_s, MAX_LATENCY_S)?;
-        check_int("max_replicas", self.max_replicas, 1, MAX_REPLICAS)?;
-        check_int("min_replicas", self.min_replicas, 0, MAX_REPLICAS)?;
-        if let Some(i) = self.initial_replicas {
-            check_int("initial_replicas", i, 0, MAX_REPLICAS)?;
-        }
-        check_int("max_concurrent", self.max_concurrent, 1, MAX_CONCURRENT)?;
-        check_int("max_queue", self.max_queue, 0, MAX_QUEUE)?;
-        if let Some(p) = self.port {
-            check_int("port", p, MIN_PORT, u16::MAX)?;
-        }
-        check_positive_at_most("ready_timeout_s", self.ready_timeout_s, MAX_TIMEOUT_S)?;
-        if let Some(r) = &self.ray {
-            check_len("ray.import_path", &r.import_path, MAX_SHORT * 2)?;
-            check_len("ray.deployment", &r.deployment, MAX_SHORT)?;
-            if let Some(w) = &r.working_dir {
-                check_len("ray.working_dir", w, MAX_PATH)?;
-            }
-        }
-        if let Some(k) = &self.kubernetes {
-            check_len("kubernetes.image", &k.image, MAX_PATH)?;
-            check_count("kubernetes.command", k.command.len(), MAX_ARGS)?;
-            check_count("kubernetes.args", k.args.len(), MAX_ARGS)?;
-            for a in k.command.iter().chain(&k.args) {
-                check_len("kubernetes.args", a, MAX_PATH)?;
-            }
-        }
-        if self
-            .command
-            .iter()
-            .chain(self.env.values())
-            .chain(self.env.keys())
-            .any(|a| a.contains('\0'))
-        {
-            return Err(pharos_core::SpecError::new(
-                "command",
-                "arguments and environment must not contain NUL bytes",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Fields that cannot change while replicas run (they define the replicas or the
-    /// router); the first that differs.
-    pub fn fixed_change(&self, new: &ServiceSpec) -> Option<&'static str> {
-        if self.command != new.command {
-            Some("command")
-        } else if self.ray != new.ray {
-            Some("ray")
-        } else if self.kubernetes != new.kubernetes {
-            Some("kubernetes")
-        } else if self.gpus != new.gpus {
-            Some("gpus")
-        } else if self.env != new.env {
-            Some("env")
-        } else if self.readiness_path != new.readiness_path {
-            Some("readiness_path")
-        } else if self.cpus != new.cpus {
-            Some("cpus")
-        } else if self.max_concurrent != new.max_concurrent {
-            Some("max_concurrent")
-        } else if self.max_queue != new.max_queue {
-            Some("max_queue")
-        } else if new.port.is_some() && self.port != new.port {
-            Some("port")
-        } else {
-            None
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// Started, not answering its readiness path yet.
-    Starting,
-    /// Taking traffic.
-    Ready,
-    /// Removed from the router; stopped once its requests are done.
-    Draining,
-    /// SIGTERM sent (SIGKILL after the grace).
-    Stopping,
-}
 
 /// What is kept on disk of a replica (so that a restarted server adopts it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -408,7 +95,7 @@ struct Svc {
     /// Decision to serving, per scale-up, seconds (the control latency).
     control_latencies: Vec<f64>,
     /// The user its replicas run as (local backend, sandboxed).
-    run_as: Option<crate::sandbox::RunAs>,
+    run_as: Option<pharos_engine::sandbox::RunAs>,
 }
 
 impl Svc {
@@ -458,7 +145,7 @@ impl Svc {
 pub struct Services {
     inner: Mutex<Inner>,
     /// The engine that runs the replicas (Ray Serve, Kubernetes), else local processes.
-    engine: Option<Arc<dyn engine::ServiceEngine>>,
+    engine: Option<Arc<dyn pharos_engine::ServiceEngine>>,
     client: Client<HttpConnector, Body>,
     held_now: std::sync::Mutex<Vec<(f64, u32)>>,
     /// vCPUs held by training jobs, as of the controller's last scheduling pass.
@@ -497,7 +184,7 @@ impl Default for Services {
 
 impl Services {
     /// Services whose replicas `engine` runs (local processes without one).
-    pub fn with_engine(engine: Option<Arc<dyn engine::ServiceEngine>>) -> Self {
+    pub fn with_engine(engine: Option<Arc<dyn pharos_engine::ServiceEngine>>) -> Self {
         Self {
             engine,
             inner: Mutex::new(Inner {
@@ -1512,7 +1199,7 @@ fn start(s: &mut Svc, data_dir: &Path) -> Result<u64, String> {
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(err);
-    crate::sandbox::confine(&mut cmd, s.run_as);
+    pharos_engine::sandbox::confine(&mut cmd, s.run_as);
     // SAFETY: setsid between fork and exec (async-signal-safe): the replica leads its
     // own session and process group, and outlives the server.
     unsafe {
@@ -1556,7 +1243,7 @@ fn prepare_work_dir(
     data_dir: &Path,
     name: &str,
     work: &Path,
-    run_as: Option<crate::sandbox::RunAs>,
+    run_as: Option<pharos_engine::sandbox::RunAs>,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let pass = if run_as.is_some() { 0o711 } else { 0o700 };
@@ -1572,7 +1259,7 @@ fn prepare_work_dir(
         std::fs::create_dir_all(work)?;
     }
     // Made by the server: giving it away follows no link a tenant planted.
-    crate::sandbox::own(work, run_as, 0o700)
+    pharos_engine::sandbox::own(work, run_as, 0o700)
 }
 
 #[cfg(test)]

@@ -19,9 +19,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use pharos_core::{JobState, SchedDecision, SchedView, TrainingScheduler};
+use pharos_engine::training::{Backend, BackendError, JobRun, LearnerStatus};
 use pharos_policy::training::{GangParams, GangScheduler, Order, Placement};
 use pharos_server::AppState;
-use pharos_server::backend::{Backend, BackendError, JobRun, LearnerStatus};
 use pharos_server::config::{Capacity, ServerConfig};
 use pharos_server::controller::{parse_manifest, reconcile};
 use pharos_server::store::{Desired, NewJob};

@@ -763,7 +763,7 @@ fn check_config_text(text: &str) -> Result<(), TestCaseError> {
         );
         // What the server makes of the `ray` part at start with `backend: ray` (no
         // network here): an accepted configuration must not make it panic.
-        let _ = pharos_server::ray::RayClient::new(&c.ray);
+        let _ = pharos_ray::RayClient::new(&c.ray);
     }
     Ok(())
 }

@@ -650,7 +650,7 @@ fn main() -> ExitCode {
     // The supervisor of one learner process, started by the server's local backend.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__learner") {
-        return ExitCode::from(pharos_backend::learner_main(&args[2..]) as u8);
+        return ExitCode::from(pharos_local::learner_main(&args[2..]) as u8);
     }
     let cli = Cli::parse();
     if matches!(

@@ -61,17 +61,24 @@ pub fn server(a: ServerArgs) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let installation = || {
-            pharos_backend::ray::installation_id(&config.data_dir)
+            pharos_engine::fs::installation_id(&config.data_dir)
                 .with_context(|| format!("the installation id in {}", config.data_dir.display()))
         };
-        let mut engine: Option<Arc<dyn pharos_server::services::engine::ServiceEngine>> = None;
-        let backend: Arc<dyn pharos_server::Backend> = match config.backend {
+        // The binary alone chooses and wires the engines: one for training, one for
+        // services (none: the server runs replicas as local processes).
+        let mut engine: Option<Arc<dyn pharos_engine::ServiceEngine>> = None;
+        let backend: Arc<dyn pharos_engine::Backend> = match config.backend {
             pharos_server::config::BackendKind::Local => {
-                Arc::new(pharos_backend::LocalBackend::new(exe))
+                Arc::new(pharos_local::LocalBackend::new(exe))
             }
             pharos_server::config::BackendKind::Ray => {
-                let client = pharos_server::ray::RayClient::new(&config.ray)?;
-                Arc::new(pharos_backend::RayBackend::new(client, installation()?)?)
+                let client = pharos_ray::RayClient::new(&config.ray)?;
+                engine = Some(Arc::new(pharos_ray::RayServe::new(
+                    client.clone(),
+                    &config.ray,
+                    &std::path::absolute(&config.data_dir)?,
+                )));
+                Arc::new(pharos_ray::RayBackend::new(client, installation()?)?)
             }
             pharos_server::config::BackendKind::Kubernetes => {
                 let kube = Arc::new(

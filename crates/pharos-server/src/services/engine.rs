@@ -1,4 +1,5 @@
-//! Services whose replicas an engine elsewhere runs (Kubernetes), behind one trait.
+//! The services loop's side of the [`ServiceEngine`] seam (the trait is in
+//! `pharos-engine`): services whose replicas an engine elsewhere runs.
 //!
 //! Every pass the services loop hands the engine each service's wanted state (its spec,
 //! the autoscaler's target, whether it is being deleted) and gets back what runs: each
@@ -8,60 +9,8 @@
 //! engine cannot be reached the last known replicas are kept, each service is told once
 //! (`engine-unavailable`), and the loop retries after 1 s, 2 s, 4 s ... 30 s.
 
-use futures_util::future::BoxFuture;
-
 use super::*;
-
-/// One service as the engine should make it.
-#[derive(Debug, Clone)]
-pub struct Want {
-    pub name: String,
-    pub spec: ServiceSpec,
-    /// Replicas the autoscaler (or the API) wants.
-    pub target: u32,
-    /// Deleted: everything of it should go.
-    pub deleting: bool,
-}
-
-/// One replica as the engine reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EngineReplica {
-    pub id: String,
-    pub phase: Phase,
-    /// Where the router sends requests, for a ready replica (`http://10.1.2.3:8080`).
-    pub url: Option<String>,
-}
-
-/// What the engine runs of one service.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    pub name: String,
-    /// Something of the service still exists on the engine (a deleted service leaves
-    /// once nothing does).
-    pub present: bool,
-    pub replicas: Vec<EngineReplica>,
-    /// The engine's word for the service's state, and why (for the API).
-    pub status: String,
-    pub message: String,
-    /// Events for the service (kind, message), each said once by the engine.
-    pub events: Vec<(&'static str, String)>,
-}
-
-/// An engine that runs services' replicas. `sync` is called once per pass with every
-/// service; it must be idempotent (a restarted server calls it with the same wants).
-pub trait ServiceEngine: Send + Sync + 'static {
-    /// `kubernetes`: also the name of the spec's field this engine reads.
-    fn name(&self) -> &'static str;
-    /// The events when it stops and starts answering.
-    fn event_kinds(&self) -> (&'static str, &'static str) {
-        ("engine-unavailable", "engine-available")
-    }
-    /// Whether this engine can run `spec` (the error names the field).
-    fn check(&self, spec: &ServiceSpec) -> Result<(), String>;
-    /// Brings the engine toward `wants` and reports what runs (one report per want).
-    /// An error means the engine could not be asked (nothing is known).
-    fn sync<'a>(&'a self, wants: &'a [Want]) -> BoxFuture<'a, Result<Vec<Report>, String>>;
-}
+use pharos_engine::service::{ServiceEngine, Want};
 
 /// What the engine last reported of one service.
 #[derive(Default)]

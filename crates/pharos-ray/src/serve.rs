@@ -16,9 +16,16 @@ use std::sync::Mutex as SyncMutex;
 
 use futures_util::future::BoxFuture;
 
-use super::engine::{EngineReplica, Report, ServiceEngine, Want};
-use super::*;
-use crate::ray::{RayClient, RayError};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pharos_engine::config::RayConfig;
+use pharos_engine::service::{EngineReplica, Phase, Report, ServiceEngine, ServiceSpec, Want};
+use serde_json::{Value, json};
+use tracing::warn;
+
+use crate::client::{RayClient, RayError};
 
 /// What pharos last did with one service's application.
 #[derive(Default, Clone)]
@@ -51,12 +58,14 @@ pub struct RayServe {
 }
 
 impl RayServe {
-    pub fn new(client: RayClient, config: &crate::ServerConfig) -> Self {
+    /// Services on the Ray cluster `client` reaches; `data_dir` is the server's (never a
+    /// source of application code).
+    pub fn new(client: RayClient, ray: &RayConfig, data_dir: &Path) -> Self {
         Self {
             client,
-            serve_url: config.ray.serve_url.trim_end_matches('/').to_string(),
-            data_dir: config.data_dir.clone(),
-            code_roots: config.ray.code_roots.clone(),
+            serve_url: ray.serve_url.trim_end_matches('/').to_string(),
+            data_dir: data_dir.to_path_buf(),
+            code_roots: ray.code_roots.clone(),
             apps: SyncMutex::new(BTreeMap::new()),
         }
     }

@@ -16,15 +16,17 @@
 //! backend. Nothing is kept in memory.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use pharos_server::backend::{Backend, BackendError, JobRun, LearnerStatus};
-use pharos_server::ray::{RayClient, RayError};
+use pharos_engine::job_files;
+
+use crate::client::{RayClient, RayError};
+use pharos_engine::training::{Backend, BackendError, JobRun, LearnerStatus};
 use serde_json::{Value, json};
 
 pub struct RayBackend {
     client: RayClient,
-    /// This installation's id (see [`installation_id`]): submission ids are
+    /// This installation's id (see [`pharos_engine::fs::installation_id`]): submission ids are
     /// `pharos-<installation>-<job>-a<attempt>-l<learner>`, so two pharos servers (or a
     /// fresh store) on one Ray cluster never take each other's jobs for their own.
     installation: String,
@@ -88,14 +90,14 @@ impl RayBackend {
     /// Copies Ray's log of the learner into its log file, if it grew.
     fn mirror_logs(&self, job: &JobRun, learner: u32, id: &str) -> Result<(), BackendError> {
         let logs = self.block_on(self.client.job_logs(id)).map_err(err)?;
-        crate::store_log_copy(job, learner, logs.as_bytes())
+        job_files::store_log_copy(job, learner, logs.as_bytes())
     }
 
     /// What the learner's driver is given: FfDL's variables and the rendezvous ones.
     fn env(&self, job: &JobRun, learner: u32) -> serde_json::Map<String, Value> {
-        let mut env = crate::learner_env(job, learner, None);
+        let mut env = pharos_engine::job_files::learner_env(job, learner, None);
         // Ray gives each driver its own PATH, home and GPUs.
-        for k in crate::HOST_VARIABLES {
+        for k in job_files::HOST_VARIABLES {
             if !job.env.contains_key(k) {
                 env.remove(k);
             }
@@ -130,8 +132,8 @@ impl Backend for RayBackend {
 
     fn prepare(&self, job: &JobRun) -> Result<(), BackendError> {
         let p = &job.paths;
-        crate::make_job_dirs(job)?;
-        crate::unpack_model(job)?;
+        job_files::make_job_dirs(job)?;
+        job_files::unpack_model(job)?;
         // Ray takes the model as a package: upload it now (content-addressed, so again
         // after a crash is the same package).
         self.block_on(self.client.upload_dir(&p.model))
@@ -189,7 +191,7 @@ impl Backend for RayBackend {
             let id = self.submission_id(job, learner);
             let status = match self.block_on(self.client.job(&id)).map_err(err)? {
                 None => LearnerStatus::Lost,
-                Some(v) => pharos_server::ray::learner_status(&v),
+                Some(v) => crate::client::learner_status(&v),
             };
             let final_copy = Self::learner_dir(job, learner).join("logs-copied");
             if status.ended() && status != LearnerStatus::Lost {
@@ -197,7 +199,7 @@ impl Backend for RayBackend {
                     self.mirror_logs(job, learner, &id)?;
                     let _ = fs::write(&final_copy, b"");
                 }
-            } else if status == LearnerStatus::Running && crate::log_copy_due(job, learner) {
+            } else if status == LearnerStatus::Running && job_files::log_copy_due(job, learner) {
                 self.mirror_logs(job, learner, &id)?;
             }
             out.push(status);
@@ -227,7 +229,7 @@ impl Backend for RayBackend {
                 }
             }
         }
-        crate::write_results(job, outcome)
+        job_files::write_results(job, outcome)
     }
 
     fn remove(&self, job: &JobRun) -> Result<(), BackendError> {
@@ -253,25 +255,4 @@ impl Backend for RayBackend {
         }
         Ok(())
     }
-}
-
-/// The id of the installation whose data lives in `data_dir`: 8 random hex digits made
-/// at the first start and kept in `<data_dir>/installation-id`.
-pub fn installation_id(data_dir: &Path) -> std::io::Result<String> {
-    let path = data_dir.join("installation-id");
-    if let Ok(id) = fs::read_to_string(&path) {
-        let id = id.trim().to_string();
-        if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Ok(id);
-        }
-    }
-    fs::create_dir_all(data_dir)?;
-    let mut bytes = [0u8; 4];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))?;
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, &id)?;
-    fs::rename(&tmp, &path)?;
-    Ok(id)
 }

@@ -14,43 +14,9 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::{Deserialize, Serialize};
+pub use pharos_engine::config::RayConfig;
 use serde_json::Value;
 use sha2::Digest;
-
-/// Where the Ray cluster is and how to reach it (the server config's `ray:` section).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RayConfig {
-    /// The dashboard (REST API) address.
-    pub address: String,
-    /// A bearer token for clusters with `RAY_AUTH_MODE=token` (or `token_file`).
-    #[serde(skip_serializing)]
-    pub token: Option<String>,
-    pub token_file: Option<std::path::PathBuf>,
-    /// Serve's HTTP proxy, where pharos's routers send requests (each service's route
-    /// prefix is `/<name>`).
-    pub serve_url: String,
-    /// Every REST call gives up after this long (a package upload: ten times as long).
-    pub timeout_s: f64,
-    /// Where services' `working_dir`s may be (never one overlapping the data
-    /// directory). When empty, only the admin may give a `working_dir` (any directory);
-    /// tenants need it set.
-    pub code_roots: Vec<std::path::PathBuf>,
-}
-
-impl Default for RayConfig {
-    fn default() -> Self {
-        Self {
-            address: "http://127.0.0.1:8265".into(),
-            token: None,
-            token_file: None,
-            serve_url: "http://127.0.0.1:8000".into(),
-            timeout_s: 10.0,
-            code_roots: Vec::new(),
-        }
-    }
-}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RayError {
@@ -397,8 +363,8 @@ fn crc32(data: &[u8]) -> u32 {
 /// Ray's job status as a learner status: `PENDING`/`RUNNING` run (Ray may still be
 /// placing it), `SUCCEEDED` is exit 0, `FAILED` the driver's exit code (1 when Ray gives
 /// none), `STOPPED` a SIGTERM.
-pub fn learner_status(job: &Value) -> crate::backend::LearnerStatus {
-    use crate::backend::LearnerStatus;
+pub fn learner_status(job: &Value) -> pharos_engine::LearnerStatus {
+    use pharos_engine::LearnerStatus;
     match job["status"].as_str().unwrap_or("") {
         "SUCCEEDED" => LearnerStatus::Exited {
             code: Some(0),
@@ -452,7 +418,7 @@ mod tests {
 
     #[test]
     fn ray_job_statuses_map_onto_learner_statuses() {
-        use crate::backend::LearnerStatus;
+        use pharos_engine::LearnerStatus;
         let s = |v: Value| learner_status(&v);
         assert_eq!(
             s(serde_json::json!({"status": "PENDING"})),
