@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::Path;
 
-use crate::fs::write_atomic;
+use crate::host::write_atomic;
 use crate::sandbox;
 use crate::training::{BackendError, JobRun};
 

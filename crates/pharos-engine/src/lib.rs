@@ -9,15 +9,15 @@
 //!   implements (one `sync` of wanted states to reported replicas).
 //! - [`sandbox`]: how tenants' code is kept from the server (its own user per tenant,
 //!   limits), [`job_files`]: the learners' environment and the job's files on this
-//!   machine, [`config`]: the engines' sections of the server's configuration, [`fs`]:
-//!   the one atomic write and the one free-port helper.
+//!   machine, [`config`]: the engines' sections of the server's configuration, [`host`]:
+//!   the one atomic write, free-port helper and back-off.
 //!
 //! Architecture invariant: depends on no engine and not on the server; the server and
 //! every engine (`pharos-local`, `pharos-ray`, `pharos-kube`) depend on this crate, and
 //! only the binary knows them all.
 
 pub mod config;
-pub mod fs;
+pub mod host;
 pub mod job_files;
 pub mod sandbox;
 pub mod service;

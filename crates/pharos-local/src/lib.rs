@@ -16,7 +16,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pharos_engine::fs::write_atomic;
+use pharos_engine::host::write_atomic;
 use pharos_engine::job_files::{learner_env, unpack_model, write_results};
 use pharos_engine::sandbox::{self, RunAs};
 use pharos_engine::training::{Backend, BackendError, JobRun, LearnerStatus};

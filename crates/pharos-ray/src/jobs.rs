@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 pub struct RayBackend {
     client: RayClient,
-    /// This installation's id (see [`pharos_engine::fs::installation_id`]): submission ids are
+    /// This installation's id (see [`pharos_engine::host::installation_id`]): submission ids are
     /// `pharos-<installation>-<job>-a<attempt>-l<learner>`, so two pharos servers (or a
     /// fresh store) on one Ray cluster never take each other's jobs for their own.
     installation: String,

@@ -168,8 +168,8 @@ async fn engine_failed(state: &AppState, id: i64, what: &str, e: &BackendError) 
             (None, first)
         } else {
             entry.0 += 1;
-            let wait_ms = (1000i64 << (entry.0 - 1).min(5)).min(30_000);
-            entry.1 = now_ms() + wait_ms;
+            let wait = pharos_engine::host::Backoff::seconds(30).after(entry.0);
+            entry.1 = now_ms() + wait.as_millis() as i64;
             (Some(entry.0), first)
         }
     };
@@ -239,11 +239,9 @@ async fn fail(state: &AppState, id: i64, message: &str, code: ErrorCode) -> Resu
         .await
 }
 
+/// A port for the gang's rendezvous (learner 1 listens on it).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(29500)
+    pharos_engine::host::free_port("127.0.0.1").unwrap_or(29500)
 }
 
 async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
@@ -513,8 +511,12 @@ async fn learner_failed(
     let max = run.manifest.max_restarts as i64;
     if job.restarts < max {
         let restarts = job.restarts + 1;
-        let backoff_s = (state.config.restart_backoff_s * 2f64.powi(job.restarts as i32))
-            .min(state.config.restart_backoff_max_s);
+        let backoff_s = pharos_engine::host::Backoff {
+            base: std::time::Duration::from_secs_f64(state.config.restart_backoff_s),
+            max: std::time::Duration::from_secs_f64(state.config.restart_backoff_max_s),
+        }
+        .after(restarts as u32)
+        .as_secs_f64();
         event(
             state,
             id,

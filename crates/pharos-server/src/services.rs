@@ -27,6 +27,7 @@ use crate::AppState;
 use crate::router::Router;
 use crate::store::now_ms;
 use autoscale::{Autoscaler, DecisionRecord, autoscale};
+use pharos_engine::host::{Backoff, write_atomic};
 pub use pharos_engine::service::{KubeApp, Phase, RayApp, ServiceSpec};
 
 mod autoscale;
@@ -239,11 +240,6 @@ fn signal_group(pid: i32, sig: i32) {
     unsafe {
         libc::kill(-pid, sig);
     }
-}
-
-fn free_port(host: &str) -> std::io::Result<u16> {
-    let l = std::net::TcpListener::bind((host, 0))?;
-    Ok(l.local_addr()?.port())
 }
 
 /// The program to run: a bare name is looked up next to the running executable first
@@ -465,7 +461,8 @@ impl Services {
         // A new service: its port first (kept in the store), then the router.
         let port = match spec.port {
             Some(p) => p,
-            None => free_port(&host).map_err(|e| (500, format!("no free port: {e}")))?,
+            None => pharos_engine::host::free_port(&host)
+                .map_err(|e| (500, format!("no free port: {e}")))?,
         };
         if g.svcs.values().any(|s| s.port == port) {
             return Err((409, format!("port: {port} is another service's")));
@@ -1071,8 +1068,7 @@ fn watch(s: &mut Svc, data_dir: &Path, events: &mut Events) {
 /// After a failed start, the next waits 1 s, 2 s, 4 s, ... up to a minute.
 fn backoff(s: &mut Svc) {
     s.failures += 1;
-    let wait = (1u64 << (s.failures - 1).min(6)).min(60);
-    s.not_before = Instant::now() + Duration::from_secs(wait);
+    s.not_before = Instant::now() + Backoff::seconds(60).after(s.failures);
 }
 
 /// Ready replicas take traffic; every other leaves (or never joins) the router.
@@ -1162,7 +1158,8 @@ fn start(s: &mut Svc, data_dir: &Path) -> Result<u64, String> {
     let work = svc_dir(data_dir, &s.spec.name).join("work");
     prepare_work_dir(data_dir, &s.spec.name, &work, s.run_as)
         .map_err(|e| format!("{}: {e}", work.display()))?;
-    let port = free_port("127.0.0.1").map_err(|e| format!("no free port: {e}"))?;
+    let port =
+        pharos_engine::host::free_port("127.0.0.1").map_err(|e| format!("no free port: {e}"))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -1219,10 +1216,7 @@ fn start(s: &mut Svc, data_dir: &Path) -> Result<u64, String> {
         started_ms: now_ms(),
     };
     let path = dir.join(format!("{id}.json"));
-    let tmp = dir.join(format!("{id}.json.tmp"));
-    if let Err(e) = std::fs::write(&tmp, serde_json::to_vec(&file).unwrap_or_default())
-        .and_then(|_| std::fs::rename(&tmp, &path))
-    {
+    if let Err(e) = write_atomic(&path, &serde_json::to_vec(&file).unwrap_or_default()) {
         warn!(service = s.spec.name, "recording replica {id}: {e}");
     }
     s.replicas.push(Replica {

@@ -11,7 +11,12 @@ use pharos_experiment::{Experiment, Overrides, report};
 use pharos_sim::OverCapacity;
 use pharos_trace::Format;
 
+mod client;
 mod load;
+mod router;
+mod server;
+mod services;
+mod token;
 mod train;
 
 #[derive(Parser)]
@@ -46,7 +51,7 @@ enum Command {
     Graph(GraphArgs),
     /// Run the control plane: the REST API, the store and the controller that
     /// schedules training jobs and supervises their learners on this machine.
-    Server(train::ServerArgs),
+    Server(server::ServerArgs),
     /// Training jobs on a pharos server: submit, list, show, logs, metrics, halt,
     /// resume, delete.
     Train(TrainArgs),
@@ -64,7 +69,7 @@ enum Command {
     Load(load::LoadArgs),
     /// A service's router: a bounded queue in front of replicas that each serve a few
     /// requests at a time, dropping (503) when the queue is full.
-    Router(load::RouterArgs),
+    Router(router::RouterArgs),
     /// Kubernetes: the manifests that run pharos in a cluster.
     #[command(subcommand)]
     K8s(K8sCommand),
@@ -148,7 +153,7 @@ fn k8s_manifests(a: K8sManifestsArgs) -> anyhow::Result<()> {
 #[derive(clap::Args)]
 struct TrainArgs {
     #[command(flatten)]
-    conn: train::Conn,
+    conn: client::Conn,
     #[command(subcommand)]
     command: train::TrainCommand,
 }
@@ -156,7 +161,7 @@ struct TrainArgs {
 #[derive(clap::Args)]
 struct ApplyArgs {
     #[command(flatten)]
-    conn: train::Conn,
+    conn: client::Conn,
     /// The service spec (YAML), e.g. examples/services/echo.yaml.
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
@@ -165,25 +170,25 @@ struct ApplyArgs {
 #[derive(clap::Args)]
 struct GetArgs {
     #[command(flatten)]
-    conn: train::Conn,
+    conn: client::Conn,
     #[command(subcommand)]
-    command: train::GetCommand,
+    command: services::GetCommand,
 }
 
 #[derive(clap::Args)]
 struct DeleteArgs {
     #[command(flatten)]
-    conn: train::Conn,
+    conn: client::Conn,
     #[command(subcommand)]
-    command: train::DeleteCommand,
+    command: services::DeleteCommand,
 }
 
 #[derive(clap::Args)]
 struct TokenArgs {
     #[command(flatten)]
-    conn: train::Conn,
+    conn: client::Conn,
     #[command(subcommand)]
-    command: train::TokenCommand,
+    command: token::TokenCommand,
 }
 
 #[derive(clap::Args)]
@@ -670,14 +675,14 @@ fn main() -> ExitCode {
         Command::Fluid(FluidCommand::Solve(a)) => fluid_solve(a),
         Command::Fluid(FluidCommand::Gen(a)) => fluid_gen(a),
         Command::Graph(a) => graph(a),
-        Command::Server(a) => train::server(a),
+        Command::Server(a) => server::server(a),
         Command::Train(a) => train::train(a.command, &a.conn),
-        Command::Token(a) => train::token(a.command, &a.conn),
-        Command::Apply(a) => train::apply(&a.file, &a.conn),
-        Command::Get(a) => train::get(a.command, &a.conn),
-        Command::Delete(a) => train::delete(a.command, &a.conn),
+        Command::Token(a) => token::token(a.command, &a.conn),
+        Command::Apply(a) => services::apply(&a.file, &a.conn),
+        Command::Get(a) => services::get(a.command, &a.conn),
+        Command::Delete(a) => services::delete(a.command, &a.conn),
         Command::Load(a) => load::load(a),
-        Command::Router(a) => load::router(a),
+        Command::Router(a) => router::router(a),
         Command::K8s(K8sCommand::Manifests(a)) => k8s_manifests(a),
     };
     match result {

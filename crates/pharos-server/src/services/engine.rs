@@ -10,6 +10,7 @@
 //! (`engine-unavailable`), and the loop retries after 1 s, 2 s, 4 s ... 30 s.
 
 use super::*;
+use pharos_engine::host::Backoff;
 use pharos_engine::service::{ServiceEngine, Want};
 
 /// What the engine last reported of one service.
@@ -60,7 +61,7 @@ pub(super) async fn sync(state: &AppState, engine: &dyn ServiceEngine, events: &
         Err(e) => {
             g.engine.failures += 1;
             let n = g.engine.failures;
-            g.engine.next_try = Some(seen + Duration::from_secs((1u64 << (n - 1).min(5)).min(30)));
+            g.engine.next_try = Some(seen + Backoff::seconds(30).after(n));
             warn!(failures = n, engine = engine.name(), "{e}");
             for s in g
                 .svcs

@@ -1,0 +1,190 @@
+//! `pharos apply`, `pharos get` and `pharos delete`: inference services (and jobs)
+//! from the command line.
+
+use std::path::Path;
+
+use crate::client::*;
+use anyhow::{Context, Result};
+
+#[derive(clap::Subcommand)]
+pub enum GetCommand {
+    /// Every service: replicas (ready/target), the router's URL, requests.
+    Services {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One service: status, replicas, cold starts and events.
+    Service {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The autoscaler: its policy and its recent decisions, with what it was shown.
+    Autoscaler {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum DeleteCommand {
+    /// Delete a service: its router stops at once, its replicas are stopped.
+    Service { name: String },
+}
+
+/// `pharos apply -f FILE`: creates or updates the service the file describes.
+pub fn apply(file: &Path, conn: &Conn) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut spec = pharos_server::services::ServiceSpec::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    // A Ray application's code directory is named relative to the spec file.
+    if let Some(dir) = spec.ray.as_mut().and_then(|r| r.working_dir.as_mut()) {
+        let base = file.parent().unwrap_or(Path::new("."));
+        let path = std::path::absolute(base.join(&*dir))
+            .with_context(|| format!("ray.working_dir {dir}"))?;
+        *dir = path.display().to_string();
+    }
+    let c = Client::new(conn);
+    let body = serde_json::to_value(&spec)?;
+    let v = c.send_json("PUT", &format!("/v1/services/{}", spec.name), &body)?;
+    println!(
+        "service {} applied: {} (target {} replicas)",
+        spec.name,
+        v["url"].as_str().unwrap_or("?"),
+        v["target_replicas"]
+    );
+    Ok(())
+}
+
+pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
+    let c = Client::new(conn);
+    match cmd {
+        GetCommand::Services { json } => {
+            let v = c.get("/v1/services")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:>7} {:>8} {:>9} {:>9} {:>9}  URL",
+                "NAME", "READY", "TARGET", "ARRIVALS", "DROPPED", "FAILED"
+            );
+            for s in v["services"].as_array().into_iter().flatten() {
+                let n = &s["counters"];
+                println!(
+                    "{:<20} {:>7} {:>8} {:>9} {:>9} {:>9}  {}",
+                    s["name"].as_str().unwrap_or("?"),
+                    s["ready_replicas"].to_string(),
+                    s["target_replicas"].to_string(),
+                    n["arrivals"].to_string(),
+                    n["dropped"].to_string(),
+                    n["failed"].to_string(),
+                    s["url"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        GetCommand::Autoscaler { json } => {
+            let v = c.get("/v1/autoscaler")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "policy {} ({} calls, every {} s)",
+                v["policy"].as_str().unwrap_or("?"),
+                v["calls"],
+                v["interval_s"]
+            );
+            for d in v["decisions"].as_array().into_iter().flatten() {
+                let moves: Vec<String> = d["services"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| s["target_before"] != s["target_after"])
+                    .map(|s| {
+                        format!(
+                            "{} {} -> {} ({} ready, {} queued)",
+                            s["service"].as_str().unwrap_or("?"),
+                            s["target_before"],
+                            s["target_after"],
+                            s["ready_replicas"],
+                            s["queued"]
+                        )
+                    })
+                    .collect();
+                println!(
+                    "  {} t={:.0}s{}: {}",
+                    ms(&d["time_ms"]),
+                    d["policy_time_s"].as_f64().unwrap_or(0.0),
+                    if d["initial"] == true {
+                        " (initial)"
+                    } else {
+                        ""
+                    },
+                    if moves.is_empty() {
+                        "accept rates".to_string()
+                    } else {
+                        moves.join(", ")
+                    }
+                );
+            }
+        }
+        GetCommand::Service { name, json } => {
+            let mut v = c.get(&format!("/v1/services/{name}"))?;
+            v["events"] = c.get(&format!("/v1/services/{name}/events"))?["events"].clone();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("service {name}: {}", v["url"].as_str().unwrap_or("?"));
+            println!(
+                "  replicas: {} ready, {} starting, {} stopping, target {}",
+                v["ready_replicas"],
+                v["starting_replicas"],
+                v["stopping_replicas"],
+                v["target_replicas"]
+            );
+            let n = &v["counters"];
+            println!(
+                "  requests: {} arrived, {} completed, {} dropped, {} failed; {} queued, {} in flight",
+                n["arrivals"],
+                n["completed"],
+                n["dropped"],
+                n["failed"],
+                v["queued"],
+                v["in_flight"]
+            );
+            if let Some(m) = v["cold_start_s"]["mean"].as_f64() {
+                println!(
+                    "  cold start: mean {m:.3} s over {} replicas",
+                    v["cold_start_s"]["count"]
+                );
+            }
+            if let Some(e) = v["router_error"].as_str() {
+                println!("  router: {e}");
+            }
+            println!("  events:");
+            for e in v["events"].as_array().into_iter().flatten() {
+                println!(
+                    "    {} {:<12} {}",
+                    ms(&e["time_ms"]),
+                    e["kind"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn delete(cmd: DeleteCommand, conn: &Conn) -> Result<()> {
+    let c = Client::new(conn);
+    match cmd {
+        DeleteCommand::Service { name } => {
+            c.delete(&format!("/v1/services/{name}"))?;
+            println!("service {name} deleted");
+        }
+    }
+    Ok(())
+}
