@@ -1,7 +1,7 @@
 //! `pharos train ...`: training jobs from the command line.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::client::*;
 use anyhow::{Context, Result};
@@ -67,230 +67,268 @@ pub fn train(cmd: TrainCommand, conn: &Conn) -> Result<()> {
             model_dir,
             idempotency_key,
             json,
-        } => {
-            let text = std::fs::read(&manifest)
-                .with_context(|| format!("reading {}", manifest.display()))?;
-            let url = format!("{}/v1/models", c.url);
-            let mut req = c.agent.post(url).header("Authorization", c.auth());
-            if let Some(k) = &idempotency_key {
-                req = req.header("Idempotency-Key", k);
-            }
-            let resp = match &model_dir {
-                Some(dir) => {
-                    let archive = tar_dir(dir)?;
-                    let (ct, body) = multipart(&text, &archive);
-                    req.content_type(ct).send(&body[..])
-                }
-                None => req.content_type("application/yaml").send(&text[..]),
-            }
-            .with_context(|| format!("reaching the server at {}", c.url))?;
-            let v = c.check(resp)?;
-            if json {
-                println!("{v}");
-            } else {
-                println!(
-                    "{} {}",
-                    v["model_id"].as_str().unwrap_or("?"),
-                    v["state"].as_str().unwrap_or("?")
-                );
-            }
-        }
-        TrainCommand::List { state, json } => {
-            // Every page, in id order.
-            let mut models = Vec::new();
-            let mut after = 0i64;
-            loop {
-                let path = match &state {
-                    Some(s) => format!("/v1/models?state={s}&after={after}"),
-                    None => format!("/v1/models?after={after}"),
-                };
-                let page = c.get(&path)?;
-                models.extend(page["models"].as_array().cloned().unwrap_or_default());
-                match page["next_after"].as_i64() {
-                    Some(n) => after = n,
-                    None => break,
-                }
-            }
-            let v = serde_json::json!({ "models": models });
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v["models"])?);
-                return Ok(());
-            }
-            println!(
-                "{:<14} {:<24} {:<11} {:<10} {:>8} {:>8}  MESSAGE",
-                "ID", "NAME", "STATE", "QUEUE", "LEARNERS", "RESTARTS"
-            );
-            for j in v["models"].as_array().into_iter().flatten() {
-                let why = j["wait_reason"]
-                    .as_str()
-                    .map(|r| format!("waiting: {r}"))
-                    .unwrap_or_else(|| j["message"].as_str().unwrap_or("").to_string());
-                println!(
-                    "{:<14} {:<24} {:<11} {:<10} {:>8} {:>8}  {}",
-                    j["model_id"].as_str().unwrap_or(""),
-                    j["name"].as_str().unwrap_or(""),
-                    j["state"].as_str().unwrap_or(""),
-                    j["queue"].as_str().unwrap_or(""),
-                    j["learners"].to_string(),
-                    j["restarts"].to_string(),
-                    why
-                );
-            }
-        }
-        TrainCommand::Show { id, json } => {
-            let v = c.get(&id_path(&id))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            println!(
-                "{} ({})",
-                v["model_id"].as_str().unwrap_or(""),
-                v["name"].as_str().unwrap_or("")
-            );
-            println!("  state:     {}", v["state"].as_str().unwrap_or(""));
-            if let Some(code) = v["error_code"].as_str() {
-                println!("  error:     {code}");
-            }
-            println!("  message:   {}", v["message"].as_str().unwrap_or(""));
-            println!(
-                "  queue:     {} (priority {})",
-                v["queue"].as_str().unwrap_or(""),
-                v["priority"]
-            );
-            if let Some(p) = v["queue_position"].as_i64() {
-                println!("  position:  {p}");
-            }
-            if let Some(r) = v["wait_reason"].as_str() {
-                println!("  waiting:   {r}");
-            }
-            println!(
-                "  learners:  {}  attempt {}  restarts {}",
-                v["learners"], v["attempt"], v["restarts"]
-            );
-            println!(
-                "  results:   {}",
-                v["directories"]["results"].as_str().unwrap_or("")
-            );
-            println!("  history:");
-            for h in v["status_history"].as_array().into_iter().flatten() {
-                println!(
-                    "    {}  {:<11} {}{}",
-                    ms(&h["time_ms"]),
-                    h["state"].as_str().unwrap_or(""),
-                    h["message"].as_str().unwrap_or(""),
-                    h["error_code"]
-                        .as_str()
-                        .map(|c| format!(" ({c})"))
-                        .unwrap_or_default()
-                );
-            }
-        }
+        } => submit(
+            &c,
+            &manifest,
+            model_dir.as_deref(),
+            idempotency_key.as_deref(),
+            json,
+        ),
+        TrainCommand::List { state, json } => list(&c, state.as_deref(), json),
+        TrainCommand::Show { id, json } => show(&c, &id, json),
         TrainCommand::Logs {
             id,
             learner,
             follow,
-        } => {
-            if follow {
-                let resp = c
-                    .agent
-                    .get(format!(
-                        "{}{}/logs?learner={learner}&follow=true",
-                        c.url,
-                        id_path(&id)
-                    ))
-                    .header("Authorization", c.auth())
-                    .call()
-                    .with_context(|| format!("reaching the server at {}", c.url))?;
-                if !resp.status().is_success() {
-                    c.check(resp)?;
-                    return Ok(());
-                }
-                let mut reader = resp.into_body().into_reader();
-                let mut out = std::io::stdout().lock();
-                let mut buf = [0u8; 8192];
-                loop {
-                    let n = reader.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    out.write_all(&buf[..n])?;
-                    out.flush()?;
-                }
-                return Ok(());
-            }
-            let mut offset = 0;
-            loop {
-                let v = c.get(&format!(
-                    "{}/logs?learner={learner}&offset={offset}&limit=5000",
-                    id_path(&id)
-                ))?;
-                let lines = v["lines"].as_array().cloned().unwrap_or_default();
-                for l in &lines {
-                    println!("{}", l.as_str().unwrap_or(""));
-                }
-                if lines.is_empty() {
-                    break;
-                }
-                offset = v["next_offset"].as_u64().unwrap_or(0) as usize;
-            }
+        } => logs(&c, &id, learner, follow),
+        TrainCommand::Metrics { id, json } => metrics(&c, &id, json),
+        TrainCommand::Events { id } => events(&c, &id),
+        TrainCommand::Halt { id } => halt(&c, &id),
+        TrainCommand::Resume { id } => resume(&c, &id),
+        TrainCommand::Delete { id } => delete(&c, &id),
+    }
+}
+
+fn submit(
+    c: &Client,
+    manifest: &Path,
+    model_dir: Option<&Path>,
+    idempotency_key: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let text =
+        std::fs::read(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    let url = format!("{}/v1/models", c.url);
+    let mut req = c.agent.post(url).header("Authorization", c.auth());
+    if let Some(k) = idempotency_key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let resp = match &model_dir {
+        Some(dir) => {
+            let archive = tar_dir(dir)?;
+            let (ct, body) = multipart(&text, &archive);
+            req.content_type(ct).send(&body[..])
         }
-        TrainCommand::Metrics { id, json } => {
-            let v = c.get(&format!("{}/metrics", id_path(&id)))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            for p in v["points"].as_array().into_iter().flatten() {
-                let vals: Vec<String> = p["values"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, x)| format!("{k}={x}"))
-                    .collect();
-                println!(
-                    "learner {} line {}: {}",
-                    p["learner"],
-                    p["line"],
-                    vals.join(" ")
-                );
-            }
-        }
-        TrainCommand::Events { id } => {
-            let v = c.get(&format!("{}/events", id_path(&id)))?;
-            for e in v["events"].as_array().into_iter().flatten() {
-                println!(
-                    "{}  {:<15} {}",
-                    ms(&e["time_ms"]),
-                    e["kind"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or("")
-                );
-            }
-        }
-        TrainCommand::Halt { id } => {
-            let v = c.send_json(
-                "PATCH",
-                &id_path(&id),
-                &serde_json::json!({"status": "halt"}),
-            )?;
-            println!("{} halting", v["model_id"].as_str().unwrap_or(&id));
-        }
-        TrainCommand::Resume { id } => {
-            let v = c.send_json(
-                "PATCH",
-                &id_path(&id),
-                &serde_json::json!({"status": "resume"}),
-            )?;
-            println!(
-                "{} {}",
-                v["model_id"].as_str().unwrap_or(&id),
-                v["state"].as_str().unwrap_or("")
-            );
-        }
-        TrainCommand::Delete { id } => {
-            c.delete(&id_path(&id))?;
-            println!("{id} deleting");
+        None => req.content_type("application/yaml").send(&text[..]),
+    }
+    .with_context(|| format!("reaching the server at {}", c.url))?;
+    let v = c.check(resp)?;
+    if json {
+        println!("{v}");
+    } else {
+        println!(
+            "{} {}",
+            v["model_id"].as_str().unwrap_or("?"),
+            v["state"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+fn list(c: &Client, state: Option<&str>, json: bool) -> Result<()> {
+    // Every page, in id order.
+    let mut models = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let path = match &state {
+            Some(s) => format!("/v1/models?state={s}&after={after}"),
+            None => format!("/v1/models?after={after}"),
+        };
+        let page = c.get(&path)?;
+        models.extend(page["models"].as_array().cloned().unwrap_or_default());
+        match page["next_after"].as_i64() {
+            Some(n) => after = n,
+            None => break,
         }
     }
+    let v = serde_json::json!({ "models": models });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v["models"])?);
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:<24} {:<11} {:<10} {:>8} {:>8}  MESSAGE",
+        "ID", "NAME", "STATE", "QUEUE", "LEARNERS", "RESTARTS"
+    );
+    for j in v["models"].as_array().into_iter().flatten() {
+        let why = j["wait_reason"]
+            .as_str()
+            .map(|r| format!("waiting: {r}"))
+            .unwrap_or_else(|| j["message"].as_str().unwrap_or("").to_string());
+        println!(
+            "{:<14} {:<24} {:<11} {:<10} {:>8} {:>8}  {}",
+            j["model_id"].as_str().unwrap_or(""),
+            j["name"].as_str().unwrap_or(""),
+            j["state"].as_str().unwrap_or(""),
+            j["queue"].as_str().unwrap_or(""),
+            j["learners"].to_string(),
+            j["restarts"].to_string(),
+            why
+        );
+    }
+    Ok(())
+}
+
+fn show(c: &Client, id: &str, json: bool) -> Result<()> {
+    let v = c.get(&id_path(&id))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{} ({})",
+        v["model_id"].as_str().unwrap_or(""),
+        v["name"].as_str().unwrap_or("")
+    );
+    println!("  state:     {}", v["state"].as_str().unwrap_or(""));
+    if let Some(code) = v["error_code"].as_str() {
+        println!("  error:     {code}");
+    }
+    println!("  message:   {}", v["message"].as_str().unwrap_or(""));
+    println!(
+        "  queue:     {} (priority {})",
+        v["queue"].as_str().unwrap_or(""),
+        v["priority"]
+    );
+    if let Some(p) = v["queue_position"].as_i64() {
+        println!("  position:  {p}");
+    }
+    if let Some(r) = v["wait_reason"].as_str() {
+        println!("  waiting:   {r}");
+    }
+    println!(
+        "  learners:  {}  attempt {}  restarts {}",
+        v["learners"], v["attempt"], v["restarts"]
+    );
+    println!(
+        "  results:   {}",
+        v["directories"]["results"].as_str().unwrap_or("")
+    );
+    println!("  history:");
+    for h in v["status_history"].as_array().into_iter().flatten() {
+        println!(
+            "    {}  {:<11} {}{}",
+            ms(&h["time_ms"]),
+            h["state"].as_str().unwrap_or(""),
+            h["message"].as_str().unwrap_or(""),
+            h["error_code"]
+                .as_str()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn logs(c: &Client, id: &str, learner: u32, follow: bool) -> Result<()> {
+    if follow {
+        let resp = c
+            .agent
+            .get(format!(
+                "{}{}/logs?learner={learner}&follow=true",
+                c.url,
+                id_path(&id)
+            ))
+            .header("Authorization", c.auth())
+            .call()
+            .with_context(|| format!("reaching the server at {}", c.url))?;
+        if !resp.status().is_success() {
+            c.check(resp)?;
+            return Ok(());
+        }
+        let mut reader = resp.into_body().into_reader();
+        let mut out = std::io::stdout().lock();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])?;
+            out.flush()?;
+        }
+        return Ok(());
+    }
+    let mut offset = 0;
+    loop {
+        let v = c.get(&format!(
+            "{}/logs?learner={learner}&offset={offset}&limit=5000",
+            id_path(&id)
+        ))?;
+        let lines = v["lines"].as_array().cloned().unwrap_or_default();
+        for l in &lines {
+            println!("{}", l.as_str().unwrap_or(""));
+        }
+        if lines.is_empty() {
+            break;
+        }
+        offset = v["next_offset"].as_u64().unwrap_or(0) as usize;
+    }
+    Ok(())
+}
+
+fn metrics(c: &Client, id: &str, json: bool) -> Result<()> {
+    let v = c.get(&format!("{}/metrics", id_path(&id)))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    for p in v["points"].as_array().into_iter().flatten() {
+        let vals: Vec<String> = p["values"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, x)| format!("{k}={x}"))
+            .collect();
+        println!(
+            "learner {} line {}: {}",
+            p["learner"],
+            p["line"],
+            vals.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn events(c: &Client, id: &str) -> Result<()> {
+    let v = c.get(&format!("{}/events", id_path(&id)))?;
+    for e in v["events"].as_array().into_iter().flatten() {
+        println!(
+            "{}  {:<15} {}",
+            ms(&e["time_ms"]),
+            e["kind"].as_str().unwrap_or(""),
+            e["message"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn halt(c: &Client, id: &str) -> Result<()> {
+    let v = c.send_json(
+        "PATCH",
+        &id_path(&id),
+        &serde_json::json!({"status": "halt"}),
+    )?;
+    println!("{} halting", v["model_id"].as_str().unwrap_or(&id));
+    Ok(())
+}
+
+fn resume(c: &Client, id: &str) -> Result<()> {
+    let v = c.send_json(
+        "PATCH",
+        &id_path(&id),
+        &serde_json::json!({"status": "resume"}),
+    )?;
+    println!(
+        "{} {}",
+        v["model_id"].as_str().unwrap_or(&id),
+        v["state"].as_str().unwrap_or("")
+    );
+    Ok(())
+}
+
+fn delete(c: &Client, id: &str) -> Result<()> {
+    c.delete(&id_path(&id))?;
+    println!("{id} deleting");
     Ok(())
 }
