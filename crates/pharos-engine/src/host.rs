@@ -1,9 +1,11 @@
 //! What the server and every engine do on this machine, written once: the atomic
-//! write, a free port, the installation's id, and the retry back-off.
+//! write, a free port, the installation's id, the retry back-off, and a lock that
+//! outlives a panic.
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Writes `path` through a synced temporary file and a rename: never half a file.
@@ -75,6 +77,19 @@ impl Backoff {
     }
 }
 
+/// A mutex whose holder panicked is still used: what it guards is plain data that every
+/// writer leaves consistent between statements (counters, maps, caches), and one failed
+/// request must not take the server down with it.
+pub trait LockExt<T> {
+    fn lock_or_recover(&self) -> MutexGuard<'_, T>;
+}
+
+impl<T> LockExt<T> for Mutex<T> {
+    fn lock_or_recover(&self) -> MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +117,19 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
         assert_ne!(free_port("127.0.0.1").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_lock_whose_holder_panicked_is_still_used() {
+        let m = std::sync::Arc::new(Mutex::new(1));
+        let m2 = m.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = m2.lock().unwrap();
+            panic!("the holder fails");
+        })
+        .join();
+        assert!(m.is_poisoned());
+        *m.lock_or_recover() += 1;
+        assert_eq!(*m.lock_or_recover(), 2);
     }
 }

@@ -1,6 +1,6 @@
 //! Inference services as engines see them: the spec a user applies ([`ServiceSpec`]),
 //! the phases of a replica, and the [`ServiceEngine`] seam through which the server
-//! asks an engine (Ray Serve, Kubernetes) to run a service's replicas.
+//! asks an engine (local processes, Ray Serve, Kubernetes) to run a service's replicas.
 
 use std::collections::BTreeMap;
 
@@ -330,6 +330,17 @@ pub struct Want {
     pub target: u32,
     /// Deleted: everything of it should go.
     pub deleting: bool,
+    /// The vCPUs the replicas of all services may hold together (the capacity pharos
+    /// plans with, less what training holds; the same in every want of a pass). The
+    /// local engine starts no replica beyond it; an engine whose cluster places
+    /// replicas itself may ignore it.
+    pub capacity_cpus: f64,
+    /// Requests the service's router has in flight at each replica URL it still
+    /// sends to or waits on; a URL absent has left the router (a draining replica
+    /// absent here is done).
+    pub in_flight: BTreeMap<String, u32>,
+    /// The user the replicas run as, where they run on this machine (sandboxed).
+    pub run_as: Option<crate::sandbox::RunAs>,
 }
 
 /// One replica as the engine reports it.
@@ -339,6 +350,21 @@ pub struct EngineReplica {
     pub phase: Phase,
     /// Where the router sends requests, for a ready replica (`http://10.1.2.3:8080`).
     pub url: Option<String>,
+    /// The process, where the engine runs replicas as processes on this machine.
+    pub process: Option<ReplicaProcess>,
+}
+
+/// A replica that is a process on this machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaProcess {
+    pub pid: i32,
+    pub port: u16,
+    pub started_ms: i64,
+    /// Seconds from its start to its first ready answer (None: not ready yet, or
+    /// adopted from an earlier server, which did not see it start).
+    pub cold_start_s: Option<f64>,
+    /// Started by an earlier server and adopted after a restart.
+    pub adopted: bool,
 }
 
 /// What the engine runs of one service.
@@ -367,6 +393,10 @@ pub trait ServiceEngine: Send + Sync + 'static {
     }
     /// Whether this engine can run `spec` (the error names the field).
     fn check(&self, spec: &ServiceSpec) -> Result<(), String>;
+    /// Whether the replicas run on this machine (as tenants' users, when sandboxed).
+    fn runs_here(&self) -> bool {
+        false
+    }
     /// Brings the engine toward `wants` and reports what runs (one report per want).
     /// An error means the engine could not be asked (nothing is known).
     fn sync<'a>(&'a self, wants: &'a [Want]) -> BoxFuture<'a, Result<Vec<Report>, String>>;

@@ -10,6 +10,7 @@
 //! left alone (`not-ours`). Ready pods join the router at `http://<pod IP>:<port>`
 //! (pharos runs in the cluster, or somewhere that reaches pod IPs).
 
+use pharos_engine::host::LockExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -134,14 +135,14 @@ impl KubeEngine {
     }
 
     fn say(&self, r: &mut Report, kind: &'static str, message: String) {
-        let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.memory.lock_or_recover();
         if m.said.insert((r.name.clone(), kind, message.clone())) {
             r.events.push((kind, message));
         }
     }
 
     fn forget(&self, name: &str, kind: &'static str) {
-        let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.memory.lock_or_recover();
         m.said.retain(|(n, k, _)| !(n == name && *k == kind));
     }
 
@@ -202,7 +203,7 @@ impl KubeEngine {
                     self.delete(&w.name).await?;
                 } else {
                     // Nothing of it left: a later service of this name starts clean.
-                    let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut m = self.memory.lock_or_recover();
                     m.held_back.remove(&w.name);
                     m.said.retain(|(n, _, _)| n != &w.name);
                 }
@@ -232,8 +233,7 @@ impl KubeEngine {
                 None => {
                     let held = self
                         .memory
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
+                        .lock_or_recover()
                         .held_back
                         .get(&w.name)
                         .filter(|h| Instant::now() < h.2)
@@ -287,8 +287,7 @@ impl KubeEngine {
                 let m = format!("Deployment {} created with {} replica(s)", w.name, w.target);
                 r.events.push(("deployed", m));
                 self.memory
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .lock_or_recover()
                     .scaled
                     .insert(w.name.clone(), (w.target, Instant::now()));
                 Ok(())
@@ -341,7 +340,7 @@ impl KubeEngine {
         if self.kube.hpas.errors() == 0 {
             return None;
         }
-        let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.memory.lock_or_recover();
         if m.said.insert((String::new(), "hpa-unknown", String::new())) {
             tracing::warn!(
                 "HorizontalPodAutoscalers cannot be watched: Deployments are scaled without checking for one"
@@ -351,23 +350,19 @@ impl KubeEngine {
     }
 
     fn hold_back(&self, r: &Report) {
-        self.memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .held_back
-            .insert(
-                r.name.clone(),
-                (
-                    r.status.clone(),
-                    r.message.clone(),
-                    Instant::now() + HOLD_BACK,
-                ),
-            );
+        self.memory.lock_or_recover().held_back.insert(
+            r.name.clone(),
+            (
+                r.status.clone(),
+                r.message.clone(),
+                Instant::now() + HOLD_BACK,
+            ),
+        );
     }
 
     async fn scale(&self, name: &str, replicas: u32) -> Result<(), String> {
         {
-            let m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            let m = self.memory.lock_or_recover();
             // Sent a moment ago; the watch has not caught up.
             if let Some((n, t)) = m.scaled.get(name)
                 && *n == replicas
@@ -382,8 +377,7 @@ impl KubeEngine {
             .await
             .map_err(|e| format!("scaling Deployment {name} to {replicas}: {}", describe(&e)))?;
         self.memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_or_recover()
             .scaled
             .insert(name.to_string(), (replicas, Instant::now()));
         Ok(())
@@ -391,7 +385,7 @@ impl KubeEngine {
 
     async fn delete(&self, name: &str) -> Result<(), String> {
         {
-            let m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            let m = self.memory.lock_or_recover();
             if m.deleted
                 .get(name)
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
@@ -405,7 +399,7 @@ impl KubeEngine {
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(format!("deleting Deployment {name}: {}", describe(&e))),
         }
-        let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.memory.lock_or_recover();
         m.deleted.insert(name.to_string(), Instant::now());
         m.scaled.remove(name);
         m.held_back.remove(name);
@@ -446,7 +440,12 @@ pub fn replicas_of(pods: &[Arc<Pod>], name: &str, port: u16) -> Vec<EngineReplic
             };
             let url = (phase == Phase::Ready)
                 .then(|| format!("http://{}:{port}", ip.unwrap_or_default()));
-            Some(EngineReplica { id, phase, url })
+            Some(EngineReplica {
+                id,
+                phase,
+                url,
+                process: None,
+            })
         })
         .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));

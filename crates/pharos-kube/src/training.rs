@@ -15,6 +15,7 @@
 //! as on the other backends. A learner submitted to a Job that is gone is
 //! [`LearnerStatus::Lost`].
 
+use pharos_engine::host::LockExt;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
@@ -65,8 +66,7 @@ impl KubeBackend {
     fn nodes_and_pods(&self) -> Result<Arc<Listed>, BackendError> {
         let fresh = self
             .room
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_or_recover()
             .as_ref()
             .filter(|(t, _)| t.elapsed() < Duration::from_secs(1))
             .map(|(_, r)| r.clone());
@@ -85,8 +85,7 @@ impl KubeBackend {
         let nodes = nodes.map_err(|e| err("listing the nodes", e))?;
         let pods = pods.map_err(|e| err("listing the pods on the nodes", e))?;
         let r = Arc::new((nodes.items, pods.items));
-        *self.room.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), r.clone()));
+        *self.room.lock_or_recover() = Some((std::time::Instant::now(), r.clone()));
         Ok(r)
     }
 
@@ -369,8 +368,8 @@ impl KubeBackend {
         self.block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)))?
             .map_err(|e| err("unsuspending the Job", e))?;
         // What was listed does not hold this gang's pods yet.
-        *self.room.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let mut let_go = self.let_go.lock().unwrap_or_else(|p| p.into_inner());
+        *self.room.lock_or_recover() = None;
+        let mut let_go = self.let_go.lock_or_recover();
         let_go.retain(|_, t| t.elapsed() < Duration::from_secs(10));
         let_go.insert(name.to_string(), std::time::Instant::now());
         Ok(())
@@ -391,8 +390,7 @@ impl KubeBackend {
             .ok_or_else(|| BackendError::transient("the watch of Jobs has not listed yet"))?;
         let recent: Vec<String> = self
             .let_go
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_or_recover()
             .iter()
             .filter(|(_, t)| t.elapsed() < Duration::from_secs(10))
             .map(|(n, _)| n.clone())

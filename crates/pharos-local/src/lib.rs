@@ -1,4 +1,5 @@
-//! The local engine: [`LocalBackend`] runs learners as processes on this machine. Each learner is started
+//! The local engine: services' replicas as processes on this machine ([`replicas`],
+//! [`LocalReplicas`]), and training: [`LocalBackend`] runs learners as processes on this machine. Each learner is started
 //! through a small supervisor (`pharos __learner`, [`learner_main`]) in its own session,
 //! so it outlives a crash of the server. The supervisor holds an exclusive lock on the
 //! learner's `lock` file for as long as it lives - the server takes that lock *before*
@@ -9,6 +10,10 @@
 //!
 //! Architecture Invariant: every action is idempotent and keyed by (job, attempt,
 //! learner); nothing here keeps state in memory.
+
+pub mod replicas;
+
+pub use replicas::LocalReplicas;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;

@@ -12,6 +12,7 @@
 //! behind pharos's back is deployed again (with an event); while Ray is unreachable the
 //! services loop keeps the last known replicas and backs off (`ray-unavailable`).
 
+use pharos_engine::host::LockExt;
 use std::sync::Mutex as SyncMutex;
 
 use futures_util::future::BoxFuture;
@@ -71,7 +72,7 @@ impl RayServe {
     }
 
     fn apps(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, App>> {
-        self.apps.lock().unwrap_or_else(|p| p.into_inner())
+        self.apps.lock_or_recover()
     }
 }
 
@@ -432,7 +433,12 @@ impl RayServe {
                             let phase = phase_of(x["state"].as_str()?)?;
                             let url = (phase == Phase::Ready)
                                 .then(|| format!("{}/{name}#{id}", self.serve_url));
-                            Some(EngineReplica { id, phase, url })
+                            Some(EngineReplica {
+                                id,
+                                phase,
+                                url,
+                                process: None,
+                            })
                         })
                         .collect()
                 })

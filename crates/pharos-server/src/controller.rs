@@ -3,6 +3,7 @@
 //! picks up each job where the store says it is, and its actions on the backend are
 //! idempotent (starting a learner that runs is a no-op).
 
+use pharos_engine::host::LockExt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -143,10 +144,7 @@ async fn poll(state: &AppState, run: &Arc<JobRun>) -> Option<Vec<LearnerStatus>>
 
 /// Whether the engine may be asked about job `id` now.
 fn may_ask(state: &AppState, id: i64, now: i64) -> bool {
-    let t = state
-        .engine_trouble
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let t = state.engine_trouble.lock_or_recover();
     t.get(&id).is_none_or(|(_, next)| now >= *next)
 }
 
@@ -155,10 +153,7 @@ fn may_ask(state: &AppState, id: i64, now: i64) -> bool {
 async fn engine_failed(state: &AppState, id: i64, what: &str, e: &BackendError) {
     // (failures in the streak, or None for a gang waiting for room; first of a streak)
     let (failures, first) = {
-        let mut t = state
-            .engine_trouble
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut t = state.engine_trouble.lock_or_recover();
         let first = !t.contains_key(&id);
         let entry = t.entry(id).or_insert((0, 0));
         if e.waiting {
@@ -193,10 +188,7 @@ async fn engine_failed(state: &AppState, id: i64, what: &str, e: &BackendError) 
 /// room keeps waiting (its entry goes when it starts: [`done_waiting`]).
 async fn engine_answers(state: &AppState, id: i64) {
     let ended = {
-        let mut t = state
-            .engine_trouble
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut t = state.engine_trouble.lock_or_recover();
         match t.get(&id) {
             Some((failures, _)) if *failures > 0 => t.remove(&id),
             _ => None,
@@ -216,10 +208,7 @@ async fn engine_answers(state: &AppState, id: i64) {
 /// The gang started (or the attempt ended): it no longer waits for room (a streak of
 /// failures is ended by [`engine_answers`]).
 fn done_waiting(state: &AppState, id: i64) {
-    let mut t = state
-        .engine_trouble
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut t = state.engine_trouble.lock_or_recover();
     if t.get(&id).is_some_and(|(failures, _)| *failures == 0) {
         t.remove(&id);
     }
@@ -280,11 +269,7 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
             }
             match on_backend(state, &run, move |b, r| b.remove(r)).await {
                 Ok(()) => {
-                    state
-                        .engine_trouble
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
+                    state.engine_trouble.lock_or_recover().remove(&id);
                 }
                 // The engine is away: what it runs for the job would be left behind, so
                 // the job stays until it answers.
@@ -802,7 +787,7 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
     };
     let t0 = Instant::now();
     let decision = {
-        let mut sched = state.scheduler.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sched = state.scheduler.lock_or_recover();
         sched.decide(&view)
     };
     state.metrics.record_decision(t0.elapsed().as_secs_f64());

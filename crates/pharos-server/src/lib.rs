@@ -19,6 +19,7 @@ pub mod router;
 pub mod services;
 pub mod store;
 
+use pharos_engine::host::LockExt;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,12 +69,7 @@ impl AppState {
         if !self.sandbox.0 {
             return Ok(None);
         }
-        if let Some(r) = self
-            .run_as
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(tenant)
-        {
+        if let Some(r) = self.run_as.lock_or_recover().get(tenant) {
             return Ok(Some(*r));
         }
         let sb = &self.config.sandbox;
@@ -94,16 +90,13 @@ impl AppState {
             max_processes: sb.max_processes,
             max_open_files: sb.max_open_files,
         };
-        self.run_as
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(tenant.to_string(), r);
+        self.run_as.lock_or_recover().insert(tenant.to_string(), r);
         Ok(Some(r))
     }
 
     /// The job's manifest, parsed once.
     pub fn manifest(&self, job: &store::JobRow) -> Result<Arc<Manifest>, String> {
-        let mut cache = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.manifests.lock_or_recover();
         if let Some(m) = cache.get(&job.id) {
             return Ok(m.clone());
         }
@@ -166,8 +159,9 @@ pub async fn open(
     open_with_engine(config, backend, None).await
 }
 
-/// [`open`], with the services' replicas run by `engine` (Ray Serve, Kubernetes: the
-/// binary wires the one the configuration's backend names).
+/// [`open`], with the services' replicas run by `engine` (the binary wires the one the
+/// configuration's backend names: local processes, Ray Serve, Kubernetes; without one
+/// the server refuses services).
 pub async fn open_with_engine(
     config: ServerConfig,
     backend: Arc<dyn Backend>,
@@ -230,14 +224,7 @@ pub async fn open_with_engine(
         anyhow::ensure!(!q.name.is_empty(), "queues: a queue needs a name");
     }
     let scheduler = Mutex::new(GangScheduler::new(config.scheduler.clone()));
-    // Services run where the backend says: on the engine the binary wired for `ray` and
-    // `kubernetes`, as local processes otherwise.
-    let engine = match config.backend {
-        config::BackendKind::Local => None,
-        kind => Some(
-            engine.ok_or_else(|| anyhow::anyhow!("backend: {kind:?} needs its service engine"))?,
-        ),
-    };
+    // Services run on the engine the binary wired for the configured backend.
     let services = services::Services::with_engine(engine);
     Ok(Arc::new(AppState {
         config,

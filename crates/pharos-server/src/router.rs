@@ -7,7 +7,8 @@
 //! traffic at once (add them when ready), removed ones get no new requests and finish
 //! the ones they have (drained).
 
-use std::collections::VecDeque;
+use pharos_engine::host::LockExt;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -122,7 +123,7 @@ impl Router {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock_or_recover()
     }
 
     /// Replaces the replica set: new ones serve at once, missing ones drain.
@@ -187,6 +188,15 @@ impl Router {
             .iter()
             .find(|r| r.base == base)
             .map(|r| r.in_flight)
+    }
+
+    /// Requests in flight at every replica the router sends to or still waits on.
+    pub fn in_flight_by_replica(&self) -> BTreeMap<String, u32> {
+        self.lock()
+            .replicas
+            .iter()
+            .map(|r| (r.base.clone(), r.in_flight as u32))
+            .collect()
     }
 
     /// The latencies completed since the last call.

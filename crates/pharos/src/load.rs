@@ -4,6 +4,7 @@
 //! simulator's own metrics code (`pharos_sim::JobMetrics`), so a live run and a
 //! simulated one are read the same way.
 
+use pharos_engine::host::LockExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -157,17 +158,14 @@ pub fn load(a: LoadArgs) -> Result<()> {
                     Ok(Ok(true)) => Outcome::Served(due.elapsed().as_secs_f64()),
                     _ => Outcome::Dropped,
                 };
-                results
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((minute, outcome));
+                results.lock_or_recover().push((minute, outcome));
             }));
         }
         for t in tasks {
             let _ = t.await;
         }
     });
-    let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut results = std::mem::take(&mut *results.lock_or_recover());
     results.sort_by_key(|r| r.0);
     let mut metrics = JobMetrics::new(a.slo_ms / 1000.0, a.percentile, 1.0, minutes);
     for (minute, outcome) in &results {

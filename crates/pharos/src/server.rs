@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use pharos_engine::{Backend, ServiceEngine};
+use pharos_server::config::BackendKind;
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
@@ -63,31 +65,36 @@ pub fn server(a: ServerArgs) -> Result<()> {
                 .with_context(|| format!("the installation id in {}", config.data_dir.display()))
         };
         // The binary alone chooses and wires the engines: one for training, one for
-        // services (none: the server runs replicas as local processes).
-        let mut engine: Option<Arc<dyn pharos_engine::ServiceEngine>> = None;
-        let backend: Arc<dyn pharos_engine::Backend> = match config.backend {
-            pharos_server::config::BackendKind::Local => {
-                Arc::new(pharos_local::LocalBackend::new(exe))
-            }
-            pharos_server::config::BackendKind::Ray => {
+        // services.
+        type Engines = (Arc<dyn Backend>, Arc<dyn ServiceEngine>);
+        let data_dir = std::path::absolute(&config.data_dir)?;
+        let (backend, engine): Engines = match config.backend {
+            BackendKind::Local => (
+                Arc::new(pharos_local::LocalBackend::new(exe)),
+                Arc::new(pharos_local::LocalReplicas::new(&data_dir)),
+            ),
+            BackendKind::Ray => {
                 let client = pharos_ray::RayClient::new(&config.ray)?;
-                engine = Some(Arc::new(pharos_ray::RayServe::new(
-                    client.clone(),
-                    &config.ray,
-                    &std::path::absolute(&config.data_dir)?,
-                )));
-                Arc::new(pharos_ray::RayBackend::new(client, installation()?)?)
+                (
+                    Arc::new(pharos_ray::RayBackend::new(
+                        client.clone(),
+                        installation()?,
+                    )?),
+                    Arc::new(pharos_ray::RayServe::new(client, &config.ray, &data_dir)),
+                )
             }
-            pharos_server::config::BackendKind::Kubernetes => {
+            BackendKind::Kubernetes => {
                 let kube = Arc::new(
                     pharos_kube::Kube::connect(&config.kubernetes, installation()?).await?,
                 );
-                engine = Some(Arc::new(pharos_kube::KubeEngine::new(kube.clone())));
-                Arc::new(pharos_kube::KubeBackend::new(kube))
+                (
+                    Arc::new(pharos_kube::KubeBackend::new(kube.clone())),
+                    Arc::new(pharos_kube::KubeEngine::new(kube)),
+                )
             }
         };
         let listen = config.listen.clone();
-        let state = pharos_server::open_with_engine(config, backend, engine).await?;
+        let state = pharos_server::open_with_engine(config, backend, Some(engine)).await?;
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;

@@ -1,9 +1,10 @@
 //! The services loop's side of the [`ServiceEngine`] seam (the trait is in
-//! `pharos-engine`): services whose replicas an engine elsewhere runs.
+//! `pharos-engine`; the engines are `pharos-local`, `pharos-ray` and `pharos-kube`).
 //!
 //! Every pass the services loop hands the engine each service's wanted state (its spec,
-//! the autoscaler's target, whether it is being deleted) and gets back what runs: each
-//! replica's phase and, for ready ones, where the router sends requests. The engine
+//! the autoscaler's target, whether it is being deleted, the vCPUs free for it, what
+//! its router has in flight at each replica) and gets back what runs: each replica's
+//! phase and, for ready ones, where the router sends requests. The engine
 //! owns everything about its API (what to create, scale or delete, and what it has
 //! already said); the loop owns the routers, the autoscaler and the events. While the
 //! engine cannot be reached the last known replicas are kept, each service is told once
@@ -11,13 +12,13 @@
 
 use super::*;
 use pharos_engine::host::Backoff;
-use pharos_engine::service::{ServiceEngine, Want};
+use pharos_engine::service::{EngineReplica, ReplicaProcess, ServiceEngine, Want};
 
 /// What the engine last reported of one service.
 #[derive(Default)]
 pub(super) struct RemoteSvc {
-    /// Its replicas: id and phase.
-    pub replicas: Vec<(String, Phase)>,
+    /// Its replicas, as reported.
+    pub replicas: Vec<EngineReplica>,
     /// The engine holds something of it (as of the last look).
     pub present: bool,
     pub status: String,
@@ -43,6 +44,7 @@ pub(super) async fn sync(state: &AppState, engine: &dyn ServiceEngine, events: &
         if g.engine.next_try.is_some_and(|t| Instant::now() < t) {
             return;
         }
+        let capacity_cpus = state.services.capacity_left(state);
         g.svcs
             .values()
             .map(|s| Want {
@@ -50,6 +52,9 @@ pub(super) async fn sync(state: &AppState, engine: &dyn ServiceEngine, events: &
                 spec: s.spec.clone(),
                 target: s.target,
                 deleting: s.deleting,
+                capacity_cpus,
+                in_flight: s.router.in_flight_by_replica(),
+                run_as: s.run_as,
             })
             .collect()
     };
@@ -105,21 +110,32 @@ pub(super) async fn sync(state: &AppState, engine: &dyn ServiceEngine, events: &
                 .remote
                 .replicas
                 .iter()
-                .find(|(id, _)| id == &rep.id)
-                .map(|x| x.1);
+                .find(|x| x.id == rep.id)
+                .map(|x| x.phase);
             if rep.phase == Phase::Ready && was != Some(Phase::Ready) {
-                events.push((name.clone(), "ready", format!("replica {} ready", rep.id)));
+                let how = match &rep.process {
+                    Some(p) if p.adopted => " (adopted)".to_string(),
+                    Some(ReplicaProcess {
+                        cold_start_s: Some(c),
+                        ..
+                    }) => {
+                        s.cold_starts.push(*c);
+                        format!(" after {c:.3} s (cold start)")
+                    }
+                    _ => String::new(),
+                };
+                let message = match &rep.process {
+                    Some(p) if p.adopted => format!("replica {}{how} ready", rep.id),
+                    _ => format!("replica {} ready{how}", rep.id),
+                };
+                events.push((name.clone(), "ready", message));
             }
         }
         s.remote.present = r.present;
         s.remote.seen = Some(seen);
         s.remote.status = r.status.clone();
         s.remote.message = r.message.clone();
-        s.remote.replicas = r
-            .replicas
-            .iter()
-            .map(|rep| (rep.id.clone(), rep.phase))
-            .collect();
+        s.remote.replicas = r.replicas.clone();
         if !s.deleting {
             let urls: Vec<String> = r
                 .replicas

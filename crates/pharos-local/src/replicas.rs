@@ -1,0 +1,660 @@
+//! Services' replicas as processes on this machine, behind the same [`ServiceEngine`]
+//! seam as Ray Serve and Kubernetes.
+//!
+//! A replica is the service's command with `$PORT`, started in its own session (it
+//! outlives the server) as the tenant's user when sandboxed, with a scrubbed
+//! environment, in the service's work directory. Its process id, port and start time
+//! are kept in `<data_dir>/services/<name>/replicas/<id>.json` (its output next to it,
+//! `<id>.log`), so a restarted server adopts the replicas still alive instead of
+//! orphaning them: a process is named by its pid and its start time, so a reused pid is
+//! never mistaken for it.
+//!
+//! Each pass ([`ServiceEngine::sync`]): starting replicas are probed (a GET of the
+//! readiness path answering 2xx makes one ready); replicas that exited, that were not
+//! ready within `ready_timeout_s`, that finished draining or that ignore SIGTERM for
+//! 5 s are dealt with; then each service is brought toward its target - new replicas
+//! within the vCPUs the others leave free (services in name order), after a failed start only once its back-off (1 s, 2 s, ...
+//! 60 s) has passed; extra ones are removed newest starting first, then the ready ones
+//! with the fewest requests in flight, which drain before they are stopped.
+//!
+//! Architecture invariant: what a restarted server needs is on disk before a replica
+//! is reported; nothing a replica writes is read back (its records and logs are out of
+//! its reach).
+
+use pharos_engine::host::LockExt;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use pharos_engine::host::{Backoff, free_port, write_atomic};
+use pharos_engine::sandbox::{self, RunAs};
+use pharos_engine::service::{
+    EngineReplica, Phase, ReplicaProcess, Report, ServiceEngine, ServiceSpec, Want,
+};
+use serde::{Deserialize, Serialize};
+
+/// What is kept on disk of a replica (so that a restarted server adopts it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ReplicaFile {
+    pid: i32,
+    port: u16,
+    /// The process's start time in clock ticks since boot (/proc/PID/stat field 22):
+    /// with the pid, names the process even if the pid is reused.
+    start_ticks: u64,
+    started_ms: i64,
+}
+
+struct Replica {
+    id: u64,
+    file: ReplicaFile,
+    /// Ours to reap (None: adopted from a previous server).
+    child: Option<std::process::Child>,
+    phase: Phase,
+    since: Instant,
+    cold_start_s: Option<f64>,
+    adopted: bool,
+}
+
+impl Replica {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.file.port)
+    }
+
+    fn stop(&mut self) {
+        signal_group(self.file.pid, libc::SIGTERM);
+        self.phase = Phase::Stopping;
+        self.since = Instant::now();
+    }
+}
+
+/// One service's replicas.
+struct Local {
+    replicas: Vec<Replica>,
+    next_id: u64,
+    /// Starts that failed in a row (exit or abandoned) and when the next is allowed.
+    failures: u32,
+    not_before: Instant,
+}
+
+/// The local service engine.
+pub struct LocalReplicas {
+    data_dir: PathBuf,
+    services: Mutex<BTreeMap<String, Local>>,
+}
+
+/// One pass's events for a service.
+type Events = Vec<(&'static str, String)>;
+
+impl LocalReplicas {
+    /// Replicas of services kept under `data_dir` (the server's, absolute).
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            services: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn services(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Local>> {
+        self.services.lock_or_recover()
+    }
+
+    fn svc_dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join("services").join(name)
+    }
+
+    fn replicas_dir(&self, name: &str) -> PathBuf {
+        self.svc_dir(name).join("replicas")
+    }
+
+    fn log_of(&self, name: &str, id: u64) -> PathBuf {
+        self.replicas_dir(name).join(format!("{id}.log"))
+    }
+
+    /// The service's replicas still alive from an earlier server, adopted (the records
+    /// of the others removed).
+    fn adopt(&self, name: &str, events: &mut Events) -> Local {
+        let mut l = Local {
+            replicas: Vec::new(),
+            next_id: 1,
+            failures: 0,
+            not_before: Instant::now(),
+        };
+        let Ok(entries) = std::fs::read_dir(self.replicas_dir(name)) else {
+            return l;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Some(id) = path
+                .file_stem()
+                .and_then(|x| x.to_str())
+                .and_then(|x| x.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let file: Option<ReplicaFile> = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            l.next_id = l.next_id.max(id + 1);
+            match file {
+                Some(f) if alive(&f) => {
+                    events.push((
+                        "adopted",
+                        format!("replica {id} (pid {}) adopted after a restart", f.pid),
+                    ));
+                    l.replicas.push(Replica {
+                        id,
+                        file: f,
+                        child: None,
+                        phase: Phase::Starting,
+                        since: Instant::now(),
+                        cold_start_s: None,
+                        adopted: true,
+                    });
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        l.replicas.sort_by_key(|r| r.id);
+        l
+    }
+
+    async fn pass(&self, wants: &[Want]) -> Vec<Report> {
+        let mut events: BTreeMap<String, Events> = BTreeMap::new();
+        // Services seen for the first time adopt what an earlier server left running;
+        // the starting replicas are probed without the lock.
+        let probes: Vec<(String, u64, u16, String)> = {
+            let mut g = self.services();
+            for w in wants {
+                if !g.contains_key(&w.name) {
+                    let l = self.adopt(&w.name, events.entry(w.name.clone()).or_default());
+                    g.insert(w.name.clone(), l);
+                }
+            }
+            wants
+                .iter()
+                .flat_map(|w| {
+                    g[&w.name]
+                        .replicas
+                        .iter()
+                        .filter(|r| r.phase == Phase::Starting)
+                        .map(|r| {
+                            (
+                                w.name.clone(),
+                                r.id,
+                                r.file.port,
+                                w.spec.readiness_path.clone(),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let mut ready = Vec::new();
+        for (name, id, port, path) in probes {
+            if probe(port, &path).await {
+                ready.push((name, id));
+            }
+        }
+        let mut g = self.services();
+        for (name, id) in ready {
+            if let Some(l) = g.get_mut(&name)
+                && let Some(r) = l
+                    .replicas
+                    .iter_mut()
+                    .find(|r| r.id == id && r.phase == Phase::Starting)
+            {
+                r.phase = Phase::Ready;
+                if !r.adopted {
+                    r.cold_start_s = Some(r.since.elapsed().as_secs_f64());
+                }
+                l.failures = 0;
+            }
+        }
+        for w in wants {
+            let ev = events.entry(w.name.clone()).or_default();
+            self.watch(w, g.get_mut(&w.name).expect("added above"), ev);
+        }
+        // New replicas fit what the replicas left running leave free, services in name
+        // order.
+        let held: f64 = wants
+            .iter()
+            .map(|w| g[&w.name].replicas.len() as f64 * w.spec.cpus)
+            .sum();
+        let mut free_cpus = wants.first().map_or(0.0, |w| w.capacity_cpus) - held;
+        let mut reports = Vec::with_capacity(wants.len());
+        for w in wants {
+            let ev = events.entry(w.name.clone()).or_default();
+            let l = g.get_mut(&w.name).expect("added above");
+            self.scale(w, l, &mut free_cpus, ev);
+            if w.deleting && l.replicas.is_empty() {
+                // Its records and logs leave with it.
+                let _ = std::fs::remove_dir_all(self.svc_dir(&w.name));
+            }
+            reports.push(Report {
+                name: w.name.clone(),
+                present: !l.replicas.is_empty(),
+                replicas: l.replicas.iter().map(report).collect(),
+                status: String::new(),
+                message: String::new(),
+                events: std::mem::take(ev),
+            });
+        }
+        // Services no longer wanted at all (deleted and gone): forget them.
+        g.retain(|name, l| !l.replicas.is_empty() || wants.iter().any(|w| &w.name == name));
+        reports
+    }
+
+    /// Notices replicas that exited, that never became ready, that finished draining,
+    /// and that ignore SIGTERM.
+    fn watch(&self, w: &Want, l: &mut Local, events: &mut Events) {
+        let name = &w.name;
+        let mut failed = false;
+        let mut i = 0;
+        while i < l.replicas.len() {
+            let r = &mut l.replicas[i];
+            let exited = match &mut r.child {
+                Some(c) => match c.try_wait() {
+                    Ok(Some(status)) => Some(status.to_string()),
+                    Ok(None) => None,
+                    Err(e) => Some(e.to_string()),
+                },
+                None => (!alive(&r.file)).then(|| "exited".to_string()),
+            };
+            if let Some(how) = exited {
+                match r.phase {
+                    Phase::Starting | Phase::Ready | Phase::Draining => {
+                        events.push((
+                            "exited",
+                            format!(
+                                "replica {} (pid {}) {how} while {}; log: {}",
+                                r.id,
+                                r.file.pid,
+                                format!("{:?}", r.phase).to_lowercase(),
+                                self.log_of(name, r.id).display()
+                            ),
+                        ));
+                        failed |= r.phase == Phase::Starting;
+                    }
+                    Phase::Stopping => {
+                        events.push(("stopped", format!("replica {} stopped", r.id)));
+                    }
+                }
+                let _ =
+                    std::fs::remove_file(self.replicas_dir(name).join(format!("{}.json", r.id)));
+                l.replicas.remove(i);
+                continue;
+            }
+            match r.phase {
+                Phase::Starting if r.since.elapsed().as_secs_f64() > w.spec.ready_timeout_s => {
+                    events.push((
+                        "abandoned",
+                        format!(
+                            "replica {} abandoned: not ready at {} after {:.0} s; log: {}",
+                            r.id,
+                            w.spec.readiness_path,
+                            w.spec.ready_timeout_s,
+                            self.log_of(name, r.id).display()
+                        ),
+                    ));
+                    r.stop();
+                    failed = true;
+                }
+                Phase::Draining if !w.in_flight.contains_key(&r.url()) => r.stop(),
+                Phase::Stopping if r.since.elapsed() > Duration::from_secs(5) => {
+                    signal_group(r.file.pid, libc::SIGKILL);
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        if failed {
+            backoff(l);
+        }
+    }
+
+    /// Starts or drains replicas toward the target (new ones within `free_cpus`, which
+    /// they take); a deleted service's are all stopped.
+    fn scale(&self, w: &Want, l: &mut Local, free_cpus: &mut f64, events: &mut Events) {
+        let target = if w.deleting { 0 } else { w.target };
+        let active = l
+            .replicas
+            .iter()
+            .filter(|r| matches!(r.phase, Phase::Starting | Phase::Ready))
+            .count() as u32;
+        if active < target {
+            if Instant::now() < l.not_before {
+                return;
+            }
+            for _ in active..target {
+                if *free_cpus + 1e-9 < w.spec.cpus {
+                    break;
+                }
+                match self.start(&w.spec, w.run_as, l) {
+                    Ok(id) => {
+                        *free_cpus -= w.spec.cpus;
+                        events.push(("started", format!("replica {id} started")));
+                    }
+                    Err(e) => {
+                        backoff(l);
+                        events.push(("start-failed", e));
+                        break;
+                    }
+                }
+            }
+        } else if active > target {
+            let mut extra = active - target;
+            // Newest starting replicas first, then the ready ones with the fewest
+            // requests; a deleted service's stop at once.
+            let mut order: Vec<usize> = (0..l.replicas.len())
+                .filter(|&i| matches!(l.replicas[i].phase, Phase::Starting | Phase::Ready))
+                .collect();
+            order.sort_by_key(|&i| {
+                let r = &l.replicas[i];
+                let busy = w.in_flight.get(&r.url()).copied().unwrap_or(0);
+                (r.phase == Phase::Ready, busy, std::cmp::Reverse(r.id))
+            });
+            for i in order {
+                if extra == 0 {
+                    break;
+                }
+                let r = &mut l.replicas[i];
+                if r.phase == Phase::Starting || w.deleting {
+                    r.stop();
+                } else {
+                    r.phase = Phase::Draining;
+                    r.since = Instant::now();
+                }
+                extra -= 1;
+            }
+        }
+        if w.deleting {
+            for r in l.replicas.iter_mut().filter(|r| r.phase == Phase::Draining) {
+                r.stop();
+            }
+        }
+    }
+
+    /// Starts one replica process in its own session; records it on disk first.
+    fn start(
+        &self,
+        spec: &ServiceSpec,
+        run_as: Option<RunAs>,
+        l: &mut Local,
+    ) -> Result<u64, String> {
+        use std::os::unix::process::CommandExt;
+        let id = l.next_id;
+        l.next_id += 1;
+        let name = &spec.name;
+        let dir = self.replicas_dir(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // The replicas' working directory is theirs; their records and logs (next to
+        // it) are the server's, out of their reach.
+        let work = self.svc_dir(name).join("work");
+        self.prepare_work_dir(name, &work, run_as)
+            .map_err(|e| format!("{}: {e}", work.display()))?;
+        let port = free_port("127.0.0.1").map_err(|e| format!("no free port: {e}"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_of(name, id))
+            .map_err(|e| format!("replica log: {e}"))?;
+        let err = log.try_clone().map_err(|e| format!("replica log: {e}"))?;
+        let args: Vec<String> = spec.command[1..]
+            .iter()
+            .map(|a| {
+                a.replace("${PORT}", &port.to_string())
+                    .replace("$PORT", &port.to_string())
+            })
+            .collect();
+        let mut cmd = std::process::Command::new(resolve_program(&spec.command[0]));
+        cmd.args(&args)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env(
+                "HOME",
+                if run_as.is_some() {
+                    work.clone().into_os_string()
+                } else {
+                    std::env::var_os("HOME").unwrap_or_else(|| "/".into())
+                },
+            )
+            .env("PORT", port.to_string())
+            .env("SERVICE", name)
+            .env("REPLICA", id.to_string())
+            .envs(&spec.env)
+            .current_dir(&work)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        sandbox::confine(&mut cmd, run_as);
+        // SAFETY: setsid between fork and exec (async-signal-safe): the replica leads its
+        // own session and process group, and outlives the server.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("replica {id}: cannot start {:?}: {e}", spec.command[0]))?;
+        let pid = child.id() as i32;
+        let file = ReplicaFile {
+            pid,
+            port,
+            start_ticks: proc_start_ticks(pid).unwrap_or(0),
+            started_ms: now_ms(),
+        };
+        let path = dir.join(format!("{id}.json"));
+        if let Err(e) = write_atomic(&path, &serde_json::to_vec(&file).unwrap_or_default()) {
+            tracing::warn!(service = name, "recording replica {id}: {e}");
+        }
+        l.replicas.push(Replica {
+            id,
+            file,
+            child: Some(child),
+            phase: Phase::Starting,
+            since: Instant::now(),
+            cold_start_s: None,
+            adopted: false,
+        });
+        Ok(id)
+    }
+
+    /// The service's directory passable (0711 when sandboxed), its replica records
+    /// owner-only, and `work` the replicas' own.
+    fn prepare_work_dir(
+        &self,
+        name: &str,
+        work: &Path,
+        run_as: Option<RunAs>,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let pass = if run_as.is_some() { 0o711 } else { 0o700 };
+        std::fs::set_permissions(self.svc_dir(name), std::fs::Permissions::from_mode(pass))?;
+        std::fs::set_permissions(
+            self.replicas_dir(name),
+            std::fs::Permissions::from_mode(0o700),
+        )?;
+        if !work.is_dir() {
+            std::fs::create_dir_all(work)?;
+        }
+        // Made by the server: giving it away follows no link a tenant planted.
+        sandbox::own(work, run_as, 0o700)
+    }
+}
+
+impl ServiceEngine for LocalReplicas {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn check(&self, spec: &ServiceSpec) -> Result<(), String> {
+        if spec.ray.is_some() {
+            return Err("ray: this server runs services as local processes; give a command".into());
+        }
+        if spec.kubernetes.is_some() {
+            return Err(
+                "kubernetes: this server runs services as local processes; give a command".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn runs_here(&self) -> bool {
+        true
+    }
+
+    fn sync<'a>(&'a self, wants: &'a [Want]) -> BoxFuture<'a, Result<Vec<Report>, String>> {
+        Box::pin(async move { Ok(self.pass(wants).await) })
+    }
+}
+
+fn report(r: &Replica) -> EngineReplica {
+    EngineReplica {
+        id: r.id.to_string(),
+        phase: r.phase,
+        url: Some(r.url()),
+        process: Some(ReplicaProcess {
+            pid: r.file.pid,
+            port: r.file.port,
+            started_ms: r.file.started_ms,
+            cold_start_s: r.cold_start_s,
+            adopted: r.adopted,
+        }),
+    }
+}
+
+/// After a failed start, the next waits 1 s, 2 s, 4 s, ... up to a minute.
+fn backoff(l: &mut Local) {
+    l.failures += 1;
+    l.not_before = Instant::now() + Backoff::seconds(60).after(l.failures);
+}
+
+/// Whether `GET http://127.0.0.1:{port}{path}` answers 2xx within half a second.
+async fn probe(port: u16, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        // The status line is all that is read: `HTTP/1.1 200 OK`.
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await?;
+        std::io::Result::Ok(head.starts_with(b"HTTP/1.") && head[9] == b'2')
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), ask).await,
+        Ok(Ok(true))
+    )
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Field 22 of /proc/PID/stat (after the parenthesised command name).
+fn proc_start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // rest starts at field 3 (state); field 22 is the 20th from here.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process in `f` is alive (a zombie is not).
+fn alive(f: &ReplicaFile) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", f.pid)) else {
+        return false;
+    };
+    let zombie = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..i + 3))
+        .is_some_and(|s| s == "Z" || s == "X");
+    !zombie && proc_start_ticks(f.pid) == Some(f.start_ticks)
+}
+
+fn signal_group(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on the replica's process group (it leads its own session).
+    unsafe {
+        libc::kill(-pid, sig);
+    }
+}
+
+/// The program to run: a bare name is looked up next to the running executable first
+/// (where `pharos-replica` is installed with `pharos`), then in PATH.
+fn resolve_program(name: &str) -> PathBuf {
+    if !name.contains('/')
+        && let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        for d in [Some(dir), dir.parent()].into_iter().flatten() {
+            let p = d.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_named_by_its_pid_and_start_time() {
+        let me = std::process::id() as i32;
+        let ticks = proc_start_ticks(me).unwrap();
+        let f = ReplicaFile {
+            pid: me,
+            port: 1,
+            start_ticks: ticks,
+            started_ms: 0,
+        };
+        assert!(alive(&f));
+        // The same pid with another start time is another process.
+        assert!(!alive(&ReplicaFile {
+            start_ticks: ticks + 1,
+            ..f.clone()
+        }));
+        assert!(!alive(&ReplicaFile { pid: i32::MAX, ..f }));
+    }
+
+    #[tokio::test]
+    async fn a_probe_is_ready_on_2xx_only() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for answer in ["HTTP/1.1 200 OK", "HTTP/1.1 503 Service Unavailable"] {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(format!("{answer}\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        assert!(probe(port, "/healthz").await);
+        assert!(!probe(port, "/healthz").await);
+        // Nothing listens: not ready.
+        let free = free_port("127.0.0.1").unwrap();
+        assert!(!probe(free, "/healthz").await);
+    }
+}
