@@ -23,77 +23,10 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 
 use crate::auth::{Caller, generate_token, hash_token};
+use crate::error::{ApiError, ApiResult};
 use crate::store::{Desired, JobRow, JobUpdate, NewJob, StoreError};
 use crate::{AppState, archive_path};
 use pharos_engine::JobPaths;
-
-// ----- errors ---------------------------------------------------------------------
-
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub field: Option<String>,
-    pub code: Option<ErrorCode>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            field: None,
-            code: None,
-        }
-    }
-    pub fn bad(field: impl Into<String>, message: impl Into<String>, code: ErrorCode) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            field: Some(field.into()),
-            code: Some(code),
-        }
-    }
-    pub fn unauthorized(message: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, message)
-    }
-    fn not_found(id: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, format!("job {id} not found"))
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(id) => ApiError::not_found(&id.to_string()),
-            StoreError::Transition { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-            other => {
-                tracing::error!(error = %other, "store error");
-                ApiError {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    message: other.to_string(),
-                    field: None,
-                    code: Some(ErrorCode::S200),
-                }
-            }
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.message });
-        if let Some(f) = self.field {
-            body["field"] = json!(f);
-        }
-        if let Some(c) = self.code {
-            body["code"] = json!(format!("{c:?}"));
-        }
-        (self.status, Json(body)).into_response()
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
 
 /// A body rejection (too large, unreadable) as a JSON error.
 fn body_error(status: StatusCode, text: String, limit: usize) -> ApiError {
@@ -1226,20 +1159,7 @@ async fn apply_service(
             };
             Ok((code, Json(v)).into_response())
         }
-        Err((code, msg)) => {
-            let mut e = ApiError::new(
-                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                msg,
-            );
-            // Messages of the form `field: problem` name the field.
-            if code < 500
-                && let Some((field, _)) = e.message.split_once(':')
-                && !field.contains(' ')
-            {
-                e.field = Some(field.to_string());
-            }
-            Err(e)
-        }
+        Err(e) => Err(e),
     }
 }
 

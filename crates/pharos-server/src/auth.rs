@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 
 use crate::AppState;
-use crate::api::ApiError;
 use crate::config::ServerConfig;
+use crate::error::ApiError;
 use crate::store::Store;
 
 pub fn hash_token(token: &str) -> String {

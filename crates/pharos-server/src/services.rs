@@ -19,9 +19,11 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::AppState;
+use crate::error::ApiError;
 use crate::router::Router;
 use crate::store::now_ms;
 use autoscale::{Autoscaler, DecisionRecord, autoscale};
+use axum::http::StatusCode;
 pub use pharos_engine::service::{KubeApp, Phase, RayApp, ServiceSpec};
 
 mod autoscale;
@@ -279,7 +281,7 @@ impl Services {
         tenant: &str,
         limits: Option<&crate::config::TenantLimits>,
         spec: ServiceSpec,
-    ) -> Result<(bool, Value), (u16, String)> {
+    ) -> Result<(bool, Value), ApiError> {
         // A tenant's Ray application code comes only from the directories the admin
         // named: without ray.code_roots a tenant could ship any directory the server
         // can read to the cluster, where its own code reads it.
@@ -287,17 +289,26 @@ impl Services {
             && spec.ray.as_ref().is_some_and(|r| r.working_dir.is_some())
             && state.config.ray.code_roots.is_empty()
         {
-            return Err((
-                400,
-                "ray.working_dir: tenants may only upload code from ray.code_roots, and this server names none".into(),
+            return Err(ApiError::at(
+                StatusCode::BAD_REQUEST,
+                "ray.working_dir",
+                "ray.working_dir: tenants may only upload code from ray.code_roots, and this server names none",
             ));
         }
         let Some(engine) = &self.engine else {
-            return Err((503, "this server runs no service engine".into()));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this server runs no service engine",
+            ));
         };
-        engine.check(&spec).map_err(|m| (400, m))?;
+        engine
+            .check(&spec)
+            .map_err(|m| ApiError::said(StatusCode::BAD_REQUEST, m))?;
         let run_as = if engine.runs_here() {
-            state.run_as(tenant).await.map_err(|e| (503, e))?
+            state
+                .run_as(tenant)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?
         } else {
             None
         };
@@ -308,11 +319,12 @@ impl Services {
         let host = host_of(&state.config.listen);
         if let Some(s) = g.svcs.get_mut(&spec.name) {
             if s.tenant != tenant || s.deleting {
-                return Err((409, format!("service {} exists", spec.name)));
+                return Err(exists(&spec.name));
             }
             if let Some(f) = s.spec.fixed_change(&spec) {
-                return Err((
-                    409,
+                return Err(ApiError::at(
+                    StatusCode::CONFLICT,
+                    f,
                     format!("{f}: cannot change while the service runs; delete it and apply again"),
                 ));
             }
@@ -325,7 +337,7 @@ impl Services {
                     &serde_json::to_string(&spec).unwrap_or_default(),
                 )
                 .await
-                .map_err(|e| (500, e.to_string()))?;
+                .map_err(|e| ApiError::internal(e.to_string()))?;
             let t = s.target.clamp(spec.min_replicas, spec.max_replicas);
             s.set_target(t);
             let name = spec.name.clone();
@@ -336,14 +348,14 @@ impl Services {
             return Ok((false, v));
         }
         match g.invalid.get(&spec.name).map(|(t, _)| t) {
-            Some(t) if t != tenant => return Err((409, format!("service {} exists", spec.name))),
+            Some(t) if t != tenant => return Err(exists(&spec.name)),
             Some(_) => {
                 // Its stored spec was invalid: the new one replaces it.
                 state
                     .store
                     .delete_service(&spec.name)
                     .await
-                    .map_err(|e| (500, e.to_string()))?;
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
                 g.invalid.remove(&spec.name);
             }
             None => {}
@@ -352,14 +364,24 @@ impl Services {
         let port = match spec.port {
             Some(p) => p,
             None => pharos_engine::host::free_port(&host)
-                .map_err(|e| (500, format!("no free port: {e}")))?,
+                .map_err(|e| ApiError::internal(format!("no free port: {e}")))?,
         };
         if g.svcs.values().any(|s| s.port == port) {
-            return Err((409, format!("port: {port} is another service's")));
+            return Err(ApiError::at(
+                StatusCode::CONFLICT,
+                "port",
+                format!("port: {port} is another service's"),
+            ));
         }
         let listener = tokio::net::TcpListener::bind((host.as_str(), port))
             .await
-            .map_err(|e| (409, format!("port: cannot listen on {host}:{port}: {e}")))?;
+            .map_err(|e| {
+                ApiError::at(
+                    StatusCode::CONFLICT,
+                    "port",
+                    format!("port: cannot listen on {host}:{port}: {e}"),
+                )
+            })?;
         let mut spec = spec;
         spec.port = Some(port);
         state
@@ -371,7 +393,7 @@ impl Services {
                 port as i64,
             )
             .await
-            .map_err(|e| (500, e.to_string()))?;
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         let mut s = new_svc(spec, tenant.to_string(), port, 0);
         s.run_as = run_as;
         s.target = s.spec.initial_replicas.unwrap_or(s.spec.min_replicas);
@@ -502,20 +524,26 @@ impl Services {
 
 /// A tenant's services, with `spec` applied, within its limits; else (status, message
 /// naming the field and the limit).
+/// A name taken (by another tenant's service, or one being deleted).
+fn exists(name: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, format!("service {name} exists"))
+}
+
 fn check_tenant_limits(
     g: &Inner,
     tenant: &str,
     l: &crate::config::TenantLimits,
     spec: &ServiceSpec,
-) -> Result<(), (u16, String)> {
+) -> Result<(), ApiError> {
     let others: Vec<&Svc> = g
         .svcs
         .values()
         .filter(|s| s.tenant == tenant && !s.deleting && s.spec.name != spec.name)
         .collect();
     if others.len() as u32 >= l.max_services {
-        return Err((
-            429,
+        return Err(ApiError::at(
+            StatusCode::TOO_MANY_REQUESTS,
+            "services",
             format!(
                 "services: tenant {tenant} has {} services, the most it may have",
                 others.len()
@@ -524,8 +552,9 @@ fn check_tenant_limits(
     }
     let replicas: u32 = others.iter().map(|s| s.spec.max_replicas).sum::<u32>() + spec.max_replicas;
     if replicas > l.max_replicas {
-        return Err((
-            400,
+        return Err(ApiError::at(
+            StatusCode::BAD_REQUEST,
+            "max_replicas",
             format!(
                 "max_replicas: tenant {tenant}'s services would allow {replicas} replicas in all; its limit is {}",
                 l.max_replicas
@@ -534,8 +563,9 @@ fn check_tenant_limits(
     }
     let cpus = spec.cpus * spec.max_replicas as f64;
     if cpus > l.max_cpus {
-        return Err((
-            400,
+        return Err(ApiError::at(
+            StatusCode::BAD_REQUEST,
+            "cpus",
             format!(
                 "cpus: {} replicas of {} vCPUs ask for {cpus} vCPUs; tenant {tenant} may ask for at most {}",
                 spec.max_replicas, spec.cpus, l.max_cpus

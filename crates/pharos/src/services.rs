@@ -36,7 +36,7 @@ pub enum DeleteCommand {
 pub fn apply(file: &Path, conn: &Conn) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let mut spec = pharos_server::services::ServiceSpec::parse(&text)
+    let mut spec = pharos_engine::ServiceSpec::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     // A Ray application's code directory is named relative to the spec file.
     if let Some(dir) = spec.ray.as_mut().and_then(|r| r.working_dir.as_mut()) {
