@@ -234,7 +234,6 @@ fn free_port() -> u16 {
 }
 
 async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
-    let store = &state.store;
     let id = job.id;
     let manifest = match state.manifest(&job) {
         Ok(m) => (*m).clone(),
@@ -264,192 +263,226 @@ async fn supervise(state: &AppState, job: JobRow) -> Result<(), StoreError> {
     let now = now_ms();
     match job.state {
         s if s.is_terminal() && job.desired == Desired::Delete => {
-            if !may_ask(state, id, now) {
-                return Ok(());
-            }
-            match on_backend(state, &run, move |b, r| b.remove(r)).await {
-                Ok(()) => {
-                    state.engine_trouble.lock_or_recover().remove(&id);
-                }
-                // The engine is away: what it runs for the job would be left behind, so
-                // the job stays until it answers.
-                Err(e) if e.transient => {
-                    engine_failed(state, id, "removing the job from the engine", &e).await;
-                    return Ok(());
-                }
-                Err(e) => {
-                    event(state, id, "delete", &format!("removing files failed: {e}")).await;
-                }
-            }
-            store
+            remove_deleted(state, &job, &run, now).await
+        }
+        JobState::Queued => settle_queued(state, &job).await,
+        JobState::Pending if job.desired == Desired::Run => prepare(state, &job, &run, now).await,
+        JobState::Downloading | JobState::Processing if job.desired == Desired::Run => {
+            follow_learners(state, &job, run, now).await
+        }
+        JobState::Pending | JobState::Downloading | JobState::Processing => {
+            stop_or_finish(state, &job, run, now).await
+        }
+        JobState::Storing => finish_storing(state, &job, run).await,
+        _ => Ok(()),
+    }
+}
+
+/// A state change with nothing else to record.
+async fn transition(
+    state: &AppState,
+    id: i64,
+    to: JobState,
+    message: &str,
+) -> Result<(), StoreError> {
+    state
+        .store
+        .transition(id, to, message, None, &JobUpdate::default())
+        .await
+}
+
+/// A deleted job that has ended: the engine lets go of it, then its record and (unless
+/// another job uses it) its model archive go.
+async fn remove_deleted(
+    state: &AppState,
+    job: &JobRow,
+    run: &Arc<JobRun>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let (store, id) = (&state.store, job.id);
+    if !may_ask(state, id, now) {
+        return Ok(());
+    }
+    match on_backend(state, run, move |b, r| b.remove(r)).await {
+        Ok(()) => {
+            state.engine_trouble.lock_or_recover().remove(&id);
+        }
+        // The engine is away: what it runs for the job would be left behind, so
+        // the job stays until it answers.
+        Err(e) if e.transient => {
+            engine_failed(state, id, "removing the job from the engine", &e).await;
+            return Ok(());
+        }
+        Err(e) => {
+            event(state, id, "delete", &format!("removing files failed: {e}")).await;
+        }
+    }
+    store
+        .update(
+            id,
+            &JobUpdate {
+                deleted: Some(true),
+                ..Default::default()
+            },
+        )
+        .await?;
+    // Its model archive too, unless another job uses the same one.
+    if let Some(sha) = &job.model_sha256
+        && !store.archive_in_use(sha).await?
+    {
+        let _ = std::fs::remove_file(crate::archive_path(&state.config.data_dir, sha));
+    }
+    event(state, id, "delete", "deleted").await;
+    Ok(())
+}
+
+/// A queued job asked to halt (or be deleted) halts; one whose preemption came too
+/// late (it was requeued first) runs again when scheduled.
+async fn settle_queued(state: &AppState, job: &JobRow) -> Result<(), StoreError> {
+    match job.desired {
+        Desired::Halt | Desired::Delete => {
+            transition(state, job.id, JobState::Halted, "halted while queued").await
+        }
+        Desired::Preempt => {
+            state
+                .store
                 .update(
-                    id,
+                    job.id,
                     &JobUpdate {
-                        deleted: Some(true),
+                        desired: Some(Desired::Run),
+                        expect_desired: Some(Desired::Preempt),
                         ..Default::default()
                     },
                 )
-                .await?;
-            // Its model archive too, unless another job uses the same one.
-            if let Some(sha) = &job.model_sha256
-                && !store.archive_in_use(sha).await?
-            {
-                let _ = std::fs::remove_file(crate::archive_path(&state.config.data_dir, sha));
-            }
-            event(state, id, "delete", "deleted").await;
+                .await
         }
-        JobState::Queued => match job.desired {
-            Desired::Halt | Desired::Delete => {
-                store
-                    .transition(
-                        id,
-                        JobState::Halted,
-                        "halted while queued",
-                        None,
-                        &JobUpdate::default(),
-                    )
-                    .await?;
-            }
-            Desired::Preempt => {
-                store
-                    .update(
-                        id,
-                        &JobUpdate {
-                            desired: Some(Desired::Run),
-                            expect_desired: Some(Desired::Preempt),
-                            ..Default::default()
-                        },
-                    )
-                    .await?;
-            }
-            Desired::Run => {}
-        },
-        JobState::Pending => {
-            if job.desired != Desired::Run {
-                return stop_or_finish(state, &job, run, now).await;
-            }
-            if !may_ask(state, id, now) {
-                return Ok(());
-            }
-            match on_backend(state, &run, move |b, r| b.prepare(r)).await {
-                Err(e) if e.transient => {
-                    engine_failed(state, id, "preparing the job", &e).await;
-                }
-                Ok(()) => {
-                    engine_answers(state, id).await;
-                    store
-                        .transition(
-                            id,
-                            JobState::Downloading,
-                            "model and data ready",
-                            None,
-                            &JobUpdate::default(),
-                        )
-                        .await?
-                }
-                Err(e) => {
-                    let code = if e.message.contains("archive") {
-                        ErrorCode::C102
-                    } else {
-                        ErrorCode::S300
-                    };
-                    fail(state, id, &format!("preparing the job failed: {e}"), code).await?
-                }
-            }
+        Desired::Run => Ok(()),
+    }
+}
+
+/// A scheduled job's model and data made ready by the engine.
+async fn prepare(
+    state: &AppState,
+    job: &JobRow,
+    run: &Arc<JobRun>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let id = job.id;
+    if !may_ask(state, id, now) {
+        return Ok(());
+    }
+    match on_backend(state, run, move |b, r| b.prepare(r)).await {
+        Err(e) if e.transient => {
+            engine_failed(state, id, "preparing the job", &e).await;
+            Ok(())
         }
-        JobState::Downloading | JobState::Processing => {
-            if job.desired != Desired::Run {
-                return stop_or_finish(state, &job, run, now).await;
-            }
-            let Some(statuses) = poll(state, &run).await else {
-                return Ok(());
-            };
-            let failed = statuses
-                .iter()
-                .enumerate()
-                .find(|(_, s)| s.ended() && !s.succeeded());
-            if let Some((i, s)) = failed {
-                return learner_failed(state, &job, run, &statuses, i, *s, now).await;
-            }
-            if statuses.iter().all(|s| s.succeeded()) {
-                return finish(state, &job, run, JobState::Completed, None).await;
-            }
-            if job.state == JobState::Downloading && !statuses.contains(&LearnerStatus::NotStarted)
-            {
-                // Started before a crash of the server, which did not record it.
-                return store
-                    .transition(
-                        id,
-                        JobState::Processing,
-                        &format!("learners running (attempt {}, re-attached)", run.attempt),
-                        None,
-                        &JobUpdate::default(),
-                    )
-                    .await;
-            }
-            if statuses.contains(&LearnerStatus::NotStarted) && now >= job.not_before_ms {
-                match on_backend(state, &run, move |b, r| b.start(r)).await {
-                    Err(e) if e.transient => {
-                        // Whatever started stays: starting is idempotent, so the
-                        // next try starts only the rest.
-                        engine_failed(state, id, "starting the learners", &e).await;
-                    }
-                    Ok(()) => {
-                        done_waiting(state, id);
-                        if job.state == JobState::Downloading {
-                            store
-                                .transition(
-                                    id,
-                                    JobState::Processing,
-                                    &format!(
-                                        "{} learner(s) running (attempt {})",
-                                        run.manifest.learners, run.attempt
-                                    ),
-                                    None,
-                                    &JobUpdate::default(),
-                                )
-                                .await?;
-                        } else {
-                            event(
-                                state,
-                                id,
-                                "start",
-                                &format!("learners of attempt {} started", run.attempt),
-                            )
-                            .await;
-                        }
-                    }
-                    Err(e) => {
-                        // Leave nothing of a half-started gang running.
-                        signal(state, &run, true).await;
-                        fail(
-                            state,
-                            id,
-                            &format!("starting the learners failed: {e}"),
-                            ErrorCode::S101,
-                        )
-                        .await?;
-                    }
-                }
-            }
+        Ok(()) => {
+            engine_answers(state, id).await;
+            transition(state, id, JobState::Downloading, "model and data ready").await
         }
-        JobState::Storing => {
-            // A crash during STORING: finish it the way the learners ended.
-            if matches!(job.desired, Desired::Halt | Desired::Delete) {
-                return finish(state, &job, run, JobState::Halted, None).await;
-            }
-            let Some(statuses) = poll(state, &run).await else {
-                return Ok(());
-            };
-            if !statuses.is_empty() && statuses.iter().all(|s| s.succeeded()) {
-                finish(state, &job, run, JobState::Completed, None).await?;
+        Err(e) => {
+            let code = if e.message.contains("archive") {
+                ErrorCode::C102
             } else {
-                finish(state, &job, run, JobState::Failed, Some(ErrorCode::C201)).await?;
-            }
+                ErrorCode::S300
+            };
+            fail(state, id, &format!("preparing the job failed: {e}"), code).await
         }
-        _ => {}
+    }
+}
+
+/// A running attempt: a failed learner fails the gang (restart or FAILED), all
+/// succeeded completes the job, learners not started yet are started.
+async fn follow_learners(
+    state: &AppState,
+    job: &JobRow,
+    run: Arc<JobRun>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let id = job.id;
+    let Some(statuses) = poll(state, &run).await else {
+        return Ok(());
+    };
+    let failed = statuses
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.ended() && !s.succeeded());
+    if let Some((i, s)) = failed {
+        return learner_failed(state, job, run, &statuses, i, *s, now).await;
+    }
+    if statuses.iter().all(|s| s.succeeded()) {
+        return finish(state, job, run, JobState::Completed, None).await;
+    }
+    if job.state == JobState::Downloading && !statuses.contains(&LearnerStatus::NotStarted) {
+        // Started before a crash of the server, which did not record it.
+        let message = format!("learners running (attempt {}, re-attached)", run.attempt);
+        return transition(state, id, JobState::Processing, &message).await;
+    }
+    if statuses.contains(&LearnerStatus::NotStarted) && now >= job.not_before_ms {
+        return start_learners(state, job, &run).await;
     }
     Ok(())
+}
+
+/// Starts the learners not running yet (starting is idempotent).
+async fn start_learners(
+    state: &AppState,
+    job: &JobRow,
+    run: &Arc<JobRun>,
+) -> Result<(), StoreError> {
+    let id = job.id;
+    match on_backend(state, run, move |b, r| b.start(r)).await {
+        Err(e) if e.transient => {
+            // Whatever started stays: starting is idempotent, so the next try starts
+            // only the rest.
+            engine_failed(state, id, "starting the learners", &e).await;
+            Ok(())
+        }
+        Ok(()) => {
+            done_waiting(state, id);
+            if job.state == JobState::Downloading {
+                let message = format!(
+                    "{} learner(s) running (attempt {})",
+                    run.manifest.learners, run.attempt
+                );
+                transition(state, id, JobState::Processing, &message).await
+            } else {
+                let message = format!("learners of attempt {} started", run.attempt);
+                event(state, id, "start", &message).await;
+                Ok(())
+            }
+        }
+        Err(e) => {
+            // Leave nothing of a half-started gang running.
+            signal(state, run, true).await;
+            fail(
+                state,
+                id,
+                &format!("starting the learners failed: {e}"),
+                ErrorCode::S101,
+            )
+            .await
+        }
+    }
+}
+
+/// A crash during STORING: finish it the way the learners ended.
+async fn finish_storing(
+    state: &AppState,
+    job: &JobRow,
+    run: Arc<JobRun>,
+) -> Result<(), StoreError> {
+    if matches!(job.desired, Desired::Halt | Desired::Delete) {
+        return finish(state, job, run, JobState::Halted, None).await;
+    }
+    let Some(statuses) = poll(state, &run).await else {
+        return Ok(());
+    };
+    if !statuses.is_empty() && statuses.iter().all(|s| s.succeeded()) {
+        finish(state, job, run, JobState::Completed, None).await
+    } else {
+        finish(state, job, run, JobState::Failed, Some(ErrorCode::C201)).await
+    }
 }
 
 /// A learner ended badly: stop the others, then restart the gang from its checkpoint
@@ -687,10 +720,87 @@ fn per_learner(m: &Manifest) -> pharos_core::LearnerResources {
 /// One scheduling decision over the queued jobs; placed jobs go PENDING.
 async fn schedule(state: &AppState) -> Result<(), StoreError> {
     let jobs = state.store.active_jobs().await?;
+    let (pending, mut running, rows) = training_view(state, &jobs);
+    // What training holds, for the services' autoscaler (before the replicas are added).
+    state.services.set_training_cpus(
+        running
+            .iter()
+            .map(|r| r.per_learner.cpus * r.placement.len() as f64)
+            .sum(),
+    );
+    if pending.is_empty() {
+        return Ok(());
+    }
+    // While preempted jobs are still stopping, their resources are not free yet: decide
+    // again once they have gone back to the queue (the decision then is the one the
+    // simulator takes, where a preemption frees resources at once).
+    if jobs
+        .iter()
+        .any(|j| j.desired == Desired::Preempt && holds_resources(j.state))
+    {
+        return Ok(());
+    }
+    let mut queues = state.config.queues.clone();
+    add_services(state, &mut running, &mut queues);
+    let nodes = [state.config.node()];
+    let view = SchedView {
+        now_s: now_ms() as f64 / 1000.0,
+        nodes: &nodes,
+        queues: &queues,
+        pending: &pending,
+        running: &running,
+        explain: true,
+    };
+    let t0 = Instant::now();
+    let decision = {
+        let mut sched = state.scheduler.lock_or_recover();
+        sched.decide(&view)
+    };
+    state.metrics.record_decision(t0.elapsed().as_secs_f64());
+    preempt(state, &decision.preempt).await?;
+    let mut free = free_devices(state, &jobs);
+    for (id, placement) in &decision.start {
+        if let Some(job) = rows.get(id) {
+            place(state, job, placement, &mut free).await?;
+        }
+    }
+    let changed: Vec<(i64, String)> = decision
+        .waiting
+        .iter()
+        .filter_map(|(id, reason)| {
+            let job = rows.get(id)?;
+            (job.wait_reason.as_deref() != Some(reason.as_str())).then(|| (job.id, reason.clone()))
+        })
+        .collect();
+    state.store.set_wait_reasons(&changed).await?;
+    if !decision.start.is_empty() {
+        state.wake.notify_one();
+    }
+    Ok(())
+}
+
+/// Whether a job in this state holds its resources (placed, not yet back in a queue
+/// or ended).
+fn holds_resources(s: JobState) -> bool {
+    matches!(
+        s,
+        JobState::Pending | JobState::Downloading | JobState::Processing | JobState::Storing
+    )
+}
+
+type TrainingView<'a> = (
+    Vec<PendingJob>,
+    Vec<RunningJob>,
+    std::collections::BTreeMap<u64, &'a JobRow>,
+);
+
+/// The scheduler's view of the training jobs: the queued ones that want to run, the
+/// ones holding resources, and every row by id.
+fn training_view<'a>(state: &AppState, jobs: &'a [JobRow]) -> TrainingView<'a> {
     let mut pending = Vec::new();
     let mut running = Vec::new();
     let mut rows = std::collections::BTreeMap::new();
-    for job in &jobs {
+    for job in jobs {
         let Ok(m) = state.manifest(job) else {
             continue;
         };
@@ -705,10 +815,7 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
                 duration_s: Default::default(),
                 attained_gpu_s: 0.0,
             }),
-            JobState::Pending
-            | JobState::Downloading
-            | JobState::Processing
-            | JobState::Storing => running.push(RunningJob {
+            s if holds_resources(s) => running.push(RunningJob {
                 id: job.id as u64,
                 queue: job.queue.clone(),
                 priority: job.priority as i32,
@@ -724,35 +831,17 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
         }
         rows.insert(job.id as u64, job);
     }
-    // What training holds, for the services' autoscaler (before the replicas are added).
-    state.services.set_training_cpus(
-        running
-            .iter()
-            .map(|r| r.per_learner.cpus * r.placement.len() as f64)
-            .sum(),
-    );
-    if pending.is_empty() {
-        return Ok(());
-    }
-    // While preempted jobs are still stopping, their resources are not free yet: decide
-    // again once they have gone back to the queue (the decision then is the one the
-    // simulator takes, where a preemption frees resources at once).
-    if jobs.iter().any(|j| {
-        j.desired == Desired::Preempt
-            && matches!(
-                j.state,
-                JobState::Pending
-                    | JobState::Downloading
-                    | JobState::Processing
-                    | JobState::Storing
-            )
-    }) {
-        return Ok(());
-    }
-    // Inference replicas share the capacity: each service's replicas are shown as a
-    // running gang the scheduler can neither move nor halt, in a queue of their own.
+    (pending, running, rows)
+}
+
+/// Inference replicas share the capacity: each service's replicas are shown as a
+/// running gang the scheduler can neither move nor halt, in a queue of their own.
+fn add_services(
+    state: &AppState,
+    running: &mut Vec<RunningJob>,
+    queues: &mut Vec<pharos_core::QueueSpec>,
+) {
     let services_queue = "(inference services)";
-    let mut queues = state.config.queues.clone();
     for (i, (cpus, n)) in state.services.held().into_iter().enumerate() {
         running.push(RunningJob {
             id: u64::MAX - i as u64,
@@ -776,22 +865,11 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
             });
         }
     }
-    let nodes = [state.config.node()];
-    let view = SchedView {
-        now_s: now_ms() as f64 / 1000.0,
-        nodes: &nodes,
-        queues: &queues,
-        pending: &pending,
-        running: &running,
-        explain: true,
-    };
-    let t0 = Instant::now();
-    let decision = {
-        let mut sched = state.scheduler.lock_or_recover();
-        sched.decide(&view)
-    };
-    state.metrics.record_decision(t0.elapsed().as_secs_f64());
-    for victim in &decision.preempt {
+}
+
+/// Marks the scheduler's victims for preemption (those still running as they were).
+async fn preempt(state: &AppState, victims: &[u64]) -> Result<(), StoreError> {
+    for victim in victims {
         let set = state
             .store
             .set_desired_if(
@@ -811,82 +889,78 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
             .await;
         }
     }
-    // GPU devices held by the jobs that hold resources.
-    let mut free_devices = state.config.capacity.devices();
-    for job in &jobs {
-        if matches!(
-            job.state,
-            JobState::Pending | JobState::Downloading | JobState::Processing | JobState::Storing
-        ) {
-            let held: Vec<Vec<u32>> = job
-                .devices
-                .as_deref()
-                .and_then(|d| serde_json::from_str(d).ok())
-                .unwrap_or_default();
-            for ids in free_devices.values_mut() {
-                ids.retain(|i| !held.iter().flatten().any(|h| h == i));
-            }
-        }
-    }
-    for (id, placement) in &decision.start {
-        let Some(job) = rows.get(id) else { continue };
-        let Ok(m) = state.manifest(job) else { continue };
-        // Each learner's devices, of the model it was placed on.
-        let mut devices: Vec<Vec<u32>> = Vec::new();
-        for (_, model) in placement {
-            let ids = match model {
-                Some(model) if m.gpus > 0 => {
-                    let free = free_devices.entry(model.clone()).or_default();
-                    if free.len() < m.gpus as usize {
-                        break;
-                    }
-                    free.drain(..m.gpus as usize).collect()
-                }
-                _ => Vec::new(),
-            };
-            devices.push(ids);
-        }
-        if devices.len() != placement.len() {
-            warn!(
-                job = job.id,
-                "not enough free GPU devices for the placement; waiting"
-            );
-            continue;
-        }
-        let update = JobUpdate {
-            devices: Some(Some(serde_json::to_string(&devices).unwrap_or_default())),
-            gpu_model: Some(placement.first().and_then(|(_, m)| m.clone())),
-            attempt: Some(job.attempt + 1),
-            started_ms: Some(Some(job.started_ms.unwrap_or_else(now_ms))),
-            placed_ms: Some(Some(now_ms())),
-            not_before_ms: Some(0),
-            stop_sent_ms: Some(None),
-            master_port: Some(Some(free_port() as i64)),
-            wait_reason: Some(None),
-            ..Default::default()
-        };
-        state
-            .store
-            .transition(
-                job.id,
-                JobState::Pending,
-                &format!("placed (attempt {})", job.attempt + 1),
-                None,
-                &update,
-            )
-            .await?;
-    }
-    let changed: Vec<(i64, String)> = decision
-        .waiting
-        .iter()
-        .filter_map(|(id, reason)| {
-            let job = rows.get(id)?;
-            (job.wait_reason.as_deref() != Some(reason.as_str())).then(|| (job.id, reason.clone()))
-        })
-        .collect();
-    state.store.set_wait_reasons(&changed).await?;
-    if !decision.start.is_empty() {
-        state.wake.notify_one();
-    }
     Ok(())
+}
+
+/// The GPU devices, by model, that no job holding resources holds.
+fn free_devices(state: &AppState, jobs: &[JobRow]) -> std::collections::BTreeMap<String, Vec<u32>> {
+    let mut free = state.config.capacity.devices();
+    for job in jobs.iter().filter(|j| holds_resources(j.state)) {
+        let held: Vec<Vec<u32>> = job
+            .devices
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or_default();
+        for ids in free.values_mut() {
+            ids.retain(|i| !held.iter().flatten().any(|h| h == i));
+        }
+    }
+    free
+}
+
+/// Starts a new attempt of `job` on `placement`: each learner's devices taken from
+/// `free`, the attempt recorded as PENDING (the engine is asked next pass).
+async fn place(
+    state: &AppState,
+    job: &JobRow,
+    placement: &GangPlacement,
+    free: &mut std::collections::BTreeMap<String, Vec<u32>>,
+) -> Result<(), StoreError> {
+    let Ok(m) = state.manifest(job) else {
+        return Ok(());
+    };
+    // Each learner's devices, of the model it was placed on.
+    let mut devices: Vec<Vec<u32>> = Vec::new();
+    for (_, model) in placement {
+        let ids = match model {
+            Some(model) if m.gpus > 0 => {
+                let free = free.entry(model.clone()).or_default();
+                if free.len() < m.gpus as usize {
+                    break;
+                }
+                free.drain(..m.gpus as usize).collect()
+            }
+            _ => Vec::new(),
+        };
+        devices.push(ids);
+    }
+    if devices.len() != placement.len() {
+        warn!(
+            job = job.id,
+            "not enough free GPU devices for the placement; waiting"
+        );
+        return Ok(());
+    }
+    let update = JobUpdate {
+        devices: Some(Some(serde_json::to_string(&devices).unwrap_or_default())),
+        gpu_model: Some(placement.first().and_then(|(_, m)| m.clone())),
+        attempt: Some(job.attempt + 1),
+        started_ms: Some(Some(job.started_ms.unwrap_or_else(now_ms))),
+        placed_ms: Some(Some(now_ms())),
+        not_before_ms: Some(0),
+        stop_sent_ms: Some(None),
+        master_port: Some(Some(free_port() as i64)),
+        wait_reason: Some(None),
+        ..Default::default()
+    };
+    state
+        .store
+        .transition(
+            job.id,
+            JobState::Pending,
+            &format!("placed (attempt {})", job.attempt + 1),
+            None,
+            &update,
+        )
+        .await
 }
