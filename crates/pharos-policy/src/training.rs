@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 
 use pharos_core::{
-    LearnerResources, PendingJob, RunningJob, SchedDecision, SchedView, TrainingScheduler,
+    LearnerResources, PendingJob, QueueSpec, RunningJob, SchedDecision, SchedView,
+    TrainingScheduler,
 };
 use serde::{Deserialize, Serialize};
 
@@ -351,32 +352,12 @@ impl TrainingScheduler for GangScheduler {
             }
         };
         // Whether a job shape can ever fit, once per shape.
-        type Shape<'s> = (u32, u64, u64, u32, Option<&'s str>, &'s str);
         let mut never: std::collections::HashMap<Shape<'_>, Option<String>> =
             std::collections::HashMap::new();
         let mut free = free_of(view);
         // The model order without affinity (by free GPUs), updated when a job starts.
         let mut base_models = self.models(view, None, &free);
-        // Queue usage by resource key.
-        let mut used: BTreeMap<(String, String), f64> = BTreeMap::new();
-        for r in view.running {
-            for (_, m) in &r.placement {
-                for (k, v) in usage(&r.per_learner, m.as_deref()) {
-                    *used.entry((r.queue.clone(), k)).or_insert(0.0) += v;
-                }
-            }
-        }
-        let mut order: Vec<&PendingJob> = view.pending.iter().collect();
-        let rank = |j: &PendingJob| self.rank(j.priority, j.attained_gpu_s);
-        order.sort_by(|a, b| {
-            let by_order = match self.params.order {
-                Order::Sjf => best_duration(a).total_cmp(&best_duration(b)),
-                _ => rank(b).cmp(&rank(a)),
-            };
-            by_order
-                .then(a.submitted_s.total_cmp(&b.submitted_s))
-                .then(a.id.cmp(&b.id))
-        });
+        let mut used = queue_usage(view.running);
         let mut preempted: Vec<u64> = Vec::new();
         let mut blocked: Option<u64> = None;
         // Shapes that found no room, and shapes that found no set of victims, since the
@@ -388,7 +369,7 @@ impl TrainingScheduler for GangScheduler {
         let memo = !self.params.gpu_affinity;
         let mut no_room: std::collections::HashSet<Shape<'_>> = Default::default();
         let mut no_victims: std::collections::HashSet<Shape<'_>> = Default::default();
-        for job in order {
+        for job in self.order(view.pending) {
             if let Some(head) = blocked
                 && !self.params.backfill
             {
@@ -408,14 +389,7 @@ impl TrainingScheduler for GangScheduler {
             } else {
                 &base_models
             };
-            let shape = (
-                job.learners,
-                job.per_learner.cpus.to_bits(),
-                job.per_learner.memory_bytes,
-                job.per_learner.gpus,
-                job.per_learner.gpu_type.as_deref(),
-                job.queue.as_str(),
-            );
+            let shape = shape_of(job);
             let verdict = never
                 .entry(shape)
                 .or_insert_with(|| never_fits(view, job, models))
@@ -424,125 +398,28 @@ impl TrainingScheduler for GangScheduler {
                 wait(&mut d, job.id, &|| why.clone());
                 continue;
             }
-            // Quota: what the job would hold, with the GPU model chosen at placement;
-            // checked on the model-free keys first.
-            let over_quota = |used: &BTreeMap<(String, String), f64>,
-                              placement: &[(usize, Option<String>)]| {
-                let mut add: BTreeMap<String, f64> = BTreeMap::new();
-                for (_, m) in placement {
-                    for (k, v) in usage(&job.per_learner, m.as_deref()) {
-                        *add.entry(k).or_insert(0.0) += v;
-                    }
-                }
-                queue.quota.iter().find_map(|(k, limit)| {
-                    let now = used
-                        .get(&(queue.name.clone(), k.clone()))
-                        .copied()
-                        .unwrap_or(0.0);
-                    let extra = add.get(k).copied().unwrap_or(0.0);
-                    (extra > 0.0 && now + extra > limit + 1e-9).then(|| {
-                        format!(
-                            "queue {} quota for {k}: {now} held + {extra} > {limit}",
-                            queue.name
-                        )
-                    })
-                })
-            };
-            // A quick bound before trying placements: the free CPUs, and for GPU jobs the
-            // free GPUs of the best model, must cover the gang.
-            let cover = {
-                let cpus: f64 = free.iter().map(|f| f.cpus).sum();
-                let gpus_ok = job.per_learner.gpus == 0
-                    || models.iter().any(|m| {
-                        let g: u32 = free
-                            .iter()
-                            .map(|f| f.gpus.get(m).copied().unwrap_or(0) / job.per_learner.gpus)
-                            .sum();
-                        g >= job.learners
-                            && job.per_learner.gpu_type.as_ref().is_none_or(|t| t == m)
-                    });
-                cpus + 1e-9 >= job.per_learner.cpus * job.learners as f64 && gpus_ok
-            };
             let mut trial = Vec::new();
-            let placed = if cover && !(memo && no_room.contains(&shape)) {
+            let placed = if covers(&free, job, models) && !(memo && no_room.contains(&shape)) {
                 trial = free.clone();
                 place_gang_models(&mut trial, job, self.params.placement, models)
             } else {
                 None
             };
             let outcome = match placed {
-                Some(p) => match over_quota(&used, &p) {
+                Some(p) => match over_quota(queue, &used, job, &p) {
                     None => Ok((p, trial, Vec::new())),
                     Some(why) => Err(why),
                 },
                 None if self.params.preemption && memo && no_victims.contains(&shape) => {
                     no_room.insert(shape);
-                    Err(
-                        "does not fit in the free resources, even after halting lower-ranked jobs"
-                            .into(),
-                    )
+                    Err(NO_ROOM_EVEN_AFTER_HALTING.into())
                 }
                 None if self.params.preemption => {
                     if memo {
                         no_room.insert(shape);
                     }
-                    // Halt lower-priority running jobs, youngest first, until it fits.
-                    let mut victims: Vec<&RunningJob> = view
-                        .running
-                        .iter()
-                        .filter(|r| {
-                            r.preemptible
-                                && self.rank(r.priority, r.attained_gpu_s) < rank(job)
-                                && !preempted.contains(&r.id)
-                        })
-                        .collect();
-                    victims.sort_by(|a, b| {
-                        self.rank(a.priority, a.attained_gpu_s)
-                            .cmp(&self.rank(b.priority, b.attained_gpu_s))
-                            .then(b.started_s.total_cmp(&a.started_s))
-                            .then(b.id.cmp(&a.id))
-                    });
-                    let any_victim = !victims.is_empty();
-                    let mut trial_free = free.clone();
-                    let mut chosen = Vec::new();
-                    let mut found = None;
-                    for v in victims {
-                        hold(&mut trial_free, v, 1.0);
-                        chosen.push(v);
-                        let mut t = trial_free.clone();
-                        if place_gang_models(&mut t, job, self.params.placement, models).is_some() {
-                            found = Some(());
-                            break;
-                        }
-                    }
-                    // Keep only the victims the job needs: drop each one whose
-                    // resources it can do without (the earliest chosen first).
-                    let found = found.and_then(|()| {
-                        let mut k = 0;
-                        while k < chosen.len() && chosen.len() > 1 {
-                            let mut without = free.clone();
-                            for (i, v) in chosen.iter().enumerate() {
-                                if i != k {
-                                    hold(&mut without, v, 1.0);
-                                }
-                            }
-                            if place_gang_models(&mut without, job, self.params.placement, models)
-                                .is_some()
-                            {
-                                chosen.remove(k);
-                            } else {
-                                k += 1;
-                            }
-                        }
-                        let mut t = free.clone();
-                        for v in &chosen {
-                            hold(&mut t, v, 1.0);
-                        }
-                        place_gang_models(&mut t, job, self.params.placement, models)
-                            .map(|p| (p, t))
-                    });
-                    match found {
-                        Some((p, t)) => {
+                    match self.halt_for(view, job, &free, models, &preempted) {
+                        Victims::Found(p, t, chosen) => {
                             // Quota counts without the victims of the same queue.
                             let mut u2 = used.clone();
                             for v in &chosen {
@@ -554,7 +431,7 @@ impl TrainingScheduler for GangScheduler {
                                     }
                                 }
                             }
-                            match over_quota(&u2, &p) {
+                            match over_quota(queue, &u2, job, &p) {
                                 None => {
                                     used = u2;
                                     Ok((p, t, chosen.iter().map(|v| v.id).collect()))
@@ -562,17 +439,16 @@ impl TrainingScheduler for GangScheduler {
                                 Some(why) => Err(why),
                             }
                         }
-                        None if any_victim => {
+                        none => {
                             if memo {
                                 no_victims.insert(shape);
                             }
-                            Err("does not fit in the free resources, even after halting lower-ranked jobs".into())
-                        }
-                        None => {
-                            if memo {
-                                no_victims.insert(shape);
-                            }
-                            Err("does not fit in the free resources (no running job ranks below it)".into())
+                            Err(if matches!(none, Victims::TooFew) {
+                                NO_ROOM_EVEN_AFTER_HALTING.into()
+                            } else {
+                                "does not fit in the free resources (no running job ranks below it)"
+                                    .into()
+                            })
                         }
                     }
                 }
@@ -608,6 +484,179 @@ impl TrainingScheduler for GangScheduler {
         }
         d.preempt = preempted;
         d
+    }
+}
+
+const NO_ROOM_EVEN_AFTER_HALTING: &str =
+    "does not fit in the free resources, even after halting lower-ranked jobs";
+
+/// What a job asks for, as far as fitting goes: learners, resources per learner, queue.
+type Shape<'s> = (u32, u64, u64, u32, Option<&'s str>, &'s str);
+
+fn shape_of(job: &PendingJob) -> Shape<'_> {
+    (
+        job.learners,
+        job.per_learner.cpus.to_bits(),
+        job.per_learner.memory_bytes,
+        job.per_learner.gpus,
+        job.per_learner.gpu_type.as_deref(),
+        job.queue.as_str(),
+    )
+}
+
+/// What the running jobs hold, by (queue, resource key).
+fn queue_usage(running: &[RunningJob]) -> BTreeMap<(String, String), f64> {
+    let mut used: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for r in running {
+        for (_, m) in &r.placement {
+            for (k, v) in usage(&r.per_learner, m.as_deref()) {
+                *used.entry((r.queue.clone(), k)).or_insert(0.0) += v;
+            }
+        }
+    }
+    used
+}
+
+/// Why `job` placed as `placement` would go over its queue's quota (with the GPU model
+/// chosen at placement), if it would.
+fn over_quota(
+    queue: &QueueSpec,
+    used: &BTreeMap<(String, String), f64>,
+    job: &PendingJob,
+    placement: &[(usize, Option<String>)],
+) -> Option<String> {
+    let mut add: BTreeMap<String, f64> = BTreeMap::new();
+    for (_, m) in placement {
+        for (k, v) in usage(&job.per_learner, m.as_deref()) {
+            *add.entry(k).or_insert(0.0) += v;
+        }
+    }
+    queue.quota.iter().find_map(|(k, limit)| {
+        let now = used
+            .get(&(queue.name.clone(), k.clone()))
+            .copied()
+            .unwrap_or(0.0);
+        let extra = add.get(k).copied().unwrap_or(0.0);
+        (extra > 0.0 && now + extra > limit + 1e-9).then(|| {
+            format!(
+                "queue {} quota for {k}: {now} held + {extra} > {limit}",
+                queue.name
+            )
+        })
+    })
+}
+
+/// A quick bound before trying placements: the free CPUs, and for GPU jobs the free
+/// GPUs of the best model, must cover the gang.
+fn covers(free: &[Free], job: &PendingJob, models: &[String]) -> bool {
+    let cpus: f64 = free.iter().map(|f| f.cpus).sum();
+    let gpus_ok = job.per_learner.gpus == 0
+        || models.iter().any(|m| {
+            let g: u32 = free
+                .iter()
+                .map(|f| f.gpus.get(m).copied().unwrap_or(0) / job.per_learner.gpus)
+                .sum();
+            g >= job.learners && job.per_learner.gpu_type.as_ref().is_none_or(|t| t == m)
+        });
+    cpus + 1e-9 >= job.per_learner.cpus * job.learners as f64 && gpus_ok
+}
+
+/// The running jobs a pending one may halt, and where it would then go.
+enum Victims<'v> {
+    /// The gang's placement, the free resources after it, and the jobs to halt.
+    Found(Vec<(usize, Option<String>)>, Vec<Free>, Vec<&'v RunningJob>),
+    /// Halting every job that ranks below it would not make room.
+    TooFew,
+    /// No running job ranks below it.
+    None,
+}
+
+impl GangScheduler {
+    /// Jobs pending, in the order they are considered: by the order's rank (SJF: the
+    /// shortest first), then by submission, then by id.
+    fn order<'p>(&self, pending: &'p [PendingJob]) -> Vec<&'p PendingJob> {
+        let mut order: Vec<&PendingJob> = pending.iter().collect();
+        let rank = |j: &PendingJob| self.rank(j.priority, j.attained_gpu_s);
+        order.sort_by(|a, b| {
+            let by_order = match self.params.order {
+                Order::Sjf => best_duration(a).total_cmp(&best_duration(b)),
+                _ => rank(b).cmp(&rank(a)),
+            };
+            by_order
+                .then(a.submitted_s.total_cmp(&b.submitted_s))
+                .then(a.id.cmp(&b.id))
+        });
+        order
+    }
+
+    /// Lower-ranked running jobs to halt for `job`, youngest first, until it fits; then
+    /// only those it needs (each one it can do without dropped, the earliest chosen
+    /// first).
+    fn halt_for<'v>(
+        &self,
+        view: &'v SchedView<'_>,
+        job: &PendingJob,
+        free: &[Free],
+        models: &[String],
+        preempted: &[u64],
+    ) -> Victims<'v> {
+        let rank = self.rank(job.priority, job.attained_gpu_s);
+        let mut victims: Vec<&RunningJob> = view
+            .running
+            .iter()
+            .filter(|r| {
+                r.preemptible
+                    && self.rank(r.priority, r.attained_gpu_s) < rank
+                    && !preempted.contains(&r.id)
+            })
+            .collect();
+        victims.sort_by(|a, b| {
+            self.rank(a.priority, a.attained_gpu_s)
+                .cmp(&self.rank(b.priority, b.attained_gpu_s))
+                .then(b.started_s.total_cmp(&a.started_s))
+                .then(b.id.cmp(&a.id))
+        });
+        if victims.is_empty() {
+            return Victims::None;
+        }
+        let placement = self.params.placement;
+        let mut trial_free = free.to_vec();
+        let mut chosen = Vec::new();
+        let mut found = false;
+        for v in victims {
+            hold(&mut trial_free, v, 1.0);
+            chosen.push(v);
+            let mut t = trial_free.clone();
+            if place_gang_models(&mut t, job, placement, models).is_some() {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Victims::TooFew;
+        }
+        let mut k = 0;
+        while k < chosen.len() && chosen.len() > 1 {
+            let mut without = free.to_vec();
+            for (i, v) in chosen.iter().enumerate() {
+                if i != k {
+                    hold(&mut without, v, 1.0);
+                }
+            }
+            if place_gang_models(&mut without, job, placement, models).is_some() {
+                chosen.remove(k);
+            } else {
+                k += 1;
+            }
+        }
+        let mut t = free.to_vec();
+        for v in &chosen {
+            hold(&mut t, v, 1.0);
+        }
+        match place_gang_models(&mut t, job, placement, models) {
+            Some(p) => Victims::Found(p, t, chosen),
+            None => Victims::TooFew,
+        }
     }
 }
 
