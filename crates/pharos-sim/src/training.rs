@@ -193,17 +193,74 @@ fn slowdown(cfg: &TrainSimConfig, placement: &GangPlacement) -> f64 {
     }
 }
 
-/// Run the trace through `sched`.
 /// Inserts a waiting job in id order.
 fn insert_pending(pending: &mut Vec<PendingJob>, job: PendingJob) {
     let at = pending.partition_point(|p| p.id < job.id);
     pending.insert(at, job);
 }
 
+/// Run the trace through `sched`.
 pub fn run(
     cfg: &TrainSimConfig,
     sched: &mut dyn TrainingScheduler,
 ) -> Result<TrainRunResult, SpecError> {
+    validate(cfg)?;
+    let mut sim = TrainSim::new(cfg);
+    while let Some((t, ev)) = sim.events.pop() {
+        sim.account_until(t);
+        // Every event at this instant first, then one decision.
+        let mut batch = vec![ev];
+        while sim.events.next_time() == Some(t) {
+            batch.push(sim.events.pop().expect("peeked").1);
+        }
+        for ev in batch {
+            sim.on_event(ev);
+        }
+        if sim.remaining == 0 {
+            break;
+        }
+        sim.refresh_view();
+        if sim.pending.is_empty() {
+            continue;
+        }
+        let d = sched.decide(&SchedView {
+            explain: false,
+            now_s: sim.now,
+            nodes: &sim.nodes,
+            queues: &sim.queues,
+            pending: &sim.pending,
+            running: &sim.running,
+        });
+        sim.decisions += 1;
+        for id in &d.preempt {
+            sim.preempt(*id as usize);
+        }
+        sim.running
+            .retain(|r| sim.jobs[r.id as usize].run.is_some());
+        for (id, placement) in d.start {
+            sim.start(id as usize, placement);
+        }
+        // Nothing runs, nothing is left to arrive and nothing started: the jobs still
+        // waiting can never run.
+        if sim.busy_gpus <= 0.0
+            && sim.arrivals_left == 0
+            && !sim.jobs.iter().any(|j| j.run.is_some())
+        {
+            break;
+        }
+        // Keep re-deciding while jobs wait (service accumulates, preemption may change).
+        let waiting = (0..sim.jobs.len())
+            .any(|i| sim.arrived[i] && sim.jobs[i].run.is_none() && sim.jobs[i].done.is_none());
+        if waiting && !sim.ticking && sched.needs_ticks() {
+            sim.ticking = true;
+            sim.events.push(sim.now + cfg.tick_s, Ev::Tick);
+        }
+    }
+    Ok(sim.result())
+}
+
+/// The configuration's problems, named.
+fn validate(cfg: &TrainSimConfig) -> Result<(), SpecError> {
     if cfg.pools.is_empty()
         || cfg
             .pools
@@ -232,67 +289,114 @@ pub fn run(
             ));
         }
     }
-    let nodes: Vec<Node> = cfg
-        .pools
-        .iter()
-        .flat_map(|p| {
-            (0..p.nodes).map(move |i| Node {
-                name: format!("{}-{i}", p.gpu_type),
-                cpus: p.gpus_per_node as f64 * cfg.cpus_per_gpu,
-                memory_bytes: u64::from(p.gpus_per_node) << 36,
-                gpus: BTreeMap::from([(p.gpu_type.clone(), p.gpus_per_node)]),
+    Ok(())
+}
+
+/// One run's state: the cluster, every job, the event queue, the scheduler's view
+/// (waiting and running jobs kept in id order as jobs arrive, start, finish and are
+/// preempted: rebuilding them at every decision dominated long runs) and the
+/// accounting.
+struct TrainSim<'c> {
+    cfg: &'c TrainSimConfig,
+    nodes: Vec<Node>,
+    queues: Vec<QueueSpec>,
+    total_gpus: f64,
+    jobs: Vec<Job>,
+    events: EventQueue<Ev>,
+    arrived: Vec<bool>,
+    arrivals_left: usize,
+    remaining: usize,
+    batch_arrivals: Vec<usize>,
+    pending: Vec<PendingJob>,
+    running: Vec<RunningJob>,
+    ticking: bool,
+    now: f64,
+    busy_gpus: f64,
+    busy_gpu_s: f64,
+    hourly: Vec<f64>,
+    decisions: u64,
+}
+
+impl<'c> TrainSim<'c> {
+    fn new(cfg: &'c TrainSimConfig) -> Self {
+        let nodes: Vec<Node> = cfg
+            .pools
+            .iter()
+            .flat_map(|p| {
+                (0..p.nodes).map(move |i| Node {
+                    name: format!("{}-{i}", p.gpu_type),
+                    cpus: p.gpus_per_node as f64 * cfg.cpus_per_gpu,
+                    memory_bytes: u64::from(p.gpus_per_node) << 36,
+                    gpus: BTreeMap::from([(p.gpu_type.clone(), p.gpus_per_node)]),
+                })
             })
-        })
-        .collect();
-    let total_gpus: f64 = cfg
-        .pools
-        .iter()
-        .map(|p| (p.nodes * p.gpus_per_node) as f64)
-        .sum();
-    let queues = vec![QueueSpec {
-        name: "default".into(),
-        quota: BTreeMap::new(),
-    }];
-    let n = cfg.jobs.len();
-    let mut jobs: Vec<Job> = (0..n)
-        .map(|_| Job {
-            saved_left: 1.0,
-            attained_gpu_s: 0.0,
-            first_start: None,
-            preemptions: 0,
-            run: None,
-            generation: 0,
-            done: None,
-        })
-        .collect();
-    let mut events = EventQueue::new();
-    for (i, j) in cfg.jobs.iter().enumerate() {
-        events.push(j.arrival_s, Ev::Arrival(i));
+            .collect();
+        let total_gpus: f64 = cfg
+            .pools
+            .iter()
+            .map(|p| (p.nodes * p.gpus_per_node) as f64)
+            .sum();
+        let n = cfg.jobs.len();
+        let jobs: Vec<Job> = (0..n)
+            .map(|_| Job {
+                saved_left: 1.0,
+                attained_gpu_s: 0.0,
+                first_start: None,
+                preemptions: 0,
+                run: None,
+                generation: 0,
+                done: None,
+            })
+            .collect();
+        let mut events = EventQueue::new();
+        for (i, j) in cfg.jobs.iter().enumerate() {
+            events.push(j.arrival_s, Ev::Arrival(i));
+        }
+        Self {
+            cfg,
+            nodes,
+            queues: vec![QueueSpec {
+                name: "default".into(),
+                quota: BTreeMap::new(),
+            }],
+            total_gpus,
+            jobs,
+            events,
+            arrived: vec![false; n],
+            arrivals_left: n,
+            remaining: n,
+            batch_arrivals: Vec::new(),
+            pending: Vec::new(),
+            running: Vec::new(),
+            ticking: false,
+            now: 0.0,
+            busy_gpus: 0.0,
+            busy_gpu_s: 0.0,
+            hourly: Vec::new(),
+            decisions: 0,
+        }
     }
-    let mut arrived = vec![false; n];
-    let mut arrivals_left = n;
-    let mut decisions = 0u64;
-    let mut busy_gpu_s = 0.0;
-    let mut hourly: Vec<f64> = Vec::new();
-    let mut now = 0.0f64;
-    let mut busy_gpus = 0.0f64;
-    let mut remaining = n;
-    let mut ticking = false;
-    let per_learner = |_: &TraceJob| LearnerResources {
-        cpus: cfg.cpus_per_gpu,
-        memory_bytes: 1 << 30,
-        gpus: 1,
-        gpu_type: None,
-    };
-    let pending_of = |i: usize, j: &Job| {
-        let tj = &cfg.jobs[i];
+
+    fn per_learner(&self) -> LearnerResources {
+        LearnerResources {
+            cpus: self.cfg.cpus_per_gpu,
+            memory_bytes: 1 << 30,
+            gpus: 1,
+            gpu_type: None,
+        }
+    }
+
+    /// Job `i` as the scheduler sees it waiting (its durations scaled to the work left).
+    fn pending_of(&self, i: usize) -> PendingJob {
+        let tj = &self.cfg.jobs[i];
+        let j = &self.jobs[i];
         PendingJob {
             id: i as u64,
-            queue: queues[0].name.clone(),
-            priority: cfg.priorities.get(i).copied().unwrap_or(0),
+            queue: self.queues[0].name.clone(),
+            priority: self.cfg.priorities.get(i).copied().unwrap_or(0),
             submitted_s: tj.arrival_s,
             learners: tj.gpus,
-            per_learner: per_learner(tj),
+            per_learner: self.per_learner(),
             duration_s: tj
                 .duration_s
                 .iter()
@@ -300,176 +404,159 @@ pub fn run(
                 .collect(),
             attained_gpu_s: j.attained_gpu_s,
         }
-    };
-    let mut pending: Vec<PendingJob> = Vec::new();
-    let mut running: Vec<RunningJob> = Vec::new();
-    let mut batch_arrivals: Vec<usize> = Vec::new();
-    while let Some((t, ev)) = events.pop() {
-        // Account busy GPU time hour by hour.
-        let mut from = now;
+    }
+
+    /// Accounts busy GPU time up to `t`, hour by hour, and moves the clock there.
+    fn account_until(&mut self, t: f64) {
+        let mut from = self.now;
         while from < t {
             let hour = (from / 3600.0) as usize;
             let until = ((hour + 1) as f64 * 3600.0).min(t);
-            if hourly.len() <= hour {
-                hourly.resize(hour + 1, 0.0);
+            if self.hourly.len() <= hour {
+                self.hourly.resize(hour + 1, 0.0);
             }
-            hourly[hour] += busy_gpus * (until - from) / (3600.0 * total_gpus);
-            busy_gpu_s += busy_gpus * (until - from);
+            self.hourly[hour] += self.busy_gpus * (until - from) / (3600.0 * self.total_gpus);
+            self.busy_gpu_s += self.busy_gpus * (until - from);
             from = until;
         }
-        now = t;
-        // Every event at this instant first, then one decision.
-        let mut batch = vec![ev];
-        while events.next_time() == Some(t) {
-            batch.push(events.pop().expect("peeked").1);
-        }
-        for ev in batch {
-            match ev {
-                Ev::Arrival(i) => {
-                    arrived[i] = true;
-                    arrivals_left -= 1;
-                    batch_arrivals.push(i);
-                }
-                Ev::Finish(i, generation) => {
-                    let j = &mut jobs[i];
-                    if j.generation != generation || j.run.is_none() {
-                        continue;
-                    }
-                    let (placement, model, start, _) = j.run.take().expect("running");
-                    j.attained_gpu_s += (now - start) * placement.len() as f64;
-                    busy_gpus -= placement.len() as f64;
-                    j.saved_left = 0.0;
-                    j.done = Some((now, model));
-                    remaining -= 1;
-                }
-                Ev::Tick => ticking = false,
+        self.now = t;
+    }
+
+    fn on_event(&mut self, ev: Ev) {
+        match ev {
+            Ev::Arrival(i) => {
+                self.arrived[i] = true;
+                self.arrivals_left -= 1;
+                self.batch_arrivals.push(i);
             }
+            Ev::Finish(i, generation) => {
+                let now = self.now;
+                let j = &mut self.jobs[i];
+                if j.generation != generation || j.run.is_none() {
+                    return;
+                }
+                let (placement, model, start, _) = j.run.take().expect("running");
+                j.attained_gpu_s += (now - start) * placement.len() as f64;
+                self.busy_gpus -= placement.len() as f64;
+                j.saved_left = 0.0;
+                j.done = Some((now, model));
+                self.remaining -= 1;
+            }
+            Ev::Tick => self.ticking = false,
         }
-        if remaining == 0 {
-            break;
+    }
+
+    /// The scheduler's view brought up to now: new arrivals waiting, ended jobs gone,
+    /// the running jobs' attained service.
+    fn refresh_view(&mut self) {
+        for i in std::mem::take(&mut self.batch_arrivals) {
+            let p = self.pending_of(i);
+            insert_pending(&mut self.pending, p);
         }
-        // The scheduler's view: the waiting and the running jobs, kept in id order as
-        // jobs arrive, start, finish and are preempted (rebuilding them at every
-        // decision dominated long runs).
-        for i in batch_arrivals.drain(..) {
-            insert_pending(&mut pending, pending_of(i, &jobs[i]));
-        }
-        running.retain(|r| jobs[r.id as usize].run.is_some());
-        for r in &mut running {
+        let jobs = &self.jobs;
+        self.running.retain(|r| jobs[r.id as usize].run.is_some());
+        for r in &mut self.running {
             let i = r.id as usize;
             if let Some((p, _, start, _)) = &jobs[i].run {
-                r.attained_gpu_s = jobs[i].attained_gpu_s + (now - start) * p.len() as f64;
+                r.attained_gpu_s = jobs[i].attained_gpu_s + (self.now - start) * p.len() as f64;
             }
-        }
-        if pending.is_empty() {
-            continue;
-        }
-        let d = sched.decide(&SchedView {
-            explain: false,
-            now_s: now,
-            nodes: &nodes,
-            queues: &queues,
-            pending: &pending,
-            running: &running,
-        });
-        decisions += 1;
-        for id in &d.preempt {
-            let i = *id as usize;
-            let j = &mut jobs[i];
-            let Some((placement, model, start, productive_from)) = j.run.take() else {
-                continue;
-            };
-            let dur = cfg.jobs[i].duration_s[&model] * slowdown(cfg, &placement);
-            let productive = (now - productive_from).max(0.0);
-            let kept = (productive / cfg.checkpoint_interval_s).floor() * cfg.checkpoint_interval_s;
-            j.saved_left = (j.saved_left - kept / dur).max(0.0);
-            j.attained_gpu_s += (now - start) * placement.len() as f64;
-            j.preemptions += 1;
-            j.generation += 1;
-            busy_gpus -= placement.len() as f64;
-            insert_pending(&mut pending, pending_of(i, &jobs[i]));
-        }
-        running.retain(|r| jobs[r.id as usize].run.is_some());
-        for (id, placement) in d.start {
-            let i = id as usize;
-            let j = &mut jobs[i];
-            if j.run.is_some() || j.done.is_some() {
-                continue;
-            }
-            let model = placement
-                .first()
-                .and_then(|(_, m)| m.clone())
-                .unwrap_or_else(|| cfg.pools[0].gpu_type.clone());
-            let dur = cfg.jobs[i].duration_s[&model] * slowdown(cfg, &placement);
-            let restart = if j.first_start.is_some() {
-                cfg.restart_cost_s
-            } else {
-                0.0
-            };
-            j.first_start.get_or_insert(now);
-            j.generation += 1;
-            let productive_from = now + restart;
-            busy_gpus += placement.len() as f64;
-            let end = productive_from + j.saved_left * dur;
-            let held = RunningJob {
-                id: i as u64,
-                queue: queues[0].name.clone(),
-                priority: cfg.priorities.get(i).copied().unwrap_or(0),
-                started_s: now,
-                per_learner: per_learner(&cfg.jobs[i]),
-                placement: placement.clone(),
-                preemptible: true,
-                attained_gpu_s: j.attained_gpu_s,
-            };
-            j.run = Some((placement, model, now, productive_from));
-            events.push(end, Ev::Finish(i, j.generation));
-            if let Ok(k) = pending.binary_search_by_key(&(i as u64), |p| p.id) {
-                pending.remove(k);
-            }
-            let at = running.partition_point(|r| r.id < i as u64);
-            running.insert(at, held);
-        }
-        // Nothing runs, nothing is left to arrive and nothing started: the jobs still
-        // waiting can never run.
-        if busy_gpus <= 0.0 && arrivals_left == 0 && !jobs.iter().any(|j| j.run.is_some()) {
-            break;
-        }
-        // Keep re-deciding while jobs wait (service accumulates, preemption may change).
-        let waiting = (0..n).any(|i| arrived[i] && jobs[i].run.is_none() && jobs[i].done.is_none());
-        if waiting && !ticking && sched.needs_ticks() {
-            ticking = true;
-            events.push(now + cfg.tick_s, Ev::Tick);
         }
     }
-    let mut outcomes = Vec::new();
-    let mut never_ran = Vec::new();
-    for (i, j) in jobs.iter().enumerate() {
-        match (&j.done, j.first_start) {
-            (Some((end, model)), Some(first)) => outcomes.push(JobOutcome {
-                id: cfg.jobs[i].id,
-                gpus: cfg.jobs[i].gpus,
-                arrival_s: cfg.jobs[i].arrival_s,
-                first_start_s: first,
-                end_s: *end,
-                preemptions: j.preemptions,
-                gpu_type: model.clone(),
-            }),
-            _ => never_ran.push(cfg.jobs[i].id),
-        }
+
+    /// Job `i` halted: back to its last checkpoint, waiting again.
+    fn preempt(&mut self, i: usize) {
+        let (cfg, now) = (self.cfg, self.now);
+        let j = &mut self.jobs[i];
+        let Some((placement, model, start, productive_from)) = j.run.take() else {
+            return;
+        };
+        let dur = cfg.jobs[i].duration_s[&model] * slowdown(cfg, &placement);
+        let productive = (now - productive_from).max(0.0);
+        let kept = (productive / cfg.checkpoint_interval_s).floor() * cfg.checkpoint_interval_s;
+        j.saved_left = (j.saved_left - kept / dur).max(0.0);
+        j.attained_gpu_s += (now - start) * placement.len() as f64;
+        j.preemptions += 1;
+        j.generation += 1;
+        self.busy_gpus -= placement.len() as f64;
+        let p = self.pending_of(i);
+        insert_pending(&mut self.pending, p);
     }
-    let makespan = outcomes.iter().map(|o| o.end_s).fold(0.0, f64::max);
-    Ok(TrainRunResult {
-        jobs: outcomes,
-        never_ran,
-        makespan_s: makespan,
-        gpu_utilisation: if makespan > 0.0 {
-            busy_gpu_s / (total_gpus * makespan)
+
+    /// Job `i` started on `placement` (a restart pays the restart cost first).
+    fn start(&mut self, i: usize, placement: GangPlacement) {
+        let (cfg, now) = (self.cfg, self.now);
+        let per_learner = self.per_learner();
+        let queue = self.queues[0].name.clone();
+        let j = &mut self.jobs[i];
+        if j.run.is_some() || j.done.is_some() {
+            return;
+        }
+        let model = placement
+            .first()
+            .and_then(|(_, m)| m.clone())
+            .unwrap_or_else(|| cfg.pools[0].gpu_type.clone());
+        let dur = cfg.jobs[i].duration_s[&model] * slowdown(cfg, &placement);
+        let restart = if j.first_start.is_some() {
+            cfg.restart_cost_s
         } else {
             0.0
-        },
-        hourly_utilisation: hourly,
-        decisions,
-    })
+        };
+        j.first_start.get_or_insert(now);
+        j.generation += 1;
+        let productive_from = now + restart;
+        self.busy_gpus += placement.len() as f64;
+        let end = productive_from + j.saved_left * dur;
+        let held = RunningJob {
+            id: i as u64,
+            queue,
+            priority: cfg.priorities.get(i).copied().unwrap_or(0),
+            started_s: now,
+            per_learner,
+            placement: placement.clone(),
+            preemptible: true,
+            attained_gpu_s: j.attained_gpu_s,
+        };
+        j.run = Some((placement, model, now, productive_from));
+        self.events.push(end, Ev::Finish(i, j.generation));
+        if let Ok(k) = self.pending.binary_search_by_key(&(i as u64), |p| p.id) {
+            self.pending.remove(k);
+        }
+        let at = self.running.partition_point(|r| r.id < i as u64);
+        self.running.insert(at, held);
+    }
+
+    fn result(self) -> TrainRunResult {
+        let cfg = self.cfg;
+        let mut outcomes = Vec::new();
+        let mut never_ran = Vec::new();
+        for (i, j) in self.jobs.iter().enumerate() {
+            match (&j.done, j.first_start) {
+                (Some((end, model)), Some(first)) => outcomes.push(JobOutcome {
+                    id: cfg.jobs[i].id,
+                    gpus: cfg.jobs[i].gpus,
+                    arrival_s: cfg.jobs[i].arrival_s,
+                    first_start_s: first,
+                    end_s: *end,
+                    preemptions: j.preemptions,
+                    gpu_type: model.clone(),
+                }),
+                _ => never_ran.push(cfg.jobs[i].id),
+            }
+        }
+        let makespan = outcomes.iter().map(|o| o.end_s).fold(0.0, f64::max);
+        TrainRunResult {
+            jobs: outcomes,
+            never_ran,
+            makespan_s: makespan,
+            gpu_utilisation: if makespan > 0.0 {
+                self.busy_gpu_s / (self.total_gpus * makespan)
+            } else {
+                0.0
+            },
+            hourly_utilisation: self.hourly,
+            decisions: self.decisions,
+        }
+    }
 }
 
 #[cfg(test)]
