@@ -193,6 +193,27 @@ impl ServiceEngine for RayServe {
     }
 }
 
+/// What a pass must do on Serve, worked out from what Serve runs and what pharos last
+/// did.
+struct Plan<'w> {
+    /// The applications that should run, each with its config (no replica count).
+    desired: Vec<(&'w Want, Value)>,
+    /// Applications pharos deployed that Serve no longer has.
+    redeploy: Vec<String>,
+    /// Applications a previous server deployed, taken as they are.
+    adopt: Vec<String>,
+    /// Serve's config must be sent again (else replica counts go through the scaler).
+    need_put: bool,
+}
+
+/// What the deploy of a pass came to.
+#[derive(Default)]
+struct Deployed {
+    put_ok: bool,
+    /// Applications whose new config Serve refused: name, config, why.
+    refused: Vec<(String, Value, String)>,
+}
+
 impl RayServe {
     async fn sync_all(&self, wants: &[Want]) -> Result<Vec<Report>, String> {
         // Forget what no service is any more.
@@ -202,7 +223,45 @@ impl RayServe {
         if ray_wants.is_empty() {
             return Ok(Vec::new());
         }
-        // The code of new applications.
+        let package_errors = self.upload_code(&ray_wants).await?;
+        let details = self
+            .client
+            .serve_details()
+            .await
+            .map_err(|e| format!("reading Serve's applications: {e}"))?;
+        let empty = serde_json::Map::new();
+        let apps = details["applications"].as_object().unwrap_or(&empty);
+        // A copy (the lock is not held across the calls to Ray below), read by reference.
+        let mem = self.apps().clone();
+        let plan = plan(&ray_wants, apps, &mem);
+        let deployed = if plan.need_put {
+            self.deploy(wants, &plan, apps, &mem).await?
+        } else {
+            self.scale_all(&plan.desired, apps).await?;
+            Deployed::default()
+        };
+        let mut reports = Vec::new();
+        let mut gone = Vec::new();
+        let mut mem = self.apps();
+        for w in ray_wants {
+            let a = mem.entry(w.name.clone()).or_default();
+            let r = self.report(w, a, apps, &plan, &deployed, package_errors.get(&w.name));
+            if w.deleting && !r.present {
+                // Gone from Serve: a service applied again under this name starts
+                // clean (its code uploaded anew, nothing held back).
+                gone.push(w.name.clone());
+            }
+            reports.push(r);
+        }
+        for name in gone {
+            mem.remove(&name);
+        }
+        Ok(reports)
+    }
+
+    /// Uploads the code of new applications; a service whose code cannot be sent waits
+    /// (its problem returned by name), the others go on.
+    async fn upload_code(&self, ray_wants: &[&Want]) -> Result<BTreeMap<String, String>, String> {
         let mut package_errors: BTreeMap<String, String> = BTreeMap::new();
         for w in ray_wants.iter().filter(|w| !w.deleting) {
             let known = self.apps().get(&w.name).and_then(|a| a.working_dir.clone());
@@ -222,233 +281,262 @@ impl RayServe {
                 }
             }
         }
-        let details = self
-            .client
-            .serve_details()
-            .await
-            .map_err(|e| format!("reading Serve's applications: {e}"))?;
-        let empty = serde_json::Map::new();
-        let apps = details["applications"].as_object().unwrap_or(&empty);
-        // A copy (the lock is not held across the calls to Ray below), read by reference.
-        let mem = self.apps().clone();
-        let unknown = App::default();
-        let state_of = |name: &str| mem.get(name).unwrap_or(&unknown);
-        // What should run; whether Serve's config must be sent again.
-        let desired: Vec<(&Want, Value)> = ray_wants
+        Ok(package_errors)
+    }
+
+    /// Sends Serve's whole config: pharos's applications with their replica counts,
+    /// and the ones pharos does not own as Serve has them.
+    async fn deploy(
+        &self,
+        wants: &[Want],
+        plan: &Plan<'_>,
+        apps: &serde_json::Map<String, Value>,
+        mem: &BTreeMap<String, App>,
+    ) -> Result<Deployed, String> {
+        let mut list: Vec<Value> = plan
+            .desired
             .iter()
-            .copied()
-            .filter(|w| {
-                let a = state_of(&w.name);
-                !w.deleting
-                    && (a.working_dir.is_some()
-                        || w.spec.ray.as_ref().is_some_and(|r| r.working_dir.is_none()))
+            .map(|(w, cfg)| {
+                let mut c = cfg.clone();
+                c["deployments"][0]["num_replicas"] = json!(w.target);
+                c
             })
-            .map(|w| {
-                (
-                    w,
-                    app_config(&w.spec, state_of(&w.name).working_dir.as_deref()),
-                )
-            })
-            // A config Serve refused stays out until its spec changes.
-            .filter(|(w, cfg)| state_of(&w.name).refused.as_ref() != Some(cfg))
             .collect();
-        let mut redeploy = Vec::new();
-        let mut adopt = Vec::new();
-        // A deleted service's application leaves with a deploy without it (Serve may
-        // take a while to remove it: the deploy is repeated every 10 s meanwhile, not
-        // every pass).
-        let mut need_put = ray_wants.iter().any(|w| {
-            w.deleting
-                && apps.contains_key(&w.name)
-                && state_of(&w.name)
-                    .removal_sent
-                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        // Applications pharos does not own stay as Serve has them.
+        for (name, a) in apps {
+            if !wants.iter().any(|w| &w.name == name)
+                && let Some(c) = a.get("deployed_app_config").filter(|c| !c.is_null())
+            {
+                list.push(c.clone());
+            }
+        }
+        let config = json!({
+            "http_options": http_options(&self.serve_url),
+            "applications": list,
         });
-        for (w, cfg) in &desired {
-            let a = state_of(&w.name);
-            if !apps.contains_key(&w.name) {
-                if a.deployed {
-                    redeploy.push(w.name.clone());
-                }
-                need_put = true;
-            } else if a.put.as_ref() != Some(cfg) {
-                if a.put.is_none() && same_app(&apps[&w.name]["deployed_app_config"], cfg) {
-                    // Deployed by a previous server: adopted as it is.
-                    adopt.push(w.name.clone());
-                } else {
-                    need_put = true;
-                }
-            }
-        }
-        let mut put_ok = false;
-        let mut refused_now: Vec<(String, Value, String)> = Vec::new();
-        if need_put {
-            let mut list: Vec<Value> = desired
-                .iter()
-                .map(|(w, cfg)| {
-                    let mut c = cfg.clone();
-                    c["deployments"][0]["num_replicas"] = json!(w.target);
-                    c
+        match self.client.put_serve_config(&config).await {
+            Ok(()) => Ok(Deployed {
+                put_ok: true,
+                refused: Vec::new(),
+            }),
+            Err(e @ RayError::Status(400..=499, _)) => {
+                // Refused (a bad import path, say): the applications whose config is
+                // new are held back until their spec changes; said once.
+                let refused = plan
+                    .desired
+                    .iter()
+                    .filter(|(w, cfg)| mem.get(&w.name).and_then(|a| a.put.as_ref()) != Some(cfg))
+                    .map(|(w, cfg)| (w.name.clone(), cfg.clone(), e.to_string()))
+                    .collect();
+                Ok(Deployed {
+                    put_ok: false,
+                    refused,
                 })
-                .collect();
-            // Applications pharos does not own stay as Serve has them.
-            for (name, a) in apps {
-                if !wants.iter().any(|w| &w.name == name)
-                    && let Some(c) = a.get("deployed_app_config").filter(|c| !c.is_null())
-                {
-                    list.push(c.clone());
-                }
             }
-            let config = json!({
-                "http_options": http_options(&self.serve_url),
-                "applications": list,
-            });
-            match self.client.put_serve_config(&config).await {
-                Ok(()) => put_ok = true,
-                Err(e @ RayError::Status(400..=499, _)) => {
-                    // Refused (a bad import path, say): the applications whose config
-                    // is new are held back until their spec changes; said once.
-                    for (w, cfg) in desired
-                        .iter()
-                        .filter(|(w, cfg)| state_of(&w.name).put.as_ref() != Some(cfg))
-                    {
-                        refused_now.push((w.name.clone(), cfg.clone(), e.to_string()));
-                    }
-                }
-                Err(e) => return Err(format!("deploying Serve's applications: {e}")),
-            }
+            Err(e) => Err(format!("deploying Serve's applications: {e}")),
         }
-        if !need_put {
-            // Replica counts through the external scaler.
-            for (w, _) in &desired {
-                let dep = &w.spec.ray.as_ref().expect("a Ray service").deployment;
-                // Not there yet while Serve deploys it (it gets the count from the
-                // config).
-                let Some(current) =
-                    apps[&w.name]["deployments"][dep]["target_num_replicas"].as_u64()
-                else {
-                    continue;
-                };
-                if current == w.target as u64 {
-                    continue;
-                }
-                match self.client.scale(&w.name, dep, w.target).await {
-                    Ok(()) => {}
-                    Err(e @ RayError::Unreachable(..)) => return Err(format!("scaling: {e}")),
-                    Err(e) => warn!(service = w.name, "scaling to {}: {e}", w.target),
-                }
-            }
-        }
-        let mut reports = Vec::new();
-        let mut gone = Vec::new();
-        let mut mem = self.apps();
-        for w in ray_wants {
-            let name = w.name.clone();
-            let a = mem.entry(name.clone()).or_default();
-            let mut r = Report {
-                name: name.clone(),
-                ..Default::default()
-            };
-            if let Some((_, cfg, e)) = refused_now.iter().find(|x| x.0 == name) {
-                a.refused = Some(cfg.clone());
-                r.events.push((
-                    "deploy-failed",
-                    format!("Serve refused the application: {e}"),
-                ));
-            }
-            let package_error = package_errors.get(&name).cloned();
-            if let Some(pe) = &package_error
-                && a.package_error.as_ref() != Some(pe)
-            {
-                r.events.push((
-                    "deploy-failed",
-                    format!("the working_dir cannot be sent to Ray: {pe}"),
-                ));
-            }
-            a.package_error = package_error;
-            let cfg = desired
-                .iter()
-                .find(|(d, _)| d.name == name)
-                .map(|x| x.1.clone());
-            if adopt.contains(&name)
-                && let Some(cfg) = &cfg
-            {
-                r.events.push((
-                    "adopted",
-                    "the application Serve runs is adopted after a restart".into(),
-                ));
-                a.put = Some(cfg.clone());
-                a.deployed = true;
-            }
-            if put_ok && let Some(cfg) = &cfg {
-                if redeploy.contains(&name) {
-                    r.events.push((
-                        "redeployed",
-                        "the application was removed from Serve behind pharos's back; deployed again"
-                            .into(),
-                    ));
-                } else if a.put.is_none() {
-                    r.events
-                        .push(("deployed", format!("deployed to Ray Serve as /{name}")));
-                }
-                a.put = Some(cfg.clone());
-                a.deployed = true;
-            }
-            if put_ok && w.deleting {
-                a.removal_sent = Some(Instant::now());
-            }
-            let Some(app) = apps.get(&name) else {
-                r.present = false;
-                r.status = "NOT_DEPLOYED".into();
-                reports.push(r);
-                if w.deleting {
-                    // Gone from Serve: a service applied again under this name starts
-                    // clean (its code uploaded anew, nothing held back).
-                    gone.push(name);
-                }
+    }
+
+    /// Replica counts through the external scaler, where Serve's differ.
+    async fn scale_all(
+        &self,
+        desired: &[(&Want, Value)],
+        apps: &serde_json::Map<String, Value>,
+    ) -> Result<(), String> {
+        for (w, _) in desired {
+            let dep = &w.spec.ray.as_ref().expect("a Ray service").deployment;
+            // Not there yet while Serve deploys it (it gets the count from the config).
+            let Some(current) = apps[&w.name]["deployments"][dep]["target_num_replicas"].as_u64()
+            else {
                 continue;
             };
-            r.present = true;
-            let status = app["status"].as_str().unwrap_or("").to_string();
-            let message = app["message"].as_str().unwrap_or("").to_string();
-            if status == "DEPLOY_FAILED" && (a.status != status || a.message != message) {
-                r.events.push(("deploy-failed", message.clone()));
+            if current == w.target as u64 {
+                continue;
             }
-            a.status = status.clone();
-            a.message = message.clone();
-            r.status = status;
-            r.message = message;
-            let dep = w
-                .spec
-                .ray
-                .as_ref()
-                .map(|x| x.deployment.clone())
-                .unwrap_or_default();
-            r.replicas = app["deployments"][&dep]["replicas"]
-                .as_array()
-                .map(|rs| {
-                    rs.iter()
-                        .filter_map(|x| {
-                            let id = x["replica_id"].as_str()?.to_string();
-                            let phase = phase_of(x["state"].as_str()?)?;
-                            let url = (phase == Phase::Ready)
-                                .then(|| format!("{}/{name}#{id}", self.serve_url));
-                            Some(EngineReplica {
-                                id,
-                                phase,
-                                url,
-                                process: None,
-                            })
+            match self.client.scale(&w.name, dep, w.target).await {
+                Ok(()) => {}
+                Err(e @ RayError::Unreachable(..)) => return Err(format!("scaling: {e}")),
+                Err(e) => warn!(service = w.name, "scaling to {}: {e}", w.target),
+            }
+        }
+        Ok(())
+    }
+
+    /// One service's report, with the events of this pass; `a` is updated with what
+    /// was done and said.
+    fn report(
+        &self,
+        w: &Want,
+        a: &mut App,
+        apps: &serde_json::Map<String, Value>,
+        plan: &Plan<'_>,
+        deployed: &Deployed,
+        package_error: Option<&String>,
+    ) -> Report {
+        let name = w.name.clone();
+        let mut r = Report {
+            name: name.clone(),
+            ..Default::default()
+        };
+        if let Some((_, cfg, e)) = deployed.refused.iter().find(|x| x.0 == name) {
+            a.refused = Some(cfg.clone());
+            r.events.push((
+                "deploy-failed",
+                format!("Serve refused the application: {e}"),
+            ));
+        }
+        if let Some(pe) = package_error
+            && a.package_error.as_ref() != Some(pe)
+        {
+            r.events.push((
+                "deploy-failed",
+                format!("the working_dir cannot be sent to Ray: {pe}"),
+            ));
+        }
+        a.package_error = package_error.cloned();
+        let cfg = plan
+            .desired
+            .iter()
+            .find(|(d, _)| d.name == name)
+            .map(|x| x.1.clone());
+        if plan.adopt.contains(&name)
+            && let Some(cfg) = &cfg
+        {
+            r.events.push((
+                "adopted",
+                "the application Serve runs is adopted after a restart".into(),
+            ));
+            a.put = Some(cfg.clone());
+            a.deployed = true;
+        }
+        if deployed.put_ok
+            && let Some(cfg) = &cfg
+        {
+            if plan.redeploy.contains(&name) {
+                r.events.push((
+                    "redeployed",
+                    "the application was removed from Serve behind pharos's back; deployed again"
+                        .into(),
+                ));
+            } else if a.put.is_none() {
+                r.events
+                    .push(("deployed", format!("deployed to Ray Serve as /{name}")));
+            }
+            a.put = Some(cfg.clone());
+            a.deployed = true;
+        }
+        if deployed.put_ok && w.deleting {
+            a.removal_sent = Some(Instant::now());
+        }
+        let Some(app) = apps.get(&name) else {
+            r.present = false;
+            r.status = "NOT_DEPLOYED".into();
+            return r;
+        };
+        r.present = true;
+        let status = app["status"].as_str().unwrap_or("").to_string();
+        let message = app["message"].as_str().unwrap_or("").to_string();
+        if status == "DEPLOY_FAILED" && (a.status != status || a.message != message) {
+            r.events.push(("deploy-failed", message.clone()));
+        }
+        a.status = status.clone();
+        a.message = message.clone();
+        r.status = status;
+        r.message = message;
+        let dep = w
+            .spec
+            .ray
+            .as_ref()
+            .map(|x| x.deployment.clone())
+            .unwrap_or_default();
+        r.replicas = self.replicas_of(app, &dep, &name);
+        r
+    }
+
+    /// The replicas Serve reports of a deployment; ready ones routed through Serve's
+    /// proxy.
+    fn replicas_of(&self, app: &Value, dep: &str, name: &str) -> Vec<EngineReplica> {
+        app["deployments"][dep]["replicas"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter_map(|x| {
+                        let id = x["replica_id"].as_str()?.to_string();
+                        let phase = phase_of(x["state"].as_str()?)?;
+                        let url = (phase == Phase::Ready)
+                            .then(|| format!("{}/{name}#{id}", self.serve_url));
+                        Some(EngineReplica {
+                            id,
+                            phase,
+                            url,
+                            process: None,
                         })
-                        .collect()
-                })
-                .unwrap_or_default();
-            reports.push(r);
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// What should run on Serve and whether its config must be sent again.
+fn plan<'w>(
+    ray_wants: &[&'w Want],
+    apps: &serde_json::Map<String, Value>,
+    mem: &BTreeMap<String, App>,
+) -> Plan<'w> {
+    let unknown = App::default();
+    let state_of = |name: &str| mem.get(name).unwrap_or(&unknown);
+    let desired: Vec<(&Want, Value)> = ray_wants
+        .iter()
+        .copied()
+        .filter(|w| {
+            let a = state_of(&w.name);
+            !w.deleting
+                && (a.working_dir.is_some()
+                    || w.spec.ray.as_ref().is_some_and(|r| r.working_dir.is_none()))
+        })
+        .map(|w| {
+            (
+                w,
+                app_config(&w.spec, state_of(&w.name).working_dir.as_deref()),
+            )
+        })
+        // A config Serve refused stays out until its spec changes.
+        .filter(|(w, cfg)| state_of(&w.name).refused.as_ref() != Some(cfg))
+        .collect();
+    let mut redeploy = Vec::new();
+    let mut adopt = Vec::new();
+    // A deleted service's application leaves with a deploy without it (Serve may take
+    // a while to remove it: the deploy is repeated every 10 s meanwhile, not every
+    // pass).
+    let mut need_put = ray_wants.iter().any(|w| {
+        w.deleting
+            && apps.contains_key(&w.name)
+            && state_of(&w.name)
+                .removal_sent
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+    });
+    for (w, cfg) in &desired {
+        let a = state_of(&w.name);
+        if !apps.contains_key(&w.name) {
+            if a.deployed {
+                redeploy.push(w.name.clone());
+            }
+            need_put = true;
+        } else if a.put.as_ref() != Some(cfg) {
+            if a.put.is_none() && same_app(&apps[&w.name]["deployed_app_config"], cfg) {
+                // Deployed by a previous server: adopted as it is.
+                adopt.push(w.name.clone());
+            } else {
+                need_put = true;
+            }
         }
-        for name in gone {
-            mem.remove(&name);
-        }
-        Ok(reports)
+    }
+    Plan {
+        desired,
+        redeploy,
+        adopt,
+        need_put,
     }
 }
 
