@@ -5,7 +5,7 @@
 FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p pharos --bins
+RUN cargo build --release --locked -p pharos -p pharos-workloads --bins
 
 FROM debian:bookworm-slim
 RUN apt-get update \

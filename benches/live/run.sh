@@ -8,7 +8,7 @@
 #
 # Writes OUT_DIR/load-svc-*.json (per-minute records as the simulator's), replicas.csv
 # (time, service, ready, starting, target), services.json (the end state with events
-# and cold starts) and server.log. Build first: cargo build --release -p pharos.
+# and cold starts) and server.log. Build first: cargo build --release -p pharos -p pharos-workloads.
 set -euo pipefail
 policy=${1:?policy}
 out=${2:?out dir}

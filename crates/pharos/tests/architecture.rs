@@ -152,6 +152,8 @@ fn crates_depend_only_where_the_architecture_allows() {
     for leaf in ["pharos-core", "pharos-queueing", "pharos-fluid"] {
         assert!(real[leaf].is_empty(), "{leaf} needs no other pharos crate");
     }
+    // The example workloads are tenants' programs: nothing of pharos inside.
+    assert!(real["pharos-workloads"].is_empty());
     for engine in ENGINES {
         assert!(
             real[engine].contains("pharos-engine"),

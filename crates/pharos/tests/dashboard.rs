@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 mod common;
-use common::{ADMIN, Server};
-
-const REPLICA: &str = env!("CARGO_BIN_EXE_pharos-replica");
+use common::{ADMIN, REPLICA, Server};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

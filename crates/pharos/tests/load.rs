@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const PHAROS: &str = env!("CARGO_BIN_EXE_pharos");
-const REPLICA: &str = env!("CARGO_BIN_EXE_pharos-replica");
 
 mod common;
-use common::free_port;
+use common::{REPLICA, free_port, workloads_built};
 
 fn trace(dir: &std::path::Path) -> std::path::PathBuf {
     let p = dir.join("t.csv");
@@ -42,6 +41,7 @@ fn load(trace: &std::path::Path, url: &str) -> Value {
 
 #[test]
 fn replays_a_trace_against_the_example_replica() {
+    workloads_built();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut replica = Command::new(REPLICA)
@@ -144,6 +144,7 @@ impl Drop for Kill {
 
 /// A replica taking exactly 400 ms a request.
 fn replica(port: u16) -> Kill {
+    workloads_built();
     Kill(
         Command::new(REPLICA)
             .args([

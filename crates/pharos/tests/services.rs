@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{ADMIN, Server};
-
-const REPLICA: &str = env!("CARGO_BIN_EXE_pharos-replica");
+use common::{ADMIN, REPLICA, Server};
 
 fn spec(name: &str, replicas: u32, extra: &str) -> String {
     format!(

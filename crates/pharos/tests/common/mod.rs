@@ -17,6 +17,21 @@ pub fn free_port() -> u16 {
 }
 
 pub const PHAROS: &str = env!("CARGO_BIN_EXE_pharos");
+/// The example workloads (crate `pharos-workloads`), built into the same directory as
+/// `pharos` (where the server looks for programs named without a path).
+pub const REPLICA: &str = concat!(env!("CARGO_BIN_EXE_pharos"), "-replica");
+pub const SGD: &str = concat!(env!("CARGO_BIN_EXE_pharos"), "-sgd");
+
+/// The example workloads are there (`cargo test --workspace` builds them; a test of
+/// this crate alone needs `cargo build -p pharos-workloads` first).
+pub fn workloads_built() {
+    for w in [REPLICA, SGD] {
+        assert!(
+            std::path::Path::new(w).is_file(),
+            "{w} is missing: build the example workloads (cargo build -p pharos-workloads, with the same profile)"
+        );
+    }
+}
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
 pub struct Server {
@@ -40,6 +55,7 @@ impl Server {
     }
 
     fn start_opts(extra: &str, reachable: bool) -> Server {
+        workloads_built();
         let dir = tempfile::tempdir().unwrap();
         if reachable {
             use std::os::unix::fs::PermissionsExt;
