@@ -10,7 +10,6 @@
 //! left alone (`not-ours`). Ready pods join the router at `http://<pod IP>:<port>`
 //! (pharos runs in the cluster, or somewhere that reaches pod IPs).
 
-use pharos_engine::host::LockExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use pharos_engine::host::LockExt;
 use pharos_engine::service::{EngineReplica, Phase, Report, ServiceEngine, ServiceSpec, Want};
 use serde_json::json;
 

@@ -15,7 +15,6 @@
 //! as on the other backends. A learner submitted to a Job that is gone is
 //! [`LearnerStatus::Lost`].
 
-use pharos_engine::host::LockExt;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
@@ -25,6 +24,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use pharos_engine::host::LockExt;
 use pharos_engine::training::{Backend, BackendError, JobRun, LearnerStatus};
 use serde_json::{Value, json};
 

@@ -21,14 +21,13 @@
 //! is reported; nothing a replica writes is read back (its records and logs are out of
 //! its reach).
 
-use pharos_engine::host::LockExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use pharos_engine::host::{Backoff, free_port, write_atomic};
+use pharos_engine::host::{Backoff, LockExt, free_port, write_atomic};
 use pharos_engine::sandbox::{self, RunAs};
 use pharos_engine::service::{
     EngineReplica, Phase, ReplicaProcess, Report, ServiceEngine, ServiceSpec, Want,

@@ -12,16 +12,14 @@
 //! behind pharos's back is deployed again (with an event); while Ray is unreachable the
 //! services loop keeps the last known replicas and backs off (`ray-unavailable`).
 
-use pharos_engine::host::LockExt;
-use std::sync::Mutex as SyncMutex;
-
-use futures_util::future::BoxFuture;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex as SyncMutex;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use pharos_engine::config::RayConfig;
+use pharos_engine::host::LockExt;
 use pharos_engine::service::{EngineReplica, Phase, Report, ServiceEngine, ServiceSpec, Want};
 use serde_json::{Value, json};
 use tracing::warn;

@@ -3,7 +3,6 @@
 //! picks up each job where the store says it is, and its actions on the backend are
 //! idempotent (starting a learner that runs is a no-op).
 
-use pharos_engine::host::LockExt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,11 +10,12 @@ use pharos_core::{
     ErrorCode, GangPlacement, JobState, Manifest, PendingJob, RunningJob, SchedView,
     TrainingScheduler,
 };
+use pharos_engine::host::LockExt;
+use pharos_engine::training::{BackendError, JobPaths, JobRun, LearnerStatus};
 use tracing::{info, warn};
 
 use crate::AppState;
 use crate::store::{Desired, JobRow, JobUpdate, StoreError, now_ms};
-use pharos_engine::training::{BackendError, JobPaths, JobRun, LearnerStatus};
 
 /// Runs the loop until the process ends.
 pub async fn run(state: Arc<AppState>) {

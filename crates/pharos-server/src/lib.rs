@@ -20,7 +20,6 @@ pub mod router;
 pub mod services;
 pub mod store;
 
-use pharos_engine::host::LockExt;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use pharos_core::Manifest;
+use pharos_engine::host::LockExt;
 use pharos_policy::training::GangScheduler;
 use tokio::sync::Notify;
 use tracing::info;

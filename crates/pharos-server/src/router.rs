@@ -7,12 +7,12 @@
 //! traffic at once (add them when ready), removed ones get no new requests and finish
 //! the ones they have (drained).
 
-use pharos_engine::host::LockExt;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use http_body::Body as _;
+use pharos_engine::host::LockExt;
 
 use axum::body::Body;
 use axum::extract::{Request, State};

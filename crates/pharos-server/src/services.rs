@@ -7,12 +7,12 @@
 //! The store holds the services (their specs, router ports and targets); what runs is
 //! the engine's to know and to report every pass.
 
-use pharos_engine::host::LockExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pharos_core::{ClusterView, InferencePolicy, JobCounters, JobView};
+use pharos_engine::host::LockExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;

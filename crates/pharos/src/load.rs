@@ -4,7 +4,6 @@
 //! simulator's own metrics code (`pharos_sim::JobMetrics`), so a live run and a
 //! simulated one are read the same way.
 
-use pharos_engine::host::LockExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use pharos_engine::host::LockExt;
 use pharos_sim::{JobMetrics, MinuteRecord};
 use pharos_trace::Format;
 use rand::{RngExt, SeedableRng};
