@@ -1,0 +1,152 @@
+//! Reading training jobs: one, a page of them, their events and stored definition.
+
+use super::*;
+
+pub(super) fn job_json(state: &AppState, job: &JobRow, position: Option<usize>) -> Value {
+    let manifest = state.manifest(job).ok();
+    json!({
+        "id": job.id,
+        "model_id": format!("training-{}", job.id),
+        "name": job.name,
+        "tenant": job.tenant,
+        "state": job.state,
+        "error_code": job.error_code,
+        "message": job.message,
+        "queue": job.queue,
+        "priority": job.priority,
+        "learners": manifest.as_ref().map(|m| m.learners),
+        "submitted_ms": job.submitted_ms,
+        "started_ms": job.started_ms,
+        "finished_ms": job.finished_ms,
+        "updated_ms": job.updated_ms,
+        "attempt": job.attempt,
+        "restarts": job.restarts,
+        "desired": job.desired,
+        "wait_reason": job.wait_reason,
+        "queue_position": position,
+    })
+}
+
+/// 1-based position among the queued jobs of the same queue, in arrival order.
+pub(super) async fn position(state: &AppState, job: &JobRow) -> ApiResult<Option<usize>> {
+    if job.state == JobState::Queued && job.desired == Desired::Run {
+        Ok(Some(
+            state.store.queue_position(job.id, &job.queue).await? as usize,
+        ))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Jobs a list returns at most per page.
+pub const MAX_PAGE: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    state: Option<String>,
+    /// Jobs with ids above this (the previous page's `next_after`).
+    after: Option<i64>,
+    /// Jobs per page, 1-1000 [default 500].
+    limit: Option<usize>,
+}
+
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let filter = match q.state.as_deref() {
+        Some(s) => Some(
+            JobState::ALL
+                .into_iter()
+                .find(|st| st.name().eq_ignore_ascii_case(s))
+                .ok_or_else(|| {
+                    ApiError::bad("state", format!("unknown state {s:?}"), ErrorCode::C101)
+                })?,
+        ),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(500);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad(
+            "limit",
+            format!("must be 1-{MAX_PAGE}, got {limit}"),
+            ErrorCode::C101,
+        ));
+    }
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad(
+            "after",
+            format!("must be at least 0, got {after}"),
+            ErrorCode::C101,
+        ));
+    }
+    // One row more than asked tells whether another page follows.
+    let mut jobs = state
+        .store
+        .jobs_page(caller.scope(), filter, after, limit as i64 + 1)
+        .await?;
+    let more = jobs.len() > limit;
+    jobs.truncate(limit);
+    let mut items = Vec::with_capacity(jobs.len());
+    for j in &jobs {
+        items.push(job_json(&state, j, position(&state, j).await?));
+    }
+    let next_after = if more {
+        jobs.last().map(|j| j.id)
+    } else {
+        None
+    };
+    Ok(Json(json!({ "models": items, "next_after": next_after })))
+}
+
+pub(super) async fn show(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let job = owned_job(&state, &caller, &raw).await?;
+    let mut v = job_json(&state, &job, position(&state, &job).await?);
+    v["status_history"] = json!(state.store.status_history(job.id).await?);
+    v["manifest"] = json!(job.manifest);
+    let paths = JobPaths::new(&state.config.data_dir, job.id);
+    v["directories"] = json!({
+        "logs": paths.logs,
+        "results": paths.results,
+        "checkpoints": paths.checkpoints,
+    });
+    Ok(Json(v))
+}
+
+pub(super) async fn events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let job = owned_job(&state, &caller, &raw).await?;
+    Ok(Json(json!({ "events": state.store.events(job.id).await? })))
+}
+
+pub(super) async fn definition(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Response> {
+    let job = owned_job(&state, &caller, &raw).await?;
+    let bytes = match job.model_sha256 {
+        Some(sha) => tokio::fs::read(archive_path(&state.config.data_dir, &sha))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("reading the archive: {e}"),
+                )
+            })?,
+        // No upload: the model directory is empty, and so is its archive.
+        None => vec![0; 1024],
+    };
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], bytes).into_response())
+}

@@ -1,0 +1,143 @@
+//! Inference services, the autoscaler's record, the store's integrity check and the
+//! dashboard's history.
+
+use super::*;
+
+pub(super) fn service_not_found(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("service {name} not found"))
+}
+
+pub(super) async fn list_services(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Json<Value> {
+    Json(json!({ "services": state.services.list(&state, caller.scope()).await }))
+}
+
+pub(super) async fn show_service(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    state
+        .services
+        .get(&state, &name, caller.scope())
+        .await
+        .map(Json)
+        .ok_or_else(|| service_not_found(&name))
+}
+
+/// Creates (201) or updates (200) the service named in the path from a YAML or JSON
+/// spec.
+pub(super) async fn apply_service(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad("spec", "the spec is not UTF-8 text", ErrorCode::C101))?;
+    let spec = crate::services::ServiceSpec::parse(text).map_err(|e| {
+        let field = e.split(':').next().unwrap_or("spec").to_string();
+        ApiError::bad(field, e, ErrorCode::C101)
+    })?;
+    if spec.name != name {
+        return Err(ApiError::bad(
+            "name",
+            format!("the spec names {:?}, the path {name:?}", spec.name),
+            ErrorCode::C101,
+        ));
+    }
+    let limits = (!caller.admin).then(|| state.config.limits(&caller.tenant));
+    match state
+        .services
+        .apply(&state, &caller.tenant, limits, spec)
+        .await
+    {
+        Ok((created, v)) => {
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((code, Json(v)).into_response())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) async fn delete_service(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    match state.services.delete(&state, &name, caller.scope()).await {
+        Ok(true) => Ok(Json(json!({ "name": name, "deleted": true }))),
+        Ok(false) => Err(service_not_found(&name)),
+        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+pub(super) async fn service_events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    if state
+        .services
+        .get(&state, &name, caller.scope())
+        .await
+        .is_none()
+    {
+        return Err(service_not_found(&name));
+    }
+    let ev = state
+        .services
+        .events(&state, &name)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    Ok(Json(json!({ "events": ev })))
+}
+
+/// The store's consistency check (admin only).
+pub(super) async fn integrity(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Value>> {
+    if !caller.admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "only an admin token may check the store",
+        ));
+    }
+    let problems = state.store.integrity_check().await?;
+    Ok(Json(
+        json!({ "ok": problems.is_empty(), "problems": problems }),
+    ))
+}
+
+/// The autoscaler's policy and its recent decisions (the caller's services only).
+pub(super) async fn autoscaler(State(state): State<Arc<AppState>>, caller: Caller) -> Json<Value> {
+    Json(state.services.autoscaler(&state, caller.scope()).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryQuery {
+    service: Option<String>,
+}
+
+/// The dashboard's samples: the cluster's totals and the caller's services.
+pub(super) async fn history(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    Ok(Json(
+        state
+            .services
+            .history(&state, caller.scope(), q.service.as_deref())
+            .await,
+    ))
+}
