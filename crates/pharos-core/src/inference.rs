@@ -139,9 +139,10 @@ pub trait InferencePolicy: Send {
     /// Decide targets for every job from the current view.
     fn decide(&mut self, view: &ClusterView<'_>) -> Decision;
 
-    /// Why the last decision is what it is, for people: one JSON value per job in view
-    /// order (or None when the policy says nothing). Never read by a policy.
-    fn explain(&self) -> Option<Vec<serde_json::Value>> {
+    /// Why the last decision is what it is, for people: one entry per job in view order
+    /// (`None` for a job it says nothing about; `None` in all when the policy says
+    /// nothing). Never read by a policy.
+    fn explain(&self) -> Option<Vec<Option<Explanation>>> {
         None
     }
 }
@@ -162,7 +163,38 @@ impl<P: InferencePolicy + ?Sized> InferencePolicy for Box<P> {
     fn decide(&mut self, view: &ClusterView<'_>) -> Decision {
         (**self).decide(view)
     }
-    fn explain(&self) -> Option<Vec<serde_json::Value>> {
+    fn explain(&self) -> Option<Vec<Option<Explanation>>> {
         (**self).explain()
     }
+}
+
+/// Why a policy decided what it did for one job (shown to people as JSON: the API's
+/// decision records and the dashboard).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Explanation {
+    /// A plan from a forecast: the forecast quantile, the peak predicted rate over the
+    /// window, the replicas (and accept rate) chosen, the candidates near them, and the
+    /// allocation's objective.
+    Planned {
+        quantile: f64,
+        peak_rate_rps: f64,
+        replicas: u32,
+        accept_rate: Option<f64>,
+        candidates: Vec<Candidate>,
+        objective: f64,
+    },
+    /// A correction of the reactive loop, and why.
+    Reactive { reason: String },
+}
+
+/// One replica count a plan weighed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Candidate {
+    pub replicas: u32,
+    /// Predicted latency at the peak rate (None: the queue would not be stable).
+    pub latency_s: Option<f64>,
+    /// Mean utility over the window.
+    pub utility: f64,
+    pub chosen: bool,
 }

@@ -17,7 +17,9 @@ mod training;
 
 pub use error::SpecError;
 pub use graph::{Function, Graph, GraphDecision, GraphPolicy, GraphView};
-pub use inference::{ClusterView, Decision, InferencePolicy, JobCounters, JobView};
+pub use inference::{
+    Candidate, ClusterView, Decision, Explanation, InferencePolicy, JobCounters, JobView,
+};
 pub use slo::Slo;
 pub use training::{
     Container, DataStore, ErrorCode, EvaluationMetrics, Framework, GangPlacement, JobState,

@@ -140,7 +140,7 @@ impl<P: InferencePolicy> PolicyDriver<P> {
     }
 
     /// Why the last decision is what it is (the policy's own words).
-    pub fn explain(&self) -> Option<Vec<serde_json::Value>> {
+    pub fn explain(&self) -> Option<Vec<Option<pharos_core::Explanation>>> {
         self.policy.explain()
     }
 

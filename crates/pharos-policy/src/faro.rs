@@ -1,6 +1,6 @@
 //! The SLO-utility autoscaler (after Faro) and the MArk-style predictive baseline.
 
-use pharos_core::{ClusterView, Decision, InferencePolicy, JobView};
+use pharos_core::{Candidate, ClusterView, Decision, Explanation, InferencePolicy, JobView};
 use pharos_forecast::{BaseModel, ForecastData, Forecaster, ForecasterSpec};
 use pharos_queueing::LatencyModel;
 use serde::{Deserialize, Serialize};
@@ -258,7 +258,7 @@ pub struct Faro {
     histories: Histories,
     reactive: Reactive,
     /// The reasons of the last decision (see [`InferencePolicy::explain`]).
-    explained: Option<Vec<serde_json::Value>>,
+    explained: Option<Vec<Option<Explanation>>>,
 }
 
 impl Faro {
@@ -435,9 +435,10 @@ impl InferencePolicy for Faro {
             self.explained = Some(
                 d.target_replicas
                     .iter()
-                    .map(|t| match t {
-                        Some(_) => serde_json::json!({ "reason": why }),
-                        None => serde_json::Value::Null,
+                    .map(|t| {
+                        t.map(|_| Explanation::Reactive {
+                            reason: why.clone(),
+                        })
                     })
                     .collect(),
             );
@@ -445,7 +446,7 @@ impl InferencePolicy for Faro {
         d
     }
 
-    fn explain(&self) -> Option<Vec<serde_json::Value>> {
+    fn explain(&self) -> Option<Vec<Option<Explanation>>> {
         self.explained.clone()
     }
 }
@@ -454,7 +455,7 @@ impl InferencePolicy for Faro {
 /// rate over the window, each candidate replica count near the chosen one with its
 /// predicted latency at that peak (the allocation's latency model) and its utility over
 /// the window, and the allocation's objective.
-fn explain_allocation(p: &Problem, a: &alloc::Allocation, q: f64) -> Vec<serde_json::Value> {
+fn explain_allocation(p: &Problem, a: &alloc::Allocation, q: f64) -> Vec<Option<Explanation>> {
     p.jobs
         .iter()
         .enumerate()
@@ -463,7 +464,7 @@ fn explain_allocation(p: &Problem, a: &alloc::Allocation, q: f64) -> Vec<serde_j
             let peak = j.rates_rps.iter().copied().fold(0.0, f64::max);
             let lo = x.saturating_sub(2).max(j.min_replicas).max(1);
             let hi = (x + 2).min(j.max_replicas);
-            let candidates: Vec<serde_json::Value> = (lo..=hi)
+            let candidates: Vec<Candidate> = (lo..=hi)
                 .map(|c| {
                     let l = p
                         .model
@@ -479,21 +480,21 @@ fn explain_allocation(p: &Problem, a: &alloc::Allocation, q: f64) -> Vec<serde_j
                         })
                         .sum::<f64>()
                         / j.rates_rps.len().max(1) as f64;
-                    serde_json::json!({
-                        "replicas": c,
-                        "latency_s": l.is_finite().then_some(l),
-                        "utility": u,
-                        "chosen": c == x,
-                    })
+                    Candidate {
+                        replicas: c,
+                        latency_s: l.is_finite().then_some(l),
+                        utility: u,
+                        chosen: c == x,
+                    }
                 })
                 .collect();
-            serde_json::json!({
-                "quantile": q,
-                "peak_rate_rps": peak,
-                "replicas": x,
-                "accept_rate": a.accept.get(i),
-                "candidates": candidates,
-                "objective": a.objective,
+            Some(Explanation::Planned {
+                quantile: q,
+                peak_rate_rps: peak,
+                replicas: x,
+                accept_rate: a.accept.get(i).copied(),
+                candidates,
+                objective: a.objective,
             })
         })
         .collect()

@@ -268,34 +268,65 @@ fn faro_explains_its_decisions_for_people() {
     assert_eq!(e.len(), 2);
     for (i, x) in e.iter().enumerate() {
         let chosen = d.target_replicas[i].unwrap();
-        assert_eq!(x["replicas"], chosen);
+        let Some(pharos_core::Explanation::Planned {
+            replicas,
+            peak_rate_rps,
+            candidates,
+            quantile,
+            ..
+        }) = x
+        else {
+            panic!("a planned explanation: {x:?}");
+        };
+        assert_eq!(*replicas, chosen);
         // The busy job's predicted peak is the last minute's 1,200 requests.
         if i == 0 {
-            assert!(
-                (x["peak_rate_rps"].as_f64().unwrap() - 20.0).abs() < 1e-6,
-                "{x}"
-            );
+            assert!((peak_rate_rps - 20.0).abs() < 1e-6, "{x:?}");
         }
-        let c = x["candidates"].as_array().unwrap();
         assert!(
-            c.iter()
-                .any(|c| c["chosen"] == true && c["replicas"] == chosen),
-            "{x}"
+            candidates.iter().any(|c| c.chosen && c.replicas == chosen),
+            "{x:?}"
         );
         // More replicas never predict a longer latency.
-        let l: Vec<f64> = c
+        let l: Vec<f64> = candidates
             .iter()
-            .map(|c| c["latency_s"].as_f64().unwrap_or(f64::INFINITY))
+            .map(|c| c.latency_s.unwrap_or(f64::INFINITY))
             .collect();
         assert!(l.windows(2).all(|w| w[1] <= w[0] + 1e-12), "{l:?}");
-        assert!(x["quantile"].as_f64().unwrap() >= 0.6 - 1e-9);
+        assert!(*quantile >= 0.6 - 1e-9);
+        // People read it as JSON (the API's decision records, the dashboard).
+        let v = serde_json::to_value(x).unwrap();
+        for key in [
+            "quantile",
+            "peak_rate_rps",
+            "replicas",
+            "accept_rate",
+            "candidates",
+            "objective",
+        ] {
+            assert!(v.get(key).is_some(), "{key} in {v}");
+        }
+        for key in ["replicas", "latency_s", "utility", "chosen"] {
+            assert!(v["candidates"][0].get(key).is_some(), "{key} in {v}");
+        }
     }
     // A decision of the reactive loop says so; an unchanged job says nothing.
     let slow = [job(310.0, 3, 10.0, 2.0, 0.0, 0.0)];
     let mut r = build("faro-sum", &json!({"reactive_checks": 1})).unwrap();
     let d = r.decide(&view(310.0, &slow));
     let e = r.explain().unwrap();
-    assert_eq!(d.target_replicas[0].is_some(), !e[0].is_null(), "{e:?}");
+    assert_eq!(d.target_replicas[0].is_some(), e[0].is_some(), "{e:?}");
+    if let Some(x) = &e[0] {
+        assert!(
+            matches!(x, pharos_core::Explanation::Reactive { .. }),
+            "{x:?}"
+        );
+        let v = serde_json::to_value(x).unwrap();
+        assert!(
+            v["reason"].as_str().is_some_and(|r| r.contains("reactive")),
+            "{v}"
+        );
+    }
 }
 
 #[test]

@@ -79,7 +79,7 @@ pub(super) struct ServiceDecision {
     pub dropped: u64,
     pub last_minute_arrivals: Option<u32>,
     pub replica_state_age_s: Option<f64>,
-    pub explanation: Option<Value>,
+    pub explanation: Option<pharos_core::Explanation>,
     pub target_after: u32,
     pub accept_rate_after: f64,
 }
@@ -212,7 +212,7 @@ pub(super) fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
                 dropped: j.counters.dropped,
                 last_minute_arrivals: j.minute_arrivals.last().copied(),
                 replica_state_age_s: ages[i],
-                explanation: explained.as_ref().and_then(|e| e.get(i)).cloned(),
+                explanation: explained.as_ref().and_then(|e| e.get(i)).cloned().flatten(),
                 target_after: j.target_replicas,
                 accept_rate_after: j.accept_rate,
             })
