@@ -720,7 +720,11 @@ fn per_learner(m: &Manifest) -> pharos_core::LearnerResources {
 /// One scheduling decision over the queued jobs; placed jobs go PENDING.
 async fn schedule(state: &AppState) -> Result<(), StoreError> {
     let jobs = state.store.active_jobs().await?;
-    let (pending, mut running, rows) = training_view(state, &jobs);
+    let TrainingView {
+        pending,
+        mut running,
+        rows,
+    } = training_view(state, &jobs);
     // What training holds, for the services' autoscaler (before the replicas are added).
     state.services.set_training_cpus(
         running
@@ -788,11 +792,15 @@ fn holds_resources(s: JobState) -> bool {
     )
 }
 
-type TrainingView<'a> = (
-    Vec<PendingJob>,
-    Vec<RunningJob>,
-    std::collections::BTreeMap<u64, &'a JobRow>,
-);
+/// The scheduler's view of the training jobs.
+struct TrainingView<'a> {
+    /// Queued jobs that want to run.
+    pending: Vec<PendingJob>,
+    /// Jobs holding resources.
+    running: Vec<RunningJob>,
+    /// Every job's row, by id.
+    rows: std::collections::BTreeMap<u64, &'a JobRow>,
+}
 
 /// The scheduler's view of the training jobs: the queued ones that want to run, the
 /// ones holding resources, and every row by id.
@@ -831,7 +839,11 @@ fn training_view<'a>(state: &AppState, jobs: &'a [JobRow]) -> TrainingView<'a> {
         }
         rows.insert(job.id as u64, job);
     }
-    (pending, running, rows)
+    TrainingView {
+        pending,
+        running,
+        rows,
+    }
 }
 
 /// Inference replicas share the capacity: each service's replicas are shown as a

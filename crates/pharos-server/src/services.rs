@@ -122,7 +122,7 @@ struct Inner {
     calls: u64,
     last_call_ms: Option<i64>,
     /// Ages of the replica states shown to the policy: count, sum, max (seconds).
-    state_age: (u64, f64, f64),
+    state_age: AgeStats,
     /// The engine loop's back-off while the engine is unreachable.
     engine: engine::EngineLoop,
     /// Samples for the dashboard.
@@ -131,6 +131,14 @@ struct Inner {
     /// not run; their owner sees why, and may apply them again (replacing the stored
     /// spec) or delete them.
     invalid: BTreeMap<String, (String, String)>,
+}
+
+/// Ages of the replica states shown to the policy, seconds.
+#[derive(Default)]
+struct AgeStats {
+    count: u64,
+    sum_s: f64,
+    max_s: f64,
 }
 
 const DECISIONS_KEPT: usize = 200;
@@ -153,7 +161,7 @@ impl Services {
                 decisions: std::collections::VecDeque::new(),
                 calls: 0,
                 last_call_ms: None,
-                state_age: (0, 0.0, 0.0),
+                state_age: AgeStats::default(),
                 engine: engine::EngineLoop::default(),
                 history: history::History::default(),
                 invalid: BTreeMap::new(),
@@ -483,9 +491,9 @@ impl Services {
             "calls": g.calls,
             "last_call_ms": g.last_call_ms,
             "replica_state_age_s": {
-                "count": g.state_age.0,
-                "mean": (g.state_age.0 > 0).then(|| g.state_age.1 / g.state_age.0 as f64),
-                "max": (g.state_age.0 > 0).then_some(g.state_age.2),
+                "count": g.state_age.count,
+                "mean": (g.state_age.count > 0).then(|| g.state_age.sum_s / g.state_age.count as f64),
+                "max": (g.state_age.count > 0).then_some(g.state_age.max_s),
             },
             "decisions": decisions,
         })

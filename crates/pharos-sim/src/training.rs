@@ -177,10 +177,20 @@ struct Job {
     attained_gpu_s: f64,
     first_start: Option<f64>,
     preemptions: u32,
-    /// While running: placement, model, start, when productive work begins, generation.
-    run: Option<(GangPlacement, String, f64, f64)>,
+    /// While running.
+    run: Option<Running>,
     generation: u64,
     done: Option<(f64, String)>,
+}
+
+/// A job's current attempt.
+#[derive(Debug, Clone)]
+struct Running {
+    placement: GangPlacement,
+    model: String,
+    start: f64,
+    /// When productive work begins (after the restart cost).
+    productive_from: f64,
 }
 
 /// How much slower a gang runs on this placement (more than one node: the network).
@@ -435,7 +445,12 @@ impl<'c> TrainSim<'c> {
                 if j.generation != generation || j.run.is_none() {
                     return;
                 }
-                let (placement, model, start, _) = j.run.take().expect("running");
+                let Running {
+                    placement,
+                    model,
+                    start,
+                    ..
+                } = j.run.take().expect("running");
                 j.attained_gpu_s += (now - start) * placement.len() as f64;
                 self.busy_gpus -= placement.len() as f64;
                 j.saved_left = 0.0;
@@ -457,8 +472,9 @@ impl<'c> TrainSim<'c> {
         self.running.retain(|r| jobs[r.id as usize].run.is_some());
         for r in &mut self.running {
             let i = r.id as usize;
-            if let Some((p, _, start, _)) = &jobs[i].run {
-                r.attained_gpu_s = jobs[i].attained_gpu_s + (self.now - start) * p.len() as f64;
+            if let Some(run) = &jobs[i].run {
+                r.attained_gpu_s =
+                    jobs[i].attained_gpu_s + (self.now - run.start) * run.placement.len() as f64;
             }
         }
     }
@@ -467,7 +483,13 @@ impl<'c> TrainSim<'c> {
     fn preempt(&mut self, i: usize) {
         let (cfg, now) = (self.cfg, self.now);
         let j = &mut self.jobs[i];
-        let Some((placement, model, start, productive_from)) = j.run.take() else {
+        let Some(Running {
+            placement,
+            model,
+            start,
+            productive_from,
+        }) = j.run.take()
+        else {
             return;
         };
         let dur = cfg.jobs[i].duration_s[&model] * slowdown(cfg, &placement);
@@ -516,7 +538,12 @@ impl<'c> TrainSim<'c> {
             preemptible: true,
             attained_gpu_s: j.attained_gpu_s,
         };
-        j.run = Some((placement, model, now, productive_from));
+        j.run = Some(Running {
+            placement,
+            model,
+            start: now,
+            productive_from,
+        });
         self.events.push(end, Ev::Finish(i, j.generation));
         if let Ok(k) = self.pending.binary_search_by_key(&(i as u64), |p| p.id) {
             self.pending.remove(k);

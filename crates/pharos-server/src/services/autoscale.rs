@@ -168,9 +168,9 @@ pub(super) fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
         .map(|n| g.svcs[n].remote.seen.map(|t| t.elapsed().as_secs_f64()))
         .collect();
     for a in ages.iter().flatten() {
-        g.state_age.0 += 1;
-        g.state_age.1 += a;
-        g.state_age.2 = g.state_age.2.max(*a);
+        g.state_age.count += 1;
+        g.state_age.sum_s += a;
+        g.state_age.max_s = g.state_age.max_s.max(*a);
     }
     let views: Vec<JobView<'_>> = names
         .iter()
