@@ -27,7 +27,7 @@ use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use serde::Serialize;
 
-use crate::engine::stream_seed;
+use crate::inference::stream_seed;
 use crate::queue::EventQueue;
 
 /// A function-graph run.

@@ -3,7 +3,7 @@
 //! [`Simulation`] replays per-minute request counts ([`SimJob::requests_per_min`])
 //! against jobs whose replicas an [`pharos_core::InferencePolicy`] scales, on a cluster
 //! of fixed vCPU capacity, with the semantics of the Faro evaluation's model of Ray Serve
-//! (see the [`engine`] docs). It records per job and minute what the SLO metrics need
+//! (see the [`inference`] docs). It records per job and minute what the SLO metrics need
 //! ([`MinuteRecord`]) and summarises a run ([`Summary`]).
 //!
 //! Every random draw comes from per-job, per-purpose PCG streams derived from one seed,
@@ -12,15 +12,15 @@
 
 mod config;
 mod dist;
-pub mod engine;
 pub mod graph;
+pub mod inference;
 mod metrics;
 mod queue;
 pub mod training;
 
 pub use config::{ArrivalCount, ClusterConfig, OverCapacity, SimConfig, SimJob};
 pub use dist::Dist;
-pub use engine::{Conservation, SimResult, Simulation};
+pub use inference::{Conservation, SimResult, Simulation};
 pub use metrics::{
     JobMetrics, JobSummary, MinuteRecord, Summary, nearest_rank, quantile, summarize_from,
 };
