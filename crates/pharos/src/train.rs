@@ -97,7 +97,7 @@ fn submit(
     json: bool,
 ) -> Result<()> {
     let text =
-        std::fs::read(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+        std::fs::read(manifest).with_context(|| format!("reading {}", manifest.display()))?;
     let url = format!("{}/v1/models", c.url);
     let mut req = c.agent.post(url).header("Authorization", c.auth());
     if let Some(k) = idempotency_key {
@@ -170,7 +170,7 @@ fn list(c: &Client, state: Option<&str>, json: bool) -> Result<()> {
 }
 
 fn show(c: &Client, id: &str, json: bool) -> Result<()> {
-    let v = c.get(&id_path(&id))?;
+    let v = c.get(&id_path(id))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -227,7 +227,7 @@ fn logs(c: &Client, id: &str, learner: u32, follow: bool) -> Result<()> {
             .get(format!(
                 "{}{}/logs?learner={learner}&follow=true",
                 c.url,
-                id_path(&id)
+                id_path(id)
             ))
             .header("Authorization", c.auth())
             .call()
@@ -253,7 +253,7 @@ fn logs(c: &Client, id: &str, learner: u32, follow: bool) -> Result<()> {
     loop {
         let v = c.get(&format!(
             "{}/logs?learner={learner}&offset={offset}&limit=5000",
-            id_path(&id)
+            id_path(id)
         ))?;
         let lines = v["lines"].as_array().cloned().unwrap_or_default();
         for l in &lines {
@@ -268,7 +268,7 @@ fn logs(c: &Client, id: &str, learner: u32, follow: bool) -> Result<()> {
 }
 
 fn metrics(c: &Client, id: &str, json: bool) -> Result<()> {
-    let v = c.get(&format!("{}/metrics", id_path(&id)))?;
+    let v = c.get(&format!("{}/metrics", id_path(id)))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -291,7 +291,7 @@ fn metrics(c: &Client, id: &str, json: bool) -> Result<()> {
 }
 
 fn events(c: &Client, id: &str) -> Result<()> {
-    let v = c.get(&format!("{}/events", id_path(&id)))?;
+    let v = c.get(&format!("{}/events", id_path(id)))?;
     for e in v["events"].as_array().into_iter().flatten() {
         println!(
             "{}  {:<15} {}",
@@ -306,29 +306,29 @@ fn events(c: &Client, id: &str) -> Result<()> {
 fn halt(c: &Client, id: &str) -> Result<()> {
     let v = c.send_json(
         "PATCH",
-        &id_path(&id),
+        &id_path(id),
         &serde_json::json!({"status": "halt"}),
     )?;
-    println!("{} halting", v["model_id"].as_str().unwrap_or(&id));
+    println!("{} halting", v["model_id"].as_str().unwrap_or(id));
     Ok(())
 }
 
 fn resume(c: &Client, id: &str) -> Result<()> {
     let v = c.send_json(
         "PATCH",
-        &id_path(&id),
+        &id_path(id),
         &serde_json::json!({"status": "resume"}),
     )?;
     println!(
         "{} {}",
-        v["model_id"].as_str().unwrap_or(&id),
+        v["model_id"].as_str().unwrap_or(id),
         v["state"].as_str().unwrap_or("")
     );
     Ok(())
 }
 
 fn delete(c: &Client, id: &str) -> Result<()> {
-    c.delete(&id_path(&id))?;
+    c.delete(&id_path(id))?;
     println!("{id} deleting");
     Ok(())
 }
