@@ -230,6 +230,22 @@ impl fmt::Debug for FitCache {
 }
 
 impl ForecastData {
+    /// Data on which forecaster `spec` is already fitted (fitted elsewhere, e.g. in a
+    /// server's background): building `spec` on it copies `model`. Nothing is known of
+    /// the past here: the histories forecasters are shown carry it.
+    pub fn prefitted(spec: ForecasterSpec, model: Box<dyn Forecaster>, day_minutes: usize) -> Self {
+        let data = Self {
+            day_minutes: Some(day_minutes),
+            ..Self::default()
+        };
+        data.fitted
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spec.to_string(), model);
+        data
+    }
+
     pub fn day_minutes(&self) -> usize {
         self.day_minutes.unwrap_or(1440).max(1)
     }

@@ -78,6 +78,12 @@ impl<P: InferencePolicy> PolicyDriver<P> {
         &self.policy
     }
 
+    /// Swaps in another policy (the same one refitted on newer data) keeping the
+    /// schedule: the next call is when it was due.
+    pub fn replace_policy(&mut self, policy: P) {
+        self.policy = policy;
+    }
+
     pub fn over_capacity(&self) -> OverCapacity {
         self.over_capacity
     }

@@ -92,6 +92,21 @@ fn check_quantile(name: &str, q: f64) -> Result<(), PolicyError> {
     }
 }
 
+/// The forecaster a policy forecasts with (None: it does not forecast).
+pub fn forecaster_of(
+    name: &str,
+    p: &serde_json::Value,
+) -> Result<Option<pharos_forecast::ForecasterSpec>, PolicyError> {
+    Ok(match name {
+        "mark" => Some(params::<faro::MarkParams>(name, p)?.forecaster),
+        _ if name.starts_with("faro-") => {
+            let fp: faro::FaroParams = params(name, p)?;
+            (fp.prediction == faro::Prediction::Forecast).then_some(fp.forecaster)
+        }
+        _ => None,
+    })
+}
+
 /// Build a policy from its name and parameters (a JSON object of the policy's parameter
 /// struct's fields; `null` or `{}` for the defaults), without run context.
 pub fn build(name: &str, p: &serde_json::Value) -> Result<Box<dyn InferencePolicy>, PolicyError> {

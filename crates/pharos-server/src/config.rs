@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// The inference autoscaler: one policy for all services (the SLO-utility
     /// objectives are cluster-wide).
     pub autoscaler: AutoscalerConfig,
+    /// Every service's durable per-minute load history and the forecasters fitted on it.
+    pub forecast: ForecastConfig,
     /// Where learners and replicas run: `local` (processes on this machine), `ray`
     /// (Ray Jobs and Ray Serve on the cluster named in `ray`) or `kubernetes` (Jobs and
     /// Deployments in the cluster and namespace named in `kubernetes`).
@@ -158,6 +160,37 @@ impl Default for AutoscalerConfig {
     }
 }
 
+/// The per-minute load history the server keeps of every service, and the forecasters
+/// it fits on it in the background for the policies that forecast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForecastConfig {
+    /// Minutes of history kept, in days (older minutes are deleted).
+    pub retention_days: f64,
+    /// Minutes in a day of the load's daily pattern (1440; a time-compressed test run
+    /// replaying a day in 240 live minutes says 240).
+    pub day_minutes: u32,
+    /// Whole days a forecaster is fitted on (the latest ones) and shown before today.
+    pub fit_days: u32,
+    /// Refit every this many minutes (and as soon as every service has a whole day, and
+    /// when the set of services changes).
+    pub refit_every_minutes: u32,
+    /// Minutes ahead that `GET /v1/services/{name}` and `/metrics` show the forecast.
+    pub horizon_minutes: u32,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 30.0,
+            day_minutes: 1440,
+            fit_days: 14,
+            refit_every_minutes: 360,
+            horizon_minutes: 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Capacity {
@@ -238,6 +271,7 @@ impl Default for ServerConfig {
             halt_grace_s: 10.0,
             restart_backoff_s: 1.0,
             autoscaler: AutoscalerConfig::default(),
+            forecast: ForecastConfig::default(),
             restart_backoff_max_s: 60.0,
             backend: BackendKind::Local,
             ray: RayConfig::default(),
@@ -332,6 +366,27 @@ impl ServerConfig {
         );
         pharos_policy::build(&self.autoscaler.policy, &self.autoscaler.params)
             .map_err(|e| anyhow::anyhow!("autoscaler: {e}"))?;
+        let f = &self.forecast;
+        anyhow::ensure!(
+            f.retention_days > 0.0 && f.retention_days <= 3660.0,
+            "forecast.retention_days must be in (0, 3660]"
+        );
+        anyhow::ensure!(
+            (10..=10_080).contains(&f.day_minutes),
+            "forecast.day_minutes must be 10-10080"
+        );
+        anyhow::ensure!(
+            (1..=60).contains(&f.fit_days),
+            "forecast.fit_days must be 1-60"
+        );
+        anyhow::ensure!(
+            (1..=100_000).contains(&f.refit_every_minutes),
+            "forecast.refit_every_minutes must be 1-100000"
+        );
+        anyhow::ensure!(
+            (1..=1440).contains(&f.horizon_minutes),
+            "forecast.horizon_minutes must be 1-1440"
+        );
         anyhow::ensure!(
             self.halt_grace_s >= 0.0 && self.restart_backoff_s >= 0.0,
             "halt_grace_s and restart_backoff_s must not be negative"

@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod error;
 pub mod listen;
 pub mod logs;
+pub mod minutes;
 pub mod openapi;
 pub mod router;
 pub mod services;

@@ -33,6 +33,9 @@ struct Replica {
     draining: bool,
 }
 
+/// Latencies a router keeps per history minute, at most.
+pub const MINUTE_WINDOW_CAP: usize = 100_000;
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Counters {
     pub arrivals: u64,
@@ -46,6 +49,9 @@ pub struct Counters {
     pub failed: u64,
     /// Sum of the latencies of completed requests, seconds.
     pub latency_sum_s: f64,
+    /// Completed requests slower than the service's SLO latency (see
+    /// [`Router::set_slo`]).
+    pub over_slo: u64,
     /// Time integrals since the router started (what the simulator's counters hold):
     /// requests queued or in flight, replicas serving at least one request, replicas
     /// taking traffic.
@@ -64,6 +70,10 @@ struct Inner {
     counters: Counters,
     /// Latencies (seconds) of the requests completed since the last `take_window`.
     window: Vec<f64>,
+    /// The same since the last `take_minute_window`, at most [`MINUTE_WINDOW_CAP`].
+    minute_window: Vec<f64>,
+    /// The SLO latency (infinite: none set).
+    slo_s: f64,
     /// Up to when the time integrals are summed.
     integrated_to: Instant,
 }
@@ -112,6 +122,8 @@ impl Router {
                 queue: VecDeque::new(),
                 counters: Counters::default(),
                 window: Vec::new(),
+                minute_window: Vec::new(),
+                slo_s: f64::INFINITY,
                 integrated_to: Instant::now(),
             }),
             concurrency: concurrency.max(1),
@@ -204,6 +216,21 @@ impl Router {
         std::mem::take(&mut self.lock().window)
     }
 
+    /// The latencies completed since the last call (the first [`MINUTE_WINDOW_CAP`] of
+    /// them: a percentile of more is estimated from those).
+    pub fn take_minute_window(&self) -> Vec<f64> {
+        std::mem::take(&mut self.lock().minute_window)
+    }
+
+    /// The latency over which a completed request counts in `over_slo`.
+    pub fn set_slo(&self, latency_s: f64) {
+        self.lock().slo_s = if latency_s > 0.0 {
+            latency_s
+        } else {
+            f64::INFINITY
+        };
+    }
+
     /// The least loaded replica with a free slot.
     fn free_slot(&self, g: &Inner) -> Option<usize> {
         g.replicas
@@ -270,6 +297,12 @@ impl Router {
                 g.counters.completed += 1;
                 g.counters.latency_sum_s += l;
                 g.window.push(l);
+                if g.minute_window.len() < MINUTE_WINDOW_CAP {
+                    g.minute_window.push(l);
+                }
+                if l > g.slo_s {
+                    g.counters.over_slo += 1;
+                }
             }
             None => g.counters.failed += 1,
         }

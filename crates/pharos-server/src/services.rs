@@ -29,6 +29,7 @@ pub use pharos_engine::service::{KubeApp, Phase, RayApp, ServiceSpec};
 mod autoscale;
 pub mod engine;
 mod history;
+mod learning;
 
 pub use history::{ClusterPoint, ServicePoint};
 
@@ -42,9 +43,8 @@ struct Svc {
     target: u32,
     /// Measured cold starts (process start to ready), seconds.
     cold_starts: Vec<f64>,
-    /// Arrivals per completed minute since the autoscaler (re)started.
-    minute_arrivals: Vec<u32>,
-    arrivals_at_minute: u64,
+    /// Its per-minute load history (see [`learning`]).
+    hist: learning::SvcHistory,
     deleting: bool,
     events_seq: i64,
     /// The target as last written to the store.
@@ -114,7 +114,8 @@ pub struct Services {
 struct Inner {
     svcs: BTreeMap<String, Svc>,
     autoscaler: Option<Autoscaler>,
-    epoch: Instant,
+    /// The forecaster fitted in the background, and when to fit next.
+    learn: learning::Learner,
     /// The autoscaler's decisions that changed something, newest last (at most
     /// [`DECISIONS_KEPT`]), with what the policy was shown.
     decisions: std::collections::VecDeque<DecisionRecord>,
@@ -157,7 +158,7 @@ impl Services {
             inner: Mutex::new(Inner {
                 svcs: BTreeMap::new(),
                 autoscaler: None,
-                epoch: Instant::now(),
+                learn: learning::Learner::default(),
                 decisions: std::collections::VecDeque::new(),
                 calls: 0,
                 last_call_ms: None,
@@ -224,6 +225,7 @@ impl Services {
                 "seen_age_s": s.remote.seen.map(|t| t.elapsed().as_secs_f64()),
             })),
             "deleting": s.deleting,
+            "forecast": s.hist.forecast,
             "spec": s.spec,
         })
     }
@@ -592,6 +594,7 @@ fn held(g: &Inner) -> f64 {
 
 fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc {
     let router = Router::new(&[], spec.max_concurrent as usize, spec.max_queue);
+    router.set_slo(spec.slo.latency_s);
     Svc {
         target: spec.min_replicas,
         spec,
@@ -601,8 +604,7 @@ fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc
         listener: None,
         router_error: None,
         cold_starts: Vec::new(),
-        minute_arrivals: Vec::new(),
-        arrivals_at_minute: 0,
+        hist: learning::SvcHistory::default(),
         deleting: false,
         events_seq,
         stored_target: None,
@@ -637,6 +639,7 @@ pub async fn run(state: Arc<AppState>) {
     let tick = Duration::from_millis(state.config.tick_ms.clamp(20, 200));
     loop {
         pass(&state).await;
+        learning::prune(&state).await;
         tokio::time::sleep(tick).await;
     }
 }
@@ -697,6 +700,7 @@ async fn load(state: &AppState) -> anyhow::Result<()> {
             let mut s = new_svc(spec, row.tenant, row.port as u16, seq);
             s.run_as = run_as;
             s.target = row.target.map(|t| t as u32).unwrap_or(s.spec.min_replicas);
+            s.hist.day_origin = row.day_origin.unwrap_or(0);
             s.stored_target = Some(s.target);
             match tokio::net::TcpListener::bind((host.as_str(), s.port)).await {
                 Ok(l) => {
@@ -717,22 +721,21 @@ async fn load(state: &AppState) -> anyhow::Result<()> {
 /// What happened in a pass that deserves an event (written after the lock is let go).
 type Events = Vec<(String, &'static str, String)>;
 
-async fn pass(state: &AppState) {
+async fn pass(state: &Arc<AppState>) {
     let services = &state.services;
     let mut events: Events = Vec::new();
-    {
+    learning::load_histories(state).await;
+    let writes = {
         let mut g = services.inner.lock().await;
-        // Minute arrivals for the forecasters.
-        let minute = (g.epoch.elapsed().as_secs() / 60) as usize;
-        for s in g.svcs.values_mut() {
-            while s.minute_arrivals.len() < minute {
-                let a = s.router.stats().counters.arrivals;
-                s.minute_arrivals
-                    .push(a.saturating_sub(s.arrivals_at_minute) as u32);
-                s.arrivals_at_minute = a;
-            }
-        }
+        // The minutes that ended go to the history, and forecasters learn from it.
+        let now = learning::unix_minute();
+        let writes = learning::record(state, &mut g, now);
+        learning::maybe_fit(state, &mut g, now, &mut events);
         autoscale(state, &mut g, &mut events);
+        writes
+    };
+    if let Err(e) = state.store.put_minute_chunks(&writes).await {
+        warn!("recording {} service minute(s): {e}", writes.len());
     }
     // The engine brings every service toward its target and says what runs.
     if let Some(e) = &services.engine {

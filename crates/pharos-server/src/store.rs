@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_devices.sql")),
     (5, include_str!("../migrations/0005_services.sql")),
     (6, include_str!("../migrations/0006_sandbox.sql")),
+    (7, include_str!("../migrations/0007_minutes.sql")),
 ];
 
 /// Events a job's or a service's list returns at most (the latest).
@@ -138,6 +139,8 @@ pub struct ServiceRow {
     pub spec: String,
     pub port: i64,
     pub target: Option<i64>,
+    /// Where the days of its load history start (see [`Store::set_day_origin`]).
+    pub day_origin: Option<i64>,
 }
 
 /// A new job.
@@ -882,6 +885,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for sql in [
             "DELETE FROM service_events WHERE service = $1",
+            "DELETE FROM service_minutes WHERE service = $1",
             "DELETE FROM services WHERE name = $1",
         ] {
             sqlx::query(sql).bind(name).execute(&mut *tx).await?;
@@ -891,10 +895,11 @@ impl Store {
     }
 
     pub async fn services(&self) -> Result<Vec<ServiceRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT name, tenant, spec, port, target FROM services ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT name, tenant, spec, port, target, day_origin FROM services ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(ServiceRow {
@@ -903,9 +908,74 @@ impl Store {
                     spec: r.try_get("spec")?,
                     port: r.try_get("port")?,
                     target: r.try_get("target")?,
+                    day_origin: r.try_get("day_origin")?,
                 })
             })
             .collect()
+    }
+
+    /// The unix minute a day of the service's load history starts at (any such minute:
+    /// only its remainder by the day's length matters).
+    pub async fn set_day_origin(&self, name: &str, minute: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE services SET day_origin = $1 WHERE name = $2")
+            .bind(minute)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes (or replaces) chunks of services' minute history, in one transaction.
+    pub async fn put_minute_chunks(
+        &self,
+        chunks: &[(String, i64, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (service, hour, data) in chunks {
+            sqlx::query(
+                "INSERT INTO service_minutes (service, hour, data) VALUES ($1, $2, $3) \
+                 ON CONFLICT (service, hour) DO UPDATE SET data = excluded.data",
+            )
+            .bind(service)
+            .bind(*hour)
+            .bind(data.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A service's history chunks for hours `from..=to`, oldest first.
+    pub async fn minute_chunks(
+        &self,
+        service: &str,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT hour, data FROM service_minutes WHERE service = $1 AND hour >= $2 AND hour <= $3 ORDER BY hour",
+        )
+        .bind(service)
+        .bind(from_hour)
+        .bind(to_hour)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("hour")?, r.try_get("data")?)))
+            .collect()
+    }
+
+    /// Drops history chunks older than `before_hour`; how many went.
+    pub async fn prune_minutes(&self, before_hour: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM service_minutes WHERE hour < $1")
+            .bind(before_hour)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     /// `seq` comes from the caller (one writer per service: the server).

@@ -259,3 +259,57 @@ async fn concurrent_inserts_get_distinct_ids() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn service_minute_history_is_upserted_read_pruned_and_deleted() {
+    use pharos_server::minutes::{Minute, decode, encode};
+    for (url, _dir) in databases().await {
+        let s = Store::open(&url).await.unwrap();
+        s.insert_service("a", "t", "{}", 9000).await.unwrap();
+        s.insert_service("b", "t", "{}", 9001).await.unwrap();
+        let hour = |n: u64| {
+            encode(&[
+                Some(Minute::imported(n)),
+                None,
+                Some(Minute::imported(n + 1)),
+            ])
+        };
+        s.put_minute_chunks(&[
+            ("a".into(), 100, hour(1)),
+            ("a".into(), 101, hour(2)),
+            ("b".into(), 100, hour(3)),
+        ])
+        .await
+        .unwrap();
+        // Replaced, not added.
+        s.put_minute_chunks(&[("a".into(), 101, hour(7))])
+            .await
+            .unwrap();
+        let got = s.minute_chunks("a", 0, 1000).await.unwrap();
+        assert_eq!(
+            got.iter().map(|c| c.0).collect::<Vec<_>>(),
+            vec![100, 101],
+            "{url}"
+        );
+        assert_eq!(
+            decode(&got[1].1).unwrap()[2],
+            Some(Minute::imported(8)),
+            "{url}"
+        );
+        assert_eq!(s.minute_chunks("a", 101, 101).await.unwrap().len(), 1);
+        // The day origin goes with the service's row.
+        s.set_day_origin("a", 1234).await.unwrap();
+        let rows = s.services().await.unwrap();
+        assert_eq!(rows[0].day_origin, Some(1234), "{url}");
+        assert_eq!(rows[1].day_origin, None, "{url}");
+        // Retention, then the service's deletion takes its history.
+        assert_eq!(s.prune_minutes(101).await.unwrap(), 2, "{url}");
+        assert_eq!(s.minute_chunks("a", 0, 1000).await.unwrap().len(), 1);
+        s.delete_service("a").await.unwrap();
+        assert!(
+            s.minute_chunks("a", 0, 1000).await.unwrap().is_empty(),
+            "{url}"
+        );
+        s.close().await;
+    }
+}

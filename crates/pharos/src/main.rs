@@ -12,6 +12,7 @@ use pharos_sim::OverCapacity;
 use pharos_trace::Format;
 
 mod client;
+mod history;
 mod load;
 mod router;
 mod server;
@@ -63,6 +64,8 @@ enum Command {
     Get(GetArgs),
     /// Delete an inference service.
     Delete(DeleteArgs),
+    /// A service's per-minute load history: import its past, show what is stored.
+    History(HistoryArgs),
     /// Replay a trace against a URL (open loop: Poisson arrivals within each trace
     /// minute, time compressed and rate scaled) and report per-minute latency, SLO
     /// violations and drops as the simulator does.
@@ -181,6 +184,14 @@ struct DeleteArgs {
     conn: client::Conn,
     #[command(subcommand)]
     command: services::DeleteCommand,
+}
+
+#[derive(clap::Args)]
+struct HistoryArgs {
+    #[command(flatten)]
+    conn: client::Conn,
+    #[command(subcommand)]
+    command: history::HistoryCommand,
 }
 
 #[derive(clap::Args)]
@@ -660,7 +671,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Train(_) | Command::Token(_) | Command::Get(_) | Command::Delete(_)
+        Command::Train(_)
+            | Command::Token(_)
+            | Command::Get(_)
+            | Command::Delete(_)
+            | Command::History(_)
     ) {
         // Client commands end quietly when their output is piped into `head`. (Not the
         // server: a client closing its socket must not kill it.)
@@ -681,6 +696,7 @@ fn main() -> ExitCode {
         Command::Apply(a) => services::apply(&a.file, &a.conn),
         Command::Get(a) => services::get(a.command, &a.conn),
         Command::Delete(a) => services::delete(a.command, &a.conn),
+        Command::History(a) => history::history(a.command, &a.conn),
         Command::Load(a) => load::load(a),
         Command::Router(a) => router::router(a),
         Command::K8s(K8sCommand::Manifests(a)) => k8s_manifests(a),

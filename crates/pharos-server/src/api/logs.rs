@@ -227,5 +227,18 @@ pub(super) async fn prometheus(State(state): State<Arc<AppState>>) -> ApiResult<
             counts.get(s.name()).unwrap_or(&0)
         );
     }
+    let forecasts = state.services.next_minute_forecasts().await;
+    if !forecasts.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP pharos_service_forecast_requests the next minute's requests as forecast\n# TYPE pharos_service_forecast_requests gauge"
+        );
+        for (name, mean, q90) in forecasts {
+            let _ = writeln!(
+                out,
+                "pharos_service_forecast_requests{{service=\"{name}\",stat=\"mean\"}} {mean}\npharos_service_forecast_requests{{service=\"{name}\",stat=\"q90\"}} {q90}"
+            );
+        }
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

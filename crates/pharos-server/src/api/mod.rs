@@ -96,6 +96,12 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .layer(DefaultBodyLimit::max(request_limit)),
         )
         .route("/v1/services/{name}/events", get(service_events))
+        .route(
+            "/v1/services/{name}/history",
+            get(service_minutes)
+                .post(import_minutes)
+                .layer(DefaultBodyLimit::max(request_limit)),
+        )
         .route("/v1/autoscaler", get(autoscaler))
         .route("/v1/admin/integrity", get(integrity))
         .route("/v1/history", get(history))

@@ -99,6 +99,121 @@ pub(super) async fn service_events(
     Ok(Json(json!({ "events": ev })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MinutesQuery {
+    /// Unix minutes, `from` included, `to` not (default: the last day up to now).
+    from: Option<i64>,
+    to: Option<i64>,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+/// A service's stored per-minute load history (`GET /v1/services/{name}/history`).
+pub(super) async fn service_minutes(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    query: Result<Query<MinutesQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let now = crate::store::now_ms().div_euclid(60_000);
+    let to = q.to.unwrap_or(now);
+    let from = q.from.unwrap_or(to - 1440);
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(f) => {
+            return Err(ApiError::at(
+                StatusCode::BAD_REQUEST,
+                "format",
+                format!("format {f:?}: json or csv"),
+            ));
+        }
+    };
+    let rows = state
+        .services
+        .read_minutes(&state, &name, caller.scope(), from, to)
+        .await?
+        .ok_or_else(|| service_not_found(&name))?;
+    if csv {
+        use std::fmt::Write;
+        let mut out = String::from("minute,arrivals,served,dropped,violations,p99_s,replicas\n");
+        for (m, r) in rows {
+            let o = r.observed;
+            let f = |v: Option<String>| v.unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{m},{},{},{},{},{},{}",
+                r.arrivals,
+                f(o.map(|o| o.served.to_string())),
+                f(o.map(|o| o.dropped.to_string())),
+                f(o.map(|o| o.violations.to_string())),
+                f(o.and_then(|o| o.p99_s).map(|p| p.to_string())),
+                f(o.map(|o| o.replicas.to_string())),
+            );
+        }
+        return Ok(([(axum::http::header::CONTENT_TYPE, "text/csv")], out).into_response());
+    }
+    let minutes: Vec<Value> = rows
+        .into_iter()
+        .map(|(m, r)| {
+            let mut v = json!(r);
+            v["minute"] = json!(m);
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "service": name,
+        "from": from,
+        "to": to,
+        "now_minute": now,
+        "minutes": minutes,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ImportBody {
+    /// The unix minute of `arrivals[0]`.
+    start: i64,
+    /// Requests per minute.
+    arrivals: Vec<u64>,
+    /// `start` is the first minute of a day of the load's daily pattern.
+    #[serde(default)]
+    day_start: bool,
+}
+
+/// Imports past arrivals (`POST /v1/services/{name}/history`).
+pub(super) async fn import_minutes(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<Json<ImportBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(b) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let (written, kept) = state
+        .services
+        .import_minutes(
+            &state,
+            &name,
+            caller.scope(),
+            b.start,
+            &b.arrivals,
+            b.day_start,
+        )
+        .await?
+        .ok_or_else(|| service_not_found(&name))?;
+    Ok(Json(json!({
+        "service": name,
+        "start": b.start,
+        "minutes": b.arrivals.len(),
+        "written": written,
+        "kept_observed": kept,
+    })))
+}
+
 /// The store's consistency check (admin only).
 pub(super) async fn integrity(
     State(state): State<Arc<AppState>>,

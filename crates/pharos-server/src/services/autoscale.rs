@@ -9,6 +9,8 @@ pub(super) struct Autoscaler {
     driver: PolicyDriver<Box<dyn InferencePolicy>>,
     /// The services it was built for, in view order.
     pub(super) names: Vec<String>,
+    /// The forecaster fit its policy was built on ([`learning::Learner::generation`]).
+    pub(super) generation: u64,
     started: Instant,
 }
 
@@ -17,10 +19,12 @@ impl Autoscaler {
         policy: Box<dyn InferencePolicy>,
         over: OverCapacity,
         names: Vec<String>,
+        generation: u64,
     ) -> Self {
         Self {
             driver: PolicyDriver::new(policy, over),
             names,
+            generation,
             started: Instant::now(),
         }
     }
@@ -110,7 +114,7 @@ fn job_view<'a>(name: &'a str, s: &'a Svc, st: &crate::router::Stats) -> JobView
             busy_replica_s: c.busy_replica_s,
             ready_replica_s: c.ready_replica_s,
         },
-        minute_arrivals: &s.minute_arrivals,
+        minute_arrivals: &s.hist.series.counts,
     }
 }
 
@@ -126,19 +130,43 @@ fn ensure_built(state: &AppState, g: &mut Inner) -> bool {
         g.autoscaler = None;
         return false;
     }
-    if g.autoscaler.as_ref().is_some_and(|a| a.names == names) {
+    let generation = g.learn.generation;
+    let same = g.autoscaler.as_ref().is_some_and(|a| a.names == names);
+    if same
+        && g.autoscaler
+            .as_ref()
+            .is_some_and(|a| a.generation == generation)
+    {
         return true;
     }
     let cfg = &state.config.autoscaler;
-    match pharos_policy::build(&cfg.policy, &cfg.params) {
+    // The forecaster fitted in the background for these services, if there is one.
+    let day = state.config.forecast.day_minutes as usize;
+    let forecast = match g.learn.fit.as_ref().filter(|f| f.names == names) {
+        Some(f) => {
+            pharos_forecast::ForecastData::prefitted(f.spec, f.model.lock_or_recover().clone(), day)
+        }
+        None => pharos_forecast::ForecastData {
+            day_minutes: Some(day),
+            ..Default::default()
+        },
+    };
+    let ctx = pharos_policy::PolicyContext { forecast };
+    match pharos_policy::build_with(&cfg.policy, &cfg.params, &ctx) {
+        Ok(policy) if same => {
+            // A new fit: the same schedule, the policy rebuilt on it.
+            let a = g.autoscaler.as_mut().expect("same services");
+            a.driver.replace_policy(policy);
+            a.generation = generation;
+            true
+        }
         Ok(policy) => {
-            g.autoscaler = Some(Autoscaler::new(policy, cfg.over_capacity, names));
-            // Minute histories start with the policy.
-            g.epoch = Instant::now();
-            for s in g.svcs.values_mut() {
-                s.minute_arrivals.clear();
-                s.arrivals_at_minute = s.router.stats().counters.arrivals;
-            }
+            g.autoscaler = Some(Autoscaler::new(
+                policy,
+                cfg.over_capacity,
+                names,
+                generation,
+            ));
             true
         }
         Err(e) => {
@@ -375,6 +403,7 @@ mod tests {
                 pharos_policy::build(policy, &params).unwrap(),
                 OverCapacity::Trim,
                 vec!["job0".into(), "job1".into(), "job2".into()],
+                0,
             );
             let (mut moved, mut trimmed) = (0, 0);
             for (o, next) in seen.iter().zip(seen.iter().skip(1)) {

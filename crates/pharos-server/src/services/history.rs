@@ -45,7 +45,7 @@ pub(super) struct History {
 use std::collections::VecDeque;
 
 /// The `p`-th percentile (nearest rank) of `v`, sorted in place.
-fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
+pub(super) fn percentile(v: &mut [f64], p: f64) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
