@@ -413,3 +413,170 @@ fn the_autoscaler_is_shown_what_training_jobs_leave() {
     assert_eq!(s.service("a")["target_replicas"], 1);
     assert_eq!(s.service("a")["ready_replicas"], 1);
 }
+
+/// The minutes of `name`'s stored history, as `pharos history show --json` prints them.
+fn stored_minutes(s: &Server, name: &str) -> Vec<Value> {
+    let (ok, out, err) = s.cli(&["history", "show", name, "--json"], ADMIN);
+    assert!(ok, "{out}{err}");
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn load_history_is_imported_recorded_kept_over_a_kill_and_learned_from() {
+    // Days of 60 minutes, so that four imported days fit the test; the seasonal naive
+    // forecaster (the same minute of the day before), whose forecast says exactly which
+    // minute of the day it thinks each minute is.
+    let mut s = Server::start(
+        "capacity: { cpus: 4 }\n\
+         autoscaler: { policy: faro-fairsum, params: { forecaster: seasonal-naive+cal } }\n\
+         forecast: { day_minutes: 60, fit_days: 3 }",
+    );
+    let (status, v) = s.apply(&spec("svc", 1, "").replace("max_replicas: 1", "max_replicas: 2"));
+    assert_eq!(status, 201, "{v}");
+    // Four days of a daily pattern: 100 + 50 sin(2 pi minute / 60) requests a minute.
+    let pattern =
+        |m: usize| (100.0 + 50.0 * (std::f64::consts::TAU * m as f64 / 60.0).sin()).round();
+    let mut csv = String::from("job,day,minute,requests\n");
+    for day in 1..=4 {
+        for m in 0..60 {
+            csv.push_str(&format!("web,{day},{m},{}\n", pattern(m)));
+        }
+    }
+    let file = s.dir.path().join("past.csv");
+    std::fs::write(&file, csv).unwrap();
+    let (ok, out, err) = s.cli(
+        &[
+            "history",
+            "import",
+            "--service",
+            "svc",
+            file.to_str().unwrap(),
+        ],
+        ADMIN,
+    );
+    assert!(ok && out.contains("240 minutes imported"), "{out}{err}");
+    // Read back: CSV by default, one JSON object per minute with --json.
+    let (ok, out, err) = s.cli(&["history", "show", "svc"], ADMIN);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "minute,arrivals,served,dropped,violations,p99_s,replicas"
+    );
+    assert!(lines.len() >= 241, "{out}");
+    assert!(
+        lines[1].ends_with(&format!(",{},,,,,", pattern(0))),
+        "{}",
+        lines[1]
+    );
+    let imported = stored_minutes(&s, "svc");
+    let first = imported[0]["minute"].as_i64().unwrap();
+    assert_eq!(
+        imported[..240]
+            .iter()
+            .map(|m| m["arrivals"].as_f64().unwrap())
+            .collect::<Vec<_>>(),
+        (0..240).map(|m| pattern(m % 60)).collect::<Vec<_>>()
+    );
+    assert!(imported[0].get("served").is_none(), "{}", imported[0]);
+
+    // The forecaster is fitted on the imported days in the background, and its forecast
+    // of the next half hour is the daily pattern at the right time of day (the import's
+    // first minute starts a day).
+    let v = s.wait_service("svc", 90, "forecast", |v| {
+        v["forecast"]["horizon"].is_array()
+    });
+    let f = &v["forecast"];
+    assert_eq!(f["model"], "seasonal-naive+cal", "{f}");
+    let h = f["horizon"].as_array().unwrap();
+    assert_eq!(h.len(), 30, "{f}");
+    for p in h {
+        let (m, q50, q90) = (
+            p["minute"].as_i64().unwrap(),
+            p["q50"].as_f64().unwrap(),
+            p["q90"].as_f64().unwrap(),
+        );
+        // Minutes not recorded since the import (the test's own) count 0, so only the
+        // minutes whose day-before is imported are exact.
+        if m < first + 300 {
+            let want = pattern((m - first).rem_euclid(60) as usize);
+            assert!(
+                (q50 - want).abs() < 1.0,
+                "minute {m}: {q50} for {want}: {f}"
+            );
+        }
+        assert!(q90 >= q50 - 1e-9, "{f}");
+    }
+    assert!(s.service_events("svc").contains("forecast-fitted"));
+    let (_, metrics) = s.request("GET", "/metrics", None, None);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("pharos_service_forecast_requests{service=\"svc\",stat=\"q90\"}"),
+        "{metrics}"
+    );
+
+    // Bad requests name what is wrong.
+    let (status, e) = s.request(
+        "POST",
+        "/v1/services/svc/history",
+        Some(ADMIN),
+        Some((
+            "application/json",
+            format!("{{\"start\": {}, \"arrivals\": [1, 2]}}", first + 100_000).into_bytes(),
+        )),
+    );
+    assert_eq!((status, e["field"].as_str()), (400, Some("start")), "{e}");
+    let (status, e) = s.request(
+        "GET",
+        "/v1/services/svc/history?from=0&to=9999999",
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!((status, e["field"].as_str()), (400, Some("to")), "{e}");
+    let (status, _) = s.request("GET", "/v1/services/nope/history", Some(ADMIN), None);
+    assert_eq!(status, 404);
+
+    // Observed minutes: load until a whole minute has been recorded with what was served.
+    let url = v["url"].as_str().unwrap().to_string();
+    let load = Load::start(&url, 1);
+    let mut observed = Vec::new();
+    common::wait_until(
+        80,
+        || {
+            observed = stored_minutes(&s, "svc")
+                .into_iter()
+                .filter(|m| m.get("served").is_some() && m["arrivals"].as_u64() > Some(0))
+                .collect();
+            !observed.is_empty()
+        },
+        || "no observed minute recorded".into(),
+    );
+    load.finish();
+    let m = &observed[0];
+    assert!(
+        m["served"].as_u64().unwrap() > 0 && m["replicas"].as_u64() == Some(1),
+        "{m}"
+    );
+    assert!(m["p99_s"].as_f64().unwrap() > 0.0, "{m}");
+    let before = stored_minutes(&s, "svc");
+
+    // kill -9: every minute recorded before is still there after the restart, and the
+    // forecaster is fitted again.
+    s.kill();
+    s.spawn();
+    let after = stored_minutes(&s, "svc");
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "history changed over the restart"
+    );
+    s.wait_service("svc", 90, "forecast after the restart", |v| {
+        v["forecast"]["horizon"].is_array()
+    });
+}
