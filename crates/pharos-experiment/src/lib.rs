@@ -268,6 +268,56 @@ impl Experiment {
         }
     }
 
+    /// How well the forecasters of the experiment's policies forecast the run, scored
+    /// as `pharos forecast eval` scores a test day (see
+    /// [`pharos_forecast::eval::score_run`]): fitted on the history days (the same fit
+    /// the runs use), shown them and the run's minutes before each origin. Empty
+    /// without history days; the oracle is not scored.
+    pub fn forecast_scores(
+        &self,
+        context: usize,
+        horizon: usize,
+    ) -> Result<Vec<pharos_forecast::eval::EvalRow>, ExperimentError> {
+        if self.past_rpm.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut specs: Vec<pharos_forecast::ForecasterSpec> = Vec::new();
+        for p in &self.policies {
+            if let Ok(Some(f)) = pharos_policy::forecaster_of(&p.name, &p.params)
+                && !f.is_oracle()
+                && !specs.contains(&f)
+            {
+                specs.push(f);
+            }
+        }
+        let ctx = self.context();
+        let jobs: Vec<String> = self.jobs.iter().map(|j| j.name.clone()).collect();
+        let run: Vec<Vec<f64>> = self
+            .jobs
+            .iter()
+            .map(|j| j.requests_per_min.clone())
+            .collect();
+        specs
+            .into_iter()
+            .map(|spec| {
+                let fail = |e: pharos_forecast::ForecastError| {
+                    ExperimentError::Other(format!("forecaster {spec}: {e}"))
+                };
+                let mut f = spec.build(&ctx.forecast).map_err(fail)?;
+                pharos_forecast::eval::score_run(
+                    f.as_mut(),
+                    spec.to_string(),
+                    &jobs,
+                    &self.past_rpm,
+                    &run,
+                    context,
+                    horizon,
+                )
+                .map_err(fail)
+            })
+            .collect()
+    }
+
     /// The grid in its fixed order: cluster sizes, then policies, then seeds.
     pub fn runs(&self) -> Vec<RunKey> {
         let mut out = Vec::new();
@@ -415,12 +465,23 @@ pub(crate) fn load_trace(
         }
     };
     let in_file = |e: pharos_trace::TraceError| ExperimentError::Other(format!("{name}: {e}"));
+    // A replacement trace of several days replays its last day (or --day) and its
+    // earlier days are what forecasters know before the run.
+    let mut file_days: Vec<u32> = raw.series.iter().filter_map(|s| s.day).collect();
+    file_days.sort_unstable();
+    file_days.dedup();
+    if ov.trace.is_some() && select.day.is_none() && file_days.len() > 1 {
+        select.day = file_days.last().copied();
+    }
     let trace = select.apply(&raw).map_err(in_file)?;
     // Like the day, history days name days of the experiment's own trace.
-    let history = if ov.trace.is_some() {
-        None
-    } else {
-        t.history_days.clone()
+    let history = match (&ov.trace, select.day) {
+        (Some(_), Some(day)) => {
+            let before: Vec<u32> = file_days.iter().copied().filter(|d| *d < day).collect();
+            (!before.is_empty()).then_some(before)
+        }
+        (Some(_), None) => None,
+        (None, _) => t.history_days.clone(),
     };
     let past = match history {
         Some(days) => past_of(&raw, &select, &trace, &days)

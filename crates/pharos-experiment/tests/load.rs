@@ -210,3 +210,89 @@ fn mistakes_are_named() {
     let missing = Experiment::load(Path::new("/nonexistent/x.yaml"), &Overrides::default());
     assert!(matches!(missing, Err(ExperimentError::Io { .. })));
 }
+
+#[test]
+fn a_replacement_trace_of_several_days_keeps_its_past_and_scores_like_forecast_eval() {
+    use pharos_forecast::eval::{EvalConfig, EvalSet, evaluate, score_run};
+    // Three 60-minute days of two jobs with a daily pattern and a trend.
+    let value = |job: usize, day: u32, m: usize| {
+        ((100 + 40 * job) as f64 * (1.0 + 0.1 * day as f64)
+            + 30.0 * (std::f64::consts::TAU * m as f64 / 60.0).sin())
+        .round()
+    };
+    let mut csv = String::from("job,day,minute,requests\n");
+    for day in 1..=3 {
+        for job in 0..2 {
+            for m in 0..60 {
+                csv.push_str(&format!("j{job},{day},{m},{}\n", value(job, day, m)));
+            }
+        }
+    }
+    let trace = write_yaml("days.csv", &csv);
+    let exp = write_yaml(
+        "days.yaml",
+        "name: days\ntrace:\n  generate: { minutes: 5, jobs: [{ name: g, kind: constant, rpm: 10 }] }\n\
+         job:\n  slo: { latency_s: 0.5 }\n  service_time: { kind: constant, value_s: 0.05 }\n\
+         cluster: { cpus: [8] }\n\
+         policies: [{ name: faro-fairsum, forecaster: seasonal-naive+cal }, hpa]\n",
+    );
+    let ov = Overrides {
+        trace: Some(trace.clone()),
+        ..Overrides::default()
+    };
+    let e = Experiment::load(&exp, &ov).unwrap();
+    // The last day is replayed; the two before it are the past.
+    assert_eq!(e.trace.minutes(), 60);
+    assert_eq!(e.jobs[1].requests_per_min[7], value(1, 3, 7));
+    assert_eq!(e.day_minutes, Some(60));
+    assert_eq!(e.past_rpm.len(), 2);
+    assert_eq!(e.past_rpm[1].len(), 120);
+    assert_eq!(e.past_rpm[1][61], value(1, 2, 1));
+    // --day picks another day: only the days before it are the past.
+    let e2 = Experiment::load(
+        &exp,
+        &Overrides {
+            day: Some(2),
+            ..ov.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(e2.past_rpm[0].len(), 60);
+    // What simulate reports of the forecaster equals what forecast eval gives on the
+    // same days.
+    let scores = e.forecast_scores(15, 7).unwrap();
+    assert_eq!(scores.len(), 1, "hpa does not forecast");
+    let raw = pharos_trace::read_trace(&trace, None).unwrap();
+    let set = EvalSet::from_days(
+        raw.series
+            .into_iter()
+            .map(|s| (s.job, s.day.unwrap(), s.requests_per_min)),
+    )
+    .unwrap();
+    let cfg = EvalConfig {
+        train_days: vec![1, 2],
+        test_days: vec![3],
+        context: 15,
+        horizon: 7,
+    };
+    let spec = "seasonal-naive+cal".parse().unwrap();
+    let eval = evaluate(&set, &cfg, spec).unwrap();
+    assert_eq!(scores[0].rmse, eval.rmse);
+    assert_eq!(scores[0].windows, eval.windows);
+    assert!(scores[0].rmse > 0.0);
+    // Scoring a run with no past at all still works (every origin after the context).
+    let mut f =
+        pharos_forecast::ForecasterSpec::of(pharos_forecast::BaseModel::LastValue).make(60, &[]);
+    let run = vec![vec![1.0; 30]];
+    let r = score_run(
+        f.as_mut(),
+        "last-value".into(),
+        &["a".into()],
+        &[],
+        &run,
+        15,
+        7,
+    )
+    .unwrap();
+    assert_eq!((r.windows, r.rmse), (9, 0.0));
+}

@@ -15,6 +15,11 @@ use serde::Serialize;
 
 use crate::{ForecastError, ForecasterSpec, TrainSet};
 
+/// The first origin of a test day by default (the context a window needs), minutes.
+pub const DEFAULT_CONTEXT: usize = 15;
+/// Minutes forecast from each origin by default (the SLO-utility autoscaler's window).
+pub const DEFAULT_HORIZON: usize = 7;
+
 /// Quantiles every window is forecast at.
 pub const QUANTILES: [f64; 3] = [0.5, 0.6, 0.9];
 
@@ -159,52 +164,112 @@ pub fn evaluate(
     let t0 = Instant::now();
     f.fit(&train)?;
     let fit_s = t0.elapsed().as_secs_f64();
-    let d = set.day_minutes;
-    let mut per_job = vec![Acc::default(); set.jobs.len()];
-    let (mut calls, mut predict_s) = (0usize, 0.0f64);
+    let mut sc = Scorer::new(set.jobs.len(), cfg.context, cfg.horizon);
     for &test in &cfg.test_days {
         let ti = set.day_index(test)?;
         for (j, job_days) in set.values.iter().enumerate() {
             // Every earlier day of the trace, then the test day.
-            let mut buf: Vec<f64> = (0..ti).flat_map(|i| job_days[i].iter().copied()).collect();
-            let past = buf.len();
-            buf.extend_from_slice(&job_days[ti]);
-            for t in cfg.context..=d - cfg.horizon {
-                let hist = &buf[..past + t];
-                let t1 = Instant::now();
-                let q = f.predict(j, hist, cfg.horizon, &QUANTILES)?;
-                predict_s += t1.elapsed().as_secs_f64();
-                calls += 1;
-                for h in 0..cfg.horizon {
-                    per_job[j].add(buf[past + t + h], [q[0][h], q[1][h], q[2][h]]);
-                }
-            }
+            let past: Vec<f64> = (0..ti).flat_map(|i| job_days[i].iter().copied()).collect();
+            sc.score(f.as_mut(), j, &past, &job_days[ti])?;
         }
     }
-    let mut all = Acc::default();
-    per_job.iter().for_each(|a| all.merge(a));
-    let n = all.n.max(1) as f64;
-    Ok(EvalRow {
-        model: spec.to_string(),
-        rmse: all.rmse(),
-        pinball_50: all.pinball[0] / n,
-        pinball_60: all.pinball[1] / n,
-        pinball_90: all.pinball[2] / n,
-        coverage_90: all.coverage(),
-        fit_s,
-        predict_ms_per_job: 1e3 * predict_s / calls.max(1) as f64,
-        windows: calls,
-        per_job: set
-            .jobs
-            .iter()
-            .zip(&per_job)
-            .map(|(name, a)| JobScore {
-                job: name.clone(),
-                rmse: a.rmse(),
-                coverage_90: a.coverage(),
-            })
-            .collect(),
-    })
+    Ok(sc.row(spec.to_string(), fit_s, &set.jobs))
+}
+
+/// Scores a fitted forecaster on a run the way [`evaluate`] scores a test day: each
+/// job is shown `past[j]` and then the run's minutes before each origin t = context,
+/// ..., len - horizon. What `pharos simulate` reports of the forecaster its policies
+/// use (its past: the history days), comparable with `pharos forecast eval` on the
+/// same days.
+pub fn score_run(
+    f: &mut dyn crate::Forecaster,
+    model: String,
+    jobs: &[String],
+    past: &[Vec<f64>],
+    run: &[Vec<f64>],
+    context: usize,
+    horizon: usize,
+) -> Result<EvalRow, ForecastError> {
+    let mut sc = Scorer::new(jobs.len(), context, horizon);
+    for (j, test) in run.iter().enumerate() {
+        let p = past.get(j).map_or(&[][..], Vec::as_slice);
+        sc.score(f, j, p, test)?;
+    }
+    Ok(sc.row(model, 0.0, jobs))
+}
+
+/// The windows scored so far, per job.
+struct Scorer {
+    per_job: Vec<Acc>,
+    calls: usize,
+    predict_s: f64,
+    context: usize,
+    horizon: usize,
+}
+
+impl Scorer {
+    fn new(jobs: usize, context: usize, horizon: usize) -> Self {
+        Self {
+            per_job: vec![Acc::default(); jobs],
+            calls: 0,
+            predict_s: 0.0,
+            context,
+            horizon,
+        }
+    }
+
+    /// Job `j`'s windows over `test`, shown `past` first.
+    fn score(
+        &mut self,
+        f: &mut dyn crate::Forecaster,
+        j: usize,
+        past: &[f64],
+        test: &[f64],
+    ) -> Result<(), ForecastError> {
+        let mut buf = past.to_vec();
+        let p = buf.len();
+        buf.extend_from_slice(test);
+        if test.len() < self.context + self.horizon {
+            return Ok(());
+        }
+        for t in self.context..=test.len() - self.horizon {
+            let hist = &buf[..p + t];
+            let t1 = Instant::now();
+            let q = f.predict(j, hist, self.horizon, &QUANTILES)?;
+            self.predict_s += t1.elapsed().as_secs_f64();
+            self.calls += 1;
+            for h in 0..self.horizon {
+                self.per_job[j].add(buf[p + t + h], [q[0][h], q[1][h], q[2][h]]);
+            }
+        }
+        Ok(())
+    }
+
+    fn row(&self, model: String, fit_s: f64, jobs: &[String]) -> EvalRow {
+        let mut all = Acc::default();
+        self.per_job.iter().for_each(|a| all.merge(a));
+        let n = all.n.max(1) as f64;
+        EvalRow {
+            model,
+            rmse: all.rmse(),
+            pinball_50: all.pinball[0] / n,
+            pinball_60: all.pinball[1] / n,
+            pinball_90: all.pinball[2] / n,
+            coverage_90: all.coverage(),
+            fit_s,
+            predict_ms_per_job: 1e3 * self.predict_s / self.calls.max(1) as f64,
+            windows: self.calls,
+            per_job: jobs
+                .iter()
+                .zip(&self.per_job)
+                .map(|(name, a)| JobScore {
+                    job: name.clone(),
+                    rmse: a.rmse(),
+                    coverage_90: a.coverage(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The models `pharos forecast eval` scores by default.

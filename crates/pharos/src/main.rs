@@ -351,10 +351,10 @@ struct ForecastEvalArgs {
     #[arg(long)]
     test_days: String,
     /// The first forecast origin of a test day, in minutes (the context a window needs).
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = pharos_forecast::eval::DEFAULT_CONTEXT)]
     context_min: usize,
     /// Minutes forecast from each origin.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = pharos_forecast::eval::DEFAULT_HORIZON)]
     horizon_min: usize,
     /// A model (repeatable): NAME or NAME+cal; all the default ones when absent.
     #[arg(long = "model")]
@@ -369,7 +369,9 @@ struct SimulateArgs {
     /// The experiment file (YAML), e.g. examples/faro-10jobs.yaml.
     experiment: PathBuf,
     /// Replay this trace file instead of the experiment's (the experiment's day, history
-    /// days and job selection are dropped; --day and --jobs select in the new trace).
+    /// days and job selection are dropped; --day and --jobs select in the new trace). A
+    /// file of several days replays its last day (or --day), and its earlier days are
+    /// the history forecasters fit on and read.
     #[arg(long)]
     trace: Option<PathBuf>,
     /// The trace's format (detected when absent): faro-jsonl, minute-csv, azure-functions.
@@ -489,7 +491,18 @@ fn simulate(args: SimulateArgs) -> Result<()> {
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("out").join(&exp.spec.name));
-    let written = report::write_all(&exp, &results, &out)?;
+    let mut written = report::write_all(&exp, &results, &out)?;
+    // How well the policies' forecasters forecast the run (as `forecast eval` scores).
+    let scores = exp.forecast_scores(
+        pharos_forecast::eval::DEFAULT_CONTEXT,
+        pharos_forecast::eval::DEFAULT_HORIZON,
+    )?;
+    if !scores.is_empty() {
+        let path = out.join("forecast.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&scores)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
     if args.json {
         println!(
             "{}",
@@ -504,6 +517,17 @@ fn simulate(args: SimulateArgs) -> Result<()> {
             exp.trace.total_requests()
         );
         print!("{}", report::table(&results));
+        for s in &scores {
+            println!(
+                "\nforecaster {}: RMSE {:.2} requests/min, 0.9-quantile coverage {:.1}% (the next {} minutes from each minute after the first {}; fitted on the {} history minutes)",
+                s.model,
+                s.rmse,
+                s.coverage_90 * 100.0,
+                pharos_forecast::eval::DEFAULT_HORIZON,
+                pharos_forecast::eval::DEFAULT_CONTEXT,
+                exp.past_rpm.first().map_or(0, Vec::len),
+            );
+        }
         println!("\nwrote {} files to {}", written.len(), out.display());
     }
     Ok(())
