@@ -156,6 +156,45 @@ impl Forecaster for Calibrated {
         self.base.fit(train)
     }
 
+    /// The base model's state and the offline errors (the online ones are learned
+    /// again as the model forecasts).
+    fn save(&self) -> serde_json::Value {
+        serde_json::json!({
+            "base": self.base.save(),
+            "offline": self.jobs.iter().map(|j| &j.offline).collect::<Vec<_>>(),
+            "pooled": self.pooled,
+        })
+    }
+
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), ForecastError> {
+        #[derive(serde::Deserialize)]
+        struct S {
+            base: serde_json::Value,
+            offline: Vec<Vec<Vec<f64>>>,
+            pooled: Vec<Vec<f64>>,
+        }
+        let s: S = crate::state_of(&self.name, state)?;
+        let sorted =
+            |v: &Vec<f64>| v.windows(2).all(|w| w[0] <= w[1]) && v.iter().all(|x| x.is_finite());
+        if !s.pooled.iter().all(sorted) {
+            return Err(ForecastError::Invalid(format!(
+                "{}: saved pooled errors that are not sorted finite numbers",
+                self.name
+            )));
+        }
+        self.base.load(&s.base)?;
+        self.jobs = s
+            .offline
+            .into_iter()
+            .map(|offline| JobState {
+                offline,
+                ..JobState::default()
+            })
+            .collect();
+        self.pooled = s.pooled;
+        Ok(())
+    }
+
     fn update(&mut self, job: usize, history: &[f64]) {
         let (window, max_h) = (self.online_window, self.max_horizon.max(1));
         let s = self.job(job);

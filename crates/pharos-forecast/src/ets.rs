@@ -131,6 +131,20 @@ impl Forecaster for Mstl {
             .collect();
         Ok(())
     }
+    fn save(&self) -> serde_json::Value {
+        serde_json::json!({ "day_minutes": self.day_minutes, "seasonal": self.seasonal })
+    }
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), ForecastError> {
+        #[derive(serde::Deserialize)]
+        struct S {
+            day_minutes: usize,
+            seasonal: Vec<Option<Vec<f64>>>,
+        }
+        let s: S = crate::state_of("mstl", state)?;
+        self.day_minutes = s.day_minutes.max(1);
+        self.seasonal = s.seasonal;
+        Ok(())
+    }
     fn predict(
         &mut self,
         job: usize,

@@ -269,6 +269,21 @@ impl Forecaster for GlobalLinear {
             .collect::<Result<_, _>>()?;
         Ok(())
     }
+    fn save(&self) -> serde_json::Value {
+        serde_json::json!({ "day_minutes": self.day_minutes, "weights": self.weights })
+    }
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), ForecastError> {
+        #[derive(serde::Deserialize)]
+        struct S {
+            day_minutes: usize,
+            weights: Vec<Vec<f64>>,
+        }
+        let s: S = crate::state_of("global-linear", state)?;
+        check_weights("global-linear", &s.weights)?;
+        self.day_minutes = s.day_minutes.max(1);
+        self.weights = s.weights;
+        Ok(())
+    }
     fn predict(
         &mut self,
         job: usize,
@@ -289,8 +304,20 @@ impl Forecaster for GlobalLinear {
     }
 }
 
+/// Every step's weights have one per feature (a state that would index out of bounds
+/// is refused).
+fn check_weights(model: &str, w: &[Vec<f64>]) -> Result<(), ForecastError> {
+    match w.iter().find(|v| v.len() != FEATURES) {
+        Some(v) => Err(ForecastError::Invalid(format!(
+            "{model}: a saved state with {} weights where there are {FEATURES} features",
+            v.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A regression tree over binned features; leaves hold values.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Node {
     Leaf(f64),
     Split {
@@ -302,12 +329,43 @@ enum Node {
     },
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Tree {
     nodes: Vec<Node>,
 }
 
 impl Tree {
+    /// Every split names a feature and nodes that exist, further down the tree (a saved
+    /// tree that would loop or index out of bounds is refused).
+    fn check(&self) -> Result<(), ForecastError> {
+        let n = self.nodes.len();
+        let bad = |why: &str| {
+            Err(ForecastError::Invalid(format!(
+                "global-gbm: a saved tree {why}"
+            )))
+        };
+        if n == 0 {
+            return bad("is empty");
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Node::Split {
+                feature,
+                left,
+                right,
+                ..
+            } = node
+            {
+                if *feature >= FEATURES {
+                    return bad("splits on a feature that does not exist");
+                }
+                if *left <= i || *right <= i || *left >= n || *right >= n {
+                    return bad("points outside itself or back up");
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn eval(&self, x: &[f64; FEATURES]) -> f64 {
         let mut i = 0;
         loop {
@@ -500,6 +558,33 @@ impl Forecaster for GlobalGbm {
         }
         Ok(())
     }
+    fn save(&self) -> serde_json::Value {
+        serde_json::json!({
+            "day_minutes": self.day_minutes,
+            "linear": self.linear,
+            "trees": self.trees,
+        })
+    }
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), ForecastError> {
+        #[derive(serde::Deserialize)]
+        struct S {
+            day_minutes: usize,
+            linear: Vec<Vec<f64>>,
+            trees: Vec<Vec<Tree>>,
+        }
+        let s: S = crate::state_of("global-gbm", state)?;
+        check_weights("global-gbm", &s.linear)?;
+        if s.trees.len() != s.linear.len() {
+            return Err(ForecastError::Invalid(
+                "global-gbm: a saved state with trees for another number of steps".into(),
+            ));
+        }
+        s.trees.iter().flatten().try_for_each(Tree::check)?;
+        self.day_minutes = s.day_minutes.max(1);
+        self.linear = s.linear;
+        self.trees = s.trees;
+        Ok(())
+    }
     fn predict(
         &mut self,
         job: usize,
@@ -543,6 +628,22 @@ impl Forecaster for Mean {
     }
     fn fit(&mut self, train: &TrainSet) -> Result<(), ForecastError> {
         self.members.iter_mut().try_for_each(|m| m.fit(train))
+    }
+    fn save(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.members.iter().map(|m| m.save()).collect())
+    }
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), ForecastError> {
+        match state.as_array() {
+            Some(v) if v.len() == self.members.len() => self
+                .members
+                .iter_mut()
+                .zip(v)
+                .try_for_each(|(m, s)| m.load(s)),
+            _ => Err(ForecastError::Invalid(format!(
+                "{}: a saved state that is not one per member",
+                self.name
+            ))),
+        }
     }
     fn update(&mut self, job: usize, history: &[f64]) {
         self.members.iter_mut().for_each(|m| m.update(job, history));

@@ -166,6 +166,20 @@ pub trait Forecaster: Send + ForecasterClone {
         let _ = (job, history);
     }
 
+    /// What `fit` learned, to keep (across a restart of a server): `null` for a model
+    /// that learns nothing offline. Restored by [`Forecaster::load`] on a model made
+    /// from the same spec, it forecasts exactly as this one did after its fit.
+    fn save(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Takes back what [`Forecaster::save`] gave; a state of another model, or damaged,
+    /// is an error (the model is then as made, unfitted).
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), ForecastError> {
+        let _ = state;
+        Ok(())
+    }
+
     /// Forecast minutes `history.len() .. history.len() + horizon` of job `job` at each
     /// quantile of `qs`: `out[k][h]` is quantile `qs[k]` of minute `history.len() + h`.
     fn predict(
@@ -202,6 +216,22 @@ impl Clone for Box<dyn Forecaster> {
     fn clone(&self) -> Self {
         self.clone_box()
     }
+}
+
+/// The state of a model that learns only the day's length.
+#[derive(serde::Deserialize)]
+pub(crate) struct DayState {
+    pub day_minutes: usize,
+}
+
+/// A model's saved state as `T`, or an error naming the model.
+pub(crate) fn state_of<T: serde::de::DeserializeOwned>(
+    model: &str,
+    v: &serde_json::Value,
+) -> Result<T, ForecastError> {
+    serde_json::from_value(v.clone()).map_err(|e| {
+        ForecastError::Invalid(format!("{model}: a saved state that does not fit: {e}"))
+    })
 }
 
 /// Linear interpolation between order statistics of `sorted` (ascending, non-empty).

@@ -75,6 +75,14 @@ impl Forecaster for SeasonalNaive {
         self.day_minutes = train.day_minutes();
         Ok(())
     }
+    fn save(&self) -> serde_json::Value {
+        serde_json::json!({ "day_minutes": self.day_minutes })
+    }
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), ForecastError> {
+        let s: crate::DayState = crate::state_of(self.name(), state)?;
+        self.day_minutes = s.day_minutes.max(1);
+        Ok(())
+    }
     fn predict(
         &mut self,
         job: usize,
@@ -324,6 +332,14 @@ impl Forecaster for Adaptive {
     }
     fn fit(&mut self, train: &TrainSet) -> Result<(), ForecastError> {
         self.day_minutes = train.day_minutes();
+        Ok(())
+    }
+    fn save(&self) -> serde_json::Value {
+        serde_json::json!({ "day_minutes": self.day_minutes })
+    }
+    fn load(&mut self, state: &serde_json::Value) -> Result<(), ForecastError> {
+        let s: crate::DayState = crate::state_of(self.name(), state)?;
+        self.day_minutes = s.day_minutes.max(1);
         Ok(())
     }
     fn predict(

@@ -302,3 +302,55 @@ fn global_models_fit_days_too_short_for_some_steps() {
     g.fit(&tiny).unwrap();
     assert_eq!(g.forecast(0, &[1.0, 2.0, 3.0], 2, 0.5), vec![3.0, 3.0]);
 }
+
+#[test]
+fn a_saved_fit_restores_to_the_same_forecasts() {
+    let day = 60;
+    let a = daily(6, day, 200.0, 7);
+    let b = daily(6, day, 80.0, 11);
+    let train = TrainSet::new(day, vec![a[..5 * day].to_vec(), b[..5 * day].to_vec()]).unwrap();
+    for base in BaseModel::ALL
+        .into_iter()
+        .filter(|m| *m != BaseModel::Oracle)
+    {
+        for spec in [ForecasterSpec::of(base), ForecasterSpec::calibrated(base)] {
+            let mut fitted = spec.make(day, &[]);
+            fitted.fit(&train).unwrap();
+            // Through text, as a server keeps it.
+            let text = fitted.save().to_string();
+            let mut restored = spec.make(1440, &[]);
+            restored
+                .load(&serde_json::from_str(&text).unwrap())
+                .unwrap_or_else(|e| panic!("{spec}: {e}"));
+            for (j, s) in [&a, &b].into_iter().enumerate() {
+                for origin in [5 * day + 15, 5 * day + 40] {
+                    let qs = [0.1, 0.5, 0.9];
+                    assert_eq!(
+                        fitted.predict(j, &s[..origin], 7, &qs).unwrap(),
+                        restored.predict(j, &s[..origin], 7, &qs).unwrap(),
+                        "{spec}, job {j}, origin {origin}"
+                    );
+                }
+            }
+        }
+    }
+    // Another model's state, or a damaged one, is refused.
+    let mut gbm = GlobalGbm::default();
+    gbm.fit(&train).unwrap();
+    let state = gbm.save();
+    assert!(Mstl::default().load(&state).is_err());
+    let mut bad = state.clone();
+    bad["trees"][0][0]["nodes"][0] =
+        serde_json::json!({"Split": {"feature": 0, "threshold": 1.0, "left": 0, "right": 0}});
+    let e = GlobalGbm::default().load(&bad).unwrap_err();
+    assert!(e.to_string().contains("saved tree"), "{e}");
+    let mut bad = state;
+    bad["linear"][0] = serde_json::json!([1.0]);
+    assert!(GlobalGbm::default().load(&bad).is_err());
+    let cal = ForecasterSpec::calibrated(BaseModel::LastValue).make(day, &[]);
+    assert!(
+        cal.clone_box()
+            .load(&serde_json::json!({"base": null, "offline": [], "pooled": [[2.0, 1.0]]}))
+            .is_err()
+    );
+}

@@ -636,6 +636,7 @@ pub async fn run(state: Arc<AppState>) {
         warn!("loading the services (retrying): {e}");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    learning::restore(&state).await;
     let tick = Duration::from_millis(state.config.tick_ms.clamp(20, 200));
     loop {
         pass(&state).await;

@@ -567,7 +567,9 @@ fn load_history_is_imported_recorded_kept_over_a_kill_and_learned_from() {
     let before = stored_minutes(&s, "svc");
 
     // kill -9: every minute recorded before is still there after the restart, and the
-    // forecaster is fitted again.
+    // fitted forecaster is taken back, not fitted again.
+    let fitted_at = f["fitted_at_ms"].clone();
+    let fitted_before = s.service_events("svc").matches("forecast-fitted").count();
     s.kill();
     s.spawn();
     let after = stored_minutes(&s, "svc");
@@ -576,7 +578,22 @@ fn load_history_is_imported_recorded_kept_over_a_kill_and_learned_from() {
         before[..],
         "history changed over the restart"
     );
-    s.wait_service("svc", 90, "forecast after the restart", |v| {
+    let v = s.wait_service("svc", 30, "forecast after the restart", |v| {
         v["forecast"]["horizon"].is_array()
     });
+    assert_eq!(
+        v["forecast"]["fitted_at_ms"], fitted_at,
+        "{}",
+        v["forecast"]
+    );
+    let events = s.service_events("svc");
+    assert!(events.contains("forecast-restored"), "{events}");
+    assert_eq!(
+        events.matches("forecast-fitted").count(),
+        fitted_before,
+        "{events}"
+    );
+    // And the policy decides on it at once.
+    let (_, a) = s.request("GET", "/v1/autoscaler", Some(ADMIN), None);
+    assert!(a["calls"].as_u64() > Some(0), "{a}");
 }

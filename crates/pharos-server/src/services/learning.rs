@@ -64,6 +64,8 @@ pub(super) struct Learner {
     forecast_min: i64,
     /// Whether the lack of a fit has been reported since the last fit.
     fallback_noted: bool,
+    /// Whether the fit was restored from the last run (reported once, as an event).
+    pub restored: bool,
     pruned_hour: i64,
 }
 
@@ -234,6 +236,20 @@ pub(super) fn maybe_fit(state: &Arc<AppState>, g: &mut Inner, now: i64, events: 
         return;
     }
     let day = cfg.day_minutes as usize;
+    if std::mem::take(&mut g.learn.restored)
+        && let Some(f) = &g.learn.fit
+    {
+        let msg = format!(
+            "forecaster {} restored from the last run (fitted {} on {} day(s)); the next fit is due {} min after it",
+            f.spec,
+            chrono_ms(f.fitted_at_ms),
+            f.days,
+            cfg.refit_every_minutes
+        );
+        for n in &names {
+            events.push((n.clone(), "forecast-restored", msg.clone()));
+        }
+    }
     if !g.learn.forecasting && g.learn.forecast_min != now {
         if let Some(fit) = g.learn.fit.clone() {
             g.learn.forecast_min = now;
@@ -291,13 +307,35 @@ pub(super) fn maybe_fit(state: &Arc<AppState>, g: &mut Inner, now: i64, events: 
     let st = state.clone();
     tokio::spawn(async move {
         let t0 = Instant::now();
+        let file = fit_file(&st);
+        let kept_names = names.clone();
         let fit = tokio::task::spawn_blocking(move || {
             let data = ForecastData {
                 past_rpm: jobs,
                 day_minutes: Some(day),
                 ..ForecastData::default()
             };
-            spec.build(&data)
+            let model = spec.build(&data)?;
+            let fitted_at_ms = now_ms();
+            // Kept, so that a restarted server decides on it before it refits.
+            let saved = json!({
+                "spec": spec.to_string(),
+                "day_minutes": day,
+                "names": kept_names,
+                "days": days,
+                "fitted_at_ms": fitted_at_ms,
+                "state": model.save(),
+            });
+            let written = file
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| {
+                    pharos_engine::host::write_atomic(&file, saved.to_string().as_bytes())
+                });
+            if let Err(e) = written {
+                warn!("keeping the fitted forecaster in {}: {e}", file.display());
+            }
+            Ok::<_, pharos_forecast::ForecastError>((model, fitted_at_ms))
         })
         .await;
         let took = t0.elapsed().as_secs_f64();
@@ -305,12 +343,12 @@ pub(super) fn maybe_fit(state: &Arc<AppState>, g: &mut Inner, now: i64, events: 
             let mut g = st.services.inner.lock().await;
             g.learn.fitting = false;
             match fit {
-                Ok(Ok(model)) => {
+                Ok(Ok((model, fitted_at_ms))) => {
                     g.learn.fit = Some(Arc::new(Fitted {
                         spec,
                         model: std::sync::Mutex::new(model),
                         names: names.clone(),
-                        fitted_at_ms: now_ms(),
+                        fitted_at_ms,
                         days,
                     }));
                     g.learn.generation += 1;
@@ -334,6 +372,68 @@ pub(super) fn maybe_fit(state: &Arc<AppState>, g: &mut Inner, now: i64, events: 
             st.services.event(&st, n, kind, &msg).await;
         }
     });
+}
+
+/// Where the latest fit is kept.
+fn fit_file(state: &AppState) -> std::path::PathBuf {
+    state.config.data_dir.join("forecast").join("fit.json")
+}
+
+/// Takes back the fit kept by the server that ran before (when it is of the configured
+/// forecaster and day length), so that the first decision after a restart forecasts
+/// with it; the next fit is due on the usual schedule.
+pub(super) async fn restore(state: &AppState) {
+    let cfg = &state.config.forecast;
+    let Ok(Some(spec)) = pharos_policy::forecaster_of(
+        &state.config.autoscaler.policy,
+        &state.config.autoscaler.params,
+    ) else {
+        return;
+    };
+    let file = fit_file(state);
+    let day = cfg.day_minutes as usize;
+    let loaded = tokio::task::spawn_blocking(move || -> Result<Option<Fitted>, String> {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        };
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        if v["spec"] != spec.to_string() || v["day_minutes"] != day {
+            return Ok(None);
+        }
+        let names: Vec<String> =
+            serde_json::from_value(v["names"].clone()).map_err(|e| e.to_string())?;
+        let mut model = spec.make(day, &[]);
+        model.load(&v["state"]).map_err(|e| e.to_string())?;
+        Ok(Some(Fitted {
+            spec,
+            model: std::sync::Mutex::new(model),
+            names,
+            fitted_at_ms: v["fitted_at_ms"].as_i64().unwrap_or(0),
+            days: v["days"].as_u64().unwrap_or(0) as usize,
+        }))
+    })
+    .await;
+    match loaded {
+        Ok(Ok(Some(fit))) => {
+            let mut g = state.services.inner.lock().await;
+            info!(
+                "forecaster {} restored (fitted on {} day(s) of {} service(s))",
+                fit.spec,
+                fit.days,
+                fit.names.len()
+            );
+            g.learn.last_fit_min = Some(fit.fitted_at_ms.div_euclid(60_000));
+            g.learn.fit = Some(Arc::new(fit));
+            g.learn.generation += 1;
+            g.learn.restored = true;
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => warn!("the kept forecaster fit is not used (a refit follows): {e}"),
+        Err(e) => warn!("reading the kept forecaster fit: {e}"),
+    }
 }
 
 /// The quantiles forecasts are shown at (their mean estimates the forecast's mean).
