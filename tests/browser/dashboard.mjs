@@ -113,6 +113,7 @@ try {
     const points = Number(await page.getAttribute('[data-chart="replicas"]', "data-points"));
     check(points >= 2, `the replica chart has ${points} samples`);
     check(await page.$('[data-chart="replicas"] canvas') !== null, "the replica chart is drawn");
+    check(await page.$('[data-chart="forecast"] canvas') !== null, "the load and forecast chart is drawn");
     const reasons = await page.textContent("#decisions tbody");
     check(/forecast quantile .*predicted latency: /.test(reasons), "the policy's decisions are explained (quantile, predicted latency per replica count)");
     await shot("service.png");

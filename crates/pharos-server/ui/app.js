@@ -61,6 +61,7 @@ function chart(el, title, xs, series, opts = {}) {
   const u = new uPlot({
     width: opts.width || 460, height: opts.height || 200,
     scales: { x: { time: opts.time !== false } },
+    bands: opts.bands,
     axes: [opts.xvalues ? { values: opts.xvalues, space: 30, size: 90, rotate: -40 } : {}, { label: opts.ylabel || "" }],
     series: [{}].concat(series.map((s, i) => ({
       label: s.label, stroke: s.color || colors[i % colors.length], width: 1.5,
@@ -122,8 +123,10 @@ async function service(name) {
     <h2>Events</h2><table id="events"><tbody></tbody></table>`;
   const my = nav;
   const enc = encodeURIComponent(name);
-  const [s, h, a, ev] = await Promise.all([
+  const nowMin = Math.floor(Date.now() / 60000);
+  const [s, h, a, ev, mins] = await Promise.all([
     api(`/v1/services/${enc}`), api(`/v1/history?service=${enc}`), api("/v1/autoscaler"), api(`/v1/services/${enc}/events`),
+    api(`/v1/services/${enc}/history?from=${nowMin - 180}&to=${nowMin + 1}`),
   ]);
   still(my);
   $("#now").innerHTML = `
@@ -140,6 +143,19 @@ async function service(name) {
     { label: "starting", values: pts.map(p => p.starting) },
   ], { id: "replicas" });
   chart(el, "arrival rate (requests/s)", xs, [{ label: "arrivals/s", values: pts.map(p => p.arrival_rps) }], { id: "arrivals" });
+  // The stored minutes of the last 3 hours and the forecast ahead, with its q50-q90 band.
+  const f = s.forecast;
+  const past = new Map(mins.minutes.map(m => [m.minute, m]));
+  const ahead = new Map(((f && f.horizon) || []).map(p => [p.minute, p]));
+  const ms = [...new Set([...past.keys(), ...ahead.keys()])].sort((x, y) => x - y);
+  const at = (m, k) => (ahead.get(m) || {})[k] ?? null;
+  chart(el, f ? `requests per minute, and the forecast (${f.model}, fitted ${f.fitted_at})` : "requests per minute (no forecast yet)",
+    ms.map(m => m * 60000), [
+      { label: "arrivals", values: ms.map(m => (past.get(m) || {}).arrivals ?? null) },
+      { label: "forecast mean", values: ms.map(m => at(m, "mean")), dash: [4, 4] },
+      { label: "q50", values: ms.map(m => at(m, "q50")) },
+      { label: "q90", values: ms.map(m => at(m, "q90")) },
+    ], { id: "forecast", bands: [{ series: [4, 3], fill: "rgba(154,103,0,0.15)" }] });
   chart(el, "latency against the SLO (ms)", xs, [
     { label: `p${s.spec.slo.percentile}`, values: pts.map(p => p.p99_latency_s == null ? null : p.p99_latency_s * 1000) },
     { label: "mean", values: pts.map(p => p.mean_latency_s == null ? null : p.mean_latency_s * 1000) },
