@@ -16,7 +16,10 @@ use pharos_forecast::{ForecasterSpec, TrainSet};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let spec: ForecasterSpec = args.next().unwrap_or_else(|| "ensemble+cal".into()).parse()?;
+    let spec: ForecasterSpec = args
+        .next()
+        .unwrap_or_else(|| "ensemble+cal".into())
+        .parse()?;
     let days: usize = args.next().map_or(Ok(14), |d| d.parse())?;
     let mut sizes: Vec<usize> = args.map(|n| n.parse()).collect::<Result<_, _>>()?;
     if sizes.is_empty() {
@@ -44,7 +47,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|i| {
                 let src = &minutes[i % minutes.len()];
                 let k = 1.0 + (i % 7) as f64 / 10.0;
-                (0..days * day).map(|t| (src[t % src.len()] * k).round()).collect()
+                (0..days * day)
+                    .map(|t| (src[t % src.len()] * k).round())
+                    .collect()
             })
             .collect();
         let train = TrainSet::new(day, jobs)?;

@@ -109,7 +109,12 @@ pub struct Services {
     held_now: std::sync::Mutex<Vec<(f64, u32)>>,
     /// vCPUs held by training jobs, as of the controller's last scheduling pass.
     training_cpus_bits: std::sync::atomic::AtomicU64,
+    /// The services loop's latest periods (pass start to pass start), seconds.
+    periods: std::sync::Mutex<std::collections::VecDeque<f64>>,
 }
+
+/// Loop periods kept for their percentiles.
+const PERIODS_KEPT: usize = 3000;
 
 struct Inner {
     svcs: BTreeMap<String, Svc>,
@@ -169,6 +174,7 @@ impl Services {
             }),
             held_now: std::sync::Mutex::new(Vec::new()),
             training_cpus_bits: std::sync::atomic::AtomicU64::new(0),
+            periods: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 }
@@ -228,6 +234,16 @@ impl Services {
             "forecast": s.hist.forecast,
             "spec": s.spec,
         })
+    }
+
+    /// The services loop's periods over the last [`PERIODS_KEPT`] passes: (count, p50,
+    /// p99, max) in seconds (nearest rank).
+    pub fn loop_periods(&self) -> (usize, Option<f64>, Option<f64>, Option<f64>) {
+        let mut v: Vec<f64> = self.periods.lock_or_recover().iter().copied().collect();
+        let n = v.len();
+        let p50 = history::percentile(&mut v, 50.0);
+        let p99 = history::percentile(&mut v, 99.0);
+        (n, p50, p99, v.last().copied())
     }
 
     pub async fn list(&self, state: &AppState, tenant: Option<&str>) -> Vec<Value> {
@@ -486,7 +502,9 @@ impl Services {
             })
             .collect();
         let interval = g.autoscaler.as_ref().map(Autoscaler::interval_s);
+        let (periods, p50, p99, max) = self.loop_periods();
         json!({
+            "loop_period_s": { "count": periods, "p50": p50, "p99": p99, "max": max, "tick_s": state.config.tick_ms.clamp(20, 200) as f64 / 1000.0 },
             "policy": state.config.autoscaler.policy,
             "params": state.config.autoscaler.params,
             "interval_s": interval.filter(|i| i.is_finite()),
@@ -638,7 +656,17 @@ pub async fn run(state: Arc<AppState>) {
     }
     learning::restore(&state).await;
     let tick = Duration::from_millis(state.config.tick_ms.clamp(20, 200));
+    let mut last: Option<Instant> = None;
     loop {
+        let t0 = Instant::now();
+        if let Some(l) = last {
+            let mut p = state.services.periods.lock_or_recover();
+            p.push_back(t0.duration_since(l).as_secs_f64());
+            while p.len() > PERIODS_KEPT {
+                p.pop_front();
+            }
+        }
+        last = Some(t0);
         pass(&state).await;
         learning::prune(&state).await;
         tokio::time::sleep(tick).await;

@@ -227,6 +227,12 @@ pub(super) async fn prometheus(State(state): State<Arc<AppState>>) -> ApiResult<
             counts.get(s.name()).unwrap_or(&0)
         );
     }
+    if let (_, Some(p50), Some(p99), Some(max)) = state.services.loop_periods() {
+        let _ = writeln!(
+            out,
+            "# HELP pharos_services_loop_period_seconds the services loop's period (pass start to pass start) over its last passes\n# TYPE pharos_services_loop_period_seconds gauge\npharos_services_loop_period_seconds{{quantile=\"0.5\"}} {p50}\npharos_services_loop_period_seconds{{quantile=\"0.99\"}} {p99}\npharos_services_loop_period_seconds{{quantile=\"1\"}} {max}"
+        );
+    }
     let forecasts = state.services.next_minute_forecasts().await;
     if !forecasts.is_empty() {
         let _ = writeln!(

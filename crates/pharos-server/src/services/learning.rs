@@ -1,7 +1,7 @@
 //! Live learning: every service's per-minute load history, kept in the store (see
 //! [`crate::minutes`]) and in memory from a day's first minute (what forecasters are
 //! shown), and the forecaster of the configured policy, fitted on it in the background
-//! - never under the services' lock, never in the control loop - and handed to the
+//! (never under the services' lock, never in the control loop) and handed to the
 //! autoscaler, which rebuilds its policy on the new fit (the driver's schedule stays).
 //!
 //! Without a fit (less than a whole day of some service's history) the policy runs
@@ -103,7 +103,7 @@ pub(super) async fn load_histories(state: &AppState) {
                 continue;
             }
         };
-        let mut series = series;
+        let mut recorded: Vec<(i64, u64)> = Vec::new();
         let mut current = None;
         for (hour, data) in chunks {
             let slots = match minutes::decode(&data) {
@@ -118,12 +118,23 @@ pub(super) async fn load_histories(state: &AppState) {
             };
             for (i, m) in slots.iter().enumerate() {
                 if let Some(m) = m {
-                    series.set(hour * minutes::CHUNK_MINUTES + i as i64, m.arrivals);
+                    recorded.push((hour * minutes::CHUNK_MINUTES + i as i64, m.arrivals));
                 }
             }
             if hour == minutes::chunk_of(now).0 {
                 current = Some((hour, slots));
             }
+        }
+        // From the day of the first minute recorded in the window: the days before a
+        // service's history are not days without load.
+        let first = recorded
+            .iter()
+            .map(|r| r.0)
+            .find(|m| *m >= series.start)
+            .unwrap_or(now);
+        let mut series = Series::starting_before(first, origin, day);
+        for (m, a) in recorded {
+            series.set(m, a);
         }
         let mut g = state.services.inner.lock().await;
         if let Some(s) = g.svcs.get_mut(&name) {
@@ -250,11 +261,12 @@ pub(super) fn maybe_fit(state: &Arc<AppState>, g: &mut Inner, now: i64, events: 
             events.push((n.clone(), "forecast-restored", msg.clone()));
         }
     }
-    if !g.learn.forecasting && g.learn.forecast_min != now {
-        if let Some(fit) = g.learn.fit.clone() {
-            g.learn.forecast_min = now;
-            refresh_forecasts(state, g, fit);
-        }
+    if !g.learn.forecasting
+        && g.learn.forecast_min != now
+        && let Some(fit) = g.learn.fit.clone()
+    {
+        g.learn.forecast_min = now;
+        refresh_forecasts(state, g, fit);
     }
     let l = &g.learn;
     let stale = match (&l.fit, l.last_fit_min) {
@@ -285,7 +297,11 @@ pub(super) fn maybe_fit(state: &Arc<AppState>, g: &mut Inner, now: i64, events: 
                     "forecast-fallback",
                     format!(
                         "forecaster {spec} not fitted: a fit needs a whole {day}-minute day of every service's history, and {} have less; until then it forecasts from the latest minutes",
-                        short.join(", ")
+                        if short.len() > 5 {
+                            format!("{} and {} more", short[..5].join(", "), short.len() - 5)
+                        } else {
+                            short.join(", ")
+                        }
                     ),
                 ));
             }
