@@ -218,10 +218,18 @@ impl Clone for Box<dyn Forecaster> {
     }
 }
 
-/// The state of a model that learns only the day's length.
-#[derive(serde::Deserialize)]
-pub(crate) struct DayState {
-    pub day_minutes: usize,
+/// The saved state of a model that learns only the day's length ...
+pub(crate) fn save_day(day_minutes: usize) -> serde_json::Value {
+    serde_json::json!({ "day_minutes": day_minutes })
+}
+
+/// ... and the day's length it holds.
+pub(crate) fn load_day(model: &str, state: &serde_json::Value) -> Result<usize, ForecastError> {
+    #[derive(serde::Deserialize)]
+    struct DayState {
+        day_minutes: usize,
+    }
+    Ok(state_of::<DayState>(model, state)?.day_minutes.max(1))
 }
 
 /// A model's saved state as `T`, or an error naming the model.

@@ -76,11 +76,10 @@ impl Forecaster for SeasonalNaive {
         Ok(())
     }
     fn save(&self) -> serde_json::Value {
-        serde_json::json!({ "day_minutes": self.day_minutes })
+        crate::save_day(self.day_minutes)
     }
     fn load(&mut self, state: &serde_json::Value) -> Result<(), ForecastError> {
-        let s: crate::DayState = crate::state_of(self.name(), state)?;
-        self.day_minutes = s.day_minutes.max(1);
+        self.day_minutes = crate::load_day(self.name(), state)?;
         Ok(())
     }
     fn predict(
@@ -335,11 +334,10 @@ impl Forecaster for Adaptive {
         Ok(())
     }
     fn save(&self) -> serde_json::Value {
-        serde_json::json!({ "day_minutes": self.day_minutes })
+        crate::save_day(self.day_minutes)
     }
     fn load(&mut self, state: &serde_json::Value) -> Result<(), ForecastError> {
-        let s: crate::DayState = crate::state_of(self.name(), state)?;
-        self.day_minutes = s.day_minutes.max(1);
+        self.day_minutes = crate::load_day(self.name(), state)?;
         Ok(())
     }
     fn predict(

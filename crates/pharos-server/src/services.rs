@@ -367,6 +367,7 @@ impl Services {
             let t = s.target.clamp(spec.min_replicas, spec.max_replicas);
             s.set_target(t);
             let name = spec.name.clone();
+            s.router.set_slo(spec.slo.latency_s);
             s.spec = spec;
             let v = self.status(s, &host);
             drop(g);

@@ -197,28 +197,16 @@ fn show(c: &Client, a: ShowArgs) -> Result<()> {
     if let Some(t) = a.to {
         q.push(format!("to={t}"));
     }
-    let v = c.get(&format!("/v1/services/{}/history?{}", a.name, q.join("&")))?;
-    let minutes = v["minutes"].as_array().cloned().unwrap_or_default();
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&Value::Array(minutes))?);
-        return Ok(());
+    if !a.json {
+        q.push("format=csv".into());
     }
-    println!("minute,arrivals,served,dropped,violations,p99_s,replicas");
-    let f = |m: &Value, k: &str| match &m[k] {
-        Value::Null => String::new(),
-        v => v.to_string(),
-    };
-    for m in &minutes {
-        println!(
-            "{},{},{},{},{},{},{}",
-            f(m, "minute"),
-            f(m, "arrivals"),
-            f(m, "served"),
-            f(m, "dropped"),
-            f(m, "violations"),
-            f(m, "p99_s"),
-            f(m, "replicas")
-        );
+    let v = c.get(&format!("/v1/services/{}/history?{}", a.name, q.join("&")))?;
+    if a.json {
+        let minutes = v["minutes"].as_array().cloned().unwrap_or_default();
+        println!("{}", serde_json::to_string_pretty(&Value::Array(minutes))?);
+    } else {
+        // The server's CSV, as it sent it.
+        print!("{}", v.as_str().context("the server did not answer CSV")?);
     }
     Ok(())
 }

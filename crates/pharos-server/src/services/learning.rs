@@ -155,7 +155,10 @@ pub(super) fn record(state: &AppState, g: &mut Inner, now: i64) -> Vec<(String, 
     let keep_days = state.config.forecast.fit_days as usize + 1;
     let mut writes = Vec::new();
     for s in g.svcs.values_mut().filter(|s| s.hist.loaded && !s.deleting) {
-        s.router.set_slo(s.spec.slo.latency_s);
+        // Nothing to do within the open minute.
+        if s.hist.mark.is_some_and(|m| now <= m.minute) {
+            continue;
+        }
         let ready = s.count(Phase::Ready);
         let h = &mut s.hist;
         let st = s.router.stats();
@@ -173,9 +176,6 @@ pub(super) fn record(state: &AppState, g: &mut Inner, now: i64) -> Vec<(String, 
             s.router.take_minute_window();
             continue;
         };
-        if now <= m.minute {
-            continue;
-        }
         let mut lat = s.router.take_minute_window();
         let p99 = history::percentile(&mut lat, 99.0);
         let minute = Minute {
@@ -222,6 +222,14 @@ pub(super) async fn prune(state: &AppState) {
     }
 }
 
+/// The forecaster of the configured policy (None: it does not forecast).
+fn configured_forecaster(state: &AppState) -> Option<ForecasterSpec> {
+    let a = &state.config.autoscaler;
+    pharos_policy::forecaster_of(&a.policy, &a.params)
+        .ok()
+        .flatten()
+}
+
 /// The services the autoscaler runs for, in its order.
 pub(super) fn service_names(g: &Inner) -> Vec<String> {
     g.svcs
@@ -236,10 +244,7 @@ pub(super) fn service_names(g: &Inner) -> Vec<String> {
 /// `refit_every_minutes` old. Also refreshes the forecasts shown, once a minute.
 pub(super) fn maybe_fit(state: &Arc<AppState>, g: &mut Inner, now: i64, events: &mut Events) {
     let cfg = &state.config.forecast;
-    let Ok(Some(spec)) = pharos_policy::forecaster_of(
-        &state.config.autoscaler.policy,
-        &state.config.autoscaler.params,
-    ) else {
+    let Some(spec) = configured_forecaster(state) else {
         return;
     };
     let names = service_names(g);
@@ -400,10 +405,7 @@ fn fit_file(state: &AppState) -> std::path::PathBuf {
 /// with it; the next fit is due on the usual schedule.
 pub(super) async fn restore(state: &AppState) {
     let cfg = &state.config.forecast;
-    let Ok(Some(spec)) = pharos_policy::forecaster_of(
-        &state.config.autoscaler.policy,
-        &state.config.autoscaler.params,
-    ) else {
+    let Some(spec) = configured_forecaster(state) else {
         return;
     };
     let file = fit_file(state);
