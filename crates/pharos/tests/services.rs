@@ -539,6 +539,30 @@ fn load_history_is_imported_recorded_kept_over_a_kill_and_learned_from() {
         None,
     );
     assert_eq!((status, e["field"].as_str()), (400, Some("to")), "{e}");
+    let (status, e) = s.request(
+        "GET",
+        "/v1/services/svc/history?format=xml",
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!((status, e["field"].as_str()), (400, Some("format")), "{e}");
+    // One minute past an import's bound, all in the past: refused whole, naming it.
+    let big = format!(
+        "{{\"start\": {}, \"arrivals\": [{}]}}",
+        first - 200_000,
+        vec!["1"; 100_001].join(",")
+    );
+    let (status, e) = s.request(
+        "POST",
+        "/v1/services/svc/history",
+        Some(ADMIN),
+        Some(("application/json", big.into_bytes())),
+    );
+    assert_eq!(
+        (status, e["field"].as_str()),
+        (400, Some("arrivals")),
+        "{e}"
+    );
     let (status, _) = s.request("GET", "/v1/services/nope/history", Some(ADMIN), None);
     assert_eq!(status, 404);
 
