@@ -20,6 +20,8 @@ mkdir -p docs/results/forecasting
     > docs/results/forecasting/eval.json
 cargo run --release --quiet -p pharos-forecast --example forecast_bench \
     | tee docs/results/forecasting/bench.txt
+cargo run --release --quiet -p pharos-forecast --example fit_scale -- ensemble+cal 14 10 100 1000 \
+    | tee docs/results/forecasting/fit-scale.txt
 ./target/release/pharos simulate examples/faro-forecasters.yaml --out docs/results/faro-forecasters
 # Fluid models: the exact SCLP solver and the discretised LP on random networks (the LP
 # runs take minutes; see the results README).

@@ -10,7 +10,10 @@
 //! The errors come from two places:
 //! - offline, at `fit`: the base is fitted without the last `calibration_days` training
 //!   days and forecasts every origin of those days (errors it could not have learned
-//!   from); then it is refitted on all days;
+//!   from); then it is refitted on all days. Where those days hold more than
+//!   `max_origins` origins over all jobs (100,000 by default), every k-th origin is
+//!   taken, k the smallest stride that fits (counted across jobs and days), which bounds
+//!   the fit's time whatever the number of jobs;
 //! - online: every forecast is remembered, and its errors are recorded once its target
 //!   minutes are seen (the most recent `online_window` per job and step are kept).
 //!
@@ -68,6 +71,8 @@ pub struct Calibrated {
     pub max_horizon: usize,
     pub online_window: usize,
     pub min_job_errors: usize,
+    /// The most offline origins over all jobs (see the module).
+    pub max_origins: usize,
     /// The first origin of each calibration day (the minutes before it are the context
     /// a forecast needs).
     pub context: usize,
@@ -86,6 +91,7 @@ impl Calibrated {
             max_horizon: 16,
             online_window: 720,
             min_job_errors: 200,
+            max_origins: 100_000,
             context: 15,
             jobs: Vec::new(),
             pooled: Vec::new(),
@@ -97,6 +103,19 @@ impl Calibrated {
             self.jobs.resize_with(job + 1, JobState::default);
         }
         &mut self.jobs[job]
+    }
+
+    /// Pools every job's offline errors, per step, sorted.
+    fn pool(&mut self) {
+        self.pooled = vec![Vec::new(); self.max_horizon];
+        for j in &self.jobs {
+            for (h, e) in j.offline.iter().enumerate().take(self.max_horizon) {
+                self.pooled[h].extend_from_slice(e);
+            }
+        }
+        for p in &mut self.pooled {
+            p.sort_by(f64::total_cmp);
+        }
     }
 
     /// The sorted errors at step h (0-based) for a job: its own (offline and online)
@@ -129,12 +148,24 @@ impl Forecaster for Calibrated {
         self.pooled = vec![Vec::new(); self.max_horizon];
         if cal > 0 {
             self.base.fit(&train.without_last_days(cal))?;
+            let first = self.context.max(1);
+            let total: usize = train
+                .jobs()
+                .iter()
+                .map(|s| cal.min(s.len() / day) * day.saturating_sub(first))
+                .sum();
+            let stride = total.div_ceil(self.max_origins.max(1)).max(1);
+            let mut k = 0usize;
             for (j, series) in train.jobs().iter().enumerate() {
                 let mut offline = vec![Vec::new(); self.max_horizon];
                 let first_day = series.len() / day - cal;
                 for d in first_day..series.len() / day {
                     let start = d * day;
-                    for origin in (start + self.context.max(1))..(start + day) {
+                    for origin in (start + first)..(start + day) {
+                        k += 1;
+                        if (k - 1) % stride != 0 {
+                            continue;
+                        }
                         let hist = &series[..origin];
                         let steps = self.max_horizon.min(start + day - origin);
                         let median = self.base.predict(j, hist, steps, &[0.5])?.remove(0);
@@ -144,25 +175,20 @@ impl Forecaster for Calibrated {
                         }
                     }
                 }
-                for (h, e) in offline.iter().enumerate() {
-                    self.pooled[h].extend_from_slice(e);
-                }
                 self.job(j).offline = offline;
             }
-            for p in &mut self.pooled {
-                p.sort_by(f64::total_cmp);
-            }
+            self.pool();
         }
         self.base.fit(train)
     }
 
     /// The base model's state and the offline errors (the online ones are learned
-    /// again as the model forecasts).
+    /// again as the model forecasts; the pooled ones are the jobs' offline errors
+    /// together).
     fn save(&self) -> serde_json::Value {
         serde_json::json!({
             "base": self.base.save(),
             "offline": self.jobs.iter().map(|j| &j.offline).collect::<Vec<_>>(),
-            "pooled": self.pooled,
         })
     }
 
@@ -171,14 +197,11 @@ impl Forecaster for Calibrated {
         struct S {
             base: serde_json::Value,
             offline: Vec<Vec<Vec<f64>>>,
-            pooled: Vec<Vec<f64>>,
         }
         let s: S = crate::state_of(&self.name, state)?;
-        let sorted =
-            |v: &Vec<f64>| v.windows(2).all(|w| w[0] <= w[1]) && v.iter().all(|x| x.is_finite());
-        if !s.pooled.iter().all(sorted) {
+        if s.offline.iter().flatten().flatten().any(|e| !e.is_finite()) {
             return Err(ForecastError::Invalid(format!(
-                "{}: saved pooled errors that are not sorted finite numbers",
+                "{}: saved errors that are not finite numbers",
                 self.name
             )));
         }
@@ -191,7 +214,7 @@ impl Forecaster for Calibrated {
                 ..JobState::default()
             })
             .collect();
-        self.pooled = s.pooled;
+        self.pool();
         Ok(())
     }
 

@@ -14,7 +14,10 @@
 //!
 //! [`GlobalLinear`] is weighted ridge regression on these features; [`GlobalGbm`] adds
 //! gradient-boosted regression trees (histogram splits, depth-limited, shrinkage) fitted
-//! to the ridge model's residuals. Both are deterministic: no sampling.
+//! to the ridge model's residuals. Both are deterministic: where a step has more than
+//! `max_samples` training origins (100,000 by default), every k-th origin is taken, k
+//! the smallest stride that fits, counted across jobs and days so that the kept
+//! origins move through the time of day.
 //! Histories shorter than 2 minutes hold the last value.
 
 use crate::{ForecastError, Forecaster, TrainSet, check_input, flat_quantiles};
@@ -99,38 +102,57 @@ fn features(y: &[f64], h: usize, day: usize, out: &mut [f64; FEATURES]) -> f64 {
 }
 
 /// Training samples of one step: features (row-major), normalised targets, weights.
-struct Samples {
-    x: Vec<[f64; FEATURES]>,
-    y: Vec<f64>,
-    w: Vec<f64>,
+pub(crate) struct Samples {
+    pub(crate) x: Vec<[f64; FEATURES]>,
+    pub(crate) y: Vec<f64>,
+    pub(crate) w: Vec<f64>,
 }
 
 /// Each horizon step's samples, from step 0 up to `max_horizon` or the first step the
 /// days are too short for (later steps then reuse the last model).
-fn steps(train: &TrainSet, max_horizon: usize, context: usize) -> impl Iterator<Item = Samples> {
+fn steps(
+    train: &TrainSet,
+    max_horizon: usize,
+    context: usize,
+    max_samples: usize,
+) -> impl Iterator<Item = Samples> {
     (0..max_horizon)
-        .map(move |h| samples(train, h, context))
+        .map(move |h| samples(train, h, context, max_samples))
         .take_while(|s| !s.y.is_empty())
 }
+
+/// The default bound on a step's training samples.
+const MAX_SAMPLES: usize = 100_000;
 
 /// The ridge penalty of the global models (relative to the mean diagonal of the
 /// normal equations).
 const RIDGE_LAMBDA: f64 = 1e-4;
 
-fn samples(train: &TrainSet, h: usize, context: usize) -> Samples {
+pub(crate) fn samples(train: &TrainSet, h: usize, context: usize, max_samples: usize) -> Samples {
     let day = train.day_minutes();
+    let first = context.max(2);
+    // The origins of step h in a day, and in all.
+    let per_day = day.saturating_sub(first + h);
+    let total: usize = train.jobs().iter().map(|s| s.len() / day * per_day).sum();
+    let stride = total.div_ceil(max_samples.max(1)).max(1);
+    let kept = total.div_ceil(stride);
     let mut out = Samples {
-        x: Vec::new(),
-        y: Vec::new(),
-        w: Vec::new(),
+        x: Vec::with_capacity(kept),
+        y: Vec::with_capacity(kept),
+        w: Vec::with_capacity(kept),
     };
     let mut f = [0.0; FEATURES];
+    let mut k = 0usize;
     for series in train.jobs() {
         for d in 0..series.len() / day {
             let start = d * day;
-            for origin in (start + context.max(2))..(start + day) {
+            for origin in (start + first)..(start + day) {
                 if origin + h >= start + day {
                     break;
+                }
+                k += 1;
+                if (k - 1) % stride != 0 {
+                    continue;
                 }
                 let s = features(&series[..origin], h, day, &mut f);
                 out.x.push(f);
@@ -242,6 +264,8 @@ pub struct GlobalLinear {
     pub context: usize,
     /// Ridge penalty relative to the mean diagonal of the normal equations.
     pub lambda: f64,
+    /// The most training samples per step (see the module).
+    pub max_samples: usize,
     day_minutes: usize,
     weights: Vec<Vec<f64>>,
 }
@@ -252,6 +276,7 @@ impl Default for GlobalLinear {
             max_horizon: 8,
             context: 15,
             lambda: RIDGE_LAMBDA,
+            max_samples: MAX_SAMPLES,
             day_minutes: 1440,
             weights: Vec::new(),
         }
@@ -264,7 +289,7 @@ impl Forecaster for GlobalLinear {
     }
     fn fit(&mut self, train: &TrainSet) -> Result<(), ForecastError> {
         self.day_minutes = train.day_minutes();
-        self.weights = steps(train, self.max_horizon, self.context)
+        self.weights = steps(train, self.max_horizon, self.context, self.max_samples)
             .map(|s| fit_ridge(&s, self.lambda))
             .collect::<Result<_, _>>()?;
         Ok(())
@@ -500,6 +525,8 @@ pub struct GlobalGbm {
     pub rounds: usize,
     pub depth: usize,
     pub learning_rate: f64,
+    /// The most training samples per step (see the module).
+    pub max_samples: usize,
     day_minutes: usize,
     linear: Vec<Vec<f64>>,
     trees: Vec<Vec<Tree>>,
@@ -513,6 +540,7 @@ impl Default for GlobalGbm {
             rounds: 60,
             depth: 4,
             learning_rate: 0.1,
+            max_samples: MAX_SAMPLES,
             day_minutes: 1440,
             linear: Vec::new(),
             trees: Vec::new(),
@@ -535,7 +563,7 @@ impl Forecaster for GlobalGbm {
         };
         self.linear.clear();
         self.trees.clear();
-        for s in steps(train, self.max_horizon, self.context) {
+        for s in steps(train, self.max_horizon, self.context, self.max_samples) {
             let w = fit_ridge(&s, RIDGE_LAMBDA)?;
             let mut pred: Vec<f64> = s.x.iter().map(|x| dot(&w, x)).collect();
             let data = bin(&s.x);

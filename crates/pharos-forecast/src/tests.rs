@@ -350,7 +350,70 @@ fn a_saved_fit_restores_to_the_same_forecasts() {
     let cal = ForecasterSpec::calibrated(BaseModel::LastValue).make(day, &[]);
     assert!(
         cal.clone_box()
-            .load(&serde_json::json!({"base": null, "offline": [], "pooled": [[2.0, 1.0]]}))
+            .load(&serde_json::json!({"base": null, "offline": [[["x"]]]}))
             .is_err()
+    );
+}
+
+#[test]
+fn training_past_its_budget_takes_every_kth_origin_of_every_job() {
+    let day = 60;
+    let jobs: Vec<Vec<f64>> = (0..4).map(|j| daily(5, day, 50.0 + 30.0 * j as f64, j)).collect();
+    let train = TrainSet::new(day, jobs.clone()).unwrap();
+    // Step 2: origins 15..58 of each day, 43 a day, 860 in all.
+    let all = global::samples(&train, 2, 15, usize::MAX);
+    assert_eq!(all.y.len(), 4 * 5 * 43);
+    let some = global::samples(&train, 2, 15, 100);
+    // Stride 9: 96 samples, every 9th of the full set, each job's among them.
+    assert_eq!(some.y.len(), 96);
+    for (k, x) in some.x.iter().enumerate() {
+        assert_eq!(x, &all.x[9 * k]);
+    }
+    assert!(
+        (0..4).all(|j| some.x.iter().enumerate().any(|(k, _)| 9 * k / (5 * 43) == j)),
+        "every job sampled"
+    );
+    // A budget as large as the largest step's set (step 0: 45 origins a day) changes
+    // nothing; one less does.
+    let fitted = |max_samples| {
+        let mut g = GlobalGbm::default();
+        g.max_samples = max_samples;
+        g.fit(&train).unwrap();
+        g.save()
+    };
+    let full = fitted(usize::MAX);
+    assert!(full == fitted(4 * 5 * 45));
+    assert!(full != fitted(4 * 5 * 45 - 1));
+
+    // Calibration: at most max_origins offline origins over all jobs (step 0 has one
+    // error per origin), spread over every job; quantiles still ordered.
+    let mut cal = Calibrated::new(Box::new(Mstl::default()));
+    cal.max_origins = 50;
+    cal.fit(&train).unwrap();
+    let state = cal.save();
+    let per_job: Vec<usize> = state["offline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j[0].as_array().unwrap().len())
+        .collect();
+    // 2 calibration days x 45 origins x 4 jobs = 360 origins: stride 8, 45 kept.
+    assert_eq!(per_job.iter().sum::<usize>(), 45, "{per_job:?}");
+    assert!(per_job.iter().all(|n| *n >= 10), "{per_job:?}");
+    let q = cal
+        .predict(1, &jobs[1][..4 * day + 30], 5, &[0.1, 0.5, 0.9])
+        .unwrap();
+    for h in 0..5 {
+        assert!(q[0][h] <= q[1][h] && q[1][h] <= q[2][h], "{q:?}");
+    }
+    // And restored from its state, it forecasts the same.
+    let mut back = Calibrated::new(Box::new(Mstl::default()));
+    back.load(&serde_json::from_str(&state.to_string()).unwrap())
+        .unwrap();
+    let mut fresh = cal.clone();
+    let origin = &jobs[2][..4 * day + 20];
+    assert_eq!(
+        fresh.predict(2, origin, 4, &[0.2, 0.8]).unwrap(),
+        back.predict(2, origin, 4, &[0.2, 0.8]).unwrap()
     );
 }
