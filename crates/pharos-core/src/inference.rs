@@ -60,6 +60,10 @@ pub struct JobView<'a> {
     pub counters: JobCounters,
     /// Requests that arrived in each completed minute of the run so far, oldest first.
     pub minute_arrivals: &'a [u32],
+    /// Seconds a new replica of the job takes from its start to ready, as measured (the
+    /// mean of its latest cold starts); `None` before the first. A scale-up decided now
+    /// serves requests only this much later.
+    pub cold_start_s: Option<f64>,
 }
 
 impl JobView<'_> {
@@ -175,10 +179,12 @@ impl<P: InferencePolicy + ?Sized> InferencePolicy for Box<P> {
 pub enum Explanation {
     /// A plan from a forecast: the forecast quantile, the peak predicted rate over the
     /// window, the replicas (and accept rate) chosen, the candidates near them, and the
-    /// allocation's objective.
+    /// allocation's objective; `ready_after_steps` is how many of the window's minutes
+    /// a scale-up was planned not to serve yet (its replicas' cold start).
     Planned {
         quantile: f64,
         peak_rate_rps: f64,
+        ready_after_steps: usize,
         replicas: u32,
         accept_rate: Option<f64>,
         candidates: Vec<Candidate>,

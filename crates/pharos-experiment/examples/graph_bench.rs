@@ -122,6 +122,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     accept_rate: 1.0,
                     counters: JobCounters::default(),
                     minute_arrivals: &[],
+                    cold_start_s: None,
                 })
                 .collect();
             let now = 10.0 * d as f64;

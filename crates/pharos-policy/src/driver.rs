@@ -302,6 +302,7 @@ mod tests {
             accept_rate: 1.0,
             counters: JobCounters::default(),
             minute_arrivals: &[],
+            cold_start_s: None,
         }
     }
 

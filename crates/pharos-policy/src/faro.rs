@@ -67,6 +67,12 @@ pub struct FaroParams {
     pub latency_model: Option<ModelKind>,
     /// Steps a scale-up takes to be felt when the cluster has no free capacity.
     pub cold_start_steps: usize,
+    /// Plan each scale-up to serve only once its replicas can be ready: the job's
+    /// measured cold start (`JobView::cold_start_s`), rounded up to whole window steps,
+    /// during which the current replicas carry the forecast load (and at least
+    /// `cold_start_steps` when the cluster is full). Off, or before a job's first
+    /// measured start, a scale-up counts at once when there is free capacity.
+    pub actuation_delay: bool,
     /// The reactive loop: +1 replica after `reactive_checks` consecutive checks whose
     /// mean latency over `reactive_look_back_s` is over the SLO.
     pub reactive: bool,
@@ -111,6 +117,7 @@ impl Default for FaroParams {
             utility: UtilityKind::Relaxed { alpha: 1.0 },
             latency_model: None,
             cold_start_steps: 1,
+            actuation_delay: true,
             reactive: true,
             reactive_look_back_s: 30.0,
             reactive_checks: 3,
@@ -298,6 +305,23 @@ impl Faro {
             .collect()
     }
 
+    /// Window steps (minutes) at the start of the window during which a scale-up of
+    /// job `j` decided now does not serve yet (see `FaroParams::actuation_delay`).
+    fn cold_steps(&self, view: &ClusterView<'_>, j: &JobView<'_>) -> usize {
+        let full = view.free_cpus < j.cpus_per_replica;
+        let ready = match j.cold_start_s {
+            Some(s) if self.params.actuation_delay && s.is_finite() && s > 0.0 => {
+                (s / 60.0).ceil().min(self.params.window_steps as f64) as usize
+            }
+            _ => 0,
+        };
+        if full {
+            ready.max(self.params.cold_start_steps)
+        } else {
+            ready
+        }
+    }
+
     fn problem(&self, view: &ClusterView<'_>, rates: Vec<Vec<f64>>) -> Problem {
         let jobs = view
             .jobs
@@ -313,11 +337,7 @@ impl Faro {
                 processing_s: j.processing_time_s,
                 rates_rps,
                 current: j.provisioned_replicas().max(1),
-                cold_steps: if view.free_cpus >= j.cpus_per_replica {
-                    0
-                } else {
-                    self.params.cold_start_steps
-                },
+                cold_steps: self.cold_steps(view, j),
                 removal_cost: self.params.move_cost,
             })
             .collect();
@@ -491,6 +511,7 @@ fn explain_allocation(p: &Problem, a: &alloc::Allocation, q: f64) -> Vec<Option<
             Some(Explanation::Planned {
                 quantile: q,
                 peak_rate_rps: peak,
+                ready_after_steps: j.cold_steps,
                 replicas: x,
                 accept_rate: a.accept.get(i).copied(),
                 candidates,

@@ -581,6 +581,7 @@ mod tests_support {
                 accept_rate: 1.0,
                 counters: JobCounters::default(),
                 minute_arrivals: &[],
+                cold_start_s: None,
             })
             .collect()
     }

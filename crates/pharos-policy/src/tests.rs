@@ -39,6 +39,7 @@ fn job(
             ready_replica_s: replicas as f64 * now,
         },
         minute_arrivals: &[],
+        cold_start_s: None,
     }
 }
 
@@ -410,4 +411,50 @@ fn predictive_policies_size_the_starting_deployment_from_the_days_before() {
         faro::default_model(Objective::Sum),
         faro::ModelKind::UpperBound
     );
+}
+
+#[test]
+fn faro_plans_a_scale_up_to_serve_from_when_its_replicas_are_ready() {
+    let (a, b) = ([1200u32; 5], [300u32; 5]);
+    // The steps planned not to serve, and the busy job's planned replicas, for a
+    // measured cold start (free capacity: 6 of 10 vCPUs).
+    let plan = |cold: Option<f64>, params: serde_json::Value| {
+        let mut p = build("faro-fairsum", &params).unwrap();
+        let jobs = [
+            JobView {
+                cold_start_s: cold,
+                ..busy_job(300.0, 2, &a)
+            },
+            JobView {
+                cold_start_s: cold,
+                ..busy_job(300.0, 2, &b)
+            },
+        ];
+        let v = ClusterView {
+            capacity_cpus: 10.0,
+            free_cpus: 6.0,
+            ..view(300.0, &jobs)
+        };
+        let d = p.decide(&v);
+        let Some(Some(pharos_core::Explanation::Planned {
+            ready_after_steps, ..
+        })) = p.explain().map(|e| e[0].clone())
+        else {
+            panic!("a planned decision");
+        };
+        (ready_after_steps, d.target_replicas[0].unwrap())
+    };
+    let params = json!({"forecaster": "last-value", "spread_leftover": false});
+    // Unmeasured: a scale-up serves at once; measured, from the minute it is ready.
+    let (steps, now) = plan(None, params.clone());
+    assert_eq!(steps, 0);
+    assert!(now > 2, "the busy job grows: {now}");
+    assert_eq!(plan(Some(0.4), params.clone()).0, 1);
+    assert_eq!(plan(Some(90.0), params.clone()).0, 2);
+    // A cold start longer than the window: no replica started now serves within it,
+    // so none is planned for it.
+    assert_eq!(plan(Some(900.0), params.clone()), (7, 2));
+    // Off: as if unmeasured.
+    let off = json!({"forecaster": "last-value", "spread_leftover": false, "actuation_delay": false});
+    assert_eq!(plan(Some(90.0), off).0, 0);
 }

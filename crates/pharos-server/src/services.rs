@@ -41,8 +41,8 @@ struct Svc {
     listener: Option<tokio::task::JoinHandle<()>>,
     router_error: Option<String>,
     target: u32,
-    /// Measured cold starts (process start to ready), seconds.
-    cold_starts: Vec<f64>,
+    /// Measured cold starts (process start to ready).
+    cold_starts: ColdStarts,
     /// Its per-minute load history (see [`learning`]).
     hist: learning::SvcHistory,
     deleting: bool,
@@ -186,16 +186,51 @@ fn host_of(listen: &str) -> String {
     }
 }
 
+
+/// A service's measured cold starts: how many, and the latest [`ColdStarts::KEPT`].
+#[derive(Debug, Default)]
+pub(crate) struct ColdStarts {
+    count: u64,
+    latest: std::collections::VecDeque<f64>,
+}
+
+impl ColdStarts {
+    /// Cold starts kept (a replica that keeps crashing must not grow the status).
+    const KEPT: usize = 100;
+    /// Cold starts averaged for the autoscaler's actuation delay.
+    const PLANNED: usize = 5;
+
+    fn push(&mut self, s: f64) {
+        self.count += 1;
+        if self.latest.len() == Self::KEPT {
+            self.latest.pop_front();
+        }
+        self.latest.push_back(s);
+    }
+
+    /// The mean of the latest few: what a replica started now is expected to take.
+    fn expected_s(&self) -> Option<f64> {
+        let n = self.latest.len().min(Self::PLANNED);
+        (n > 0).then(|| self.latest.iter().rev().take(n).sum::<f64>() / n as f64)
+    }
+
+    fn status(&self) -> Value {
+        let mean = (!self.latest.is_empty())
+            .then(|| self.latest.iter().sum::<f64>() / self.latest.len() as f64);
+        json!({
+            "count": self.count,
+            "mean": mean,
+            "expected": self.expected_s(),
+            "latest": self.latest,
+        })
+    }
+}
+
 impl Services {
     /// A service's status as the API shows it.
     fn status(&self, s: &Svc, host: &str) -> Value {
         let st = s.router.stats();
         let count = |p: Phase| s.count(p);
-        let mean_cold = if s.cold_starts.is_empty() {
-            Value::Null
-        } else {
-            json!(s.cold_starts.iter().sum::<f64>() / s.cold_starts.len() as f64)
-        };
         json!({
             "name": s.spec.name,
             "tenant": s.tenant,
@@ -209,7 +244,7 @@ impl Services {
             "queued": st.queued,
             "in_flight": st.in_flight,
             "counters": st.counters,
-            "cold_start_s": { "count": s.cold_starts.len(), "mean": mean_cold, "all": s.cold_starts },
+            "cold_start_s": s.cold_starts.status(),
             "replicas": s.remote.replicas.iter().map(|r| match &r.process {
                 // A process's id is its number on this machine.
                 Some(p) => json!({
@@ -622,7 +657,7 @@ fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc
         router,
         listener: None,
         router_error: None,
-        cold_starts: Vec::new(),
+        cold_starts: ColdStarts::default(),
         hist: learning::SvcHistory::default(),
         deleting: false,
         events_seq,

@@ -522,6 +522,8 @@ impl Sim<'_> {
                     counters: f.counters,
                     minute_arrivals: &f.minute_arrivals
                         [..f.minute_arrivals.len().min((self.now / 60.0) as usize)],
+                    // Every start here takes the configured cold start.
+                    cold_start_s: Some(self.cfg.cold_start_s),
                 }
             })
             .collect()

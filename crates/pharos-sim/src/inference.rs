@@ -980,6 +980,8 @@ fn job_views<'a>(
                 accept_rate: js.accept_rate,
                 counters,
                 minute_arrivals: &js.minute_arrivals[..completed_minutes],
+                // Every start in a new pod here takes the configured cold start.
+                cold_start_s: Some(cfg.cluster.cold_start_s),
             }
         })
         .collect()

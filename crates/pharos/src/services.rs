@@ -155,10 +155,13 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
                 v["queued"],
                 v["in_flight"]
             );
-            if let Some(m) = v["cold_start_s"]["mean"].as_f64() {
+            let cold = &v["cold_start_s"];
+            if let (Some(m), Some(e)) = (cold["mean"].as_f64(), cold["expected"].as_f64()) {
                 println!(
-                    "  cold start: mean {m:.3} s over {} replicas",
-                    v["cold_start_s"]["count"]
+                    "  cold start: mean {m:.3} s over the latest {} of {} (the autoscaler plans \
+                     for {e:.3} s)",
+                    cold["latest"].as_array().map_or(0, Vec::len),
+                    cold["count"]
                 );
             }
             if let Some(e) = v["router_error"].as_str() {

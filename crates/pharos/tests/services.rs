@@ -414,6 +414,42 @@ fn the_autoscaler_is_shown_what_training_jobs_leave() {
     assert_eq!(s.service("a")["ready_replicas"], 1);
 }
 
+#[test]
+fn the_autoscaler_plans_scale_ups_for_when_the_measured_cold_start_ends() {
+    // Faro's first predictive step 4 s in, after the first replica's cold start has
+    // been measured; it hands the idle capacity to the service (1 -> 3 replicas).
+    let s = Server::start(
+        "capacity: { cpus: 4 }\nautoscaler:\n  policy: faro-fairsum\n  \
+         params: {interval_s: 1, first_predictive_s: 4, predictive_interval_s: 4, prediction: none}\n",
+    );
+    let (status, v) = s.apply(&spec("svc", 1, "").replace("max_replicas: 1", "max_replicas: 3"));
+    assert_eq!(status, 201, "{v}");
+    let v = s.wait_service("svc", 30, "ready", |v| v["ready_replicas"] == 1);
+    let expected = v["cold_start_s"]["expected"].as_f64().expect("measured");
+    assert!(expected > 0.0 && expected < 60.0, "{v}");
+    assert_eq!(v["cold_start_s"]["count"], 1, "{v}");
+    // The plan that grew it kept the current replica for the window's first minute:
+    // the cold start, rounded up to whole minutes.
+    let t0 = Instant::now();
+    let planned = loop {
+        let (_, a) = s.request("GET", "/v1/autoscaler", Some(ADMIN), None);
+        let found = a["decisions"].as_array().into_iter().flatten().find_map(|d| {
+            d["services"].as_array()?.iter().find_map(|x| {
+                let e = &x["explanation"];
+                (x["target_after"].as_u64() > x["target_before"].as_u64()
+                    && e["ready_after_steps"].is_u64())
+                .then(|| e.clone())
+            })
+        });
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no planned scale-up: {a}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(planned["ready_after_steps"], 1, "{planned}");
+}
+
 /// The minutes of `name`'s stored history, as `pharos history show --json` prints them.
 fn stored_minutes(s: &Server, name: &str) -> Vec<Value> {
     let (ok, out, err) = s.cli(&["history", "show", name, "--json"], ADMIN);

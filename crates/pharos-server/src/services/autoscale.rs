@@ -115,6 +115,7 @@ fn job_view<'a>(name: &'a str, s: &'a Svc, st: &crate::router::Stats) -> JobView
             ready_replica_s: c.ready_replica_s,
         },
         minute_arrivals: &s.hist.series.counts,
+        cold_start_s: s.cold_starts.expected_s(),
     }
 }
 
