@@ -6,6 +6,11 @@
 #
 #   benches/live/run.sh POLICY OUT_DIR [MINUTES]
 #
+# With PARAMS='{...}' the policy's parameters (a YAML flow map). With
+# HISTORY=examples/live/days.csv each service first imports days 1-10 of that file as
+# its load history (60-minute days ending at the minute the load starts; the server
+# fits its forecaster on them), the scenario of examples/live/learned.yaml.
+#
 # Writes OUT_DIR/load-svc-*.json (per-minute records as the simulator's), replicas.csv
 # (time, service, ready, starting, target), services.json (the end state with events
 # and cold starts) and server.log. Build first: cargo build --release -p pharos -p pharos-workloads.
@@ -19,12 +24,16 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 data=$(mktemp -d)
 port=${PHAROS_LIVE_PORT:-18090}
+params=${PARAMS:-"{}"}
 cat > "$data/server.yaml" <<YAML
 listen: 127.0.0.1:$port
 data_dir: $data/data
 capacity: { cpus: 5 }
-autoscaler: { policy: $policy }
+autoscaler: { policy: $policy, params: $params }
 YAML
+if [ -n "${HISTORY:-}" ]; then
+  echo "forecast: { day_minutes: 60, fit_days: 10 }" >> "$data/server.yaml"
+fi
 export PHAROS_URL=http://127.0.0.1:$port PHAROS_DATA_DIR=$data/data
 "$bin/pharos" server --config "$data/server.yaml" > "$out/server.log" 2>&1 &
 server=$!
@@ -37,7 +46,19 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 100); do curl -sf "$PHAROS_URL/healthz" > /dev/null && break; sleep 0.1; done
+if [ -n "${HISTORY:-}" ]; then
+  # Start on a minute boundary: the services' minutes are the server's unix minutes, and
+  # the imported days end at the minute the load starts in.
+  sleep $((60 - $(date +%s) % 60))
+fi
 for s in 1 7 9; do "$bin/pharos" apply -f "$root/examples/live/svc-$s.yaml"; done
+if [ -n "${HISTORY:-}" ]; then
+  start=$(($(date +%s) / 60 - 600))
+  for s in 1 7 9; do
+    "$bin/pharos" history import --service "svc-$s" --job "svc-$s" --days 1-10 \
+      --start "$start" "$root/$HISTORY"
+  done
+fi
 sleep 3
 python3 "$root/benches/live/sample.py" "$PHAROS_URL" "$(cat "$data/data/admin-token")" \
   "$out/replicas.csv" &

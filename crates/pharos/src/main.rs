@@ -518,6 +518,15 @@ fn simulate(args: SimulateArgs) -> Result<()> {
         );
         print!("{}", report::table(&results));
         for s in &scores {
+            if s.windows == 0 {
+                println!(
+                    "\nforecaster {}: the run is too short to score (the next {} minutes from each minute after the first {})",
+                    s.model,
+                    pharos_forecast::eval::DEFAULT_HORIZON,
+                    pharos_forecast::eval::DEFAULT_CONTEXT,
+                );
+                continue;
+            }
             println!(
                 "\nforecaster {}: RMSE {:.2} requests/min, 0.9-quantile coverage {:.1}% (the next {} minutes from each minute after the first {}; fitted on the {} history minutes)",
                 s.model,
