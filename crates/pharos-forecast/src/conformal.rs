@@ -163,7 +163,7 @@ impl Forecaster for Calibrated {
                     let start = d * day;
                     for origin in (start + first)..(start + day) {
                         k += 1;
-                        if (k - 1) % stride != 0 {
+                        if !(k - 1).is_multiple_of(stride) {
                             continue;
                         }
                         let hist = &series[..origin];

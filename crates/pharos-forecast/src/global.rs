@@ -151,7 +151,7 @@ pub(crate) fn samples(train: &TrainSet, h: usize, context: usize, max_samples: u
                     break;
                 }
                 k += 1;
-                if (k - 1) % stride != 0 {
+                if !(k - 1).is_multiple_of(stride) {
                     continue;
                 }
                 let s = features(&series[..origin], h, day, &mut f);

@@ -631,7 +631,28 @@ fn load_history_is_imported_recorded_kept_over_a_kill_and_learned_from() {
     let fitted_at = f["fitted_at_ms"].clone();
     let fitted_before = s.service_events("svc").matches("forecast-fitted").count();
     s.kill();
+    let restarted_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     s.spawn();
+    // The policy decides at once (its initial decision, at the loop's first pass; the
+    // time is printed, not asserted: it is the machine's).
+    let t0 = Instant::now();
+    let first_call_ms = loop {
+        let (_, a) = s.request("GET", "/v1/autoscaler", Some(ADMIN), None);
+        if let Some(ms) = a["last_call_ms"].as_i64() {
+            assert!(a["calls"].as_u64() > Some(0), "{a}");
+            break ms;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no decision: {a}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(first_call_ms >= restarted_ms);
+    eprintln!(
+        "first decision {:.3} s after the restart began (control period 10 s)",
+        (first_call_ms - restarted_ms) as f64 / 1000.0
+    );
     let after = stored_minutes(&s, "svc");
     assert_eq!(
         after[..before.len()],
@@ -653,7 +674,4 @@ fn load_history_is_imported_recorded_kept_over_a_kill_and_learned_from() {
         fitted_before,
         "{events}"
     );
-    // And the policy decides on it at once.
-    let (_, a) = s.request("GET", "/v1/autoscaler", Some(ADMIN), None);
-    assert!(a["calls"].as_u64() > Some(0), "{a}");
 }
