@@ -19,6 +19,19 @@ fn write_yaml(name: &str, text: &str) -> PathBuf {
 }
 
 #[test]
+fn the_live_runs_experiments_load() {
+    for name in ["sim.yaml", "learned.yaml"] {
+        let e = Experiment::load(
+            &root().join("examples/live").join(name),
+            &Overrides::default(),
+        )
+        .unwrap_or_else(|err| panic!("examples/live/{name}: {err}"));
+        assert_eq!(e.jobs.len(), 3, "{name}");
+        assert!(e.trace.minutes() > 0, "{name}");
+    }
+}
+
+#[test]
 fn the_example_loads_as_documented() {
     let e = Experiment::load(
         &root().join("examples/faro-10jobs.yaml"),
