@@ -358,7 +358,9 @@ fn a_saved_fit_restores_to_the_same_forecasts() {
 #[test]
 fn training_past_its_budget_takes_every_kth_origin_of_every_job() {
     let day = 60;
-    let jobs: Vec<Vec<f64>> = (0..4).map(|j| daily(5, day, 50.0 + 30.0 * j as f64, j)).collect();
+    let jobs: Vec<Vec<f64>> = (0..4)
+        .map(|j| daily(5, day, 50.0 + 30.0 * j as f64, j))
+        .collect();
     let train = TrainSet::new(day, jobs.clone()).unwrap();
     // Step 2: origins 15..58 of each day, 43 a day, 860 in all.
     let all = global::samples(&train, 2, 15, usize::MAX);
@@ -370,7 +372,11 @@ fn training_past_its_budget_takes_every_kth_origin_of_every_job() {
         assert_eq!(x, &all.x[9 * k]);
     }
     assert!(
-        (0..4).all(|j| some.x.iter().enumerate().any(|(k, _)| 9 * k / (5 * 43) == j)),
+        (0..4).all(|j| some
+            .x
+            .iter()
+            .enumerate()
+            .any(|(k, _)| 9 * k / (5 * 43) == j)),
         "every job sampled"
     );
     // A budget as large as the largest step's set (step 0: 45 origins a day) changes

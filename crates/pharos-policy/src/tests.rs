@@ -455,6 +455,7 @@ fn faro_plans_a_scale_up_to_serve_from_when_its_replicas_are_ready() {
     // so none is planned for it.
     assert_eq!(plan(Some(900.0), params.clone()), (7, 2));
     // Off: as if unmeasured.
-    let off = json!({"forecaster": "last-value", "spread_leftover": false, "actuation_delay": false});
+    let off =
+        json!({"forecaster": "last-value", "spread_leftover": false, "actuation_delay": false});
     assert_eq!(plan(Some(90.0), off).0, 0);
 }

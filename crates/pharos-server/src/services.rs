@@ -186,7 +186,6 @@ fn host_of(listen: &str) -> String {
     }
 }
 
-
 /// A service's measured cold starts: how many, and the latest [`ColdStarts::KEPT`].
 #[derive(Debug, Default)]
 pub(crate) struct ColdStarts {

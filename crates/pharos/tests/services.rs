@@ -433,18 +433,25 @@ fn the_autoscaler_plans_scale_ups_for_when_the_measured_cold_start_ends() {
     let t0 = Instant::now();
     let planned = loop {
         let (_, a) = s.request("GET", "/v1/autoscaler", Some(ADMIN), None);
-        let found = a["decisions"].as_array().into_iter().flatten().find_map(|d| {
-            d["services"].as_array()?.iter().find_map(|x| {
-                let e = &x["explanation"];
-                (x["target_after"].as_u64() > x["target_before"].as_u64()
-                    && e["ready_after_steps"].is_u64())
-                .then(|| e.clone())
-            })
-        });
+        let found = a["decisions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|d| {
+                d["services"].as_array()?.iter().find_map(|x| {
+                    let e = &x["explanation"];
+                    (x["target_after"].as_u64() > x["target_before"].as_u64()
+                        && e["ready_after_steps"].is_u64())
+                    .then(|| e.clone())
+                })
+            });
         if let Some(e) = found {
             break e;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no planned scale-up: {a}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no planned scale-up: {a}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(planned["ready_after_steps"], 1, "{planned}");
