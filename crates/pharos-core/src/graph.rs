@@ -7,7 +7,11 @@
 //! rate `mu_j * r` requests per second. A request waits in its function's queue; it
 //! fails when it has waited `timeout_s` or finds `queue_cap` requests waiting. After
 //! service it moves to function k with probability `routes[k]`, or leaves the
-//! application with the remaining probability.
+//! application with the remaining probability. A function may also call others in
+//! parallel (`calls`, a fan-out): after its service a request goes to every called
+//! function at once, each branch following its own routes until it leaves, and the
+//! request continues by `routes` only when all branches are done (the fan-in). For the
+//! flow balance a call is a route taken with probability 1.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +41,9 @@ pub struct Function {
     /// (function index, probability) of the next hop after service.
     #[serde(default)]
     pub routes: Vec<(usize, f64)>,
+    /// Functions called in parallel after service, all waited for (fan-out, fan-in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<usize>,
 }
 
 fn default_max_replicas() -> u32 {
@@ -47,6 +54,15 @@ impl Function {
     /// The resource per replica of fixed-size autoscalers.
     pub fn fixed_resource(&self) -> f64 {
         self.resource_per_replica.unwrap_or(self.resource[1])
+    }
+
+    /// Where a served request's flow goes, as (function, expected requests per request
+    /// served): every route with its probability, every call with 1.
+    pub fn out_flows(&self) -> impl Iterator<Item = (usize, f64)> + '_ {
+        self.routes
+            .iter()
+            .copied()
+            .chain(self.calls.iter().map(|&k| (k, 1.0)))
     }
 }
 
@@ -131,6 +147,20 @@ impl Graph {
                     format!("probabilities sum to {sum} > 1"),
                 ));
             }
+            for (i, &k) in f.calls.iter().enumerate() {
+                if k >= n || self.functions[k].app != f.app || k == j {
+                    return Err(SpecError::new(
+                        at("calls"),
+                        format!("call of function {k}: not another function of the same app"),
+                    ));
+                }
+                if f.calls[..i].contains(&k) {
+                    return Err(SpecError::new(
+                        at("calls"),
+                        format!("function {k} is called twice"),
+                    ));
+                }
+            }
         }
         // Requests must leave: the expected visits (I - P')^-1 exist and are finite.
         let visits = self.visits();
@@ -161,7 +191,7 @@ impl Graph {
         for _ in 0..10_000 {
             let mut next = external.to_vec();
             for (j, func) in self.functions.iter().enumerate() {
-                for &(k, p) in &func.routes {
+                for (k, p) in func.out_flows() {
                     next[k] += p * f[j];
                 }
             }
@@ -255,6 +285,7 @@ mod tests {
             queue_cap: 100,
             max_replicas: 10,
             routes,
+            calls: Vec::new(),
         }
     }
 
@@ -290,5 +321,46 @@ mod tests {
             ..g
         };
         assert!(bad.validate().unwrap_err().to_string().contains("sum to"));
+    }
+
+    #[test]
+    fn a_fan_out_sends_one_request_to_every_called_function() {
+        // 0 calls 1 and 2 in parallel, then goes on to 3 with probability 0.5.
+        let mut fs = vec![
+            f("a", vec![(3, 0.5)]),
+            f("b", vec![]),
+            f("c", vec![]),
+            f("d", vec![]),
+        ];
+        fs[0].calls = vec![1, 2];
+        let g = Graph {
+            apps: vec!["x".into()],
+            entries: vec![0],
+            functions: fs,
+        };
+        g.validate().unwrap();
+        let r = g.effective_rates(&[10.0, 0.0, 0.0, 0.0]);
+        assert_eq!(r, vec![10.0, 10.0, 10.0, 5.0]);
+        let mut twice = g.clone();
+        twice.functions[0].calls = vec![1, 1];
+        assert!(
+            twice
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("called twice")
+        );
+        let mut own = g.clone();
+        own.functions[0].calls = vec![0];
+        assert!(own.validate().unwrap_err().to_string().contains("calls"));
+        // A call back to the caller never ends.
+        let mut cyc = g;
+        cyc.functions[1].calls = vec![0];
+        assert!(
+            cyc.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("closed cycle")
+        );
     }
 }

@@ -55,6 +55,7 @@ fn graph(n: usize, rng: &mut Rng) -> Graph {
                 queue_cap: 1000,
                 max_replicas: 100,
                 routes,
+                calls: Vec::new(),
             }
         })
         .collect();

@@ -341,6 +341,7 @@ fn build_graph(apps: &[AppSpec]) -> Result<Graph, SpecError> {
                 queue_cap: f.queue_cap,
                 max_replicas: f.max_replicas.unwrap_or(1000),
                 routes,
+                calls: Vec::new(),
             });
         }
         names.push(app.name.clone());

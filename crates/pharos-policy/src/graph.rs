@@ -158,7 +158,7 @@ impl FluidGraph {
         let mut gm = vec![vec![0.0; n]; n];
         for (j, f) in g.functions.iter().enumerate() {
             gm[j][j] += f.mu;
-            for &(k, p) in &f.routes {
+            for (k, p) in f.out_flows() {
                 gm[k][j] -= p * f.mu;
             }
         }
@@ -546,6 +546,7 @@ mod tests_support {
             queue_cap: 100,
             max_replicas: 50,
             routes,
+            calls: Vec::new(),
         };
         Graph {
             apps: vec!["chain".into()],

@@ -48,6 +48,12 @@ pub struct GraphSimConfig {
 impl GraphSimConfig {
     pub fn validate(&self) -> Result<(), SpecError> {
         self.graph.validate()?;
+        if let Some(f) = self.graph.functions.iter().find(|f| !f.calls.is_empty()) {
+            return Err(SpecError::new(
+                format!("functions ({}).calls", f.name),
+                "parallel calls (fan-out) are run live but not simulated yet",
+            ));
+        }
         SpecError::check_positive("capacity", self.capacity)?;
         SpecError::check_non_negative("cold_start_s", self.cold_start_s)?;
         if self.load_rpm.len() != self.graph.apps.len() {
@@ -779,6 +785,7 @@ mod tests {
             queue_cap: 1_000_000,
             max_replicas: 100,
             routes,
+            calls: Vec::new(),
         }
     }
 
