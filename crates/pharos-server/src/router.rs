@@ -43,6 +43,9 @@ pub struct Counters {
     pub dropped: u64,
     /// The drops of the admission (accept rate below 1).
     pub rejected: u64,
+    /// Requests that waited in the queue for the queue timeout (see
+    /// [`Router::set_queue_timeout`]) and failed (504); not counted in `dropped`.
+    pub timeouts: u64,
     pub completed: u64,
     /// Requests a replica failed (an error status, a broken connection: a replica that
     /// died with requests in flight).
@@ -74,6 +77,8 @@ struct Inner {
     minute_window: Vec<f64>,
     /// The SLO latency (infinite: none set).
     slo_s: f64,
+    /// How long a request may wait in the queue (none: as long as it takes).
+    queue_timeout: Option<std::time::Duration>,
     /// Up to when the time integrals are summed.
     integrated_to: Instant,
 }
@@ -124,6 +129,7 @@ impl Router {
                 window: Vec::new(),
                 minute_window: Vec::new(),
                 slo_s: f64::INFINITY,
+                queue_timeout: None,
                 integrated_to: Instant::now(),
             }),
             concurrency: concurrency.max(1),
@@ -186,7 +192,7 @@ impl Router {
                 .collect(),
             draining: g.replicas.iter().filter(|r| r.draining).count(),
             in_flight: g.replicas.iter().map(|r| r.in_flight).sum(),
-            queued: g.queue.len(),
+            queued: g.queue.iter().filter(|w| !w.is_closed()).count(),
             counters: g.counters.clone(),
         }
     }
@@ -231,6 +237,14 @@ impl Router {
         };
     }
 
+    /// A request that has waited this long in the queue fails with 504 (counted in
+    /// `timeouts`); `None` or a number that is not positive: it waits as long as it takes.
+    pub fn set_queue_timeout(&self, seconds: Option<f64>) {
+        self.lock().queue_timeout = seconds
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(std::time::Duration::from_secs_f64);
+    }
+
     /// The least loaded replica with a free slot.
     fn free_slot(&self, g: &Inner) -> Option<usize> {
         g.replicas
@@ -254,10 +268,10 @@ impl Router {
         }
     }
 
-    /// A slot on a replica (its base URL), after waiting in the queue if need
-    /// be; None when the queue is full (dropped).
-    async fn acquire(&self) -> Option<String> {
-        let rx = {
+    /// A slot on a replica (its base URL), after waiting in the queue if need be; the
+    /// reason when there is none.
+    async fn acquire(&self) -> Result<String, Refused> {
+        let (rx, timeout) = {
             let mut g = self.lock();
             g.advance();
             g.counters.arrivals += 1;
@@ -266,24 +280,46 @@ impl Router {
                 if draw >= g.accept_rate {
                     g.counters.dropped += 1;
                     g.counters.rejected += 1;
-                    return None;
+                    return Err(Refused::Dropped);
                 }
             }
             if g.queue.is_empty()
                 && let Some(i) = self.free_slot(&g)
             {
                 g.replicas[i].in_flight += 1;
-                return Some(g.replicas[i].base.clone());
+                return Ok(g.replicas[i].base.clone());
+            }
+            if g.queue.len() >= self.queue_cap {
+                // Requests that timed out (or whose client left) hold no place.
+                g.queue.retain(|tx| !tx.is_closed());
             }
             if g.queue.len() >= self.queue_cap {
                 g.counters.dropped += 1;
-                return None;
+                return Err(Refused::Dropped);
             }
             let (tx, rx) = oneshot::channel();
             g.queue.push_back(tx);
-            rx
+            (rx, g.queue_timeout)
         };
-        rx.await.ok()
+        let mut rx = rx;
+        let got = match timeout {
+            Some(d) => match tokio::time::timeout(d, &mut rx).await {
+                Ok(r) => r.ok(),
+                Err(_) => {
+                    // Closed under the lock, so that no slot is handed to it after this;
+                    // one handed over just now is used.
+                    let mut g = self.lock();
+                    rx.close();
+                    if let Ok(base) = rx.try_recv() {
+                        return Ok(base);
+                    }
+                    g.counters.timeouts += 1;
+                    return Err(Refused::TimedOut);
+                }
+            },
+            None => rx.await.ok(),
+        };
+        got.ok_or(Refused::Dropped)
     }
 
     fn release(&self, base: &str, latency_s: Option<f64>) {
@@ -313,12 +349,22 @@ impl Router {
     /// Serves one request: a slot, the replica's answer, the accounting.
     pub async fn handle(self: Arc<Self>, req: Request) -> Response {
         let t0 = Instant::now();
-        let Some(base) = self.acquire().await else {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "dropped: queue full or not admitted",
-            )
-                .into_response();
+        let base = match self.acquire().await {
+            Ok(b) => b,
+            Err(Refused::Dropped) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "dropped: queue full or not admitted",
+                )
+                    .into_response();
+            }
+            Err(Refused::TimedOut) => {
+                return (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timed out waiting for a replica",
+                )
+                    .into_response();
+            }
         };
         let path = req
             .uri()
@@ -363,6 +409,15 @@ impl Router {
             }
         }
     }
+}
+
+/// Why a request got no replica.
+#[derive(Debug)]
+enum Refused {
+    /// The queue was full, or the admission turned it away.
+    Dropped,
+    /// It waited for the queue timeout.
+    TimedOut,
 }
 
 /// A replica's answer on its way to the client: releases the replica's slot and counts
@@ -481,6 +536,29 @@ pub fn control_app(router: Arc<Router>) -> axum::Router {
 mod tests {
     use super::*;
 
+    /// A request that waits for the queue timeout fails as a timeout, not a drop, and
+    /// gives its place back: the slot freed later goes to a request still waiting.
+    #[tokio::test]
+    async fn a_queued_request_times_out_and_leaves_its_place() {
+        let r = Router::new(&["http://127.0.0.1:9".to_string()], 1, 1);
+        r.set_queue_timeout(Some(0.05));
+        let first = r.acquire().await.unwrap();
+        assert!(matches!(r.acquire().await, Err(Refused::TimedOut)));
+        // The queue (one place) is free again: the next waits, and gets the slot when
+        // the first request is done.
+        let r2 = r.clone();
+        let waiting = tokio::spawn(async move { r2.acquire().await.is_ok() });
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        r.release(&first, Some(0.01));
+        assert!(waiting.await.unwrap());
+        let c = r.stats().counters;
+        assert_eq!(
+            (c.arrivals, c.timeouts, c.dropped, c.completed),
+            (3, 1, 0, 1)
+        );
+        assert_eq!(r.stats().in_flight, 1);
+    }
+
     /// The admission refuses about 1 - accept_rate of arrivals, the same ones for the
     /// same seed; the queue-full drops are the rest (no replica, no queue here).
     #[tokio::test]
@@ -488,7 +566,7 @@ mod tests {
         let r = Router::new(&[], 1, 0);
         r.set_accept_rate(0.3);
         for _ in 0..2000 {
-            assert!(r.acquire().await.is_none());
+            assert!(r.acquire().await.is_err());
         }
         let c = r.stats().counters;
         assert_eq!((c.arrivals, c.dropped), (2000, 2000));
@@ -497,7 +575,7 @@ mod tests {
         let again = Router::new(&[], 1, 0);
         again.set_accept_rate(0.3);
         for _ in 0..2000 {
-            again.acquire().await;
+            let _ = again.acquire().await;
         }
         assert_eq!(again.stats().counters.rejected, c.rejected);
         // Out-of-range rates are clamped; NaN admits all.
