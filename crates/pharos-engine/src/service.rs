@@ -62,6 +62,10 @@ pub struct ServiceSpec {
     /// A replica not ready after this long is abandoned (stopped, with an event).
     #[serde(default = "d_ready_timeout")]
     pub ready_timeout_s: f64,
+    /// Set by pharos on the services that run a function graph's functions (named
+    /// `GRAPH.FUNCTION`); a spec a user applies has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<String>,
 }
 
 /// A Ray Serve application: pharos deploys it with `external_scaler_enabled` under the
@@ -130,9 +134,17 @@ impl ServiceSpec {
     pub fn validate(&self) -> Result<(), String> {
         self.check_bounds().map_err(|e| e.to_string())?;
         let n = &self.name;
-        if n.is_empty()
+        // A graph's function: GRAPH.FUNCTION.
+        let plain = match &self.graph {
+            Some(g) => n
+                .strip_prefix(g.as_str())
+                .and_then(|f| f.strip_prefix('.'))
+                .unwrap_or(""),
+            None => n,
+        };
+        if plain.is_empty()
             || n.len() > 40
-            || !n
+            || !plain
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
