@@ -13,6 +13,7 @@ pub mod config;
 pub mod controller;
 pub mod dashboard;
 pub mod error;
+pub mod graphs;
 pub mod listen;
 pub mod logs;
 pub mod minutes;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub scheduler: Mutex<GangScheduler>,
     /// The inference services and their autoscaler.
     pub services: services::Services,
+    /// The function graphs (their functions are services).
+    pub graphs: graphs::Graphs,
     /// Parsed manifests by job id (a job's manifest never changes), so that a pass over
     /// thousands of queued jobs does not parse YAML again.
     manifests: Mutex<HashMap<i64, Arc<Manifest>>>,
@@ -236,6 +239,7 @@ pub async fn open_with_engine(
         metrics: Metrics::default(),
         scheduler,
         services,
+        graphs: graphs::Graphs::default(),
         manifests: Mutex::new(HashMap::new()),
         engine_trouble: Mutex::new(HashMap::new()),
         sandbox: sandboxed,

@@ -179,7 +179,7 @@ impl Services {
     }
 }
 
-fn host_of(listen: &str) -> String {
+pub(crate) fn host_of(listen: &str) -> String {
     match listen.rsplit_once(':') {
         Some((h, _)) if !h.is_empty() => h.trim_matches(['[', ']']).to_string(),
         _ => "127.0.0.1".into(),
@@ -307,6 +307,37 @@ impl Services {
             return None;
         }
         Some(self.status(s, &host_of(&state.config.listen)))
+    }
+
+    /// Whether a service of this name exists (any tenant's, or one being deleted).
+    pub async fn exists(&self, name: &str) -> bool {
+        let g = self.inner.lock().await;
+        g.svcs.contains_key(name) || g.invalid.contains_key(name)
+    }
+
+    /// Whether a service's router listens on this port.
+    pub async fn port_taken(&self, port: u16) -> bool {
+        self.inner
+            .lock()
+            .await
+            .svcs
+            .values()
+            .any(|s| s.port == port)
+    }
+
+    /// A service's router (not one being deleted).
+    pub async fn router(&self, name: &str) -> Option<Arc<Router>> {
+        let g = self.inner.lock().await;
+        g.svcs
+            .get(name)
+            .filter(|s| !s.deleting)
+            .map(|s| s.router.clone())
+    }
+
+    /// The graph a service runs a function of.
+    pub async fn graph_of(&self, name: &str) -> Option<String> {
+        let g = self.inner.lock().await;
+        g.svcs.get(name).and_then(|s| s.spec.graph.clone())
     }
 
     /// Per service, (vCPUs per replica, replicas) held now (any phase: a stopping
@@ -687,6 +718,10 @@ pub async fn run(state: Arc<AppState>) {
     // Nothing is started before the replicas still running are adopted.
     while let Err(e) = load(&state).await {
         warn!("loading the services (retrying): {e}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    while let Err(e) = crate::graphs::load(&state).await {
+        warn!("loading the function graphs (retrying): {e}");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     learning::restore(&state).await;

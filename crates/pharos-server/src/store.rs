@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_services.sql")),
     (6, include_str!("../migrations/0006_sandbox.sql")),
     (7, include_str!("../migrations/0007_minutes.sql")),
+    (8, include_str!("../migrations/0008_graphs.sql")),
 ];
 
 /// Events a job's or a service's list returns at most (the latest).
@@ -128,6 +129,16 @@ pub struct EventEntry {
     pub time_ms: i64,
     pub kind: String,
     pub message: String,
+}
+
+/// A stored function graph.
+#[derive(Debug, Clone)]
+pub struct GraphRow {
+    pub name: String,
+    pub tenant: String,
+    /// The spec as applied (JSON).
+    pub spec: String,
+    pub port: i64,
 }
 
 /// A stored inference service.
@@ -837,6 +848,62 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         event_entries(&rows)
+    }
+
+    // ----- function graphs ------------------------------------------------------------
+
+    /// Fails (a unique-key error) when the name is taken.
+    pub async fn insert_graph(
+        &self,
+        name: &str,
+        tenant: &str,
+        spec: &str,
+        port: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO graphs (name, tenant, spec, port, created_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(name)
+        .bind(tenant)
+        .bind(spec)
+        .bind(port)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_graph(&self, name: &str, spec: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE graphs SET spec = $1 WHERE name = $2")
+            .bind(spec)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_graph(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM graphs WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn graphs(&self) -> Result<Vec<GraphRow>, StoreError> {
+        let rows = sqlx::query("SELECT name, tenant, spec, port FROM graphs ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GraphRow {
+                    name: r.try_get("name")?,
+                    tenant: r.try_get("tenant")?,
+                    spec: r.try_get("spec")?,
+                    port: r.try_get("port")?,
+                })
+            })
+            .collect()
     }
 
     // ----- services ----------------------------------------------------------------

@@ -62,7 +62,7 @@ enum Command {
     Apply(ApplyArgs),
     /// Show inference services.
     Get(GetArgs),
-    /// Delete an inference service.
+    /// Delete an inference service or a function graph.
     Delete(DeleteArgs),
     /// A service's per-minute load history: import its past, show what is stored.
     History(HistoryArgs),

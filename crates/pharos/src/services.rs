@@ -19,6 +19,18 @@ pub enum GetCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every function graph: its entry URL and requests.
+    Graphs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One function graph: its entry URL, requests, and each function's replicas and
+    /// requests.
+    Graph {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// The autoscaler: its policy and its recent decisions, with what it was shown.
     Autoscaler {
         #[arg(long)]
@@ -30,12 +42,30 @@ pub enum GetCommand {
 pub enum DeleteCommand {
     /// Delete a service: its router stops at once, its replicas are stopped.
     Service { name: String },
+    /// Delete a function graph: its entry stops at once, its functions' replicas are
+    /// stopped.
+    Graph { name: String },
 }
 
-/// `pharos apply -f FILE`: creates or updates the service the file describes.
+/// `pharos apply -f FILE`: creates or updates the service (or, with `kind: graph`, the
+/// function graph) the file describes.
 pub fn apply(file: &Path, conn: &Conn) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    if pharos_engine::GraphSpec::is_graph(&text) {
+        let spec = pharos_engine::GraphSpec::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let c = Client::new(conn);
+        let body = serde_json::to_value(&spec)?;
+        let v = c.send_json("PUT", &format!("/v1/graphs/{}", spec.name), &body)?;
+        println!(
+            "graph {} applied: {} ({} functions)",
+            spec.name,
+            v["url"].as_str().unwrap_or("?"),
+            spec.functions.len()
+        );
+        return Ok(());
+    }
     let mut spec = pharos_engine::ServiceSpec::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     // A Ray application's code directory is named relative to the spec file.
@@ -81,6 +111,73 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
                     n["dropped"].to_string(),
                     n["failed"].to_string(),
                     s["url"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        GetCommand::Graphs { json } => {
+            let v = c.get("/v1/graphs")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:>9} {:>9} {:>9} {:>9}  URL",
+                "NAME", "FUNCTIONS", "ARRIVALS", "COMPLETED", "FAILED"
+            );
+            for g in v["graphs"].as_array().into_iter().flatten() {
+                let n = &g["counters"];
+                println!(
+                    "{:<20} {:>9} {:>9} {:>9} {:>9}  {}",
+                    g["name"].as_str().unwrap_or("?"),
+                    g["functions"].as_array().map_or(0, Vec::len),
+                    n["arrivals"].to_string(),
+                    n["completions"].to_string(),
+                    n["failed"].to_string(),
+                    g["url"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        GetCommand::Graph { name, json } => {
+            let v = c.get(&format!("/v1/graphs/{name}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let n = &v["counters"];
+            let r = &n["response_s"];
+            println!(
+                "graph {name}: {} (entry {})",
+                v["url"].as_str().unwrap_or("?"),
+                v["entry"].as_str().unwrap_or("?")
+            );
+            println!(
+                "  requests: {} arrived, {} completed, {} failed ({} dropped, {} timed out, {} errors); \
+                 response mean {} s, p99 {} s",
+                n["arrivals"],
+                n["completions"],
+                n["failed"],
+                n["dropped"],
+                n["timeouts"],
+                n["errors"],
+                r["mean_s"],
+                r["p99_s"]
+            );
+            println!(
+                "  {:<20} {:>6} {:>7} {:>6} {:>9} {:>9} {:>7} {:>8}",
+                "FUNCTION", "READY", "TARGET", "CPUS", "ARRIVALS", "COMPLETED", "DROPS", "TIMEOUTS"
+            );
+            for f in v["functions"].as_array().into_iter().flatten() {
+                let n = &f["counters"];
+                println!(
+                    "  {:<20} {:>6} {:>7} {:>6} {:>9} {:>9} {:>7} {:>8}",
+                    f["name"].as_str().unwrap_or("?"),
+                    f["ready_replicas"].to_string(),
+                    f["target_replicas"].to_string(),
+                    f["resources_per_replica"]["cpus"].to_string(),
+                    n["arrivals"].to_string(),
+                    n["completions"].to_string(),
+                    n["drops"].to_string(),
+                    n["timeouts"].to_string(),
                 );
             }
         }
@@ -187,6 +284,10 @@ pub fn delete(cmd: DeleteCommand, conn: &Conn) -> Result<()> {
         DeleteCommand::Service { name } => {
             c.delete(&format!("/v1/services/{name}"))?;
             println!("service {name} deleted");
+        }
+        DeleteCommand::Graph { name } => {
+            c.delete(&format!("/v1/graphs/{name}"))?;
+            println!("graph {name} deleted");
         }
     }
     Ok(())

@@ -246,5 +246,6 @@ pub(super) async fn prometheus(State(state): State<Arc<AppState>>) -> ApiResult<
             );
         }
     }
+    state.graphs.prometheus(&mut out).await;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

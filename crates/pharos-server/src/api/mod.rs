@@ -6,8 +6,8 @@
 //! This module holds the routes, the request observer and what every handler shares
 //! (a job's id, its owner); the handlers are by subject: [`submit`] (a new training
 //! job), [`jobs`] (reading them), [`control`] (halting, resuming, deleting; tokens),
-//! [`logs`] (logs, evaluation metrics, Prometheus metrics) and [`services`] (inference
-//! services, the autoscaler, the dashboard's history).
+//! [`logs`] (logs, evaluation metrics, Prometheus metrics), [`services`] (inference
+//! services, the autoscaler, the dashboard's history) and [`graphs`] (function graphs).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -35,12 +35,14 @@ use crate::{AppState, archive_path};
 use pharos_engine::JobPaths;
 
 mod control;
+mod graphs;
 mod jobs;
 mod logs;
 mod services;
 mod submit;
 
 use control::*;
+use graphs::*;
 use jobs::*;
 use logs::*;
 use services::*;
@@ -100,6 +102,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/services/{name}/history",
             get(service_minutes)
                 .post(import_minutes)
+                .layer(DefaultBodyLimit::max(request_limit)),
+        )
+        .route("/v1/graphs", get(list_graphs))
+        .route(
+            "/v1/graphs/{name}",
+            get(show_graph)
+                .put(apply_graph)
+                .delete(delete_graph)
                 .layer(DefaultBodyLimit::max(request_limit)),
         )
         .route("/v1/autoscaler", get(autoscaler))

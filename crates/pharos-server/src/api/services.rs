@@ -48,6 +48,13 @@ pub(super) async fn apply_service(
             ErrorCode::C101,
         ));
     }
+    if let Some(g) = &spec.graph {
+        return Err(ApiError::bad(
+            "graph",
+            format!("graph: the functions of graph {g} are applied with the graph"),
+            ErrorCode::C101,
+        ));
+    }
     let limits = (!caller.admin).then(|| state.config.limits(&caller.tenant));
     match state
         .services
@@ -71,6 +78,18 @@ pub(super) async fn delete_service(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    if let Some(g) = state.services.graph_of(&name).await
+        && state
+            .services
+            .get(&state, &name, caller.scope())
+            .await
+            .is_some()
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("service {name} runs a function of graph {g}: delete the graph"),
+        ));
+    }
     match state.services.delete(&state, &name, caller.scope()).await {
         Ok(true) => Ok(Json(json!({ "name": name, "deleted": true }))),
         Ok(false) => Err(service_not_found(&name)),

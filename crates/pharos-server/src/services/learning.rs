@@ -230,11 +230,12 @@ fn configured_forecaster(state: &AppState) -> Option<ForecasterSpec> {
         .flatten()
 }
 
-/// The services the autoscaler runs for, in its order.
+/// The services the autoscaler runs for, in its order (a graph's functions have their
+/// own).
 pub(super) fn service_names(g: &Inner) -> Vec<String> {
     g.svcs
         .values()
-        .filter(|s| !s.deleting)
+        .filter(|s| !s.deleting && s.spec.graph.is_none())
         .map(|s| s.spec.name.clone())
         .collect()
 }

@@ -1,0 +1,355 @@
+//! Function graphs live: a real `pharos server` running each function's replicas
+//! (`pharos-replica`) as local processes, one entry URL per graph, requests walked
+//! through the routes (drawn by the platform, seeded), fan-out/fan-in, queue timeouts,
+//! counters that add up, and a graph that survives a kill -9 of the server.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::{ADMIN, REPLICA, Server};
+
+fn function(name: &str, ms: u32, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    command: ['{REPLICA}', --port, $PORT, --service-ms, '{ms}', --dist, det]\n    \
+         processing_time_s: {}\n    min_replicas: 1\n    max_replicas: 2\n    max_queue: 1000\n{extra}",
+        ms as f64 / 1000.0
+    )
+}
+
+fn diamond(seed: u64) -> String {
+    format!(
+        "kind: graph\nname: diamond\nseed: {seed}\nfunctions:\n{}{}{}{}",
+        function(
+            "front",
+            2,
+            "    routes: [{to: left, p: 0.6}, {to: right, p: 0.3}]\n"
+        ),
+        function("left", 2, "    routes: [{to: back, p: 1.0}]\n"),
+        function("right", 2, "    routes: [{to: back, p: 1.0}]\n"),
+        function("back", 2, ""),
+    )
+}
+
+fn graph(s: &Server, name: &str) -> Value {
+    let (status, v) = s.request("GET", &format!("/v1/graphs/{name}"), Some(ADMIN), None);
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+fn wait_ready(s: &Server, name: &str) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let v = graph(s, name);
+        if v["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["ready_replicas"].as_u64() >= Some(1))
+        {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "graph {name} not ready: {v}\n{}",
+            s.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+/// Sends `n` requests one after another; the status and `x-pharos-path` of each.
+fn send(url: &str, n: usize) -> Vec<(u16, String)> {
+    let a = agent();
+    (0..n)
+        .map(|_| {
+            let r = a.get(format!("{url}/infer")).call().unwrap();
+            let path = r
+                .headers()
+                .get("x-pharos-path")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (r.status().as_u16(), path)
+        })
+        .collect()
+}
+
+fn counter(f: &Value, k: &str) -> u64 {
+    f["counters"][k]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{k} in {f}"))
+}
+
+fn function_of<'a>(g: &'a Value, name: &str) -> &'a Value {
+    g["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap()
+}
+
+#[test]
+fn a_diamond_routes_by_its_probabilities_and_its_counters_add_up() {
+    let mut s = Server::start("capacity: { cpus: 8 }");
+    let file = s.dir.path().join("diamond.yaml");
+    std::fs::write(&file, diamond(7)).unwrap();
+    let (ok, out, err) = s.cli(&["apply", "-f", file.to_str().unwrap()], ADMIN);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("graph diamond applied"), "{out}");
+    let v = wait_ready(&s, "diamond");
+    let url = v["url"].as_str().unwrap().to_string();
+    assert_eq!(v["entry"], "front");
+
+    let n = 400;
+    let answers = send(&url, n);
+    assert!(answers.iter().all(|(st, _)| *st == 200), "{answers:?}");
+    let mut paths: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, p) in &answers {
+        *paths.entry(p.as_str()).or_default() += 1;
+    }
+    // Only the routes' paths, each about as often as its probability (binomial, n = 400:
+    // 4 standard deviations are under 0.1).
+    let share = |p: &str| *paths.get(p).unwrap_or(&0) as f64 / n as f64;
+    assert_eq!(
+        paths.keys().copied().collect::<Vec<_>>(),
+        ["front", "front,left,back", "front,right,back"],
+        "{paths:?}"
+    );
+    assert!((share("front,left,back") - 0.6).abs() < 0.1, "{paths:?}");
+    assert!((share("front,right,back") - 0.3).abs() < 0.1, "{paths:?}");
+    assert!((share("front") - 0.1).abs() < 0.07, "{paths:?}");
+
+    // Every function's counters match the paths the answers took.
+    let g = graph(&s, "diamond");
+    let visits = |f: &str| {
+        answers
+            .iter()
+            .filter(|(_, p)| p.split(',').any(|x| x == f))
+            .count() as u64
+    };
+    for f in ["front", "left", "right", "back"] {
+        let fv = function_of(&g, f);
+        assert_eq!(counter(fv, "arrivals"), visits(f), "{f}: {fv}");
+        assert_eq!(counter(fv, "completions"), visits(f), "{f}: {fv}");
+        assert_eq!(counter(fv, "drops") + counter(fv, "timeouts"), 0, "{fv}");
+        assert!(
+            fv["counters"]["response_s"]["p99_s"].as_f64().unwrap() > 0.0,
+            "{fv}"
+        );
+        assert_eq!(fv["resources_per_replica"]["cpus"], 1.0);
+    }
+    let c = &g["counters"];
+    assert_eq!(c["arrivals"], n as u64, "{g}");
+    assert_eq!(c["completions"], n as u64, "{g}");
+    assert_eq!(c["failed"], 0, "{g}");
+    assert!(c["response_s"]["mean_s"].as_f64().unwrap() > 0.0, "{g}");
+
+    // The same seed draws the same paths: the graph applied again, the same requests.
+    let (ok, out, err) = s.cli(&["delete", "graph", "diamond"], ADMIN);
+    assert!(ok, "{out}{err}");
+    let (status, _) = s.request("GET", "/v1/graphs/diamond", Some(ADMIN), None);
+    assert_eq!(status, 404);
+    // Its functions' services go with it.
+    let t0 = Instant::now();
+    while s
+        .request("GET", "/v1/services/diamond.front", Some(ADMIN), None)
+        .0
+        != 404
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "function services remain"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // (Applied again once the old services are gone.)
+    let t0 = Instant::now();
+    loop {
+        let (ok, out, err) = s.cli(&["apply", "-f", file.to_str().unwrap()], ADMIN);
+        if ok {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{out}{err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let v = wait_ready(&s, "diamond");
+    let url = v["url"].as_str().unwrap().to_string();
+    let again = send(&url, 50);
+    assert_eq!(again, answers[..50].to_vec());
+
+    // The CLI and /metrics show it.
+    let (ok, out, _) = s.cli(&["get", "graph", "diamond"], ADMIN);
+    assert!(
+        ok && out.contains("front") && out.contains("50 arrived"),
+        "{out}"
+    );
+    let (ok, out, _) = s.cli(&["get", "graphs"], ADMIN);
+    assert!(ok && out.contains("diamond") && out.contains(&url), "{out}");
+    let (_, m) = s.request("GET", "/metrics", None, None);
+    let m = m.as_str().unwrap_or_default().to_string();
+    assert!(
+        m.contains("pharos_graph_requests_total{graph=\"diamond\",outcome=\"completed\"} 50"),
+        "{m}"
+    );
+    assert!(
+        m.contains("pharos_graph_function_requests_total{graph=\"diamond\",function=\"front\",outcome=\"arrived\"} 50"),
+        "{m}"
+    );
+
+    // A function's service is the graph's: not deleted or applied on its own.
+    let (status, v) = s.request("DELETE", "/v1/services/diamond.back", Some(ADMIN), None);
+    assert_eq!(status, 409, "{v}");
+    assert!(v.to_string().contains("graph diamond"), "{v}");
+
+    // The server killed and started again: the same entry URL serves the graph.
+    s.kill();
+    s.spawn();
+    let v = wait_ready(&s, "diamond");
+    assert_eq!(v["url"], url.as_str());
+    let after = send(&url, 20);
+    assert!(after.iter().all(|(st, _)| *st == 200), "{after:?}");
+}
+
+#[test]
+fn a_fan_out_waits_for_every_branch_and_a_slow_function_times_out() {
+    let s = Server::start("capacity: { cpus: 8 }");
+    let fan = format!(
+        "kind: graph\nname: fan\nfunctions:\n{}{}{}{}",
+        function(
+            "split",
+            2,
+            "    calls: [left, right]\n    routes: [{to: join, p: 1.0}]\n"
+        ),
+        function("left", 5, ""),
+        function("right", 30, ""),
+        function("join", 2, ""),
+    );
+    let (status, v) = s.request(
+        "PUT",
+        "/v1/graphs/fan",
+        Some(ADMIN),
+        Some(("application/yaml", fan.into_bytes())),
+    );
+    assert_eq!(status, 201, "{v}");
+    let v = wait_ready(&s, "fan");
+    let url = v["url"].as_str().unwrap().to_string();
+    let answers = send(&url, 20);
+    assert!(
+        answers
+            .iter()
+            .all(|a| a == &(200, "split,[left;right],join".to_string())),
+        "{answers:?}"
+    );
+    let g = graph(&s, "fan");
+    for f in ["split", "left", "right", "join"] {
+        assert_eq!(counter(function_of(&g, f), "completions"), 20, "{f}: {g}");
+    }
+    // Each request waited for its slower branch before the join: its response time is
+    // at least split + the slower branch + join, so on average too.
+    let mean = |f: &str| {
+        function_of(&g, f)["counters"]["response_s"]["mean_s"]
+            .as_f64()
+            .unwrap()
+    };
+    let app = g["counters"]["response_s"]["mean_s"].as_f64().unwrap();
+    let critical = mean("split") + mean("left").max(mean("right")) + mean("join");
+    assert!(app >= critical, "{app} < {critical}: {g}");
+
+    // One replica of 300 ms, a timeout of 0.1 s: of 4 requests at once, the ones that
+    // wait fail with 504, counted as timeouts.
+    let slow = format!(
+        "kind: graph\nname: slow\nfunctions:\n{}",
+        function("only", 300, "    timeout_s: 0.1\n")
+    )
+    .replace("max_replicas: 2", "max_replicas: 1");
+    let (status, v) = s.request(
+        "PUT",
+        "/v1/graphs/slow",
+        Some(ADMIN),
+        Some(("application/yaml", slow.into_bytes())),
+    );
+    assert_eq!(status, 201, "{v}");
+    let v = wait_ready(&s, "slow");
+    let url = v["url"].as_str().unwrap().to_string();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || send(&url, 1)[0].0)
+        })
+        .collect();
+    let codes: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(codes.contains(&200) && codes.contains(&504), "{codes:?}");
+    let g = graph(&s, "slow");
+    let c = &g["counters"];
+    let timed_out = codes.iter().filter(|c| **c == 504).count() as u64;
+    assert_eq!(c["timeouts"], timed_out, "{g}");
+    assert_eq!(
+        counter(function_of(&g, "only"), "timeouts"),
+        timed_out,
+        "{g}"
+    );
+    assert_eq!(
+        c["arrivals"].as_u64(),
+        Some(c["completions"].as_u64().unwrap() + c["failed"].as_u64().unwrap()),
+        "{g}"
+    );
+}
+
+#[test]
+fn bad_graphs_are_refused_naming_what_is_wrong() {
+    let s = Server::start("capacity: { cpus: 4 }");
+    for (bad, want) in [
+        (
+            diamond(1).replace("{to: left, p: 0.6}", "{to: nowhere, p: 0.6}"),
+            "functions[0] (front).routes: \\\"nowhere\\\" is not a function",
+        ),
+        (
+            diamond(1).replace("{to: left, p: 0.6}", "{to: left, p: 0.9}"),
+            "sum to",
+        ),
+        // front -> left -> front, always: requests never leave.
+        (
+            diamond(1)
+                .replace(
+                    "[{to: left, p: 0.6}, {to: right, p: 0.3}]",
+                    "[{to: left, p: 1.0}]",
+                )
+                .replacen("{to: back, p: 1.0}", "{to: front, p: 1.0}", 1),
+            "closed cycle",
+        ),
+        (
+            diamond(1).replacen("max_replicas: 2", "max_replicas: 5000", 1),
+            "max_replicas",
+        ),
+    ] {
+        let (status, v) = s.request(
+            "PUT",
+            "/v1/graphs/diamond",
+            Some(ADMIN),
+            Some(("application/yaml", bad.into_bytes())),
+        );
+        assert_eq!(status, 400, "{v}");
+        assert!(v.to_string().contains(want), "{want}: {v}");
+    }
+    // Nothing was created.
+    let (_, v) = s.request("GET", "/v1/services", Some(ADMIN), None);
+    assert_eq!(v["services"].as_array().unwrap().len(), 0, "{v}");
+    // A service spec cannot claim to be a graph's function.
+    let spec = format!(
+        "name: x\ncommand: ['{REPLICA}', --port, $PORT]\nslo: {{ latency_s: 0.5 }}\nprocessing_time_s: 0.01\ngraph: g\n"
+    );
+    let (status, v) = s.apply(&spec);
+    assert_eq!(status, 400, "{v}");
+}
