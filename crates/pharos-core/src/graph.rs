@@ -38,12 +38,19 @@ pub struct Function {
     pub queue_cap: u32,
     #[serde(default = "default_max_replicas")]
     pub max_replicas: u32,
+    /// Replicas it always keeps (a live function's floor; 0 in simulated experiments).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_replicas: u32,
     /// (function index, probability) of the next hop after service.
     #[serde(default)]
     pub routes: Vec<(usize, f64)>,
     /// Functions called in parallel after service, all waited for (fan-out, fan-in).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<usize>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn default_max_replicas() -> u32 {
@@ -124,6 +131,12 @@ impl Graph {
             SpecError::check_positive(&at("timeout_s"), f.timeout_s)?;
             if f.max_replicas == 0 {
                 return Err(SpecError::new(at("max_replicas"), "must be at least 1"));
+            }
+            if f.min_replicas > f.max_replicas {
+                return Err(SpecError::new(
+                    at("min_replicas"),
+                    "must be at most max_replicas",
+                ));
             }
             let mut sum = 0.0;
             for &(k, p) in &f.routes {
@@ -255,6 +268,21 @@ pub trait GraphPolicy: Send {
     fn decide(&mut self, view: &GraphView<'_>) -> GraphDecision;
 }
 
+impl<P: GraphPolicy + ?Sized> GraphPolicy for &mut P {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn interval_s(&self) -> f64 {
+        (**self).interval_s()
+    }
+    fn initial_decision(&mut self, view: &GraphView<'_>) -> GraphDecision {
+        (**self).initial_decision(view)
+    }
+    fn decide(&mut self, view: &GraphView<'_>) -> GraphDecision {
+        (**self).decide(view)
+    }
+}
+
 impl<P: GraphPolicy + ?Sized> GraphPolicy for Box<P> {
     fn name(&self) -> &str {
         (**self).name()
@@ -286,6 +314,7 @@ mod tests {
             max_replicas: 10,
             routes,
             calls: Vec::new(),
+            min_replicas: 0,
         }
     }
 

@@ -309,6 +309,7 @@ impl GraphSpec {
                         timeout_s: f.timeout_s,
                         queue_cap: f.max_queue.min(u32::MAX as usize) as u32,
                         max_replicas: f.max_replicas,
+                        min_replicas: f.min_replicas,
                         routes: f.routes.iter().map(|r| (idx(&r.to), r.p)).collect(),
                         calls: f.calls.iter().map(|c| idx(c)).collect(),
                     }

@@ -56,6 +56,7 @@ fn graph(n: usize, rng: &mut Rng) -> Graph {
                 max_replicas: 100,
                 routes,
                 calls: Vec::new(),
+                min_replicas: 0,
             }
         })
         .collect();

@@ -342,6 +342,7 @@ fn build_graph(apps: &[AppSpec]) -> Result<Graph, SpecError> {
                 max_replicas: f.max_replicas.unwrap_or(1000),
                 routes,
                 calls: Vec::new(),
+                min_replicas: 0,
             });
         }
         names.push(app.name.clone());

@@ -14,7 +14,7 @@
 //!   function independently, each function seen as a job whose replicas have the
 //!   function's fixed size.
 
-use pharos_core::{GraphDecision, GraphPolicy, GraphView, InferencePolicy};
+use pharos_core::{Graph, GraphDecision, GraphPolicy, GraphView, InferencePolicy};
 use pharos_fluid::Sclp;
 use pharos_fluid::lp::Grid;
 use serde::{Deserialize, Serialize};
@@ -354,6 +354,148 @@ pub fn size_replicas(
     }
 }
 
+/// The function-graph policy driver: the one code path, in the simulator and the live
+/// server, from a view of the graph to the replicas that run - when the policy is called
+/// (its initial decision, then every interval) and what its answer becomes (clamped to
+/// each function's bounds, then fitted to the pool by [`fit_decision`]). Like the
+/// policies: no I/O, no clock.
+pub struct GraphDriver<P> {
+    policy: P,
+    next_call_s: f64,
+    initial_pending: bool,
+}
+
+impl<P: GraphPolicy> GraphDriver<P> {
+    pub fn new(policy: P) -> Self {
+        let i = policy.interval_s();
+        Self {
+            next_call_s: if i.is_finite() {
+                i.max(1e-3)
+            } else {
+                f64::INFINITY
+            },
+            policy,
+            initial_pending: true,
+        }
+    }
+
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
+
+    /// The policy's interval (at least a millisecond).
+    pub fn interval_s(&self) -> f64 {
+        self.policy.interval_s().max(1e-3)
+    }
+
+    pub fn initial_pending(&self) -> bool {
+        self.initial_pending
+    }
+
+    /// The tick a regular call is due for at `now_s` (the latest one at or before it,
+    /// so a caller that fell behind skips to it); `None` before the next call.
+    pub fn due(&self, now_s: f64) -> Option<f64> {
+        if !self.next_call_s.is_finite() || now_s < self.next_call_s {
+            return None;
+        }
+        let i = self.interval_s();
+        let k = ((now_s - self.next_call_s) / i).floor();
+        Some(self.next_call_s + k * i)
+    }
+
+    /// One policy call (the initial decision the first time; the view's time is the
+    /// tick); the functions' (replicas, resource per replica) to run, or `None` when the
+    /// answer does not cover every function (it is ignored: what runs stays).
+    pub fn step(
+        &mut self,
+        view: &GraphView<'_>,
+        current: &[(u32, f64)],
+        held: &[f64],
+    ) -> Option<Vec<(u32, f64)>> {
+        let d = if self.initial_pending {
+            self.initial_pending = false;
+            self.policy.initial_decision(view)
+        } else {
+            self.next_call_s = view.cluster.now_s + self.interval_s();
+            self.policy.decide(view)
+        };
+        fit_decision(view.graph, &d, current, held, view.cluster.capacity_cpus)
+    }
+}
+
+/// A decision made runnable: each function's replicas and resource per replica
+/// (unchanged where the decision says `None`), clamped to its bounds; then, where the
+/// increases do not fit the pool, every increase scaled down in proportion to what is
+/// free, and what flooring left handed out one replica at a time (functions with none
+/// first, then the largest shortfall). `current`: each function's target and size;
+/// `held`: the resource its replicas hold now. `None` when the decision does not cover
+/// every function.
+pub fn fit_decision(
+    g: &Graph,
+    d: &GraphDecision,
+    current: &[(u32, f64)],
+    held: &[f64],
+    capacity: f64,
+) -> Option<Vec<(u32, f64)>> {
+    let n = g.functions.len();
+    if d.replicas.len() != n || d.resource.len() != n || current.len() != n || held.len() != n {
+        return None;
+    }
+    let mut want: Vec<(u32, f64)> = (0..n)
+        .map(|j| {
+            let f = &g.functions[j];
+            let reps = d.replicas[j]
+                .unwrap_or(current[j].0)
+                .clamp(f.min_replicas.min(f.max_replicas), f.max_replicas);
+            let res = d.resource[j]
+                .filter(|r| r.is_finite())
+                .unwrap_or(current[j].1)
+                .clamp(f.resource[0], f.resource[1]);
+            (reps, res)
+        })
+        .collect();
+    // The pool: what stays plus the increases, scaled to fit.
+    let asked: Vec<f64> = want.iter().map(|(r, x)| *r as f64 * x).collect();
+    let keep: f64 = (0..n).map(|j| asked[j].min(held[j])).sum();
+    let extra: f64 = (0..n).map(|j| (asked[j] - held[j]).max(0.0)).sum();
+    let room = (capacity - keep).max(0.0);
+    if extra > room + 1e-9 {
+        let share = if extra > 0.0 { room / extra } else { 0.0 };
+        for j in 0..n {
+            let inc = (asked[j] - held[j]).max(0.0);
+            if inc > 0.0 {
+                let allowed = held[j].min(asked[j]) + inc * share;
+                want[j].0 = ((allowed / want[j].1) + 1e-9).floor() as u32;
+            }
+        }
+        // What flooring left: one more replica each, functions with none first, then
+        // the largest shortfall, while it fits.
+        let mut total: f64 = (0..n)
+            .map(|j| (want[j].0 as f64 * want[j].1).max(held[j].min(asked[j])))
+            .sum();
+        let mut order: Vec<usize> = (0..n).filter(|&j| asked[j] > held[j]).collect();
+        order.sort_by(|&a, &b| {
+            (want[a].0 > 0)
+                .cmp(&(want[b].0 > 0))
+                .then(
+                    (asked[b] - want[b].0 as f64 * want[b].1)
+                        .total_cmp(&(asked[a] - want[a].0 as f64 * want[a].1)),
+                )
+                .then(a.cmp(&b))
+        });
+        for j in order {
+            let more = want[j].1;
+            if (want[j].0 as f64 + 1.0) * want[j].1 <= asked[j] + 1e-9
+                && total + more <= capacity + 1e-9
+            {
+                want[j].0 += 1;
+                total += more;
+            }
+        }
+    }
+    Some(want)
+}
+
 /// Every function's fixed replica size.
 fn fixed_sizes(view: &GraphView<'_>) -> Vec<Option<f64>> {
     view.graph
@@ -452,6 +594,68 @@ mod tests {
         assert!(u[2] > flow[2] / 10.0 + 1.0, "{u:?}");
     }
 
+    /// The driver: an initial decision, then calls on the interval's ticks (a late
+    /// caller skips to the latest); answers clamped to each function's bounds and fitted
+    /// to the pool; an answer that does not cover every function changes nothing.
+    #[test]
+    fn the_graph_driver_calls_on_its_ticks_and_fits_answers_to_the_bounds_and_pool() {
+        struct Want(Vec<Option<u32>>);
+        impl GraphPolicy for Want {
+            fn name(&self) -> &str {
+                "want"
+            }
+            fn interval_s(&self) -> f64 {
+                10.0
+            }
+            fn decide(&mut self, _: &GraphView<'_>) -> GraphDecision {
+                GraphDecision {
+                    replicas: self.0.clone(),
+                    resource: vec![None; self.0.len()],
+                }
+            }
+        }
+        let mut g = chain();
+        g.functions[2].min_replicas = 2;
+        let js = jobs(&g, &[0, 0, 0]);
+        let view = |now_s: f64, capacity_cpus: f64| GraphView {
+            cluster: ClusterView {
+                now_s,
+                capacity_cpus,
+                free_cpus: 0.0,
+                jobs: &js,
+            },
+            graph: &g,
+            external_arrivals: &[0],
+        };
+        let mut d = GraphDriver::new(Want(vec![Some(4), Some(90), Some(0)]));
+        assert!(d.initial_pending());
+        assert_eq!(d.due(9.0), None);
+        assert_eq!(d.due(35.0), Some(30.0));
+        let now = [(1, 1.0), (1, 1.0), (2, 1.0)];
+        let held = [1.0, 1.0, 2.0];
+        // The initial decision leaves everything as it is.
+        assert_eq!(d.step(&view(0.0, 100.0), &now, &held), Some(now.to_vec()));
+        assert!(!d.initial_pending());
+        // Ample room: 90 is cut to b's most (50), c kept at its least (2).
+        assert_eq!(
+            d.step(&view(10.0, 100.0), &now, &held),
+            Some(vec![(4, 1.0), (50, 1.0), (2, 1.0)])
+        );
+        assert_eq!(d.due(15.0), None);
+        assert_eq!(d.due(20.0), Some(20.0));
+        // 10 CPUs: 4 held, 6 free for increases of 3 + 49 - scaled alike, then what
+        // flooring left to the largest shortfall.
+        let fitted = d.step(&view(20.0, 10.0), &now, &held).unwrap();
+        let total: f64 = fitted.iter().map(|(r, x)| *r as f64 * x).sum();
+        assert!(total <= 10.0 + 1e-9, "{fitted:?}");
+        assert_eq!(fitted[2], (2, 1.0));
+        assert!(fitted[1].0 > fitted[0].0, "{fitted:?}");
+        // A short answer: nothing changes.
+        let mut bad = GraphDriver::new(Want(vec![Some(3)]));
+        bad.step(&view(0.0, 100.0), &now, &held);
+        assert_eq!(bad.step(&view(10.0, 100.0), &now, &held), None);
+    }
+
     /// Sizing: replicas of at most the largest size, provisioned for the target
     /// utilisation, and shrunk to fit the pool.
     #[test]
@@ -547,6 +751,7 @@ mod tests_support {
             max_replicas: 50,
             routes,
             calls: Vec::new(),
+            min_replicas: 0,
         };
         Graph {
             apps: vec!["chain".into()],

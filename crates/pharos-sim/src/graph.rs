@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 
 use pharos_core::{
-    ClusterView, Graph, GraphDecision, GraphPolicy, GraphView, JobCounters, JobView, Slo, SpecError,
+    ClusterView, Graph, GraphPolicy, GraphView, JobCounters, JobView, Slo, SpecError,
 };
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::inference::stream_seed;
 use crate::queue::EventQueue;
+use pharos_policy::graph::GraphDriver;
 
 /// A function-graph run.
 #[derive(Debug, Clone)]
@@ -364,67 +365,6 @@ impl Sim<'_> {
         }
     }
 
-    /// Apply a decision: clamp, fit the pool, then scale.
-    fn apply(&mut self, d: &GraphDecision) {
-        let g = &self.cfg.graph;
-        let n = g.functions.len();
-        let mut want: Vec<(u32, f64)> = (0..n)
-            .map(|j| {
-                let f = &g.functions[j];
-                let cur = &self.funcs[j];
-                let reps = d.replicas[j].unwrap_or(cur.target).min(f.max_replicas);
-                let res = d.resource[j]
-                    .filter(|r| r.is_finite())
-                    .unwrap_or(cur.resource)
-                    .clamp(f.resource[0], f.resource[1]);
-                (reps, res)
-            })
-            .collect();
-        // The pool: what stays plus the increases, scaled to fit.
-        let held: Vec<f64> = self.funcs.iter().map(|f| f.held().1).collect();
-        let asked: Vec<f64> = want.iter().map(|(r, x)| *r as f64 * x).collect();
-        let keep: f64 = (0..n).map(|j| asked[j].min(held[j])).sum();
-        let extra: f64 = (0..n).map(|j| (asked[j] - held[j]).max(0.0)).sum();
-        let room = (self.cfg.capacity - keep).max(0.0);
-        if extra > room + 1e-9 {
-            let share = if extra > 0.0 { room / extra } else { 0.0 };
-            for j in 0..n {
-                let inc = (asked[j] - held[j]).max(0.0);
-                if inc > 0.0 {
-                    let allowed = held[j].min(asked[j]) + inc * share;
-                    want[j].0 = ((allowed / want[j].1) + 1e-9).floor() as u32;
-                }
-            }
-            // What flooring left: one more replica each, functions with none first,
-            // then the largest shortfall, while it fits.
-            let mut total: f64 = (0..n)
-                .map(|j| (want[j].0 as f64 * want[j].1).max(held[j].min(asked[j])))
-                .sum();
-            let mut order: Vec<usize> = (0..n).filter(|&j| asked[j] > held[j]).collect();
-            order.sort_by(|&a, &b| {
-                (want[a].0 > 0)
-                    .cmp(&(want[b].0 > 0))
-                    .then(
-                        (asked[b] - want[b].0 as f64 * want[b].1)
-                            .total_cmp(&(asked[a] - want[a].0 as f64 * want[a].1)),
-                    )
-                    .then(a.cmp(&b))
-            });
-            for j in order {
-                let more = want[j].1;
-                if (want[j].0 as f64 + 1.0) * want[j].1 <= asked[j] + 1e-9
-                    && total + more <= self.cfg.capacity + 1e-9
-                {
-                    want[j].0 += 1;
-                    total += more;
-                }
-            }
-        }
-        for (j, (reps, res)) in want.into_iter().enumerate() {
-            self.scale(j, reps, res);
-        }
-    }
-
     fn scale(&mut self, j: usize, target: u32, res: f64) {
         let cold = self.cfg.cold_start_s;
         let now = self.now;
@@ -535,28 +475,25 @@ impl Sim<'_> {
             .collect()
     }
 
-    fn decide(&mut self, policy: &mut dyn GraphPolicy, initial: bool) {
-        let held: f64 = self.funcs.iter().map(|f| f.held().1).sum();
+    /// A policy call through the driver (the live server's path too), then the scaling.
+    fn decide(&mut self, driver: &mut GraphDriver<&mut dyn GraphPolicy>) {
+        let held: Vec<f64> = self.funcs.iter().map(|f| f.held().1).collect();
+        let current: Vec<(u32, f64)> = self.funcs.iter().map(|f| (f.target, f.resource)).collect();
         let jobs = self.view_jobs();
         let view = GraphView {
             cluster: ClusterView {
                 now_s: self.now,
                 capacity_cpus: self.cfg.capacity,
-                free_cpus: (self.cfg.capacity - held).max(0.0),
+                free_cpus: (self.cfg.capacity - held.iter().sum::<f64>()).max(0.0),
                 jobs: &jobs,
             },
             graph: &self.cfg.graph,
             external_arrivals: &self.external,
         };
-        let d = if initial {
-            policy.initial_decision(&view)
-        } else {
-            policy.decide(&view)
-        };
+        let targets = driver.step(&view, &current, &held);
         drop(jobs);
-        let n = self.cfg.graph.functions.len();
-        if d.replicas.len() == n && d.resource.len() == n {
-            self.apply(&d);
+        for (j, (reps, res)) in targets.into_iter().flatten().enumerate() {
+            self.scale(j, reps, res);
         }
     }
 }
@@ -635,7 +572,8 @@ pub fn run(
     for j in 0..g.functions.len() {
         sim.scale_ready(j, counts[j], sizes[j]);
     }
-    sim.decide(policy, true);
+    let mut driver = GraphDriver::new(policy);
+    sim.decide(&mut driver);
     for j in 0..g.functions.len() {
         for r in sim.funcs[j].reps.iter_mut() {
             if r.state == RepState::Starting {
@@ -646,7 +584,7 @@ pub fn run(
     for a in 0..apps {
         schedule_arrival(&mut sim, a, 0.0);
     }
-    let interval = policy.interval_s().max(1e-3);
+    let interval = driver.interval_s();
     sim.push(interval, Ev::Decide);
     let mut decisions = 0;
     while let Some((t, ev)) = sim.events.pop() {
@@ -672,7 +610,7 @@ pub fn run(
             Ev::Timeout(j, _) => sim.timeout(j),
             Ev::Decide => {
                 decisions += 1;
-                sim.decide(policy, false);
+                sim.decide(&mut driver);
                 sim.push(t + interval, Ev::Decide);
             }
         }
@@ -772,7 +710,7 @@ fn schedule_arrival(sim: &mut Sim<'_>, a: usize, mut t: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pharos_core::Function;
+    use pharos_core::{Function, GraphDecision};
 
     fn func(name: &str, mu: f64, routes: Vec<(usize, f64)>) -> Function {
         Function {
@@ -786,6 +724,7 @@ mod tests {
             max_replicas: 100,
             routes,
             calls: Vec::new(),
+            min_replicas: 0,
         }
     }
 
