@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// The inference autoscaler: one policy for all services (the SLO-utility
     /// objectives are cluster-wide).
     pub autoscaler: AutoscalerConfig,
+    /// The function graphs' autoscaler: one policy for the functions of every graph
+    /// (`fluid`, the fluid-optimal one; or `hpa`, `kpa`, ... applied to each function).
+    pub graph_autoscaler: GraphAutoscalerConfig,
     /// Every service's durable per-minute load history and the forecasters fitted on it.
     pub forecast: ForecastConfig,
     /// Where learners and replicas run: `local` (processes on this machine), `ray`
@@ -156,6 +159,25 @@ impl Default for AutoscalerConfig {
             policy: "faro-fairsum".into(),
             params: serde_json::Value::Null,
             over_capacity: pharos_policy::OverCapacity::Trim,
+        }
+    }
+}
+
+/// The function graphs' autoscaler (as in a graph experiment file:
+/// `{policy: fluid, params: {interval_s: 10, ...}}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphAutoscalerConfig {
+    /// `fluid`, or an inference policy applied to each function (`hpa`, `kpa`, ...).
+    pub policy: String,
+    pub params: serde_json::Value,
+}
+
+impl Default for GraphAutoscalerConfig {
+    fn default() -> Self {
+        Self {
+            policy: "fluid".into(),
+            params: serde_json::Value::Null,
         }
     }
 }
@@ -271,6 +293,7 @@ impl Default for ServerConfig {
             halt_grace_s: 10.0,
             restart_backoff_s: 1.0,
             autoscaler: AutoscalerConfig::default(),
+            graph_autoscaler: GraphAutoscalerConfig::default(),
             forecast: ForecastConfig::default(),
             restart_backoff_max_s: 60.0,
             backend: BackendKind::Local,
@@ -366,6 +389,11 @@ impl ServerConfig {
         );
         pharos_policy::build(&self.autoscaler.policy, &self.autoscaler.params)
             .map_err(|e| anyhow::anyhow!("autoscaler: {e}"))?;
+        pharos_policy::graph::build_graph(
+            &self.graph_autoscaler.policy,
+            &self.graph_autoscaler.params,
+        )
+        .map_err(|e| anyhow::anyhow!("graph_autoscaler: {e}"))?;
         let f = &self.forecast;
         anyhow::ensure!(
             f.retention_days > 0.0 && f.retention_days <= 3660.0,

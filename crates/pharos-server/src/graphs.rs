@@ -320,6 +320,16 @@ impl GraphRt {
         })
     }
 
+    /// The spec as it runs now.
+    pub fn spec(&self) -> GraphSpec {
+        self.spec.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Requests that entered so far.
+    pub fn arrivals(&self) -> u64 {
+        self.counters.lock_or_recover().arrivals
+    }
+
     fn fn_name(&self, j: usize) -> String {
         self.spec
             .read()
@@ -357,6 +367,23 @@ impl Graphs {
         limits: Option<&crate::config::TenantLimits>,
         spec: GraphSpec,
     ) -> Result<(bool, Value), ApiError> {
+        // Replicas keep their function's vCPUs live: none resizes them yet.
+        if let Some((j, f)) = spec
+            .functions
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.cpus_range.is_some_and(|r| r != [f.cpus, f.cpus]))
+        {
+            return Err(ApiError::at(
+                StatusCode::BAD_REQUEST,
+                format!("functions[{j}].cpus_range"),
+                format!(
+                    "functions[{j}] ({}).cpus_range: this server runs every replica with its \
+                     function's cpus; replicas resized live are not supported yet",
+                    f.name
+                ),
+            ));
+        }
         let mut g = self.inner.lock().await;
         if let Some(rt) = g.get(&spec.name).cloned() {
             if rt.tenant != tenant {

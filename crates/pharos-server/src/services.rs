@@ -28,6 +28,7 @@ pub use pharos_engine::service::{KubeApp, Phase, RayApp, ServiceSpec};
 
 mod autoscale;
 pub mod engine;
+mod graph_scale;
 mod history;
 mod learning;
 
@@ -119,6 +120,8 @@ const PERIODS_KEPT: usize = 3000;
 struct Inner {
     svcs: BTreeMap<String, Svc>,
     autoscaler: Option<Autoscaler>,
+    /// The function graphs' autoscaler (see [`graph_scale`]).
+    graph_scaler: Option<graph_scale::GraphScaler>,
     /// The forecaster fitted in the background, and when to fit next.
     learn: learning::Learner,
     /// The autoscaler's decisions that changed something, newest last (at most
@@ -163,6 +166,7 @@ impl Services {
             inner: Mutex::new(Inner {
                 svcs: BTreeMap::new(),
                 autoscaler: None,
+                graph_scaler: None,
                 learn: learning::Learner::default(),
                 decisions: std::collections::VecDeque::new(),
                 calls: 0,
@@ -361,7 +365,7 @@ impl Services {
     }
 
     /// What training jobs leave of the capacity.
-    fn capacity_left(&self, state: &AppState) -> f64 {
+    pub(crate) fn capacity_left(&self, state: &AppState) -> f64 {
         state.config.capacity.cpus - self.training_cpus()
     }
 
@@ -824,6 +828,7 @@ async fn pass(state: &Arc<AppState>) {
     let services = &state.services;
     let mut events: Events = Vec::new();
     learning::load_histories(state).await;
+    let graphs = state.graphs.all().await;
     let writes = {
         let mut g = services.inner.lock().await;
         // The minutes that ended go to the history, and forecasters learn from it.
@@ -831,6 +836,7 @@ async fn pass(state: &Arc<AppState>) {
         let writes = learning::record(state, &mut g, now);
         learning::maybe_fit(state, &mut g, now, &mut events);
         autoscale(state, &mut g, &mut events);
+        graph_scale::autoscale_graphs(state, &mut g, &graphs, &mut events);
         writes
     };
     if let Err(e) = state.store.put_minute_chunks(&writes).await {

@@ -353,3 +353,76 @@ fn bad_graphs_are_refused_naming_what_is_wrong() {
     let (status, v) = s.apply(&spec);
     assert_eq!(status, 400, "{v}");
 }
+
+#[test]
+fn the_fluid_autoscaler_adds_replicas_where_the_graph_needs_them() {
+    let s = Server::start(
+        "capacity: { cpus: 6 }\ngraph_autoscaler: { policy: fluid, params: { interval_s: 1, horizon_s: 10, rate_window_s: 3 } }",
+    );
+    let spec = format!(
+        "kind: graph\nname: busy\nfunctions:\n{}{}",
+        function("light", 2, "    routes: [{to: heavy, p: 1.0}]\n"),
+        function("heavy", 40, "").replace("max_replicas: 2", "max_replicas: 4"),
+    );
+    let (status, v) = s.request(
+        "PUT",
+        "/v1/graphs/busy",
+        Some(ADMIN),
+        Some(("application/yaml", spec.into_bytes())),
+    );
+    assert_eq!(status, 201, "{v}");
+    let v = wait_ready(&s, "busy");
+    let url = v["url"].as_str().unwrap().to_string();
+    // Four clients one request after another: heavy (40 ms a request, one replica)
+    // is the bottleneck, light (2 ms) is not.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    send(&url, 1);
+                }
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut g = graph(&s, "busy");
+    while function_of(&g, "heavy")["target_replicas"].as_u64() < Some(2) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never scaled: {g}");
+        std::thread::sleep(Duration::from_millis(200));
+        g = graph(&s, "busy");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    // The bottleneck got the replicas, within its bounds; the light function kept one.
+    assert!(
+        function_of(&g, "heavy")["target_replicas"]
+            .as_u64()
+            .unwrap()
+            <= 4,
+        "{g}"
+    );
+    assert_eq!(function_of(&g, "light")["target_replicas"], 1, "{g}");
+    assert!(
+        s.service_events("busy.heavy")
+            .contains("graph autoscaler (fluid)"),
+        "{}",
+        s.service_events("busy.heavy")
+    );
+    // Replicas of a size the server cannot give live are refused.
+    let resized = format!(
+        "kind: graph\nname: sized\nfunctions:\n{}",
+        function("f", 2, "    cpus_range: [0.5, 2]\n")
+    );
+    let (status, v) = s.request(
+        "PUT",
+        "/v1/graphs/sized",
+        Some(ADMIN),
+        Some(("application/yaml", resized.into_bytes())),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("cpus_range"), "{v}");
+}

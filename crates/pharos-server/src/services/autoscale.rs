@@ -89,7 +89,7 @@ pub(super) struct ServiceDecision {
 }
 
 /// The policy's view of service `s` with router statistics `st`.
-fn job_view<'a>(name: &'a str, s: &'a Svc, st: &crate::router::Stats) -> JobView<'a> {
+pub(super) fn job_view<'a>(name: &'a str, s: &'a Svc, st: &crate::router::Stats) -> JobView<'a> {
     let c = &st.counters;
     JobView {
         name,
@@ -121,12 +121,7 @@ fn job_view<'a>(name: &'a str, s: &'a Svc, st: &crate::router::Stats) -> JobView
 
 /// (Re)builds the autoscaler when the set of services changed; false when there is none.
 fn ensure_built(state: &AppState, g: &mut Inner) -> bool {
-    let names: Vec<String> = g
-        .svcs
-        .values()
-        .filter(|s| !s.deleting)
-        .map(|s| s.spec.name.clone())
-        .collect();
+    let names = learning::service_names(g);
     if names.is_empty() {
         g.autoscaler = None;
         return false;
