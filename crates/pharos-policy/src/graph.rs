@@ -426,7 +426,8 @@ impl<P: GraphPolicy> GraphDriver<P> {
 /// A decision made runnable: each function's replicas and resource per replica
 /// (unchanged where the decision says `None`), clamped to its bounds; then, where the
 /// increases do not fit the pool, every increase scaled down in proportion to what is
-/// free, and what flooring left handed out one replica at a time (functions with none
+/// free (never below a function's `min_replicas`: a floor holds even where the pool is
+/// short), and what flooring left handed out one replica at a time (functions with none
 /// first, then the largest shortfall). `current`: each function's target and size;
 /// `held`: the resource its replicas hold now. `None` when the decision does not cover
 /// every function.
@@ -465,7 +466,9 @@ pub fn fit_decision(
             let inc = (asked[j] - held[j]).max(0.0);
             if inc > 0.0 {
                 let allowed = held[j].min(asked[j]) + inc * share;
-                want[j].0 = ((allowed / want[j].1) + 1e-9).floor() as u32;
+                // A function's floor is kept even where the pool is short.
+                let floor = g.functions[j].min_replicas.min(g.functions[j].max_replicas);
+                want[j].0 = (((allowed / want[j].1) + 1e-9).floor() as u32).max(floor);
             }
         }
         // What flooring left: one more replica each, functions with none first, then
@@ -650,6 +653,9 @@ mod tests {
         assert!(total <= 10.0 + 1e-9, "{fitted:?}");
         assert_eq!(fitted[2], (2, 1.0));
         assert!(fitted[1].0 > fitted[0].0, "{fitted:?}");
+        // A pool too small for every floor: the floors hold.
+        let fitted = d.step(&view(30.0, 1.0), &[(0, 1.0); 3], &[0.0; 3]).unwrap();
+        assert_eq!(fitted[2], (2, 1.0), "{fitted:?}");
         // A short answer: nothing changes.
         let mut bad = GraphDriver::new(Want(vec![Some(3)]));
         bad.step(&view(0.0, 100.0), &now, &held);

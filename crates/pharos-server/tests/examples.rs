@@ -68,6 +68,26 @@ fn example_service_specs_are_valid() {
 }
 
 #[test]
+fn the_live_graph_examples_are_valid() {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(repo().join("examples/graphs/live")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            pharos_engine::GraphSpec::is_graph(&text),
+            "{}",
+            path.display()
+        );
+        let g = pharos_engine::GraphSpec::parse(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(g.functions.iter().all(|f| f.command[0] == "pharos-replica"));
+        names.push(g.name);
+    }
+    names.sort();
+    assert_eq!(names, ["diamond", "fanout"]);
+}
+
+#[test]
 fn the_ray_examples_are_valid() {
     let dir = repo().join("examples/ray");
     let cfg = pharos_server::ServerConfig::load(Some(&dir.join("server.yaml"))).unwrap();
