@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -234,18 +234,11 @@ impl GraphRt {
                         message: format!("more than {MAX_VISITS} function visits"),
                     });
                 }
-                let mut req = axum::http::Request::builder()
-                    .method(head.method.clone())
-                    .uri(head.path.as_str())
-                    .body(Body::from(body.clone()))
-                    .map_err(|e| Failure {
-                        status: StatusCode::BAD_REQUEST,
-                        function: Some(name.clone()),
-                        message: e.to_string(),
-                    })?;
-                *req.headers_mut() = head.headers.clone();
                 let t0 = Instant::now();
-                let resp = self.routers[j].clone().handle(req).await;
+                let resp = self.routers[j]
+                    .clone()
+                    .handle_buffered(&head.method, &head.path, &head.headers, body)
+                    .await;
                 let status = resp.status();
                 let (parts, b) = resp.into_parts();
                 let bytes = axum::body::to_bytes(b, MAX_BODY_BYTES).await;
@@ -595,6 +588,7 @@ impl Graphs {
                     "drops": c.dropped,
                     "timeouts": c.timeouts,
                     "failed": c.failed,
+                    "resent": c.resent,
                     "response_s": lat,
                 },
             }));

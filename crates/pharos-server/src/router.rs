@@ -31,6 +31,8 @@ struct Replica {
     in_flight: usize,
     /// Removed: no new requests.
     draining: bool,
+    /// It refused a connection: no new requests before then.
+    refused_until: Option<Instant>,
 }
 
 /// Latencies a router keeps per history minute, at most.
@@ -43,6 +45,9 @@ pub struct Counters {
     pub dropped: u64,
     /// The drops of the admission (accept rate below 1).
     pub rejected: u64,
+    /// Requests sent again to another replica because theirs refused the connection
+    /// (it had died; the request never reached it). Counted once in `arrivals`.
+    pub resent: u64,
     /// Requests that waited in the queue for the queue timeout (see
     /// [`Router::set_queue_timeout`]) and failed (504); not counted in `dropped`.
     pub timeouts: u64,
@@ -161,6 +166,7 @@ impl Router {
                     base: base.clone(),
                     in_flight: 0,
                     draining: false,
+                    refused_until: None,
                 });
             }
         }
@@ -247,10 +253,15 @@ impl Router {
 
     /// The least loaded replica with a free slot.
     fn free_slot(&self, g: &Inner) -> Option<usize> {
+        let now = Instant::now();
         g.replicas
             .iter()
             .enumerate()
-            .filter(|(_, r)| !r.draining && r.in_flight < self.concurrency)
+            .filter(|(_, r)| {
+                !r.draining
+                    && r.in_flight < self.concurrency
+                    && r.refused_until.is_none_or(|t| now >= t)
+            })
             .min_by_key(|(_, r)| r.in_flight)
             .map(|(i, _)| i)
     }
@@ -346,25 +357,109 @@ impl Router {
         self.dispatch(&mut g);
     }
 
+    /// A slot whose replica refused the connection: given back without counting the
+    /// request (it is sent again), and the replica gets no request for a second.
+    fn refused(&self, base: &str) {
+        let mut g = self.lock();
+        g.advance();
+        if let Some(r) = g.replicas.iter_mut().find(|r| r.base == base) {
+            r.in_flight = r.in_flight.saturating_sub(1);
+            r.refused_until = Some(Instant::now() + std::time::Duration::from_secs(1));
+        }
+        g.counters.arrivals = g.counters.arrivals.saturating_sub(1);
+        g.counters.resent += 1;
+        g.replicas.retain(|r| !r.draining || r.in_flight > 0);
+        self.dispatch(&mut g);
+    }
+
+    fn refusal(r: Refused) -> Response {
+        match r {
+            Refused::Dropped => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dropped: queue full or not admitted",
+            )
+                .into_response(),
+            Refused::TimedOut => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "timed out waiting for a replica",
+            )
+                .into_response(),
+        }
+    }
+
+    /// Serves one request whose whole body the caller holds (a graph's entry, in
+    /// process): like [`Router::handle`], except that a request whose replica refuses
+    /// the connection (it died; the request never reached it) goes to another replica
+    /// instead of failing, at most 3 times.
+    pub async fn handle_buffered(
+        self: Arc<Self>,
+        method: &axum::http::Method,
+        path: &str,
+        headers: &axum::http::HeaderMap,
+        body: &axum::body::Bytes,
+    ) -> Response {
+        let t0 = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let base = match self.acquire().await {
+                Ok(b) => b,
+                Err(r) => return Self::refusal(r),
+            };
+            let upstream = base.split('#').next().unwrap_or(&base);
+            let req = axum::http::Request::builder()
+                .method(method.clone())
+                .uri(format!("{upstream}{path}"))
+                .body(Body::from(body.clone()));
+            let mut req = match req {
+                Ok(r) => r,
+                Err(e) => {
+                    self.release(&base, None);
+                    return (StatusCode::BAD_GATEWAY, format!("bad request URL: {e}"))
+                        .into_response();
+                }
+            };
+            *req.headers_mut() = headers.clone();
+            req.headers_mut().remove(axum::http::header::HOST);
+            match self.client.request(req).await {
+                Ok(resp) => return self.counted(resp, base, t0),
+                Err(e) if e.is_connect() && attempt < 3 => {
+                    attempt += 1;
+                    self.refused(&base);
+                }
+                Err(e) => {
+                    self.release(&base, None);
+                    return (StatusCode::BAD_GATEWAY, format!("replica {base}: {e}"))
+                        .into_response();
+                }
+            }
+        }
+    }
+
+    /// A replica's answer, counted when its body has been passed on.
+    fn counted(
+        self: &Arc<Self>,
+        resp: axum::http::Response<hyper::body::Incoming>,
+        base: String,
+        t0: Instant,
+    ) -> Response {
+        let ok = resp.status().is_success();
+        resp.map(|body| {
+            Body::new(Counted {
+                inner: body,
+                router: self.clone(),
+                base: Some(base),
+                t0,
+                ok,
+            })
+        })
+    }
+
     /// Serves one request: a slot, the replica's answer, the accounting.
     pub async fn handle(self: Arc<Self>, req: Request) -> Response {
         let t0 = Instant::now();
         let base = match self.acquire().await {
             Ok(b) => b,
-            Err(Refused::Dropped) => {
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "dropped: queue full or not admitted",
-                )
-                    .into_response();
-            }
-            Err(Refused::TimedOut) => {
-                return (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "timed out waiting for a replica",
-                )
-                    .into_response();
-            }
+            Err(r) => return Self::refusal(r),
         };
         let path = req
             .uri()
@@ -391,18 +486,7 @@ impl Router {
         {
             // The answer streams through (bounded buffers both ways); the request
             // counts as served when its last byte has been passed on.
-            Ok(resp) => {
-                let ok = resp.status().is_success();
-                resp.map(|body| {
-                    Body::new(Counted {
-                        inner: body,
-                        router: self.clone(),
-                        base: Some(base),
-                        t0,
-                        ok,
-                    })
-                })
-            }
+            Ok(resp) => self.counted(resp, base, t0),
             Err(e) => {
                 self.release(&base, None);
                 (StatusCode::BAD_GATEWAY, format!("replica {base}: {e}")).into_response()

@@ -426,3 +426,77 @@ fn the_fluid_autoscaler_adds_replicas_where_the_graph_needs_them() {
     assert_eq!(status, 400, "{v}");
     assert!(v.to_string().contains("cpus_range"), "{v}");
 }
+
+#[test]
+fn a_function_replica_killed_under_load_fails_only_its_requests_in_flight() {
+    let s = Server::start("capacity: { cpus: 6 }");
+    let spec = format!(
+        "kind: graph\nname: chain\nfunctions:\n{}{}",
+        function("a", 2, "    routes: [{to: b, p: 1.0}]\n"),
+        function("b", 20, "").replace("min_replicas: 1", "min_replicas: 2"),
+    );
+    let (status, v) = s.request(
+        "PUT",
+        "/v1/graphs/chain",
+        Some(ADMIN),
+        Some(("application/yaml", spec.into_bytes())),
+    );
+    assert_eq!(status, 201, "{v}");
+    let v = wait_ready(&s, "chain");
+    let url = v["url"].as_str().unwrap().to_string();
+    s.wait_service("chain.b", 30, "2 ready", |v| v["ready_replicas"] == 2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if send(&url, 1)[0].0 == 200 {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let victim = s.service("chain.b")["replicas"][0]["pid"].as_i64().unwrap();
+    // SAFETY: kill -9 of a replica this test's server started.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    s.wait_service("chain.b", 30, "replaced", |v| {
+        v["ready_replicas"] == 2
+            && v["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["pid"].as_i64() != Some(victim))
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for c in clients {
+        let (o, f) = c.join().unwrap();
+        ok += o;
+        failed += f;
+    }
+    let g = graph(&s, "chain");
+    let c = &g["counters"];
+    let n = |k: &str| c[k].as_u64().unwrap();
+    // Every request is accounted for, as the clients saw it: the one the victim held (one
+    // at a time) failed, and at most one more written to a connection it had kept open
+    // before the kernel closed it (on the wire, like one in flight); requests whose
+    // connection it refused went to the other replica (resent).
+    assert_eq!(n("in_flight"), 0, "{g}");
+    assert_eq!(n("arrivals"), n("completions") + n("failed"), "{g}");
+    assert_eq!(ok, n("completions"), "{g}");
+    assert_eq!(failed, n("failed"), "{g}");
+    assert!(n("errors") <= 2, "{g}");
+    assert_eq!(n("dropped") + n("timeouts"), 0, "{g}");
+    assert!(ok > 50, "{ok}");
+    let b = function_of(&g, "b");
+    assert_eq!(counter(b, "failed"), n("errors"), "{b}");
+}
