@@ -27,9 +27,9 @@ cargo run --release --quiet -p pharos-forecast --example fit_scale -- ensemble+c
 # runs take minutes; see the results README).
 cargo run --release --quiet -p pharos-fluid --example exact_bench -- --seeds 12 20 \
     > docs/results/fluid-exact.txt
-# Function graphs: the fluid autoscaler against HPA and KPA on four example graphs, and
+# Function graphs: the fluid autoscaler against HPA and KPA on five example graphs, and
 # the fluid autoscaler's decision time by graph size.
-for g in chain fanout diamond two-apps; do
+for g in chain fanout fanout-join diamond two-apps; do
     ./target/release/pharos graph examples/graphs/$g.yaml --out docs/results/graphs/$g
 done
 cargo run --release --quiet -p pharos-experiment --example graph_bench \

@@ -83,6 +83,10 @@ pub struct FunctionSpec {
     /// Next hops by function name and probability.
     #[serde(default)]
     pub routes: BTreeMap<String, f64>,
+    /// Functions called in parallel after this one, all waited for (a fan-out that
+    /// joins); the routes follow.
+    #[serde(default)]
+    pub calls: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -331,6 +335,15 @@ fn build_graph(apps: &[AppSpec]) -> Result<Graph, SpecError> {
                 })?;
                 routes.push((k, *p));
             }
+            let mut calls = Vec::new();
+            for to in &f.calls {
+                calls.push(index(to).ok_or_else(|| {
+                    SpecError::new(
+                        format!("apps[{a}].functions[{i}].calls"),
+                        format!("no function {to:?} in app {:?}", app.name),
+                    )
+                })?);
+            }
             functions.push(Function {
                 name: format!("{}/{}", app.name, f.name),
                 app: a,
@@ -341,7 +354,7 @@ fn build_graph(apps: &[AppSpec]) -> Result<Graph, SpecError> {
                 queue_cap: f.queue_cap,
                 max_replicas: f.max_replicas.unwrap_or(1000),
                 routes,
-                calls: Vec::new(),
+                calls,
                 min_replicas: 0,
             });
         }

@@ -49,12 +49,6 @@ pub struct GraphSimConfig {
 impl GraphSimConfig {
     pub fn validate(&self) -> Result<(), SpecError> {
         self.graph.validate()?;
-        if let Some(f) = self.graph.functions.iter().find(|f| !f.calls.is_empty()) {
-            return Err(SpecError::new(
-                format!("functions ({}).calls", f.name),
-                "parallel calls (fan-out) are run live but not simulated yet",
-            ));
-        }
         SpecError::check_positive("capacity", self.capacity)?;
         SpecError::check_non_negative("cold_start_s", self.cold_start_s)?;
         if self.load_rpm.len() != self.graph.apps.len() {
@@ -137,6 +131,20 @@ struct Req {
     app: usize,
     origin: f64,
     enq: f64,
+    /// The fan-out this request is a branch of ([`NO_JOIN`]: none).
+    join: u32,
+}
+
+const NO_JOIN: u32 = u32::MAX;
+
+/// A fan-out waiting for its branches: the request that made it goes on from function
+/// `at` (by its routes) once all are done, or fails if any failed.
+#[derive(Debug, Clone, Copy)]
+struct Join {
+    remaining: u32,
+    failed: bool,
+    parent: Req,
+    at: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -204,6 +212,9 @@ struct Sim<'a> {
     minute_resource: Vec<f64>,
     minute_failed: Vec<u64>,
     generation: u64,
+    /// Fan-outs waiting for branches, and the free slots among them.
+    joins: Vec<Join>,
+    free_joins: Vec<u32>,
 }
 
 impl Sim<'_> {
@@ -242,10 +253,97 @@ impl Sim<'_> {
         self.now = t;
     }
 
-    fn fail(&mut self, app: usize) {
-        self.app_failed[app] += 1;
+    /// A request failed: the app's request, or a branch, whose fan-out then fails once
+    /// all its branches are done.
+    fn fail(&mut self, req: Req) {
+        if req.join != NO_JOIN {
+            let j = &mut self.joins[req.join as usize];
+            j.failed = true;
+            j.remaining -= 1;
+            if j.remaining == 0 {
+                let parent = j.parent;
+                self.free_joins.push(req.join);
+                self.fail(parent);
+            }
+            return;
+        }
+        self.app_failed[req.app] += 1;
         let m = ((self.now / 60.0) as usize).min(self.minute_failed.len() - 1);
         self.minute_failed[m] += 1;
+    }
+
+    /// A request leaves (no next route): the app's request completes, or a branch is
+    /// done and its fan-out goes on once all are.
+    fn leave(&mut self, req: Req) {
+        if req.join == NO_JOIN {
+            self.app_completed[req.app] += 1;
+            self.app_latency[req.app].push(self.now - req.origin);
+            return;
+        }
+        let j = &mut self.joins[req.join as usize];
+        j.remaining -= 1;
+        if j.remaining > 0 {
+            return;
+        }
+        let Join {
+            failed, parent, at, ..
+        } = *j;
+        self.free_joins.push(req.join);
+        if failed {
+            self.fail(parent);
+        } else {
+            self.route(at, parent);
+        }
+    }
+
+    /// A request served at `j` goes on by j's routes (drawn), or leaves.
+    fn route(&mut self, j: usize, req: Req) {
+        let u: f64 = self.funcs[j].rng_route.random();
+        let mut acc = 0.0;
+        let mut next = None;
+        for &(to, p) in &self.cfg.graph.functions[j].routes {
+            acc += p;
+            if u < acc {
+                next = Some(to);
+                break;
+            }
+        }
+        match next {
+            Some(to) => self.enter(to, req),
+            None => self.leave(req),
+        }
+    }
+
+    /// A request served at `j` that calls others: one branch to each, all waited for.
+    fn fan_out(&mut self, j: usize, req: Req) {
+        let calls = &self.cfg.graph.functions[j].calls;
+        let join = Join {
+            remaining: calls.len() as u32,
+            failed: false,
+            parent: req,
+            at: j,
+        };
+        let id = match self.free_joins.pop() {
+            Some(i) => {
+                self.joins[i as usize] = join;
+                i
+            }
+            None => {
+                self.joins.push(join);
+                (self.joins.len() - 1) as u32
+            }
+        };
+        for c in 0..self.cfg.graph.functions[j].calls.len() {
+            let k = self.cfg.graph.functions[j].calls[c];
+            self.enter(
+                k,
+                Req {
+                    join: id,
+                    enq: self.now,
+                    ..req
+                },
+            );
+        }
     }
 
     /// A request reaches function j.
@@ -265,7 +363,7 @@ impl Sim<'_> {
         if f.queue.len() as u32 >= self.cfg.graph.functions[j].queue_cap {
             f.queue_full += 1;
             f.counters.dropped += 1;
-            self.fail(req.app);
+            self.fail(req);
             return;
         }
         f.queue.push_back(req);
@@ -316,24 +414,13 @@ impl Sim<'_> {
             f.counters.completed += 1;
             f.counters.latency_sum_s += latency;
         }
-        // Route onwards.
-        let u: f64 = self.funcs[j].rng_route.random();
-        let mut acc = 0.0;
-        let mut next = None;
-        for &(to, p) in &self.cfg.graph.functions[j].routes {
-            acc += p;
-            if u < acc {
-                next = Some(to);
-                break;
-            }
-        }
+        // Onwards: its calls first (the routes follow when they are done), else a route.
+        // (The route is drawn from j's own stream, which freeing the replica leaves alone.)
         self.free(j, k);
-        match next {
-            Some(to) => self.enter(to, req),
-            None => {
-                self.app_completed[req.app] += 1;
-                self.app_latency[req.app].push(self.now - req.origin);
-            }
+        if self.cfg.graph.functions[j].calls.is_empty() {
+            self.route(j, req);
+        } else {
+            self.fan_out(j, req);
         }
     }
 
@@ -350,7 +437,7 @@ impl Sim<'_> {
             let f = &mut self.funcs[j];
             f.timed_out += 1;
             f.counters.dropped += 1;
-            self.fail(req.app);
+            self.fail(req);
         }
     }
 
@@ -545,6 +632,8 @@ pub fn run(
         minute_resource: vec![0.0; minutes],
         minute_failed: vec![0; minutes],
         generation: 0,
+        joins: Vec::new(),
+        free_joins: Vec::new(),
     };
     // The deployment that exists before traffic: ready at t = 0, within each
     // function's most replicas and, scaled down evenly, the pool.
@@ -597,6 +686,7 @@ pub fn run(
                 sim.next_id += 1;
                 sim.external[a] += 1;
                 let req = Req {
+                    join: NO_JOIN,
                     id: sim.next_id,
                     app: a,
                     origin: t,
@@ -767,6 +857,58 @@ mod tests {
         let again = run(&cfg, &mut FixedPer(vec![2, 4])).unwrap();
         assert_eq!(again.apps[0].completed, app.completed);
         assert_eq!(again.apps[0].mean_s, app.mean_s);
+    }
+
+    /// A fan-out: s calls x and y in parallel, waits for both, then goes on to z. With
+    /// ample replicas a request takes s + max(x, y) + z: for exponential x and y of
+    /// rate 10, E[max] = 1/10 + 1/20. Every branch's requests reach z once per request.
+    #[test]
+    fn a_fan_out_waits_for_its_slowest_branch_and_joins_once() {
+        let fan = |cap_y: u32, mu_y: f64| {
+            let mut s = func("s", 100.0, vec![(3, 1.0)]);
+            s.calls = vec![1, 2];
+            let mut y = func("y", mu_y, vec![]);
+            y.queue_cap = cap_y;
+            GraphSimConfig {
+                graph: Graph {
+                    apps: vec!["fan".into()],
+                    entries: vec![0],
+                    functions: vec![s, func("x", 10.0, vec![]), y, func("z", 100.0, vec![])],
+                },
+                capacity: 100.0,
+                cold_start_s: 1.0,
+                load_rpm: vec![vec![60.0; 120]],
+                initial_replicas: 1,
+                seed: 5,
+            }
+        };
+        let r = run(&fan(1_000_000, 10.0), &mut FixedPer(vec![10, 10, 10, 10])).unwrap();
+        let app = &r.apps[0];
+        let want = 0.01 + 0.1 + 0.05 + 0.01;
+        assert!(
+            (app.mean_s - want).abs() / want < 0.05,
+            "{} vs {want}",
+            app.mean_s
+        );
+        let f = &r.functions;
+        assert!(f[1].served <= f[0].served, "{f:?}");
+        assert!(
+            f[0].served - f[1].served < 10 && f[0].served - f[2].served < 10,
+            "{f:?}"
+        );
+        assert!(f[3].served <= f[1].served.min(f[2].served), "{f:?}");
+        assert!(
+            app.completed >= f[3].served - 1 && app.completed <= f[3].served,
+            "{app:?}"
+        );
+        // A branch that fails (y: one slow replica, no queue) fails its request once,
+        // after the other branch is done; the request never reaches z.
+        let r = run(&fan(0, 1.0), &mut FixedPer(vec![10, 10, 1, 10])).unwrap();
+        let (app, f) = (&r.apps[0], &r.functions);
+        assert!(f[2].queue_full > 100, "{f:?}");
+        assert_eq!(app.failed, f[2].queue_full, "{app:?} {f:?}");
+        assert!(app.completed + app.failed + 5 >= app.arrivals, "{app:?}");
+        assert!(f[3].served <= f[2].served, "{f:?}");
     }
 
     /// Holds each function at its replica count, of the function's fixed size.
