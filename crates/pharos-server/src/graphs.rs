@@ -603,6 +603,7 @@ impl Graphs {
             "url": format!("http://{host}:{}", rt.port),
             "entry": spec.functions[spec.entry_index()].name,
             "listen_error": rt.listen_error,
+            "autoscaler": state.services.graph_autoscaler(state).await,
             "counters": c,
             "functions": functions,
             "spec": spec,

@@ -313,6 +313,16 @@ impl Services {
         Some(self.status(s, &host_of(&state.config.listen)))
     }
 
+    /// The function graphs' autoscaler: its policy, calls and decision times.
+    pub async fn graph_autoscaler(&self, state: &AppState) -> Value {
+        let policy = &state.config.graph_autoscaler.policy;
+        let g = self.inner.lock().await;
+        match &g.graph_scaler {
+            Some(s) => s.status(policy),
+            None => json!({ "policy": policy, "calls": 0 }),
+        }
+    }
+
     /// Whether a service of this name exists (any tenant's, or one being deleted).
     pub async fn exists(&self, name: &str) -> bool {
         let g = self.inner.lock().await;

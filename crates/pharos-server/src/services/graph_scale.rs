@@ -14,14 +14,107 @@ use pharos_core::{Graph, GraphPolicy, GraphView};
 use pharos_policy::graph::GraphDriver;
 
 pub(super) struct GraphScaler {
-    driver: GraphDriver<Box<dyn GraphPolicy>>,
+    /// `None` while a decision runs off the loop (see [`Pending`]).
+    driver: Option<GraphDriver<Box<dyn GraphPolicy>>>,
+    pending: Option<std::sync::mpsc::Receiver<Done>>,
     /// The graphs it was built for: (graph, its functions' services).
     key: Vec<(String, Vec<String>)>,
-    graph: Graph,
+    graph: Arc<Graph>,
     /// Function services in the model's order.
     names: Vec<String>,
     started: Instant,
     pub(super) calls: u64,
+    /// Seconds each decision took (policy call and fit), the latest 100.
+    pub(super) decide_s: std::collections::VecDeque<f64>,
+}
+
+impl GraphScaler {
+    /// The policy, its calls and how long its decisions took.
+    pub(super) fn status(&self, policy: &str) -> Value {
+        let d = &self.decide_s;
+        json!({
+            "policy": policy,
+            "calls": self.calls,
+            "deciding": self.pending.is_some(),
+            "decide_s": {
+                "count": d.len(),
+                "mean": (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64),
+                "max": d.iter().copied().reduce(f64::max),
+                "latest": d.back(),
+            },
+        })
+    }
+}
+
+/// A decision made off the loop: the driver back, and its answer.
+struct Done {
+    driver: GraphDriver<Box<dyn GraphPolicy>>,
+    targets: Option<Vec<(u32, f64)>>,
+    seconds: f64,
+}
+
+/// What a function's job view holds, owned (the decision runs on another thread).
+struct OwnedJob {
+    name: String,
+    minutes: Vec<u32>,
+    slo: pharos_core::Slo,
+    processing_time_s: f64,
+    cpus_per_replica: f64,
+    min_replicas: u32,
+    max_replicas: u32,
+    max_concurrent: u32,
+    target_replicas: u32,
+    ready_replicas: u32,
+    starting_replicas: u32,
+    queued: u32,
+    in_flight: u32,
+    accept_rate: f64,
+    counters: JobCounters,
+    cold_start_s: Option<f64>,
+}
+
+impl OwnedJob {
+    fn of(v: &JobView<'_>) -> Self {
+        Self {
+            name: v.name.to_string(),
+            minutes: v.minute_arrivals.to_vec(),
+            slo: v.slo,
+            processing_time_s: v.processing_time_s,
+            cpus_per_replica: v.cpus_per_replica,
+            min_replicas: v.min_replicas,
+            max_replicas: v.max_replicas,
+            max_concurrent: v.max_concurrent,
+            target_replicas: v.target_replicas,
+            ready_replicas: v.ready_replicas,
+            starting_replicas: v.starting_replicas,
+            queued: v.queued,
+            in_flight: v.in_flight,
+            accept_rate: v.accept_rate,
+            counters: v.counters,
+            cold_start_s: v.cold_start_s,
+        }
+    }
+
+    fn view(&self) -> JobView<'_> {
+        JobView {
+            name: &self.name,
+            slo: self.slo,
+            processing_time_s: self.processing_time_s,
+            cpus_per_replica: self.cpus_per_replica,
+            min_replicas: self.min_replicas,
+            max_replicas: self.max_replicas,
+            max_concurrent: self.max_concurrent,
+            target_replicas: self.target_replicas,
+            ready_replicas: self.ready_replicas,
+            starting_replicas: self.starting_replicas,
+            queued: self.queued,
+            in_flight: self.in_flight,
+            accept_rate: self.accept_rate,
+            counters: self.counters,
+            minute_arrivals: &self.minutes,
+            cold_start_s: self.cold_start_s,
+        }
+    }
 }
 
 /// The graphs' model: one app per graph, functions indexed across all of them.
@@ -58,7 +151,9 @@ fn combined(graphs: &[Arc<GraphRt>]) -> (Graph, Vec<String>, Vec<(String, Vec<St
     (g, names, key)
 }
 
-/// Calls the graph policy when it is due and sets its functions' targets.
+/// Applies a decision that finished off the loop; then, when the next is due, starts it
+/// on a thread of its own (a large graph's plan can take seconds; the loop never waits
+/// for it).
 pub(super) fn autoscale_graphs(
     state: &AppState,
     g: &mut Inner,
@@ -83,21 +178,24 @@ pub(super) fn autoscale_graphs(
         return;
     }
     let (model, names, key) = combined(&graphs);
-    // Rebuilt when the graphs (or their routes and bounds) changed.
+    // Rebuilt when the graphs (or their routes and bounds) changed; a decision still
+    // running for the old ones is dropped.
     if g.graph_scaler
         .as_ref()
-        .is_none_or(|s| s.key != key || s.graph != model)
+        .is_none_or(|s| s.key != key || *s.graph != model)
     {
         let cfg = &state.config.graph_autoscaler;
         match pharos_policy::graph::build_graph(&cfg.policy, &cfg.params) {
             Ok(p) => {
                 g.graph_scaler = Some(GraphScaler {
-                    driver: GraphDriver::new(p),
+                    driver: Some(GraphDriver::new(p)),
+                    pending: None,
                     key,
-                    graph: model,
+                    graph: Arc::new(model),
                     names,
                     started: Instant::now(),
                     calls: 0,
+                    decide_s: std::collections::VecDeque::new(),
                 })
             }
             Err(e) => {
@@ -106,15 +204,57 @@ pub(super) fn autoscale_graphs(
             }
         }
     }
-    let now_s = {
-        let s = g.graph_scaler.as_ref().expect("built above");
-        if s.driver.initial_pending() {
-            0.0
-        } else {
-            match s.driver.due(s.started.elapsed().as_secs_f64()) {
-                Some(t) => t,
-                None => return,
+    // A decision that finished: its targets go to the functions.
+    let scaler = g.graph_scaler.as_mut().expect("built above");
+    if let Some(rx) = &scaler.pending {
+        match rx.try_recv() {
+            Ok(done) => {
+                scaler.pending = None;
+                scaler.driver = Some(done.driver);
+                scaler.calls += 1;
+                if scaler.decide_s.len() == 100 {
+                    scaler.decide_s.pop_front();
+                }
+                scaler.decide_s.push_back(done.seconds);
+                let policy = scaler
+                    .driver
+                    .as_ref()
+                    .map(|d| d.policy().name().to_string())
+                    .unwrap_or_default();
+                let names = scaler.names.clone();
+                for (n, (reps, _size)) in names.iter().zip(done.targets.into_iter().flatten()) {
+                    let Some(s) = g.svcs.get_mut(n) else { continue };
+                    if s.target != reps {
+                        events.push((
+                            n.clone(),
+                            "scaled",
+                            format!(
+                                "graph autoscaler ({policy}): {} -> {reps} replicas",
+                                s.target
+                            ),
+                        ));
+                        s.set_target(reps);
+                    }
+                }
             }
+            Err(std::sync::mpsc::TryRecvError::Empty) => return,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                warn!("graph autoscaler: a decision failed; the policy starts again");
+                g.graph_scaler = None;
+                return;
+            }
+        }
+    }
+    let scaler = g.graph_scaler.as_ref().expect("built above");
+    let Some(driver) = scaler.driver.as_ref() else {
+        return;
+    };
+    let now_s = if driver.initial_pending() {
+        0.0
+    } else {
+        match driver.due(scaler.started.elapsed().as_secs_f64()) {
+            Some(t) => t,
+            None => return,
         }
     };
     // The pool left to graphs: the capacity training leaves, less what inference
@@ -126,17 +266,13 @@ pub(super) fn autoscale_graphs(
         .map(|s| s.spec.cpus * s.held_replicas() as f64)
         .sum();
     let capacity = (state.services.capacity_left(state) - others).max(0.0);
-    let scaler = g.graph_scaler.as_mut().expect("built above");
-    let stats: Vec<_> = scaler
+    let jobs: Vec<OwnedJob> = scaler
         .names
         .iter()
-        .map(|n| g.svcs[n].router.stats())
-        .collect();
-    let views: Vec<JobView<'_>> = scaler
-        .names
-        .iter()
-        .zip(&stats)
-        .map(|(n, st)| autoscale::job_view(n, &g.svcs[n], st))
+        .map(|n| {
+            let s = &g.svcs[n];
+            OwnedJob::of(&autoscale::job_view(n, s, &s.router.stats()))
+        })
         .collect();
     let held: Vec<f64> = scaler
         .names
@@ -149,33 +285,30 @@ pub(super) fn autoscale_graphs(
         .map(|n| (g.svcs[n].target, g.svcs[n].spec.cpus))
         .collect();
     let external: Vec<u64> = graphs.iter().map(|rt| rt.arrivals()).collect();
-    let view = GraphView {
-        cluster: ClusterView {
-            now_s,
-            capacity_cpus: capacity,
-            free_cpus: (capacity - held.iter().sum::<f64>()).max(0.0),
-            jobs: &views,
-        },
-        graph: &scaler.graph,
-        external_arrivals: &external,
-    };
-    let targets = scaler.driver.step(&view, &current, &held);
-    scaler.calls += 1;
-    let policy = scaler.driver.policy().name().to_string();
-    drop(views);
-    let names = scaler.names.clone();
-    for (n, (reps, _size)) in names.iter().zip(targets.into_iter().flatten()) {
-        let s = g.svcs.get_mut(n).expect("listed");
-        if s.target != reps {
-            events.push((
-                n.clone(),
-                "scaled",
-                format!(
-                    "graph autoscaler ({policy}): {} -> {reps} replicas",
-                    s.target
-                ),
-            ));
-            s.set_target(reps);
-        }
-    }
+    let graph = scaler.graph.clone();
+    let scaler = g.graph_scaler.as_mut().expect("built above");
+    let mut driver = scaler.driver.take().expect("checked above");
+    let (tx, rx) = std::sync::mpsc::channel();
+    scaler.pending = Some(rx);
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let views: Vec<JobView<'_>> = jobs.iter().map(OwnedJob::view).collect();
+        let view = GraphView {
+            cluster: ClusterView {
+                now_s,
+                capacity_cpus: capacity,
+                free_cpus: (capacity - held.iter().sum::<f64>()).max(0.0),
+                jobs: &views,
+            },
+            graph: &graph,
+            external_arrivals: &external,
+        };
+        let targets = driver.step(&view, &current, &held);
+        drop(views);
+        let _ = tx.send(Done {
+            driver,
+            targets,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    });
 }
