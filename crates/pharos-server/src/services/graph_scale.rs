@@ -13,12 +13,14 @@ use crate::graphs::GraphRt;
 use pharos_core::{Graph, GraphPolicy, GraphView};
 use pharos_policy::graph::GraphDriver;
 
+/// The graphs an autoscaler was built for: (graph, its functions' services).
+type Key = Vec<(String, Vec<String>)>;
+
 pub(super) struct GraphScaler {
     /// `None` while a decision runs off the loop (see [`Pending`]).
     driver: Option<GraphDriver<Box<dyn GraphPolicy>>>,
     pending: Option<std::sync::mpsc::Receiver<Done>>,
-    /// The graphs it was built for: (graph, its functions' services).
-    key: Vec<(String, Vec<String>)>,
+    key: Key,
     graph: Arc<Graph>,
     /// Function services in the model's order.
     names: Vec<String>,
@@ -118,7 +120,7 @@ impl OwnedJob {
 }
 
 /// The graphs' model: one app per graph, functions indexed across all of them.
-fn combined(graphs: &[Arc<GraphRt>]) -> (Graph, Vec<String>, Vec<(String, Vec<String>)>) {
+fn combined(graphs: &[Arc<GraphRt>]) -> (Graph, Vec<String>, Key) {
     let mut g = Graph {
         apps: Vec::new(),
         entries: Vec::new(),
