@@ -486,15 +486,15 @@ fn a_function_replica_killed_under_load_fails_only_its_requests_in_flight() {
     let g = graph(&s, "chain");
     let c = &g["counters"];
     let n = |k: &str| c[k].as_u64().unwrap();
-    // Every request is accounted for, as the clients saw it: the one the victim held (one
-    // at a time) failed, and at most one more written to a connection it had kept open
-    // before the kernel closed it (on the wire, like one in flight); requests whose
-    // connection it refused went to the other replica (resent).
+    // Every request is accounted for, as the clients saw it. What failed was on the wire
+    // to the victim: the one it held (one at a time) and any written to a connection it
+    // had kept open before the kernel closed it (the router keeps one or two per
+    // replica); requests whose connection it refused went to the other replica.
     assert_eq!(n("in_flight"), 0, "{g}");
     assert_eq!(n("arrivals"), n("completions") + n("failed"), "{g}");
     assert_eq!(ok, n("completions"), "{g}");
     assert_eq!(failed, n("failed"), "{g}");
-    assert!(n("errors") <= 2, "{g}");
+    assert!(n("errors") <= 3, "{g}");
     assert_eq!(n("dropped") + n("timeouts"), 0, "{g}");
     assert!(ok > 50, "{ok}");
     let b = function_of(&g, "b");
