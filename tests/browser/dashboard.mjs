@@ -143,6 +143,14 @@ try {
     await page.waitForFunction(() => document.querySelector("#results-error").textContent.length > 0);
     check(/not a results file/.test(await page.textContent("#results-error")), "a file that is not a result is refused with a message");
 
+    // The graphs page lists tenant a's graph with its function.
+    await go("#/graphs", "graphs");
+    const graphNames = await page.$$eval("section.graph[data-name]", s => s.map(x => x.dataset.name));
+    check(graphNames.includes(env.GRAPH), `the graphs page shows ${env.GRAPH}`);
+    const fns = await page.$$eval("section.graph tr[data-function]", rows => rows.map(r => r.dataset.function));
+    check(fns.includes("only"), "the graph's functions are listed");
+    await shot("graphs.png");
+
     // Tenant b sees its job and not a's, nor a's service.
     await page.click("#logout");
     await readyAs("login");
@@ -153,6 +161,9 @@ try {
     await go("#/services", "services");
     const namesB = await page.$$eval("#services tbody tr[data-name]", rows => rows.map(r => r.dataset.name));
     check(!namesB.includes(env.SERVICE), "tenant b does not see tenant a's service");
+    await go("#/graphs", "graphs");
+    const graphsB = await page.$$eval("section.graph[data-name]", s => s.map(x => x.dataset.name));
+    check(!graphsB.includes(env.GRAPH), "tenant b does not see tenant a's graph");
   }
 } catch (e) {
   console.log(`FAILED: ${e.message}`);

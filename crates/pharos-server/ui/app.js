@@ -114,6 +114,36 @@ async function services() {
   ready("services");
 }
 
+async function graphs() {
+  main.innerHTML = `<h1>Function graphs</h1><div id="graphs"></div>`;
+  const my = nav;
+  const v = await api("/v1/graphs");
+  still(my);
+  const ms = x => x == null ? "-" : fmt(x * 1000, 0);
+  $("#graphs").innerHTML = v.graphs.map(g => {
+    const c = g.counters, a = g.autoscaler || {};
+    return `<section class="graph" data-name="${esc(g.name)}"><h2>${esc(g.name)}</h2>
+      <p>${esc(g.url)} (entry ${esc(g.entry)}): ${c.arrivals} requests, ${c.completions} completed,
+      ${c.failed} failed (${c.dropped} dropped, ${c.timeouts} timed out, ${c.errors} errors);
+      response mean ${ms(c.response_s.mean_s)} ms, p99 ${ms(c.response_s.p99_s)} ms.
+      Autoscaler ${esc(a.policy)}: ${a.calls ?? 0} decisions.</p>
+      <table><thead><tr><th>function</th><th class="num">ready</th><th class="num">target</th>
+      <th class="num">vCPUs each</th><th class="num">arrivals</th><th class="num">completed</th>
+      <th class="num">drops</th><th class="num">timeouts</th><th class="num">failed</th>
+      <th class="num">mean ms</th><th class="num">p99 ms</th></tr></thead><tbody>
+      ${g.functions.map(f => `<tr data-function="${esc(f.name)}">
+        <td><a href="#/services/${encodeURIComponent(f.service)}">${esc(f.name)}</a></td>
+        <td class="num">${f.ready_replicas ?? "-"}</td><td class="num">${f.target_replicas ?? "-"}</td>
+        <td class="num">${fmt(f.resources_per_replica.cpus, 2)}</td>
+        <td class="num">${f.counters.arrivals}</td><td class="num">${f.counters.completions}</td>
+        <td class="num">${f.counters.drops}</td><td class="num">${f.counters.timeouts}</td>
+        <td class="num">${f.counters.failed}</td><td class="num">${ms(f.counters.response_s.mean_s)}</td>
+        <td class="num">${ms(f.counters.response_s.p99_s)}</td></tr>`).join("")}
+      </tbody></table></section>`;
+  }).join("") || `<p class="muted">no graphs</p>`;
+  ready("graphs");
+}
+
 async function service(name) {
   main.innerHTML = `<h1>Service ${esc(name)}</h1><table class="kv" id="now"></table>
     <div class="charts" id="charts"></div><h2>The autoscaler's decisions for this service</h2>
@@ -414,6 +444,7 @@ async function route() {
   try {
     if (page === "services" && arg) { await service(decodeURIComponent(arg)); }
     else if (page === "services") { await services(); }
+    else if (page === "graphs") { await graphs(); }
     else if (page === "jobs" && arg) { await job(Number(arg)); }
     else if (page === "jobs") { await jobs(); }
     else if (page === "results") { results(); }

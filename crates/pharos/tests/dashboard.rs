@@ -96,6 +96,17 @@ fn the_dashboard_in_a_browser() {
         Some(("application/yaml", spec.into_bytes())),
     );
     assert_eq!(st, 201, "{v}");
+    let graph = format!(
+        "kind: graph\nname: g-a\nfunctions:\n  - name: only\n    command: ['{REPLICA}', --port, $PORT, --service-ms, '5']\n    \
+         cpus: 0.5\n    processing_time_s: 0.005\n"
+    );
+    let (st, v) = s.request(
+        "PUT",
+        "/v1/graphs/g-a",
+        Some(&ta),
+        Some(("application/yaml", graph.into_bytes())),
+    );
+    assert_eq!(st, 201, "{v}");
     s.wait_state(a, "PROCESSING", 30);
     s.wait_service("web-a", 30, "ready", |v| v["ready_replicas"] == 1);
     // Requests to the service while the test runs, so that its charts have something
@@ -150,6 +161,7 @@ fn the_dashboard_in_a_browser() {
         .env("JOB_A", a.to_string())
         .env("JOB_B", b.to_string())
         .env("SERVICE", "web-a")
+        .env("GRAPH", "g-a")
         .env(
             "RESULTS",
             repo().join("docs/results/faro-10jobs/results.json"),
