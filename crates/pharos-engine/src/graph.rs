@@ -441,6 +441,34 @@ functions:
     }
 
     #[test]
+    fn a_graph_past_its_size_bounds_is_refused() {
+        let g = GraphSpec::parse(DIAMOND).unwrap();
+        let mut big = g.clone();
+        big.functions = (0..=MAX_FUNCTIONS)
+            .map(|i| FunctionSpec {
+                name: format!("f{i}"),
+                routes: Vec::new(),
+                ..g.functions[3].clone()
+            })
+            .collect();
+        let e = big.validate().unwrap_err();
+        assert!(e.starts_with("functions:"), "{e}");
+        let mut wide = g.clone();
+        wide.functions[0].routes = (0..=MAX_EDGES)
+            .map(|_| Route {
+                to: "back".into(),
+                p: 0.001,
+            })
+            .collect();
+        let e = wide.validate().unwrap_err();
+        assert!(e.contains("(front).routes"), "{e}");
+        let mut fan = g;
+        fan.functions[0].calls = vec!["back".to_string(); MAX_EDGES + 1];
+        let e = fan.validate().unwrap_err();
+        assert!(e.contains("(front).calls"), "{e}");
+    }
+
+    #[test]
     fn what_may_change_while_a_graph_runs() {
         let g = GraphSpec::parse(DIAMOND).unwrap();
         let mut h = g.clone();

@@ -500,3 +500,44 @@ fn a_function_replica_killed_under_load_fails_only_its_requests_in_flight() {
     let b = function_of(&g, "b");
     assert_eq!(counter(b, "failed"), n("errors"), "{b}");
 }
+
+#[test]
+fn a_request_past_the_visit_or_body_bound_is_refused_and_counted() {
+    let s = Server::start("capacity: { cpus: 4 }");
+    // a routes back to itself 995 times in 1000: requests leave (200 visits on average),
+    // but some would visit it more than 256 times (0.995^256 = 0.28).
+    let spec = format!(
+        "kind: graph\nname: loop\nseed: 3\nfunctions:\n{}",
+        function("a", 1, "    routes: [{to: a, p: 0.995}]\n")
+    );
+    let (status, v) = s.request(
+        "PUT",
+        "/v1/graphs/loop",
+        Some(ADMIN),
+        Some(("application/yaml", spec.into_bytes())),
+    );
+    assert_eq!(status, 201, "{v}");
+    let v = wait_ready(&s, "loop");
+    let url = v["url"].as_str().unwrap().to_string();
+    let codes: Vec<u16> = send(&url, 10).into_iter().map(|(c, _)| c).collect();
+    assert!(codes.contains(&508), "{codes:?}");
+    assert!(codes.iter().all(|c| *c == 200 || *c == 508), "{codes:?}");
+    // A body over 8 MiB.
+    let big = vec![b'x'; (8 << 20) + 1];
+    let r = agent()
+        .post(format!("{url}/infer"))
+        .content_type("application/octet-stream")
+        .send(&big[..])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let g = graph(&s, "loop");
+    let c = &g["counters"];
+    let loops = codes.iter().filter(|c| **c == 508).count() as u64;
+    assert_eq!(c["refused"], loops + 1, "{g}");
+    assert_eq!(
+        c["arrivals"].as_u64(),
+        Some(c["completions"].as_u64().unwrap() + c["failed"].as_u64().unwrap()),
+        "{g}"
+    );
+    assert_eq!(c["arrivals"], 11, "{g}");
+}
