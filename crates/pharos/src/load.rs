@@ -92,7 +92,18 @@ pub fn schedule(counts: &[f64], speedup: f64, scale: f64, seed: u64) -> Vec<(f64
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Outcome {
     Served(f64),
-    Dropped,
+    Dropped(DropCause),
+}
+
+/// Why a request counts as dropped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum DropCause {
+    /// Not answered within `--timeout-s`.
+    Timeout,
+    /// The connection failed (refused, reset, closed early).
+    Connection,
+    /// Answered with a status other than 2xx.
+    Status,
 }
 
 pub fn load(a: LoadArgs) -> Result<()> {
@@ -156,7 +167,9 @@ pub fn load(a: LoadArgs) -> Result<()> {
                 // Open loop: latency from the scheduled send time.
                 let outcome = match tokio::time::timeout(timeout, req).await {
                     Ok(Ok(true)) => Outcome::Served(due.elapsed().as_secs_f64()),
-                    _ => Outcome::Dropped,
+                    Ok(Ok(false)) => Outcome::Dropped(DropCause::Status),
+                    Ok(Err(_)) => Outcome::Dropped(DropCause::Connection),
+                    Err(_) => Outcome::Dropped(DropCause::Timeout),
                 };
                 results.lock_or_recover().push((minute, outcome));
             }));
@@ -168,18 +181,23 @@ pub fn load(a: LoadArgs) -> Result<()> {
     let mut results = std::mem::take(&mut *results.lock_or_recover());
     results.sort_by_key(|r| r.0);
     let mut metrics = JobMetrics::new(a.slo_ms / 1000.0, a.percentile, 1.0, minutes);
+    let mut why = [0u64; 3];
     for (minute, outcome) in &results {
         metrics.arrived(*minute);
         match outcome {
             Outcome::Served(l) => metrics.completed(*minute, *l),
-            Outcome::Dropped => metrics.dropped(*minute),
+            Outcome::Dropped(d) => {
+                why[*d as usize] += 1;
+                metrics.dropped(*minute)
+            }
         }
     }
     metrics.finish(minutes);
-    report(&a, &job.name, &metrics.records)
+    report(&a, &job.name, &metrics.records, why)
 }
 
-fn report(a: &LoadArgs, job: &str, records: &[MinuteRecord]) -> Result<()> {
+/// `why`: the drops by cause, in `DropCause`'s order.
+fn report(a: &LoadArgs, job: &str, records: &[MinuteRecord], why: [u64; 3]) -> Result<()> {
     let arrivals: u64 = records.iter().map(|r| r.arrivals as u64).sum();
     let dropped: u64 = records.iter().map(|r| r.dropped as u64).sum();
     let violations: u64 = records.iter().map(|r| r.violations as u64).sum();
@@ -203,6 +221,7 @@ fn report(a: &LoadArgs, job: &str, records: &[MinuteRecord]) -> Result<()> {
         "seed": a.seed,
         "requests": arrivals,
         "dropped": dropped,
+        "dropped_by": {"timeout": why[0], "connection": why[1], "status": why[2]},
         "violations": violations,
         "slo_violation_rate": violation_rate,
     });
@@ -238,6 +257,12 @@ fn report(a: &LoadArgs, job: &str, records: &[MinuteRecord]) -> Result<()> {
         a.percentile,
         a.slo_ms
     );
+    if dropped > 0 {
+        println!(
+            "dropped: {} timed out (--timeout-s {}), {} connection failures, {} non-2xx answers",
+            why[0], a.timeout_s, why[1], why[2]
+        );
+    }
     Ok(())
 }
 

@@ -58,11 +58,7 @@ fn replays_a_trace_against_the_example_replica() {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/infer");
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "replica not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_http(port, "/healthz");
     let v = load(&trace(dir.path()), &url);
     replica.kill().unwrap();
     replica.wait().unwrap();
@@ -74,7 +70,7 @@ fn replays_a_trace_against_the_example_replica() {
     assert_eq!(n(1), 0.0);
     assert!((n(2) - 120.0).abs() < 45.0, "{}", n(2));
     // Every request served; each took at least the replica's work.
-    assert_eq!(v["summary"]["dropped"], 0);
+    assert_eq!(v["summary"]["dropped"], 0, "{}", v["summary"]);
     for m in [0, 2] {
         assert_eq!(minutes[m]["completed"], minutes[m]["arrivals"]);
         let p99 = minutes[m]["p99_s"].as_f64().unwrap();
@@ -94,6 +90,7 @@ fn requests_nobody_answers_are_drops_and_violations() {
     let s = &v["summary"];
     assert!(s["requests"].as_u64().unwrap() > 0);
     assert_eq!(s["dropped"], s["requests"]);
+    assert_eq!(s["dropped_by"]["connection"], s["requests"]);
     assert_eq!(s["slo_violation_rate"], 1.0);
 }
 
@@ -123,9 +120,21 @@ fn bad_arguments_are_clear_errors() {
     }
 }
 
-fn wait_port(port: u16) {
+/// Waits until an HTTP server answers `GET path` on `port`. A bare TCP connect is not enough: a
+/// connect to a port in the ephemeral range that nobody listens on yet can connect the
+/// socket to itself, and the test would then start before the server does.
+fn wait_http(port: u16, path: &str) {
+    let answers = || -> Option<()> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).ok()?;
+        (&head == b"HTTP/1.1 ").then_some(())
+    };
     let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while answers().is_none() {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "port {port} not ready"
@@ -177,8 +186,10 @@ fn the_router_caps_each_replica_queues_and_drops_the_rest() {
             .spawn()
             .unwrap(),
     );
-    for p in [p1, p2, pr, pc] {
-        wait_port(p);
+    // The router binds both its ports before it serves either, so an answer on the
+    // control port means the traffic port is listening (a probe there would count).
+    for (p, path) in [(p1, "/healthz"), (p2, "/healthz"), (pc, "/router/stats")] {
+        wait_http(p, path);
     }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
