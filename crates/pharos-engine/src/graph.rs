@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::service::ServiceSpec;
+// A function's defaults are a service's.
+use crate::service::{d_max, d_one, d_one_u32, d_queue, d_readiness, d_ready_timeout};
 
 /// At most this many functions in one graph.
 pub const MAX_FUNCTIONS: usize = 200;
@@ -101,26 +103,8 @@ pub struct Route {
     pub p: f64,
 }
 
-fn d_readiness() -> String {
-    "/healthz".into()
-}
-fn d_one() -> f64 {
-    1.0
-}
-fn d_one_u32() -> u32 {
-    1
-}
-fn d_max() -> u32 {
-    10
-}
-fn d_queue() -> usize {
-    100
-}
 fn d_timeout() -> f64 {
     30.0
-}
-fn d_ready_timeout() -> f64 {
-    60.0
 }
 
 fn check_name(field: &str, n: &str, max: usize) -> Result<(), String> {

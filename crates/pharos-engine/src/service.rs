@@ -104,22 +104,22 @@ fn d_container_port() -> u16 {
     8080
 }
 
-fn d_readiness() -> String {
+pub(crate) fn d_readiness() -> String {
     "/healthz".into()
 }
-fn d_one() -> f64 {
+pub(crate) fn d_one() -> f64 {
     1.0
 }
-fn d_one_u32() -> u32 {
+pub(crate) fn d_one_u32() -> u32 {
     1
 }
-fn d_max() -> u32 {
+pub(crate) fn d_max() -> u32 {
     10
 }
-fn d_queue() -> usize {
+pub(crate) fn d_queue() -> usize {
     100
 }
-fn d_ready_timeout() -> f64 {
+pub(crate) fn d_ready_timeout() -> f64 {
     60.0
 }
 

@@ -117,6 +117,10 @@ pub struct GraphRt {
     pub tenant: String,
     pub port: u16,
     spec: RwLock<GraphSpec>,
+    /// Bumped whenever the spec changes (the autoscaler rebuilds its model then).
+    version: AtomicU64,
+    /// Per function, its service's name (fixed for the graph's life).
+    pub services: Vec<String>,
     /// Per function, the router of its service.
     routers: Vec<Arc<Router>>,
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -318,6 +322,11 @@ impl GraphRt {
         self.spec.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Which version of the spec runs (bumped by every update).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
     /// Requests that entered so far.
     pub fn arrivals(&self) -> u64 {
         self.counters.lock_or_recover().arrivals
@@ -408,6 +417,7 @@ impl Graphs {
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             *rt.spec.write().unwrap_or_else(|e| e.into_inner()) = spec;
+            rt.version.fetch_add(1, Ordering::Relaxed);
             drop(g);
             return Ok((false, self.status(state, &rt).await));
         }
@@ -423,27 +433,10 @@ impl Graphs {
             }
         }
         let host = crate::services::host_of(&state.config.listen);
-        let port = match spec.port {
-            Some(p) => p,
-            None => pharos_engine::host::free_port(&host)
-                .map_err(|e| ApiError::internal(format!("no free port: {e}")))?,
-        };
-        if state.services.port_taken(port).await || g.values().any(|r| r.port == port) {
-            return Err(ApiError::at(
-                StatusCode::CONFLICT,
-                "port",
-                format!("port: {port} is taken by another service or graph"),
-            ));
-        }
-        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-            .await
-            .map_err(|e| {
-                ApiError::at(
-                    StatusCode::CONFLICT,
-                    "port",
-                    format!("port: cannot listen on {host}:{port}: {e}"),
-                )
-            })?;
+        let mut taken = state.services.ports().await;
+        taken.extend(g.values().map(|r| r.port));
+        let (port, listener) =
+            crate::services::listen_on(&host, spec.port, |p| taken.contains(&p)).await?;
         let mut created = Vec::new();
         let mut routers = Vec::new();
         for j in 0..spec.functions.len() {
@@ -515,22 +508,7 @@ impl Graphs {
         g.remove(name);
         rt.stop();
         drop(g);
-        let n = rt
-            .spec
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .functions
-            .len();
-        let services: Vec<String> = (0..n)
-            .map(|j| {
-                rt.spec
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .function_service(j)
-                    .name
-            })
-            .collect();
-        for s in services {
+        for s in &rt.services {
             if let Err(e) = state.services.delete(state, &s, None).await {
                 warn!(graph = name, "deleting the function {s}: {e}");
             }
@@ -566,9 +544,9 @@ impl Graphs {
         let spec = rt.spec.read().unwrap_or_else(|e| e.into_inner()).clone();
         let host = crate::services::host_of(&state.config.listen);
         let mut functions = Vec::new();
-        for (j, f) in spec.functions.iter().enumerate() {
-            let svc = spec.function_service(j).name;
-            let s = state.services.get(state, &svc, None).await;
+        let svcs = state.services.get_many(state, &rt.services).await;
+        for (j, (f, s)) in spec.functions.iter().zip(svcs).enumerate() {
+            let svc = &rt.services[j];
             let st = rt.routers[j].stats();
             let c = &st.counters;
             let lat = rt.fn_latencies[j].lock_or_recover().summary();
@@ -685,6 +663,10 @@ fn new_rt(
         fn_latencies: (0..spec.functions.len())
             .map(|_| std::sync::Mutex::new(Latencies::default()))
             .collect(),
+        version: AtomicU64::new(0),
+        services: (0..spec.functions.len())
+            .map(|j| spec.function_service(j).name)
+            .collect(),
         spec: RwLock::new(spec),
         routers,
         listener: std::sync::Mutex::new(None),
@@ -700,16 +682,12 @@ fn spawn_entry(
     listener: tokio::net::TcpListener,
     limits: crate::config::ListenerConfig,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let app = axum::Router::new()
-            .fallback(|axum::extract::State(rt): axum::extract::State<Arc<GraphRt>>, req: Request| async move {
-                rt.handle(req).await
-            })
-            .with_state(rt);
-        if let Err(e) = crate::listen::serve(listener, app, &limits, std::future::pending()).await {
-            warn!("graph entry stopped: {e}");
-        }
-    })
+    let app = axum::Router::new()
+        .fallback(|axum::extract::State(rt): axum::extract::State<Arc<GraphRt>>, req: Request| async move {
+            rt.handle(req).await
+        })
+        .with_state(rt);
+    crate::services::spawn_listener("graph entry", app, listener, limits)
 }
 
 /// Loads the stored graphs once the services are loaded: each entry listens again on

@@ -183,6 +183,51 @@ impl Services {
     }
 }
 
+/// The port a new router or graph entry listens on - the one asked for, else a free one
+/// - and its listener. `taken`: whether a port belongs to another service or graph.
+pub(crate) async fn listen_on(
+    host: &str,
+    port: Option<u16>,
+    taken: impl Fn(u16) -> bool,
+) -> Result<(u16, tokio::net::TcpListener), ApiError> {
+    let port = match port {
+        Some(p) => p,
+        None => pharos_engine::host::free_port(host)
+            .map_err(|e| ApiError::internal(format!("no free port: {e}")))?,
+    };
+    if taken(port) {
+        return Err(ApiError::at(
+            StatusCode::CONFLICT,
+            "port",
+            format!("port: {port} is taken by another service or graph"),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind((host, port))
+        .await
+        .map_err(|e| {
+            ApiError::at(
+                StatusCode::CONFLICT,
+                "port",
+                format!("port: cannot listen on {host}:{port}: {e}"),
+            )
+        })?;
+    Ok((port, listener))
+}
+
+/// Serves `app` (a router's or a graph entry's) on `listener` until the task is aborted.
+pub(crate) fn spawn_listener(
+    what: &'static str,
+    app: axum::Router,
+    listener: tokio::net::TcpListener,
+    limits: crate::config::ListenerConfig,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = crate::listen::serve(listener, app, &limits, std::future::pending()).await {
+            warn!("{what} stopped: {e}");
+        }
+    })
+}
+
 pub(crate) fn host_of(listen: &str) -> String {
     match listen.rsplit_once(':') {
         Some((h, _)) if !h.is_empty() => h.trim_matches(['[', ']']).to_string(),
@@ -313,6 +358,19 @@ impl Services {
         Some(self.status(s, &host_of(&state.config.listen)))
     }
 
+    /// Several services' status under one lock (`None` for one missing or being deleted).
+    pub async fn get_many(&self, state: &AppState, names: &[String]) -> Vec<Option<Value>> {
+        let host = host_of(&state.config.listen);
+        let g = self.inner.lock().await;
+        names
+            .iter()
+            .map(|n| {
+                let s = g.svcs.get(n).filter(|s| !s.deleting)?;
+                Some(self.status(s, &host))
+            })
+            .collect()
+    }
+
     /// The function graphs' autoscaler: its policy, calls and decision times.
     pub async fn graph_autoscaler(&self, state: &AppState) -> Value {
         let policy = &state.config.graph_autoscaler.policy;
@@ -329,14 +387,9 @@ impl Services {
         g.svcs.contains_key(name) || g.invalid.contains_key(name)
     }
 
-    /// Whether a service's router listens on this port.
-    pub async fn port_taken(&self, port: u16) -> bool {
-        self.inner
-            .lock()
-            .await
-            .svcs
-            .values()
-            .any(|s| s.port == port)
+    /// The ports the services' routers listen on.
+    pub async fn ports(&self) -> std::collections::HashSet<u16> {
+        self.inner.lock().await.svcs.values().map(|s| s.port).collect()
     }
 
     /// A service's router (not one being deleted).
@@ -467,27 +520,8 @@ impl Services {
             None => {}
         }
         // A new service: its port first (kept in the store), then the router.
-        let port = match spec.port {
-            Some(p) => p,
-            None => pharos_engine::host::free_port(&host)
-                .map_err(|e| ApiError::internal(format!("no free port: {e}")))?,
-        };
-        if g.svcs.values().any(|s| s.port == port) {
-            return Err(ApiError::at(
-                StatusCode::CONFLICT,
-                "port",
-                format!("port: {port} is another service's"),
-            ));
-        }
-        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-            .await
-            .map_err(|e| {
-                ApiError::at(
-                    StatusCode::CONFLICT,
-                    "port",
-                    format!("port: cannot listen on {host}:{port}: {e}"),
-                )
-            })?;
+        let taken: std::collections::HashSet<u16> = g.svcs.values().map(|s| s.port).collect();
+        let (port, listener) = listen_on(&host, spec.port, |p| taken.contains(&p)).await?;
         let mut spec = spec;
         spec.port = Some(port);
         state
@@ -718,12 +752,7 @@ fn spawn_router(
     listener: tokio::net::TcpListener,
     limits: crate::config::ListenerConfig,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let app = crate::router::app(router);
-        if let Err(e) = crate::listen::serve(listener, app, &limits, std::future::pending()).await {
-            warn!("router stopped: {e}");
-        }
-    })
+    spawn_listener("router", crate::router::app(router), listener, limits)
 }
 
 /// Loads the services from the store, adopts their live replicas, then runs the loop

@@ -13,8 +13,8 @@ use crate::graphs::GraphRt;
 use pharos_core::{Graph, GraphPolicy, GraphView};
 use pharos_policy::graph::GraphDriver;
 
-/// The graphs an autoscaler was built for: (graph, its functions' services).
-type Key = Vec<(String, Vec<String>)>;
+/// The graphs an autoscaler was built for: (graph, its spec's version).
+type Key = Vec<(String, u64)>;
 
 pub(super) struct GraphScaler {
     /// `None` while a decision runs off the loop (see [`Pending`]).
@@ -120,23 +120,19 @@ impl OwnedJob {
 }
 
 /// The graphs' model: one app per graph, functions indexed across all of them.
-fn combined(graphs: &[Arc<GraphRt>]) -> (Graph, Vec<String>, Key) {
+fn combined(graphs: &[Arc<GraphRt>]) -> (Graph, Vec<String>) {
     let mut g = Graph {
         apps: Vec::new(),
         entries: Vec::new(),
         functions: Vec::new(),
     };
     let mut names = Vec::new();
-    let mut key = Vec::new();
     for (a, rt) in graphs.iter().enumerate() {
         let spec = rt.spec();
         let core = spec.to_core();
         let off = g.functions.len();
         g.apps.push(spec.name.clone());
         g.entries.push(off + core.entries[0]);
-        let svcs: Vec<String> = (0..spec.functions.len())
-            .map(|j| spec.function_service(j).name)
-            .collect();
         for mut f in core.functions {
             f.app = a;
             for r in &mut f.routes {
@@ -147,10 +143,9 @@ fn combined(graphs: &[Arc<GraphRt>]) -> (Graph, Vec<String>, Key) {
             }
             g.functions.push(f);
         }
-        names.extend(svcs.iter().cloned());
-        key.push((spec.name.clone(), svcs));
+        names.extend(rt.services.iter().cloned());
     }
-    (g, names, key)
+    (g, names)
 }
 
 /// Applies a decision that finished off the loop; then, when the next is due, starts it
@@ -166,12 +161,9 @@ pub(super) fn autoscale_graphs(
     let graphs: Vec<Arc<GraphRt>> = graphs
         .iter()
         .filter(|rt| {
-            let spec = rt.spec();
-            (0..spec.functions.len()).all(|j| {
-                g.svcs
-                    .get(&spec.function_service(j).name)
-                    .is_some_and(|s| !s.deleting)
-            })
+            rt.services
+                .iter()
+                .all(|n| g.svcs.get(n).is_some_and(|s| !s.deleting))
         })
         .cloned()
         .collect();
@@ -179,13 +171,11 @@ pub(super) fn autoscale_graphs(
         g.graph_scaler = None;
         return;
     }
-    let (model, names, key) = combined(&graphs);
+    let key: Key = graphs.iter().map(|rt| (rt.name.clone(), rt.version())).collect();
     // Rebuilt when the graphs (or their routes and bounds) changed; a decision still
     // running for the old ones is dropped.
-    if g.graph_scaler
-        .as_ref()
-        .is_none_or(|s| s.key != key || *s.graph != model)
-    {
+    if g.graph_scaler.as_ref().is_none_or(|s| s.key != key) {
+        let (model, names) = combined(&graphs);
         let cfg = &state.config.graph_autoscaler;
         match pharos_policy::graph::build_graph(&cfg.policy, &cfg.params) {
             Ok(p) => {
