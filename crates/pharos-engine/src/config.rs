@@ -21,6 +21,30 @@ pub enum SandboxMode {
     Off,
 }
 
+/// Whether the local engine holds each replica to its vCPUs (the kernel's CPU
+/// controller, cgroup v2 or v1's `cpu`; needs root or a delegated hierarchy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuLimitsMode {
+    /// Replicas use whatever CPU they get; vCPUs are only booked.
+    #[default]
+    Off,
+    /// Limits when this server can write the CPU controller; otherwise off, with a
+    /// warning.
+    Auto,
+    /// Limits, or the server refuses to start (saying why).
+    On,
+}
+
+/// The local engine's settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// Each replica held to its service's vCPUs, and resized in place when a graph
+    /// function's vCPUs per replica change (`cpus_range`).
+    pub cpu_limits: CpuLimitsMode,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {

@@ -409,6 +409,11 @@ pub trait ServiceEngine: Send + Sync + 'static {
     fn runs_here(&self) -> bool {
         false
     }
+    /// Whether it resizes running replicas in place when a want's `spec.cpus` changes
+    /// (otherwise a service's vCPUs per replica are fixed while it runs).
+    fn resizes(&self) -> bool {
+        false
+    }
     /// Brings the engine toward `wants` and reports what runs (one report per want).
     /// An error means the engine could not be asked (nothing is known).
     fn sync<'a>(&'a self, wants: &'a [Want]) -> BoxFuture<'a, Result<Vec<Report>, String>>;

@@ -11,8 +11,10 @@
 //! Architecture Invariant: every action is idempotent and keyed by (job, attempt,
 //! learner); nothing here keeps state in memory.
 
+pub mod cpu_limits;
 pub mod replicas;
 
+pub use cpu_limits::CpuLimits;
 pub use replicas::LocalReplicas;
 
 use std::fs::{self, File, OpenOptions};

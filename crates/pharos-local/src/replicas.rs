@@ -34,6 +34,8 @@ use pharos_engine::service::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::cpu_limits::CpuLimits;
+
 /// What is kept on disk of a replica (so that a restarted server adopts it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ReplicaFile {
@@ -54,6 +56,8 @@ struct Replica {
     since: Instant,
     cold_start_s: Option<f64>,
     adopted: bool,
+    /// The vCPU limit its group has (None: no limits kept, or not known yet).
+    cpus: Option<f64>,
 }
 
 impl Replica {
@@ -81,6 +85,8 @@ struct Local {
 pub struct LocalReplicas {
     data_dir: PathBuf,
     services: Mutex<BTreeMap<String, Local>>,
+    /// Each replica held to its vCPUs (and resized in place), when configured.
+    cpu_limits: Option<CpuLimits>,
 }
 
 /// One pass's events for a service.
@@ -92,7 +98,15 @@ impl LocalReplicas {
         Self {
             data_dir: data_dir.to_path_buf(),
             services: Mutex::new(BTreeMap::new()),
+            cpu_limits: None,
         }
+    }
+
+    /// Holds every replica to its service's vCPUs with `limits`, and resizes running
+    /// replicas in place when a service's vCPUs per replica change.
+    pub fn with_cpu_limits(mut self, limits: CpuLimits) -> Self {
+        self.cpu_limits = Some(limits);
+        self
     }
 
     fn services(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Local>> {
@@ -145,6 +159,7 @@ impl LocalReplicas {
                         "adopted",
                         format!("replica {id} (pid {}) adopted after a restart", f.pid),
                     ));
+                    let cpus = self.cpu_limits.as_ref().and_then(|c| c.get(name, id));
                     l.replicas.push(Replica {
                         id,
                         file: f,
@@ -153,10 +168,14 @@ impl LocalReplicas {
                         since: Instant::now(),
                         cold_start_s: None,
                         adopted: true,
+                        cpus,
                     });
                 }
                 _ => {
                     let _ = std::fs::remove_file(&path);
+                    if let Some(c) = &self.cpu_limits {
+                        c.remove(name, id);
+                    }
                 }
             }
         }
@@ -218,7 +237,9 @@ impl LocalReplicas {
         }
         for w in wants {
             let ev = events.entry(w.name.clone()).or_default();
-            self.watch(w, g.get_mut(&w.name).expect("added above"), ev);
+            let l = g.get_mut(&w.name).expect("added above");
+            self.watch(w, l, ev);
+            self.resize(w, l, ev);
         }
         // New replicas fit what the replicas left running leave free, services in name
         // order.
@@ -287,6 +308,9 @@ impl LocalReplicas {
                 }
                 let _ =
                     std::fs::remove_file(self.replicas_dir(name).join(format!("{}.json", r.id)));
+                if let Some(c) = &self.cpu_limits {
+                    c.remove(name, r.id);
+                }
                 l.replicas.remove(i);
                 continue;
             }
@@ -315,6 +339,34 @@ impl LocalReplicas {
         }
         if failed {
             backoff(l);
+        }
+    }
+
+    /// Brings the vCPU limit of every replica not stopping to the service's vCPUs per
+    /// replica (one event per change).
+    fn resize(&self, w: &Want, l: &mut Local, events: &mut Events) {
+        let Some(c) = &self.cpu_limits else { return };
+        let cpus = w.spec.cpus;
+        let mut changed = Vec::new();
+        for r in l.replicas.iter_mut().filter(|r| r.phase != Phase::Stopping) {
+            if r.cpus.is_some_and(|x| (x - cpus).abs() < 1e-6) {
+                continue;
+            }
+            match c.set(&w.name, r.id, cpus) {
+                Ok(()) => {
+                    if let Some(old) = r.cpus {
+                        changed.push(format!("{} ({old} -> {cpus})", r.id));
+                    }
+                    r.cpus = Some(cpus);
+                }
+                Err(e) => events.push(("resize-failed", format!("replica {}: {e}", r.id))),
+            }
+        }
+        if !changed.is_empty() {
+            events.push((
+                "resized",
+                format!("vCPUs per replica now {cpus}: replicas {}", changed.join(", ")),
+            ));
         }
     }
 
@@ -436,6 +488,21 @@ impl LocalReplicas {
             .stdout(log)
             .stderr(err);
         sandbox::confine(&mut cmd, run_as);
+        // Its vCPU limit before it runs anything.
+        let group = match &self.cpu_limits {
+            Some(c) => Some(c.prepare(name, id, spec.cpus).map_err(|e| {
+                format!("replica {id}: its vCPU limit: {e}")
+            })?),
+            None => None,
+        };
+        if let Some(f) = &group {
+            use std::os::fd::AsRawFd;
+            let fd = f.as_raw_fd();
+            // SAFETY: only write(2) between fork and exec (join_in_child).
+            unsafe {
+                cmd.pre_exec(move || crate::cpu_limits::join_in_child(fd));
+            }
+        }
         // SAFETY: setsid between fork and exec (async-signal-safe): the replica leads its
         // own session and process group, and outlives the server.
         unsafe {
@@ -444,9 +511,13 @@ impl LocalReplicas {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("replica {id}: cannot start {:?}: {e}", spec.command[0]))?;
+        let child = cmd.spawn().map_err(|e| {
+            if let Some(c) = &self.cpu_limits {
+                c.remove(name, id);
+            }
+            format!("replica {id}: cannot start {:?}: {e}", spec.command[0])
+        })?;
+        drop(group);
         let pid = child.id() as i32;
         let file = ReplicaFile {
             pid,
@@ -466,6 +537,7 @@ impl LocalReplicas {
             since: Instant::now(),
             cold_start_s: None,
             adopted: false,
+            cpus: self.cpu_limits.as_ref().map(|_| spec.cpus),
         });
         Ok(id)
     }
@@ -512,6 +584,10 @@ impl ServiceEngine for LocalReplicas {
 
     fn runs_here(&self) -> bool {
         true
+    }
+
+    fn resizes(&self) -> bool {
+        self.cpu_limits.is_some()
     }
 
     fn sync<'a>(&'a self, wants: &'a [Want]) -> BoxFuture<'a, Result<Vec<Report>, String>> {

@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub listener: ListenerConfig,
     /// How learners and replicas are isolated on the local backend.
     pub sandbox: SandboxConfig,
+    /// The local engine's replicas: vCPU limits.
+    pub local: pharos_engine::config::LocalConfig,
     /// What every tenant may use (the admin is not limited) ...
     pub tenant_limits: TenantLimits,
     /// ... and per tenant, instead of `tenant_limits`.
@@ -303,6 +305,7 @@ impl Default for ServerConfig {
             history_hours: 6.0,
             listener: ListenerConfig::default(),
             sandbox: SandboxConfig::default(),
+            local: Default::default(),
             tenant_limits: TenantLimits::default(),
             tenants: BTreeMap::new(),
         }

@@ -369,22 +369,37 @@ impl Graphs {
         limits: Option<&crate::config::TenantLimits>,
         spec: GraphSpec,
     ) -> Result<(bool, Value), ApiError> {
-        // Replicas keep their function's vCPUs live: none resizes them yet.
-        if let Some((j, f)) = spec
-            .functions
-            .iter()
-            .enumerate()
-            .find(|(_, f)| f.cpus_range.is_some_and(|r| r != [f.cpus, f.cpus]))
-        {
-            return Err(ApiError::at(
-                StatusCode::BAD_REQUEST,
-                format!("functions[{j}].cpus_range"),
-                format!(
-                    "functions[{j}] ({}).cpus_range: this server runs every replica with its \
-                     function's cpus; replicas resized live are not supported yet",
-                    f.name
-                ),
-            ));
+        // A range of vCPUs per replica needs an engine that resizes running replicas;
+        // the tenant's vCPU limit holds at the top of the range.
+        let resizes = state.services.engine_resizes();
+        for (j, f) in spec.functions.iter().enumerate() {
+            let Some([_, hi]) = f.cpus_range.filter(|r| *r != [f.cpus, f.cpus]) else {
+                continue;
+            };
+            let at = format!("functions[{j}].cpus_range");
+            if !resizes {
+                return Err(ApiError::at(
+                    StatusCode::BAD_REQUEST,
+                    at.clone(),
+                    format!(
+                        "{at} ({}): this server's engine does not resize running replicas \
+                         (the local engine does with local.cpu_limits); give cpus alone",
+                        f.name
+                    ),
+                ));
+            }
+            let most = hi * f.max_replicas as f64;
+            if let Some(l) = limits.filter(|l| most > l.max_cpus) {
+                return Err(ApiError::at(
+                    StatusCode::BAD_REQUEST,
+                    at.clone(),
+                    format!(
+                        "{at}: {} replicas of up to {hi} vCPUs ask for {most} vCPUs; the \
+                         tenant may ask for at most {}",
+                        f.max_replicas, l.max_cpus
+                    ),
+                ));
+            }
         }
         let mut g = self.inner.lock().await;
         if let Some(rt) = g.get(&spec.name).cloned() {
@@ -557,7 +572,10 @@ impl Graphs {
                 "ready_replicas": s.as_ref().map(|s| s["ready_replicas"].clone()),
                 "starting_replicas": s.as_ref().map(|s| s["starting_replicas"].clone()),
                 "target_replicas": s.as_ref().map(|s| s["target_replicas"].clone()),
-                "resources_per_replica": { "cpus": f.cpus },
+                "resources_per_replica": {
+                    "cpus": s.as_ref().map_or(json!(f.cpus), |s| s["cpus_per_replica"].clone()),
+                    "cpus_range": f.cpus_range.unwrap_or([f.cpus, f.cpus]),
+                },
                 "queued": st.queued,
                 "in_flight": st.in_flight,
                 "counters": {

@@ -58,9 +58,17 @@ struct Svc {
     control_latencies: Vec<f64>,
     /// The user its replicas run as (an engine that runs them here, sandboxed).
     run_as: Option<pharos_engine::sandbox::RunAs>,
+    /// vCPUs per replica the graph autoscaler chose (within its function's range; an
+    /// engine that resizes replicas only); `None`: the spec's.
+    size: Option<f64>,
 }
 
 impl Svc {
+    /// vCPUs each replica has (or is being resized to).
+    fn cpus(&self) -> f64 {
+        self.size.unwrap_or(self.spec.cpus)
+    }
+
     /// Replicas in phase `p`, as the engine last reported them.
     fn count(&self, p: Phase) -> u32 {
         self.remote.replicas.iter().filter(|r| r.phase == p).count() as u32
@@ -160,6 +168,12 @@ impl Default for Services {
 
 impl Services {
     /// Services whose replicas `engine` runs (without one, none can be applied).
+    /// Whether the engine resizes running replicas (a graph function may then have a
+    /// range of vCPUs per replica).
+    pub fn engine_resizes(&self) -> bool {
+        self.engine.as_ref().is_some_and(|e| e.resizes())
+    }
+
     pub fn with_engine(engine: Option<Arc<dyn pharos_engine::ServiceEngine>>) -> Self {
         Self {
             engine,
@@ -285,6 +299,7 @@ impl Services {
             "url": format!("http://{host}:{}", s.port),
             "router_error": s.router_error,
             "target_replicas": s.target,
+            "cpus_per_replica": s.cpus(),
             "ready_replicas": count(Phase::Ready),
             "starting_replicas": count(Phase::Starting),
             "stopping_replicas": count(Phase::Draining) + count(Phase::Stopping),
@@ -720,7 +735,7 @@ fn check_tenant_limits(
 fn held(g: &Inner) -> f64 {
     g.svcs
         .values()
-        .map(|s| s.spec.cpus * s.held_replicas() as f64)
+        .map(|s| s.cpus() * s.held_replicas() as f64)
         .sum()
 }
 
@@ -744,6 +759,7 @@ fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc
         run_as: None,
         scale_ups: Vec::new(),
         control_latencies: Vec::new(),
+        size: None,
     }
 }
 
@@ -909,7 +925,7 @@ async fn pass(state: &Arc<AppState>) {
         .svcs
         .values()
         .filter(|s| s.held_replicas() > 0)
-        .map(|s| (s.spec.cpus, s.held_replicas()))
+        .map(|s| (s.cpus(), s.held_replicas()))
         .collect();
     let targets: Vec<(String, u32)> = g
         .svcs

@@ -71,7 +71,7 @@ pub fn server(a: ServerArgs) -> Result<()> {
         let (backend, engine): Engines = match config.backend {
             BackendKind::Local => (
                 Arc::new(pharos_local::LocalBackend::new(exe)),
-                Arc::new(pharos_local::LocalReplicas::new(&data_dir)),
+                Arc::new(local_replicas(&data_dir, config.local.cpu_limits)?),
             ),
             BackendKind::Ray => {
                 let client = pharos_ray::RayClient::new(&config.ray)?;
@@ -100,4 +100,27 @@ pub fn server(a: ServerArgs) -> Result<()> {
             .with_context(|| format!("listening on {listen}"))?;
         pharos_server::serve(state, listener).await
     })
+}
+
+/// The local engine's replicas, held to their vCPUs as `mode` says.
+fn local_replicas(
+    data_dir: &std::path::Path,
+    mode: pharos_engine::config::CpuLimitsMode,
+) -> Result<pharos_local::LocalReplicas> {
+    use pharos_engine::config::CpuLimitsMode;
+    let replicas = pharos_local::LocalReplicas::new(data_dir);
+    if mode == CpuLimitsMode::Off {
+        return Ok(replicas);
+    }
+    match pharos_local::CpuLimits::detect(data_dir) {
+        Ok(l) => {
+            tracing::info!("replicas are held to their vCPUs (cgroups)");
+            Ok(replicas.with_cpu_limits(l))
+        }
+        Err(e) if mode == CpuLimitsMode::Auto => {
+            tracing::warn!("local.cpu_limits: off ({e})");
+            Ok(replicas)
+        }
+        Err(e) => anyhow::bail!("local.cpu_limits is on, but the CPU controller cannot be used: {e}"),
+    }
 }

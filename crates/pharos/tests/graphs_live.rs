@@ -541,3 +541,132 @@ fn a_request_past_the_visit_or_body_bound_is_refused_and_counted() {
     );
     assert_eq!(c["arrivals"], 11, "{g}");
 }
+
+/// The vCPU limit of each replica group of `prefix` (`GRAPH.FUNCTION.`) under any
+/// pharos server's groups, cgroup v2 or v1.
+fn quotas(prefix: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    for (base, v2) in [("/sys/fs/cgroup", true), ("/sys/fs/cgroup/cpu", false)] {
+        let Ok(servers) = std::fs::read_dir(base) else { continue };
+        for s in servers.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("pharos-")) {
+            for r in std::fs::read_dir(s.path()).into_iter().flatten().flatten() {
+                if !r.file_name().to_string_lossy().starts_with(prefix) {
+                    continue;
+                }
+                let read = |f: &str| std::fs::read_to_string(r.path().join(f)).unwrap_or_default();
+                let q = if v2 {
+                    let t = read("cpu.max");
+                    let mut it = t.split_whitespace();
+                    let q: f64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+                    q / it.next().and_then(|x| x.parse().ok()).unwrap_or(1.0)
+                } else {
+                    read("cpu.cfs_quota_us").trim().parse::<f64>().unwrap_or(0.0)
+                        / read("cpu.cfs_period_us").trim().parse::<f64>().unwrap_or(1.0)
+                };
+                out.push(q);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_function_with_a_vcpu_range_is_resized_in_place_by_the_fluid_autoscaler() {
+    match pharos_local::CpuLimits::detect(std::path::Path::new("/pharos-probe")) {
+        Ok(l) => l.remove_all(),
+        Err(e) => {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root: {e}");
+            eprintln!("skipped: no writable CPU controller here ({e})");
+            return;
+        }
+    }
+    let s = Server::start(
+        "capacity: { cpus: 4 }\nlocal: { cpu_limits: on }\n\
+         graph_autoscaler: { policy: fluid, params: { interval_s: 1, horizon_s: 10, rate_window_s: 3 } }",
+    );
+    let spec = format!(
+        "kind: graph\nname: sized\nfunctions:\n{}{}",
+        function("light", 2, "    routes: [{to: heavy, p: 1.0}]\n"),
+        function("heavy", 40, "    cpus_range: [0.25, 2]\n")
+            .replace("--dist, det]", "--dist, det, --concurrency, '2']"),
+    );
+    let (status, v) = s.request(
+        "PUT",
+        "/v1/graphs/sized",
+        Some(ADMIN),
+        Some(("application/yaml", spec.into_bytes())),
+    );
+    assert_eq!(status, 201, "{v}");
+    let heavy_cpus = |g: &Value| {
+        function_of(g, "heavy")["resources_per_replica"]["cpus"]
+            .as_f64()
+            .unwrap()
+    };
+    let pid = |s: &Server| {
+        let (_, v) = s.request("GET", "/v1/services/sized.heavy", Some(ADMIN), None);
+        v["replicas"][0]["pid"].as_i64()
+    };
+    // Idle: the plan needs little of heavy, which shrinks below its 1 vCPU; its
+    // replica's group holds it to that.
+    let v = wait_ready(&s, "sized");
+    let url = v["url"].as_str().unwrap().to_string();
+    let t0 = Instant::now();
+    let mut g = graph(&s, "sized");
+    while heavy_cpus(&g) >= 1.0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never shrank: {g}");
+        std::thread::sleep(Duration::from_millis(200));
+        g = graph(&s, "sized");
+    }
+    let small = heavy_cpus(&g);
+    assert!((0.25..1.0).contains(&small), "{g}");
+    let first = pid(&s);
+    assert!(first.is_some());
+    groups_hold_the_size_shown(&s);
+    // Loaded: heavy (40 ms a request) grows past 1 vCPU, the same process resized.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    send(&url, 1);
+                }
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    while heavy_cpus(&g) <= 1.0 {
+        assert!(t0.elapsed() < Duration::from_secs(40), "never grew: {g}");
+        std::thread::sleep(Duration::from_millis(200));
+        g = graph(&s, "sized");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let big = heavy_cpus(&g);
+    assert!(big <= 2.0, "{g}");
+    assert_eq!(pid(&s), first, "resized by a restart, not in place");
+    let events = s.service_events("sized.heavy");
+    assert!(events.contains("resized"), "{events}");
+    assert!(events.contains("vCPUs per replica"), "{events}");
+    groups_hold_the_size_shown(&s);
+}
+
+/// Every replica group of `sized.heavy` has the vCPUs its graph's status shows (the
+/// latest decision's; a new one may land in between, hence the retries).
+fn groups_hold_the_size_shown(s: &Server) {
+    let t0 = Instant::now();
+    loop {
+        let g = graph(s, "sized");
+        let now = function_of(&g, "heavy")["resources_per_replica"]["cpus"]
+            .as_f64()
+            .unwrap();
+        let q = quotas("sized.heavy.");
+        if !q.is_empty() && q.iter().all(|x| (x - now).abs() < 1e-3) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{q:?} != {now}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

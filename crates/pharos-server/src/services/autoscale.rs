@@ -95,7 +95,7 @@ pub(super) fn job_view<'a>(name: &'a str, s: &'a Svc, st: &crate::router::Stats)
         name,
         slo: s.spec.slo,
         processing_time_s: s.spec.processing_time_s,
-        cpus_per_replica: s.spec.cpus,
+        cpus_per_replica: s.cpus(),
         min_replicas: s.spec.min_replicas,
         max_replicas: s.spec.max_replicas,
         max_concurrent: s.spec.max_concurrent,

@@ -49,7 +49,10 @@ pub(super) async fn sync(state: &AppState, engine: &dyn ServiceEngine, events: &
             .values()
             .map(|s| Want {
                 name: s.spec.name.clone(),
-                spec: s.spec.clone(),
+                spec: ServiceSpec {
+                    cpus: s.cpus(),
+                    ..s.spec.clone()
+                },
                 target: s.target,
                 deleting: s.deleting,
                 capacity_cpus,

@@ -214,8 +214,21 @@ pub(super) fn autoscale_graphs(
                     .map(|d| d.policy().name().to_string())
                     .unwrap_or_default();
                 let names = scaler.names.clone();
-                for (n, (reps, _size)) in names.iter().zip(done.targets.into_iter().flatten()) {
+                let resizes = state.services.engine_resizes();
+                for (n, (reps, size)) in names.iter().zip(done.targets.into_iter().flatten()) {
                     let Some(s) = g.svcs.get_mut(n) else { continue };
+                    // The policy's size is within the function's range (fit_decision).
+                    if resizes && size.is_finite() && size > 0.0 && (size - s.cpus()).abs() > 1e-6 {
+                        events.push((
+                            n.clone(),
+                            "resized",
+                            format!(
+                                "graph autoscaler ({policy}): {} -> {size} vCPUs per replica",
+                                s.cpus()
+                            ),
+                        ));
+                        s.size = Some(size);
+                    }
                     if s.target != reps {
                         events.push((
                             n.clone(),
@@ -255,7 +268,7 @@ pub(super) fn autoscale_graphs(
         .svcs
         .values()
         .filter(|s| s.spec.graph.is_none())
-        .map(|s| s.spec.cpus * s.held_replicas() as f64)
+        .map(|s| s.cpus() * s.held_replicas() as f64)
         .sum();
     let capacity = (state.services.capacity_left(state) - others).max(0.0);
     let jobs: Vec<OwnedJob> = scaler
@@ -269,12 +282,12 @@ pub(super) fn autoscale_graphs(
     let held: Vec<f64> = scaler
         .names
         .iter()
-        .map(|n| g.svcs[n].spec.cpus * g.svcs[n].held_replicas() as f64)
+        .map(|n| g.svcs[n].cpus() * g.svcs[n].held_replicas() as f64)
         .collect();
     let current: Vec<(u32, f64)> = scaler
         .names
         .iter()
-        .map(|n| (g.svcs[n].target, g.svcs[n].spec.cpus))
+        .map(|n| (g.svcs[n].target, g.svcs[n].cpus()))
         .collect();
     let external: Vec<u64> = graphs.iter().map(|rt| rt.arrivals()).collect();
     let graph = scaler.graph.clone();
