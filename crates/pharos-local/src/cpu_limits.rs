@@ -48,9 +48,13 @@ impl CpuLimits {
         let name = format!("pharos-{id:016x}");
         let v2 = mount.join("cgroup.controllers");
         let (kind, root) = if v2.is_file() {
-            let controllers = std::fs::read_to_string(&v2).map_err(|e| format!("{}: {e}", v2.display()))?;
+            let controllers =
+                std::fs::read_to_string(&v2).map_err(|e| format!("{}: {e}", v2.display()))?;
             if !controllers.split_whitespace().any(|c| c == "cpu") {
-                return Err(format!("{}: the cpu controller is not available", v2.display()));
+                return Err(format!(
+                    "{}: the cpu controller is not available",
+                    v2.display()
+                ));
             }
             (Hierarchy::V2, mount.join(name))
         } else if mount.join("cpu/cpu.cfs_quota_us").is_file() {
@@ -119,11 +123,22 @@ impl CpuLimits {
             Hierarchy::V2 => {
                 let t = std::fs::read_to_string(g.join("cpu.max")).ok()?;
                 let mut it = t.split_whitespace();
-                (it.next()?.parse::<f64>().ok()?, it.next()?.parse::<f64>().ok()?)
+                (
+                    it.next()?.parse::<f64>().ok()?,
+                    it.next()?.parse::<f64>().ok()?,
+                )
             }
             Hierarchy::V1 => (
-                std::fs::read_to_string(g.join("cpu.cfs_quota_us")).ok()?.trim().parse::<f64>().ok()?,
-                std::fs::read_to_string(g.join("cpu.cfs_period_us")).ok()?.trim().parse::<f64>().ok()?,
+                std::fs::read_to_string(g.join("cpu.cfs_quota_us"))
+                    .ok()?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()?,
+                std::fs::read_to_string(g.join("cpu.cfs_period_us"))
+                    .ok()?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()?,
             ),
         };
         (quota > 0.0 && period > 0.0).then(|| quota / period)

@@ -365,7 +365,10 @@ impl LocalReplicas {
         if !changed.is_empty() {
             events.push((
                 "resized",
-                format!("vCPUs per replica now {cpus}: replicas {}", changed.join(", ")),
+                format!(
+                    "vCPUs per replica now {cpus}: replicas {}",
+                    changed.join(", ")
+                ),
             ));
         }
     }
@@ -490,9 +493,10 @@ impl LocalReplicas {
         sandbox::confine(&mut cmd, run_as);
         // Its vCPU limit before it runs anything.
         let group = match &self.cpu_limits {
-            Some(c) => Some(c.prepare(name, id, spec.cpus).map_err(|e| {
-                format!("replica {id}: its vCPU limit: {e}")
-            })?),
+            Some(c) => Some(
+                c.prepare(name, id, spec.cpus)
+                    .map_err(|e| format!("replica {id}: its vCPU limit: {e}"))?,
+            ),
             None => None,
         };
         if let Some(f) = &group {

@@ -85,20 +85,28 @@ async fn replicas_are_held_to_their_vcpus_and_resized_in_place() {
         assert!(t0.elapsed() < Duration::from_secs(30), "not ready: {r:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(limits.holds("spin", 1, pid), "the replica is not in its group");
+    assert!(
+        limits.holds("spin", 1, pid),
+        "the replica is not in its group"
+    );
     assert_eq!(limits.get("spin", 1), Some(0.2));
     // It spins, but gets about a fifth of a core: without the limit a whole one.
     let (c0, t) = (cpu_s(pid), Instant::now());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let share = (cpu_s(pid) - c0) / t.elapsed().as_secs_f64();
-    assert!(share < 0.35, "used {share:.2} of a core under a 0.2 vCPU limit");
+    assert!(
+        share < 0.35,
+        "used {share:.2} of a core under a 0.2 vCPU limit"
+    );
     // Resized to 0.6 vCPU: the same process, a new limit, an event.
     let r = sync(&e, &want(0.6, 1)).await;
     assert_eq!(r.replicas.len(), 1);
     assert_eq!(r.replicas[0].process.as_ref().unwrap().pid, pid);
     assert_eq!(limits.get("spin", 1), Some(0.6));
     assert!(
-        r.events.iter().any(|(k, m)| *k == "resized" && m.contains("0.2 -> 0.6")),
+        r.events
+            .iter()
+            .any(|(k, m)| *k == "resized" && m.contains("0.2 -> 0.6")),
         "{:?}",
         r.events
     );

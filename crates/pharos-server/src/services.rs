@@ -404,7 +404,13 @@ impl Services {
 
     /// The ports the services' routers listen on.
     pub async fn ports(&self) -> std::collections::HashSet<u16> {
-        self.inner.lock().await.svcs.values().map(|s| s.port).collect()
+        self.inner
+            .lock()
+            .await
+            .svcs
+            .values()
+            .map(|s| s.port)
+            .collect()
     }
 
     /// A service's router (not one being deleted).

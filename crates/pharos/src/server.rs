@@ -121,6 +121,8 @@ fn local_replicas(
             tracing::warn!("local.cpu_limits: off ({e})");
             Ok(replicas)
         }
-        Err(e) => anyhow::bail!("local.cpu_limits is on, but the CPU controller cannot be used: {e}"),
+        Err(e) => {
+            anyhow::bail!("local.cpu_limits is on, but the CPU controller cannot be used: {e}")
+        }
     }
 }

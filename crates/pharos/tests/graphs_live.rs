@@ -213,13 +213,49 @@ fn a_diamond_routes_by_its_probabilities_and_its_counters_add_up() {
     assert_eq!(status, 409, "{v}");
     assert!(v.to_string().contains("graph diamond"), "{v}");
 
-    // The server killed and started again: the same entry URL serves the graph.
+    // The server killed under load and started again: the same entry URL serves the
+    // graph, with the same replica processes (adopted, not restarted).
+    let pids = |s: &Server| -> Vec<i64> {
+        ["front", "left", "right", "back"]
+            .iter()
+            .flat_map(|f| {
+                let (_, v) = s.request("GET", &format!("/v1/services/diamond.{f}"), Some(ADMIN), None);
+                v["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["pid"].as_i64().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let before = pids(&s);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (url, stop) = (url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let a = agent();
+            let mut ok = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Refused while the server is down; served before and after.
+                if a.get(format!("{url}/infer")).call().is_ok_and(|r| r.status() == 200) {
+                    ok += 1;
+                }
+            }
+            ok
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
     s.kill();
     s.spawn();
     let v = wait_ready(&s, "diamond");
     assert_eq!(v["url"], url.as_str());
     let after = send(&url, 20);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(client.join().unwrap() > 0);
     assert!(after.iter().all(|(st, _)| *st == 200), "{after:?}");
+    assert_eq!(pids(&s), before, "replicas restarted, not adopted");
+    assert!(s.service_events("diamond.back").contains("adopted"));
 }
 
 #[test]
@@ -542,26 +578,40 @@ fn a_request_past_the_visit_or_body_bound_is_refused_and_counted() {
     assert_eq!(c["arrivals"], 11, "{g}");
 }
 
-/// The vCPU limit of each replica group of `prefix` (`GRAPH.FUNCTION.`) under any
-/// pharos server's groups, cgroup v2 or v1.
+/// The vCPU limit of each replica group of `prefix` (`GRAPH.FUNCTION.`) that holds a
+/// process, under any pharos server's groups, cgroup v2 or v1.
 fn quotas(prefix: &str) -> Vec<f64> {
     let mut out = Vec::new();
     for (base, v2) in [("/sys/fs/cgroup", true), ("/sys/fs/cgroup/cpu", false)] {
-        let Ok(servers) = std::fs::read_dir(base) else { continue };
-        for s in servers.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("pharos-")) {
+        let Ok(servers) = std::fs::read_dir(base) else {
+            continue;
+        };
+        for s in servers
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pharos-"))
+        {
             for r in std::fs::read_dir(s.path()).into_iter().flatten().flatten() {
                 if !r.file_name().to_string_lossy().starts_with(prefix) {
                     continue;
                 }
                 let read = |f: &str| std::fs::read_to_string(r.path().join(f)).unwrap_or_default();
+                if read("cgroup.procs").trim().is_empty() {
+                    continue;
+                }
                 let q = if v2 {
                     let t = read("cpu.max");
                     let mut it = t.split_whitespace();
                     let q: f64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
                     q / it.next().and_then(|x| x.parse().ok()).unwrap_or(1.0)
                 } else {
-                    read("cpu.cfs_quota_us").trim().parse::<f64>().unwrap_or(0.0)
-                        / read("cpu.cfs_period_us").trim().parse::<f64>().unwrap_or(1.0)
+                    read("cpu.cfs_quota_us")
+                        .trim()
+                        .parse::<f64>()
+                        .unwrap_or(0.0)
+                        / read("cpu.cfs_period_us")
+                            .trim()
+                            .parse::<f64>()
+                            .unwrap_or(1.0)
                 };
                 out.push(q);
             }

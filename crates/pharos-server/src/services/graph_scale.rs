@@ -171,7 +171,10 @@ pub(super) fn autoscale_graphs(
         g.graph_scaler = None;
         return;
     }
-    let key: Key = graphs.iter().map(|rt| (rt.name.clone(), rt.version())).collect();
+    let key: Key = graphs
+        .iter()
+        .map(|rt| (rt.name.clone(), rt.version()))
+        .collect();
     // Rebuilt when the graphs (or their routes and bounds) changed; a decision still
     // running for the old ones is dropped.
     if g.graph_scaler.as_ref().is_none_or(|s| s.key != key) {
