@@ -524,7 +524,7 @@ impl Graphs {
         rt.stop();
         drop(g);
         for s in &rt.services {
-            if let Err(e) = state.services.delete(state, &s, None).await {
+            if let Err(e) = state.services.delete(state, s, None).await {
                 warn!(graph = name, "deleting the function {s}: {e}");
             }
         }

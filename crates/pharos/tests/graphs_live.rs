@@ -219,7 +219,12 @@ fn a_diamond_routes_by_its_probabilities_and_its_counters_add_up() {
         ["front", "left", "right", "back"]
             .iter()
             .flat_map(|f| {
-                let (_, v) = s.request("GET", &format!("/v1/services/diamond.{f}"), Some(ADMIN), None);
+                let (_, v) = s.request(
+                    "GET",
+                    &format!("/v1/services/diamond.{f}"),
+                    Some(ADMIN),
+                    None,
+                );
                 v["replicas"]
                     .as_array()
                     .unwrap()
@@ -238,7 +243,10 @@ fn a_diamond_routes_by_its_probabilities_and_its_counters_add_up() {
             let mut ok = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 // Refused while the server is down; served before and after.
-                if a.get(format!("{url}/infer")).call().is_ok_and(|r| r.status() == 200) {
+                if a.get(format!("{url}/infer"))
+                    .call()
+                    .is_ok_and(|r| r.status() == 200)
+                {
                     ok += 1;
                 }
             }
