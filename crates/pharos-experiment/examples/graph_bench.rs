@@ -3,7 +3,12 @@
 //! of 3, 10, 50 and 200 functions, over 20 random queue states each; with the share of
 //! decisions that fell back to the LP.
 //!
-//!   cargo run --release -p pharos-experiment --example graph_bench [-- F...]
+//! `--overloaded`: the state a live server reached (docs/results/graph-live-bench.sh):
+//! replicas of a fixed 0.25 vCPU, a pool of 4 vCPUs far below the graph's need, the
+//! entry's queue growing by 100 each decision and a few requests queued at the first
+//! 20 functions.
+//!
+//!   cargo run --release -p pharos-experiment --example graph_bench [-- [--overloaded] F...]
 
 use std::time::Instant;
 
@@ -26,7 +31,7 @@ impl Rng {
 
 /// A random layered graph: function j routes to one or two later functions (90% of
 /// its output), the last functions exit.
-fn graph(n: usize, rng: &mut Rng) -> Graph {
+fn graph(n: usize, rng: &mut Rng, resource: [f64; 2]) -> Graph {
     let functions = (0..n)
         .map(|j| {
             let mut routes = Vec::new();
@@ -49,7 +54,7 @@ fn graph(n: usize, rng: &mut Rng) -> Graph {
                 name: format!("f{j}"),
                 app: 0,
                 mu: 5.0 + 45.0 * rng.next(),
-                resource: [0.25, 2.0],
+                resource,
                 resource_per_replica: None,
                 timeout_s: 5.0,
                 queue_cap: 1000,
@@ -68,10 +73,10 @@ fn graph(n: usize, rng: &mut Rng) -> Graph {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
-        .collect::<Result<_, _>>()?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let overloaded = args.iter().any(|a| a == "--overloaded");
+    args.retain(|a| a != "--overloaded");
+    let sizes: Vec<usize> = args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?;
     let sizes = if sizes.is_empty() {
         vec![3, 10, 50, 200]
     } else {
@@ -83,7 +88,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     for n in sizes {
         let mut rng = Rng(n as u64);
-        let g = graph(n, &mut rng);
+        let resource = if overloaded {
+            [0.25, 0.25]
+        } else {
+            [0.25, 2.0]
+        };
+        let g = graph(n, &mut rng, resource);
         let lambda = 50.0;
         let flow = g.effective_rates(&{
             let mut e = vec![0.0; n];
@@ -95,12 +105,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .zip(&g.functions)
             .map(|(f, func)| f / func.mu)
             .sum();
-        let capacity = 1.5 * need / 0.8;
+        let capacity = if overloaded { 4.0 } else { 1.5 * need / 0.8 };
         let mut policy = FluidGraph::new(FluidGraphParams::default());
         let (mut total, mut max) = (0.0f64, 0.0f64);
-        let decisions = 20;
+        let decisions = if overloaded { 5 } else { 20 };
         for d in 0..=decisions {
-            let queues: Vec<u32> = (0..n).map(|_| (rng.next() * 50.0) as u32).collect();
+            let queues: Vec<u32> = (0..n)
+                .map(|j| match (overloaded, j) {
+                    (false, _) => (rng.next() * 50.0) as u32,
+                    (true, 0) => 100 * d as u32,
+                    (true, j) if j < 20 => (rng.next() * 5.0) as u32,
+                    (true, _) => 0,
+                })
+                .collect();
             let jobs: Vec<JobView<'_>> = g
                 .functions
                 .iter()
