@@ -69,11 +69,7 @@ impl CpuLimits {
             // The children of the mount, and of our group, may use the controller.
             enable_cpu(&mount.join("cgroup.subtree_control"))?;
         }
-        match std::fs::create_dir(&root) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("{}: {e}", root.display())),
-        }
+        mkdir(&root)?;
         if kind == Hierarchy::V2 {
             enable_cpu(&root.join("cgroup.subtree_control"))?;
         }
@@ -89,11 +85,7 @@ impl CpuLimits {
     /// replica to join before it runs anything ([`join_in_child`]).
     pub fn prepare(&self, service: &str, replica: u64, cpus: f64) -> Result<std::fs::File, String> {
         let g = self.group(service, replica);
-        match std::fs::create_dir(&g) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("{}: {e}", g.display())),
-        }
+        mkdir(&g)?;
         self.set(service, replica, cpus)?;
         let procs = g.join("cgroup.procs");
         std::fs::OpenOptions::new()
@@ -123,22 +115,11 @@ impl CpuLimits {
             Hierarchy::V2 => {
                 let t = std::fs::read_to_string(g.join("cpu.max")).ok()?;
                 let mut it = t.split_whitespace();
-                (
-                    it.next()?.parse::<f64>().ok()?,
-                    it.next()?.parse::<f64>().ok()?,
-                )
+                (it.next()?.parse().ok()?, it.next()?.parse().ok()?)
             }
             Hierarchy::V1 => (
-                std::fs::read_to_string(g.join("cpu.cfs_quota_us"))
-                    .ok()?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()?,
-                std::fs::read_to_string(g.join("cpu.cfs_period_us"))
-                    .ok()?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()?,
+                read_number(&g.join("cpu.cfs_quota_us"))?,
+                read_number(&g.join("cpu.cfs_period_us"))?,
             ),
         };
         (quota > 0.0 && period > 0.0).then(|| quota / period)
@@ -155,9 +136,7 @@ impl CpuLimits {
     pub fn remove(&self, service: &str, replica: u64) {
         let _ = std::fs::remove_dir(self.group(service, replica));
     }
-}
 
-impl CpuLimits {
     /// Removes this server's group (refused by the kernel while a replica's is in it).
     pub fn remove_all(&self) {
         let _ = std::fs::remove_dir(&self.root);
@@ -187,6 +166,19 @@ fn enable_cpu(subtree_control: &Path) -> Result<(), String> {
         return Ok(());
     }
     write(subtree_control, "+cpu")
+}
+
+/// Creates a group's directory (one already there is fine).
+fn mkdir(path: &Path) -> Result<(), String> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn read_number(path: &Path) -> Option<f64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 fn write(path: &Path, value: &str) -> Result<(), String> {

@@ -58,6 +58,8 @@ struct Replica {
     adopted: bool,
     /// The vCPU limit its group has (None: no limits kept, or not known yet).
     cpus: Option<f64>,
+    /// A size its group refused (said once, not tried again until the size changes).
+    refused: Option<f64>,
 }
 
 impl Replica {
@@ -169,13 +171,12 @@ impl LocalReplicas {
                         cold_start_s: None,
                         adopted: true,
                         cpus,
+                        refused: None,
                     });
                 }
                 _ => {
                     let _ = std::fs::remove_file(&path);
-                    if let Some(c) = &self.cpu_limits {
-                        c.remove(name, id);
-                    }
+                    self.remove_group(name, id);
                 }
             }
         }
@@ -308,9 +309,7 @@ impl LocalReplicas {
                 }
                 let _ =
                     std::fs::remove_file(self.replicas_dir(name).join(format!("{}.json", r.id)));
-                if let Some(c) = &self.cpu_limits {
-                    c.remove(name, r.id);
-                }
+                self.remove_group(name, r.id);
                 l.replicas.remove(i);
                 continue;
             }
@@ -342,6 +341,13 @@ impl LocalReplicas {
         }
     }
 
+    /// Removes a replica's vCPU group, where limits are kept.
+    fn remove_group(&self, name: &str, id: u64) {
+        if let Some(c) = &self.cpu_limits {
+            c.remove(name, id);
+        }
+    }
+
     /// Brings the vCPU limit of every replica not stopping to the service's vCPUs per
     /// replica (one event per change).
     fn resize(&self, w: &Want, l: &mut Local, events: &mut Events) {
@@ -349,7 +355,8 @@ impl LocalReplicas {
         let cpus = w.spec.cpus;
         let mut changed = Vec::new();
         for r in l.replicas.iter_mut().filter(|r| r.phase != Phase::Stopping) {
-            if r.cpus.is_some_and(|x| (x - cpus).abs() < 1e-6) {
+            let same = |x: Option<f64>| x.is_some_and(|x| (x - cpus).abs() < 1e-6);
+            if same(r.cpus) || same(r.refused) {
                 continue;
             }
             match c.set(&w.name, r.id, cpus) {
@@ -359,7 +366,10 @@ impl LocalReplicas {
                     }
                     r.cpus = Some(cpus);
                 }
-                Err(e) => events.push(("resize-failed", format!("replica {}: {e}", r.id))),
+                Err(e) => {
+                    r.refused = Some(cpus);
+                    events.push(("resize-failed", format!("replica {}: {e}", r.id)))
+                }
             }
         }
         if !changed.is_empty() {
@@ -516,9 +526,7 @@ impl LocalReplicas {
             });
         }
         let child = cmd.spawn().map_err(|e| {
-            if let Some(c) = &self.cpu_limits {
-                c.remove(name, id);
-            }
+            self.remove_group(name, id);
             format!("replica {id}: cannot start {:?}: {e}", spec.command[0])
         })?;
         drop(group);
@@ -542,6 +550,7 @@ impl LocalReplicas {
             cold_start_s: None,
             adopted: false,
             cpus: self.cpu_limits.as_ref().map(|_| spec.cpus),
+            refused: None,
         });
         Ok(id)
     }
