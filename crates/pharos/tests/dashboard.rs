@@ -89,23 +89,13 @@ fn the_dashboard_in_a_browser() {
         "name: web-a\ncommand: ['{REPLICA}', --port, $PORT, --service-ms, '5']\ncpus: 0.5\n\
          slo: {{latency_s: 0.1}}\nprocessing_time_s: 0.005\nmin_replicas: 1\nmax_replicas: 3\n"
     );
-    let (st, v) = s.request(
-        "PUT",
-        "/v1/services/web-a",
-        Some(&ta),
-        Some(("application/yaml", spec.into_bytes())),
-    );
+    let (st, v) = s.put_yaml("/v1/services/web-a", &ta, &spec);
     assert_eq!(st, 201, "{v}");
     let graph = format!(
         "kind: graph\nname: g-a\nfunctions:\n  - name: only\n    command: ['{REPLICA}', --port, $PORT, --service-ms, '5']\n    \
          cpus: 0.5\n    processing_time_s: 0.005\n"
     );
-    let (st, v) = s.request(
-        "PUT",
-        "/v1/graphs/g-a",
-        Some(&ta),
-        Some(("application/yaml", graph.into_bytes())),
-    );
+    let (st, v) = s.put_yaml("/v1/graphs/g-a", &ta, &graph);
     assert_eq!(st, 201, "{v}");
     s.wait_state(a, "PROCESSING", 30);
     s.wait_service("web-a", 30, "ready", |v| v["ready_replicas"] == 1);

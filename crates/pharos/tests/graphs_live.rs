@@ -85,6 +85,50 @@ fn send(url: &str, n: usize) -> Vec<(u16, String)> {
         .collect()
 }
 
+/// Clients each sending requests to `{url}/infer` one after another until stopped.
+struct Clients {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<[u64; 3]>>,
+}
+
+impl Clients {
+    fn start(url: &str, n: usize) -> Clients {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let (url, stop) = (url.to_string(), stop.clone());
+                std::thread::spawn(move || {
+                    let a = agent();
+                    let mut seen = [0u64; 3];
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let k = match a.get(format!("{url}/infer")).call() {
+                            Ok(r) if r.status() == 200 => 0,
+                            Ok(_) => 1,
+                            Err(_) => 2,
+                        };
+                        seen[k] += 1;
+                        if k > 0 {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Clients { stop, threads }
+    }
+
+    /// Stops them: requests answered 200, answered otherwise, and not answered (no
+    /// server), over all clients.
+    fn stop(self) -> [u64; 3] {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads.into_iter().fold([0; 3], |t, c| {
+            let x = c.join().unwrap();
+            [t[0] + x[0], t[1] + x[1], t[2] + x[2]]
+        })
+    }
+}
+
 fn counter(f: &Value, k: &str) -> u64 {
     f["counters"][k]
         .as_u64()
@@ -235,32 +279,15 @@ fn a_diamond_routes_by_its_probabilities_and_its_counters_add_up() {
             .collect()
     };
     let before = pids(&s);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = {
-        let (url, stop) = (url.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let a = agent();
-            let mut ok = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // Refused while the server is down; served before and after.
-                if a.get(format!("{url}/infer"))
-                    .call()
-                    .is_ok_and(|r| r.status() == 200)
-                {
-                    ok += 1;
-                }
-            }
-            ok
-        })
-    };
+    // Refused while the server is down; served before and after.
+    let client = Clients::start(&url, 1);
     std::thread::sleep(Duration::from_millis(300));
     s.kill();
     s.spawn();
     let v = wait_ready(&s, "diamond");
     assert_eq!(v["url"], url.as_str());
     let after = send(&url, 20);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(client.join().unwrap() > 0);
+    assert!(client.stop()[0] > 0);
     assert!(after.iter().all(|(st, _)| *st == 200), "{after:?}");
     assert_eq!(pids(&s), before, "replicas restarted, not adopted");
     assert!(s.service_events("diamond.back").contains("adopted"));
@@ -280,12 +307,7 @@ fn a_fan_out_waits_for_every_branch_and_a_slow_function_times_out() {
         function("right", 30, ""),
         function("join", 2, ""),
     );
-    let (status, v) = s.request(
-        "PUT",
-        "/v1/graphs/fan",
-        Some(ADMIN),
-        Some(("application/yaml", fan.into_bytes())),
-    );
+    let (status, v) = s.put_yaml("/v1/graphs/fan", ADMIN, &fan);
     assert_eq!(status, 201, "{v}");
     let v = wait_ready(&s, "fan");
     let url = v["url"].as_str().unwrap().to_string();
@@ -318,12 +340,7 @@ fn a_fan_out_waits_for_every_branch_and_a_slow_function_times_out() {
         function("only", 300, "    timeout_s: 0.1\n")
     )
     .replace("max_replicas: 2", "max_replicas: 1");
-    let (status, v) = s.request(
-        "PUT",
-        "/v1/graphs/slow",
-        Some(ADMIN),
-        Some(("application/yaml", slow.into_bytes())),
-    );
+    let (status, v) = s.put_yaml("/v1/graphs/slow", ADMIN, &slow);
     assert_eq!(status, 201, "{v}");
     let v = wait_ready(&s, "slow");
     let url = v["url"].as_str().unwrap().to_string();
@@ -378,12 +395,7 @@ fn bad_graphs_are_refused_naming_what_is_wrong() {
             "max_replicas",
         ),
     ] {
-        let (status, v) = s.request(
-            "PUT",
-            "/v1/graphs/diamond",
-            Some(ADMIN),
-            Some(("application/yaml", bad.into_bytes())),
-        );
+        let (status, v) = s.put_yaml("/v1/graphs/diamond", ADMIN, &bad);
         assert_eq!(status, 400, "{v}");
         assert!(v.to_string().contains(want), "{want}: {v}");
     }
@@ -408,28 +420,13 @@ fn the_fluid_autoscaler_adds_replicas_where_the_graph_needs_them() {
         function("light", 2, "    routes: [{to: heavy, p: 1.0}]\n"),
         function("heavy", 40, "").replace("max_replicas: 2", "max_replicas: 4"),
     );
-    let (status, v) = s.request(
-        "PUT",
-        "/v1/graphs/busy",
-        Some(ADMIN),
-        Some(("application/yaml", spec.into_bytes())),
-    );
+    let (status, v) = s.put_yaml("/v1/graphs/busy", ADMIN, &spec);
     assert_eq!(status, 201, "{v}");
     let v = wait_ready(&s, "busy");
     let url = v["url"].as_str().unwrap().to_string();
     // Four clients one request after another: heavy (40 ms a request, one replica)
     // is the bottleneck, light (2 ms) is not.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    send(&url, 1);
-                }
-            })
-        })
-        .collect();
+    let clients = Clients::start(&url, 4);
     let t0 = Instant::now();
     let mut g = graph(&s, "busy");
     while function_of(&g, "heavy")["target_replicas"].as_u64() < Some(2) {
@@ -437,10 +434,7 @@ fn the_fluid_autoscaler_adds_replicas_where_the_graph_needs_them() {
         std::thread::sleep(Duration::from_millis(200));
         g = graph(&s, "busy");
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
+    clients.stop();
     // The bottleneck got the replicas, within its bounds; the light function kept one.
     assert!(
         function_of(&g, "heavy")["target_replicas"]
@@ -461,12 +455,7 @@ fn the_fluid_autoscaler_adds_replicas_where_the_graph_needs_them() {
         "kind: graph\nname: sized\nfunctions:\n{}",
         function("f", 2, "    cpus_range: [0.5, 2]\n")
     );
-    let (status, v) = s.request(
-        "PUT",
-        "/v1/graphs/sized",
-        Some(ADMIN),
-        Some(("application/yaml", resized.into_bytes())),
-    );
+    let (status, v) = s.put_yaml("/v1/graphs/sized", ADMIN, &resized);
     assert_eq!(status, 400, "{v}");
     assert!(v.to_string().contains("cpus_range"), "{v}");
 }
@@ -479,34 +468,12 @@ fn a_function_replica_killed_under_load_fails_only_its_requests_in_flight() {
         function("a", 2, "    routes: [{to: b, p: 1.0}]\n"),
         function("b", 20, "").replace("min_replicas: 1", "min_replicas: 2"),
     );
-    let (status, v) = s.request(
-        "PUT",
-        "/v1/graphs/chain",
-        Some(ADMIN),
-        Some(("application/yaml", spec.into_bytes())),
-    );
+    let (status, v) = s.put_yaml("/v1/graphs/chain", ADMIN, &spec);
     assert_eq!(status, 201, "{v}");
     let v = wait_ready(&s, "chain");
     let url = v["url"].as_str().unwrap().to_string();
     s.wait_service("chain.b", 30, "2 ready", |v| v["ready_replicas"] == 2);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..3)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let (mut ok, mut failed) = (0u64, 0u64);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    if send(&url, 1)[0].0 == 200 {
-                        ok += 1;
-                    } else {
-                        failed += 1;
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
+    let clients = Clients::start(&url, 3);
     std::thread::sleep(Duration::from_millis(1500));
     let victim = s.service("chain.b")["replicas"][0]["pid"].as_i64().unwrap();
     // SAFETY: kill -9 of a replica this test's server started.
@@ -520,13 +487,8 @@ fn a_function_replica_killed_under_load_fails_only_its_requests_in_flight() {
                 .all(|r| r["pid"].as_i64() != Some(victim))
     });
     std::thread::sleep(Duration::from_millis(1000));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut ok, mut failed) = (0, 0);
-    for c in clients {
-        let (o, f) = c.join().unwrap();
-        ok += o;
-        failed += f;
-    }
+    let [ok, failed, unanswered] = clients.stop();
+    assert_eq!(unanswered, 0, "the graph's entry always answers");
     let g = graph(&s, "chain");
     let c = &g["counters"];
     let n = |k: &str| c[k].as_u64().unwrap();
@@ -554,12 +516,7 @@ fn a_request_past_the_visit_or_body_bound_is_refused_and_counted() {
         "kind: graph\nname: loop\nseed: 3\nfunctions:\n{}",
         function("a", 1, "    routes: [{to: a, p: 0.995}]\n")
     );
-    let (status, v) = s.request(
-        "PUT",
-        "/v1/graphs/loop",
-        Some(ADMIN),
-        Some(("application/yaml", spec.into_bytes())),
-    );
+    let (status, v) = s.put_yaml("/v1/graphs/loop", ADMIN, &spec);
     assert_eq!(status, 201, "{v}");
     let v = wait_ready(&s, "loop");
     let url = v["url"].as_str().unwrap().to_string();
@@ -586,46 +543,18 @@ fn a_request_past_the_visit_or_body_bound_is_refused_and_counted() {
     assert_eq!(c["arrivals"], 11, "{g}");
 }
 
-/// The vCPU limit of each replica group of `prefix` (`GRAPH.FUNCTION.`) that holds a
-/// process, under any pharos server's groups, cgroup v2 or v1.
-fn quotas(prefix: &str) -> Vec<f64> {
-    let mut out = Vec::new();
-    for (base, v2) in [("/sys/fs/cgroup", true), ("/sys/fs/cgroup/cpu", false)] {
-        let Ok(servers) = std::fs::read_dir(base) else {
-            continue;
-        };
-        for s in servers
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("pharos-"))
-        {
-            for r in std::fs::read_dir(s.path()).into_iter().flatten().flatten() {
-                if !r.file_name().to_string_lossy().starts_with(prefix) {
-                    continue;
-                }
-                let read = |f: &str| std::fs::read_to_string(r.path().join(f)).unwrap_or_default();
-                if read("cgroup.procs").trim().is_empty() {
-                    continue;
-                }
-                let q = if v2 {
-                    let t = read("cpu.max");
-                    let mut it = t.split_whitespace();
-                    let q: f64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
-                    q / it.next().and_then(|x| x.parse().ok()).unwrap_or(1.0)
-                } else {
-                    read("cpu.cfs_quota_us")
-                        .trim()
-                        .parse::<f64>()
-                        .unwrap_or(0.0)
-                        / read("cpu.cfs_period_us")
-                            .trim()
-                            .parse::<f64>()
-                            .unwrap_or(1.0)
-                };
-                out.push(q);
-            }
-        }
-    }
-    out
+/// The vCPU limit of each replica of `sized.heavy` not stopping, read from the groups of
+/// the server's data directory (None: a replica without one).
+fn quotas(s: &Server) -> Vec<Option<f64>> {
+    let limits = pharos_local::CpuLimits::detect(&s.data()).unwrap();
+    let (_, v) = s.request("GET", "/v1/services/sized.heavy", Some(ADMIN), None);
+    v["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["phase"] != "stopping")
+        .map(|r| limits.get("sized.heavy", r["id"].as_u64().unwrap()))
+        .collect()
 }
 
 #[test]
@@ -648,12 +577,7 @@ fn a_function_with_a_vcpu_range_is_resized_in_place_by_the_fluid_autoscaler() {
         function("heavy", 40, "    cpus_range: [0.25, 2]\n")
             .replace("--dist, det]", "--dist, det, --concurrency, '2']"),
     );
-    let (status, v) = s.request(
-        "PUT",
-        "/v1/graphs/sized",
-        Some(ADMIN),
-        Some(("application/yaml", spec.into_bytes())),
-    );
+    let (status, v) = s.put_yaml("/v1/graphs/sized", ADMIN, &spec);
     assert_eq!(status, 201, "{v}");
     let heavy_cpus = |g: &Value| {
         function_of(g, "heavy")["resources_per_replica"]["cpus"]
@@ -681,27 +605,14 @@ fn a_function_with_a_vcpu_range_is_resized_in_place_by_the_fluid_autoscaler() {
     assert!(first.is_some());
     groups_hold_the_size_shown(&s);
     // Loaded: heavy (40 ms a request) grows past 1 vCPU, the same process resized.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    send(&url, 1);
-                }
-            })
-        })
-        .collect();
+    let clients = Clients::start(&url, 4);
     let t0 = Instant::now();
     while heavy_cpus(&g) <= 1.0 {
         assert!(t0.elapsed() < Duration::from_secs(40), "never grew: {g}");
         std::thread::sleep(Duration::from_millis(200));
         g = graph(&s, "sized");
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
+    clients.stop();
     let big = heavy_cpus(&g);
     assert!(big <= 2.0, "{g}");
     assert_eq!(pid(&s), first, "resized by a restart, not in place");
@@ -720,8 +631,8 @@ fn groups_hold_the_size_shown(s: &Server) {
         let now = function_of(&g, "heavy")["resources_per_replica"]["cpus"]
             .as_f64()
             .unwrap();
-        let q = quotas("sized.heavy.");
-        if !q.is_empty() && q.iter().all(|x| (x - now).abs() < 1e-3) {
+        let q = quotas(s);
+        if !q.is_empty() && q.iter().all(|x| x.is_some_and(|x| (x - now).abs() < 1e-3)) {
             return;
         }
         assert!(t0.elapsed() < Duration::from_secs(10), "{q:?} != {now}");

@@ -270,11 +270,16 @@ impl Server {
             .find_map(|l| l.strip_prefix("name: "))
             .unwrap_or("x")
             .trim();
+        self.put_yaml(&format!("/v1/services/{name}"), ADMIN, spec)
+    }
+
+    /// `PUT path` of a YAML document as `token`: the status and the answer.
+    pub fn put_yaml(&self, path: &str, token: &str, yaml: &str) -> (u16, Value) {
         self.request(
             "PUT",
-            &format!("/v1/services/{name}"),
-            Some(ADMIN),
-            Some(("application/yaml", spec.as_bytes().to_vec())),
+            path,
+            Some(token),
+            Some(("application/yaml", yaml.as_bytes().to_vec())),
         )
     }
 
