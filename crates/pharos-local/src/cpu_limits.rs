@@ -1,7 +1,11 @@
 //! vCPU limits of local replicas through the kernel's CPU controller: each replica in a
-//! control group of its own whose CFS quota is its vCPUs (`cpus: 0.5` is 50 ms of CPU
-//! time every 100 ms, over all its threads and children), changed in place when its
-//! service is resized - the local engine's form of a pod's CPU limit.
+//! control group of its own whose CFS quota is its vCPUs (`cpus: 0.5` is 5 ms of CPU
+//! time every 10 ms, over all its threads and children), changed in place when its
+//! service is resized - the local engine's form of a pod's CPU limit. The period is
+//! short so that a small replica's request waits for its quota in slices of a few
+//! milliseconds, not tens (a request of 2 ms of CPU on 0.1 vCPU takes about 20 ms, not
+//! 2 ms or 92 ms); sizes under 0.1 vCPU, whose quota would be below the kernel's least
+//! (1 ms), get a 100 ms period.
 //!
 //! Both hierarchies are handled: the unified one (cgroup v2, `cpu.max`, the `cpu`
 //! controller enabled for the children of `/sys/fs/cgroup`) and the legacy `cpu`
@@ -18,7 +22,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The CFS period: a quota is vCPUs times this.
-const PERIOD_US: u64 = 100_000;
+const PERIOD_US: u64 = 10_000;
+/// The period of sizes whose quota would be below [`MIN_QUOTA_US`] in [`PERIOD_US`].
+const LONG_PERIOD_US: u64 = 100_000;
 /// The least quota the kernel takes (1 ms).
 const MIN_QUOTA_US: u64 = 1_000;
 
@@ -97,15 +103,14 @@ impl CpuLimits {
     /// Sets a replica's limit to `cpus` vCPUs.
     pub fn set(&self, service: &str, replica: u64, cpus: f64) -> Result<(), String> {
         let g = self.group(service, replica);
-        let quota = quota_us(cpus);
-        let (file, value) = match self.kind {
-            Hierarchy::V2 => ("cpu.max", format!("{quota} {PERIOD_US}")),
+        let (quota, period) = limit_us(cpus);
+        match self.kind {
+            Hierarchy::V2 => write(&g.join("cpu.max"), &format!("{quota} {period}")),
             Hierarchy::V1 => {
-                write(&g.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
-                ("cpu.cfs_quota_us", quota.to_string())
+                write(&g.join("cpu.cfs_period_us"), &period.to_string())?;
+                write(&g.join("cpu.cfs_quota_us"), &quota.to_string())
             }
-        };
-        write(&g.join(file), &value)
+        }
     }
 
     /// The limit a replica's group has now, in vCPUs (None: no group, or no limit).
@@ -143,9 +148,15 @@ impl CpuLimits {
     }
 }
 
-/// The quota for `cpus` vCPUs, in microseconds per period.
-fn quota_us(cpus: f64) -> u64 {
-    ((cpus * PERIOD_US as f64).round() as u64).max(MIN_QUOTA_US)
+/// The quota for `cpus` vCPUs and its period, in microseconds.
+fn limit_us(cpus: f64) -> (u64, u64) {
+    let period = if cpus * PERIOD_US as f64 >= MIN_QUOTA_US as f64 {
+        PERIOD_US
+    } else {
+        LONG_PERIOD_US
+    };
+    let quota = ((cpus * period as f64).round() as u64).max(MIN_QUOTA_US);
+    (quota, period)
 }
 
 /// In the child, between fork and exec: joins the group whose `cgroup.procs` is open
@@ -202,10 +213,13 @@ mod tests {
 
     #[test]
     fn quotas_are_vcpus_times_the_period_and_never_below_the_kernels_least() {
-        assert_eq!(quota_us(1.0), 100_000);
-        assert_eq!(quota_us(0.25), 25_000);
-        assert_eq!(quota_us(2.5), 250_000);
-        assert_eq!(quota_us(0.001), MIN_QUOTA_US);
+        assert_eq!(limit_us(1.0), (10_000, 10_000));
+        assert_eq!(limit_us(0.25), (2_500, 10_000));
+        assert_eq!(limit_us(2.5), (25_000, 10_000));
+        assert_eq!(limit_us(0.1), (1_000, 10_000));
+        // Below 0.1 vCPU the 10 ms period's quota would be under 1 ms: 100 ms instead.
+        assert_eq!(limit_us(0.05), (5_000, 100_000));
+        assert_eq!(limit_us(0.001), (MIN_QUOTA_US, 100_000));
     }
 
     #[test]
