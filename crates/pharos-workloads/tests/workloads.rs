@@ -23,14 +23,15 @@ fn get(port: u16, path: &str) -> Option<String> {
     Some(out)
 }
 
-#[test]
-fn the_replica_is_ready_and_serves_requests() {
+/// Starts a replica with these arguments on a free port and waits until it answers.
+fn start_replica(args: &[&str]) -> (std::process::Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(REPLICA)
+    let child = Command::new(REPLICA)
+        .args(args)
         .env("PORT", port.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -50,8 +51,52 @@ fn the_replica_is_ready_and_serves_requests() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    (child, port)
+}
+
+#[test]
+fn the_replica_is_ready_and_serves_requests() {
+    let (mut child, port) = start_replica(&[]);
     let answer = get(port, "/infer").unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The process's CPU time (user + system), seconds, from /proc (clock ticks of 10 ms).
+fn process_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A request costs `--service-ms` of CPU, its HTTP handling included: once the replica
+/// has paced itself, 300 requests of 2 ms cost 0.6 s of the process's CPU (calibrated
+/// work alone cost some 50% more here).
+#[test]
+fn a_request_costs_its_service_time_in_cpu_http_included() {
+    let (mut child, port) = start_replica(&["--service-ms", "2", "--dist", "det"]);
+    for _ in 0..200 {
+        assert!(get(port, "/infer").unwrap().starts_with("HTTP/1.1 200"));
+    }
+    let c0 = process_cpu_s(child.id());
+    let mut last = String::new();
+    for _ in 0..300 {
+        last = get(port, "/infer").unwrap();
+    }
+    let per_request_ms = (process_cpu_s(child.id()) - c0) / 300.0 * 1e3;
+    let body = &last[last.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    // The work is scaled down: the rest of a request costs CPU too.
+    let pace = v["pace"].as_f64().unwrap();
+    assert!(pace > 0.0 && pace < 1.0, "{body}");
+    assert!(
+        (1.6..=2.4).contains(&per_request_ms),
+        "{per_request_ms:.2} ms of CPU per 2 ms request ({body})"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
