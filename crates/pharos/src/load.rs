@@ -193,11 +193,41 @@ pub fn load(a: LoadArgs) -> Result<()> {
         }
     }
     metrics.finish(minutes);
-    report(&a, &job.name, &metrics.records, why)
+    let mut served: Vec<f64> = results
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Served(l) => Some(*l),
+            Outcome::Dropped(_) => None,
+        })
+        .collect();
+    served.sort_by(f64::total_cmp);
+    report(&a, &job.name, &metrics.records, why, &served)
 }
 
-/// `why`: the drops by cause, in `DropCause`'s order.
-fn report(a: &LoadArgs, job: &str, records: &[MinuteRecord], why: [u64; 3]) -> Result<()> {
+/// Mean, median and 99th percentile (nearest rank) of sorted latencies, milliseconds.
+fn latency_ms(sorted: &[f64]) -> serde_json::Value {
+    if sorted.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let rank = |q: f64| {
+        sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1] * 1e3
+    };
+    serde_json::json!({
+        "mean": sorted.iter().sum::<f64>() / sorted.len() as f64 * 1e3,
+        "p50": rank(0.5),
+        "p99": rank(0.99),
+    })
+}
+
+/// `why`: the drops by cause, in `DropCause`'s order; `served`: the answered requests'
+/// latencies, sorted.
+fn report(
+    a: &LoadArgs,
+    job: &str,
+    records: &[MinuteRecord],
+    why: [u64; 3],
+    served: &[f64],
+) -> Result<()> {
     let arrivals: u64 = records.iter().map(|r| r.arrivals as u64).sum();
     let dropped: u64 = records.iter().map(|r| r.dropped as u64).sum();
     let violations: u64 = records.iter().map(|r| r.violations as u64).sum();
@@ -224,6 +254,7 @@ fn report(a: &LoadArgs, job: &str, records: &[MinuteRecord], why: [u64; 3]) -> R
         "dropped_by": {"timeout": why[0], "connection": why[1], "status": why[2]},
         "violations": violations,
         "slo_violation_rate": violation_rate,
+        "latency_ms": latency_ms(served),
     });
     if let Some(out) = &a.out {
         let doc = serde_json::json!({"summary": summary, "minutes": records});
@@ -263,6 +294,14 @@ fn report(a: &LoadArgs, job: &str, records: &[MinuteRecord], why: [u64; 3]) -> R
             why[0], a.timeout_s, why[1], why[2]
         );
     }
+    if let Some(l) = summary["latency_ms"].as_object() {
+        println!(
+            "answered: mean {:.1} ms, p50 {:.1} ms, p99 {:.1} ms",
+            l["mean"].as_f64().unwrap_or(f64::NAN),
+            l["p50"].as_f64().unwrap_or(f64::NAN),
+            l["p99"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
     Ok(())
 }
 
@@ -286,5 +325,15 @@ mod tests {
         assert_eq!(n(1), 0.0);
         assert!((n(2) - 600.0).abs() < 110.0, "{}", n(2));
         assert!(a.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
+
+    #[test]
+    fn latency_summary_is_the_mean_and_nearest_rank_percentiles() {
+        assert!(latency_ms(&[]).is_null());
+        let l: Vec<f64> = (1..=200).map(|i| i as f64 / 1000.0).collect();
+        let v = latency_ms(&l);
+        assert!((v["mean"].as_f64().unwrap() - 100.5).abs() < 1e-9);
+        assert!((v["p50"].as_f64().unwrap() - 100.0).abs() < 1e-9);
+        assert!((v["p99"].as_f64().unwrap() - 198.0).abs() < 1e-9);
     }
 }
