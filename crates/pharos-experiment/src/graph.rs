@@ -16,6 +16,11 @@
 //! seeds: [1, 2, 3]
 //! ```
 //!
+//! An app may instead name the spec of a graph the server runs (`kind: graph`, what
+//! `pharos apply -f` takes): `{ name: diamond, load: load, graph: live/diamond.yaml }`
+//! (relative to the experiment file) simulates exactly the functions, routes, sizes,
+//! replica bounds, timeouts and queues that run live.
+//!
 //! Outputs: `results.json` (every run; the same for the same seeds), `timing.json`
 //! (the autoscalers' decision times, wall clock) and `summary.md` (means over seeds).
 
@@ -63,7 +68,12 @@ pub struct AppSpec {
     /// The first function is the entry unless `entry` names another.
     #[serde(default)]
     pub entry: Option<String>,
+    #[serde(default)]
     pub functions: Vec<FunctionSpec>,
+    /// A live graph's spec file (`kind: graph`) whose functions the app has, instead of
+    /// `functions` and `entry`.
+    #[serde(default)]
+    pub graph: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +90,9 @@ pub struct FunctionSpec {
     pub queue_cap: u32,
     #[serde(default)]
     pub max_replicas: Option<u32>,
+    /// Replicas the function keeps however idle [default: 0].
+    #[serde(default)]
+    pub min_replicas: u32,
     /// Next hops by function name and probability.
     #[serde(default)]
     pub routes: BTreeMap<String, f64>,
@@ -149,6 +162,11 @@ impl GraphExperiment {
             error: e,
         };
         let (trace, _) = crate::load_trace(&spec.trace, base, ov)?;
+        for (a, app) in spec.apps.iter_mut().enumerate() {
+            if let Some(g) = app.graph.clone() {
+                live_functions(a, app, &base.join(&g)).map_err(bad)?;
+            }
+        }
         let graph = build_graph(&spec.apps).map_err(bad)?;
         let mut load_rpm = Vec::new();
         for (a, app) in spec.apps.iter().enumerate() {
@@ -293,6 +311,42 @@ impl GraphPolicy for TimedPolicy {
     }
 }
 
+/// App `a`'s functions and entry from the live graph spec at `path`, as the server's
+/// autoscalers see them ([`pharos_engine::graph::GraphSpec::to_core`]).
+fn live_functions(a: usize, app: &mut AppSpec, path: &Path) -> Result<(), SpecError> {
+    let field = format!("apps[{a}].graph");
+    if !app.functions.is_empty() || app.entry.is_some() {
+        return Err(SpecError::new(
+            field,
+            "an app has either a graph or its functions and entry, not both",
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SpecError::new(field.clone(), format!("{}: {e}", path.display())))?;
+    let spec = pharos_engine::graph::GraphSpec::parse(&text)
+        .map_err(|e| SpecError::new(field.clone(), format!("{}: {e}", path.display())))?;
+    let core = spec.to_core();
+    let name = |i: usize| core.functions[i].name.clone();
+    app.entry = Some(name(core.entries[0]));
+    app.functions = core
+        .functions
+        .iter()
+        .map(|f| FunctionSpec {
+            name: f.name.clone(),
+            mu: f.mu,
+            resource: f.resource,
+            resource_per_replica: f.resource_per_replica,
+            timeout_s: f.timeout_s,
+            queue_cap: f.queue_cap,
+            max_replicas: Some(f.max_replicas),
+            min_replicas: f.min_replicas,
+            routes: f.routes.iter().map(|&(to, p)| (name(to), p)).collect(),
+            calls: f.calls.iter().map(|&c| name(c)).collect(),
+        })
+        .collect();
+    Ok(())
+}
+
 /// The apps' functions, indexed in order, routes resolved by name.
 fn build_graph(apps: &[AppSpec]) -> Result<Graph, SpecError> {
     let mut functions = Vec::new();
@@ -355,7 +409,7 @@ fn build_graph(apps: &[AppSpec]) -> Result<Graph, SpecError> {
                 max_replicas: f.max_replicas.unwrap_or(1000),
                 routes,
                 calls,
-                min_replicas: 0,
+                min_replicas: f.min_replicas,
             });
         }
         names.push(app.name.clone());

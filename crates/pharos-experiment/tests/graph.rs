@@ -82,3 +82,71 @@ fn bad_graph_experiments_are_named() {
     let e = experiment(&CHAIN.replace("name: fluid,", "name: fluidd,")).unwrap_err();
     assert!(e.contains("fluidd"), "{e}");
 }
+
+/// The live comparison's experiment (benches/graphs-live/sim.yaml) simulates exactly the
+/// graphs the server runs: its apps name the live specs, and the model holds their
+/// functions as the server's autoscaler sees them (service rate per vCPU, sizes and
+/// range, replica bounds, timeouts, queues, routes and calls).
+#[test]
+fn an_app_may_be_the_spec_of_a_live_graph() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/graphs-live");
+    let exp = GraphExperiment::load(&dir.join("sim.yaml"), &Overrides::default()).unwrap();
+    let g = &exp.graph;
+    assert_eq!(g.apps, ["diamond", "fanout"]);
+    let mut off = 0;
+    for (a, file) in ["diamond.yaml", "fanout.yaml"].iter().enumerate() {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let live = pharos_engine::graph::GraphSpec::parse(&text)
+            .unwrap()
+            .to_core();
+        assert_eq!(g.entries[a], off + live.entries[0]);
+        for (i, want) in live.functions.iter().enumerate() {
+            let f = &g.functions[off + i];
+            assert_eq!(f.name, format!("{}/{}", g.apps[a], want.name));
+            assert_eq!(f.app, a);
+            assert!((f.mu - want.mu).abs() < 1e-9 * want.mu, "{}", f.name);
+            assert_eq!(f.resource, want.resource);
+            assert_eq!(f.resource_per_replica, want.resource_per_replica);
+            assert_eq!(
+                (f.min_replicas, f.max_replicas, f.queue_cap, f.timeout_s),
+                (
+                    want.min_replicas,
+                    want.max_replicas,
+                    want.queue_cap,
+                    want.timeout_s
+                )
+            );
+            let mut routes: Vec<(usize, f64)> =
+                want.routes.iter().map(|&(k, p)| (off + k, p)).collect();
+            let mut got = f.routes.clone();
+            routes.sort_by_key(|r| r.0);
+            got.sort_by_key(|r| r.0);
+            assert_eq!(got, routes, "{}", f.name);
+            let calls: Vec<usize> = want.calls.iter().map(|c| off + c).collect();
+            assert_eq!(f.calls, calls, "{}", f.name);
+        }
+        off += live.functions.len();
+    }
+    // The fan-out's front calls its three workers; the diamond keeps one replica each.
+    assert_eq!(g.functions[5].calls.len(), 3);
+    assert!(g.functions.iter().all(|f| f.min_replicas == 1));
+}
+
+#[test]
+fn an_app_with_a_graph_and_functions_is_refused() {
+    let yaml = CHAIN.replace("    load: load\n", "    load: load\n    graph: x.yaml\n");
+    let e = experiment(&yaml).unwrap_err();
+    assert!(e.contains("apps[0].graph") && e.contains("not both"), "{e}");
+    let yaml = r#"
+name: missing
+trace: { generate: { minutes: 5, jobs: [ { name: load, kind: constant, rpm: 60 } ] } }
+apps: [ { name: x, load: load, graph: no-such-graph.yaml } ]
+cluster: { capacity: [1] }
+policies: [fluid]
+"#;
+    let e = experiment(yaml).unwrap_err();
+    assert!(
+        e.contains("apps[0].graph") && e.contains("no-such-graph.yaml"),
+        "{e}"
+    );
+}
