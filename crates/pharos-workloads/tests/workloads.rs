@@ -75,7 +75,7 @@ fn process_cpu_s(pid: u32) -> f64 {
 
 /// A request costs `--service-ms` of CPU, its HTTP handling included: once the replica
 /// has paced itself, 300 requests of 2 ms cost 0.6 s of the process's CPU (calibrated
-/// work alone cost some 50% more here).
+/// work alone cost about 2.6 ms a request here).
 #[test]
 fn a_request_costs_its_service_time_in_cpu_http_included() {
     let (mut child, port) = start_replica(&["--service-ms", "2", "--dist", "det"]);

@@ -105,7 +105,7 @@ const PACE_WINDOW: u32 = 32;
 /// HTTP handling, the runtime, handing the work to a thread - costs the CPU its draw
 /// says: over each window of requests, the draws' sum over the process's CPU time,
 /// applied damped (its square root). Calibration alone misses the rest of a request
-/// (some 0.5 ms here, a quarter of a 2 ms request) and a unit's cost on a busy machine;
+/// (some 0.6 ms here, 30% of a 2 ms request) and a unit's cost on a busy machine;
 /// paced, a replica held to `c` vCPUs serves `c / service-ms` requests a second, the
 /// rate its function's `processing_time_s` promises.
 struct Pace {
