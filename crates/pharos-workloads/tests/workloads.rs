@@ -74,8 +74,8 @@ fn process_cpu_s(pid: u32) -> f64 {
 }
 
 /// A request costs `--service-ms` of CPU, its HTTP handling included: once the replica
-/// has paced itself, 300 requests of 2 ms cost 0.6 s of the process's CPU (calibrated
-/// work alone cost about 2.6 ms a request here).
+/// has paced itself, 300 requests of 2 ms cost 0.6 s of the process's CPU, whether
+/// calibration alone over- or under-shot (2.6 ms a request on one machine, 1.6 on another).
 #[test]
 fn a_request_costs_its_service_time_in_cpu_http_included() {
     let (mut child, port) = start_replica(&["--service-ms", "2", "--dist", "det"]);
@@ -90,9 +90,11 @@ fn a_request_costs_its_service_time_in_cpu_http_included() {
     let per_request_ms = (process_cpu_s(child.id()) - c0) / 300.0 * 1e3;
     let body = &last[last.find("\r\n\r\n").unwrap() + 4..];
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
-    // The work is scaled down: the rest of a request costs CPU too.
+    // The pace is whatever makes the process's CPU match: below 1 where HTTP handling
+    // costs more than calibration missed, above 1 where calibration ran slow (a busy
+    // machine), always inside its clamp.
     let pace = v["pace"].as_f64().unwrap();
-    assert!(pace > 0.0 && pace < 1.0, "{body}");
+    assert!((0.01..=4.0).contains(&pace), "{body}");
     assert!(
         (1.6..=2.4).contains(&per_request_ms),
         "{per_request_ms:.2} ms of CPU per 2 ms request ({body})"
