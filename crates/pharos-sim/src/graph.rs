@@ -103,6 +103,8 @@ pub struct FunctionResult {
     pub mean_resource: f64,
     /// Time-mean share of ready replicas busy.
     pub utilisation: f64,
+    /// Per minute: time-mean replicas held (starting ones included).
+    pub minute_replicas: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -177,6 +179,7 @@ struct Func {
     queue_full: u64,
     held_replica_s: f64,
     held_resource_s: f64,
+    minute_replicas: Vec<f64>,
     rng_service: Pcg64Mcg,
     rng_route: Pcg64Mcg,
     minute_arrivals: Vec<u32>,
@@ -230,6 +233,10 @@ impl Sim<'_> {
         }
         let minutes = self.minute_resource.len();
         let mut held_now = 0.0;
+        let (m0, m1) = (
+            ((self.now / 60.0) as usize).min(minutes - 1),
+            ((t / 60.0) as usize).min(minutes - 1),
+        );
         for (j, f) in self.funcs.iter_mut().enumerate() {
             let busy = f.count(RepState::Busy);
             let ready = busy + f.count(RepState::Idle);
@@ -239,6 +246,13 @@ impl Sim<'_> {
             f.counters.ready_replica_s += dt * ready as f64;
             f.held_replica_s += dt * n as f64;
             f.held_resource_s += dt * r;
+            for m in m0..=m1 {
+                let (a, b) = ((m as f64 * 60.0).max(self.now), ((m + 1) as f64 * 60.0).min(t));
+                let b = if m == minutes - 1 { t } else { b };
+                if b > a {
+                    f.minute_replicas[m] += (b - a) * n as f64 / 60.0;
+                }
+            }
             self.app_resource_s[self.cfg.graph.functions[j].app] += dt * r;
             held_now += r;
         }
@@ -609,6 +623,7 @@ pub fn run(
             queue_full: 0,
             held_replica_s: 0.0,
             held_resource_s: 0.0,
+            minute_replicas: vec![0.0; minutes],
             rng_service: Pcg64Mcg::seed_from_u64(stream_seed(cfg.seed, j, 2)),
             rng_route: Pcg64Mcg::seed_from_u64(stream_seed(cfg.seed, j, 3)),
             minute_arrivals: Vec::new(),
@@ -743,6 +758,7 @@ pub fn run(
             } else {
                 0.0
             },
+            minute_replicas: f.minute_replicas.clone(),
         })
         .collect();
     Ok(GraphRunResult {
@@ -950,5 +966,14 @@ mod tests {
         );
         let held = f[0].mean_resource + f[1].mean_resource;
         assert!((r.apps[0].resource_s - held * r.duration_s).abs() < 1e-6 * r.apps[0].resource_s);
+        // The per-minute replicas add up to the time-mean, and the pool caps each minute.
+        for fr in f {
+            assert_eq!(fr.minute_replicas.len(), r.minute_resource.len());
+            let total: f64 = fr.minute_replicas.iter().sum::<f64>() * 60.0;
+            assert!((total - fr.mean_replicas * r.duration_s).abs() < 1e-6 * total.max(1.0));
+        }
+        for m in 0..r.minute_resource.len() {
+            assert!(f[0].minute_replicas[m] + f[1].minute_replicas[m] <= 3.0 + 1e-9);
+        }
     }
 }
