@@ -247,7 +247,10 @@ impl Sim<'_> {
             f.held_replica_s += dt * n as f64;
             f.held_resource_s += dt * r;
             for m in m0..=m1 {
-                let (a, b) = ((m as f64 * 60.0).max(self.now), ((m + 1) as f64 * 60.0).min(t));
+                let (a, b) = (
+                    (m as f64 * 60.0).max(self.now),
+                    ((m + 1) as f64 * 60.0).min(t),
+                );
                 let b = if m == minutes - 1 { t } else { b };
                 if b > a {
                     f.minute_replicas[m] += (b - a) * n as f64 / 60.0;
