@@ -36,6 +36,9 @@ pub enum FluidError {
     Invalid(String),
     #[error("the solver failed: {0}")]
     Solver(String),
+    /// The exact solver went past its work budget (a bound on its time).
+    #[error("the exact solver went over its work budget ({work} operations, budget {budget})")]
+    OverBudget { work: u64, budget: u64 },
 }
 
 /// `value < floor`, or NaN: a check that NaN always fails.

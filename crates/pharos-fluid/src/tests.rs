@@ -324,3 +324,23 @@ fn overflowing_data_is_refused_not_verified() {
         Err(e) => assert!(matches!(e, FluidError::Solver(_)), "{e}"),
     }
 }
+
+/// The exact solver's work is counted, the same on every run of the same problem, and a
+/// budget below it stops the solve with an error naming both (no LP after it).
+#[test]
+fn the_exact_solver_counts_its_work_and_keeps_to_a_budget() {
+    let p = mcqn(&McqnSpec::new(20, 2, 3)).unwrap();
+    let (s, a) = crate::exact::solve_within(&p, None).unwrap();
+    let (_, b) = crate::exact::solve_within(&p, None).unwrap();
+    assert!(a.work > 0 && a.work == b.work, "{a:?} {b:?}");
+    s.verify(&p, 1e-6).unwrap();
+    let (_, c) = crate::exact::solve_within(&p, Some(a.work)).unwrap();
+    assert_eq!(c.work, a.work);
+    match crate::exact::solve_auto_within(&p, &Grid::Uniform(10), Some(a.work / 4)) {
+        Err(FluidError::OverBudget { work, budget }) => {
+            assert_eq!(budget, a.work / 4);
+            assert!(work > budget && work <= a.work, "{work}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

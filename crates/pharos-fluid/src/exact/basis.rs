@@ -31,7 +31,7 @@ pub(super) struct Ctx<'a> {
     pub(super) qn: Vec<f64>,
     /// Tolerance on rates and levels.
     pub(super) tol: f64,
-    pub(super) cache: RefCell<HashMap<Vec<usize>, Option<Rc<Rates>>>>,
+    pub(super) cache: RefCell<FastMap<Vec<usize>, Option<Rc<Rates>>>>,
     pub(super) factorisations: Cell<u64>,
 }
 
@@ -85,7 +85,7 @@ impl<'a> Ctx<'a> {
             x0,
             qn,
             tol: 1e-9 * scale,
-            cache: RefCell::new(HashMap::new()),
+            cache: RefCell::new(FastMap::default()),
             factorisations: Cell::new(0),
         }
     }
@@ -191,19 +191,31 @@ impl<'a> Ctx<'a> {
             });
             let piv = col[pos];
             let key = Self::swap(&b.basis, o, i);
-            // Near-singular pivots are left to a fresh factorisation.
+            // A zero pivot: the swap's determinant is exactly zero (in a sparse basis,
+            // most swaps are structurally singular), so it is not a basis. Near-singular
+            // pivots are left to a fresh factorisation.
+            if piv == 0.0 {
+                self.cache.borrow_mut().insert(key, None);
+                continue;
+            }
             let size = col.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             if piv.abs() <= 1e-9 * size.max(1e-300) {
                 continue;
             }
+            add_work((self.m + self.k) as u64);
             let theta = b.prim[o] / piv;
-            let mut prim = vec![0.0; self.ncol];
-            for (p2, &c) in b.basis.iter().enumerate() {
-                if c != o {
-                    prim[c] = b.prim[c] - theta * col[p2];
-                }
+            // Validity first, without building the rates (most neighbours are not
+            // valid): the controls of the new basis >= 0, then the dual controls of
+            // the states out of it >= 0.
+            let tol = self.tol;
+            let prim_ok = (self.is_state(i) || theta >= -tol)
+                && b.basis.iter().enumerate().all(|(p2, &c)| {
+                    c == o || self.is_state(c) || b.prim[c] - theta * col[p2] >= -tol
+                });
+            if !prim_ok {
+                self.cache.borrow_mut().insert(key, None);
+                continue;
             }
-            prim[i] = theta;
             let row = rows.entry(o).or_insert_with(|| {
                 let mut e = vec![0.0; m];
                 e[pos] = 1.0;
@@ -219,6 +231,19 @@ impl<'a> Ctx<'a> {
                     .collect()
             });
             let f = b.dual[i] / piv;
+            let dual_ok = (self.j..self.j + self.k)
+                .all(|c| ((b.basic[c] && c != o) || c == i) || b.dual[c] - f * row[c] >= -tol);
+            if !dual_ok {
+                self.cache.borrow_mut().insert(key, None);
+                continue;
+            }
+            let mut prim = vec![0.0; self.ncol];
+            for (p2, &c) in b.basis.iter().enumerate() {
+                if c != o {
+                    prim[c] = b.prim[c] - theta * col[p2];
+                }
+            }
+            prim[i] = theta;
             let mut basic = b.basic.clone();
             basic[o] = false;
             basic[i] = true;
@@ -231,33 +256,82 @@ impl<'a> Ctx<'a> {
                     }
                 })
                 .collect();
-            let valid = (0..self.ncol).all(|c| {
-                if self.is_state(c) {
-                    basic[c] || dual[c] >= -self.tol
-                } else {
-                    !basic[c] || prim[c] >= -self.tol
-                }
-            });
-            let r = valid.then(|| {
-                Rc::new(Rates {
-                    basis: key.clone(),
-                    basic,
-                    prim,
-                    dual,
-                })
-            });
+            let r = Some(Rc::new(Rates {
+                basis: key.clone(),
+                basic,
+                prim,
+                dual,
+            }));
             self.cache.borrow_mut().insert(key, r);
         }
     }
 
-    /// `basis` with `out` replaced by `inn`, sorted.
+    /// `basis` (sorted) with `out` replaced by `inn`, sorted: one pass, no sort.
     pub(super) fn swap(basis: &[usize], out: usize, inn: usize) -> Vec<usize> {
-        let mut b: Vec<usize> = basis.iter().copied().filter(|&c| c != out).collect();
-        b.push(inn);
-        b.sort_unstable();
+        add_work(basis.len() as u64);
+        let mut b = Vec::with_capacity(basis.len() + 1);
+        let mut placed = false;
+        for &c in basis {
+            if c == out {
+                continue;
+            }
+            if !placed && inn <= c {
+                b.push(inn);
+                placed = true;
+            }
+            b.push(c);
+        }
+        if !placed {
+            b.push(inn);
+        }
         b
     }
 }
+
+/// A fast hash for the bases the solver caches and compares (column indices it makes
+/// itself, so hash flooding is not a concern): a multiply-rotate over 8-byte words.
+#[derive(Default, Clone, Copy)]
+pub(super) struct WordHasher(u64);
+
+impl WordHasher {
+    fn add(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.add(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.add(x as u64);
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.add(x);
+    }
+    /// Mixed so that every bit of the result depends on every word (the table's bucket
+    /// comes from the low bits, which the multiply alone leaves weak).
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+pub(super) type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<WordHasher>>;
+pub(super) type FastSet<K> = HashSet<K, std::hash::BuildHasherDefault<WordHasher>>;
 
 /// Bases one pivot apart, in order.
 pub(super) type Path = Vec<Vec<usize>>;

@@ -1,5 +1,7 @@
 //! Dense LU factorisation with partial pivoting, for the bases of the rates LP.
 
+use super::add_work;
+
 /// Dense LU factorisation with partial pivoting (row-major).
 pub(super) struct Lu {
     pub(super) n: usize,
@@ -14,7 +16,10 @@ impl Lu {
         if scale == 0.0 {
             return None;
         }
+        // The scan for the scale, the pivots' column scans and every row update.
+        let mut ops = (n * n) as u64;
         for k in 0..n {
+            ops += (n - k) as u64;
             let (mut p, mut best) = (k, a[k * n + k].abs());
             for r in k + 1..n {
                 let v = a[r * n + k].abs();
@@ -24,6 +29,7 @@ impl Lu {
                 }
             }
             if best <= 1e-12 * scale {
+                add_work(ops);
                 return None;
             }
             if p != k {
@@ -37,6 +43,7 @@ impl Lu {
                 let f = a[r * n + k] / d;
                 a[r * n + k] = f;
                 if f != 0.0 {
+                    ops += (n - k) as u64;
                     let (top, bottom) = a.split_at_mut(r * n);
                     let pivot_row = &top[k * n + k + 1..k * n + n];
                     for (x, y) in bottom[k + 1..n].iter_mut().zip(pivot_row) {
@@ -45,12 +52,14 @@ impl Lu {
                 }
             }
         }
+        add_work(ops);
         Some(Lu { n, a, piv })
     }
 
     /// x with A x = b.
     pub(super) fn solve(&self, b: &[f64]) -> Vec<f64> {
         let n = self.n;
+        add_work((n * n) as u64);
         let mut x: Vec<f64> = self.piv.iter().map(|&p| b[p]).collect();
         for r in 0..n {
             let row = &self.a[r * n..r * n + r];
@@ -68,6 +77,7 @@ impl Lu {
     /// y with A' y = b.
     pub(super) fn solve_t(&self, b: &[f64]) -> Vec<f64> {
         let n = self.n;
+        add_work((n * n) as u64);
         let mut z = b.to_vec();
         for r in 0..n {
             let mut s = z[r];

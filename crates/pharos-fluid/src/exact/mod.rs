@@ -78,6 +78,17 @@ use lu::*;
 use plan::*;
 use repair::*;
 
+thread_local! {
+    /// Elementary operations of the exact solve running on this thread (factorisations'
+    /// row updates and scans, triangular solves, the plans' length systems and
+    /// lookahead, the pivot searches): a deterministic measure of its time.
+    static WORK: Cell<u64> = const { Cell::new(0) };
+}
+
+pub(super) fn add_work(ops: u64) {
+    WORK.with(|w| w.set(w.get().saturating_add(ops)));
+}
+
 /// Counters of one exact solve.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ExactStats {
@@ -85,13 +96,26 @@ pub struct ExactStats {
     pub collisions: u64,
     /// Bases factorised.
     pub factorisations: u64,
+    /// Elementary operations (see [`solve_within`]).
+    pub work: u64,
 }
 
 /// The exact solver; when it cannot solve `p` (an unsupported form, a collision that
 /// needs a sub-problem, an answer that fails verification), the discretised LP on
 /// `fallback` with the dual SCLP's bound, and the reason in [`Solution::fallback`].
 pub fn solve_auto(p: &Sclp, fallback: &Grid) -> Result<Solution, FluidError> {
-    match solve(p) {
+    solve_auto_within(p, fallback, None)
+}
+
+/// [`solve_auto`] with the exact solver held to `budget` elementary operations (see
+/// [`solve_within`]); past it, [`FluidError::OverBudget`] and no LP (whose own time
+/// grows as fast on the problems that exhaust the budget).
+pub fn solve_auto_within(
+    p: &Sclp,
+    fallback: &Grid,
+    budget: Option<u64>,
+) -> Result<Solution, FluidError> {
+    match solve_within(p, budget).map(|(s, _)| s) {
         Err(FluidError::Solver(why)) => {
             let mut s = lp::solve_bracketed(p, fallback)?;
             s.fallback = Some(why);
@@ -107,7 +131,19 @@ pub fn solve(p: &Sclp) -> Result<Solution, FluidError> {
 }
 
 pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> {
+    solve_within(p, None)
+}
+
+/// [`solve_with_stats`] held to `budget` elementary operations: the solve counts its
+/// work (each factorisation's row updates and scans, each triangular solve, each plan's
+/// length system and lookahead, each pivot tried) and stops with
+/// [`FluidError::OverBudget`] at the first collision past the budget. The count depends
+/// only on the problem, so a budget bounds a solve's time the same way on every run
+/// (4e8 operations took about a second on one core of the machine the results in
+/// docs/results were measured on, from 10 to 200 functions).
+pub fn solve_within(p: &Sclp, budget: Option<u64>) -> Result<(Solution, ExactStats), FluidError> {
     p.validate()?;
+    WORK.with(|w| w.set(0));
     let start = Instant::now();
     if p.l() > 0 {
         return Err(FluidError::Solver(
@@ -130,7 +166,7 @@ pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> 
     let mut collisions = 0u64;
     let mut stuck = 0;
     // Base sequences met at the current T: a repair may not return to one of them.
-    let mut seen: HashSet<Vec<Vec<usize>>> = HashSet::new();
+    let mut seen: FastSet<Vec<Vec<usize>>> = FastSet::default();
     seen.insert(signature(&plan));
     let limit = 20_000 + 50 * (ctx.ncol as u64);
     // Alternatives left at earlier collisions, to back up to when a repair fails.
@@ -225,11 +261,18 @@ pub fn solve_with_stats(p: &Sclp) -> Result<(Solution, ExactStats), FluidError> 
         if collisions > limit {
             return Err(FluidError::Solver(format!("over {limit} collisions")));
         }
+        let work = WORK.with(Cell::get);
+        if let Some(budget) = budget
+            && work > budget
+        {
+            return Err(FluidError::OverBudget { work, budget });
+        }
     };
     s.iterations = collisions.min(u32::MAX as u64) as u32;
     let stats = ExactStats {
         collisions,
         factorisations: ctx.factorisations.get(),
+        work: WORK.with(Cell::get),
     };
     Ok((s, stats))
 }

@@ -36,6 +36,7 @@ impl Plan {
         if n == 0 {
             return None;
         }
+        add_work((n * ctx.m) as u64);
         let mut mat = vec![0.0; n * n];
         let mut beta = vec![0.0; n];
         for q in 0..n - 1 {
@@ -76,6 +77,7 @@ impl Plan {
     /// reaches 0.
     pub(super) fn look(&self, ctx: &Ctx, t: f64) -> Look {
         let n = self.bases.len();
+        add_work((n * ctx.ncol) as u64);
         let mut out = Look {
             next: f64::INFINITY,
             what: None,

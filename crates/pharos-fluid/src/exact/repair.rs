@@ -12,7 +12,7 @@ pub(super) struct Choice {
     pub(super) options: Vec<Plan>,
     /// Whether the wide search has been done.
     pub(super) widened: bool,
-    pub(super) seen: HashSet<Vec<Vec<usize>>>,
+    pub(super) seen: FastSet<Vec<Vec<usize>>>,
     pub(super) stuck: usize,
 }
 
@@ -27,7 +27,7 @@ pub(super) fn repair(
     plan: &Plan,
     t: f64,
     what: Event,
-    seen: &HashSet<Vec<Vec<usize>>>,
+    seen: &FastSet<Vec<Vec<usize>>>,
     wide_only: bool,
 ) -> Result<Vec<Plan>, FluidError> {
     let bases = &plan.bases;
@@ -104,12 +104,19 @@ pub(super) fn repair(
     }
     let mut valid: Vec<(f64, Plan)> = Vec::new();
     let mut wide = wide_only;
+    // Sequences already evaluated: the same sequence gives the same plan, so it is
+    // solved once (paths joined different ways often meet in one sequence).
+    let mut tried: FastSet<Vec<Vec<usize>>> = FastSet::default();
     loop {
         for bases in std::mem::take(&mut cands) {
             if bases.windows(2).any(|w| w[0].basis == w[1].basis) {
                 continue;
             }
-            let met = seen.contains(&bases.iter().map(|b| b.basis.clone()).collect::<Vec<_>>());
+            let sig: Vec<Vec<usize>> = bases.iter().map(|b| b.basis.clone()).collect();
+            let met = seen.contains(&sig);
+            if !tried.insert(sig) {
+                continue;
+            }
             let Some(plan) = Plan::new(ctx, bases) else {
                 continue;
             };
@@ -117,9 +124,7 @@ pub(super) fn repair(
             if look.worst < -1e-7 || (met && look.next <= t * (1.0 + 1e-12) + 1e-14) {
                 continue;
             }
-            if !valid.iter().any(|(_, p)| signature(p) == signature(&plan)) {
-                valid.push((look.next, plan));
-            }
+            valid.push((look.next, plan));
         }
         // None: search again over the columns the sequence pivots on near the point.
         if !valid.is_empty() || wide {
@@ -391,15 +396,19 @@ pub(super) fn search_paths(
             let inns: Vec<usize> = universe
                 .iter()
                 .copied()
-                .filter(|c| !cur.contains(c))
+                .filter(|c| cur.binary_search(c).is_err())
                 .collect();
-            if let Some(r) = ctx.rates(cur.clone()) {
-                ctx.expand(&r, &outs, &inns);
-            }
             // Columns still to change bound the pivots left.
-            let differ = cur.iter().filter(|c| !to.contains(c)).count();
+            let differ = cur.iter().filter(|c| to.binary_search(c).is_err()).count();
             if differ > depth - path.len() {
                 continue;
+            }
+            // The rates of the neighbours, from one factorisation, where they may be
+            // stepped to (at the last pivot only the target counts).
+            if path.len() + 1 < depth
+                && let Some(r) = ctx.rates(cur.clone())
+            {
+                ctx.expand(&r, &outs, &inns);
             }
             for &o in &outs {
                 for &i in &inns {
