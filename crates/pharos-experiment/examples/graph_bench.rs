@@ -8,7 +8,10 @@
 //! entry's queue growing by 100 each decision and a few requests queued at the first
 //! 20 functions.
 //!
-//!   cargo run --release -p pharos-experiment --example graph_bench [-- [--overloaded] F...]
+//! Decisions keep to the fluid autoscaler's default work budget (past it, the flow
+//! rule: `over_budget`); `--unbounded` lifts it, to time the exact solver alone.
+//!
+//!   cargo run --release -p pharos-experiment --example graph_bench [-- [--overloaded] [--unbounded] F...]
 
 use std::time::Instant;
 
@@ -75,7 +78,8 @@ fn graph(n: usize, rng: &mut Rng, resource: [f64; 2]) -> Graph {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let overloaded = args.iter().any(|a| a == "--overloaded");
-    args.retain(|a| a != "--overloaded");
+    let unbounded = args.iter().any(|a| a == "--unbounded");
+    args.retain(|a| a != "--overloaded" && a != "--unbounded");
     let sizes: Vec<usize> = args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?;
     let sizes = if sizes.is_empty() {
         vec![3, 10, 50, 200]
@@ -83,8 +87,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         sizes
     };
     println!(
-        "{:>10} {:>10} {:>12} {:>12} {:>10}",
-        "functions", "decisions", "mean_ms", "max_ms", "fallbacks"
+        "{:>10} {:>10} {:>12} {:>12} {:>10} {:>12}",
+        "functions", "decisions", "mean_ms", "max_ms", "fallbacks", "over_budget"
     );
     for n in sizes {
         let mut rng = Rng(n as u64);
@@ -106,7 +110,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|(f, func)| f / func.mu)
             .sum();
         let capacity = if overloaded { 4.0 } else { 1.5 * need / 0.8 };
-        let mut policy = FluidGraph::new(FluidGraphParams::default());
+        let mut policy = FluidGraph::new(FluidGraphParams {
+            max_solver_work: unbounded.then_some(u64::MAX),
+            ..FluidGraphParams::default()
+        });
         let (mut total, mut max) = (0.0f64, 0.0f64);
         let decisions = if overloaded { 5 } else { 20 };
         for d in 0..=decisions {
@@ -167,12 +174,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max = max.max(s);
         }
         println!(
-            "{:>10} {:>10} {:>12.3} {:>12.3} {:>10}",
+            "{:>10} {:>10} {:>12.3} {:>12.3} {:>10} {:>12}",
             n,
             decisions,
             total / decisions as f64 * 1e3,
             max * 1e3,
-            policy.fallbacks
+            policy.fallbacks,
+            policy.over_budget
         );
     }
     Ok(())

@@ -5,7 +5,9 @@
 //!   rates, builds the SCLP of the fluid model over `horizon_s` (holding cost for the
 //!   time requests spend in the system, a cost per resource-second, the pool's capacity
 //!   and each function's most replicas), solves it (the exact solver, the discretised LP
-//!   when that cannot), and turns the plan's mean resources over the next interval into
+//!   when that cannot; past `max_solver_work` operations - a deterministic bound on a
+//!   decision's time - the flow rule: each function sized for its inflow plus its
+//!   queue drained within one interval), and turns the plan's mean resources over the next interval into
 //!   replicas and resources per replica, provisioned for `target_utilization`, repaired
 //!   to fit the pool. Only the first interval of a plan is used (receding horizon), so
 //!   the end-of-horizon artefact (the plan stops serving when the remaining benefit is
@@ -43,6 +45,12 @@ pub struct FluidGraphParams {
     /// least the current queue). The exact solver does not take these bounds with a
     /// resource cost (they need a dual impulse at T), so plans come from the LP.
     pub timeout_bound: bool,
+    /// The exact solver's budget per decision, in elementary operations (about 4e8 a
+    /// second on one core here; see `pharos_fluid::exact::solve_within`); past it the
+    /// decision takes the flow rule instead. Default: 2e8 x `interval_s` (a decision
+    /// then stays under about half its interval here, whatever the graph's state).
+    /// Counted, not timed, so that simulated and live decisions agree.
+    pub max_solver_work: Option<u64>,
 }
 
 impl Default for FluidGraphParams {
@@ -56,6 +64,7 @@ impl Default for FluidGraphParams {
             rate_window_s: 30.0,
             lp_intervals: 40,
             timeout_bound: false,
+            max_solver_work: None,
         }
     }
 }
@@ -92,7 +101,16 @@ impl FluidGraphParams {
         if self.lp_intervals == 0 {
             return Err(bad("lp_intervals must be at least 1".into()));
         }
+        if self.max_solver_work == Some(0) {
+            return Err(bad("max_solver_work must be at least 1".into()));
+        }
         Ok(())
+    }
+
+    /// The exact solver's budget per decision.
+    pub fn solver_budget(&self) -> u64 {
+        self.max_solver_work
+            .unwrap_or((2e8 * self.interval_s).clamp(1.0, u64::MAX as f64) as u64)
     }
 }
 
@@ -101,7 +119,8 @@ impl FluidGraphParams {
 pub struct PlanInfo {
     /// Mean resource per function over the first interval.
     pub resources: Vec<f64>,
-    /// `exact-N`, or the LP's method when the exact solver fell back.
+    /// `exact-N`, the LP's method when the exact solver fell back, or `flow-rule` when
+    /// the exact solver went over its budget.
     pub method: String,
     pub fell_back: bool,
     pub solve_s: f64,
@@ -114,9 +133,11 @@ pub struct FluidGraph {
     /// (time, cumulative external arrivals per app), oldest first.
     seen: Vec<(f64, Vec<u64>)>,
     pub last: PlanInfo,
-    /// Plans solved, and how many fell back to the LP.
+    /// Plans solved, how many fell back to the LP, and how many to the flow rule (the
+    /// exact solver over its budget).
     pub plans: u64,
     pub fallbacks: u64,
+    pub over_budget: u64,
 }
 
 impl FluidGraph {
@@ -127,6 +148,7 @@ impl FluidGraph {
             last: PlanInfo::default(),
             plans: 0,
             fallbacks: 0,
+            over_budget: 0,
         }
     }
 
@@ -259,8 +281,29 @@ impl GraphPolicy for FluidGraph {
             .collect();
         let p = self.sclp(view, &x0, &lambda);
         let grid = Grid::Dense(self.params.lp_intervals);
-        let plan = match pharos_fluid::exact::solve_auto(&p, &grid) {
+        let t0 = std::time::Instant::now();
+        let budget = Some(self.params.solver_budget());
+        let plan = match pharos_fluid::exact::solve_auto_within(&p, &grid, budget) {
             Ok(s) => s,
+            // Over budget: the flow rule - each function's inflow, and its queue drained
+            // within one interval.
+            Err(pharos_fluid::FluidError::OverBudget { .. }) => {
+                self.plans += 1;
+                self.over_budget += 1;
+                let u: Vec<f64> = flow
+                    .iter()
+                    .zip(&x0)
+                    .zip(&g.functions)
+                    .map(|((f, x), func)| (f + x / self.params.interval_s) / func.mu)
+                    .collect();
+                self.last = PlanInfo {
+                    resources: u.clone(),
+                    method: "flow-rule".into(),
+                    fell_back: true,
+                    solve_s: t0.elapsed().as_secs_f64(),
+                };
+                return size_replicas(view, &u, &flow, &x0, self.params.target_utilization);
+            }
             // No plan (should not happen for a valid graph): keep what runs.
             Err(_) => return GraphDecision::unchanged(n),
         };
@@ -738,6 +781,53 @@ mod bound_tests {
         assert!((p.alpha[3] - (30.0 * 5.0 - 10.0)).abs() < 1e-9);
         let s = pharos_fluid::exact::solve_auto(&p, &Grid::Dense(40)).unwrap();
         s.verify(&p, 1e-6).unwrap();
+    }
+
+    /// Past its work budget a decision takes the flow rule: each function sized for its
+    /// inflow plus its queue drained within one interval; within it, the exact plan.
+    #[test]
+    fn a_decision_over_the_solver_budget_takes_the_flow_rule() {
+        let g = chain_graph();
+        let js = job_views(&g, &[0, 0, 200]);
+        let decide = |budget: Option<u64>| {
+            let mut fluid = FluidGraph::new(FluidGraphParams {
+                max_solver_work: budget,
+                ..FluidGraphParams::default()
+            });
+            let mut view = view_of(&g, &js, 100.0);
+            view.cluster.now_s = 0.0;
+            fluid.initial_decision(&view);
+            // 30 requests/s over the first 10 s.
+            view.cluster.now_s = 10.0;
+            view.external_arrivals = &[300];
+            let d = fluid.decide(&view);
+            (fluid, d)
+        };
+        let (fluid, d) = decide(Some(1));
+        assert_eq!((fluid.plans, fluid.over_budget), (1, 1));
+        assert_eq!(fluid.last.method, "flow-rule");
+        // c: inflow 24/s plus 200 queued over 10 s, at mu 10 per vCPU, for 80%.
+        let want = (24.0 + 200.0 / 10.0) / 10.0 / 0.8;
+        let held =
+            |d: &GraphDecision, j: usize| d.replicas[j].unwrap() as f64 * d.resource[j].unwrap();
+        assert!(
+            (held(&d, 2) - want).abs() < 0.5 + 1e-9,
+            "{} vs {want}",
+            held(&d, 2)
+        );
+        // a: 30/s at 40 per vCPU.
+        assert!(held(&d, 0) >= 30.0 / 40.0 / 0.8 - 1e-9, "{d:?}");
+        let (fluid, _) = decide(None);
+        assert_eq!((fluid.plans, fluid.over_budget), (1, 0));
+        assert!(
+            fluid.last.method.starts_with("exact"),
+            "{}",
+            fluid.last.method
+        );
+        assert!(
+            build_graph("fluid", &serde_json::json!({"max_solver_work": 0})).is_err(),
+            "a zero budget is refused"
+        );
     }
 }
 
