@@ -75,7 +75,7 @@ a = v["autoscaler"]
 d = a["decide_s"]
 ready = sum(f["ready_replicas"] or 0 for f in v["functions"])
 print("functions %d  policy %s  decisions %d  mean_s %.3f  max_s %.3f  latest_s %.3f "
-      "(of the latest %d)  ready replicas %d  entry arrivals %d" % (
+      "(of the latest %d)  deciding %s  ready replicas %d  entry arrivals %d" % (
           len(v["functions"]), a["policy"], a["calls"], d["mean"], d["max"], d["latest"],
-          d["count"], ready, v["counters"]["arrivals"]))
+          d["count"], a["deciding"], ready, v["counters"]["arrivals"]))
 EOF
