@@ -57,7 +57,14 @@ pub struct FunctionSpec {
     /// `[a-z0-9-]`, at most 19 characters, unique in the graph.
     pub name: String,
     /// Starts one replica; `$PORT` is the port it must listen on (as for services).
+    #[serde(default)]
     pub command: Vec<String>,
+    /// The Ray Serve application instead of a command (Ray backend), as for services.
+    #[serde(default)]
+    pub ray: Option<crate::service::RayApp>,
+    /// The container instead of a command (Kubernetes backend), as for services.
+    #[serde(default)]
+    pub kubernetes: Option<crate::service::KubeApp>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default = "d_readiness")]
@@ -184,6 +191,10 @@ impl GraphSpec {
         }
         for (j, f) in self.functions.iter().enumerate() {
             let at = |field: &str| format!("functions[{j}] ({}).{field}", f.name);
+            // How its replicas run, checked as a service's are.
+            self.function_service(j)
+                .validate()
+                .map_err(|e| format!("functions[{j}] ({}).{e}", f.name))?;
             pharos_core::limits::check_positive_at_most(
                 &at("timeout_s"),
                 f.timeout_s,
@@ -250,8 +261,8 @@ impl GraphSpec {
         ServiceSpec {
             name: format!("{}.{}", self.name, f.name),
             command: f.command.clone(),
-            ray: None,
-            kubernetes: None,
+            ray: f.ray.clone(),
+            kubernetes: f.kubernetes.clone(),
             env: f.env.clone(),
             readiness_path: f.readiness_path.clone(),
             cpus: f.cpus,
@@ -450,6 +461,36 @@ functions:
         fan.functions[0].calls = vec!["back".to_string(); MAX_EDGES + 1];
         let e = fan.validate().unwrap_err();
         assert!(e.contains("(front).calls"), "{e}");
+    }
+
+    /// A function runs as a command, a Ray Serve application or a container, as a
+    /// service does: exactly one, checked as a service's is and named by function.
+    #[test]
+    fn a_function_runs_a_command_a_ray_application_or_a_container() {
+        let ray = DIAMOND.replacen(
+            "command: [pharos-replica, --port, $PORT]",
+            "ray: {import_path: 'model:app', deployment: Model, working_dir: serve}",
+            1,
+        );
+        let g = GraphSpec::parse(&ray).unwrap();
+        let s = g.function_service(0);
+        assert!(s.command.is_empty());
+        assert_eq!(s.ray.as_ref().unwrap().deployment, "Model");
+        assert_eq!(s.name, "diamond.front");
+        assert!(g.function_service(1).ray.is_none());
+        let both = DIAMOND.replacen(
+            "command: [pharos-replica, --port, $PORT]",
+            "command: [x]\n    ray: {import_path: 'model:app', deployment: Model}",
+            1,
+        );
+        let e = GraphSpec::parse(&both).unwrap_err();
+        assert!(e.contains("functions[0] (front).command, ray"), "{e}");
+        let none = DIAMOND.replacen("    command: [pharos-replica, --port, $PORT]\n", "", 1);
+        let e = GraphSpec::parse(&none).unwrap_err();
+        assert!(e.contains("functions[0] (front).command:"), "{e}");
+        let bad = ray.replace("import_path: 'model:app'", "import_path: model");
+        let e = GraphSpec::parse(&bad).unwrap_err();
+        assert!(e.contains("functions[0] (front).ray.import_path"), "{e}");
     }
 
     #[test]

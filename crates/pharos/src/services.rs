@@ -47,14 +47,27 @@ pub enum DeleteCommand {
     Graph { name: String },
 }
 
+/// A Ray application's code directory, named relative to the spec file: absolute.
+fn beside(file: &Path, dir: &str) -> Result<String> {
+    let base = file.parent().unwrap_or(Path::new("."));
+    let path =
+        std::path::absolute(base.join(dir)).with_context(|| format!("ray.working_dir {dir}"))?;
+    Ok(path.display().to_string())
+}
+
 /// `pharos apply -f FILE`: creates or updates the service (or, with `kind: graph`, the
 /// function graph) the file describes.
 pub fn apply(file: &Path, conn: &Conn) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     if pharos_engine::GraphSpec::is_graph(&text) {
-        let spec = pharos_engine::GraphSpec::parse(&text)
+        let mut spec = pharos_engine::GraphSpec::parse(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        for f in &mut spec.functions {
+            if let Some(dir) = f.ray.as_mut().and_then(|r| r.working_dir.as_mut()) {
+                *dir = beside(file, dir)?;
+            }
+        }
         let c = Client::new(conn);
         let body = serde_json::to_value(&spec)?;
         let v = c.send_json("PUT", &format!("/v1/graphs/{}", spec.name), &body)?;
@@ -68,12 +81,8 @@ pub fn apply(file: &Path, conn: &Conn) -> Result<()> {
     }
     let mut spec = pharos_engine::ServiceSpec::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    // A Ray application's code directory is named relative to the spec file.
     if let Some(dir) = spec.ray.as_mut().and_then(|r| r.working_dir.as_mut()) {
-        let base = file.parent().unwrap_or(Path::new("."));
-        let path = std::path::absolute(base.join(&*dir))
-            .with_context(|| format!("ray.working_dir {dir}"))?;
-        *dir = path.display().to_string();
+        *dir = beside(file, dir)?;
     }
     let c = Client::new(conn);
     let body = serde_json::to_value(&spec)?;

@@ -361,6 +361,75 @@ fn a_service_is_a_deployment_scaled_through_its_scale_subresource() {
     assert_allowed_by_rbac(&fake);
 }
 
+/// A function graph on Kubernetes: each function a Deployment of its container with its
+/// vCPUs as the pod's request, ready through the graph's status; deleting the graph
+/// deletes them.
+#[test]
+fn a_graph_runs_each_function_as_a_deployment() {
+    let fake = FakeKube::start(&[("node-a", 8.0)]);
+    let s = start(&fake, "capacity: {cpus: 8}");
+    let function = |name: &str, cpus: f64, extra: &str| {
+        format!(
+            "  - name: {name}\n    kubernetes: {{image: 'registry.example/{name}:1', port: 8080}}\n    \
+             cpus: {cpus}\n    processing_time_s: 0.01\n    min_replicas: 1\n    max_replicas: 1\n{extra}"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pair.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "kind: graph\nname: pair\nfunctions:\n{}{}",
+            function("front", 0.25, "    routes: [{to: back, p: 1.0}]\n"),
+            function("back", 0.5, "")
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = s.cli(&["apply", "-f", file.to_str().unwrap()], ADMIN);
+    assert!(ok, "{out}{err}");
+    let status = || s.request("GET", "/v1/graphs/pair", Some(ADMIN), None).1;
+    wait_until(
+        30,
+        || {
+            status()["functions"]
+                .as_array()
+                .is_some_and(|f| f.len() == 2 && f.iter().all(|f| f["ready_replicas"] == 1))
+        },
+        || format!("{}\n{}", status(), s.server_log()),
+    );
+    for (name, cpu) in [("pair.front", "250m"), ("pair.back", "500m")] {
+        let d = fake
+            .objects("deployments")
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Deployment {name}"));
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["resources"]["requests"]["cpu"], cpu, "{d}");
+        assert!(
+            c["image"]
+                .as_str()
+                .unwrap()
+                .starts_with("registry.example/")
+        );
+        assert_eq!(pods_of(&fake, "pharos.io/service", name).len(), 1);
+    }
+    let (ok, _, err) = s.cli(&["delete", "graph", "pair"], ADMIN);
+    assert!(ok, "{err}");
+    wait_until(
+        30,
+        || {
+            !fake.objects("deployments").iter().any(|d| {
+                d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("pair."))
+            })
+        },
+        || s.server_log(),
+    );
+    assert!(s.server_log().matches("panicked").count() == 0);
+    assert_allowed_by_rbac(&fake);
+}
+
 const MANIFEST: &str = "name: gang\nlearners: 2\ncpus: 2\nmemory: 1GiB\n\
     framework: {name: pytorch, command: python train.py}\n";
 

@@ -750,4 +750,62 @@ fn serve_and_jobs_on_a_real_ray_head() {
         || ray.get("/api/serve/applications/")["applications"]["model"].is_null(),
         || "the application still in Serve".into(),
     );
+
+    // A function graph on Ray: each function a Serve application of its own (the
+    // example model), pharos routing every request from one to the next and back to
+    // the caller through the graph's entry URL.
+    let serve = examples().join("serve");
+    let function = |name: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    ray: {{import_path: 'model:app', deployment: Model, working_dir: '{}'}}\n    \
+             env: {{SERVICE_MS: '5'}}\n    cpus: 0.5\n    processing_time_s: 0.005\n    \
+             min_replicas: 1\n    max_replicas: 1\n{extra}",
+            serve.display()
+        )
+    };
+    let graph = dir.path().join("pair.yaml");
+    std::fs::write(
+        &graph,
+        format!(
+            "kind: graph\nname: pair\nfunctions:\n{}{}",
+            function("front", "    routes: [{to: back, p: 1.0}]\n"),
+            function("back", "")
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = s.cli(&["apply", "-f", graph.to_str().unwrap()], ADMIN);
+    assert!(ok, "{out}{err}");
+    let status = || s.request("GET", "/v1/graphs/pair", Some(ADMIN), None).1;
+    wait_until(
+        180,
+        || {
+            status()["functions"]
+                .as_array()
+                .is_some_and(|f| f.len() == 2 && f.iter().all(|f| f["ready_replicas"] == 1))
+        },
+        || format!("{}\n{}", status(), s.server_log()),
+    );
+    for f in ["pair.front", "pair.back"] {
+        assert_eq!(ray.replicas(f), (1, 1), "{f} on Ray");
+    }
+    let entry = status()["url"].as_str().unwrap().to_string();
+    for _ in 0..20 {
+        let r = agent.get(format!("{entry}/infer")).call().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let v = status();
+    assert_eq!(v["counters"]["completions"], 20, "{v}");
+    for f in v["functions"].as_array().unwrap() {
+        assert_eq!(f["counters"]["completions"], 20, "{v}");
+    }
+    let (ok, _, err) = s.cli(&["delete", "graph", "pair"], ADMIN);
+    assert!(ok, "{err}");
+    wait_until(
+        60,
+        || {
+            let apps = &ray.get("/api/serve/applications/")["applications"];
+            apps["pair.front"].is_null() && apps["pair.back"].is_null()
+        },
+        || "the graph's applications still in Serve".into(),
+    );
 }
