@@ -568,9 +568,28 @@ fn a_function_with_a_vcpu_range_is_resized_in_place_by_the_fluid_autoscaler() {
         }
     }
     let s = Server::start(
-        "capacity: { cpus: 4 }\nlocal: { cpu_limits: on }\n\
+        "capacity: { cpus: 4 }\nlocal: { cpu_limits: on }\ntenant_limits: { max_cpus: 3 }\n\
          graph_autoscaler: { policy: fluid, params: { interval_s: 1, horizon_s: 10, rate_window_s: 3 } }",
     );
+    // A tenant's vCPU limit holds at the top of a range: 2 replicas of up to 2 vCPUs
+    // ask for 4, past the tenant's 3 - refused naming the field, nothing stored.
+    let (st, v) = s.request(
+        "POST",
+        "/v1/tokens",
+        Some(ADMIN),
+        Some(("application/json", br#"{"tenant": "alice"}"#.to_vec())),
+    );
+    assert_eq!(st, 201, "{v}");
+    let alice = v["token"].as_str().unwrap().to_string();
+    let wide = format!(
+        "kind: graph\nname: wide\nfunctions:\n{}",
+        function("only", 5, "    cpus_range: [0.25, 2]\n")
+    );
+    let (status, v) = s.put_yaml("/v1/graphs/wide", &alice, &wide);
+    assert_eq!(status, 400, "{v}");
+    let e = v["error"].as_str().unwrap_or_default();
+    assert!(e.contains("functions[0].cpus_range") && e.contains("at most 3"), "{v}");
+    assert_eq!(s.request("GET", "/v1/graphs/wide", Some(&alice), None).0, 404);
     let spec = format!(
         "kind: graph\nname: sized\nfunctions:\n{}{}",
         function("light", 2, "    routes: [{to: heavy, p: 1.0}]\n"),
