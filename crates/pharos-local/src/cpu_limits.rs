@@ -14,6 +14,13 @@
 //! servers sharing a machine keep apart; a replica's group is `<service>.<replica>`.
 //! Writing needs root (or a delegated hierarchy); [`CpuLimits::detect`] says why not.
 //!
+//! Groups outlive a server while its replicas run (they are adopted at its next start).
+//! A group left empty - its server gone with its data directory, or stopped with no
+//! replica - is removed by the next server that starts on the machine: at start a
+//! server removes every empty `pharos-*` group beside its own (the kernel refuses to
+//! remove one that holds a replica's group), and a server whose own group was removed
+//! that way makes it again for its next replica.
+//!
 //! A replica joins its group between fork and exec (it writes `0` to the group's
 //! `cgroup.procs`, a descriptor the server opened), so nothing it runs escapes the
 //! limit.
@@ -75,11 +82,40 @@ impl CpuLimits {
             // The children of the mount, and of our group, may use the controller.
             enable_cpu(&mount.join("cgroup.subtree_control"))?;
         }
-        mkdir(&root)?;
-        if kind == Hierarchy::V2 {
-            enable_cpu(&root.join("cgroup.subtree_control"))?;
+        let limits = Self { root, kind };
+        limits.sweep();
+        limits.make_root()?;
+        Ok(limits)
+    }
+
+    /// This server's group, made (again) if missing.
+    fn make_root(&self) -> Result<(), String> {
+        mkdir(&self.root)?;
+        if self.kind == Hierarchy::V2 {
+            enable_cpu(&self.root.join("cgroup.subtree_control"))?;
         }
-        Ok(Self { root, kind })
+        Ok(())
+    }
+
+    /// Removes the empty `pharos-*` groups beside this server's (the kernel refuses any
+    /// that still holds a group); returns how many went.
+    fn sweep(&self) -> usize {
+        let (Some(parent), Some(own)) = (self.root.parent(), self.root.file_name()) else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name();
+                n != own
+                    && n.to_str().is_some_and(|n| n.starts_with("pharos-"))
+                    && e.file_type().is_ok_and(|t| t.is_dir())
+            })
+            .filter(|e| std::fs::remove_dir(e.path()).is_ok())
+            .count()
     }
 
     /// The group of a service's replica.
@@ -91,7 +127,11 @@ impl CpuLimits {
     /// replica to join before it runs anything ([`join_in_child`]).
     pub fn prepare(&self, service: &str, replica: u64, cpus: f64) -> Result<std::fs::File, String> {
         let g = self.group(service, replica);
-        mkdir(&g)?;
+        // This server's group may have been removed while empty (see the module docs).
+        if mkdir(&g).is_err() {
+            self.make_root()?;
+            mkdir(&g)?;
+        }
         self.set(service, replica, cpus)?;
         let procs = g.join("cgroup.procs");
         std::fs::OpenOptions::new()
@@ -226,6 +266,32 @@ mod tests {
     fn servers_on_one_machine_get_their_own_groups() {
         assert_ne!(fnv(b"/var/lib/pharos"), fnv(b"/var/lib/pharos2"));
         assert_eq!(fnv(b"/a"), fnv(b"/a"));
+    }
+
+    /// At start a server removes the empty groups other servers left (not one that
+    /// holds a replica's group, not what is not pharos's); a server whose group was
+    /// removed so makes it again for its next replica. (A plain directory refuses to go
+    /// while it holds one, as the kernel does with a group.)
+    #[test]
+    fn empty_groups_left_behind_are_swept_and_made_again_when_needed() {
+        let m = tempfile::tempdir().unwrap();
+        let cpu = m.path().join("cpu");
+        std::fs::create_dir(&cpu).unwrap();
+        std::fs::write(cpu.join("cpu.cfs_quota_us"), "-1").unwrap();
+        std::fs::create_dir(cpu.join("pharos-00000000000000aa")).unwrap();
+        std::fs::create_dir_all(cpu.join("pharos-00000000000000bb/web.1")).unwrap();
+        std::fs::create_dir(cpu.join("other")).unwrap();
+        let a = CpuLimits::under(m.path(), Path::new("/srv/a")).unwrap();
+        assert!(a.root.is_dir());
+        assert!(!cpu.join("pharos-00000000000000aa").exists());
+        assert!(cpu.join("pharos-00000000000000bb/web.1").is_dir());
+        assert!(cpu.join("other").is_dir());
+        // b starts while a has no replica: a's group goes, and comes back with a's next
+        // replica's (whose limit files a plain directory does not have).
+        let _b = CpuLimits::under(m.path(), Path::new("/srv/b")).unwrap();
+        assert!(!a.root.exists());
+        assert!(a.prepare("web", 1, 0.5).is_err());
+        assert!(a.root.join("web.1").is_dir());
     }
 
     #[test]

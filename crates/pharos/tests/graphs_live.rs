@@ -588,8 +588,14 @@ fn a_function_with_a_vcpu_range_is_resized_in_place_by_the_fluid_autoscaler() {
     let (status, v) = s.put_yaml("/v1/graphs/wide", &alice, &wide);
     assert_eq!(status, 400, "{v}");
     let e = v["error"].as_str().unwrap_or_default();
-    assert!(e.contains("functions[0].cpus_range") && e.contains("at most 3"), "{v}");
-    assert_eq!(s.request("GET", "/v1/graphs/wide", Some(&alice), None).0, 404);
+    assert!(
+        e.contains("functions[0].cpus_range") && e.contains("at most 3"),
+        "{v}"
+    );
+    assert_eq!(
+        s.request("GET", "/v1/graphs/wide", Some(&alice), None).0,
+        404
+    );
     let spec = format!(
         "kind: graph\nname: sized\nfunctions:\n{}{}",
         function("light", 2, "    routes: [{to: heavy, p: 1.0}]\n"),
