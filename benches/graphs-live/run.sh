@@ -22,31 +22,20 @@ root=$(cd "$here/../.." && pwd)
 bin=${PHAROS_BIN:-$root/target/release}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-data=$(mktemp -d)
-chmod 755 "$data"
 port=${PHAROS_LIVE_PORT:-18091}
 params=${PARAMS:-"{}"}
-cat > "$data/server.yaml" <<YAML
-listen: 127.0.0.1:$port
-data_dir: $data/data
-capacity: { cpus: 1.4 }
-graph_autoscaler: { policy: $policy, params: $params }
-local: { cpu_limits: on }
-YAML
-export PATH="$bin:$PATH" PHAROS_URL=http://127.0.0.1:$port PHAROS_DATA_DIR=$data/data
-"$bin/pharos" server --config "$data/server.yaml" > "$out/server.log" 2>&1 &
-server=$!
+export PATH="$bin:$PATH"
+. "$root/benches/lib/server.sh"
 sampler=
 cleanup() {
   [ -n "$sampler" ] && kill "$sampler" 2> /dev/null || true
   for g in diamond fanout; do "$bin/pharos" delete graph "$g" > /dev/null 2>&1 || true; done
-  sleep 3
-  kill "$server" 2> /dev/null || true
-  wait "$server" 2> /dev/null || true
-  rm -rf "$data"
+  stop_server
 }
 trap cleanup EXIT
-for _ in $(seq 100); do curl -sf "$PHAROS_URL/healthz" > /dev/null && break; sleep 0.1; done
+start_server "$port" "$out" "capacity: { cpus: 1.4 }
+graph_autoscaler: { policy: $policy, params: $params }
+local: { cpu_limits: on }"
 token=$(cat "$data/data/admin-token")
 for g in diamond fanout; do "$bin/pharos" apply -f "$here/$g.yaml"; done
 # Every function ready before the load starts (the simulator starts them ready).
@@ -59,7 +48,7 @@ sys.exit(0 if len(fs) == 10 and all((f["ready_replicas"] or 0) >= 1 for f in fs)
   fi
   sleep 0.5
 done
-python3 "$here/sample.py" "$PHAROS_URL" "$token" "$out/replicas.csv" &
+python3 "$root/benches/lib/sample.py" graphs "$PHAROS_URL" "$token" "$out/replicas.csv" &
 sampler=$!
 pids=()
 seed=1

@@ -22,30 +22,21 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${PHAROS_BIN:-$root/target/release}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-data=$(mktemp -d)
 port=${PHAROS_LIVE_PORT:-18090}
 params=${PARAMS:-"{}"}
-cat > "$data/server.yaml" <<YAML
-listen: 127.0.0.1:$port
-data_dir: $data/data
-capacity: { cpus: 5 }
-autoscaler: { policy: $policy, params: $params }
-YAML
+config="capacity: { cpus: 5 }
+autoscaler: { policy: $policy, params: $params }"
 if [ -n "${HISTORY:-}" ]; then
-  echo "forecast: { day_minutes: 60, fit_days: 10 }" >> "$data/server.yaml"
+  config="$config
+forecast: { day_minutes: 60, fit_days: 10 }"
 fi
-export PHAROS_URL=http://127.0.0.1:$port PHAROS_DATA_DIR=$data/data
-"$bin/pharos" server --config "$data/server.yaml" > "$out/server.log" 2>&1 &
-server=$!
+. "$root/benches/lib/server.sh"
 cleanup() {
   for s in svc-1 svc-7 svc-9; do "$bin/pharos" delete service "$s" > /dev/null 2>&1 || true; done
-  sleep 3
-  kill "$server" 2> /dev/null || true
-  wait "$server" 2> /dev/null || true
-  rm -rf "$data"
+  stop_server
 }
 trap cleanup EXIT
-for _ in $(seq 100); do curl -sf "$PHAROS_URL/healthz" > /dev/null && break; sleep 0.1; done
+start_server "$port" "$out" "$config"
 if [ -n "${HISTORY:-}" ]; then
   # Start on a minute boundary: the services' minutes are the server's unix minutes, and
   # the imported days end at the minute the load starts in.
@@ -60,7 +51,7 @@ if [ -n "${HISTORY:-}" ]; then
   done
 fi
 sleep 3
-python3 "$root/benches/live/sample.py" "$PHAROS_URL" "$(cat "$data/data/admin-token")" \
+python3 "$root/benches/lib/sample.py" services "$PHAROS_URL" "$(cat "$data/data/admin-token")" \
   "$out/replicas.csv" &
 sampler=$!
 pids=()

@@ -14,7 +14,23 @@ N="${1:-200}"
 DURATION="${2:-90}"
 BIN="$(pwd)/target/release"
 W="$(mktemp -d)"
-trap 'kill $(cat "$W/server.pid" 2>/dev/null) 2>/dev/null; pkill -f "$W/" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT
+cleanup() {
+    # Replicas outlive their server (the next start adopts them): the graph goes first,
+    # and the server is stopped once its functions' replicas are.
+    if [ -n "${API:-}" ]; then
+        curl -s -X DELETE -H "Authorization: Bearer graph-bench-admin-token" "$API/v1/graphs/bench" > /dev/null
+        for _ in $(seq 120); do
+            curl -sf -H "Authorization: Bearer graph-bench-admin-token" "$API/v1/services" \
+                | python3 -c 'import json,sys; sys.exit(1 if json.load(sys.stdin)["services"] else 0)' \
+                && break
+            sleep 0.5
+        done
+    fi
+    kill $(cat "$W/server.pid" 2>/dev/null) 2>/dev/null
+    pkill -f "$W/" 2>/dev/null
+    [ -n "${KEEP:-}" ] || rm -rf "$W"
+}
+trap cleanup EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$W/config.yaml" <<EOF
 listen: 127.0.0.1:$PORT
