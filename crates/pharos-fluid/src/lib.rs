@@ -37,8 +37,15 @@ pub enum FluidError {
     #[error("the solver failed: {0}")]
     Solver(String),
     /// The exact solver went past its work budget (a bound on its time).
-    #[error("the exact solver went over its work budget ({work} operations, budget {budget})")]
-    OverBudget { work: u64, budget: u64 },
+    #[error(
+        "the exact solver went over its work budget ({work} operations, budget {budget}, {seconds:.3} s)"
+    )]
+    OverBudget {
+        work: u64,
+        budget: u64,
+        /// How long the solve ran before it stopped.
+        seconds: f64,
+    },
 }
 
 /// `value < floor`, or NaN: a check that NaN always fails.

@@ -337,7 +337,7 @@ fn the_exact_solver_counts_its_work_and_keeps_to_a_budget() {
     let (_, c) = crate::exact::solve_within(&p, Some(a.work)).unwrap();
     assert_eq!(c.work, a.work);
     match crate::exact::solve_auto_within(&p, &Grid::Uniform(10), Some(a.work / 4)) {
-        Err(FluidError::OverBudget { work, budget }) => {
+        Err(FluidError::OverBudget { work, budget, .. }) => {
             assert_eq!(budget, a.work / 4);
             assert!(work > budget && work <= a.work, "{work}");
         }

@@ -281,13 +281,12 @@ impl GraphPolicy for FluidGraph {
             .collect();
         let p = self.sclp(view, &x0, &lambda);
         let grid = Grid::Dense(self.params.lp_intervals);
-        let t0 = std::time::Instant::now();
         let budget = Some(self.params.solver_budget());
         let plan = match pharos_fluid::exact::solve_auto_within(&p, &grid, budget) {
             Ok(s) => s,
             // Over budget: the flow rule - each function's inflow, and its queue drained
             // within one interval.
-            Err(pharos_fluid::FluidError::OverBudget { .. }) => {
+            Err(pharos_fluid::FluidError::OverBudget { seconds, .. }) => {
                 self.plans += 1;
                 self.over_budget += 1;
                 let u: Vec<f64> = flow
@@ -300,7 +299,7 @@ impl GraphPolicy for FluidGraph {
                     resources: u.clone(),
                     method: "flow-rule".into(),
                     fell_back: true,
-                    solve_s: t0.elapsed().as_secs_f64(),
+                    solve_s: seconds,
                 };
                 return size_replicas(view, &u, &flow, &x0, self.params.target_utilization);
             }

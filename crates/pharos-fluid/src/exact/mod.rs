@@ -265,7 +265,11 @@ pub fn solve_within(p: &Sclp, budget: Option<u64>) -> Result<(Solution, ExactSta
         if let Some(budget) = budget
             && work > budget
         {
-            return Err(FluidError::OverBudget { work, budget });
+            return Err(FluidError::OverBudget {
+                work,
+                budget,
+                seconds: start.elapsed().as_secs_f64(),
+            });
         }
     };
     s.iterations = collisions.min(u32::MAX as u64) as u32;
