@@ -220,6 +220,22 @@ struct Sim<'a> {
     free_joins: Vec<u32>,
 }
 
+/// `[from, to)` split at minute boundaries: (minute, seconds in it), the time past the
+/// last of `minutes` counted in the last.
+fn minute_spans(from: f64, to: f64, minutes: usize) -> impl Iterator<Item = (usize, f64)> {
+    let mut at = from;
+    std::iter::from_fn(move || {
+        if at >= to {
+            return None;
+        }
+        let m = (at / 60.0) as usize;
+        let until = ((m + 1) as f64 * 60.0).min(to);
+        let span = (m.min(minutes - 1), until - at);
+        at = until;
+        Some(span)
+    })
+}
+
 impl Sim<'_> {
     fn push(&mut self, t: f64, ev: Ev) {
         self.events.push(t, ev);
@@ -233,10 +249,6 @@ impl Sim<'_> {
         }
         let minutes = self.minute_resource.len();
         let mut held_now = 0.0;
-        let (m0, m1) = (
-            ((self.now / 60.0) as usize).min(minutes - 1),
-            ((t / 60.0) as usize).min(minutes - 1),
-        );
         for (j, f) in self.funcs.iter_mut().enumerate() {
             let busy = f.count(RepState::Busy);
             let ready = busy + f.count(RepState::Idle);
@@ -246,26 +258,14 @@ impl Sim<'_> {
             f.counters.ready_replica_s += dt * ready as f64;
             f.held_replica_s += dt * n as f64;
             f.held_resource_s += dt * r;
-            for m in m0..=m1 {
-                let (a, b) = (
-                    (m as f64 * 60.0).max(self.now),
-                    ((m + 1) as f64 * 60.0).min(t),
-                );
-                let b = if m == minutes - 1 { t } else { b };
-                if b > a {
-                    f.minute_replicas[m] += (b - a) * n as f64 / 60.0;
-                }
+            for (m, span) in minute_spans(self.now, t, minutes) {
+                f.minute_replicas[m] += span * n as f64 / 60.0;
             }
             self.app_resource_s[self.cfg.graph.functions[j].app] += dt * r;
             held_now += r;
         }
-        // The per-minute series, split at minute boundaries.
-        let mut from = self.now;
-        while from < t {
-            let m = (from / 60.0) as usize;
-            let until = ((m + 1) as f64 * 60.0).min(t);
-            self.minute_resource[m.min(minutes - 1)] += (until - from) * held_now / 60.0;
-            from = until;
+        for (m, span) in minute_spans(self.now, t, minutes) {
+            self.minute_resource[m] += span * held_now / 60.0;
         }
         self.now = t;
     }
