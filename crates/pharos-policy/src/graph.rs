@@ -7,9 +7,9 @@
 //!   and each function's most replicas), solves it (the exact solver, the discretised LP
 //!   when that cannot; past `max_solver_work` operations - a deterministic bound on a
 //!   decision's time - the flow rule: each function sized for its inflow plus its
-//!   queue drained within one interval), and turns the plan's mean resources over the next interval into
-//!   replicas and resources per replica, provisioned for `target_utilization`, repaired
-//!   to fit the pool. Only the first interval of a plan is used (receding horizon), so
+//!   queue drained within one interval), and turns the plan's mean resources over the
+//!   next interval into replicas and resources per replica, provisioned for
+//!   `target_utilization`, repaired to fit the pool. Only the first interval of a plan is used (receding horizon), so
 //!   the end-of-horizon artefact (the plan stops serving when the remaining benefit is
 //!   below the resource cost) stays out of what runs.
 //! - [`PerFunction`]: any inference autoscaler (`hpa`, `kpa`, ...) applied to each
