@@ -24,5 +24,5 @@ pub use slo::Slo;
 pub use training::{
     Container, DataStore, ErrorCode, EvaluationMetrics, Framework, GangPlacement, JobState,
     LearnerResources, Manifest, Node, PendingJob, QueueSpec, RunningJob, SchedDecision, SchedView,
-    TrainingScheduler, parse_memory,
+    TrainingScheduler, format_memory, parse_memory,
 };

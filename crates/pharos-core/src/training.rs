@@ -308,6 +308,24 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
     Ok(bytes.round() as u64)
 }
 
+/// Bytes for people: `512 B`, `1.5 KiB`, `16 GiB`, `2.3 TiB` (binary units, at most one
+/// decimal, none when whole).
+pub fn format_memory(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    let tenths = (v * 10.0).round() / 10.0;
+    if tenths.fract() == 0.0 {
+        format!("{tenths:.0} {}", UNITS[u])
+    } else {
+        format!("{tenths:.1} {}", UNITS[u])
+    }
+}
+
 /// The lifecycle of a training job (FfDL's states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -562,6 +580,11 @@ mod tests {
     fn memory_sizes_parse_with_units_and_bad_ones_are_named() {
         assert_eq!(parse_memory("1Gb").unwrap(), 1_000_000_000);
         assert_eq!(parse_memory("16GiB").unwrap(), 16 << 30);
+        assert_eq!(format_memory(16 << 30), "16 GiB");
+        assert_eq!(format_memory(512), "512 B");
+        assert_eq!(format_memory(1536), "1.5 KiB");
+        assert_eq!(format_memory(1_000_000_000), "953.7 MiB");
+        assert_eq!(format_memory(5 << 40), "5 TiB");
         assert_eq!(parse_memory("512MiB").unwrap(), 512 << 20);
         assert_eq!(parse_memory(" 2 GB ").unwrap(), 2_000_000_000);
         assert_eq!(parse_memory("4096").unwrap(), 4096);

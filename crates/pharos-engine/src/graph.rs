@@ -279,6 +279,7 @@ impl GraphSpec {
             max_queue: f.max_queue,
             port: None,
             ready_timeout_s: f.ready_timeout_s,
+            unavailable_timeout_s: crate::service::d_unavailable_timeout(),
             graph: Some(self.name.clone()),
         }
     }

@@ -62,6 +62,10 @@ pub struct ServiceSpec {
     /// A replica not ready after this long is abandoned (stopped, with an event).
     #[serde(default = "d_ready_timeout")]
     pub ready_timeout_s: f64,
+    /// A request queued while no replica is ready gets 503 (with `Retry-After`) once
+    /// it has waited this long and there is still none.
+    #[serde(default = "d_unavailable_timeout")]
+    pub unavailable_timeout_s: f64,
     /// Set by pharos on the services that run a function graph's functions (named
     /// `GRAPH.FUNCTION`); a spec a user applies has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,6 +125,9 @@ pub(crate) fn d_queue() -> usize {
 }
 pub(crate) fn d_ready_timeout() -> f64 {
     60.0
+}
+pub(crate) fn d_unavailable_timeout() -> f64 {
+    30.0
 }
 
 impl ServiceSpec {
@@ -261,6 +268,11 @@ impl ServiceSpec {
             check_int("port", p, MIN_PORT, u16::MAX)?;
         }
         check_positive_at_most("ready_timeout_s", self.ready_timeout_s, MAX_TIMEOUT_S)?;
+        check_positive_at_most(
+            "unavailable_timeout_s",
+            self.unavailable_timeout_s,
+            MAX_TIMEOUT_S,
+        )?;
         if let Some(r) = &self.ray {
             check_len("ray.import_path", &r.import_path, MAX_SHORT * 2)?;
             check_len("ray.deployment", &r.deployment, MAX_SHORT)?;
@@ -392,6 +404,9 @@ pub struct Report {
     pub message: String,
     /// Events for the service (kind, message), each said once by the engine.
     pub events: Vec<(&'static str, String)>,
+    /// Its replicas keep failing to start (crash loop): what failed and when the
+    /// next try is. The server raises no target while this is said.
+    pub failing: Option<String>,
 }
 
 /// An engine that runs services' replicas. `sync` is called once per pass with every

@@ -13,8 +13,9 @@
 //! readiness path answering 2xx makes one ready); replicas that exited, that were not
 //! ready within `ready_timeout_s`, that finished draining or that ignore SIGTERM for
 //! 5 s are dealt with; then each service is brought toward its target - new replicas
-//! within the vCPUs the others leave free (services in name order), after a failed start only once its back-off (1 s, 2 s, ...
-//! 60 s) has passed; extra ones are removed newest starting first, then the ready ones
+//! within the vCPUs the others leave free (services in name order), after a failed
+//! start only once its back-off (1 s, 2 s, ... 300 s) has passed, and from the second
+//! failure in a row the service is reported failing (a crash loop); extra ones are removed newest starting first, then the ready ones
 //! with the fewest requests in flight, which drain before they are stopped.
 //!
 //! Architecture invariant: what a restarted server needs is on disk before a replica
@@ -78,8 +79,10 @@ impl Replica {
 struct Local {
     replicas: Vec<Replica>,
     next_id: u64,
-    /// Starts that failed in a row (exit or abandoned) and when the next is allowed.
+    /// Starts that failed in a row (exit or abandoned), the latest's reason, and when
+    /// the next is allowed.
     failures: u32,
+    last_failure: String,
     not_before: Instant,
 }
 
@@ -134,6 +137,7 @@ impl LocalReplicas {
             replicas: Vec::new(),
             next_id: 1,
             failures: 0,
+            last_failure: String::new(),
             not_before: Instant::now(),
         };
         let Ok(entries) = std::fs::read_dir(self.replicas_dir(name)) else {
@@ -265,6 +269,7 @@ impl LocalReplicas {
                 status: String::new(),
                 message: String::new(),
                 events: std::mem::take(ev),
+                failing: crash_loop(l),
             });
         }
         // Services no longer wanted at all (deleted and gone): forget them.
@@ -276,7 +281,7 @@ impl LocalReplicas {
     /// and that ignore SIGTERM.
     fn watch(&self, w: &Want, l: &mut Local, events: &mut Events) {
         let name = &w.name;
-        let mut failed = false;
+        let mut failed: Option<String> = None;
         let mut i = 0;
         while i < l.replicas.len() {
             let r = &mut l.replicas[i];
@@ -301,7 +306,9 @@ impl LocalReplicas {
                                 self.log_of(name, r.id).display()
                             ),
                         ));
-                        failed |= r.phase == Phase::Starting;
+                        if r.phase == Phase::Starting {
+                            failed = Some(format!("replica {} {how} before it was ready", r.id));
+                        }
                     }
                     Phase::Stopping => {
                         events.push(("stopped", format!("replica {} stopped", r.id)));
@@ -325,8 +332,11 @@ impl LocalReplicas {
                             self.log_of(name, r.id).display()
                         ),
                     ));
+                    failed = Some(format!(
+                        "replica {} not ready at {} after {:.0} s",
+                        r.id, w.spec.readiness_path, w.spec.ready_timeout_s
+                    ));
                     r.stop();
-                    failed = true;
                 }
                 Phase::Draining if !w.in_flight.contains_key(&r.url()) => r.stop(),
                 Phase::Stopping if r.since.elapsed() > Duration::from_secs(5) => {
@@ -336,8 +346,8 @@ impl LocalReplicas {
             }
             i += 1;
         }
-        if failed {
-            backoff(l);
+        if let Some(why) = failed {
+            backoff(l, why);
         }
     }
 
@@ -406,7 +416,7 @@ impl LocalReplicas {
                         events.push(("started", format!("replica {id} started")));
                     }
                     Err(e) => {
-                        backoff(l);
+                        backoff(l, e.clone());
                         events.push(("start-failed", e));
                         break;
                     }
@@ -623,10 +633,25 @@ fn report(r: &Replica) -> EngineReplica {
     }
 }
 
-/// After a failed start, the next waits 1 s, 2 s, 4 s, ... up to a minute.
-fn backoff(l: &mut Local) {
+/// After a failed start, the next waits 1 s, 2 s, 4 s, ... up to five minutes (as
+/// Kubernetes' CrashLoopBackOff).
+fn backoff(l: &mut Local, why: String) {
     l.failures += 1;
-    l.not_before = Instant::now() + Backoff::seconds(60).after(l.failures);
+    l.last_failure = why;
+    l.not_before = Instant::now() + Backoff::seconds(300).after(l.failures);
+}
+
+/// Starts failed in a row, from the second: the crash loop's account.
+fn crash_loop(l: &Local) -> Option<String> {
+    (l.failures >= 2).then(|| {
+        let wait = l.not_before.saturating_duration_since(Instant::now());
+        format!(
+            "{} starts failed in a row, the latest: {}; next try in {} s",
+            l.failures,
+            l.last_failure,
+            wait.as_secs_f64().ceil()
+        )
+    })
 }
 
 /// Whether `GET http://127.0.0.1:{port}{path}` answers 2xx within half a second.

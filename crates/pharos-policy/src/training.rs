@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use pharos_core::{
-    LearnerResources, PendingJob, QueueSpec, RunningJob, SchedDecision, SchedView,
+    LearnerResources, Node, PendingJob, QueueSpec, RunningJob, SchedDecision, SchedView,
     TrainingScheduler,
 };
 use serde::{Deserialize, Serialize};
@@ -281,21 +281,41 @@ fn place_gang_on(
     Some(out)
 }
 
+/// Why a job can never run on these nodes under its queue's quota, even on an empty
+/// cluster, if so: the scheduler's own verdict, for refusing a job when it is
+/// submitted.
+pub fn never_fits_on(nodes: &[Node], queues: &[QueueSpec], job: &PendingJob) -> Option<String> {
+    let view = SchedView {
+        now_s: 0.0,
+        nodes,
+        queues,
+        pending: &[],
+        running: &[],
+        explain: true,
+    };
+    let mut models: Vec<String> = nodes.iter().flat_map(|n| n.gpus.keys().cloned()).collect();
+    models.sort();
+    models.dedup();
+    never_fits(&view, job, &models)
+}
+
 /// Why a job can never run on these nodes, if so.
 fn never_fits(view: &SchedView<'_>, job: &PendingJob, models: &[String]) -> Option<String> {
     let mut all = empty(view);
     if place_gang_models(&mut all, job, Placement::Pack, models).is_none() {
+        let p = &job.per_learner;
+        let cpus: f64 = view.nodes.iter().map(|n| n.cpus).sum();
+        let memory: u64 = view.nodes.iter().map(|n| n.memory_bytes).fold(0, u64::saturating_add);
+        let gpus: u32 = view.nodes.iter().flat_map(|n| n.gpus.values()).sum();
+        let model = p.gpu_type.as_ref().map(|m| format!(" {m}")).unwrap_or_default();
         return Some(format!(
-            "never fits: {} learners of {} CPUs, {} bytes, {} GPUs{} exceed the whole cluster",
+            "never fits: {} learner(s) of {} CPUs, {} and {} GPUs{model} each; the cluster has {cpus} CPUs, {} and {gpus} GPUs on {} node(s)",
             job.learners,
-            job.per_learner.cpus,
-            job.per_learner.memory_bytes,
-            job.per_learner.gpus,
-            job.per_learner
-                .gpu_type
-                .as_ref()
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default()
+            p.cpus,
+            pharos_core::format_memory(p.memory_bytes),
+            p.gpus,
+            pharos_core::format_memory(memory),
+            view.nodes.len(),
         ));
     }
     if let Some(q) = view.queues.iter().find(|q| q.name == job.queue) {

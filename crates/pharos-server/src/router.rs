@@ -51,6 +51,10 @@ pub struct Counters {
     /// Requests that waited in the queue for the queue timeout (see
     /// [`Router::set_queue_timeout`]) and failed (504); not counted in `dropped`.
     pub timeouts: u64,
+    /// Requests that waited the unavailability timeout (see
+    /// [`Router::set_unavailable_timeout`]) while the router had no replica to send
+    /// to, and failed (503 with `Retry-After`); also counted in `dropped`.
+    pub unavailable: u64,
     pub completed: u64,
     /// Requests a replica failed (an error status, a broken connection: a replica that
     /// died with requests in flight).
@@ -84,6 +88,8 @@ struct Inner {
     slo_s: f64,
     /// How long a request may wait in the queue (none: as long as it takes).
     queue_timeout: Option<std::time::Duration>,
+    /// How long a queued request waits while there is no replica to send it to.
+    unavailable_timeout: Option<std::time::Duration>,
     /// Up to when the time integrals are summed.
     integrated_to: Instant,
 }
@@ -135,6 +141,7 @@ impl Router {
                 minute_window: Vec::new(),
                 slo_s: f64::INFINITY,
                 queue_timeout: None,
+                unavailable_timeout: None,
                 integrated_to: Instant::now(),
             }),
             concurrency: concurrency.max(1),
@@ -251,6 +258,15 @@ impl Router {
             .map(std::time::Duration::from_secs_f64);
     }
 
+    /// A request queued while the router has no replica that takes traffic (none, or
+    /// all removed) fails with 503 and `Retry-After` once it has waited this long and
+    /// there is still none; `None` or a number that is not positive: it waits.
+    pub fn set_unavailable_timeout(&self, seconds: Option<f64>) {
+        self.lock().unavailable_timeout = seconds
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(std::time::Duration::from_secs_f64);
+    }
+
     /// The least loaded replica with a free slot.
     fn free_slot(&self, g: &Inner) -> Option<usize> {
         let now = Instant::now();
@@ -282,7 +298,7 @@ impl Router {
     /// A slot on a replica (its base URL), after waiting in the queue if need be; the
     /// reason when there is none.
     async fn acquire(&self) -> Result<String, Refused> {
-        let (rx, timeout) = {
+        let (rx, timeout, unavailable) = {
             let mut g = self.lock();
             g.advance();
             g.counters.arrivals += 1;
@@ -310,27 +326,51 @@ impl Router {
             }
             let (tx, rx) = oneshot::channel();
             g.queue.push_back(tx);
-            (rx, g.queue_timeout)
+            (rx, g.queue_timeout, g.unavailable_timeout)
         };
         let mut rx = rx;
-        let got = match timeout {
-            Some(d) => match tokio::time::timeout(d, &mut rx).await {
-                Ok(r) => r.ok(),
-                Err(_) => {
-                    // Closed under the lock, so that no slot is handed to it after this;
-                    // one handed over just now is used.
-                    let mut g = self.lock();
-                    rx.close();
-                    if let Ok(base) = rx.try_recv() {
-                        return Ok(base);
-                    }
-                    g.counters.timeouts += 1;
-                    return Err(Refused::TimedOut);
+        let start = tokio::time::Instant::now();
+        let queue_deadline = timeout.map(|d| start + d);
+        let mut unavailable_deadline = unavailable.map(|d| start + d);
+        loop {
+            let deadline = match (queue_deadline, unavailable_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let Some(deadline) = deadline else {
+                return rx.await.map_err(|_| Refused::Dropped);
+            };
+            if let Ok(r) = tokio::time::timeout_at(deadline, &mut rx).await {
+                return r.map_err(|_| Refused::Dropped);
+            }
+            // Closed under the lock, so that no slot is handed to it after this; one
+            // handed over just now is used.
+            let mut g = self.lock();
+            let now = tokio::time::Instant::now();
+            let none_serves = !g.replicas.iter().any(|r| !r.draining);
+            let why = if queue_deadline.is_some_and(|d| now >= d) {
+                Refused::TimedOut
+            } else if none_serves {
+                Refused::Unavailable
+            } else {
+                // Replicas serve: it waits its turn, and is given up only if they
+                // are all gone again a whole timeout later.
+                unavailable_deadline = unavailable.map(|d| now + d);
+                continue;
+            };
+            rx.close();
+            if let Ok(base) = rx.try_recv() {
+                return Ok(base);
+            }
+            match why {
+                Refused::TimedOut => g.counters.timeouts += 1,
+                _ => {
+                    g.counters.unavailable += 1;
+                    g.counters.dropped += 1;
                 }
-            },
-            None => rx.await.ok(),
-        };
-        got.ok_or(Refused::Dropped)
+            }
+            return Err(why);
+        }
     }
 
     fn release(&self, base: &str, latency_s: Option<f64>) {
@@ -372,8 +412,20 @@ impl Router {
         self.dispatch(&mut g);
     }
 
-    fn refusal(r: Refused) -> Response {
+    fn refusal(&self, r: Refused) -> Response {
         match r {
+            Refused::Unavailable => {
+                let after = self
+                    .lock()
+                    .unavailable_timeout
+                    .map_or(1, |d| d.as_secs().clamp(1, 60));
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(axum::http::header::RETRY_AFTER, after.to_string())],
+                    "no replica of this service is ready; try again later",
+                )
+                    .into_response()
+            }
             Refused::Dropped => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "dropped: queue full or not admitted",
@@ -403,7 +455,7 @@ impl Router {
         loop {
             let base = match self.acquire().await {
                 Ok(b) => b,
-                Err(r) => return Self::refusal(r),
+                Err(r) => return self.refusal(r),
             };
             let upstream = base.split('#').next().unwrap_or(&base);
             let req = axum::http::Request::builder()
@@ -459,7 +511,7 @@ impl Router {
         let t0 = Instant::now();
         let base = match self.acquire().await {
             Ok(b) => b,
-            Err(r) => return Self::refusal(r),
+            Err(r) => return self.refusal(r),
         };
         let path = req
             .uri()
@@ -502,6 +554,8 @@ enum Refused {
     Dropped,
     /// It waited for the queue timeout.
     TimedOut,
+    /// It waited the unavailability timeout with no replica to go to.
+    Unavailable,
 }
 
 /// A replica's answer on its way to the client: releases the replica's slot and counts
@@ -641,6 +695,39 @@ mod tests {
             (3, 1, 0, 1)
         );
         assert_eq!(r.stats().in_flight, 1);
+    }
+
+    /// With no replica, a queued request fails with 503 and Retry-After after the
+    /// unavailability timeout; with a replica that is only busy, it keeps waiting and
+    /// gets the slot when one frees up.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_replica_a_queued_request_fails_with_retry_after() {
+        let r = Router::new(&[], 1, 10);
+        r.set_unavailable_timeout(Some(30.0));
+        let t0 = tokio::time::Instant::now();
+        let resp = r.clone().handle(Request::new(Body::empty())).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[axum::http::header::RETRY_AFTER], "30");
+        assert_eq!(t0.elapsed().as_secs(), 30);
+        let c = r.stats().counters;
+        assert_eq!((c.arrivals, c.unavailable, c.dropped), (1, 1, 1));
+        assert_eq!(r.stats().queued, 0);
+
+        // A replica that is busy past the timeout: the request waits on.
+        r.set_replicas(&["http://127.0.0.1:9".to_string()]);
+        let first = r.acquire().await.unwrap();
+        let r2 = r.clone();
+        let waiting = tokio::spawn(async move { r2.acquire().await.is_ok() });
+        tokio::time::sleep(std::time::Duration::from_secs(75)).await;
+        r.release(&first, Some(0.01));
+        assert!(waiting.await.unwrap());
+        // Removed while a request waits: the wait ends a timeout later.
+        let r3 = r.clone();
+        let waiting = tokio::spawn(async move { r3.acquire().await });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        r.set_replicas(&[]);
+        assert!(matches!(waiting.await.unwrap(), Err(Refused::Unavailable)));
+        assert_eq!(r.stats().counters.unavailable, 2);
     }
 
     /// The admission refuses about 1 - accept_rate of arrivals, the same ones for the

@@ -61,9 +61,54 @@ struct Svc {
     /// vCPUs per replica the graph autoscaler chose (within its function's range; an
     /// engine that resizes replicas only); `None`: the spec's.
     size: Option<f64>,
+    /// Why replicas of its target wait for capacity, as of the last pass.
+    unschedulable: Option<String>,
 }
 
 impl Svc {
+    /// Its conditions, as Kubernetes states them (type, status, reason, message): always
+    /// `Ready`; `Unschedulable`, `CrashLoop`, `EngineUnavailable` and `RouterFailed`
+    /// while they hold.
+    fn conditions(&self) -> Vec<Value> {
+        let ready = self.count(Phase::Ready);
+        let starting = self.count(Phase::Starting);
+        let is_ready = !self.deleting && ready >= self.target;
+        let mut c = vec![json!({
+            "type": "Ready",
+            "status": if is_ready { "True" } else { "False" },
+            "reason": if self.deleting {
+                "Deleting"
+            } else if is_ready {
+                "TargetReady"
+            } else if starting > 0 {
+                "Starting"
+            } else {
+                "Waiting"
+            },
+            "message": format!("{ready} of {} replicas ready, {starting} starting", self.target),
+        })];
+        let mut add = |kind: &str, reason: &str, message: &str| {
+            c.push(json!({"type": kind, "status": "True", "reason": reason, "message": message}));
+        };
+        if let Some(m) = &self.unschedulable {
+            add("Unschedulable", "InsufficientCapacity", m);
+        }
+        if let Some(m) = &self.remote.failing {
+            add("CrashLoop", "ReplicasFailToStart", m);
+        }
+        if self.remote.told_unavailable {
+            add(
+                "EngineUnavailable",
+                "EngineUnreachable",
+                "the engine does not answer; the last known replicas serve",
+            );
+        }
+        if let Some(e) = &self.router_error {
+            add("RouterFailed", "ListenFailed", e);
+        }
+        c
+    }
+
     /// vCPUs each replica has (or is being resized to).
     fn cpus(&self) -> f64 {
         self.size.unwrap_or(self.spec.cpus)
@@ -329,6 +374,7 @@ impl Services {
                 "seen_age_s": s.remote.seen.map(|t| t.elapsed().as_secs_f64()),
             })),
             "deleting": s.deleting,
+            "conditions": s.conditions(),
             "forecast": s.hist.forecast,
             "spec": s.spec,
         })
@@ -483,6 +529,7 @@ impl Services {
         engine
             .check(&spec)
             .map_err(|m| ApiError::said(StatusCode::BAD_REQUEST, m))?;
+        check_fits(&spec, state.config.capacity.cpus)?;
         let run_as = if engine.runs_here() {
             state
                 .run_as(tenant)
@@ -521,6 +568,8 @@ impl Services {
             s.set_target(t);
             let name = spec.name.clone();
             s.router.set_slo(spec.slo.latency_s);
+            s.router
+                .set_unavailable_timeout(Some(spec.unavailable_timeout_s));
             s.spec = spec;
             let v = self.status(s, &host);
             drop(g);
@@ -692,6 +741,38 @@ fn exists(name: &str) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, format!("service {name} exists"))
 }
 
+/// A service whose replicas could never run - one replica, or its `min_replicas`,
+/// larger than the whole cluster - is refused with the reason.
+fn check_fits(spec: &ServiceSpec, capacity_cpus: f64) -> Result<(), ApiError> {
+    let unschedulable = |field: &str, m: String| {
+        Err(ApiError::at(
+            StatusCode::BAD_REQUEST,
+            field,
+            format!("Unschedulable: {m}"),
+        ))
+    };
+    if spec.cpus > capacity_cpus + 1e-9 {
+        return unschedulable(
+            "cpus",
+            format!(
+                "a replica needs {} vCPUs, the cluster has {capacity_cpus} (capacity.cpus)",
+                spec.cpus
+            ),
+        );
+    }
+    let min = spec.cpus * spec.min_replicas as f64;
+    if min > capacity_cpus + 1e-9 {
+        return unschedulable(
+            "min_replicas",
+            format!(
+                "{} replicas of {} vCPUs need {min}, the cluster has {capacity_cpus} (capacity.cpus)",
+                spec.min_replicas, spec.cpus
+            ),
+        );
+    }
+    Ok(())
+}
+
 fn check_tenant_limits(
     g: &Inner,
     tenant: &str,
@@ -748,6 +829,7 @@ fn held(g: &Inner) -> f64 {
 fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc {
     let router = Router::new(&[], spec.max_concurrent as usize, spec.max_queue);
     router.set_slo(spec.slo.latency_s);
+    router.set_unavailable_timeout(Some(spec.unavailable_timeout_s));
     Svc {
         target: spec.min_replicas,
         spec,
@@ -766,6 +848,7 @@ fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc
         scale_ups: Vec::new(),
         control_latencies: Vec::new(),
         size: None,
+        unschedulable: None,
     }
 }
 
@@ -882,6 +965,39 @@ async fn load(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Notes each service whose target wants replicas the capacity has no room for (an
+/// event when that begins); a crash loop or a back-off is not a lack of room.
+fn note_unschedulable(state: &AppState, g: &mut Inner, events: &mut Events) {
+    let capacity = state.config.capacity.cpus;
+    let training = state.services.training_cpus();
+    let services = held(g);
+    let free = capacity - training - services;
+    for s in g.svcs.values_mut() {
+        let active = s.count(Phase::Ready) + s.count(Phase::Starting);
+        let why = (!s.deleting
+            && s.remote.failing.is_none()
+            && s.target > active
+            && free + 1e-9 < s.cpus())
+        .then(|| {
+            format!(
+                "{} of {} replicas wait for capacity: a replica needs {} vCPUs, {:.2} of {capacity} are free (training jobs hold {training:.2}, services {services:.2})",
+                s.target - active,
+                s.target,
+                s.cpus(),
+                free.max(0.0),
+            )
+        });
+        if why.is_some() && s.unschedulable.is_none() {
+            events.push((
+                s.spec.name.clone(),
+                "unschedulable",
+                why.clone().unwrap_or_default(),
+            ));
+        }
+        s.unschedulable = why;
+    }
+}
+
 /// What happened in a pass that deserves an event (written after the lock is let go).
 type Events = Vec<(String, &'static str, String)>;
 
@@ -911,6 +1027,7 @@ async fn pass(state: &Arc<AppState>) {
     for s in g.svcs.values_mut() {
         s.note_served(&mut events);
     }
+    note_unschedulable(state, &mut g, &mut events);
     // Deleted services whose replicas are all gone leave.
     let gone: Vec<String> = g
         .svcs

@@ -106,14 +106,15 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<20} {:>7} {:>8} {:>9} {:>9} {:>9}  URL",
-                "NAME", "READY", "TARGET", "ARRIVALS", "DROPPED", "FAILED"
+                "{:<20} {:<14} {:>7} {:>8} {:>9} {:>9} {:>9}  URL",
+                "NAME", "STATUS", "READY", "TARGET", "ARRIVALS", "DROPPED", "FAILED"
             );
             for s in v["services"].as_array().into_iter().flatten() {
                 let n = &s["counters"];
                 println!(
-                    "{:<20} {:>7} {:>8} {:>9} {:>9} {:>9}  {}",
+                    "{:<20} {:<14} {:>7} {:>8} {:>9} {:>9} {:>9}  {}",
                     s["name"].as_str().unwrap_or("?"),
+                    status_word(s),
                     s["ready_replicas"].to_string(),
                     s["target_replicas"].to_string(),
                     n["arrivals"].to_string(),
@@ -270,8 +271,15 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
                     cold["count"]
                 );
             }
-            if let Some(e) = v["router_error"].as_str() {
-                println!("  router: {e}");
+            println!("  conditions:");
+            for c in v["conditions"].as_array().into_iter().flatten() {
+                println!(
+                    "    {:<18} {:<6} {}: {}",
+                    c["type"].as_str().unwrap_or("?"),
+                    c["status"].as_str().unwrap_or("?"),
+                    c["reason"].as_str().unwrap_or("?"),
+                    c["message"].as_str().unwrap_or("")
+                );
             }
             println!("  events:");
             for e in v["events"].as_array().into_iter().flatten() {
@@ -285,6 +293,24 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A service's state in one word: its first condition that holds other than `Ready`
+/// (`CrashLoop`, `Unschedulable`, ...), else why it is or is not ready.
+fn status_word(s: &serde_json::Value) -> &str {
+    let conditions = s["conditions"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    conditions
+        .iter()
+        .find(|c| c["type"] != "Ready" && c["status"] == "True")
+        .and_then(|c| c["type"].as_str())
+        .or_else(|| {
+            conditions
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .and_then(|c| c["reason"].as_str())
+                .map(|r| if r == "TargetReady" { "Ready" } else { r })
+        })
+        .unwrap_or("?")
 }
 
 pub fn delete(cmd: DeleteCommand, conn: &Conn) -> Result<()> {

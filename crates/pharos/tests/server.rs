@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::{ADMIN, PHAROS, Server, free_port, last_step};
+use common::{ADMIN, PHAROS, Server, free_port, last_step, wait_until};
 
 fn losses(log: &str) -> Vec<f64> {
     log.lines()
@@ -323,27 +323,60 @@ fn a_learner_that_always_crashes_fails_with_c201_after_max_restarts() {
 }
 
 #[test]
-fn a_job_that_cannot_fit_stays_queued_with_a_reason_and_is_never_half_placed() {
-    let s = Server::start("capacity: {cpus: 2, memory: 8GiB}");
+fn a_job_that_can_never_fit_is_refused_and_one_left_behind_by_a_smaller_cluster_waits_with_the_reason()
+ {
+    let mut s = Server::start("capacity: {cpus: 4, memory: 8GiB}");
+    // Refused at submission with the scheduler's reason, by the API and the CLI.
+    let (status, v) = s.request(
+        "POST",
+        "/v1/models",
+        Some(ADMIN),
+        Some((
+            "application/yaml",
+            manifest("huge", 5, 1.0, "true", "").into_bytes(),
+        )),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["code"], "S100", "{v}");
+    let msg = v["error"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("never fits") && msg.contains("the cluster has 4 CPUs, 8 GiB and 0 GPUs"),
+        "{v}"
+    );
+    let gpu = s.dir.path().join("gpu.yaml");
+    std::fs::write(&gpu, manifest("gpu", 1, 0.5, "true", "gpus: 1")).unwrap();
+    let (ok, _, err) = s.cli(&["train", "submit", gpu.to_str().unwrap()], ADMIN);
+    assert!(!ok && err.contains("never fits") && err.contains("1 GPUs"), "{err}");
+    let (_, v) = s.request("GET", "/v1/models", Some(ADMIN), None);
+    assert_eq!(v["models"].as_array().map(|a| a.len()), Some(0), "{v}");
+
+    // A job that fitted when it was accepted (it waited for room), on a cluster since
+    // made smaller: kept, queued with the reason, never half placed.
+    let hold = s.submit(&manifest("hold", 2, 1.0, "pharos-sgd --steps 100000 --sleep-ms 20", ""));
+    s.wait_state(hold, "PROCESSING", 60);
     let big = s.submit(&manifest("big", 3, 1.0, "pharos-sgd --steps 5", ""));
-    let gpu = s.submit(&manifest("gpu", 1, 0.5, "pharos-sgd --steps 5", "gpus: 1"));
-    let small = s.submit(&manifest("small", 1, 1.0, "pharos-sgd --steps 5", ""));
-    s.wait_state(small, "COMPLETED", 60);
-    for id in [big, gpu] {
-        let j = s.job(id);
-        assert_eq!(j["state"], "QUEUED");
-        assert!(
-            j["wait_reason"]
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.job(big)["state"], "QUEUED");
+    s.kill();
+    let config = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("cpus: 4", "cpus: 2");
+    std::fs::write(&s.config, config).unwrap();
+    s.spawn();
+    wait_until(
+        30,
+        || {
+            s.job(big)["wait_reason"]
                 .as_str()
-                .unwrap_or("")
-                .contains("never fits"),
-            "{j}"
-        );
-        assert!(
-            !s.data().join(format!("jobs/{id}/state")).exists(),
-            "job {id} was placed"
-        );
-    }
+                .is_some_and(|r| r.contains("never fits"))
+        },
+        || s.job(big).to_string(),
+    );
+    assert_eq!(s.job(big)["state"], "QUEUED");
+    assert!(
+        !s.data().join(format!("jobs/{big}/state")).exists(),
+        "job {big} was placed"
+    );
     let (ok, out, _) = s.cli(&["train", "show", &big.to_string()], ADMIN);
     assert!(ok && out.contains("waiting:   never fits"), "{out}");
 }

@@ -328,6 +328,88 @@ fn the_autoscaler_sets_targets_and_training_shares_the_capacity() {
     s.wait_state(id, "COMPLETED", 60);
 }
 
+fn condition<'a>(v: &'a Value, kind: &str) -> Option<&'a Value> {
+    v["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind && c["status"] == "True")
+}
+
+#[test]
+fn what_can_never_run_is_refused_and_what_cannot_run_now_says_why_without_hanging() {
+    let s = Server::start("capacity: { cpus: 2 }");
+    // Larger than the cluster: refused, by the API and the CLI.
+    let (status, v) = s.apply(&spec("big", 1, "cpus: 8"));
+    assert_eq!((status, v["field"].as_str()), (400, Some("cpus")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Unschedulable: a replica needs 8 vCPUs, the cluster has 2"),
+        "{v}"
+    );
+    let (status, v) = s.apply(&spec("many", 3, ""));
+    assert_eq!((status, v["field"].as_str()), (400, Some("min_replicas")), "{v}");
+    let file = s.dir.path().join("big.yaml");
+    std::fs::write(&file, spec("big", 1, "cpus: 8")).unwrap();
+    let (ok, _, err) = s.cli(&["apply", "-f", file.to_str().unwrap()], ADMIN);
+    assert!(!ok && err.contains("Unschedulable"), "{err}");
+
+    // A command that does not exist: a crash loop, said by a condition and an event,
+    // and a request to it fails with 503 and Retry-After after unavailable_timeout_s.
+    let typo = "name: typo\ncommand: [/nonexistent/pharos-replicaa, --port, $PORT]\n\
+                slo: { latency_s: 0.5 }\nprocessing_time_s: 0.02\nunavailable_timeout_s: 2\n";
+    let (status, v) = s.apply(typo);
+    assert_eq!(status, 201, "{v}");
+    let url = v["url"].as_str().unwrap().to_string();
+    let v = s.wait_service("typo", 20, "crash-looping", |v| {
+        condition(v, "CrashLoop").is_some()
+    });
+    let m = condition(&v, "CrashLoop").unwrap()["message"].to_string();
+    assert!(
+        m.contains("starts failed in a row") && m.contains("cannot start") && m.contains("next try in"),
+        "{m}"
+    );
+    assert!(s.service_events("typo").contains("crash-loop"));
+    let (ok, out, _) = s.cli(&["get", "services"], ADMIN);
+    assert!(
+        ok && out.lines().any(|l| l.starts_with("typo") && l.contains("CrashLoop")),
+        "{out}"
+    );
+    let (ok, out, _) = s.cli(&["get", "service", "typo"], ADMIN);
+    assert!(ok && out.contains("CrashLoop") && out.contains("ReplicasFailToStart"), "{out}");
+    let t0 = Instant::now();
+    let r = s.agent.get(format!("{url}/infer")).call().unwrap();
+    let waited = t0.elapsed().as_secs_f64();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|h| h.to_str().ok()),
+        Some("2")
+    );
+    assert!((1.9..10.0).contains(&waited), "{waited}");
+    assert_eq!(s.service("typo")["counters"]["unavailable"], 1);
+    let (status, _) = s.request("DELETE", "/v1/services/typo", Some(ADMIN), None);
+    assert_eq!(status, 200);
+
+    // Room taken by a training job: the service waits, and says for what.
+    let id = s.submit(
+        "name: t\nlearners: 2\ncpus: 1\nmemory: 64MiB\nframework:\n  name: custom\n  command: 'sleep 600'\n",
+    );
+    s.wait_state(id, "PROCESSING", 30);
+    let (status, v) = s.apply(&spec("later", 1, ""));
+    assert_eq!(status, 201, "{v}");
+    let v = s.wait_service("later", 20, "unschedulable", |v| {
+        condition(v, "Unschedulable").is_some()
+    });
+    let m = condition(&v, "Unschedulable").unwrap()["message"].to_string();
+    assert!(
+        m.contains("1 of 1 replicas wait for capacity") && m.contains("training jobs hold 2.00"),
+        "{m}"
+    );
+    assert!(s.service_events("later").contains("unschedulable"));
+    assert_eq!(v["ready_replicas"], 0);
+}
+
 #[test]
 fn bad_service_specs_are_clear_errors() {
     let s = Server::start("capacity: { cpus: 2 }");

@@ -36,6 +36,25 @@ pub fn check_manifest(state: &AppState, text: &str) -> ApiResult<Manifest> {
             ErrorCode::C101,
         ));
     }
+    // What could never run is refused now, with the scheduler's own reason, rather
+    // than queued to wait forever.
+    let job = pharos_core::PendingJob {
+        id: 0,
+        queue: manifest.queue.clone(),
+        priority: manifest.priority,
+        submitted_s: 0.0,
+        learners: manifest.learners,
+        per_learner: manifest.per_learner(),
+        duration_s: Default::default(),
+        attained_gpu_s: 0.0,
+    };
+    if let Some(why) = pharos_policy::training::never_fits_on(
+        &[state.config.node()],
+        &state.config.queues,
+        &job,
+    ) {
+        return Err(ApiError::bad("learners", why, ErrorCode::S100));
+    }
     for (i, d) in manifest.data_stores.iter().enumerate() {
         if let Some(path) = d.connection.get("path")
             && inside(std::path::Path::new(path), &state.config.data_dir)

@@ -23,6 +23,8 @@ pub(super) struct RemoteSvc {
     pub present: bool,
     pub status: String,
     pub message: String,
+    /// Its replicas keep failing to start, and how (see `Report::failing`).
+    pub failing: Option<String>,
     /// When the engine was last read.
     pub seen: Option<Instant>,
     /// The service was told the engine is unreachable (and will be told when it
@@ -138,6 +140,20 @@ pub(super) async fn sync(state: &AppState, engine: &dyn ServiceEngine, events: &
         s.remote.seen = Some(seen);
         s.remote.status = r.status.clone();
         s.remote.message = r.message.clone();
+        match (&s.remote.failing, &r.failing) {
+            (None, Some(why)) => events.push((
+                name.clone(),
+                "crash-loop",
+                format!("{why}; its target is not raised until a replica is ready"),
+            )),
+            (Some(_), None) => events.push((
+                name.clone(),
+                "recovered",
+                "a replica started; the crash loop is over".into(),
+            )),
+            _ => {}
+        }
+        s.remote.failing = r.failing.clone();
         s.remote.replicas = r.replicas.clone();
         if !s.deleting {
             let urls: Vec<String> = r
