@@ -15,7 +15,8 @@ pub struct ServiceSpec {
     /// `[a-z0-9-]`, at most 40 characters.
     pub name: String,
     /// The program and arguments that start one replica; `$PORT` in an argument is the
-    /// port it must listen on (also in the environment as PORT). A program without a
+    /// port it must listen on (also in the environment as PORT), `$HOST` the address
+    /// (HOST; the local backend's replicas listen on loopback only). A program without a
     /// `/` is looked up next to the pharos executable, then in PATH. (Local backend.)
     #[serde(default)]
     pub command: Vec<String>,

@@ -233,6 +233,21 @@ impl LocalReplicas {
                     .iter_mut()
                     .find(|r| r.id == id && r.phase == Phase::Starting)
             {
+                // Reachable from elsewhere, it would let clients bypass the router (its
+                // admission and accounting): stopped, as a failed start.
+                if let Some(addr) = exposed(r.file.port) {
+                    let why = format!(
+                        "replica {id} listens on {addr}, reachable from other machines past the router; \
+                         it must listen on $HOST ({REPLICA_HOST}) only"
+                    );
+                    r.stop();
+                    events
+                        .entry(name.clone())
+                        .or_default()
+                        .push(("exposed", why.clone()));
+                    backoff(l, why);
+                    continue;
+                }
                 r.phase = Phase::Ready;
                 if !r.adopted {
                     r.cold_start_s = Some(r.since.elapsed().as_secs_f64());
@@ -485,6 +500,8 @@ impl LocalReplicas {
             .map(|a| {
                 a.replace("${PORT}", &port.to_string())
                     .replace("$PORT", &port.to_string())
+                    .replace("${HOST}", REPLICA_HOST)
+                    .replace("$HOST", REPLICA_HOST)
             })
             .collect();
         let mut cmd = std::process::Command::new(resolve_program(&spec.command[0]));
@@ -503,6 +520,7 @@ impl LocalReplicas {
                 },
             )
             .env("PORT", port.to_string())
+            .env("HOST", REPLICA_HOST)
             .env("SERVICE", name)
             .env("REPLICA", id.to_string())
             .envs(&spec.env)
@@ -633,6 +651,51 @@ fn report(r: &Replica) -> EngineReplica {
     }
 }
 
+/// The address replicas must listen on (`HOST` in their environment, `$HOST` in
+/// their command): the router, on this machine, is their only client.
+pub const REPLICA_HOST: &str = "127.0.0.1";
+
+/// A listening socket on `port` at an address other than loopback (`0.0.0.0`, `[::]`,
+/// a network's), if any, as `address:port`.
+fn exposed(port: u16) -> Option<String> {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|f| {
+        let text = std::fs::read_to_string(f).ok()?;
+        text.lines().skip(1).find_map(|line| {
+            let (addr, p) = listening_at(line)?;
+            (p == port && !addr.is_loopback())
+                .then(|| std::net::SocketAddr::new(addr, p).to_string())
+        })
+    })
+}
+
+/// The local address of a `/proc/net/tcp{,6}` line in the LISTEN state.
+fn listening_at(line: &str) -> Option<(std::net::IpAddr, u16)> {
+    let mut f = line.split_whitespace();
+    let local = f.nth(1)?;
+    let state = f.nth(1)?;
+    if state != "0A" {
+        return None;
+    }
+    let (hex, port) = local.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    // Each 32-bit word of the address (network order) is printed as a native integer.
+    let mut bytes = Vec::with_capacity(16);
+    for i in (0..hex.len()).step_by(8) {
+        let w = u32::from_str_radix(hex.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&w.to_ne_bytes());
+    }
+    let addr = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+            v6.to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some((addr, port))
+}
+
 /// After a failed start, the next waits 1 s, 2 s, 4 s, ... up to five minutes (as
 /// Kubernetes' CrashLoopBackOff).
 fn backoff(l: &mut Local, why: String) {
@@ -747,6 +810,35 @@ mod tests {
             ..f.clone()
         }));
         assert!(!alive(&ReplicaFile { pid: i32::MAX, ..f }));
+    }
+
+    /// Sockets on loopback are private; on a wildcard or a network address, exposed -
+    /// read back from the kernel's own tables for real listeners of both families.
+    #[test]
+    fn a_listener_past_loopback_is_exposed() {
+        let private = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open4 = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
+        assert_eq!(exposed(port(&private)), None);
+        assert_eq!(
+            exposed(port(&open4)),
+            Some(format!("0.0.0.0:{}", port(&open4)))
+        );
+        if let Ok(open6) = std::net::TcpListener::bind("[::]:0") {
+            assert_eq!(
+                exposed(port(&open6)),
+                Some(format!("[::]:{}", port(&open6)))
+            );
+        }
+        if let Ok(private6) = std::net::TcpListener::bind("[::1]:0") {
+            assert_eq!(exposed(port(&private6)), None);
+        }
+        // A connected socket is not a listener.
+        let line = "   0: 0100007F:1F90 0100007F:D2A4 01 00000000:00000000 00:00000000 00000000  1000        0 1";
+        assert_eq!(listening_at(line), None);
+        let line = "   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1";
+        let (addr, port) = listening_at(line).unwrap();
+        assert_eq!((addr.to_string(), port), ("0.0.0.0".to_string(), 8080));
     }
 
     #[tokio::test]

@@ -305,9 +305,17 @@ fn never_fits(view: &SchedView<'_>, job: &PendingJob, models: &[String]) -> Opti
     if place_gang_models(&mut all, job, Placement::Pack, models).is_none() {
         let p = &job.per_learner;
         let cpus: f64 = view.nodes.iter().map(|n| n.cpus).sum();
-        let memory: u64 = view.nodes.iter().map(|n| n.memory_bytes).fold(0, u64::saturating_add);
+        let memory: u64 = view
+            .nodes
+            .iter()
+            .map(|n| n.memory_bytes)
+            .fold(0, u64::saturating_add);
         let gpus: u32 = view.nodes.iter().flat_map(|n| n.gpus.values()).sum();
-        let model = p.gpu_type.as_ref().map(|m| format!(" {m}")).unwrap_or_default();
+        let model = p
+            .gpu_type
+            .as_ref()
+            .map(|m| format!(" {m}"))
+            .unwrap_or_default();
         return Some(format!(
             "never fits: {} learner(s) of {} CPUs, {} and {} GPUs{model} each; the cluster has {cpus} CPUs, {} and {gpus} GPUs on {} node(s)",
             job.learners,

@@ -346,13 +346,22 @@ fn a_job_that_can_never_fit_is_refused_and_one_left_behind_by_a_smaller_cluster_
     let gpu = s.dir.path().join("gpu.yaml");
     std::fs::write(&gpu, manifest("gpu", 1, 0.5, "true", "gpus: 1")).unwrap();
     let (ok, _, err) = s.cli(&["train", "submit", gpu.to_str().unwrap()], ADMIN);
-    assert!(!ok && err.contains("never fits") && err.contains("1 GPUs"), "{err}");
+    assert!(
+        !ok && err.contains("never fits") && err.contains("1 GPUs"),
+        "{err}"
+    );
     let (_, v) = s.request("GET", "/v1/models", Some(ADMIN), None);
     assert_eq!(v["models"].as_array().map(|a| a.len()), Some(0), "{v}");
 
     // A job that fitted when it was accepted (it waited for room), on a cluster since
     // made smaller: kept, queued with the reason, never half placed.
-    let hold = s.submit(&manifest("hold", 2, 1.0, "pharos-sgd --steps 100000 --sleep-ms 20", ""));
+    let hold = s.submit(&manifest(
+        "hold",
+        2,
+        1.0,
+        "pharos-sgd --steps 100000 --sleep-ms 20",
+        "",
+    ));
     s.wait_state(hold, "PROCESSING", 60);
     let big = s.submit(&manifest("big", 3, 1.0, "pharos-sgd --steps 5", ""));
     std::thread::sleep(Duration::from_millis(500));

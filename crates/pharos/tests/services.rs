@@ -349,7 +349,11 @@ fn what_can_never_run_is_refused_and_what_cannot_run_now_says_why_without_hangin
         "{v}"
     );
     let (status, v) = s.apply(&spec("many", 3, ""));
-    assert_eq!((status, v["field"].as_str()), (400, Some("min_replicas")), "{v}");
+    assert_eq!(
+        (status, v["field"].as_str()),
+        (400, Some("min_replicas")),
+        "{v}"
+    );
     let file = s.dir.path().join("big.yaml");
     std::fs::write(&file, spec("big", 1, "cpus: 8")).unwrap();
     let (ok, _, err) = s.cli(&["apply", "-f", file.to_str().unwrap()], ADMIN);
@@ -367,17 +371,24 @@ fn what_can_never_run_is_refused_and_what_cannot_run_now_says_why_without_hangin
     });
     let m = condition(&v, "CrashLoop").unwrap()["message"].to_string();
     assert!(
-        m.contains("starts failed in a row") && m.contains("cannot start") && m.contains("next try in"),
+        m.contains("starts failed in a row")
+            && m.contains("cannot start")
+            && m.contains("next try in"),
         "{m}"
     );
     assert!(s.service_events("typo").contains("crash-loop"));
     let (ok, out, _) = s.cli(&["get", "services"], ADMIN);
     assert!(
-        ok && out.lines().any(|l| l.starts_with("typo") && l.contains("CrashLoop")),
+        ok && out
+            .lines()
+            .any(|l| l.starts_with("typo") && l.contains("CrashLoop")),
         "{out}"
     );
     let (ok, out, _) = s.cli(&["get", "service", "typo"], ADMIN);
-    assert!(ok && out.contains("CrashLoop") && out.contains("ReplicasFailToStart"), "{out}");
+    assert!(
+        ok && out.contains("CrashLoop") && out.contains("ReplicasFailToStart"),
+        "{out}"
+    );
     let t0 = Instant::now();
     let r = s.agent.get(format!("{url}/infer")).call().unwrap();
     let waited = t0.elapsed().as_secs_f64();
@@ -389,6 +400,26 @@ fn what_can_never_run_is_refused_and_what_cannot_run_now_says_why_without_hangin
     assert!((1.9..10.0).contains(&waited), "{waited}");
     assert_eq!(s.service("typo")["counters"]["unavailable"], 1);
     let (status, _) = s.request("DELETE", "/v1/services/typo", Some(ADMIN), None);
+    assert_eq!(status, 200);
+
+    // A replica listening on every address (clients could go past the router): never
+    // ready, stopped as a failed start.
+    let open = "name: open\ncommand: [python3, -m, http.server, $PORT]\nreadiness_path: /\n\
+                slo: { latency_s: 0.5 }\nprocessing_time_s: 0.02\n";
+    let (status, v) = s.apply(open);
+    assert_eq!(status, 201, "{v}");
+    common::wait_until(
+        30,
+        || s.service_events("open").contains("exposed"),
+        || s.service_events("open"),
+    );
+    let ev = s.service_events("open");
+    assert!(
+        ev.contains("listens on 0.0.0.0:") && ev.contains("127.0.0.1"),
+        "{ev}"
+    );
+    assert_eq!(s.service("open")["ready_replicas"], 0);
+    let (status, _) = s.request("DELETE", "/v1/services/open", Some(ADMIN), None);
     assert_eq!(status, 200);
 
     // Room taken by a training job: the service waits, and says for what.

@@ -48,11 +48,9 @@ pub fn check_manifest(state: &AppState, text: &str) -> ApiResult<Manifest> {
         duration_s: Default::default(),
         attained_gpu_s: 0.0,
     };
-    if let Some(why) = pharos_policy::training::never_fits_on(
-        &[state.config.node()],
-        &state.config.queues,
-        &job,
-    ) {
+    if let Some(why) =
+        pharos_policy::training::never_fits_on(&[state.config.node()], &state.config.queues, &job)
+    {
         return Err(ApiError::bad("learners", why, ErrorCode::S100));
     }
     for (i, d) in manifest.data_stores.iter().enumerate() {

@@ -11,7 +11,8 @@
 //! ```
 //! `GET|POST /infer` serves one request; `GET /healthz` answers once calibrated (the
 //! server listens only then, so "ready" means "calibrated"). The port defaults to
-//! `$PORT`, then 8000. Service times are exponential (`exp`, the M/M/c model the
+//! `$PORT`, then 8000; the address is `$HOST` (pharos's local backend gives
+//! 127.0.0.1), else every address (in a container). Service times are exponential (`exp`, the M/M/c model the
 //! autoscalers assume) or constant (`det`) around the target mean.
 
 use std::sync::Arc;
@@ -286,7 +287,10 @@ fn main() {
             .route("/infer", get(infer).post(infer))
             .route("/healthz", get(|| async { "ok" }))
             .with_state(replica);
-        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+        // HOST (the local backend gives 127.0.0.1, behind its router); a container's
+        // default is every address.
+        let host = std::env::var("HOST").unwrap_or_else(|_| "0.0.0.0".into());
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
         axum::serve(listener, app).await
     });
     if let Err(e) = result {
