@@ -433,6 +433,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, platform's first.
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::S100,
+        ErrorCode::S101,
+        ErrorCode::S200,
+        ErrorCode::S201,
+        ErrorCode::S300,
+        ErrorCode::S301,
+        ErrorCode::C101,
+        ErrorCode::C102,
+        ErrorCode::C103,
+        ErrorCode::C104,
+        ErrorCode::C201,
+    ];
+
+    /// The code named `s` (`S100`, ...).
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        Self::ALL.into_iter().find(|c| format!("{c:?}") == s)
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             ErrorCode::S100 => "insufficient resources",

@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 use tracing::info;
 
 pub use config::ServerConfig;
+pub use pharos_core::ErrorCode;
 /// The bounds of what tenants send (re-exported for the binaries).
 pub use pharos_core::limits;
 pub use pharos_engine::Backend;

@@ -161,6 +161,11 @@ pub fn document(queues: &[String]) -> Value {
                   "responses": with(json!({"200": {"description": "a tar archive",
                       "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}}))}
         },
+        "/v1/whoami": {
+          "get": {"summary": "the tenant the caller's token names, and whether it is an admin's",
+                  "responses": {"200": {"description": "{tenant, admin}"},
+                                "401": err("missing or unknown token")}}
+        },
         "/v1/tokens/revoke": {
           "post": {
             "summary": "revoke a token (the admin any, a tenant its own)",

@@ -2,54 +2,99 @@
 //! HTTP calls every command makes.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 #[derive(clap::Args, Clone)]
 pub struct Conn {
-    /// The server [env: PHAROS_URL; default: http://127.0.0.1:8080].
+    /// The server [env: PHAROS_URL; default: the context's, else http://127.0.0.1:8080].
     #[arg(long, global = true)]
     url: Option<String>,
-    /// The API token [env: PHAROS_TOKEN; default: the local server's admin token].
+    /// The API token [env: PHAROS_TOKEN; default: the context's, else the admin token of
+    /// the server on this machine at that URL].
     #[arg(long, global = true)]
     token: Option<String>,
+    /// A context of the client configuration (see `pharos login`) [env: PHAROS_CONTEXT;
+    /// default: the current one].
+    #[arg(long, global = true)]
+    context: Option<String>,
+}
+
+impl Conn {
+    /// This URL and token, nothing looked up.
+    pub fn explicit(url: &str, token: &str) -> Self {
+        Self {
+            url: Some(url.to_string()),
+            token: Some(token.to_string()),
+            context: None,
+        }
+    }
 }
 
 pub struct Client {
     pub url: String,
     token: Option<String>,
+    /// Where the token came from, for the advice on a 401.
+    token_source: String,
     pub agent: ureq::Agent,
+    /// The context could not be read: said with the first error.
+    config_error: Option<String>,
 }
 
 impl Client {
+    /// The server and token: flags, then the environment, then the context (named or
+    /// current) of the client configuration, then - for a server on this machine - the
+    /// admin token in its data directory.
     pub fn new(c: &Conn) -> Self {
+        let path = crate::login::config_path();
+        let named = c
+            .context
+            .clone()
+            .or_else(|| std::env::var("PHAROS_CONTEXT").ok());
+        let (context, config_error) = match crate::login::ClientConfig::load(&path)
+            .and_then(|cfg| cfg.context(named.as_deref()))
+        {
+            Ok(ctx) => (ctx, None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
         let url = c
             .url
             .clone()
             .or_else(|| std::env::var("PHAROS_URL").ok())
+            .or_else(|| context.as_ref().map(|(_, x)| x.url.clone()))
             .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-        let token = c
-            .token
-            .clone()
-            .or_else(|| std::env::var("PHAROS_TOKEN").ok())
-            .or_else(|| {
-                let dir = std::env::var_os("PHAROS_DATA_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(pharos_server::config::default_data_dir);
-                std::fs::read_to_string(dir.join("admin-token"))
-                    .ok()
-                    .map(|t| t.trim().to_string())
-            });
+        let url = url.trim_end_matches('/').to_string();
+        let (token, token_source) = if let Some(t) = c.token.clone() {
+            (Some(t), "--token".to_string())
+        } else if let Ok(t) = std::env::var("PHAROS_TOKEN") {
+            (Some(t), "PHAROS_TOKEN".into())
+        } else if let Some((n, x)) = context.filter(|(_, x)| x.url.trim_end_matches('/') == url) {
+            (Some(x.token), format!("context {n} of {}", path.display()))
+        } else {
+            let file = crate::login::local_admin_token_file(&url);
+            match std::fs::read_to_string(&file) {
+                Ok(t) => (
+                    Some(t.trim().to_string()),
+                    format!("the local server's {}", file.display()),
+                ),
+                Err(_) => (
+                    None,
+                    format!("no context, and no {} readable", file.display()),
+                ),
+            }
+        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
         Self {
-            url: url.trim_end_matches('/').to_string(),
+            url,
             token,
+            token_source,
             agent,
+            config_error,
         }
     }
 
@@ -63,13 +108,41 @@ impl Client {
         let text = body.read_to_string().unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
         if !status.is_success() {
-            let msg = v["error"].as_str().unwrap_or(&text).to_string();
+            let mut msg = v["error"].as_str().unwrap_or(&text).to_string();
+            if let Some(c) = v["code"].as_str()
+                && let Some(code) = pharos_server::ErrorCode::parse(c)
+            {
+                msg = format!("{msg} [{c}: {}]", code.describe());
+            }
+            if status == 401 {
+                msg.push_str(&self.advice_401());
+            }
             match v["field"].as_str() {
                 Some(f) => bail!("{status}: {f}: {msg}"),
                 None => bail!("{status}: {msg}"),
             }
         }
         Ok(v)
+    }
+
+    /// What to do about a refused or missing token.
+    fn advice_401(&self) -> String {
+        let mut a = match &self.token {
+            Some(_) => format!(
+                "\nthe token from {} was refused by {}",
+                self.token_source, self.url
+            ),
+            None => format!("\nno token was sent to {}: {}", self.url, self.token_source),
+        };
+        a.push_str(
+            "\ngive one with `pharos login URL --token-file FILE` (kept as a context), \
+             --token or PHAROS_TOKEN; a server makes its admin token in its data \
+             directory's admin-token file, and `pharos token create TENANT` makes a tenant's",
+        );
+        if let Some(e) = &self.config_error {
+            a.push_str(&format!("\nthe client configuration was not used: {e}"));
+        }
+        a
     }
 
     pub fn get(&self, path: &str) -> Result<Value> {

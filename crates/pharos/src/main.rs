@@ -14,6 +14,7 @@ use pharos_trace::Format;
 mod client;
 mod history;
 mod load;
+mod login;
 mod router;
 mod server;
 mod services;
@@ -58,6 +59,12 @@ enum Command {
     Train(TrainArgs),
     /// API tokens on a pharos server.
     Token(TokenArgs),
+    /// Keep a server's URL and token as a context of the client configuration (and
+    /// make it current), after checking the token with the server.
+    Login(LoginArgs),
+    /// The client configuration's contexts: list, use, delete.
+    #[command(subcommand)]
+    Context(login::ContextCommand),
     /// Create or update an inference service from its spec (YAML).
     Apply(ApplyArgs),
     /// Show inference services.
@@ -192,6 +199,19 @@ struct HistoryArgs {
     conn: client::Conn,
     #[command(subcommand)]
     command: history::HistoryCommand,
+}
+
+#[derive(clap::Args)]
+struct LoginArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    url: String,
+    /// A file holding the token (a server's admin-token file, or one `pharos token
+    /// create` printed).
+    #[arg(long)]
+    token_file: PathBuf,
+    /// The context's name [default: the URL's host and port].
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -706,6 +726,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Train(_)
             | Command::Token(_)
+            | Command::Context(_)
             | Command::Get(_)
             | Command::Delete(_)
             | Command::History(_)
@@ -726,6 +747,8 @@ fn main() -> ExitCode {
         Command::Server(a) => server::server(a),
         Command::Train(a) => train::train(a.command, &a.conn),
         Command::Token(a) => token::token(a.command, &a.conn),
+        Command::Login(a) => login::login(&a.url, &a.token_file, a.name.as_deref()),
+        Command::Context(c) => login::context(c),
         Command::Apply(a) => services::apply(&a.file, &a.conn),
         Command::Get(a) => services::get(a.command, &a.conn),
         Command::Delete(a) => services::delete(a.command, &a.conn),

@@ -94,10 +94,13 @@ pub fn server(a: ServerArgs) -> Result<()> {
             }
         };
         let listen = config.listen.clone();
+        let data_dir = std::path::absolute(&config.data_dir)?;
         let state = pharos_server::open_with_engine(config, backend, Some(engine)).await?;
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
+        // Clients of this user on this machine find its admin token from its address.
+        crate::login::record_server(&listener.local_addr()?.to_string(), &data_dir);
         pharos_server::serve(state, listener).await
     })
 }

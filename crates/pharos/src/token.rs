@@ -7,8 +7,11 @@ use anyhow::Result;
 pub enum TokenCommand {
     /// Create a token for a tenant (needs an admin token); printed once.
     Create {
-        #[arg(long)]
-        tenant: String,
+        /// The tenant (or --tenant).
+        #[arg(value_name = "TENANT", required_unless_present = "tenant")]
+        name: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        tenant: Option<String>,
         #[arg(long)]
         admin: bool,
         #[arg(long, default_value = "")]
@@ -26,10 +29,12 @@ pub fn token(cmd: TokenCommand, conn: &Conn) -> Result<()> {
     let c = Client::new(conn);
     match cmd {
         TokenCommand::Create {
+            name,
             tenant,
             admin,
             label,
         } => {
+            let tenant = name.or(tenant).unwrap_or_default();
             let v = c.send_json(
                 "POST",
                 "/v1/tokens",

@@ -390,6 +390,166 @@ fn a_job_that_can_never_fit_is_refused_and_one_left_behind_by_a_smaller_cluster_
     assert!(ok && out.contains("waiting:   never fits"), "{out}");
 }
 
+/// A client as a user runs it: no token in its environment, its own configuration and
+/// state directories.
+fn bare_cli(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(PHAROS)
+        .args(args)
+        .env_remove("PHAROS_TOKEN")
+        .env_remove("PHAROS_URL")
+        .env_remove("PHAROS_CONTEXT")
+        .env_remove("PHAROS_DATA_DIR")
+        .env("HOME", home)
+        .env("PHAROS_CONFIG", home.join("client.yaml"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_finds_the_local_token_keeps_contexts_and_says_what_to_do_on_401() {
+    // A server that makes its own admin token in a data directory of its choosing.
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let data = dir.path().join("elsewhere");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = Command::new(PHAROS)
+        .args(["server", "--data-dir", data.to_str().unwrap(), "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env_remove("PHAROS_ADMIN_TOKEN")
+        .env("XDG_STATE_HOME", home.join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(&mut server);
+    common::wait_until(
+        30,
+        || {
+            data.join("admin-token").exists()
+                && bare_cli(&home, &["get", "services", "--url", &url]).0
+        },
+        || "the server did not start".into(),
+    );
+    // Found through the record the server left: the same user needs no token.
+    let (ok, out, err) = bare_cli(&home, &["get", "services", "--url", &url]);
+    assert!(ok && out.contains("NAME"), "{out}{err}");
+    // Elsewhere (another user's state): a 401 that says what to do.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (ok, _, err) = bare_cli(&other, &["train", "list", "--url", &url]);
+    assert!(!ok && err.contains("401"), "{err}");
+    assert!(
+        err.contains("no token was sent") && err.contains("pharos login URL --token-file FILE"),
+        "{err}"
+    );
+    let (ok, _, err) = bare_cli(
+        &other,
+        &[
+            "train",
+            "list",
+            "--url",
+            &url,
+            "--token",
+            "wrong-token-0123456789",
+        ],
+    );
+    assert!(
+        !ok && err.contains("the token from --token was refused"),
+        "{err}"
+    );
+
+    // Contexts: log in with the admin token, make a tenant's, log in as the tenant.
+    let admin_file = data.join("admin-token");
+    let (ok, out, err) = bare_cli(
+        &other,
+        &[
+            "login",
+            &url,
+            "--token-file",
+            admin_file.to_str().unwrap(),
+            "--name",
+            "ops",
+        ],
+    );
+    assert!(
+        ok && out.contains("with an admin token (context ops"),
+        "{out}{err}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(other.join("client.yaml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    let (ok, token, err) = bare_cli(&other, &["token", "create", "alice"]);
+    assert!(ok && token.trim().starts_with("pht_"), "{token}{err}");
+    let alice_file = other.join("alice.token");
+    std::fs::write(&alice_file, token.trim()).unwrap();
+    let (ok, out, err) = bare_cli(
+        &other,
+        &[
+            "login",
+            &url,
+            "--token-file",
+            alice_file.to_str().unwrap(),
+            "--name",
+            "alice",
+        ],
+    );
+    assert!(
+        ok && out.contains("as tenant alice (context alice"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = bare_cli(&other, &["context", "list"]);
+    assert!(
+        ok && out.contains("* alice") && out.contains("  ops"),
+        "{out}"
+    );
+    // The current context's token is the tenant's: creating tokens is refused.
+    let (ok, _, err) = bare_cli(&other, &["token", "create", "bob"]);
+    assert!(!ok && err.contains("403"), "{err}");
+    let (ok, _, _) = bare_cli(&other, &["context", "use", "ops"]);
+    assert!(ok);
+    let (ok, token, err) = bare_cli(&other, &["token", "create", "--tenant", "bob"]);
+    assert!(ok && token.trim().starts_with("pht_"), "{err}");
+    let (ok, _, err) = bare_cli(&other, &["context", "use", "nope"]);
+    assert!(
+        !ok && err.contains("no context \"nope\"") && err.contains("alice, ops"),
+        "{err}"
+    );
+    // A token that does not check out is not kept.
+    std::fs::write(&alice_file, "pht_not-a-real-token").unwrap();
+    let (ok, _, err) = bare_cli(
+        &other,
+        &[
+            "login",
+            &url,
+            "--token-file",
+            alice_file.to_str().unwrap(),
+            "--name",
+            "bad",
+        ],
+    );
+    assert!(!ok && err.contains("401"), "{err}");
+    let (_, out, _) = bare_cli(&other, &["context", "list"]);
+    assert!(!out.contains("bad"), "{out}");
+}
+
 #[test]
 fn a_higher_priority_job_preempts_a_lower_one_to_its_checkpoint() {
     let s = Server::start("capacity: {cpus: 2, memory: 8GiB}");

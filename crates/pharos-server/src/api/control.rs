@@ -123,6 +123,11 @@ pub(super) struct TokenBody {
     label: String,
 }
 
+/// Who the caller's token names: what `pharos login` checks before it keeps a token.
+pub(super) async fn whoami(caller: Caller) -> Json<Value> {
+    Json(json!({"tenant": caller.tenant, "admin": caller.admin}))
+}
+
 pub(super) async fn create_token(
     State(state): State<Arc<AppState>>,
     caller: Caller,

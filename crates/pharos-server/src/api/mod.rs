@@ -113,6 +113,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .layer(DefaultBodyLimit::max(request_limit)),
         )
         .route("/v1/autoscaler", get(autoscaler))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/admin/integrity", get(integrity))
         .route("/v1/history", get(history))
         .route(

@@ -101,6 +101,8 @@ impl Server {
             .arg("--config")
             .arg(&self.config)
             .env("PHAROS_ADMIN_TOKEN", ADMIN)
+            // Where it records its data directory for local clients: the test's own.
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -139,6 +141,8 @@ impl Server {
             .args(args)
             .env("PHAROS_URL", &self.url)
             .env("PHAROS_TOKEN", token)
+            .env("PHAROS_CONFIG", self.dir.path().join("client.yaml"))
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
             .output()
             .unwrap();
         (
