@@ -23,6 +23,15 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// The server at `url` (else found as usual), the token found as usual.
+    pub fn server(url: Option<String>) -> Self {
+        Self {
+            url,
+            token: None,
+            context: None,
+        }
+    }
+
     /// This URL and token, nothing looked up.
     pub fn explicit(url: &str, token: &str) -> Self {
         Self {

@@ -36,21 +36,33 @@ pub struct LoadArgs {
     /// Trace minutes FROM..TO (end excluded) [default: all].
     #[arg(long, value_parser = super::parse_range)]
     minutes: Option<[usize; 2]>,
-    /// The URL every request goes to (GET).
+    /// The URL every request goes to (GET) [default: the service's, with --service].
+    #[arg(long, required_unless_present = "service")]
+    url: Option<String>,
+    /// A service of the pharos server (see `pharos get services`): requests go to its
+    /// router's `/infer`, and its SLO is the default of --slo-ms and --percentile.
     #[arg(long)]
-    url: String,
+    service: Option<String>,
     /// Time compression: one trace minute lasts 60 / SPEEDUP seconds.
     #[arg(long, default_value_t = 1.0)]
     speedup: f64,
     /// Multiply every minute's request count by this.
     #[arg(long, default_value_t = 1.0)]
     rate_scale: f64,
-    /// The latency SLO in milliseconds (of wall time).
-    #[arg(long, default_value_t = 1000.0)]
-    slo_ms: f64,
-    /// The SLO's percentile.
-    #[arg(long, default_value_t = 99.0)]
-    percentile: f64,
+    /// The latency SLO in milliseconds (of wall time) [default: the service's, named
+    /// with --service or found by the URL's address among the server's services].
+    #[arg(long)]
+    slo_ms: Option<f64>,
+    /// The SLO's percentile [default: the service's, else 99].
+    #[arg(long)]
+    percentile: Option<f64>,
+    /// No progress lines (one per replayed minute, on stderr).
+    #[arg(long, short)]
+    quiet: bool,
+    /// The pharos server asked about the service [default: as other commands find it:
+    /// PHAROS_URL, the current context, http://127.0.0.1:8080].
+    #[arg(long)]
+    server: Option<String>,
     /// A request not answered within this many seconds counts as dropped.
     #[arg(long, default_value_t = 30.0)]
     timeout_s: f64,
@@ -106,17 +118,107 @@ enum DropCause {
     Status,
 }
 
+/// The target and SLO a run measures against.
+struct Target {
+    url: String,
+    slo_ms: f64,
+    percentile: f64,
+    /// Where the SLO came from, for the first line.
+    slo_from: String,
+}
+
+/// The URL and SLO: as given, else the service's (named, or found by the URL's address
+/// among the server's services).
+fn target(a: &LoadArgs) -> Result<Target> {
+    let given = |slo_ms: f64, percentile: f64, url: String, from: &str| Target {
+        url,
+        slo_ms,
+        percentile,
+        slo_from: from.into(),
+    };
+    if a.service.is_none()
+        && let (Some(url), Some(slo)) = (&a.url, a.slo_ms)
+    {
+        return Ok(given(
+            slo,
+            a.percentile.unwrap_or(99.0),
+            url.clone(),
+            "--slo-ms",
+        ));
+    }
+    let c = crate::client::Client::new(&crate::client::Conn::server(a.server.clone()));
+    let svc = match &a.service {
+        Some(name) => c
+            .get(&format!("/v1/services/{name}"))
+            .with_context(|| format!("--service {name}: asking {}", c.url))?,
+        None => {
+            let url = a.url.as_deref().unwrap_or_default();
+            let list = c.get("/v1/services").with_context(|| {
+                format!(
+                    "no --slo-ms given, and the service behind {url} could not be looked up at {}",
+                    c.url
+                )
+            })?;
+            let addr = |u: &str| {
+                u.split("://")
+                    .nth(1)
+                    .and_then(|r| r.split('/').next())
+                    .map(str::to_string)
+            };
+            list["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["url"].as_str().and_then(addr) == addr(url))
+                .cloned()
+                .with_context(|| {
+                    format!(
+                        "no --slo-ms given, and no service of {} serves at {url}",
+                        c.url
+                    )
+                })?
+        }
+    };
+    let name = svc["name"].as_str().unwrap_or("?").to_string();
+    let slo = &svc["spec"]["slo"];
+    let url = match &a.url {
+        Some(u) => u.clone(),
+        None => format!(
+            "{}/infer",
+            svc["url"].as_str().context("the service has no URL")?
+        ),
+    };
+    Ok(Target {
+        url,
+        slo_ms: a
+            .slo_ms
+            .or_else(|| slo["latency_s"].as_f64().map(|s| s * 1000.0))
+            .context("the service states no SLO: give --slo-ms")?,
+        percentile: a
+            .percentile
+            .or_else(|| slo["percentile"].as_f64())
+            .unwrap_or(99.0),
+        slo_from: format!("service {name}"),
+    })
+}
+
 pub fn load(a: LoadArgs) -> Result<()> {
     anyhow::ensure!(a.speedup > 0.0, "--speedup must be positive");
     anyhow::ensure!(a.rate_scale >= 0.0, "--rate-scale must not be negative");
+    if let Some(u) = &a.url
+        && !u.starts_with("http://")
+    {
+        bail!("--url: only http:// is supported");
+    }
+    let t = target(&a)?;
     anyhow::ensure!(
-        a.slo_ms > 0.0 && (0.0..=100.0).contains(&a.percentile),
+        t.slo_ms > 0.0 && (0.0..=100.0).contains(&t.percentile),
         "--slo-ms must be positive and --percentile in 0..100"
     );
-    let uri: hyper::Uri = a
+    let uri: hyper::Uri = t
         .url
         .parse()
-        .with_context(|| format!("--url {:?} is not a URL", a.url))?;
+        .with_context(|| format!("--url {:?} is not a URL", t.url))?;
     if uri.scheme_str() != Some("http") {
         bail!("--url: only http:// is supported");
     }
@@ -133,12 +235,22 @@ pub fn load(a: LoadArgs) -> Result<()> {
     let minutes = job.requests_per_min.len();
     let plan = schedule(&job.requests_per_min, a.speedup, a.rate_scale, a.seed);
     eprintln!(
-        "replaying {} ({minutes} minutes, {} requests) against {} in {:.0} s",
+        "replaying {} ({minutes} minutes, {} requests) against {} in {:.0} s; SLO p{} <= {} ms ({})",
         job.name,
         plan.len(),
-        a.url,
-        minutes as f64 * 60.0 / a.speedup
+        t.url,
+        minutes as f64 * 60.0 / a.speedup,
+        t.percentile,
+        t.slo_ms,
+        t.slo_from
     );
+    let sent_per_minute = {
+        let mut v = vec![0u64; minutes];
+        for (_, m) in &plan {
+            v[*m as usize] += 1;
+        }
+        v
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -150,6 +262,17 @@ pub fn load(a: LoadArgs) -> Result<()> {
             .build_http();
         let start = Instant::now();
         let timeout = Duration::from_secs_f64(a.timeout_s);
+        let (all_done, done_rx) = tokio::sync::watch::channel(false);
+        let progress = (!a.quiet).then(|| {
+            tokio::spawn(progress(
+                start,
+                60.0 / a.speedup,
+                sent_per_minute,
+                results.clone(),
+                t.slo_ms / 1000.0,
+                done_rx,
+            ))
+        });
         let mut tasks = Vec::with_capacity(plan.len());
         for (at, minute) in plan {
             let due = start + Duration::from_secs_f64(at);
@@ -177,10 +300,15 @@ pub fn load(a: LoadArgs) -> Result<()> {
         for t in tasks {
             let _ = t.await;
         }
+        // The minutes not yet reported are said at once.
+        let _ = all_done.send(true);
+        if let Some(p) = progress {
+            let _ = p.await;
+        }
     });
     let mut results = std::mem::take(&mut *results.lock_or_recover());
     results.sort_by_key(|r| r.0);
-    let mut metrics = JobMetrics::new(a.slo_ms / 1000.0, a.percentile, 1.0, minutes);
+    let mut metrics = JobMetrics::new(t.slo_ms / 1000.0, t.percentile, 1.0, minutes);
     let mut why = [0u64; 3];
     for (minute, outcome) in &results {
         metrics.arrived(*minute);
@@ -201,7 +329,48 @@ pub fn load(a: LoadArgs) -> Result<()> {
         })
         .collect();
     served.sort_by(f64::total_cmp);
-    report(&a, &job.name, &metrics.records, why, &served)
+    report(&a, &t, &job.name, &metrics.records, why, &served)
+}
+
+/// A line on stderr as each replayed minute ends: what was sent in it, and of that what
+/// has been answered, dropped, and slower than the SLO so far.
+async fn progress(
+    start: Instant,
+    span_s: f64,
+    sent: Vec<u64>,
+    results: Arc<Mutex<Vec<(u32, Outcome)>>>,
+    slo_s: f64,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) {
+    for m in 0..sent.len() {
+        let end = start + Duration::from_secs_f64((m + 1) as f64 * span_s);
+        if !*done.borrow() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(end.into()) => {}
+                _ = done.changed() => {}
+            }
+        }
+        let (mut answered, mut dropped, mut slow) = (0u64, 0u64, 0u64);
+        for (minute, o) in results.lock_or_recover().iter() {
+            if *minute as usize != m {
+                continue;
+            }
+            match o {
+                Outcome::Served(l) => {
+                    answered += 1;
+                    slow += u64::from(*l > slo_s);
+                }
+                Outcome::Dropped(_) => dropped += 1,
+            }
+        }
+        eprintln!(
+            "minute {}/{}: {} sent, {answered} answered ({slow} over the SLO), {dropped} dropped, {} pending",
+            m + 1,
+            sent.len(),
+            sent[m],
+            sent[m].saturating_sub(answered + dropped)
+        );
+    }
 }
 
 /// Mean, median and 99th percentile (nearest rank) of sorted latencies, milliseconds.
@@ -223,6 +392,7 @@ fn latency_ms(sorted: &[f64]) -> serde_json::Value {
 /// latencies, sorted.
 fn report(
     a: &LoadArgs,
+    t: &Target,
     job: &str,
     records: &[MinuteRecord],
     why: [u64; 3],
@@ -243,11 +413,11 @@ fn report(
     };
     let summary = serde_json::json!({
         "job": job,
-        "url": a.url,
+        "url": t.url,
         "speedup": a.speedup,
         "rate_scale": a.rate_scale,
-        "slo_ms": a.slo_ms,
-        "percentile": a.percentile,
+        "slo_ms": t.slo_ms,
+        "percentile": t.percentile,
         "seed": a.seed,
         "requests": arrivals,
         "dropped": dropped,
@@ -285,8 +455,8 @@ fn report(
     println!(
         "{arrivals} requests, {dropped} dropped, SLO violation rate {:.2}% (p{} <= {} ms)",
         violation_rate * 100.0,
-        a.percentile,
-        a.slo_ms
+        t.percentile,
+        t.slo_ms
     );
     if dropped > 0 {
         println!(

@@ -403,7 +403,7 @@ struct SimulateArgs {
     /// Replay these jobs (names or unique prefixes, comma-separated).
     #[arg(long, value_delimiter = ',')]
     jobs: Option<Vec<String>>,
-    /// Replay minutes START:END of the trace (END exclusive).
+    /// Replay minutes FROM..TO of the trace (TO excluded; FROM:TO also reads).
     #[arg(long, value_parser = parse_range)]
     minutes: Option<[usize; 2]>,
     /// A cluster size in vCPUs (repeatable); replaces the experiment's sizes.
@@ -455,12 +455,16 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Minutes `FROM..TO` (or `FROM:TO`), TO excluded.
 fn parse_range(s: &str) -> Result<[usize; 2], String> {
-    let (a, b) = s.split_once(':').ok_or("expected START:END")?;
+    let (a, b) = s
+        .split_once("..")
+        .or_else(|| s.split_once(':'))
+        .ok_or("expected FROM..TO, e.g. 0..60")?;
     let a = a.parse().map_err(|_| format!("{a:?} is not a minute"))?;
     let b = b.parse().map_err(|_| format!("{b:?} is not a minute"))?;
     if a >= b {
-        return Err(format!("empty range {a}:{b}"));
+        return Err(format!("empty range {a}..{b}: FROM must be below TO"));
     }
     Ok([a, b])
 }

@@ -18,8 +18,14 @@ fn trace(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn load(trace: &std::path::Path, url: &str) -> Value {
+    load_with(trace, url, &[]).0
+}
+
+/// The JSON report and the progress lines.
+fn load_with(trace: &std::path::Path, url: &str, extra: &[&str]) -> (Value, String) {
     let out = Command::new(PHAROS)
         .args(["load", "--trace", trace.to_str().unwrap(), "--url", url])
+        .args(extra)
         .args([
             "--speedup",
             "60",
@@ -31,12 +37,9 @@ fn load(trace: &std::path::Path, url: &str) -> Value {
         .args(["--timeout-s", "5", "--json"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    (serde_json::from_slice(&out.stdout).unwrap(), err)
 }
 
 #[test]
@@ -44,24 +47,39 @@ fn replays_a_trace_against_the_example_replica() {
     workloads_built();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut replica = Command::new(REPLICA)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--service-ms",
-            "5",
-            "--dist",
-            "det",
-        ])
-        .args(["--concurrency", "4"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let replica = Kill(
+        Command::new(REPLICA)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--service-ms",
+                "5",
+                "--dist",
+                "det",
+            ])
+            .args(["--concurrency", "4"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("http://127.0.0.1:{port}/infer");
     wait_http(port, "/healthz");
-    let v = load(&trace(dir.path()), &url);
-    replica.kill().unwrap();
-    replica.wait().unwrap();
+    let (v, progress) = load_with(&trace(dir.path()), &url, &[]);
+    // A line as each replayed minute ends.
+    assert!(
+        progress.contains("minute 1/3: ") && progress.contains("minute 3/3: "),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("SLO p99 <= 2000 ms (--slo-ms)"),
+        "{progress}"
+    );
+    // Trace minutes FROM..TO.
+    let (part, _) = load_with(&trace(dir.path()), &url, &["--minutes", "1..3", "--quiet"]);
+    assert_eq!(part["minutes"].as_array().unwrap().len(), 2);
+    assert_eq!(part["minutes"][0]["arrivals"], 0);
+    drop(replica);
     let minutes = v["minutes"].as_array().unwrap();
     assert_eq!(minutes.len(), 3);
     // Poisson arrivals around 60, 0 and 120 requests (sd about 8 and 11).
@@ -105,8 +123,29 @@ fn bad_arguments_are_clear_errors() {
             "--speedup",
         ),
         (
-            vec!["--url", "http://127.0.0.1:1/", "--job", "nope"],
+            vec![
+                "--url",
+                "http://127.0.0.1:1/",
+                "--job",
+                "nope",
+                "--slo-ms",
+                "100",
+            ],
             "nope",
+        ),
+        (
+            vec!["--url", "http://127.0.0.1:1/", "--minutes", "3..1"],
+            "FROM must be below TO",
+        ),
+        // No SLO given, and no server to ask which service that is.
+        (
+            vec![
+                "--url",
+                "http://127.0.0.1:1/",
+                "--server",
+                "http://127.0.0.1:1",
+            ],
+            "no --slo-ms given",
         ),
     ] {
         let out = Command::new(PHAROS)

@@ -442,6 +442,41 @@ fn what_can_never_run_is_refused_and_what_cannot_run_now_says_why_without_hangin
 }
 
 #[test]
+fn pharos_load_takes_the_url_and_slo_from_the_service() {
+    let s = Server::start("capacity: { cpus: 2 }");
+    let (status, v) = s.apply(
+        &spec("echo", 1, "slo: { latency_s: 0.25, percentile: 95 }")
+            .replace("slo: { latency_s: 0.5 }\n", ""),
+    );
+    assert_eq!(status, 201, "{v}");
+    let url = v["url"].as_str().unwrap().to_string();
+    s.wait_service("echo", 30, "ready", |v| v["ready_replicas"] == 1);
+    let t = s.dir.path().join("t.csv");
+    std::fs::write(&t, "job,minute,requests\nj,0,600\n").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["load", "--trace", t.to_str().unwrap(), "--speedup", "60"];
+        args.extend(["--rate-scale", "0.05", "--json"]);
+        args.extend(extra);
+        let (ok, out, err) = s.cli(&args, ADMIN);
+        assert!(ok, "{err}");
+        (serde_json::from_str::<Value>(&out).unwrap(), err)
+    };
+    // Named: its router's /infer, its SLO.
+    let (v, err) = run(&["--service", "echo"]);
+    assert_eq!(v["summary"]["url"], format!("{url}/infer"));
+    assert_eq!(v["summary"]["slo_ms"], 250.0);
+    assert_eq!(v["summary"]["percentile"], 95.0);
+    assert!(err.contains("(service echo)"), "{err}");
+    assert!(v["summary"]["requests"].as_u64().unwrap() > 0);
+    assert_eq!(v["summary"]["dropped"], 0);
+    // Found by the URL's address; a given SLO wins.
+    let (v, _) = run(&["--url", &format!("{url}/infer")]);
+    assert_eq!(v["summary"]["slo_ms"], 250.0);
+    let (v, _) = run(&["--url", &format!("{url}/infer"), "--slo-ms", "40"]);
+    assert_eq!(v["summary"]["slo_ms"], 40.0);
+}
+
+#[test]
 fn bad_service_specs_are_clear_errors() {
     let s = Server::start("capacity: { cpus: 2 }");
     let cases = [
