@@ -38,6 +38,12 @@ struct Replica {
 /// Latencies a router keeps per history minute, at most.
 pub const MINUTE_WINDOW_CAP: usize = 100_000;
 
+/// Upper bounds (seconds) of the latency histogram's buckets (Prometheus' defaults); a
+/// last bucket holds the rest.
+pub const LATENCY_BUCKETS_S: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Counters {
     pub arrivals: u64,
@@ -86,6 +92,8 @@ struct Inner {
     minute_window: Vec<f64>,
     /// The SLO latency (infinite: none set).
     slo_s: f64,
+    /// Completed requests by latency bucket ([`LATENCY_BUCKETS_S`], then the rest).
+    histogram: [u64; LATENCY_BUCKETS_S.len() + 1],
     /// How long a request may wait in the queue (none: as long as it takes).
     queue_timeout: Option<std::time::Duration>,
     /// How long a queued request waits while there is no replica to send it to.
@@ -140,6 +148,7 @@ impl Router {
                 window: Vec::new(),
                 minute_window: Vec::new(),
                 slo_s: f64::INFINITY,
+                histogram: [0; LATENCY_BUCKETS_S.len() + 1],
                 queue_timeout: None,
                 unavailable_timeout: None,
                 integrated_to: Instant::now(),
@@ -227,6 +236,18 @@ impl Router {
             .replicas
             .iter()
             .map(|r| (r.base.clone(), r.in_flight as u32))
+            .collect()
+    }
+
+    /// Completed requests per latency bucket, cumulative (Prometheus' `le` buckets: the
+    /// count at or below each of [`LATENCY_BUCKETS_S`], then all).
+    pub fn histogram(&self) -> Vec<u64> {
+        let h = self.lock().histogram;
+        h.iter()
+            .scan(0, |sum, n| {
+                *sum += n;
+                Some(*sum)
+            })
             .collect()
     }
 
@@ -390,6 +411,8 @@ impl Router {
                 if l > g.slo_s {
                     g.counters.over_slo += 1;
                 }
+                let b = LATENCY_BUCKETS_S.partition_point(|&ub| ub < l);
+                g.histogram[b] += 1;
             }
             None => g.counters.failed += 1,
         }

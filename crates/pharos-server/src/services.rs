@@ -380,6 +380,142 @@ impl Services {
         })
     }
 
+    /// Every service's (and graph function's) metrics in Prometheus' text format, with
+    /// the conventional names: requests by outcome, a latency histogram, replicas by
+    /// phase, the target, queue, requests in flight and accept rate.
+    pub async fn prometheus(&self, out: &mut String) {
+        use std::fmt::Write;
+        let g = self.inner.lock().await;
+        let live: Vec<&Svc> = g.svcs.values().filter(|s| !s.deleting).collect();
+        if live.is_empty() {
+            return;
+        }
+        let stats: Vec<_> = live.iter().map(|s| (s, s.router.stats())).collect();
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family(
+            out,
+            "pharos_service_requests_total",
+            "counter",
+            "requests that reached the service's router, by outcome (arrived counts each once; the others are what became of them)",
+        );
+        for (s, st) in &stats {
+            let c = &st.counters;
+            let n = &s.spec.name;
+            for (outcome, v) in [
+                ("arrived", c.arrivals),
+                ("completed", c.completed),
+                ("failed", c.failed),
+                ("dropped", c.dropped),
+                ("rejected", c.rejected),
+                ("timed_out", c.timeouts),
+                ("unavailable", c.unavailable),
+                ("over_slo", c.over_slo),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "pharos_service_requests_total{{service=\"{n}\",outcome=\"{outcome}\"}} {v}"
+                );
+            }
+        }
+        family(
+            out,
+            "pharos_service_request_duration_seconds",
+            "histogram",
+            "latency of completed requests at the router, seconds",
+        );
+        for (s, st) in &stats {
+            let n = &s.spec.name;
+            let h = s.router.histogram();
+            for (ub, count) in crate::router::LATENCY_BUCKETS_S.iter().zip(&h) {
+                let _ = writeln!(
+                    out,
+                    "pharos_service_request_duration_seconds_bucket{{service=\"{n}\",le=\"{ub}\"}} {count}"
+                );
+            }
+            let all = h.last().copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "pharos_service_request_duration_seconds_bucket{{service=\"{n}\",le=\"+Inf\"}} {all}\n\
+                 pharos_service_request_duration_seconds_sum{{service=\"{n}\"}} {}\n\
+                 pharos_service_request_duration_seconds_count{{service=\"{n}\"}} {all}",
+                st.counters.latency_sum_s
+            );
+        }
+        family(
+            out,
+            "pharos_service_replicas",
+            "gauge",
+            "replicas by phase, as the engine last reported them",
+        );
+        for (s, _) in &stats {
+            let n = &s.spec.name;
+            for (phase, p) in [
+                ("ready", Phase::Ready),
+                ("starting", Phase::Starting),
+                ("draining", Phase::Draining),
+                ("stopping", Phase::Stopping),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "pharos_service_replicas{{service=\"{n}\",phase=\"{phase}\"}} {}",
+                    s.count(p)
+                );
+            }
+        }
+        let gauges: [(&str, &str, fn(&Svc, &crate::router::Stats) -> f64); 5] = [
+            (
+                "pharos_service_target_replicas",
+                "the autoscaler's target",
+                |s, _| s.target as f64,
+            ),
+            (
+                "pharos_service_cpus_per_replica",
+                "vCPUs each replica holds",
+                |s, _| s.cpus(),
+            ),
+            (
+                "pharos_service_queued_requests",
+                "requests waiting at the router",
+                |_, st| st.queued as f64,
+            ),
+            (
+                "pharos_service_in_flight_requests",
+                "requests at replicas",
+                |_, st| st.in_flight as f64,
+            ),
+            (
+                "pharos_service_accept_rate",
+                "the share of arrivals the router admits",
+                |_, st| st.accept_rate,
+            ),
+        ];
+        for (name, help, f) in gauges {
+            family(out, name, "gauge", help);
+            for (s, st) in &stats {
+                let _ = writeln!(out, "{name}{{service=\"{}\"}} {}", s.spec.name, f(s, st));
+            }
+        }
+        family(
+            out,
+            "pharos_service_condition",
+            "gauge",
+            "1 while the condition holds (Ready is 1 when ready, 0 when not)",
+        );
+        for (s, _) in &stats {
+            for c in s.conditions() {
+                let _ = writeln!(
+                    out,
+                    "pharos_service_condition{{service=\"{}\",condition=\"{}\"}} {}",
+                    s.spec.name,
+                    c["type"].as_str().unwrap_or("?"),
+                    u8::from(c["status"] == "True")
+                );
+            }
+        }
+    }
+
     /// The services loop's periods over the last [`PERIODS_KEPT`] passes: (count, p50,
     /// p99, max) in seconds (nearest rank).
     pub fn loop_periods(&self) -> (usize, Option<f64>, Option<f64>, Option<f64>) {

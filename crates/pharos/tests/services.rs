@@ -442,7 +442,7 @@ fn what_can_never_run_is_refused_and_what_cannot_run_now_says_why_without_hangin
 }
 
 #[test]
-fn pharos_load_takes_the_url_and_slo_from_the_service() {
+fn pharos_load_takes_the_url_and_slo_from_the_service_and_metrics_count_its_requests() {
     let s = Server::start("capacity: { cpus: 2 }");
     let (status, v) = s.apply(
         &spec("echo", 1, "slo: { latency_s: 0.25, percentile: 95 }")
@@ -474,6 +474,49 @@ fn pharos_load_takes_the_url_and_slo_from_the_service() {
     assert_eq!(v["summary"]["slo_ms"], 250.0);
     let (v, _) = run(&["--url", &format!("{url}/infer"), "--slo-ms", "40"]);
     assert_eq!(v["summary"]["slo_ms"], 40.0);
+
+    // The service's Prometheus metrics count what the router saw.
+    let st = s.service("echo");
+    let (status, text) = s.request("GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap_or("").to_string();
+    let metric = |line: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+    };
+    let completed = st["counters"]["completed"].as_f64().unwrap();
+    assert!(completed > 0.0);
+    let at = |outcome: &str| {
+        metric(&format!(
+            "pharos_service_requests_total{{service=\"echo\",outcome=\"{outcome}\"}}"
+        ))
+    };
+    assert_eq!(at("completed"), completed);
+    assert_eq!(at("arrived"), st["counters"]["arrivals"].as_f64().unwrap());
+    let count = metric("pharos_service_request_duration_seconds_count{service=\"echo\"}");
+    assert_eq!(count, completed);
+    // Cumulative buckets: every 20 ms request is above 10 ms and all are within +Inf.
+    assert_eq!(
+        metric("pharos_service_request_duration_seconds_bucket{service=\"echo\",le=\"0.01\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric("pharos_service_request_duration_seconds_bucket{service=\"echo\",le=\"+Inf\"}"),
+        completed
+    );
+    assert_eq!(
+        metric("pharos_service_replicas{service=\"echo\",phase=\"ready\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric("pharos_service_target_replicas{service=\"echo\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric("pharos_service_condition{service=\"echo\",condition=\"Ready\"}"),
+        1.0
+    );
 }
 
 #[test]

@@ -246,6 +246,7 @@ pub(super) async fn prometheus(State(state): State<Arc<AppState>>) -> ApiResult<
             );
         }
     }
+    state.services.prometheus(&mut out).await;
     state.graphs.prometheus(&mut out).await;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
