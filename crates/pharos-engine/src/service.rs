@@ -430,6 +430,17 @@ pub trait ServiceEngine: Send + Sync + 'static {
     fn resizes(&self) -> bool {
         false
     }
+    /// The replicas' output files of `service` on this machine, by replica id (oldest
+    /// first; stopped replicas' too while the service exists); empty when this engine
+    /// keeps none here.
+    fn replica_logs(&self, _service: &str) -> Vec<(String, std::path::PathBuf)> {
+        Vec::new()
+    }
+    /// How long replica `replica`'s log was at `unix_ms` (bytes; 0 before what is
+    /// known), to within the engine's sampling of it.
+    fn log_offset_at(&self, _service: &str, _replica: &str, _unix_ms: i64) -> u64 {
+        0
+    }
     /// Brings the engine toward `wants` and reports what runs (one report per want).
     /// An error means the engine could not be asked (nothing is known).
     fn sync<'a>(&'a self, wants: &'a [Want]) -> BoxFuture<'a, Result<Vec<Report>, String>>;

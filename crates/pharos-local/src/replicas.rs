@@ -86,10 +86,45 @@ struct Local {
     not_before: Instant,
 }
 
+/// Samples of a log's length over time, `(unix ms, bytes)`, at most [`LogMarks::CAP`]:
+/// when full every other one goes, so the span doubles and the spacing with it.
+#[derive(Default)]
+struct LogMarks(Vec<(i64, u64)>);
+
+impl LogMarks {
+    const CAP: usize = 512;
+    /// Samples closer than this are not kept.
+    const MIN_GAP_MS: i64 = 1000;
+
+    fn note(&mut self, now_ms: i64, len: u64) {
+        if let Some(&(t, l)) = self.0.last()
+            && (l == len || now_ms - t < Self::MIN_GAP_MS)
+        {
+            return;
+        }
+        if self.0.len() == Self::CAP {
+            let mut i = 0;
+            self.0.retain(|_| {
+                i += 1;
+                i % 2 == 0
+            });
+        }
+        self.0.push((now_ms, len));
+    }
+
+    /// The length at `unix_ms`: the latest sample at or before it (0 before any).
+    fn at(&self, unix_ms: i64) -> u64 {
+        let i = self.0.partition_point(|&(t, _)| t <= unix_ms);
+        if i == 0 { 0 } else { self.0[i - 1].1 }
+    }
+}
+
 /// The local service engine.
 pub struct LocalReplicas {
     data_dir: PathBuf,
     services: Mutex<BTreeMap<String, Local>>,
+    /// Samples of each running replica's log length, by (service, replica).
+    log_marks: Mutex<BTreeMap<(String, u64), LogMarks>>,
     /// Each replica held to its vCPUs (and resized in place), when configured.
     cpu_limits: Option<CpuLimits>,
 }
@@ -103,6 +138,7 @@ impl LocalReplicas {
         Self {
             data_dir: data_dir.to_path_buf(),
             services: Mutex::new(BTreeMap::new()),
+            log_marks: Mutex::new(BTreeMap::new()),
             cpu_limits: None,
         }
     }
@@ -289,7 +325,26 @@ impl LocalReplicas {
         }
         // Services no longer wanted at all (deleted and gone): forget them.
         g.retain(|name, l| !l.replicas.is_empty() || wants.iter().any(|w| &w.name == name));
+        self.mark_logs(&g);
         reports
+    }
+
+    /// Samples how far each running replica's log has grown (for `--since`); forgets the
+    /// samples of services gone.
+    fn mark_logs(&self, g: &BTreeMap<String, Local>) {
+        let now = now_ms();
+        let mut marks = self.log_marks.lock_or_recover();
+        marks.retain(|(name, _), _| g.contains_key(name));
+        for (name, l) in g {
+            for r in &l.replicas {
+                if let Ok(m) = std::fs::metadata(self.log_of(name, r.id)) {
+                    marks
+                        .entry((name.clone(), r.id))
+                        .or_default()
+                        .note(now, m.len());
+                }
+            }
+        }
     }
 
     /// Notices replicas that exited, that never became ready, that finished draining,
@@ -634,6 +689,34 @@ impl ServiceEngine for LocalReplicas {
     fn sync<'a>(&'a self, wants: &'a [Want]) -> BoxFuture<'a, Result<Vec<Report>, String>> {
         Box::pin(async move { Ok(self.pass(wants).await) })
     }
+
+    fn replica_logs(&self, service: &str) -> Vec<(String, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(self.replicas_dir(service)) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<u64> = entries
+            .flatten()
+            .filter_map(|e| {
+                let p = e.path();
+                (p.extension()? == "log").then_some(())?;
+                p.file_stem()?.to_str()?.parse().ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .map(|id| (id.to_string(), self.log_of(service, id)))
+            .collect()
+    }
+
+    fn log_offset_at(&self, service: &str, replica: &str, unix_ms: i64) -> u64 {
+        let Ok(id) = replica.parse::<u64>() else {
+            return 0;
+        };
+        self.log_marks
+            .lock_or_recover()
+            .get(&(service.to_string(), id))
+            .map_or(0, |m| m.at(unix_ms))
+    }
 }
 
 fn report(r: &Replica) -> EngineReplica {
@@ -810,6 +893,27 @@ mod tests {
             ..f.clone()
         }));
         assert!(!alive(&ReplicaFile { pid: i32::MAX, ..f }));
+    }
+
+    /// Marks keep the length over time within their cap, the span doubling as it
+    /// fills; a time maps to the length then.
+    #[test]
+    fn log_marks_map_a_time_to_the_length_then() {
+        let mut m = LogMarks::default();
+        assert_eq!(m.at(5), 0);
+        for i in 0..2000i64 {
+            m.note(i * 1000, (i as u64 + 1) * 10);
+        }
+        assert!(m.0.len() <= LogMarks::CAP);
+        // The newest is kept; an older time maps to a length at or before it.
+        assert_eq!(m.at(1_999_000), 20_000);
+        let then = m.at(1_000_000);
+        assert!(then <= 10_010 && then >= 10_010 - 4 * 10 * 4, "{then}");
+        // Unchanged lengths and samples too close together add nothing.
+        let n = m.0.len();
+        m.note(2_000_000, 20_000);
+        m.note(1_999_500, 20_500);
+        assert_eq!(m.0.len(), n);
     }
 
     /// Sockets on loopback are private; on a wildcard or a network address, exposed -

@@ -578,6 +578,48 @@ impl Services {
         }
     }
 
+    /// The output files of a service's replicas, by replica id, oldest first, for
+    /// `tenant` (None: the admin); None when it may not see such a service, an error
+    /// when its engine keeps no logs here.
+    pub async fn replica_logs(
+        &self,
+        name: &str,
+        tenant: Option<&str>,
+    ) -> Option<Result<Vec<(String, std::path::PathBuf)>, String>> {
+        let visible = {
+            let g = self.inner.lock().await;
+            g.svcs
+                .get(name)
+                .is_some_and(|s| !s.deleting && tenant.is_none_or(|t| t == s.tenant))
+        };
+        if !visible {
+            return None;
+        }
+        let engine = self.engine.as_ref()?;
+        if !engine.runs_here() {
+            return Some(Err(format!(
+                "the {} engine keeps the replicas' output itself; read it there",
+                engine.name()
+            )));
+        }
+        Some(Ok(engine.replica_logs(name)))
+    }
+
+    /// How long a replica's log was at `unix_ms` (see `ServiceEngine::log_offset_at`).
+    pub fn log_offset_at(&self, name: &str, replica: &str, unix_ms: i64) -> u64 {
+        self.engine
+            .as_ref()
+            .map_or(0, |e| e.log_offset_at(name, replica, unix_ms))
+    }
+
+    /// Whether the engine last reported this replica of this service (running).
+    pub async fn replica_reported(&self, name: &str, replica: &str) -> bool {
+        let g = self.inner.lock().await;
+        g.svcs
+            .get(name)
+            .is_some_and(|s| s.remote.replicas.iter().any(|r| r.id == replica))
+    }
+
     /// Whether a service of this name exists (any tenant's, or one being deleted).
     pub async fn exists(&self, name: &str) -> bool {
         let g = self.inner.lock().await;

@@ -71,6 +71,9 @@ enum Command {
     Get(GetArgs),
     /// Delete an inference service or a function graph.
     Delete(DeleteArgs),
+    /// A service's or graph function's replica output: --replica, --follow, --since,
+    /// --tail.
+    Logs(LogsArgs),
     /// A service's per-minute load history: import its past, show what is stored.
     History(HistoryArgs),
     /// Replay a trace against a URL (open loop: Poisson arrivals within each trace
@@ -191,6 +194,14 @@ struct DeleteArgs {
     conn: client::Conn,
     #[command(subcommand)]
     command: services::DeleteCommand,
+}
+
+#[derive(clap::Args)]
+struct LogsArgs {
+    #[command(flatten)]
+    conn: client::Conn,
+    #[command(subcommand)]
+    command: services::LogsCommand,
 }
 
 #[derive(clap::Args)]
@@ -733,6 +744,7 @@ fn main() -> ExitCode {
             | Command::Context(_)
             | Command::Get(_)
             | Command::Delete(_)
+            | Command::Logs(_)
             | Command::History(_)
     ) {
         // Client commands end quietly when their output is piped into `head`. (Not the
@@ -756,6 +768,7 @@ fn main() -> ExitCode {
         Command::Apply(a) => services::apply(&a.file, &a.conn),
         Command::Get(a) => services::get(a.command, &a.conn),
         Command::Delete(a) => services::delete(a.command, &a.conn),
+        Command::Logs(a) => services::logs(a.command, &a.conn),
         Command::History(a) => history::history(a.command, &a.conn),
         Command::Load(a) => load::load(a),
         Command::Router(a) => router::router(a),

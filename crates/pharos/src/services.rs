@@ -327,3 +327,109 @@ pub fn delete(cmd: DeleteCommand, conn: &Conn) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Subcommand)]
+pub enum LogsCommand {
+    /// A service's replica output (the newest replica's unless --replica).
+    Service {
+        name: String,
+        #[command(flatten)]
+        opts: LogOpts,
+    },
+    /// A graph function's replica output.
+    Function {
+        graph: String,
+        function: String,
+        #[command(flatten)]
+        opts: LogOpts,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct LogOpts {
+    /// The replica's id (see `pharos get service NAME`) [default: the newest].
+    #[arg(long)]
+    replica: Option<String>,
+    /// Keep printing new output until the replica stops.
+    #[arg(long, short)]
+    follow: bool,
+    /// Only output written in the last DURATION (`30s`, `5m`, `2h`, `1d`; to within
+    /// about a second).
+    #[arg(long, value_parser = parse_duration_s)]
+    since: Option<f64>,
+    /// Only the last N lines.
+    #[arg(long)]
+    tail: Option<usize>,
+}
+
+/// `30`, `30s`, `5m`, `2h`, `1d` as seconds.
+pub fn parse_duration_s(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 5m, 2h or 1d"))?;
+    let factor = match unit {
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("{s:?}: the unit is s, m, h or d")),
+    };
+    let v = n * factor;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    Ok(v)
+}
+
+/// `pharos logs service NAME` / `pharos logs function GRAPH FUNCTION`: streams the
+/// replica's output to stdout.
+pub fn logs(cmd: LogsCommand, conn: &Conn) -> Result<()> {
+    use std::io::{Read, Write};
+    let (name, o) = match cmd {
+        LogsCommand::Service { name, opts } => (name, opts),
+        LogsCommand::Function {
+            graph,
+            function,
+            opts,
+        } => (format!("{graph}.{function}"), opts),
+    };
+    let c = Client::new(conn);
+    let mut q = vec![format!("follow={}", o.follow)];
+    if let Some(r) = &o.replica {
+        q.push(format!("replica={r}"));
+    }
+    if let Some(s) = o.since {
+        q.push(format!("since_s={s}"));
+    }
+    if let Some(t) = o.tail {
+        q.push(format!("tail={t}"));
+    }
+    let resp = c
+        .agent
+        .get(format!("{}/v1/services/{name}/logs?{}", c.url, q.join("&")))
+        .header("Authorization", c.auth())
+        .call()
+        .with_context(|| format!("reaching the server at {}", c.url))?;
+    if !resp.status().is_success() {
+        c.check(resp)?;
+        return Ok(());
+    }
+    if let Some(r) = resp.headers().get("x-pharos-replica")
+        && o.replica.is_none()
+    {
+        eprintln!("replica {}", r.to_str().unwrap_or("?"));
+    }
+    let mut reader = resp.into_body().into_reader();
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.write_all(&buf[..n])?;
+        out.flush()?;
+    }
+}

@@ -520,6 +520,55 @@ fn pharos_load_takes_the_url_and_slo_from_the_service_and_metrics_count_its_requ
 }
 
 #[test]
+fn a_replicas_output_is_read_tailed_since_a_time_and_followed_from_the_cli() {
+    let s = Server::start("capacity: { cpus: 2 }");
+    let (status, v) = s.apply(&spec("echo", 1, ""));
+    assert_eq!(status, 201, "{v}");
+    s.wait_service("echo", 30, "ready", |v| v["ready_replicas"] == 1);
+    // The newest replica's, named on stderr.
+    let (ok, out, err) = s.cli(&["logs", "service", "echo"], ADMIN);
+    assert!(
+        ok && out.contains("pharos-replica: calibrated"),
+        "{out}{err}"
+    );
+    assert!(err.contains("replica 1"), "{err}");
+    let (ok, out, _) = s.cli(
+        &["logs", "service", "echo", "--replica", "1", "--tail", "1"],
+        ADMIN,
+    );
+    assert!(ok && out.lines().count() == 1, "{out}");
+    let (ok, _, err) = s.cli(&["logs", "service", "echo", "--replica", "9"], ADMIN);
+    assert!(!ok && err.contains("replicas with logs: 1"), "{err}");
+    // Since: an hour ago is everything; since now, nothing written since.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, out, _) = s.cli(&["logs", "service", "echo", "--since", "1h"], ADMIN);
+    assert!(ok && out.contains("calibrated"), "{out}");
+    let (ok, out, _) = s.cli(&["logs", "service", "echo", "--since", "0s"], ADMIN);
+    assert!(ok && out.is_empty(), "{out}");
+    let (ok, _, err) = s.cli(&["logs", "service", "echo", "--since", "5y"], ADMIN);
+    assert!(!ok && err.contains("unit"), "{err}");
+    let (ok, _, err) = s.cli(&["logs", "service", "nope"], ADMIN);
+    assert!(!ok && err.contains("404"), "{err}");
+    // Followed until the replica stops (its service deleted).
+    let follow = std::process::Command::new(common::PHAROS)
+        .args(["logs", "service", "echo", "--follow"])
+        .env("PHAROS_URL", &s.url)
+        .env("PHAROS_TOKEN", ADMIN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, _) = s.request("DELETE", "/v1/services/echo", Some(ADMIN), None);
+    assert_eq!(status, 200);
+    let t0 = Instant::now();
+    let out = follow.wait_with_output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("calibrated"));
+}
+
+#[test]
 fn bad_service_specs_are_clear_errors() {
     let s = Server::start("capacity: { cpus: 2 }");
     let cases = [

@@ -98,6 +98,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .layer(DefaultBodyLimit::max(request_limit)),
         )
         .route("/v1/services/{name}/events", get(service_events))
+        .route("/v1/services/{name}/logs", get(service_logs))
         .route(
             "/v1/services/{name}/history",
             get(service_minutes)

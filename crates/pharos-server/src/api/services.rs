@@ -27,6 +27,202 @@ pub(super) async fn show_service(
         .ok_or_else(|| service_not_found(&name))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ServiceLogQuery {
+    /// The replica [default: the newest with a log].
+    replica: Option<String>,
+    /// Only what was written in the last this many seconds (to within a second or so).
+    since_s: Option<f64>,
+    /// Only the last this many lines.
+    tail: Option<usize>,
+    /// Keep streaming new output until the replica stops.
+    follow: Option<bool>,
+}
+
+/// The most lines `tail` may ask for.
+pub const MAX_TAIL_LINES: usize = 100_000;
+
+/// A replica's output, streamed (as it is now, or followed while the replica runs):
+/// `GET /v1/services/{name}/logs?replica=&since_s=&tail=&follow=`. The replica sent
+/// is named in the `x-pharos-replica` header.
+pub(super) async fn service_logs(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    query: Result<Query<ServiceLogQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let logs = match state.services.replica_logs(&name, caller.scope()).await {
+        None => return Err(service_not_found(&name)),
+        Some(Err(e)) => return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, e)),
+        Some(Ok(l)) => l,
+    };
+    let ids = || {
+        logs.iter()
+            .map(|(i, _)| i.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (replica, path) = match &q.replica {
+        Some(r) => logs.iter().find(|(i, _)| i == r).cloned().ok_or_else(|| {
+            ApiError::at(
+                StatusCode::NOT_FOUND,
+                "replica",
+                format!(
+                    "service {name} has no log of replica {r}; replicas with logs: {}",
+                    ids()
+                ),
+            )
+        })?,
+        None => logs.last().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("service {name} has no replica logs yet"),
+            )
+        })?,
+    };
+    if let Some(s) = q.since_s
+        && !(s.is_finite() && s >= 0.0 && s <= 366.0 * 86_400.0)
+    {
+        return Err(ApiError::at(
+            StatusCode::BAD_REQUEST,
+            "since_s",
+            "since_s: must be 0 to 31622400 seconds",
+        ));
+    }
+    if q.tail.is_some_and(|t| t > MAX_TAIL_LINES) {
+        return Err(ApiError::at(
+            StatusCode::BAD_REQUEST,
+            "tail",
+            format!("tail: at most {MAX_TAIL_LINES} lines"),
+        ));
+    }
+    let mut start = match q.since_s {
+        Some(s) => state.services.log_offset_at(
+            &name,
+            &replica,
+            crate::store::now_ms() - (s * 1000.0) as i64,
+        ),
+        None => 0,
+    };
+    if let Some(n) = q.tail {
+        let p = path.clone();
+        let from_tail = tokio::task::spawn_blocking(move || tail_offset(&p, n))
+            .await
+            .unwrap_or(0);
+        start = start.max(from_tail);
+    }
+    let end = if q.follow.unwrap_or(false) {
+        None
+    } else {
+        Some(std::fs::metadata(&path).map_or(0, |m| m.len()))
+    };
+    let stream = stream_log(state.clone(), name, replica.clone(), path, start, end);
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (header::HeaderName::from_static("x-pharos-replica"), replica),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Where the last `n` lines of a file begin.
+fn tail_offset(path: &std::path::Path, n: usize) -> u64 {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let Ok(len) = f.seek(SeekFrom::End(0)) else {
+        return 0;
+    };
+    if n == 0 || len == 0 {
+        return len;
+    }
+    // The file's final newline ends its last line and starts none: counting from
+    // before it, the n-th newline back ends the line before the last n.
+    let mut pos = len;
+    let mut last = [0u8; 1];
+    if f.seek(SeekFrom::Start(len - 1)).is_ok()
+        && f.read_exact(&mut last).is_ok()
+        && last[0] == b'\n'
+    {
+        pos -= 1;
+    }
+    let mut seen = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while pos > 0 {
+        let take = (pos as usize).min(buf.len());
+        pos -= take as u64;
+        if f.seek(SeekFrom::Start(pos)).is_err() || f.read_exact(&mut buf[..take]).is_err() {
+            return 0;
+        }
+        for i in (0..take).rev() {
+            if buf[i] == b'\n' {
+                seen += 1;
+                if seen == n {
+                    return pos + i as u64 + 1;
+                }
+            }
+        }
+    }
+    0
+}
+
+/// The log from byte `start` to `end` (None: following, until the replica is no longer
+/// reported and everything it wrote is sent), in chunks of at most 1 MiB.
+fn stream_log(
+    state: Arc<AppState>,
+    name: String,
+    replica: String,
+    path: std::path::PathBuf,
+    start: u64,
+    end: Option<u64>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold((start, false), move |(pos, done)| {
+        let (state, name, replica, path) =
+            (state.clone(), name.clone(), replica.clone(), path.clone());
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                if let Some(e) = end
+                    && pos >= e
+                {
+                    return None;
+                }
+                let mut chunk = read_from(&path, pos, end.is_some());
+                if let Some(e) = end {
+                    chunk.truncate((e - pos) as usize);
+                }
+                if !chunk.is_empty() {
+                    let next = pos + chunk.len() as u64;
+                    return Some((Ok(Bytes::from(chunk)), (next, false)));
+                }
+                if end.is_some() {
+                    return None;
+                }
+                if !state.services.replica_reported(&name, &replica).await {
+                    // Its last words, whole.
+                    let chunk = read_from(&path, pos, true);
+                    if chunk.is_empty() {
+                        return None;
+                    }
+                    let next = pos + chunk.len() as u64;
+                    return Some((Ok(Bytes::from(chunk)), (next, true)));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    })
+}
+
 /// Creates (201) or updates (200) the service named in the path from a YAML or JSON
 /// spec.
 pub(super) async fn apply_service(
@@ -274,4 +470,32 @@ pub(super) async fn history(
             .history(&state, caller.scope(), q.service.as_deref())
             .await,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_starts_n_lines_from_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        std::fs::write(&p, "a\nbb\nccc\n").unwrap();
+        assert_eq!(tail_offset(&p, 1), 5);
+        assert_eq!(tail_offset(&p, 2), 2);
+        assert_eq!(tail_offset(&p, 3), 0);
+        assert_eq!(tail_offset(&p, 9), 0);
+        assert_eq!(tail_offset(&p, 0), 9);
+        // A last line without its newline is a line.
+        std::fs::write(&p, "a\nbb\nccc").unwrap();
+        assert_eq!(tail_offset(&p, 1), 5);
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(tail_offset(&p, 3), 0);
+        assert_eq!(tail_offset(&dir.path().join("none"), 3), 0);
+        // Across read blocks.
+        let long: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, &long).unwrap();
+        let at = tail_offset(&p, 2) as usize;
+        assert_eq!(&long[at..], "line 49998\nline 49999\n");
+    }
 }
