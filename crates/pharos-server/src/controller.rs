@@ -785,7 +785,7 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
 
 /// Whether a job in this state holds its resources (placed, not yet back in a queue
 /// or ended).
-fn holds_resources(s: JobState) -> bool {
+pub(crate) fn holds_resources(s: JobState) -> bool {
     matches!(
         s,
         JobState::Pending | JobState::Downloading | JobState::Processing | JobState::Storing

@@ -35,9 +35,9 @@ use tokio::sync::Notify;
 use tracing::info;
 
 pub use config::ServerConfig;
-pub use pharos_core::ErrorCode;
 /// The bounds of what tenants send (re-exported for the binaries).
 pub use pharos_core::limits;
+pub use pharos_core::{ErrorCode, format_memory};
 pub use pharos_engine::Backend;
 use pharos_engine::sandbox;
 pub use store::Store;

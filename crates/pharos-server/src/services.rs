@@ -620,6 +620,25 @@ impl Services {
             .is_some_and(|s| s.remote.replicas.iter().any(|r| r.id == replica))
     }
 
+    /// What each service holds, for `GET /v1/cluster`: name, tenant, vCPUs per
+    /// replica, replicas held (any phase), target, and why replicas wait (if they do).
+    pub async fn holdings(&self) -> Vec<(String, String, f64, u32, u32, Option<String>)> {
+        let g = self.inner.lock().await;
+        g.svcs
+            .values()
+            .map(|s| {
+                (
+                    s.spec.name.clone(),
+                    s.tenant.clone(),
+                    s.cpus(),
+                    s.held_replicas(),
+                    s.target,
+                    s.unschedulable.clone(),
+                )
+            })
+            .collect()
+    }
+
     /// Whether a service of this name exists (any tenant's, or one being deleted).
     pub async fn exists(&self, name: &str) -> bool {
         let g = self.inner.lock().await;

@@ -7,6 +7,47 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+/// `writeln!` into a `String`, which cannot fail.
+macro_rules! wln {
+    ($o:expr, $($t:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($o, $($t)*);
+    }};
+}
+pub(crate) use wln;
+
+/// Prints what `render` makes, then again whenever it changes (asked every 2 s), until
+/// interrupted: on a terminal the screen is redrawn, otherwise each new state follows
+/// a line with its time. An error is shown as the state (the server may come back).
+pub fn watch(mut render: impl FnMut() -> Result<String>) -> Result<()> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal();
+    let mut last: Option<String> = None;
+    loop {
+        let text = render().unwrap_or_else(|e| format!("error: {e:#}\n"));
+        if last.as_ref() != Some(&text) {
+            let mut out = std::io::stdout().lock();
+            if tty {
+                write!(out, "\x1b[2J\x1b[H")?;
+            } else if last.is_some() {
+                writeln!(out)?;
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            writeln!(
+                out,
+                "{} (every 2 s until interrupted)",
+                ms(&Value::from(now))
+            )?;
+            write!(out, "{text}")?;
+            out.flush()?;
+            last = Some(text);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
 #[derive(clap::Args, Clone)]
 pub struct Conn {
     /// The server [env: PHAROS_URL; default: the context's, else http://127.0.0.1:8080].

@@ -184,6 +184,9 @@ struct ApplyArgs {
 struct GetArgs {
     #[command(flatten)]
     conn: client::Conn,
+    /// Print it again whenever it changes (asked every 2 s), until interrupted.
+    #[arg(long, short, global = true)]
+    watch: bool,
     #[command(subcommand)]
     command: services::GetCommand,
 }
@@ -766,7 +769,7 @@ fn main() -> ExitCode {
         Command::Login(a) => login::login(&a.url, &a.token_file, a.name.as_deref()),
         Command::Context(c) => login::context(c),
         Command::Apply(a) => services::apply(&a.file, &a.conn),
-        Command::Get(a) => services::get(a.command, &a.conn),
+        Command::Get(a) => services::get(a.command, &a.conn, a.watch),
         Command::Delete(a) => services::delete(a.command, &a.conn),
         Command::Logs(a) => services::logs(a.command, &a.conn),
         Command::History(a) => history::history(a.command, &a.conn),

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::client::*;
 use anyhow::{Context, Result};
 
-#[derive(clap::Subcommand)]
+#[derive(clap::Subcommand, Clone)]
 pub enum GetCommand {
     /// Every service: replicas (ready/target), the router's URL, requests.
     Services {
@@ -33,6 +33,12 @@ pub enum GetCommand {
     },
     /// The autoscaler: its policy and its recent decisions, with what it was shown.
     Autoscaler {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The cluster's capacity and who holds it: totals by resource and tenant, each
+    /// training job's and service's share, and what waits and why.
+    Cluster {
         #[arg(long)]
         json: bool,
     },
@@ -96,22 +102,40 @@ pub fn apply(file: &Path, conn: &Conn) -> Result<()> {
     Ok(())
 }
 
-pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
+pub fn get(cmd: GetCommand, conn: &Conn, watch: bool) -> Result<()> {
     let c = Client::new(conn);
+    if watch {
+        return crate::client::watch(|| render(cmd.clone(), &c));
+    }
+    print!("{}", render(cmd, &c)?);
+    Ok(())
+}
+
+/// What `pharos get` prints.
+fn render(cmd: GetCommand, c: &Client) -> Result<String> {
+    let mut o = String::new();
     match cmd {
         GetCommand::Services { json } => {
             let v = c.get("/v1/services")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
+                wln!(o, "{}", serde_json::to_string_pretty(&v)?);
+                return Ok(o);
             }
-            println!(
+            wln!(
+                o,
                 "{:<20} {:<14} {:>7} {:>8} {:>9} {:>9} {:>9}  URL",
-                "NAME", "STATUS", "READY", "TARGET", "ARRIVALS", "DROPPED", "FAILED"
+                "NAME",
+                "STATUS",
+                "READY",
+                "TARGET",
+                "ARRIVALS",
+                "DROPPED",
+                "FAILED"
             );
             for s in v["services"].as_array().into_iter().flatten() {
                 let n = &s["counters"];
-                println!(
+                wln!(
+                    o,
                     "{:<20} {:<14} {:>7} {:>8} {:>9} {:>9} {:>9}  {}",
                     s["name"].as_str().unwrap_or("?"),
                     status_word(s),
@@ -127,16 +151,22 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
         GetCommand::Graphs { json } => {
             let v = c.get("/v1/graphs")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
+                wln!(o, "{}", serde_json::to_string_pretty(&v)?);
+                return Ok(o);
             }
-            println!(
+            wln!(
+                o,
                 "{:<20} {:>9} {:>9} {:>9} {:>9}  URL",
-                "NAME", "FUNCTIONS", "ARRIVALS", "COMPLETED", "FAILED"
+                "NAME",
+                "FUNCTIONS",
+                "ARRIVALS",
+                "COMPLETED",
+                "FAILED"
             );
             for g in v["graphs"].as_array().into_iter().flatten() {
                 let n = &g["counters"];
-                println!(
+                wln!(
+                    o,
                     "{:<20} {:>9} {:>9} {:>9} {:>9}  {}",
                     g["name"].as_str().unwrap_or("?"),
                     g["functions"].as_array().map_or(0, Vec::len),
@@ -150,17 +180,19 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
         GetCommand::Graph { name, json } => {
             let v = c.get(&format!("/v1/graphs/{name}"))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
+                wln!(o, "{}", serde_json::to_string_pretty(&v)?);
+                return Ok(o);
             }
             let n = &v["counters"];
             let r = &n["response_s"];
-            println!(
+            wln!(
+                o,
                 "graph {name}: {} (entry {})",
                 v["url"].as_str().unwrap_or("?"),
                 v["entry"].as_str().unwrap_or("?")
             );
-            println!(
+            wln!(
+                o,
                 "  requests: {} arrived, {} completed, {} failed ({} dropped, {} timed out, {} errors); \
                  response mean {} s, p99 {} s",
                 n["arrivals"],
@@ -172,13 +204,22 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
                 r["mean_s"],
                 r["p99_s"]
             );
-            println!(
+            wln!(
+                o,
                 "  {:<20} {:>6} {:>7} {:>6} {:>9} {:>9} {:>7} {:>8}",
-                "FUNCTION", "READY", "TARGET", "CPUS", "ARRIVALS", "COMPLETED", "DROPS", "TIMEOUTS"
+                "FUNCTION",
+                "READY",
+                "TARGET",
+                "CPUS",
+                "ARRIVALS",
+                "COMPLETED",
+                "DROPS",
+                "TIMEOUTS"
             );
             for f in v["functions"].as_array().into_iter().flatten() {
                 let n = &f["counters"];
-                println!(
+                wln!(
+                    o,
                     "  {:<20} {:>6} {:>7} {:>6} {:>9} {:>9} {:>7} {:>8}",
                     f["name"].as_str().unwrap_or("?"),
                     f["ready_replicas"].to_string(),
@@ -191,13 +232,119 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
                 );
             }
         }
+        GetCommand::Cluster { json } => {
+            let v = c.get("/v1/cluster")?;
+            if json {
+                wln!(o, "{}", serde_json::to_string_pretty(&v)?);
+                return Ok(o);
+            }
+            let mem = |x: &serde_json::Value| pharos_server::format_memory(x.as_u64().unwrap_or(0));
+            let num = |x: &serde_json::Value| fmt_num(x.as_f64().unwrap_or(0.0));
+            let cap = &v["capacity"];
+            wln!(
+                o,
+                "capacity: {} vCPUs, {}, {} GPUs",
+                num(&cap["cpus"]),
+                mem(&cap["memory_bytes"]),
+                cap["gpus"]
+            );
+            let (t, sv, f) = (&v["held"]["training"], &v["held"]["services"], &v["free"]);
+            wln!(
+                o,
+                "held:     training {} vCPUs, {}, {} GPUs; services {} vCPUs",
+                num(&t["cpus"]),
+                mem(&t["memory_bytes"]),
+                t["gpus"],
+                num(&sv["cpus"])
+            );
+            wln!(
+                o,
+                "free:     {} vCPUs, {}, {} GPUs",
+                num(&f["cpus"]),
+                mem(&f["memory_bytes"]),
+                f["gpus"]
+            );
+            wln!(
+                o,
+                "\n{:<24} {:>8} {:>11} {:>5}",
+                "TENANT",
+                "VCPUS",
+                "MEMORY",
+                "GPUS"
+            );
+            for t in v["tenants"].as_array().into_iter().flatten() {
+                wln!(
+                    o,
+                    "{:<24} {:>8} {:>11} {:>5}",
+                    t["tenant"].as_str().unwrap_or("?"),
+                    num(&t["cpus"]),
+                    mem(&t["memory_bytes"]),
+                    t["gpus"]
+                );
+            }
+            wln!(
+                o,
+                "\n{:<28} {:<9} {:<12} {:>8} {:>11} {:>5}  WHAT",
+                "HOLDER",
+                "KIND",
+                "TENANT",
+                "VCPUS",
+                "MEMORY",
+                "GPUS"
+            );
+            for h in v["holders"].as_array().into_iter().flatten() {
+                let what = match h["kind"].as_str() {
+                    Some("service") => {
+                        format!("{} replicas (target {})", h["replicas"], h["target"])
+                    }
+                    _ => format!(
+                        "{} learners, {}",
+                        h["learners"],
+                        h["state"].as_str().unwrap_or("?")
+                    ),
+                };
+                wln!(
+                    o,
+                    "{:<28} {:<9} {:<12} {:>8} {:>11} {:>5}  {what}",
+                    holder_name(h),
+                    h["kind"].as_str().unwrap_or("?"),
+                    h["tenant"].as_str().unwrap_or("?"),
+                    num(&h["cpus"]),
+                    mem(&h["memory_bytes"]),
+                    h["gpus"]
+                );
+            }
+            let waiting = v["waiting"].as_array().cloned().unwrap_or_default();
+            if !waiting.is_empty() {
+                wln!(o, "\n{:<28} {:<9} {:<12} WHY", "WAITING", "KIND", "TENANT");
+                for w in &waiting {
+                    wln!(
+                        o,
+                        "{:<28} {:<9} {:<12} {}",
+                        holder_name(w),
+                        w["kind"].as_str().unwrap_or("?"),
+                        w["tenant"].as_str().unwrap_or("?"),
+                        w["reason"].as_str().unwrap_or("")
+                    );
+                }
+                let all = v["waiting_count"].as_u64().unwrap_or(0);
+                if all > waiting.len() as u64 {
+                    wln!(
+                        o,
+                        "... and {} more (pharos train list --state QUEUED)",
+                        all - waiting.len() as u64
+                    );
+                }
+            }
+        }
         GetCommand::Autoscaler { json } => {
             let v = c.get("/v1/autoscaler")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
+                wln!(o, "{}", serde_json::to_string_pretty(&v)?);
+                return Ok(o);
             }
-            println!(
+            wln!(
+                o,
                 "policy {} ({} calls, every {} s)",
                 v["policy"].as_str().unwrap_or("?"),
                 v["calls"],
@@ -220,7 +367,8 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
                         )
                     })
                     .collect();
-                println!(
+                wln!(
+                    o,
                     "  {} t={:.0}s{}: {}",
                     ms(&d["time_ms"]),
                     d["policy_time_s"].as_f64().unwrap_or(0.0),
@@ -241,11 +389,12 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
             let mut v = c.get(&format!("/v1/services/{name}"))?;
             v["events"] = c.get(&format!("/v1/services/{name}/events"))?["events"].clone();
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
+                wln!(o, "{}", serde_json::to_string_pretty(&v)?);
+                return Ok(o);
             }
-            println!("service {name}: {}", v["url"].as_str().unwrap_or("?"));
-            println!(
+            wln!(o, "service {name}: {}", v["url"].as_str().unwrap_or("?"));
+            wln!(
+                o,
                 "  replicas: {} ready, {} starting, {} stopping, target {}",
                 v["ready_replicas"],
                 v["starting_replicas"],
@@ -253,7 +402,8 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
                 v["target_replicas"]
             );
             let n = &v["counters"];
-            println!(
+            wln!(
+                o,
                 "  requests: {} arrived, {} completed, {} dropped, {} failed; {} queued, {} in flight",
                 n["arrivals"],
                 n["completed"],
@@ -264,16 +414,18 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
             );
             let cold = &v["cold_start_s"];
             if let (Some(m), Some(e)) = (cold["mean"].as_f64(), cold["expected"].as_f64()) {
-                println!(
+                wln!(
+                    o,
                     "  cold start: mean {m:.3} s over the latest {} of {} (the autoscaler plans \
                      for {e:.3} s)",
                     cold["latest"].as_array().map_or(0, Vec::len),
                     cold["count"]
                 );
             }
-            println!("  conditions:");
+            wln!(o, "  conditions:");
             for c in v["conditions"].as_array().into_iter().flatten() {
-                println!(
+                wln!(
+                    o,
                     "    {:<18} {:<6} {}: {}",
                     c["type"].as_str().unwrap_or("?"),
                     c["status"].as_str().unwrap_or("?"),
@@ -281,9 +433,10 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
                     c["message"].as_str().unwrap_or("")
                 );
             }
-            println!("  events:");
+            wln!(o, "  events:");
             for e in v["events"].as_array().into_iter().flatten() {
-                println!(
+                wln!(
+                    o,
                     "    {} {:<12} {}",
                     ms(&e["time_ms"]),
                     e["kind"].as_str().unwrap_or(""),
@@ -292,7 +445,25 @@ pub fn get(cmd: GetCommand, conn: &Conn) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(o)
+}
+
+/// A holder or waiter: `training-3 (sgd)`, or a service's name.
+fn holder_name(h: &serde_json::Value) -> String {
+    let id = h["id"].as_str().unwrap_or("?");
+    match h["name"].as_str() {
+        Some(n) if n != id => format!("{id} ({n})"),
+        _ => id.to_string(),
+    }
+}
+
+/// A number as people write it: integers without a fraction, others to two places.
+pub fn fmt_num(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
 }
 
 /// A service's state in one word: its first condition that holds other than `Ready`

@@ -27,6 +27,9 @@ pub enum TrainCommand {
         state: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Print the list again whenever it changes.
+        #[arg(long, short)]
+        watch: bool,
     },
     /// A job's status, history and why it waits.
     Show {
@@ -74,7 +77,13 @@ pub fn train(cmd: TrainCommand, conn: &Conn) -> Result<()> {
             idempotency_key.as_deref(),
             json,
         ),
-        TrainCommand::List { state, json } => list(&c, state.as_deref(), json),
+        TrainCommand::List { state, json, watch } => {
+            if watch {
+                return crate::client::watch(|| list(&c, state.as_deref(), json));
+            }
+            print!("{}", list(&c, state.as_deref(), json)?);
+            Ok(())
+        }
         TrainCommand::Show { id, json } => show(&c, &id, json),
         TrainCommand::Logs {
             id,
@@ -125,7 +134,8 @@ fn submit(
     Ok(())
 }
 
-fn list(c: &Client, state: Option<&str>, json: bool) -> Result<()> {
+fn list(c: &Client, state: Option<&str>, json: bool) -> Result<String> {
+    let mut o = String::new();
     // Every page, in id order.
     let mut models = Vec::new();
     let mut after = 0i64;
@@ -143,19 +153,26 @@ fn list(c: &Client, state: Option<&str>, json: bool) -> Result<()> {
     }
     let v = serde_json::json!({ "models": models });
     if json {
-        println!("{}", serde_json::to_string_pretty(&v["models"])?);
-        return Ok(());
+        wln!(o, "{}", serde_json::to_string_pretty(&v["models"])?);
+        return Ok(o);
     }
-    println!(
+    wln!(
+        o,
         "{:<14} {:<24} {:<11} {:<10} {:>8} {:>8}  MESSAGE",
-        "ID", "NAME", "STATE", "QUEUE", "LEARNERS", "RESTARTS"
+        "ID",
+        "NAME",
+        "STATE",
+        "QUEUE",
+        "LEARNERS",
+        "RESTARTS"
     );
     for j in v["models"].as_array().into_iter().flatten() {
         let why = j["wait_reason"]
             .as_str()
             .map(|r| format!("waiting: {r}"))
             .unwrap_or_else(|| j["message"].as_str().unwrap_or("").to_string());
-        println!(
+        wln!(
+            o,
             "{:<14} {:<24} {:<11} {:<10} {:>8} {:>8}  {}",
             j["model_id"].as_str().unwrap_or(""),
             j["name"].as_str().unwrap_or(""),
@@ -166,7 +183,7 @@ fn list(c: &Client, state: Option<&str>, json: bool) -> Result<()> {
             why
         );
     }
-    Ok(())
+    Ok(o)
 }
 
 fn show(c: &Client, id: &str, json: bool) -> Result<()> {

@@ -427,6 +427,25 @@ fn what_can_never_run_is_refused_and_what_cannot_run_now_says_why_without_hangin
         "name: t\nlearners: 2\ncpus: 1\nmemory: 64MiB\nframework:\n  name: custom\n  command: 'sleep 600'\n",
     );
     s.wait_state(id, "PROCESSING", 30);
+    // Watched as it changes: a new state printed when the service appears.
+    let mut watch = std::process::Command::new(common::PHAROS)
+        .args(["get", "services", "--watch"])
+        .env("PHAROS_URL", &s.url)
+        .env("PHAROS_TOKEN", ADMIN)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        let out = watch.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                seen.lock().unwrap().push_str(&(line + "\n"));
+            }
+        })
+    };
     let (status, v) = s.apply(&spec("later", 1, ""));
     assert_eq!(status, 201, "{v}");
     let v = s.wait_service("later", 20, "unschedulable", |v| {
@@ -439,6 +458,46 @@ fn what_can_never_run_is_refused_and_what_cannot_run_now_says_why_without_hangin
     );
     assert!(s.service_events("later").contains("unschedulable"));
     assert_eq!(v["ready_replicas"], 0);
+    common::wait_until(
+        20,
+        || {
+            seen.lock()
+                .unwrap()
+                .lines()
+                .any(|l| l.starts_with("later") && l.contains("Unschedulable"))
+        },
+        || seen.lock().unwrap().clone(),
+    );
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    reader.join().unwrap();
+    let text = seen.lock().unwrap().clone();
+    assert!(
+        text.matches("every 2 s until interrupted").count() >= 2,
+        "{text}"
+    );
+
+    // Who holds the cluster, and who waits for what.
+    let (ok, out, err) = s.cli(&["get", "cluster"], ADMIN);
+    assert!(ok, "{err}");
+    assert!(out.contains("capacity: 2 vCPUs"), "{out}");
+    assert!(
+        out.contains("held:     training 2 vCPUs, 128 MiB, 0 GPUs; services 0 vCPUs"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&format!("training-{id} (t)")) && l.contains("2 learners")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("later") && l.contains("wait for capacity")),
+        "{out}"
+    );
+    let (_, v) = s.request("GET", "/v1/cluster", Some(ADMIN), None);
+    assert_eq!(v["free"]["cpus"], 0.0, "{v}");
+    assert_eq!(v["waiting_count"], 1, "{v}");
 }
 
 #[test]

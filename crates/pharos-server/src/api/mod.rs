@@ -115,6 +115,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/autoscaler", get(autoscaler))
         .route("/v1/whoami", get(whoami))
+        .route("/v1/cluster", get(cluster))
         .route("/v1/admin/integrity", get(integrity))
         .route("/v1/history", get(history))
         .route(

@@ -223,6 +223,112 @@ fn stream_log(
     })
 }
 
+/// Waiting jobs listed by `GET /v1/cluster` at most (the rest are counted).
+const CLUSTER_WAITING_LISTED: usize = 100;
+
+/// The cluster's capacity and who holds it: totals by resource, by tenant, each
+/// holder (training jobs' gangs, services' replicas), and what waits and why. A tenant
+/// sees the totals and its own holders and waiters.
+pub(super) async fn cluster(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Value>> {
+    let cap = &state.config.capacity;
+    let capacity_memory = pharos_core::parse_memory(&cap.memory).unwrap_or(0);
+    let capacity_gpus: u32 = cap.gpus.values().sum();
+    let mine = |t: &str| caller.scope().is_none_or(|s| s == t);
+    #[derive(Default)]
+    struct Held {
+        cpus: f64,
+        memory: u64,
+        gpus: u32,
+    }
+    let mut by_tenant: BTreeMap<String, Held> = BTreeMap::new();
+    let (mut training, mut services) = (Held::default(), Held::default());
+    let mut holders = Vec::new();
+    let mut waiting = Vec::new();
+    let mut waiting_count = 0usize;
+    for job in state.store.active_jobs().await? {
+        let Ok(m) = state.manifest(&job) else {
+            continue;
+        };
+        if crate::controller::holds_resources(job.state) {
+            let p = m.per_learner();
+            let n = m.learners;
+            let h = Held {
+                cpus: p.cpus * n as f64,
+                memory: p.memory_bytes.saturating_mul(n as u64),
+                gpus: p.gpus * n,
+            };
+            training.cpus += h.cpus;
+            training.memory += h.memory;
+            training.gpus += h.gpus;
+            let t = by_tenant.entry(job.tenant.clone()).or_default();
+            t.cpus += h.cpus;
+            t.memory += h.memory;
+            t.gpus += h.gpus;
+            if mine(&job.tenant) {
+                holders.push(json!({
+                    "kind": "training", "id": format!("training-{}", job.id), "name": job.name,
+                    "tenant": job.tenant, "state": job.state.name(), "learners": n,
+                    "cpus": h.cpus, "memory_bytes": h.memory, "gpus": h.gpus,
+                }));
+            }
+        } else if job.state == JobState::Queued && job.desired == Desired::Run && mine(&job.tenant)
+        {
+            waiting_count += 1;
+            if waiting.len() < CLUSTER_WAITING_LISTED {
+                waiting.push(json!({
+                    "kind": "training", "id": format!("training-{}", job.id), "name": job.name,
+                    "tenant": job.tenant, "queue": job.queue,
+                    "reason": job.wait_reason.clone().unwrap_or_else(|| "not yet scheduled".into()),
+                }));
+            }
+        }
+    }
+    for (name, tenant, cpus, held, target, why) in state.services.holdings().await {
+        let h = cpus * held as f64;
+        services.cpus += h;
+        by_tenant.entry(tenant.clone()).or_default().cpus += h;
+        if !mine(&tenant) {
+            continue;
+        }
+        if held > 0 {
+            holders.push(json!({
+                "kind": "service", "id": name, "name": name, "tenant": tenant,
+                "replicas": held, "target": target, "cpus": h, "memory_bytes": 0, "gpus": 0,
+            }));
+        }
+        if let Some(reason) = why {
+            waiting_count += 1;
+            waiting.push(json!({"kind": "service", "id": name, "name": name, "tenant": tenant, "reason": reason}));
+        }
+    }
+    let tenants: Vec<Value> = by_tenant
+        .iter()
+        .filter(|(t, _)| mine(t))
+        .map(
+            |(t, h)| json!({"tenant": t, "cpus": h.cpus, "memory_bytes": h.memory, "gpus": h.gpus}),
+        )
+        .collect();
+    Ok(Json(json!({
+        "capacity": {"cpus": cap.cpus, "memory_bytes": capacity_memory, "gpus": capacity_gpus, "gpus_by_model": cap.gpus},
+        "held": {
+            "training": {"cpus": training.cpus, "memory_bytes": training.memory, "gpus": training.gpus},
+            "services": {"cpus": services.cpus},
+        },
+        "free": {
+            "cpus": (cap.cpus - training.cpus - services.cpus).max(0.0),
+            "memory_bytes": capacity_memory.saturating_sub(training.memory),
+            "gpus": capacity_gpus.saturating_sub(training.gpus),
+        },
+        "tenants": tenants,
+        "holders": holders,
+        "waiting": waiting,
+        "waiting_count": waiting_count,
+    })))
+}
+
 /// Creates (201) or updates (200) the service named in the path from a YAML or JSON
 /// spec.
 pub(super) async fn apply_service(
