@@ -570,6 +570,31 @@ pub trait TrainingScheduler: Send {
 }
 
 #[cfg(test)]
+mod error_doc_tests {
+    use super::ErrorCode;
+
+    /// docs/errors.md lists every code, with the meaning the CLI prints, and no other.
+    #[test]
+    fn every_error_code_is_documented_as_the_cli_explains_it() {
+        let doc = include_str!("../../../docs/errors.md");
+        let rows: Vec<(&str, &str)> = doc
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.split('|').map(str::trim).skip(1);
+                let code = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((code, cells.next()?))
+            })
+            .collect();
+        assert_eq!(rows.len(), ErrorCode::ALL.len(), "{rows:?}");
+        for c in ErrorCode::ALL {
+            let name = format!("{c:?}");
+            let row = rows.iter().find(|(code, _)| *code == name);
+            assert_eq!(row.map(|r| r.1), Some(c.describe()), "{name}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -601,6 +626,8 @@ mod tests {
         assert_eq!(parse_memory("1Gb").unwrap(), 1_000_000_000);
         assert_eq!(parse_memory("16GiB").unwrap(), 16 << 30);
         assert_eq!(format_memory(16 << 30), "16 GiB");
+        assert_eq!(ErrorCode::parse("C201"), Some(ErrorCode::C201));
+        assert_eq!(ErrorCode::parse("X1"), None);
         assert_eq!(format_memory(512), "512 B");
         assert_eq!(format_memory(1536), "1.5 KiB");
         assert_eq!(format_memory(1_000_000_000), "953.7 MiB");

@@ -131,8 +131,15 @@ fn check_name(field: &str, n: &str, max: usize) -> Result<(), String> {
 impl GraphSpec {
     /// Parses YAML or JSON; the error names what is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let spec: GraphSpec = serde_saphyr::from_str(text).map_err(|e| format!("spec: {e}"))?;
-        spec.validate()?;
+        Self::parse_named(text, "spec").map_err(|e| e.message)
+    }
+
+    /// Parses YAML or JSON named `source` in messages (a file's path); the error names
+    /// the field's whole path, the line and what was expected.
+    pub fn parse_named(text: &str, source: &str) -> Result<Self, crate::yaml::YamlError> {
+        let spec: GraphSpec = crate::yaml::parse(text, source)?;
+        spec.validate()
+            .map_err(|e| crate::yaml::invalid(source, &e))?;
         Ok(spec)
     }
 
@@ -433,7 +440,7 @@ functions:
         }
         let e = GraphSpec::parse(&DIAMOND.replace("name: diamond", "name: diamond\nentry: nope"))
             .unwrap_err();
-        assert!(e.starts_with("entry:"), "{e}");
+        assert!(e.starts_with("spec: entry:"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod job_files;
 pub mod sandbox;
 pub mod service;
 pub mod training;
+pub mod yaml;
 
 pub use graph::GraphSpec;
 pub use service::{Phase, ServiceEngine, ServiceSpec};

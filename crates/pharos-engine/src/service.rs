@@ -134,8 +134,15 @@ pub(crate) fn d_unavailable_timeout() -> f64 {
 impl ServiceSpec {
     /// Parses YAML or JSON; the error names what is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let spec: ServiceSpec = serde_saphyr::from_str(text).map_err(|e| format!("spec: {e}"))?;
-        spec.validate()?;
+        Self::parse_named(text, "spec").map_err(|e| e.message)
+    }
+
+    /// Parses YAML or JSON named `source` in messages (a file's path); the error names
+    /// the field's whole path, the line and what was expected.
+    pub fn parse_named(text: &str, source: &str) -> Result<Self, crate::yaml::YamlError> {
+        let spec: ServiceSpec = crate::yaml::parse(text, source)?;
+        spec.validate()
+            .map_err(|e| crate::yaml::invalid(source, &e))?;
         Ok(spec)
     }
 

@@ -42,7 +42,38 @@ impl JobPaths {
     pub fn log_file(&self, learner: u32) -> PathBuf {
         self.logs.join(format!("learner-{learner}.log"))
     }
+
+    /// Where each attempt of `learner` began in its log (byte offsets, as its supervisor
+    /// recorded them when it opened the log: `state/attempt-N/learner-L/log_start`),
+    /// attempts in order; empty where none was recorded (another engine).
+    pub fn attempt_starts(&self, learner: u32) -> Vec<(u32, u64)> {
+        let Ok(entries) = std::fs::read_dir(&self.state) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(u32, u64)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let n: u32 = e
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("attempt-")?
+                    .parse()
+                    .ok()?;
+                let text = std::fs::read_to_string(
+                    e.path().join(format!("learner-{learner}")).join(LOG_START),
+                )
+                .ok()?;
+                Some((n, text.trim().parse().ok()?))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
 }
+
+/// The file in a learner's attempt directory holding where its log stood when the
+/// attempt began.
+pub const LOG_START: &str = "log_start";
 
 /// Everything an engine needs to run one attempt of a job.
 #[derive(Debug, Clone)]

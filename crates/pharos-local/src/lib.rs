@@ -397,6 +397,14 @@ fn supervise_learner(args: &[String], dir_out: &mut Option<PathBuf>) -> Result<(
         .open(&log)
         .map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
+    // Where this attempt's output begins, for metrics by attempt (the supervisor's own
+    // record, out of the learner's reach).
+    let start = out.metadata().map_err(|e| e.to_string())?.len();
+    fs::write(
+        dir.join(pharos_engine::training::LOG_START),
+        start.to_string(),
+    )
+    .map_err(|e| format!("{}: {e}", dir.display()))?;
     let run_as = match (uid, gid) {
         (Some(uid), Some(gid)) => Some(RunAs {
             uid,

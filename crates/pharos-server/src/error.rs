@@ -58,8 +58,15 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
+    /// No such job (or not the caller's): named as everywhere else, `training-N`.
     pub(crate) fn not_found(id: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, format!("job {id} not found"))
+        let plain = id.strip_prefix("training-").unwrap_or(id);
+        let name = if plain.parse::<i64>().is_ok() {
+            format!("training-{plain}")
+        } else {
+            format!("{id:?}")
+        };
+        Self::new(StatusCode::NOT_FOUND, format!("job {name} not found"))
     }
 }
 

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use pharos_core::Manifest;
+pub use pharos_core::Manifest;
 use pharos_engine::host::LockExt;
 use pharos_policy::training::GangScheduler;
 use tokio::sync::Notify;

@@ -27,16 +27,26 @@ pub const MAX_POINTS: usize = 20_000;
 /// [`MAX_LINE_BYTES`] of it (`cut`: the rest was skipped), until `f` says stop. Memory
 /// stays bounded whatever the file holds.
 pub fn for_each_line(
-    mut r: impl BufRead,
+    r: impl BufRead,
     mut f: impl FnMut(&[u8], bool) -> bool,
+) -> std::io::Result<()> {
+    for_each_line_at(r, |_, line, cut| f(line, cut))
+}
+
+/// As [`for_each_line`], with each line's byte offset in `r`.
+pub fn for_each_line_at(
+    mut r: impl BufRead,
+    mut f: impl FnMut(u64, &[u8], bool) -> bool,
 ) -> std::io::Result<()> {
     let mut line: Vec<u8> = Vec::new();
     let mut cut = false;
+    // Bytes consumed, and where the current line began.
+    let (mut pos, mut start) = (0u64, 0u64);
     loop {
         let buf = r.fill_buf()?;
         if buf.is_empty() {
             if !line.is_empty() || cut {
-                f(&line, cut);
+                f(start, &line, cut);
             }
             return Ok(());
         }
@@ -51,12 +61,14 @@ pub fn for_each_line(
         line.extend_from_slice(&chunk[..chunk.len().min(room)]);
         let used = end.unwrap_or(buf.len());
         r.consume(used);
+        pos += used as u64;
         if end.is_some() {
-            if !f(&line, cut) {
+            if !f(start, &line, cut) {
                 return Ok(());
             }
             line.clear();
             cut = false;
+            start = pos;
         }
     }
 }
@@ -94,6 +106,8 @@ pub fn page(path: &Path, learner: u32, offset: usize, limit: usize) -> std::io::
 /// One log line's metric values.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricPoint {
+    /// The attempt whose output it is (None where attempts were not recorded).
+    pub attempt: Option<u32>,
     pub learner: u32,
     /// 1-based line number in the learner's log.
     pub line: usize,
@@ -111,25 +125,40 @@ pub struct Metrics {
     pub last: BTreeMap<String, f64>,
 }
 
+/// A learner's log and where each attempt began in it (see
+/// `JobPaths::attempt_starts`).
+pub struct LearnerLog {
+    pub learner: u32,
+    pub path: std::path::PathBuf,
+    pub attempts: Vec<(u32, u64)>,
+}
+
 /// Every line of the learners' logs that matches `regex`, with its named groups that
-/// parse as numbers.
-pub fn extract(
-    logs: &[(u32, std::path::PathBuf)],
-    regex: &regex::Regex,
-) -> std::io::Result<Metrics> {
+/// parse as numbers, and the attempt it came from.
+pub fn extract(logs: &[LearnerLog], regex: &regex::Regex) -> std::io::Result<Metrics> {
     let names: Vec<&str> = regex.capture_names().flatten().collect();
     let mut points = std::collections::VecDeque::new();
     let mut count = 0usize;
     let total = &mut count;
-    for (learner, path) in logs {
+    for LearnerLog {
+        learner,
+        path,
+        attempts,
+    } in logs
+    {
         let f = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
         let mut i = 0usize;
-        for_each_line(BufReader::new(f), |line, _cut| {
+        for_each_line_at(BufReader::new(f), |at, line, _cut| {
             i += 1;
+            let attempt = attempts
+                .iter()
+                .take_while(|(_, start)| *start <= at)
+                .last()
+                .map(|(a, _)| *a);
             let text = String::from_utf8_lossy(line);
             let Some(caps) = regex.captures(&text) else {
                 return true;
@@ -147,6 +176,7 @@ pub fn extract(
                     points.pop_front();
                 }
                 points.push_back(MetricPoint {
+                    attempt,
                     learner: *learner,
                     line: i,
                     values,
@@ -190,7 +220,19 @@ mod tests {
         let re =
             regex::Regex::new(r"step=(?P<step>\d+) loss=(?P<loss>[0-9.]+)(?: acc=(?P<acc>\S+))?")
                 .unwrap();
-        let m = extract(&[(1, p)], &re).unwrap();
+        let log = |attempts| LearnerLog {
+            learner: 1,
+            path: p.clone(),
+            attempts,
+        };
+        let m = extract(&[log(vec![])], &re).unwrap();
+        assert_eq!(m.points[0].attempt, None);
+        // The second attempt began at "noise" (byte 22): its point is attempt 2's.
+        let m2 = extract(&[log(vec![(1, 0), (2, 22)])], &re).unwrap();
+        assert_eq!(
+            m2.points.iter().map(|p| p.attempt).collect::<Vec<_>>(),
+            vec![Some(1), Some(2)]
+        );
         assert_eq!(m.points.len(), 2);
         assert_eq!(m.points[1].line, 4);
         assert_eq!(m.points[1].values["loss"], 0.25);

@@ -1330,8 +1330,9 @@ mod tests {
             let text = format!(
                 "name: a\ncommand: [x]\nslo: {{ latency_s: 0.1 }}\nprocessing_time_s: 0.01\n{extra}\n"
             );
-            let e = ServiceSpec::parse(&text).unwrap_err();
-            assert!(e.starts_with(field), "{extra}: {e}");
+            let e = ServiceSpec::parse_named(&text, "a.yaml").unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+            assert!(e.message.starts_with("a.yaml: "), "{extra}: {e}");
         }
     }
 

@@ -27,9 +27,9 @@ pub const MAX_EVENTS: usize = 1000;
 pub enum StoreError {
     #[error("the store failed: {0}")]
     Db(#[from] sqlx::Error),
-    #[error("job {0} not found")]
+    #[error("job training-{0} not found")]
     NotFound(i64),
-    #[error("job {id} is {from}; it cannot go to {to}")]
+    #[error("job training-{id} is {from}; it cannot go to {to}")]
     Transition {
         id: i64,
         from: &'static str,

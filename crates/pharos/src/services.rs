@@ -67,8 +67,7 @@ pub fn apply(file: &Path, conn: &Conn) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     if pharos_engine::GraphSpec::is_graph(&text) {
-        let mut spec = pharos_engine::GraphSpec::parse(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let mut spec = pharos_engine::GraphSpec::parse_named(&text, &file.display().to_string())?;
         for f in &mut spec.functions {
             if let Some(dir) = f.ray.as_mut().and_then(|r| r.working_dir.as_mut()) {
                 *dir = beside(file, dir)?;
@@ -85,8 +84,7 @@ pub fn apply(file: &Path, conn: &Conn) -> Result<()> {
         );
         return Ok(());
     }
-    let mut spec = pharos_engine::ServiceSpec::parse(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let mut spec = pharos_engine::ServiceSpec::parse_named(&text, &file.display().to_string())?;
     if let Some(dir) = spec.ray.as_mut().and_then(|r| r.working_dir.as_mut()) {
         *dir = beside(file, dir)?;
     }
@@ -457,12 +455,16 @@ fn holder_name(h: &serde_json::Value) -> String {
     }
 }
 
-/// A number as people write it: integers without a fraction, others to two places.
+/// A number as people write it: integers without a fraction, others to at most six
+/// decimals without trailing zeros.
 pub fn fmt_num(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 {
         format!("{x:.0}")
+    } else if x.abs() >= 1e15 || (x != 0.0 && x.abs() < 1e-6) {
+        format!("{x:e}")
     } else {
-        format!("{x:.2}")
+        let s = format!("{x:.6}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 

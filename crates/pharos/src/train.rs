@@ -107,6 +107,11 @@ fn submit(
 ) -> Result<()> {
     let text =
         std::fs::read(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    // Checked here first, so that an error names the file, the line and the field.
+    let name = manifest.display().to_string();
+    let m: pharos_server::Manifest =
+        pharos_engine::yaml::parse(&String::from_utf8_lossy(&text), &name)?;
+    m.validate().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     let url = format!("{}/v1/models", c.url);
     let mut req = c.agent.post(url).header("Authorization", c.auth());
     if let Some(k) = idempotency_key {
@@ -290,18 +295,51 @@ fn metrics(c: &Client, id: &str, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    for p in v["points"].as_array().into_iter().flatten() {
-        let vals: Vec<String> = p["values"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, x)| format!("{k}={x}"))
-            .collect();
-        println!(
-            "learner {} line {}: {}",
+    let points = v["points"].as_array().cloned().unwrap_or_default();
+    let mut names: Vec<String> = points
+        .iter()
+        .flat_map(|p| {
+            p["values"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k.clone())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    // The step first, where there is one.
+    if let Some(i) = names.iter().position(|n| n == "step") {
+        let step = names.remove(i);
+        names.insert(0, step);
+    }
+    let mut head = format!("{:>7} {:>7} {:>7}", "ATTEMPT", "LEARNER", "LINE");
+    for n in &names {
+        head.push_str(&format!(" {:>12}", n.to_uppercase()));
+    }
+    println!("{head}");
+    for p in &points {
+        let mut row = format!(
+            "{:>7} {:>7} {:>7}",
+            p["attempt"]
+                .as_u64()
+                .map_or("-".to_string(), |a| a.to_string()),
             p["learner"],
-            p["line"],
-            vals.join(" ")
+            p["line"]
+        );
+        for n in &names {
+            let cell = p["values"][n.as_str()]
+                .as_f64()
+                .map_or("-".to_string(), crate::services::fmt_num);
+            row.push_str(&format!(" {cell:>12}"));
+        }
+        println!("{row}");
+    }
+    if v["truncated"] == true {
+        println!(
+            "(the latest {} of {} points)",
+            points.len(),
+            v["total_points"]
         );
     }
     Ok(())

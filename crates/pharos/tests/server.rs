@@ -153,6 +153,31 @@ fn distributed_job_completes_and_a_halted_job_resumes_from_its_checkpoint() {
         ok && out.contains("training-2") && out.contains("COMPLETED"),
         "{out}"
     );
+    // The resume is an event; metrics say which attempt each step is from, steps as
+    // whole numbers, and the steps redone after the checkpoint appear under both.
+    assert!(
+        s.events(id).contains("resume requested"),
+        "{}",
+        s.events(id)
+    );
+    let (ok, out, _) = s.cli(&["train", "metrics", &format!("training-{id}")], ADMIN);
+    assert!(ok && out.starts_with("ATTEMPT"), "{out}");
+    let rows: Vec<(u32, u32)> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.parse().ok()?, f.get(3)?.parse().ok()?))
+        })
+        .collect();
+    let (first, second): (Vec<_>, Vec<_>) = rows.iter().partition(|(a, _)| *a == 1);
+    assert!(first.iter().any(|(_, st)| *st == halted_at), "{out}");
+    assert!(second.iter().any(|(_, st)| *st == resumed + 1), "{out}");
+    assert_eq!(second.last().map(|r| r.1), Some(300), "{out}");
+    let (ok, _, err) = s.cli(&["train", "list", "--state", "BOGUS"], ADMIN);
+    assert!(!ok && err.contains("states: QUEUED, PENDING"), "{err}");
+    let (ok, _, err) = s.cli(&["train", "show", "99"], ADMIN);
+    assert!(!ok && err.contains("job training-99 not found"), "{err}");
 
     // Deleting the job with the model archive removes the archive (no other job has it).
     assert_eq!(
@@ -588,7 +613,7 @@ fn bad_requests_are_clear_4xx_errors_and_store_nothing() {
     let yaml = |m: &str| Some(("application/yaml", m.as_bytes().to_vec()));
     let good = manifest("ok", 1, 0.5, "true", "");
     let cases: Vec<(&str, String, u16, &str)> = vec![
-        ("malformed", "name: [unclosed".into(), 400, "manifest"),
+        ("malformed", "name: [unclosed".into(), 400, "name"),
         (
             "unknown field",
             good.replace("learners:", "lerners:"),

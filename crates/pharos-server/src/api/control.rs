@@ -37,7 +37,8 @@ pub(super) async fn patch(
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     format!(
-                        "job {raw} is {}; only a queued or running job can be halted",
+                        "job training-{} is {}; only a queued or running job can be halted",
+                        job.id,
                         job.state.name()
                     ),
                 ));
@@ -52,7 +53,8 @@ pub(super) async fn patch(
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     format!(
-                        "job {raw} is {}; only a HALTED job can be resumed",
+                        "job training-{} is {}; only a HALTED job can be resumed",
+                        job.id,
                         job.state.name()
                     ),
                 ));
@@ -71,6 +73,17 @@ pub(super) async fn patch(
                         expect_desired: Some(Desired::Halt),
                         ..Default::default()
                     },
+                )
+                .await?;
+            state
+                .store
+                .add_event(
+                    job.id,
+                    "resume",
+                    &format!(
+                        "resume requested; attempt {} will start from the latest checkpoint",
+                        job.attempt + 1
+                    ),
                 )
                 .await?;
         }

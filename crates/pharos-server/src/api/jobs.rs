@@ -63,7 +63,12 @@ pub(super) async fn list(
                 .into_iter()
                 .find(|st| st.name().eq_ignore_ascii_case(s))
                 .ok_or_else(|| {
-                    ApiError::bad("state", format!("unknown state {s:?}"), ErrorCode::C101)
+                    let states: Vec<&str> = JobState::ALL.iter().map(|s| s.name()).collect();
+                    ApiError::at(
+                        StatusCode::BAD_REQUEST,
+                        "state",
+                        format!("unknown state {s:?}; states: {}", states.join(", ")),
+                    )
                 })?,
         ),
         None => None,

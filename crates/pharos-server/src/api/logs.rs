@@ -25,7 +25,10 @@ pub(super) async fn logs(
     if learner == 0 || learner > learners {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("job {raw} has no learner {learner} (it has 1..={learners})"),
+            format!(
+                "job training-{} has no learner {learner} (it has 1..={learners})",
+                job.id
+            ),
         ));
     }
     let path = JobPaths::new(&state.config.data_dir, job.id).log_file(learner);
@@ -147,8 +150,12 @@ pub(super) async fn job_metrics(
     let re = regex::Regex::new(&em.regex)
         .map_err(|e| ApiError::bad("evaluation_metrics.regex", e.to_string(), ErrorCode::C101))?;
     let paths = JobPaths::new(&state.config.data_dir, job.id);
-    let logs: Vec<(u32, std::path::PathBuf)> = (1..=manifest.learners)
-        .map(|l| (l, paths.log_file(l)))
+    let logs: Vec<crate::logs::LearnerLog> = (1..=manifest.learners)
+        .map(|l| crate::logs::LearnerLog {
+            learner: l,
+            path: paths.log_file(l),
+            attempts: paths.attempt_starts(l),
+        })
         .collect();
     let m = tokio::task::spawn_blocking(move || crate::logs::extract(&logs, &re))
         .await

@@ -339,10 +339,8 @@ pub(super) async fn apply_service(
 ) -> ApiResult<Response> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad("spec", "the spec is not UTF-8 text", ErrorCode::C101))?;
-    let spec = crate::services::ServiceSpec::parse(text).map_err(|e| {
-        let field = e.split(':').next().unwrap_or("spec").to_string();
-        ApiError::bad(field, e, ErrorCode::C101)
-    })?;
+    let spec = crate::services::ServiceSpec::parse_named(text, "spec")
+        .map_err(|e| ApiError::bad(e.field, e.message, ErrorCode::C101))?;
     if spec.name != name {
         return Err(ApiError::bad(
             "name",

@@ -5,16 +5,8 @@ use super::*;
 
 /// Parses and validates a manifest; the error names the field.
 pub fn check_manifest(state: &AppState, text: &str) -> ApiResult<Manifest> {
-    let manifest: Manifest = serde_saphyr::from_str(text).map_err(|e| {
-        let msg = e.to_string();
-        let field = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.contains("field"))
-            .unwrap_or("manifest")
-            .to_string();
-        ApiError::bad(field, format!("manifest: {msg}"), ErrorCode::C101)
-    })?;
+    let manifest: Manifest = pharos_engine::yaml::parse(text, "manifest")
+        .map_err(|e| ApiError::bad(e.field, e.message, ErrorCode::C101))?;
     manifest.validate().map_err(|e| {
         let code = ErrorCode::for_manifest_field(&e.field);
         ApiError::bad(e.field.clone(), e.to_string(), code)
@@ -35,23 +27,6 @@ pub fn check_manifest(state: &AppState, text: &str) -> ApiResult<Manifest> {
             ),
             ErrorCode::C101,
         ));
-    }
-    // What could never run is refused now, with the scheduler's own reason, rather
-    // than queued to wait forever.
-    let job = pharos_core::PendingJob {
-        id: 0,
-        queue: manifest.queue.clone(),
-        priority: manifest.priority,
-        submitted_s: 0.0,
-        learners: manifest.learners,
-        per_learner: manifest.per_learner(),
-        duration_s: Default::default(),
-        attained_gpu_s: 0.0,
-    };
-    if let Some(why) =
-        pharos_policy::training::never_fits_on(&[state.config.node()], &state.config.queues, &job)
-    {
-        return Err(ApiError::bad("learners", why, ErrorCode::S100));
     }
     for (i, d) in manifest.data_stores.iter().enumerate() {
         if let Some(path) = d.connection.get("path")
@@ -81,6 +56,28 @@ pub fn check_manifest(state: &AppState, text: &str) -> ApiResult<Manifest> {
         })?;
     }
     Ok(manifest)
+}
+
+/// A job that could never run - larger than the whole cluster, or than its queue's
+/// quota - is refused with the scheduler's own reason rather than queued to wait
+/// forever (after the tenant's limits, which say more to a tenant).
+fn check_fits(state: &AppState, manifest: &Manifest) -> ApiResult<()> {
+    let job = pharos_core::PendingJob {
+        id: 0,
+        queue: manifest.queue.clone(),
+        priority: manifest.priority,
+        submitted_s: 0.0,
+        learners: manifest.learners,
+        per_learner: manifest.per_learner(),
+        duration_s: Default::default(),
+        attained_gpu_s: 0.0,
+    };
+    if let Some(why) =
+        pharos_policy::training::never_fits_on(&[state.config.node()], &state.config.queues, &job)
+    {
+        return Err(ApiError::bad("learners", why, ErrorCode::S100));
+    }
+    Ok(())
 }
 
 /// A tenant's job within the limits the admin set for it.
@@ -328,6 +325,7 @@ pub(super) async fn submit(
     if !caller.admin {
         check_job_limits(&state, &caller.tenant, &manifest).await?;
     }
+    check_fits(&state, &manifest)?;
     let idem = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
