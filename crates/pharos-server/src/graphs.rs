@@ -369,6 +369,24 @@ impl Graphs {
         limits: Option<&crate::config::TenantLimits>,
         spec: GraphSpec,
     ) -> Result<(bool, Value), ApiError> {
+        // Functions whose least replicas, at their least vCPUs, exceed the cluster
+        // could never all run: refused, as a service that could never fit is.
+        let least: f64 = spec
+            .functions
+            .iter()
+            .map(|f| f.cpus_range.map_or(f.cpus, |r| r[0]) * f.min_replicas as f64)
+            .sum();
+        let capacity = state.config.capacity.cpus;
+        if least > capacity + 1e-9 {
+            return Err(ApiError::at(
+                StatusCode::BAD_REQUEST,
+                "functions",
+                format!(
+                    "Unschedulable: the functions' min_replicas need {least} vCPUs together, \
+                     the cluster has {capacity} (capacity.cpus)"
+                ),
+            ));
+        }
         // A range of vCPUs per replica needs an engine that resizes running replicas;
         // the tenant's vCPU limit holds at the top of the range.
         let resizes = state.services.engine_resizes();

@@ -681,7 +681,18 @@ fn fluid_solve(args: FluidSolveArgs) -> Result<()> {
     let at = |e: pharos_fluid::FluidError| anyhow::anyhow!("{}: {e}", args.file.display());
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let p = Sclp::from_json(&text).map_err(at)?;
+    // An optional `cost_constant` beside the SCLP: the problem is a cost minimised as
+    // the constant minus the SCLP's objective (a queueing network's holding cost).
+    let mut doc: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", args.file.display()))?;
+    let cost_constant =
+        match doc.as_object_mut().and_then(|o| o.remove("cost_constant")) {
+            None => None,
+            Some(v) => Some(v.as_f64().filter(|x| x.is_finite()).with_context(|| {
+                format!("{}: cost_constant must be a number", args.file.display())
+            })?),
+        };
+    let p = Sclp::from_json(&doc.to_string()).map_err(at)?;
     let grid = match args.grid.as_str() {
         "uniform" => lp::Grid::Uniform(args.intervals),
         "dense" => lp::Grid::Dense(args.intervals),
@@ -694,7 +705,12 @@ fn fluid_solve(args: FluidSolveArgs) -> Result<()> {
         m => bail!("--method {m:?}: expected lp, refine or exact"),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(k) = cost_constant {
+            v["cost"] = serde_json::json!(k - s.objective);
+            v["cost_lower_bound"] = serde_json::json!(k - s.dual_objective);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!(
@@ -720,6 +736,13 @@ fn fluid_solve(args: FluidSolveArgs) -> Result<()> {
         s.iterations,
         s.solve_s
     );
+    if let Some(k) = cost_constant {
+        println!(
+            "cost {:.6} (cost_constant {k} - objective), at least {:.6}",
+            k - s.objective,
+            k - s.dual_objective
+        );
+    }
     Ok(())
 }
 

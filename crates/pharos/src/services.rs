@@ -192,15 +192,15 @@ fn render(cmd: GetCommand, c: &Client) -> Result<String> {
             wln!(
                 o,
                 "  requests: {} arrived, {} completed, {} failed ({} dropped, {} timed out, {} errors); \
-                 response mean {} s, p99 {} s",
+                 response mean {} ms, p99 {} ms",
                 n["arrivals"],
                 n["completions"],
                 n["failed"],
                 n["dropped"],
                 n["timeouts"],
                 n["errors"],
-                r["mean_s"],
-                r["p99_s"]
+                ms_of(&r["mean_s"]),
+                ms_of(&r["p99_s"])
             );
             wln!(
                 o,
@@ -277,7 +277,7 @@ fn render(cmd: GetCommand, c: &Client) -> Result<String> {
                     t["tenant"].as_str().unwrap_or("?"),
                     num(&t["cpus"]),
                     mem(&t["memory_bytes"]),
-                    t["gpus"]
+                    t["gpus"].to_string()
                 );
             }
             wln!(
@@ -309,7 +309,7 @@ fn render(cmd: GetCommand, c: &Client) -> Result<String> {
                     h["tenant"].as_str().unwrap_or("?"),
                     num(&h["cpus"]),
                     mem(&h["memory_bytes"]),
-                    h["gpus"]
+                    h["gpus"].to_string()
                 );
             }
             let waiting = v["waiting"].as_array().cloned().unwrap_or_default();
@@ -444,6 +444,11 @@ fn render(cmd: GetCommand, c: &Client) -> Result<String> {
         }
     }
     Ok(o)
+}
+
+/// Seconds as milliseconds to one decimal; `-` when there are none.
+fn ms_of(s: &serde_json::Value) -> String {
+    s.as_f64().map_or("-".into(), |s| format!("{:.1}", s * 1e3))
 }
 
 /// A holder or waiter: `training-3 (sgd)`, or a service's name.

@@ -29,8 +29,10 @@ fn the_worked_example_file_solves_to_its_known_cost() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    // Holding cost = h'x0 T + h'lambda T^2 / 2 - objective = 1780 + 6540 - objective.
+    // Holding cost = h'x0 T + h'lambda T^2 / 2 - objective = 1780 + 6540 - objective: the
+    // file's cost_constant, and the cost printed.
     let cost = 8320.0 - s["objective"].as_f64().unwrap();
+    assert_eq!(s["cost"].as_f64(), Some(cost));
     assert!(
         (303.6665..303.6665 * (1.0 + 1e-5)).contains(&cost),
         "cost {cost}"
@@ -69,6 +71,9 @@ fn the_worked_example_file_solves_to_its_known_cost() {
     assert_eq!(s["u"].as_array().unwrap().len(), 4);
     assert_eq!(s["dual_controls"].as_array().unwrap().len(), 4);
     assert!(s.get("fallback").is_none());
+    let o = pharos(&["fluid", "solve", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("cost 303.66"), "{text}");
 }
 
 #[test]

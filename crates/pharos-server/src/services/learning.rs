@@ -302,12 +302,13 @@ pub(super) fn maybe_fit(state: &Arc<AppState>, g: &mut Inner, now: i64, events: 
                     n.clone(),
                     "forecast-fallback",
                     format!(
-                        "forecaster {spec} not fitted: a fit needs a whole {day}-minute day of every service's history, and {} have less; until then it forecasts from the latest minutes",
+                        "forecaster {spec} not fitted: a fit needs a whole {day}-minute day of every service's history, and {} {} less; until then it forecasts from the latest minutes",
                         if short.len() > 5 {
                             format!("{} and {} more", short[..5].join(", "), short.len() - 5)
                         } else {
                             short.join(", ")
-                        }
+                        },
+                        if short.len() == 1 { "has" } else { "have" }
                     ),
                 ));
             }
