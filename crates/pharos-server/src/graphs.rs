@@ -578,6 +578,49 @@ impl Graphs {
         let host = crate::services::host_of(&state.config.listen);
         let mut functions = Vec::new();
         let svcs = state.services.get_many(state, &rt.services).await;
+        // The graph is ready when every function is; a function's other conditions are
+        // the graph's, named by the function.
+        let mut not_ready = Vec::new();
+        let mut conditions = Vec::new();
+        for (f, s) in spec.functions.iter().zip(&svcs) {
+            for c in s
+                .as_ref()
+                .and_then(|s| s["conditions"].as_array())
+                .into_iter()
+                .flatten()
+            {
+                if c["type"] == "Ready" {
+                    if c["status"] != "True" {
+                        not_ready.push(format!(
+                            "{} ({})",
+                            f.name,
+                            c["message"].as_str().unwrap_or("")
+                        ));
+                    }
+                } else if c["status"] == "True" {
+                    let mut c = c.clone();
+                    c["message"] = json!(format!(
+                        "{}: {}",
+                        f.name,
+                        c["message"].as_str().unwrap_or("")
+                    ));
+                    conditions.push(c);
+                }
+            }
+        }
+        conditions.insert(
+            0,
+            json!({
+                "type": "Ready",
+                "status": if not_ready.is_empty() { "True" } else { "False" },
+                "reason": if not_ready.is_empty() { "AllFunctionsReady" } else { "FunctionsNotReady" },
+                "message": if not_ready.is_empty() {
+                    format!("all {} functions ready", spec.functions.len())
+                } else {
+                    format!("not ready: {}", not_ready.join(", "))
+                },
+            }),
+        );
         for (j, (f, s)) in spec.functions.iter().zip(svcs).enumerate() {
             let svc = &rt.services[j];
             let st = rt.routers[j].stats();
@@ -590,6 +633,7 @@ impl Graphs {
                 "ready_replicas": s.as_ref().map(|s| s["ready_replicas"].clone()),
                 "starting_replicas": s.as_ref().map(|s| s["starting_replicas"].clone()),
                 "target_replicas": s.as_ref().map(|s| s["target_replicas"].clone()),
+                "conditions": s.as_ref().map(|s| s["conditions"].clone()),
                 "resources_per_replica": {
                     "cpus": s.as_ref().map_or(json!(f.cpus), |s| s["cpus_per_replica"].clone()),
                     "cpus_range": f.cpus_range.unwrap_or([f.cpus, f.cpus]),
@@ -617,6 +661,7 @@ impl Graphs {
             "url": format!("http://{host}:{}", rt.port),
             "entry": spec.functions[spec.entry_index()].name,
             "listen_error": rt.listen_error,
+            "conditions": conditions,
             "autoscaler": state.services.graph_autoscaler(state).await,
             "counters": c,
             "functions": functions,

@@ -202,6 +202,16 @@ fn render(cmd: GetCommand, c: &Client) -> Result<String> {
                 ms_of(&r["mean_s"]),
                 ms_of(&r["p99_s"])
             );
+            for c in v["conditions"].as_array().into_iter().flatten() {
+                wln!(
+                    o,
+                    "  {:<18} {:<6} {}: {}",
+                    c["type"].as_str().unwrap_or("?"),
+                    c["status"].as_str().unwrap_or("?"),
+                    c["reason"].as_str().unwrap_or("?"),
+                    c["message"].as_str().unwrap_or("")
+                );
+            }
             wln!(
                 o,
                 "  {:<20} {:>6} {:>7} {:>6} {:>9} {:>9} {:>7} {:>8}",

@@ -155,6 +155,15 @@ fn a_diamond_routes_by_its_probabilities_and_its_counters_add_up() {
     let v = wait_ready(&s, "diamond");
     let url = v["url"].as_str().unwrap().to_string();
     assert_eq!(v["entry"], "front");
+    // Every function ready: the graph's Ready condition, shown by the CLI.
+    let ready = graph(&s, "diamond");
+    assert_eq!(ready["conditions"][0]["type"], "Ready", "{ready}");
+    assert_eq!(ready["conditions"][0]["status"], "True", "{ready}");
+    let (ok, out, _) = s.cli(&["get", "graph", "diamond"], ADMIN);
+    assert!(
+        ok && out.contains("Ready              True   AllFunctionsReady"),
+        "{out}"
+    );
 
     let n = 400;
     let answers = send(&url, n);
@@ -393,6 +402,11 @@ fn bad_graphs_are_refused_naming_what_is_wrong() {
         (
             diamond(1).replacen("max_replicas: 2", "max_replicas: 5000", 1),
             "max_replicas",
+        ),
+        // Two replicas of each of 4 functions at 1 vCPU: never on 4 vCPUs.
+        (
+            diamond(1).replace("min_replicas: 1", "min_replicas: 2"),
+            "Unschedulable: the functions' min_replicas need 8 vCPUs together, the cluster has 4",
         ),
     ] {
         let (status, v) = s.put_yaml("/v1/graphs/diamond", ADMIN, &bad);
