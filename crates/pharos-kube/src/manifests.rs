@@ -106,17 +106,25 @@ pub fn manifests(o: &Options) -> Vec<Value> {
             "subjects": [{"kind": "ServiceAccount", "name": "pharos", "namespace": ns}],
         }));
     }
+    let mut kubernetes = json!({
+        "namespace": ns,
+        "image": o.learner_image,
+        // The `pharos` framework's learners (pharos-sgd) are in pharos's own image.
+        "images": {"pharos": o.image},
+        "check_nodes": o.node_check,
+    });
+    // Learners mount the data claim only where pods on other nodes can: a
+    // ReadWriteOnce claim is the server's alone (learners then keep their checkpoints in
+    // the pod, and a restarted pod starts over).
+    if o.access_mode == "ReadWriteMany" {
+        kubernetes["data_claim"] = json!("pharos-data");
+    }
     let config = json!({
         "listen": "0.0.0.0:8080",
         "data_dir": DATA,
         "backend": "kubernetes",
         "capacity": {"cpus": o.cpus, "memory": o.memory},
-        "kubernetes": {
-            "namespace": ns,
-            "image": o.learner_image,
-            "data_claim": "pharos-data",
-            "check_nodes": o.node_check,
-        },
+        "kubernetes": kubernetes,
     });
     let config_text = serde_saphyr::to_string(&config).unwrap_or_default();
     out.push(json!({
@@ -317,6 +325,17 @@ mod tests {
             serde_saphyr::from_str(cm["data"]["server.yaml"].as_str().unwrap()).unwrap();
         assert_eq!(cfg.backend, pharos_server::config::BackendKind::Kubernetes);
         assert_eq!(cfg.kubernetes.namespace.as_deref(), Some("pharos"));
+        // The training example's framework has its image; a ReadWriteOnce claim is
+        // not handed to learners that may run on other nodes, a ReadWriteMany one is.
+        assert_eq!(cfg.kubernetes.images["pharos"], "pharos:0.1.0");
+        assert_eq!(cfg.kubernetes.data_claim, None);
+        let rwx = manifests(&Options {
+            access_mode: "ReadWriteMany".into(),
+            ..Default::default()
+        });
+        let cm = rwx.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+        let cfg: pharos_server::ServerConfig =
+            serde_saphyr::from_str(cm["data"]["server.yaml"].as_str().unwrap()).unwrap();
         assert_eq!(cfg.kubernetes.data_claim.as_deref(), Some("pharos-data"));
         // Without the node check, nothing cluster-wide at all.
         let o = Options {
