@@ -109,7 +109,11 @@ try {
     await go("#/services", "services");
     const names = await page.$$eval("#services tbody tr[data-name]", rows => rows.map(r => r.dataset.name));
     check(names.includes(env.SERVICE), `the services list shows ${env.SERVICE}`);
+    const state = await page.textContent(`#services tbody tr[data-name="${env.SERVICE}"] td.state`);
+    check(["Ready", "Starting", "Waiting"].includes(state.trim()), `the services list says its state ("${state}")`);
     await go(`#/services/${env.SERVICE}`, "service");
+    const conds = await page.$$eval("#conditions tbody tr[data-condition]", r => r.map(x => x.dataset.condition));
+    check(conds.includes("Ready"), `the service page lists its conditions (${conds})`);
     const points = Number(await page.getAttribute('[data-chart="replicas"]', "data-points"));
     check(points >= 2, `the replica chart has ${points} samples`);
     check(await page.$('[data-chart="replicas"] canvas') !== null, "the replica chart is drawn");
@@ -149,6 +153,8 @@ try {
     check(graphNames.includes(env.GRAPH), `the graphs page shows ${env.GRAPH}`);
     const fns = await page.$$eval("section.graph tr[data-function]", rows => rows.map(r => r.dataset.function));
     check(fns.includes("only"), "the graph's functions are listed");
+    const graphConds = await page.$$eval("section.graph table.conditions tr[data-condition]", r => r.map(x => x.dataset.condition));
+    check(graphConds.includes("Ready"), `the graph's conditions are listed (${graphConds})`);
     await shot("graphs.png");
 
     // Tenant b sees its job and not a's, nor a's service.

@@ -100,18 +100,36 @@ async function cluster() {
 
 async function services() {
   main.innerHTML = `<h1>Inference services</h1><table id="services"><thead><tr>
-    <th>service</th><th class="num">ready</th><th class="num">starting</th><th class="num">target</th>
+    <th>service</th><th>state</th><th class="num">ready</th><th class="num">starting</th><th class="num">target</th>
     <th class="num">arrivals</th><th class="num">dropped</th><th class="num">in flight</th><th>SLO</th><th>router</th></tr></thead><tbody></tbody></table>`;
   const my = nav;
   const v = await api("/v1/services");
   still(my);
   $("#services tbody").innerHTML = v.services.map(s => `<tr data-name="${esc(s.name)}">
     <td><a href="#/services/${encodeURIComponent(s.name)}">${esc(s.name)}</a></td>
+    <td class="state" title="${esc(conditionText(s.conditions))}">${esc(stateWord(s.conditions))}</td>
     <td class="num">${s.ready_replicas}</td><td class="num">${s.starting_replicas}</td><td class="num">${s.target_replicas}</td>
     <td class="num">${s.counters.arrivals}</td><td class="num">${s.counters.dropped}</td><td class="num">${s.in_flight}</td>
     <td>p${s.spec.slo.percentile} &le; ${fmt(s.spec.slo.latency_s * 1000, 0)} ms</td><td>${esc(s.url)}</td></tr>`).join("")
-    || `<tr><td colspan="9" class="muted">no services</td></tr>`;
+    || `<tr><td colspan="10" class="muted">no services</td></tr>`;
   ready("services");
+}
+
+// A service's (or graph's) state in one word: its first condition that holds other
+// than Ready, else why it is or is not ready (as `pharos get services` says it).
+function stateWord(cs) {
+  cs = cs || [];
+  const other = cs.find(c => c.type !== "Ready" && c.status === "True");
+  if (other) { return other.type; }
+  const r = cs.find(c => c.type === "Ready");
+  return r ? (r.reason === "TargetReady" || r.reason === "AllFunctionsReady" ? "Ready" : r.reason) : "-";
+}
+function conditionText(cs) {
+  return (cs || []).map(c => `${c.type} ${c.status}: ${c.reason}: ${c.message}`).join("\n");
+}
+function conditionRows(cs) {
+  return (cs || []).map(c => `<tr data-condition="${esc(c.type)}"><td>${esc(c.type)}</td><td>${esc(c.status)}</td>
+    <td>${esc(c.reason)}</td><td>${esc(c.message)}</td></tr>`).join("");
 }
 
 async function graphs() {
@@ -122,7 +140,8 @@ async function graphs() {
   const ms = x => x == null ? "-" : fmt(x * 1000, 0);
   $("#graphs").innerHTML = v.graphs.map(g => {
     const c = g.counters, a = g.autoscaler || {};
-    return `<section class="graph" data-name="${esc(g.name)}"><h2>${esc(g.name)}</h2>
+    return `<section class="graph" data-name="${esc(g.name)}"><h2>${esc(g.name)} <span class="state">${esc(stateWord(g.conditions))}</span></h2>
+      <table class="conditions"><tbody>${conditionRows(g.conditions)}</tbody></table>
       <p>${esc(g.url)} (entry ${esc(g.entry)}): ${c.arrivals} requests, ${c.completions} completed,
       ${c.failed} failed (${c.dropped} dropped, ${c.timeouts} timed out, ${c.errors} errors);
       response mean ${ms(c.response_s.mean_s)} ms, p99 ${ms(c.response_s.p99_s)} ms.
@@ -151,6 +170,8 @@ async function service(name) {
     <th class="num">target</th><th class="num">ready</th><th class="num">starting</th><th class="num">queued</th>
     <th class="num">in flight</th><th class="num">last minute's arrivals</th><th class="num">free vCPUs</th><th>accept rate</th><th>policy's reasons</th></tr></thead><tbody></tbody></table>
     <h2>Events</h2><table id="events"><tbody></tbody></table>`;
+  $("#now").insertAdjacentHTML("afterend", `<h2>Conditions</h2><table id="conditions"><thead><tr><th>condition</th>
+    <th>status</th><th>reason</th><th>message</th></tr></thead><tbody></tbody></table>`);
   const my = nav;
   const enc = encodeURIComponent(name);
   const nowMin = Math.floor(Date.now() / 60000);
@@ -164,6 +185,7 @@ async function service(name) {
     <tr><td>SLO</td><td>p${s.spec.slo.percentile} latency &le; ${fmt(s.spec.slo.latency_s * 1000, 0)} ms</td></tr>
     <tr><td>requests</td><td>${s.counters.arrivals} arrived, ${s.counters.completed} completed, ${s.counters.dropped} dropped</td></tr>
     <tr><td>router</td><td>${esc(s.url)}</td></tr>`;
+  $("#conditions tbody").innerHTML = conditionRows(s.conditions);
   const pts = (h.services && h.services[name]) || [];
   const xs = pts.map(p => p.t_ms);
   const el = $("#charts");
