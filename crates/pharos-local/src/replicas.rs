@@ -908,7 +908,7 @@ mod tests {
         // The newest is kept; an older time maps to a length at or before it.
         assert_eq!(m.at(1_999_000), 20_000);
         let then = m.at(1_000_000);
-        assert!(then <= 10_010 && then >= 10_010 - 4 * 10 * 4, "{then}");
+        assert!((10_010 - 4 * 10 * 4..=10_010).contains(&then), "{then}");
         // Unchanged lengths and samples too close together add nothing.
         let n = m.0.len();
         m.note(2_000_000, 20_000);

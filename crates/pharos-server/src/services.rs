@@ -464,7 +464,8 @@ impl Services {
                 );
             }
         }
-        let gauges: [(&str, &str, fn(&Svc, &crate::router::Stats) -> f64); 5] = [
+        type Gauge = fn(&Svc, &crate::router::Stats) -> f64;
+        let gauges: [(&str, &str, Gauge); 5] = [
             (
                 "pharos_service_target_replicas",
                 "the autoscaler's target",

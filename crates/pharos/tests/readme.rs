@@ -24,6 +24,9 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// An output shown for a block: its name and lines.
+type Shown = (String, Vec<String>);
+
 #[derive(Debug)]
 struct Block {
     name: String,
@@ -34,7 +37,7 @@ struct Block {
 }
 
 /// (blocks to run, expected outputs by name, unmarked command blocks as line numbers).
-fn blocks(readme: &str) -> (Vec<Block>, Vec<(String, Vec<String>)>, Vec<usize>) {
+fn blocks(readme: &str) -> (Vec<Block>, Vec<Shown>, Vec<usize>) {
     let lines: Vec<&str> = readme.lines().collect();
     let (mut run, mut outputs, mut unmarked) = (Vec::new(), Vec::new(), Vec::new());
     let mut i = 0;
@@ -115,9 +118,9 @@ fn matches(pattern: &str, line: &str) -> bool {
 /// The block as bash runs it.
 fn script(b: &Block, bin: &Path) -> String {
     let bin = bin.display();
-    let mut s = format!(
+    let mut s = String::from(
         "set -euo pipefail\n\
-         __wait_http() {{ for _ in $(seq 600); do curl -s -o /dev/null \"$1\" && return 0; sleep 0.1; done; echo \"$1 never answered\" >&2; return 1; }}\n"
+         __wait_http() { for _ in $(seq 600); do curl -s -o /dev/null \"$1\" && return 0; sleep 0.1; done; echo \"$1 never answered\" >&2; return 1; }\n",
     );
     for line in &b.body {
         let mut l = line

@@ -83,7 +83,7 @@ pub(super) async fn service_logs(
         })?,
     };
     if let Some(s) = q.since_s
-        && !(s.is_finite() && s >= 0.0 && s <= 366.0 * 86_400.0)
+        && !(s.is_finite() && (0.0..=366.0 * 86_400.0).contains(&s))
     {
         return Err(ApiError::at(
             StatusCode::BAD_REQUEST,
