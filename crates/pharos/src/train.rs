@@ -204,7 +204,8 @@ fn show(c: &Client, id: &str, json: bool) -> Result<()> {
     );
     println!("  state:     {}", v["state"].as_str().unwrap_or(""));
     if let Some(code) = v["error_code"].as_str() {
-        println!("  error:     {code}");
+        let meaning = pharos_server::ErrorCode::parse(code).map_or("", |c| c.describe());
+        println!("  error:     {code} ({meaning}; docs/errors.md)");
     }
     println!("  message:   {}", v["message"].as_str().unwrap_or(""));
     println!(
@@ -226,6 +227,16 @@ fn show(c: &Client, id: &str, json: bool) -> Result<()> {
         "  results:   {}",
         v["directories"]["results"].as_str().unwrap_or("")
     );
+    println!("  conditions:");
+    for c in v["conditions"].as_array().into_iter().flatten() {
+        println!(
+            "    {:<10} {:<6} {}: {}",
+            c["type"].as_str().unwrap_or("?"),
+            c["status"].as_str().unwrap_or("?"),
+            c["reason"].as_str().unwrap_or("?"),
+            c["message"].as_str().unwrap_or("")
+        );
+    }
     println!("  history:");
     for h in v["status_history"].as_array().into_iter().flatten() {
         println!(

@@ -345,6 +345,12 @@ fn a_learner_that_always_crashes_fails_with_c201_after_max_restarts() {
     assert_eq!(j["attempt"], 3);
     let (ok, out, _) = s.cli(&["train", "show", &id.to_string()], ADMIN);
     assert!(ok && out.contains("C201"), "{out}");
+    // The code explained where it is shown.
+    assert!(
+        out.contains("error:     C201 (a learner crashed more than max_restarts times"),
+        "{out}"
+    );
+    assert!(out.contains("Failed     True   C201: "), "{out}");
 }
 
 #[test]
@@ -411,8 +417,15 @@ fn a_job_that_can_never_fit_is_refused_and_one_left_behind_by_a_smaller_cluster_
         !s.data().join(format!("jobs/{big}/state")).exists(),
         "job {big} was placed"
     );
+    assert_eq!(s.job(big)["conditions"][0]["reason"], "Unschedulable");
     let (ok, out, _) = s.cli(&["train", "show", &big.to_string()], ADMIN);
     assert!(ok && out.contains("waiting:   never fits"), "{out}");
+    assert!(
+        out.contains("Scheduled  False  Unschedulable: never fits"),
+        "{out}"
+    );
+    // A placed job's condition says so.
+    assert_eq!(s.job(hold)["conditions"][0]["reason"], "Placed");
 }
 
 /// A client as a user runs it: no token in its environment, its own configuration and

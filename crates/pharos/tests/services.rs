@@ -500,6 +500,46 @@ fn what_can_never_run_is_refused_and_what_cannot_run_now_says_why_without_hangin
     assert_eq!(v["waiting_count"], 1, "{v}");
 }
 
+/// AIAD raises a target by one a second while requests wait; a crash-looping
+/// service's target is held where it is, a merely slow one's is raised.
+#[test]
+fn a_crash_looping_service_gets_no_more_replicas() {
+    let s = Server::start(
+        "capacity: { cpus: 6 }\nautoscaler: { policy: aiad, params: { interval_s: 1, look_back_s: 2, upscale_delay_s: 1 } }",
+    );
+    let typo = "name: typo\ncommand: [/nonexistent/pharos-replicaa, --port, $PORT]\n\
+                slo: { latency_s: 0.1 }\nprocessing_time_s: 0.02\nmax_replicas: 3\nunavailable_timeout_s: 1\n";
+    let (status, v) = s.apply(typo);
+    assert_eq!(status, 201, "{v}");
+    let typo_url = v["url"].as_str().unwrap().to_string();
+    s.wait_service("typo", 20, "crash-looping", |v| {
+        condition(v, "CrashLoop").is_some()
+    });
+    let slow = spec("slow", 1, "")
+        .replace("'20'", "'300'")
+        .replace("max_replicas: 1", "max_replicas: 3");
+    let (status, v) = s.apply(&slow.replace("latency_s: 0.5", "latency_s: 0.1"));
+    assert_eq!(status, 201, "{v}");
+    let slow_url = v["url"].as_str().unwrap().to_string();
+    s.wait_service("slow", 30, "ready", |v| v["ready_replicas"] == 1);
+    let (a, b) = (Load::start(&typo_url, 2), Load::start(&slow_url, 2));
+    s.wait_service("slow", 30, "raised", |v| {
+        v["target_replicas"].as_u64() >= Some(2)
+    });
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        let v = s.service("typo");
+        assert_eq!(v["target_replicas"], 1, "{v}\n{}", s.service_events("typo"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.finish();
+    b.finish();
+    assert!(
+        s.service_events("typo")
+            .contains("its target is not raised")
+    );
+}
+
 #[test]
 fn pharos_load_takes_the_url_and_slo_from_the_service_and_metrics_count_its_requests() {
     let s = Server::start("capacity: { cpus: 2 }");

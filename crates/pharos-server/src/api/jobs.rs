@@ -24,7 +24,59 @@ pub(super) fn job_json(state: &AppState, job: &JobRow, position: Option<usize>) 
         "desired": job.desired,
         "wait_reason": job.wait_reason,
         "queue_position": position,
+        "conditions": job_conditions(job),
     })
+}
+
+/// A job's conditions, as a service's are stated: `Scheduled` (its gang placed, or why
+/// not: `Unschedulable` when it can never fit, else `Waiting`), and `Complete` or
+/// `Failed` (with the error code) once it has ended.
+pub(super) fn job_conditions(job: &JobRow) -> Vec<Value> {
+    let c = |kind: &str, status: bool, reason: &str, message: &str| json!({"type": kind, "status": if status { "True" } else { "False" }, "reason": reason, "message": message});
+    let mut out = Vec::new();
+    match job.state {
+        JobState::Queued => {
+            let why = job.wait_reason.as_deref().unwrap_or("not yet scheduled");
+            let reason = if why.starts_with("never fits") {
+                "Unschedulable"
+            } else if job.desired == Desired::Run {
+                "Waiting"
+            } else {
+                "Stopping"
+            };
+            out.push(c("Scheduled", false, reason, why));
+        }
+        JobState::Halted => out.push(c("Scheduled", false, "Halted", &job.message)),
+        _ => out.push(c(
+            "Scheduled",
+            true,
+            "Placed",
+            &format!("attempt {} placed", job.attempt),
+        )),
+    }
+    match job.state {
+        JobState::Completed => out.push(c("Complete", true, "Completed", &job.message)),
+        JobState::Failed => {
+            let code = job.error_code.as_deref().unwrap_or("");
+            let meaning = ErrorCode::parse(code).map(|e| e.describe()).unwrap_or("");
+            out.push(c(
+                "Failed",
+                true,
+                if code.is_empty() { "Failed" } else { code },
+                &format!(
+                    "{}{}",
+                    job.message,
+                    if meaning.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{code}: {meaning}]")
+                    }
+                ),
+            ));
+        }
+        _ => {}
+    }
+    out
 }
 
 /// 1-based position among the queued jobs of the same queue, in arrival order.
