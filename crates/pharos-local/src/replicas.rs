@@ -61,6 +61,8 @@ struct Replica {
     cpus: Option<f64>,
     /// A size its group refused (said once, not tried again until the size changes).
     refused: Option<f64>,
+    /// When its listeners were last looked at (see [`exposed`]).
+    checked: Instant,
 }
 
 impl Replica {
@@ -212,6 +214,7 @@ impl LocalReplicas {
                         adopted: true,
                         cpus,
                         refused: None,
+                        checked: Instant::now(),
                     });
                 }
                 _ => {
@@ -271,7 +274,7 @@ impl LocalReplicas {
             {
                 // Reachable from elsewhere, it would let clients bypass the router (its
                 // admission and accounting): stopped, as a failed start.
-                if let Some(addr) = exposed(r.file.port) {
+                if let Some(addr) = exposed(r.file.pid).first() {
                     let why = format!(
                         "replica {id} listens on {addr}, reachable from other machines past the router; \
                          it must listen on $HOST ({REPLICA_HOST}) only"
@@ -334,7 +337,11 @@ impl LocalReplicas {
     fn mark_logs(&self, g: &BTreeMap<String, Local>) {
         let now = now_ms();
         let mut marks = self.log_marks.lock_or_recover();
-        marks.retain(|(name, _), _| g.contains_key(name));
+        // Kept while the replica runs (a stopped one's log is read from its start).
+        marks.retain(|(name, id), _| {
+            g.get(name)
+                .is_some_and(|l| l.replicas.iter().any(|r| r.id == *id))
+        });
         for (name, l) in g {
             for r in &l.replicas {
                 if let Ok(m) = std::fs::metadata(self.log_of(name, r.id)) {
@@ -407,6 +414,20 @@ impl LocalReplicas {
                         r.id, w.spec.readiness_path, w.spec.ready_timeout_s
                     ));
                     r.stop();
+                }
+                // A ready replica that opens a listener past loopback later is stopped too.
+                Phase::Ready if r.checked.elapsed() >= EXPOSURE_CHECK => {
+                    r.checked = Instant::now();
+                    if let Some(addr) = exposed(r.file.pid).first() {
+                        let why = format!(
+                            "replica {} listens on {addr}, reachable from other machines past the router; \
+                             it must listen on $HOST ({REPLICA_HOST}) only",
+                            r.id
+                        );
+                        events.push(("exposed", why.clone()));
+                        failed = Some(why);
+                        r.stop();
+                    }
                 }
                 Phase::Draining if !w.in_flight.contains_key(&r.url()) => r.stop(),
                 Phase::Stopping if r.since.elapsed() > Duration::from_secs(5) => {
@@ -634,6 +655,7 @@ impl LocalReplicas {
             adopted: false,
             cpus: self.cpu_limits.as_ref().map(|_| spec.cpus),
             refused: None,
+            checked: Instant::now(),
         });
         Ok(id)
     }
@@ -734,31 +756,82 @@ fn report(r: &Replica) -> EngineReplica {
     }
 }
 
+/// How often a ready replica's listeners are looked at again.
+const EXPOSURE_CHECK: Duration = Duration::from_secs(10);
+
 /// The address replicas must listen on (`HOST` in their environment, `$HOST` in
 /// their command): the router, on this machine, is their only client.
 pub const REPLICA_HOST: &str = "127.0.0.1";
 
-/// A listening socket on `port` at an address other than loopback (`0.0.0.0`, `[::]`,
-/// a network's), if any, as `address:port`.
-fn exposed(port: u16) -> Option<String> {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|f| {
-        let text = std::fs::read_to_string(f).ok()?;
-        text.lines().skip(1).find_map(|line| {
-            let (addr, p) = listening_at(line)?;
-            (p == port && !addr.is_loopback())
-                .then(|| std::net::SocketAddr::new(addr, p).to_string())
+/// The listening sockets of the processes in session `session` (a replica leads its
+/// own) at an address other than loopback (`0.0.0.0`, `[::]`, a network's), as
+/// `address:port`: ports where clients could reach the replica past its router. (A
+/// guard against replicas that listen everywhere by default; a process that leaves the
+/// session escapes it - keeping hostile code off the network would take a network
+/// namespace.)
+fn exposed(session: i32) -> Vec<String> {
+    let mut inodes = std::collections::HashSet::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if session_of(pid) != Some(session) {
+            continue;
+        }
+        for fd in std::fs::read_dir(e.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Some(n) = std::fs::read_link(fd.path()).ok().and_then(|l| {
+                l.to_str()?
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
+            }) {
+                inodes.insert(n);
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(listening_at)
+                .filter(|(addr, _, inode)| !addr.is_loopback() && inodes.contains(inode))
+                .map(|(addr, p, _)| std::net::SocketAddr::new(addr, p).to_string())
+                .collect::<Vec<_>>()
         })
-    })
+        .collect()
 }
 
-/// The local address of a `/proc/net/tcp{,6}` line in the LISTEN state.
-fn listening_at(line: &str) -> Option<(std::net::IpAddr, u16)> {
-    let mut f = line.split_whitespace();
-    let local = f.nth(1)?;
-    let state = f.nth(1)?;
-    if state != "0A" {
+/// The session id of process `pid` (field 6 of its stat).
+fn session_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command in parentheses: state, ppid, pgrp, session.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+/// The local address and socket inode of a `/proc/net/tcp{,6}` line in the LISTEN
+/// state.
+fn listening_at(line: &str) -> Option<(std::net::IpAddr, u16, u64)> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+    if *state != "0A" {
         return None;
     }
+    let inode: u64 = inode.parse().ok()?;
     let (hex, port) = local.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     // Each 32-bit word of the address (network order) is printed as a native integer.
@@ -776,7 +849,7 @@ fn listening_at(line: &str) -> Option<(std::net::IpAddr, u16)> {
         }
         _ => return None,
     };
-    Some((addr, port))
+    Some((addr, port, inode))
 }
 
 /// After a failed start, the next waits 1 s, 2 s, 4 s, ... up to five minutes (as
@@ -923,26 +996,36 @@ mod tests {
         let private = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let open4 = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
-        assert_eq!(exposed(port(&private)), None);
-        assert_eq!(
-            exposed(port(&open4)),
-            Some(format!("0.0.0.0:{}", port(&open4)))
+        // SAFETY: getsid(0) asks for this process's own session.
+        let me = unsafe { libc::getsid(0) };
+        let found = exposed(me);
+        assert!(
+            found.contains(&format!("0.0.0.0:{}", port(&open4))),
+            "{found:?}"
+        );
+        assert!(
+            !found
+                .iter()
+                .any(|a| a.ends_with(&format!(":{}", port(&private))))
         );
         if let Ok(open6) = std::net::TcpListener::bind("[::]:0") {
-            assert_eq!(
-                exposed(port(&open6)),
-                Some(format!("[::]:{}", port(&open6)))
-            );
+            assert!(exposed(me).contains(&format!("[::]:{}", port(&open6))));
         }
         if let Ok(private6) = std::net::TcpListener::bind("[::1]:0") {
-            assert_eq!(exposed(port(&private6)), None);
+            let p = port(&private6);
+            assert!(!exposed(me).iter().any(|a| a.ends_with(&format!(":{p}"))));
         }
+        // Another session's listeners are not this one's.
+        assert!(!exposed(i32::MAX).contains(&format!("0.0.0.0:{}", port(&open4))));
         // A connected socket is not a listener.
         let line = "   0: 0100007F:1F90 0100007F:D2A4 01 00000000:00000000 00:00000000 00000000  1000        0 1";
         assert_eq!(listening_at(line), None);
-        let line = "   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1";
-        let (addr, port) = listening_at(line).unwrap();
-        assert_eq!((addr.to_string(), port), ("0.0.0.0".to_string(), 8080));
+        let line = "   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77";
+        let (addr, port, inode) = listening_at(line).unwrap();
+        assert_eq!(
+            (addr.to_string(), port, inode),
+            ("0.0.0.0".to_string(), 8080, 77)
+        );
     }
 
     #[tokio::test]

@@ -105,3 +105,18 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         }
     }
 }
+
+/// Whether the request's bearer token is an admin's (for what public endpoints show to
+/// the admin only, without refusing others).
+pub async fn is_admin(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    let Some(token) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return false;
+    };
+    matches!(state.store.principal(&hash_token(token)).await, Ok(Some(p)) if p.admin)
+}

@@ -144,6 +144,17 @@ impl Svc {
         });
     }
 
+    /// What an autoscaler's target `t` may be: replicas that cannot start are not asked
+    /// for in greater numbers while the crash loop lasts (but a service at zero may go
+    /// to one, so that it is tried again).
+    fn allowed_target(&self, t: u32) -> u32 {
+        if self.remote.failing.is_some() {
+            t.min(self.target.max(1))
+        } else {
+            t
+        }
+    }
+
     /// A new target: a raise is measured until it serves; a cut forgets the raises it
     /// undoes.
     fn set_target(&mut self, t: u32) {
@@ -398,26 +409,41 @@ impl Services {
             out,
             "pharos_service_requests_total",
             "counter",
-            "requests that reached the service's router, by outcome (arrived counts each once; the others are what became of them)",
+            "requests that reached the service's router: arrived counts each once, the other outcomes say what became of them (each request at most one; the rest are queued or in flight)",
         );
         for (s, st) in &stats {
             let c = &st.counters;
             let n = &s.spec.name;
+            // `dropped` counts the admission's and the unavailable ones too: here it is
+            // the full queue's alone.
+            let queue_full = c.dropped.saturating_sub(c.rejected + c.unavailable);
             for (outcome, v) in [
                 ("arrived", c.arrivals),
                 ("completed", c.completed),
                 ("failed", c.failed),
-                ("dropped", c.dropped),
+                ("dropped", queue_full),
                 ("rejected", c.rejected),
                 ("timed_out", c.timeouts),
                 ("unavailable", c.unavailable),
-                ("over_slo", c.over_slo),
             ] {
                 let _ = writeln!(
                     out,
                     "pharos_service_requests_total{{service=\"{n}\",outcome=\"{outcome}\"}} {v}"
                 );
             }
+        }
+        family(
+            out,
+            "pharos_service_requests_over_slo_total",
+            "counter",
+            "completed requests slower than the service's SLO latency",
+        );
+        for (s, st) in &stats {
+            let _ = writeln!(
+                out,
+                "pharos_service_requests_over_slo_total{{service=\"{}\"}} {}",
+                s.spec.name, st.counters.over_slo
+            );
         }
         family(
             out,

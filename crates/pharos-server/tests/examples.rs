@@ -14,6 +14,12 @@ fn example_server_configuration_loads() {
     assert_eq!(cfg.queues.len(), 2);
     assert_eq!(cfg.queues[1].quota.get("cpu"), Some(&1.0));
     assert_eq!(cfg.capacity.cpus, 2.0);
+    // The live graphs' server: a pool the diamond's five functions fit.
+    let graphs =
+        pharos_server::ServerConfig::load(Some(&repo().join("examples/server-graphs.yaml")))
+            .unwrap();
+    graphs.validate().unwrap();
+    assert!(graphs.capacity.cpus >= 5.0);
     // Unknown settings are refused, naming the setting.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");

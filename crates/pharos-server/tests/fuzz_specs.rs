@@ -398,7 +398,13 @@ fn changes(fields: Fields) -> impl Strategy<Value = Vec<(&'static str, String)>>
 
 /// The line a YAML-layer error points at (`line N column M`).
 fn error_line(e: &str) -> Option<usize> {
-    let rest = &e[e.find("error: line ")? + 12..];
+    // serde's `error: line L column C: ...`, or a spec's own `spec:L:C: ...`.
+    let rest = match e.find("error: line ") {
+        Some(i) => &e[i + 12..],
+        None => e
+            .strip_prefix("spec:")
+            .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))?,
+    };
     rest[..rest.find(|c: char| !c.is_ascii_digit())?]
         .parse()
         .ok()
@@ -415,7 +421,9 @@ fn names_a_changed_field(
     if let Some(l) = error_line(err) {
         return changed.iter().any(|p| lines.get(p) == Some(&l));
     }
-    // `field: problem`, `field, other: problem`; `command[2]`, `evaluation_metrics.type`.
+    // `field: problem`, `field, other: problem`; `command[2]`, `evaluation_metrics.type`
+    // (a spec's after its source's name, `spec: `).
+    let err = err.strip_prefix("spec: ").unwrap_or(err);
     let head = err.split(": ").next().unwrap_or("");
     changed.iter().any(|p| {
         head.split(", ")

@@ -89,8 +89,9 @@ pub struct Client {
     /// Where the token came from, for the advice on a 401.
     token_source: String,
     pub agent: ureq::Agent,
-    /// The context could not be read: said with the first error.
-    config_error: Option<String>,
+    /// A configuration that does not read, or a context named by --context or
+    /// PHAROS_CONTEXT that is not in it: every call fails with it.
+    refused: Option<String>,
 }
 
 impl Client {
@@ -109,6 +110,9 @@ impl Client {
             Ok(ctx) => (ctx, None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
+        // A context asked for by name must be there, and the configuration must read:
+        // nothing is sent elsewhere instead.
+        let refused = config_error;
         let url = c
             .url
             .clone()
@@ -123,16 +127,15 @@ impl Client {
         } else if let Some((n, x)) = context.filter(|(_, x)| x.url.trim_end_matches('/') == url) {
             (Some(x.token), format!("context {n} of {}", path.display()))
         } else {
-            let file = crate::login::local_admin_token_file(&url);
-            match std::fs::read_to_string(&file) {
-                Ok(t) => (
-                    Some(t.trim().to_string()),
-                    format!("the local server's {}", file.display()),
-                ),
-                Err(_) => (
-                    None,
-                    format!("no context, and no {} readable", file.display()),
-                ),
+            match crate::login::local_admin_token_file(&url) {
+                Ok(file) => match std::fs::read_to_string(&file) {
+                    Ok(t) => (
+                        Some(t.trim().to_string()),
+                        format!("the local server's {}", file.display()),
+                    ),
+                    Err(e) => (None, format!("none ({}: {e})", file.display())),
+                },
+                Err(why) => (None, format!("none (no context, and {why})")),
             }
         };
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -144,12 +147,23 @@ impl Client {
             token,
             token_source,
             agent,
-            config_error,
+            refused,
         }
     }
 
-    pub fn auth(&self) -> String {
-        format!("Bearer {}", self.token.as_deref().unwrap_or(""))
+    /// Fails when the configuration or the context named cannot be used.
+    fn usable(&self) -> Result<()> {
+        match &self.refused {
+            Some(e) => bail!("{e}"),
+            None => Ok(()),
+        }
+    }
+
+    /// The Authorization header's value; an error when a context was named and cannot
+    /// be used.
+    pub fn auth(&self) -> Result<String> {
+        self.usable()?;
+        Ok(format!("Bearer {}", self.token.as_deref().unwrap_or("")))
     }
 
     pub fn check(&self, resp: ureq::http::Response<ureq::Body>) -> Result<Value> {
@@ -189,9 +203,6 @@ impl Client {
              --token or PHAROS_TOKEN; a server makes its admin token in its data \
              directory's admin-token file, and `pharos token create TENANT` makes a tenant's",
         );
-        if let Some(e) = &self.config_error {
-            a.push_str(&format!("\nthe client configuration was not used: {e}"));
-        }
         a
     }
 
@@ -199,7 +210,7 @@ impl Client {
         let resp = self
             .agent
             .get(format!("{}{path}", self.url))
-            .header("Authorization", self.auth())
+            .header("Authorization", self.auth()?)
             .call()
             .with_context(|| format!("reaching the server at {}", self.url))?;
         self.check(resp)
@@ -214,7 +225,7 @@ impl Client {
             _ => self.agent.post(url),
         };
         let resp = req
-            .header("Authorization", self.auth())
+            .header("Authorization", self.auth()?)
             .content_type("application/json")
             .send(text.as_bytes())
             .with_context(|| format!("reaching the server at {}", self.url))?;
@@ -225,7 +236,7 @@ impl Client {
         let resp = self
             .agent
             .delete(format!("{}{path}", self.url))
-            .header("Authorization", self.auth())
+            .header("Authorization", self.auth()?)
             .call()
             .with_context(|| format!("reaching the server at {}", self.url))?;
         self.check(resp)

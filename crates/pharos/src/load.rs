@@ -203,7 +203,14 @@ fn target(a: &LoadArgs) -> Result<Target> {
 }
 
 pub fn load(a: LoadArgs) -> Result<()> {
-    anyhow::ensure!(a.speedup > 0.0, "--speedup must be positive");
+    anyhow::ensure!(
+        (1e-3..=1e6).contains(&a.speedup),
+        "--speedup must be 0.001-1000000"
+    );
+    anyhow::ensure!(
+        a.timeout_s > 0.0 && a.timeout_s <= 86_400.0,
+        "--timeout-s must be above 0 and at most 86400"
+    );
     anyhow::ensure!(a.rate_scale >= 0.0, "--rate-scale must not be negative");
     if let Some(u) = &a.url
         && !u.starts_with("http://")

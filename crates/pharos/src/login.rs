@@ -137,16 +137,23 @@ fn host_port(url: &str) -> Option<&str> {
     rest.split('/').next().filter(|h| !h.is_empty())
 }
 
-/// Records, for clients of the same user, that the server listening on `listen` keeps
-/// its data (and its admin token, if it made one) in `data_dir`. Best effort: a server
-/// without a writable home still runs.
+/// Records, for clients of the same user, that the server listening on `listen` (this
+/// process) keeps its data (and its admin token, if it made one) in `data_dir`. Best
+/// effort: a server without a writable home still runs.
 pub fn record_server(listen: &str, data_dir: &Path) {
     let Some(dir) = servers_dir() else { return };
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(record_name(listen));
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, data_dir.display().to_string())?;
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            record_name(listen),
+            std::process::id()
+        ));
+        std::fs::write(
+            &tmp,
+            format!("{}\n{}\n", data_dir.display(), std::process::id()),
+        )?;
         std::fs::rename(&tmp, &path)
     };
     if let Err(e) = write() {
@@ -154,29 +161,51 @@ pub fn record_server(listen: &str, data_dir: &Path) {
     }
 }
 
-/// The admin token file of the server at `url`, if a server on this machine recorded
-/// its data directory; else the default data directory's.
-pub fn local_admin_token_file(url: &str) -> PathBuf {
-    let recorded = servers_dir().zip(host_port(url)).and_then(|(dir, hp)| {
-        let mut names = vec![record_name(hp)];
-        // A server listening on every address is reached at 127.0.0.1 or localhost.
-        if let Some((host, port)) = hp.rsplit_once(':')
-            && ["127.0.0.1", "localhost"].contains(&host)
-        {
-            names.push(record_name(&format!("0.0.0.0:{port}")));
-            names.push(record_name(&format!("127.0.0.1:{port}")));
-        }
-        names
-            .iter()
-            .find_map(|n| std::fs::read_to_string(dir.join(n)).ok())
-    });
-    let data_dir = match recorded {
-        Some(d) => PathBuf::from(d.trim()),
-        None => std::env::var_os("PHAROS_DATA_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(pharos_server::config::default_data_dir),
-    };
-    data_dir.join("admin-token")
+/// Whether `pid` is a live process of this user (the server that wrote a record, not a
+/// stranger on its port after it stopped).
+fn mine_and_alive(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    pid > 0 && std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == me)
+}
+
+/// The admin token file of the server at `url`, when that is a server of this user on
+/// this machine that recorded its data directory and still runs: the token goes to
+/// loopback only, and only to the process that made it.
+pub fn local_admin_token_file(url: &str) -> Result<PathBuf, String> {
+    let hp = host_port(url).ok_or("the URL names no host")?;
+    let (host, port) = hp.rsplit_once(':').ok_or("the URL names no port")?;
+    if !["127.0.0.1", "localhost", "[::1]"].contains(&host) {
+        return Err(format!("{host} is not this machine's loopback"));
+    }
+    let dir = servers_dir().ok_or("no home directory")?;
+    let names = [
+        record_name(hp),
+        record_name(&format!("127.0.0.1:{port}")),
+        record_name(&format!("0.0.0.0:{port}")),
+    ];
+    let record = names
+        .iter()
+        .find_map(|n| std::fs::read_to_string(dir.join(n)).ok())
+        .ok_or_else(|| {
+            format!(
+                "no server of yours recorded for port {port} in {}",
+                dir.display()
+            )
+        })?;
+    let mut lines = record.lines();
+    let data_dir = lines.next().unwrap_or("").trim();
+    let pid: i32 = lines
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    if !mine_and_alive(pid) {
+        return Err(format!(
+            "the server of yours recorded for port {port} (pid {pid}) no longer runs"
+        ));
+    }
+    Ok(PathBuf::from(data_dir).join("admin-token"))
 }
 
 #[derive(clap::Subcommand)]

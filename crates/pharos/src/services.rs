@@ -597,7 +597,7 @@ pub fn logs(cmd: LogsCommand, conn: &Conn) -> Result<()> {
     let resp = c
         .agent
         .get(format!("{}/v1/services/{name}/logs?{}", c.url, q.join("&")))
-        .header("Authorization", c.auth())
+        .header("Authorization", c.auth()?)
         .call()
         .with_context(|| format!("reaching the server at {}", c.url))?;
     if !resp.status().is_success() {

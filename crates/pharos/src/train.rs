@@ -113,7 +113,7 @@ fn submit(
         pharos_engine::yaml::parse(&String::from_utf8_lossy(&text), &name)?;
     m.validate().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     let url = format!("{}/v1/models", c.url);
-    let mut req = c.agent.post(url).header("Authorization", c.auth());
+    let mut req = c.agent.post(url).header("Authorization", c.auth()?);
     if let Some(k) = idempotency_key {
         req = req.header("Idempotency-Key", k);
     }
@@ -262,7 +262,7 @@ fn logs(c: &Client, id: &str, learner: u32, follow: bool) -> Result<()> {
                 c.url,
                 id_path(id)
             ))
-            .header("Authorization", c.auth())
+            .header("Authorization", c.auth()?)
             .call()
             .with_context(|| format!("reaching the server at {}", c.url))?;
         if !resp.status().is_success() {

@@ -250,7 +250,7 @@ fn a_diamond_routes_by_its_probabilities_and_its_counters_add_up() {
     );
     let (ok, out, _) = s.cli(&["get", "graphs"], ADMIN);
     assert!(ok && out.contains("diamond") && out.contains(&url), "{out}");
-    let (_, m) = s.request("GET", "/metrics", None, None);
+    let (_, m) = s.request("GET", "/metrics", Some(ADMIN), None);
     let m = m.as_str().unwrap_or_default().to_string();
     assert!(
         m.contains("pharos_graph_requests_total{graph=\"diamond\",outcome=\"completed\"} 50"),

@@ -134,9 +134,10 @@ fn script(b: &Block, bin: &Path) -> String {
         let background = l
             .match_indices(" &")
             .map(|(i, _)| i)
-            .find(|&i| !l[i + 2..].starts_with('&'));
+            .find(|&i| !l[i + 2..].starts_with(['&', '>']));
         if let Some(at) = background {
             let (cmd, rest) = l.split_at(at + 2);
+            // (The README's servers listen on the default address.)
             let wait = if cmd.contains("pharos server") {
                 Some("__wait_http http://127.0.0.1:8080/healthz;".to_string())
             } else {

@@ -486,6 +486,38 @@ fn the_cli_finds_the_local_token_keeps_contexts_and_says_what_to_do_on_401() {
     // Found through the record the server left: the same user needs no token.
     let (ok, out, err) = bare_cli(&home, &["get", "services", "--url", &url]);
     assert!(ok && out.contains("NAME"), "{out}{err}");
+    // The admin token goes to that server only: not to another address, and not to a
+    // stranger on the port once the recorded server is gone.
+    let admin_token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let sent = |host: &str, record_pid: Option<&str>| -> String {
+        let l = std::net::TcpListener::bind((host, 0)).unwrap();
+        let p = l.local_addr().unwrap().port();
+        if let Some(pid) = record_pid {
+            std::fs::write(
+                home.join(format!("state/pharos/servers/127.0.0.1_{p}")),
+                format!("{}\n{pid}\n", data.display()),
+            )
+            .unwrap();
+        }
+        let seen = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let _ = c.write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        bare_cli(
+            &home,
+            &["get", "services", "--url", &format!("http://{host}:{p}")],
+        );
+        seen.join().unwrap()
+    };
+    assert!(!sent("127.0.0.2", None).contains(admin_token.trim()));
+    assert!(!sent("127.0.0.1", Some("999999999")).contains(admin_token.trim()));
+    // (The check itself: a record naming a live process of this user is believed.)
+    let me = std::process::id().to_string();
+    assert!(sent("127.0.0.1", Some(&me)).contains(admin_token.trim()));
     // Elsewhere (another user's state): a 401 that says what to do.
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
@@ -565,6 +597,9 @@ fn the_cli_finds_the_local_token_keeps_contexts_and_says_what_to_do_on_401() {
     assert!(ok);
     let (ok, token, err) = bare_cli(&other, &["token", "create", "--tenant", "bob"]);
     assert!(ok && token.trim().starts_with("pht_"), "{err}");
+    // A context named that is not there: nothing is sent anywhere else.
+    let (ok, _, err) = bare_cli(&other, &["get", "services", "--context", "prdo"]);
+    assert!(!ok && err.contains("no context \"prdo\""), "{err}");
     let (ok, _, err) = bare_cli(&other, &["context", "use", "nope"]);
     assert!(
         !ok && err.contains("no context \"nope\"") && err.contains("alice, ops"),

@@ -576,7 +576,15 @@ fn pharos_load_takes_the_url_and_slo_from_the_service_and_metrics_count_its_requ
 
     // The service's Prometheus metrics count what the router saw.
     let st = s.service("echo");
-    let (status, text) = s.request("GET", "/metrics", None, None);
+    // Without a token, totals only: tenants' service names are not shown to anyone.
+    let (status, public) = s.request("GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    let public = public.as_str().unwrap_or("").to_string();
+    assert!(
+        public.contains("pharos_http_requests_total") && !public.contains("echo"),
+        "{public}"
+    );
+    let (status, text) = s.request("GET", "/metrics", Some(ADMIN), None);
     assert_eq!(status, 200);
     let text = text.as_str().unwrap_or("").to_string();
     let metric = |line: &str| -> f64 {
@@ -894,7 +902,7 @@ fn load_history_is_imported_recorded_kept_over_a_kill_and_learned_from() {
         assert!(q90 >= q50 - 1e-9, "{f}");
     }
     assert!(s.service_events("svc").contains("forecast-fitted"));
-    let (_, metrics) = s.request("GET", "/metrics", None, None);
+    let (_, metrics) = s.request("GET", "/metrics", Some(ADMIN), None);
     assert!(
         metrics
             .as_str()

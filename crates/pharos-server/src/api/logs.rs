@@ -169,7 +169,12 @@ pub(super) async fn job_metrics(
     Ok(Json(json!(m)))
 }
 
-pub(super) async fn prometheus(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
+/// The server's metrics. Without a token: totals over every tenant only; with an admin
+/// token, also each service's, graph's and function's (their names are tenants').
+pub(super) async fn prometheus(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     use std::fmt::Write;
     let m = &state.metrics;
     let mut out = String::new();
@@ -239,6 +244,9 @@ pub(super) async fn prometheus(State(state): State<Arc<AppState>>) -> ApiResult<
             out,
             "# HELP pharos_services_loop_period_seconds the services loop's period (pass start to pass start) over its last passes\n# TYPE pharos_services_loop_period_seconds gauge\npharos_services_loop_period_seconds{{quantile=\"0.5\"}} {p50}\npharos_services_loop_period_seconds{{quantile=\"0.99\"}} {p99}\npharos_services_loop_period_seconds{{quantile=\"1\"}} {max}"
         );
+    }
+    if !crate::auth::is_admin(&state, &headers).await {
+        return Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response());
     }
     let forecasts = state.services.next_minute_forecasts().await;
     if !forecasts.is_empty() {

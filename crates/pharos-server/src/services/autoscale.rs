@@ -247,11 +247,7 @@ pub(super) fn autoscale(state: &AppState, g: &mut Inner, events: &mut Events) {
     g.last_call_ms = Some(now_ms());
     for (i, n) in names.iter().enumerate() {
         let s = g.svcs.get_mut(n).expect("listed");
-        let mut t = step.targets[i];
-        if s.remote.failing.is_some() {
-            // Replicas that cannot start are not asked for in greater numbers.
-            t = t.min(s.target);
-        }
+        let t = s.allowed_target(step.targets[i]);
         if t != s.target {
             events.push((
                 n.clone(),

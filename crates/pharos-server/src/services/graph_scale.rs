@@ -220,6 +220,7 @@ pub(super) fn autoscale_graphs(
                 let resizes = state.services.engine_resizes();
                 for (n, (reps, size)) in names.iter().zip(done.targets.into_iter().flatten()) {
                     let Some(s) = g.svcs.get_mut(n) else { continue };
+                    let reps = s.allowed_target(reps);
                     // The policy's size is within the function's range (fit_decision).
                     if resizes && size.is_finite() && size > 0.0 && (size - s.cpus()).abs() > 1e-6 {
                         events.push((

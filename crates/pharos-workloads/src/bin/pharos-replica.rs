@@ -289,8 +289,12 @@ fn main() {
             .with_state(replica);
         // HOST (the local backend gives 127.0.0.1, behind its router); a container's
         // default is every address.
-        let host = std::env::var("HOST").unwrap_or_else(|_| "0.0.0.0".into());
-        let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
+        // (Only an address: some shells export HOST as the machine's name.)
+        let host: std::net::IpAddr = std::env::var("HOST")
+            .ok()
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        let listener = tokio::net::TcpListener::bind((host, port)).await?;
         axum::serve(listener, app).await
     });
     if let Err(e) = result {
