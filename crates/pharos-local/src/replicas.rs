@@ -70,6 +70,16 @@ impl Replica {
         format!("http://127.0.0.1:{}", self.file.port)
     }
 
+    /// Why it may not serve, if it listens past loopback (see [`exposed`]).
+    fn exposure(&self) -> Option<String> {
+        let addr = exposed(self.file.pid).into_iter().next()?;
+        Some(format!(
+            "replica {} listens on {addr}, reachable from other machines past the router; \
+             it must listen on $HOST ({REPLICA_HOST}) only",
+            self.id
+        ))
+    }
+
     fn stop(&mut self) {
         signal_group(self.file.pid, libc::SIGTERM);
         self.phase = Phase::Stopping;
@@ -274,11 +284,7 @@ impl LocalReplicas {
             {
                 // Reachable from elsewhere, it would let clients bypass the router (its
                 // admission and accounting): stopped, as a failed start.
-                if let Some(addr) = exposed(r.file.pid).first() {
-                    let why = format!(
-                        "replica {id} listens on {addr}, reachable from other machines past the router; \
-                         it must listen on $HOST ({REPLICA_HOST}) only"
-                    );
+                if let Some(why) = r.exposure() {
                     r.stop();
                     events
                         .entry(name.clone())
@@ -418,12 +424,7 @@ impl LocalReplicas {
                 // A ready replica that opens a listener past loopback later is stopped too.
                 Phase::Ready if r.checked.elapsed() >= EXPOSURE_CHECK => {
                     r.checked = Instant::now();
-                    if let Some(addr) = exposed(r.file.pid).first() {
-                        let why = format!(
-                            "replica {} listens on {addr}, reachable from other machines past the router; \
-                             it must listen on $HOST ({REPLICA_HOST}) only",
-                            r.id
-                        );
+                    if let Some(why) = r.exposure() {
                         events.push(("exposed", why.clone()));
                         failed = Some(why);
                         r.stop();

@@ -202,16 +202,7 @@ fn render(cmd: GetCommand, c: &Client) -> Result<String> {
                 ms_of(&r["mean_s"]),
                 ms_of(&r["p99_s"])
             );
-            for c in v["conditions"].as_array().into_iter().flatten() {
-                wln!(
-                    o,
-                    "  {:<18} {:<6} {}: {}",
-                    c["type"].as_str().unwrap_or("?"),
-                    c["status"].as_str().unwrap_or("?"),
-                    c["reason"].as_str().unwrap_or("?"),
-                    c["message"].as_str().unwrap_or("")
-                );
-            }
+            conditions(&mut o, &v["conditions"], "  ", 18);
             wln!(
                 o,
                 "  {:<20} {:>6} {:>7} {:>6} {:>9} {:>9} {:>7} {:>8}",
@@ -431,16 +422,7 @@ fn render(cmd: GetCommand, c: &Client) -> Result<String> {
                 );
             }
             wln!(o, "  conditions:");
-            for c in v["conditions"].as_array().into_iter().flatten() {
-                wln!(
-                    o,
-                    "    {:<18} {:<6} {}: {}",
-                    c["type"].as_str().unwrap_or("?"),
-                    c["status"].as_str().unwrap_or("?"),
-                    c["reason"].as_str().unwrap_or("?"),
-                    c["message"].as_str().unwrap_or("")
-                );
-            }
+            conditions(&mut o, &v["conditions"], "    ", 18);
             wln!(o, "  events:");
             for e in v["events"].as_array().into_iter().flatten() {
                 wln!(
@@ -454,6 +436,20 @@ fn render(cmd: GetCommand, c: &Client) -> Result<String> {
         }
     }
     Ok(o)
+}
+
+/// One line per condition: its type (padded to `width`), status, reason and message.
+pub fn conditions(o: &mut String, list: &serde_json::Value, indent: &str, width: usize) {
+    for c in list.as_array().into_iter().flatten() {
+        wln!(
+            o,
+            "{indent}{:<width$} {:<6} {}: {}",
+            c["type"].as_str().unwrap_or("?"),
+            c["status"].as_str().unwrap_or("?"),
+            c["reason"].as_str().unwrap_or("?"),
+            c["message"].as_str().unwrap_or("")
+        );
+    }
 }
 
 /// Seconds as milliseconds to one decimal; `-` when there are none.

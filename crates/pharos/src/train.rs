@@ -228,15 +228,9 @@ fn show(c: &Client, id: &str, json: bool) -> Result<()> {
         v["directories"]["results"].as_str().unwrap_or("")
     );
     println!("  conditions:");
-    for c in v["conditions"].as_array().into_iter().flatten() {
-        println!(
-            "    {:<10} {:<6} {}: {}",
-            c["type"].as_str().unwrap_or("?"),
-            c["status"].as_str().unwrap_or("?"),
-            c["reason"].as_str().unwrap_or("?"),
-            c["message"].as_str().unwrap_or("")
-        );
-    }
+    let mut lines = String::new();
+    crate::services::conditions(&mut lines, &v["conditions"], "    ", 10);
+    print!("{lines}");
     println!("  history:");
     for h in v["status_history"].as_array().into_iter().flatten() {
         println!(

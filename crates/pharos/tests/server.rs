@@ -544,18 +544,20 @@ fn the_cli_finds_the_local_token_keeps_contexts_and_says_what_to_do_on_401() {
     );
 
     // Contexts: log in with the admin token, make a tenant's, log in as the tenant.
-    let admin_file = data.join("admin-token");
-    let (ok, out, err) = bare_cli(
-        &other,
-        &[
-            "login",
-            &url,
-            "--token-file",
-            admin_file.to_str().unwrap(),
-            "--name",
-            "ops",
-        ],
-    );
+    let login = |file: &Path, name: &str| {
+        bare_cli(
+            &other,
+            &[
+                "login",
+                &url,
+                "--token-file",
+                file.to_str().unwrap(),
+                "--name",
+                name,
+            ],
+        )
+    };
+    let (ok, out, err) = login(&data.join("admin-token"), "ops");
     assert!(
         ok && out.contains("with an admin token (context ops"),
         "{out}{err}"
@@ -570,17 +572,7 @@ fn the_cli_finds_the_local_token_keeps_contexts_and_says_what_to_do_on_401() {
     assert!(ok && token.trim().starts_with("pht_"), "{token}{err}");
     let alice_file = other.join("alice.token");
     std::fs::write(&alice_file, token.trim()).unwrap();
-    let (ok, out, err) = bare_cli(
-        &other,
-        &[
-            "login",
-            &url,
-            "--token-file",
-            alice_file.to_str().unwrap(),
-            "--name",
-            "alice",
-        ],
-    );
+    let (ok, out, err) = login(&alice_file, "alice");
     assert!(
         ok && out.contains("as tenant alice (context alice"),
         "{out}{err}"
@@ -607,17 +599,7 @@ fn the_cli_finds_the_local_token_keeps_contexts_and_says_what_to_do_on_401() {
     );
     // A token that does not check out is not kept.
     std::fs::write(&alice_file, "pht_not-a-real-token").unwrap();
-    let (ok, _, err) = bare_cli(
-        &other,
-        &[
-            "login",
-            &url,
-            "--token-file",
-            alice_file.to_str().unwrap(),
-            "--name",
-            "bad",
-        ],
-    );
+    let (ok, _, err) = login(&alice_file, "bad");
     assert!(!ok && err.contains("401"), "{err}");
     let (_, out, _) = bare_cli(&other, &["context", "list"]);
     assert!(!out.contains("bad"), "{out}");
