@@ -78,6 +78,18 @@ impl GangScheduler {
         }
     }
 
+    /// Where a pending job that has attained no service yet ranks among the pending
+    /// jobs: they are considered by this rank (higher first), then by submission time,
+    /// then by id - an order that does not change while they wait, so a caller may keep
+    /// them sorted and hand the scheduler only the first ones.
+    pub fn waiting_rank(&self, priority: i32) -> i64 {
+        match self.params.order {
+            // By duration: unknown to a server, so submission order.
+            Order::Sjf => 0,
+            _ => self.rank(priority, 0.0),
+        }
+    }
+
     /// GPU models to try for a job, in order.
     /// By default the models with the most free GPUs first (then by name).
     fn models(&self, view: &SchedView<'_>, job: Option<&PendingJob>, free: &[Free]) -> Vec<String> {

@@ -38,6 +38,12 @@ pub struct ServerConfig {
     pub max_upload_bytes: usize,
     /// How often the controller looks at every job, milliseconds.
     pub tick_ms: u64,
+    /// A scheduling decision considers the first this many waiting jobs of each queue
+    /// (in the queue's order); the others wait their turn ("not yet scheduled").
+    pub schedule_window: usize,
+    /// Several servers on one PostgreSQL: one leader at a time runs the controller and
+    /// the autoscalers (every server answers the API).
+    pub election: ElectionConfig,
     /// Between SIGTERM and SIGKILL when stopping learners, seconds.
     pub halt_grace_s: f64,
     /// The first restart waits this long; each further one twice as long.
@@ -71,6 +77,28 @@ pub struct ServerConfig {
     pub tenant_limits: TenantLimits,
     /// ... and per tenant, instead of `tenant_limits`.
     pub tenants: BTreeMap<String, TenantLimits>,
+}
+
+/// Leader election among servers sharing one PostgreSQL (used whenever the store is
+/// PostgreSQL; SQLite has one server).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElectionConfig {
+    /// A leader that has not renewed its lease for this long is replaced, seconds.
+    /// It renews every third of it.
+    pub lease_s: f64,
+    /// The API address other servers and clients are told the leader serves (default:
+    /// `http://` + `listen`).
+    pub advertise_url: Option<String>,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        Self {
+            lease_s: 5.0,
+            advertise_url: None,
+        }
+    }
 }
 
 /// Limits on a listener's connections.
@@ -292,6 +320,8 @@ impl Default for ServerConfig {
             max_request_bytes: 1 << 20,
             max_upload_bytes: 64 << 20,
             tick_ms: 200,
+            schedule_window: 1000,
+            election: ElectionConfig::default(),
             halt_grace_s: 10.0,
             restart_backoff_s: 1.0,
             autoscaler: AutoscalerConfig::default(),
@@ -360,6 +390,14 @@ impl ServerConfig {
         anyhow::ensure!(
             (1..=60_000).contains(&self.tick_ms),
             "tick_ms must be 1-60000"
+        );
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.schedule_window),
+            "schedule_window must be 1-100000"
+        );
+        anyhow::ensure!(
+            (1.0..=600.0).contains(&self.election.lease_s),
+            "election.lease_s must be 1-600"
         );
         anyhow::ensure!(
             (0.1..=86_400.0).contains(&self.history_interval_s)

@@ -1,7 +1,10 @@
 //! The controller: a reconcile loop that moves every job towards what it should be
-//! doing. It keeps nothing in memory that the store does not have, so after a crash it
-//! picks up each job where the store says it is, and its actions on the backend are
-//! idempotent (starting a learner that runs is a no-op).
+//! doing. It keeps nothing in memory that the store does not have (its copy of the jobs,
+//! [`cache::JobCache`], follows the store's changes), so after a crash it picks up each
+//! job where the store says it is, and its actions on the backend are idempotent
+//! (starting a learner that runs is a no-op).
+
+pub mod cache;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,20 +15,46 @@ use pharos_core::{
 };
 use pharos_engine::host::LockExt;
 use pharos_engine::training::{BackendError, JobPaths, JobRun, LearnerStatus};
+use pharos_policy::training::GangScheduler;
 use tracing::{info, warn};
 
 use crate::AppState;
 use crate::store::{Desired, JobRow, JobUpdate, StoreError, now_ms};
+use cache::JobCache;
 
-/// Runs the loop until the process ends.
+/// Runs the loop until the process ends (while this server leads: see
+/// [`crate::leader`]).
 pub async fn run(state: Arc<AppState>) {
     let tick = std::time::Duration::from_millis(state.config.tick_ms);
+    let mut cache = JobCache::new(GangScheduler::new(state.config.scheduler.clone()));
     loop {
+        if !state.leads() {
+            cache.clear();
+            let changed = state.leader_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !state.leads() {
+                changed.await;
+            }
+            continue;
+        }
         let t0 = Instant::now();
-        let result = reconcile(&state).await;
+        let result = reconcile(&state, &mut cache).await;
         state.metrics.record_reconcile(t0.elapsed().as_secs_f64());
-        if let Err(e) = result {
-            warn!(error = %e, "reconcile failed; retrying");
+        match result {
+            Err(StoreError::Fenced(term)) => {
+                warn!(term, "no longer the leader; the controller stops");
+                cache.clear();
+            }
+            Err(e) => {
+                warn!(error = %e, "reconcile failed; retrying");
+                // What failed may have been half read: read everything again.
+                cache.clear();
+            }
+            Ok(()) => {}
+        }
+        if cache.behind {
+            continue;
         }
         tokio::select! {
             _ = state.wake.notified() => {}
@@ -34,12 +63,12 @@ pub async fn run(state: Arc<AppState>) {
     }
 }
 
-/// One pass over every active job, then one scheduling decision.
-pub async fn reconcile(state: &AppState) -> Result<(), StoreError> {
-    for job in state.store.active_jobs().await? {
-        if job.state == JobState::Queued && job.desired == Desired::Run {
-            continue; // the scheduler's business
-        }
+/// One pass: what changed is read, every job but the waiting ones is supervised, then
+/// one scheduling decision over the first waiting jobs of each queue.
+pub async fn reconcile(state: &AppState, cache: &mut JobCache) -> Result<(), StoreError> {
+    cache.refresh(&state.store).await?;
+    let others: Vec<JobRow> = cache.others().cloned().collect();
+    for job in others {
         let id = job.id;
         // Follow a job through several phases in one pass (PENDING -> DOWNLOADING ->
         // PROCESSING) rather than one phase per tick.
@@ -60,7 +89,8 @@ pub async fn reconcile(state: &AppState) -> Result<(), StoreError> {
             }
         }
     }
-    schedule(state).await
+    cache.refresh(&state.store).await?;
+    schedule(state, cache).await
 }
 
 pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
@@ -717,9 +747,11 @@ fn per_learner(m: &Manifest) -> pharos_core::LearnerResources {
     m.per_learner()
 }
 
-/// One scheduling decision over the queued jobs; placed jobs go PENDING.
-async fn schedule(state: &AppState) -> Result<(), StoreError> {
-    let jobs = state.store.active_jobs().await?;
+/// One scheduling decision over the first waiting jobs of each queue
+/// (`schedule_window`); placed jobs go PENDING.
+async fn schedule(state: &AppState, cache: &JobCache) -> Result<(), StoreError> {
+    let mut jobs: Vec<&JobRow> = cache.others().collect();
+    jobs.extend(cache.first_waiting(state.config.schedule_window));
     let TrainingView {
         pending,
         mut running,
@@ -763,6 +795,10 @@ async fn schedule(state: &AppState) -> Result<(), StoreError> {
     state.metrics.record_decision(t0.elapsed().as_secs_f64());
     preempt(state, &decision.preempt).await?;
     let mut free = free_devices(state, &jobs);
+    state.metrics.waiting_jobs.store(
+        cache.waiting_count() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     for (id, placement) in &decision.start {
         if let Some(job) = rows.get(id) {
             place(state, job, placement, &mut free).await?;
@@ -804,11 +840,11 @@ struct TrainingView<'a> {
 
 /// The scheduler's view of the training jobs: the queued ones that want to run, the
 /// ones holding resources, and every row by id.
-fn training_view<'a>(state: &AppState, jobs: &'a [JobRow]) -> TrainingView<'a> {
+fn training_view<'a>(state: &AppState, jobs: &[&'a JobRow]) -> TrainingView<'a> {
     let mut pending = Vec::new();
     let mut running = Vec::new();
     let mut rows = std::collections::BTreeMap::new();
-    for job in jobs {
+    for &job in jobs {
         let Ok(m) = state.manifest(job) else {
             continue;
         };
@@ -905,7 +941,10 @@ async fn preempt(state: &AppState, victims: &[u64]) -> Result<(), StoreError> {
 }
 
 /// The GPU devices, by model, that no job holding resources holds.
-fn free_devices(state: &AppState, jobs: &[JobRow]) -> std::collections::BTreeMap<String, Vec<u32>> {
+fn free_devices(
+    state: &AppState,
+    jobs: &[&JobRow],
+) -> std::collections::BTreeMap<String, Vec<u32>> {
     let mut free = state.config.capacity.devices();
     for job in jobs.iter().filter(|j| holds_resources(j.state)) {
         let held: Vec<Vec<u32>> = job

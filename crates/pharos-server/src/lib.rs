@@ -14,6 +14,7 @@ pub mod controller;
 pub mod dashboard;
 pub mod error;
 pub mod graphs;
+pub mod leader;
 pub mod listen;
 pub mod logs;
 pub mod minutes;
@@ -65,11 +66,30 @@ pub struct AppState {
     pub sandbox: (bool, String),
     /// Tenants' sandbox users, once looked up.
     run_as: Mutex<HashMap<String, sandbox::RunAs>>,
-    /// Held for the server's life (see [`open`]).
-    _lock: std::fs::File,
+    /// Held for the server's life (see [`open`]); none when servers share the data
+    /// directory under an election.
+    _lock: Option<std::fs::File>,
+    /// This server's name in leader elections.
+    pub candidate: String,
+    /// Notified when this server starts or stops leading.
+    pub leader_changed: Notify,
 }
 
 impl AppState {
+    /// Whether this server does the leader's work now (always, without an election).
+    pub fn leads(&self) -> bool {
+        !self.store.elects() || self.store.term().is_some()
+    }
+
+    /// The API address this server tells others it serves.
+    pub fn advertise_url(&self) -> String {
+        self.config
+            .election
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.config.listen))
+    }
+
     /// The user `tenant`'s learners and replicas run as (None without a sandbox).
     pub async fn run_as(&self, tenant: &str) -> Result<Option<sandbox::RunAs>, String> {
         if !self.sandbox.0 {
@@ -126,7 +146,14 @@ pub struct Metrics {
     last_reconcile_nanos: AtomicU64,
     decision_seconds_sum_nanos: AtomicU64,
     last_decision_nanos: AtomicU64,
+    /// Queued jobs waiting to run, as the controller's last decision saw them.
+    pub waiting_jobs: AtomicU64,
+    /// The controller's latest passes, seconds (at most [`PASSES_KEPT`]).
+    passes: Mutex<std::collections::VecDeque<f64>>,
 }
+
+/// Controller passes the pass-time quantiles are taken over.
+pub const PASSES_KEPT: usize = 1000;
 
 impl Metrics {
     pub fn record_decision(&self, seconds: f64) {
@@ -139,6 +166,21 @@ impl Metrics {
     pub fn record_reconcile(&self, seconds: f64) {
         self.last_reconcile_nanos
             .store((seconds * 1e9) as u64, Ordering::Relaxed);
+        let mut p = self.passes.lock_or_recover();
+        p.push_back(seconds);
+        while p.len() > PASSES_KEPT {
+            p.pop_front();
+        }
+    }
+    /// The 0.5, 0.99 and 1 quantiles of the latest passes' times, and how many.
+    pub fn pass_quantiles(&self) -> Option<(f64, f64, f64, usize)> {
+        let mut v: Vec<f64> = self.passes.lock_or_recover().iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Some((at(0.5), at(0.99), v[v.len() - 1], v.len()))
     }
     pub fn last_reconcile_seconds(&self) -> f64 {
         self.last_reconcile_nanos.load(Ordering::Relaxed) as f64 / 1e9
@@ -196,18 +238,25 @@ pub async fn open_with_engine(
         .with_context(|| format!("the data directory {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(&probe);
     // One server per data directory: a second one would start every learner twice.
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("server.lock"))
-        .with_context(|| format!("the data directory {} is not writable", dir.display()))?;
-    lock.try_lock().map_err(|_| {
-        anyhow::anyhow!(
-            "another pharos server is using the data directory {}",
-            dir.display()
-        )
-    })?;
+    // Under an election (PostgreSQL) servers may share it: only the leader acts.
+    let elects = config.database_url().starts_with("postgres");
+    let lock = if elects {
+        None
+    } else {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("server.lock"))
+            .with_context(|| format!("the data directory {} is not writable", dir.display()))?;
+        lock.try_lock().map_err(|_| {
+            anyhow::anyhow!(
+                "another pharos server is using the data directory {}",
+                dir.display()
+            )
+        })?;
+        Some(lock)
+    };
     let sandboxed = if config.backend == config::BackendKind::Local {
         sandbox::decide(&config.sandbox, dir)?
     } else {
@@ -226,6 +275,9 @@ pub async fn open_with_engine(
         .await
         .with_context(|| format!("opening the store {}", redact(&config.database_url())))?;
     auth::bootstrap_admin(&store, &config).await?;
+    if elects {
+        store.enable_election();
+    }
     for q in &config.queues {
         anyhow::ensure!(!q.name.is_empty(), "queues: a queue needs a name");
     }
@@ -246,6 +298,8 @@ pub async fn open_with_engine(
         sandbox: sandboxed,
         run_as: Mutex::new(HashMap::new()),
         _lock: lock,
+        candidate: leader::candidate_name(),
+        leader_changed: Notify::new(),
     }))
 }
 
@@ -297,23 +351,51 @@ pub fn redact(url: &str) -> String {
 pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     info!(%addr, data_dir = %state.config.data_dir.display(), backend = state.backend.name(), "pharos server listening");
-    let controller = tokio::spawn(controller::run(state.clone()));
-    let services = tokio::spawn(services::run(state.clone()));
-    let history = tokio::spawn({
+    let election = state
+        .store
+        .elects()
+        .then(|| tokio::spawn(leader::run(state.clone())));
+    let controller = tokio::spawn(store::as_leader(controller::run(state.clone())));
+    let services = tokio::spawn(store::as_leader({
+        let state = state.clone();
+        async move {
+            // The services' engines and routers start with the first term led.
+            while !state.leads() {
+                let changed = state.leader_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if state.leads() {
+                    break;
+                }
+                changed.await;
+            }
+            services::run(state).await
+        }
+    }));
+    let history = tokio::spawn(store::as_leader({
         let state = state.clone();
         async move {
             let every = std::time::Duration::from_secs_f64(state.config.history_interval_s);
             loop {
                 tokio::time::sleep(every).await;
-                state.services.sample_history(&state).await;
+                if state.leads() {
+                    state.services.sample_history(&state).await;
+                }
             }
         }
-    });
+    }));
     let app = api::router(state.clone()).merge(dashboard::router());
     listen::serve(listener, app, &state.config.listener, shutdown_signal()).await?;
     controller.abort();
     services.abort();
     history.abort();
+    if let Some(e) = election {
+        e.abort();
+        // Another server may lead at once rather than after the lease.
+        if let Err(e) = state.store.resign(&state.candidate).await {
+            tracing::warn!("giving up the lease: {e}");
+        }
+    }
     info!(
         "pharos server stopped; learners and replicas keep running and are re-attached at the next start"
     );

@@ -7,6 +7,8 @@ use pharos_core::{ErrorCode, JobState};
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// The schema, in order; each entry runs once, recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -18,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_sandbox.sql")),
     (7, include_str!("../migrations/0007_minutes.sql")),
     (8, include_str!("../migrations/0008_graphs.sql")),
+    (9, include_str!("../migrations/0009_changes.sql")),
 ];
 
 /// Events a job's or a service's list returns at most (the latest).
@@ -37,6 +40,10 @@ pub enum StoreError {
     },
     #[error("corrupt row for job {0}: {1}")]
     Corrupt(i64, String),
+    /// A write of the leader's work after this server stopped leading (another server
+    /// holds a newer term): refused, nothing written.
+    #[error("not the leader (term {0} is over)")]
+    Fenced(i64),
 }
 
 /// What a job should be doing; the controller acts on it.
@@ -176,6 +183,50 @@ pub struct Principal {
 pub struct Store {
     pool: AnyPool,
     postgres: bool,
+    /// The term this server leads in ([`UNFENCED`] without an election; -1 while it
+    /// does not lead). Writes made inside [`as_leader`] check it against the store.
+    term: Arc<AtomicI64>,
+}
+
+/// No election: one server owns the store, nothing is fenced.
+pub const UNFENCED: i64 = i64::MIN;
+
+tokio::task_local! {
+    static LEADER_WORK: ();
+}
+
+/// Runs `work` as the leader's (the controller, the autoscalers): the store refuses its
+/// writes ([`StoreError::Fenced`]) unless this server holds the current term, so a
+/// leader paused past its lease cannot act once another has taken over. API requests
+/// run outside it: what a user asks is written by whichever server answers.
+pub async fn as_leader<F: std::future::Future>(work: F) -> F::Output {
+    LEADER_WORK.scope((), work).await
+}
+
+fn in_leader_work() -> bool {
+    LEADER_WORK.try_with(|_| ()).is_ok()
+}
+
+/// SQL for the database's clock in Unix milliseconds (PostgreSQL): leases are judged by
+/// one clock, not by each server's.
+const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
+/// Who leads (see [`Store::leader`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaderRow {
+    pub term: i64,
+    pub holder: String,
+    pub url: String,
+    /// Whether the holder's lease runs (by the database's clock).
+    pub live: bool,
+}
+
+/// One changed job, from [`Store::changed_jobs`].
+pub struct JobChange {
+    pub row: JobRow,
+    /// Deleted for good (hidden, its files removed).
+    pub deleted: bool,
+    pub version: i64,
 }
 
 const JOB_COLUMNS: &str = "id, tenant, name, manifest, state, error_code, message, queue, priority, \
@@ -213,7 +264,11 @@ impl Store {
             .max_connections(if postgres { 8 } else { 1 })
             .connect(&url)
             .await?;
-        let store = Store { pool, postgres };
+        let store = Store {
+            pool,
+            postgres,
+            term: Arc::new(AtomicI64::new(UNFENCED)),
+        };
         if !postgres {
             sqlx::query("PRAGMA journal_mode=WAL")
                 .execute(&store.pool)
@@ -225,6 +280,189 @@ impl Store {
 
     pub fn is_postgres(&self) -> bool {
         self.postgres
+    }
+
+    /// A transaction for a write. Inside [`as_leader`] (with an election) it first
+    /// holds the leader row shared and checks the term, so a new leader's takeover
+    /// waits for it and it fails after one.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let term = self.term.load(Ordering::SeqCst);
+        if term != UNFENCED && in_leader_work() {
+            if term < 0 {
+                return Err(StoreError::Fenced(term));
+            }
+            let held: i64 = sqlx::query(&format!(
+                "SELECT term FROM leader WHERE id = 1{}",
+                if self.postgres { " FOR SHARE" } else { "" }
+            ))
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("term")?;
+            if held != term {
+                self.term.store(-1, Ordering::SeqCst);
+                return Err(StoreError::Fenced(term));
+            }
+        }
+        Ok(tx)
+    }
+
+    /// One write statement, in a transaction of its own when fenced (see [`Self::begin`]).
+    async fn exec<'q>(
+        &self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
+        if self.term.load(Ordering::SeqCst) == UNFENCED || !in_leader_work() {
+            return Ok(q.execute(&self.pool).await?);
+        }
+        let mut tx = self.begin().await?;
+        let done = q.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Stamps job `id` with the next change number: the last write of a transaction
+    /// (the counter's row stays locked until the commit, so change numbers commit in
+    /// order and a reader of everything above its mark misses nothing).
+    async fn stamp(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: i64) -> Result<(), StoreError> {
+        let v: i64 = sqlx::query(
+            "UPDATE counters SET value = value + 1 WHERE name = 'change' RETURNING value",
+        )
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("value")?;
+        sqlx::query("UPDATE jobs SET version = $1 WHERE id = $2")
+            .bind(v)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The latest change number: every job written since has a higher one.
+    pub async fn change_mark(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT value FROM counters WHERE name = 'change'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("value")?,
+        )
+    }
+
+    /// Jobs written after change `after`, in change order, at most `limit`.
+    pub async fn changed_jobs(&self, after: i64, limit: i64) -> Result<Vec<JobChange>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS}, deleted, version FROM jobs WHERE version > $1 ORDER BY version LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobChange {
+                    row: Self::job_from_row(r)?,
+                    deleted: r.try_get::<i64, _>("deleted")? != 0,
+                    version: r.try_get("version")?,
+                })
+            })
+            .collect()
+    }
+
+    // ----- leader election (PostgreSQL) -------------------------------------------------
+
+    /// Takes part in elections from now on: writes inside [`as_leader`] are refused
+    /// until [`Self::campaign`] wins a term.
+    pub fn enable_election(&self) {
+        let _ = self
+            .term
+            .compare_exchange(UNFENCED, -1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Whether this store takes part in elections (PostgreSQL shared by servers).
+    pub fn elects(&self) -> bool {
+        self.term.load(Ordering::SeqCst) != UNFENCED
+    }
+
+    /// The term this server leads in, if it does (it may have lost it since the last
+    /// [`Self::campaign`]; its writes then fail).
+    pub fn term(&self) -> Option<i64> {
+        let t = self.term.load(Ordering::SeqCst);
+        (t >= 0).then_some(t)
+    }
+
+    /// Becomes or stays the leader for `lease_ms` (by the database's clock) when the
+    /// lease is free, expired or already ours: a new holder raises the term. Returns
+    /// the term held, or None (another server leads; ours, if any, is over).
+    pub async fn campaign(
+        &self,
+        me: &str,
+        url: &str,
+        lease_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE leader SET \
+               term = CASE WHEN holder = $1 AND expires_ms >= {DB_NOW_MS} THEN term ELSE term + 1 END, \
+               holder = $1, url = $2, expires_ms = {DB_NOW_MS} + $3 \
+             WHERE id = 1 AND (holder = $1 OR expires_ms < {DB_NOW_MS}) RETURNING term"
+        ))
+        .bind(me)
+        .bind(url)
+        .bind(lease_ms)
+        .fetch_optional(&self.pool)
+        .await;
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                // Unknown whether it is still ours: act no more until it is known.
+                self.term.store(-1, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        };
+        let term = match row {
+            Some(r) => Some(r.try_get::<i64, _>("term")?),
+            None => None,
+        };
+        self.term.store(term.unwrap_or(-1), Ordering::SeqCst);
+        Ok(term)
+    }
+
+    /// Gives the lease up (a clean shutdown), so that another server leads at once.
+    pub async fn resign(&self, me: &str) -> Result<(), StoreError> {
+        self.term.store(-1, Ordering::SeqCst);
+        sqlx::query("UPDATE leader SET expires_ms = 0 WHERE id = 1 AND holder = $1")
+            .bind(me)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stops leading at once (a lease that could not be renewed in time).
+    pub fn step_down(&self) {
+        if self.term.load(Ordering::SeqCst) != UNFENCED {
+            self.term.store(-1, Ordering::SeqCst);
+        }
+    }
+
+    /// Who leads, as the store says.
+    pub async fn leader(&self) -> Result<LeaderRow, StoreError> {
+        let now = if self.postgres {
+            DB_NOW_MS.to_string()
+        } else {
+            now_ms().to_string()
+        };
+        let r = sqlx::query(&format!(
+            "SELECT term, holder, url, CAST(CASE WHEN expires_ms >= {now} THEN 1 ELSE 0 END AS BIGINT) AS live \
+             FROM leader WHERE id = 1"
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(LeaderRow {
+            term: r.try_get("term")?,
+            holder: r.try_get("holder")?,
+            url: r.try_get("url")?,
+            live: r.try_get::<i64, _>("live")? != 0,
+        })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -263,15 +501,14 @@ impl Store {
         admin: bool,
         label: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.exec(sqlx::query(
             "INSERT INTO tokens (token_hash, tenant, admin, label, created_ms) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(hash)
         .bind(tenant)
         .bind(admin as i64)
         .bind(label)
-        .bind(now_ms())
-        .execute(&self.pool)
+        .bind(now_ms()))
         .await?;
         Ok(())
     }
@@ -292,9 +529,8 @@ impl Store {
 
     /// Removes a token; whether it existed.
     pub async fn remove_token(&self, hash: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM tokens WHERE token_hash = $1")
-            .bind(hash)
-            .execute(&self.pool)
+        let done = self
+            .exec(sqlx::query("DELETE FROM tokens WHERE token_hash = $1").bind(hash))
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -336,10 +572,12 @@ impl Store {
             }
             // Two servers' inserts at once: the loser reads the winner's row or tries
             // the next id.
-            let _ = sqlx::query("INSERT INTO tenant_uids (tenant, uid) VALUES ($1, $2)")
-                .bind(tenant)
-                .bind(next.max(base as i64))
-                .execute(&self.pool)
+            let _ = self
+                .exec(
+                    sqlx::query("INSERT INTO tenant_uids (tenant, uid) VALUES ($1, $2)")
+                        .bind(tenant)
+                        .bind(next.max(base as i64)),
+                )
                 .await;
         }
         Err(StoreError::Db(sqlx::Error::Protocol(
@@ -366,7 +604,7 @@ impl Store {
     }
 
     async fn try_insert_job(&self, job: &NewJob<'_>) -> Result<(i64, bool), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(key) = job.idempotency_key {
             let existing = sqlx::query("SELECT id FROM jobs WHERE tenant = $1 AND idem_key = $2")
                 .bind(job.tenant)
@@ -400,6 +638,7 @@ impl Store {
         .bind(job.idempotency_key)
         .execute(&mut *tx)
         .await?;
+        Self::stamp(&mut tx, id).await?;
         sqlx::query(
             "INSERT INTO job_status (job_id, seq, state, time_ms, message, error_code) \
              VALUES ($1, 1, 'QUEUED', $2, 'submitted', NULL)",
@@ -574,7 +813,7 @@ impl Store {
         code: Option<ErrorCode>,
         update: &JobUpdate,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let (from, desired) = self.lock_job(&mut tx, id).await?;
         if !from.can_go_to(to) {
             return Err(StoreError::Transition {
@@ -612,6 +851,7 @@ impl Store {
                 .await?;
         }
         Self::apply_update(&mut tx, id, update).await?;
+        Self::stamp(&mut tx, id).await?;
         let seq = Self::next_seq(&mut tx, "job_status", id).await?;
         sqlx::query(
             "INSERT INTO job_status (job_id, seq, state, time_ms, message, error_code) \
@@ -669,7 +909,7 @@ impl Store {
 
     /// Applies `update` to a job without a status change.
     pub async fn update(&self, id: i64, update: &JobUpdate) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(expected) = update.expect_desired {
             let (state, desired) = self.lock_job(&mut tx, id).await?;
             if desired != expected {
@@ -681,6 +921,7 @@ impl Store {
             }
         }
         Self::apply_update(&mut tx, id, update).await?;
+        Self::stamp(&mut tx, id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -757,13 +998,17 @@ impl Store {
         if reasons.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for (id, reason) in reasons {
-            sqlx::query("UPDATE jobs SET wait_reason = $1 WHERE id = $2 AND state = 'QUEUED'")
-                .bind(reason.as_str())
-                .bind(*id)
-                .execute(&mut *tx)
-                .await?;
+            let done =
+                sqlx::query("UPDATE jobs SET wait_reason = $1 WHERE id = $2 AND state = 'QUEUED'")
+                    .bind(reason.as_str())
+                    .bind(*id)
+                    .execute(&mut *tx)
+                    .await?;
+            if done.rows_affected() > 0 {
+                Self::stamp(&mut tx, *id).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -789,6 +1034,7 @@ impl Store {
             .map(|d| format!("'{}'", d.as_str()))
             .collect::<Vec<_>>()
             .join(", ");
+        let mut tx = self.begin().await?;
         let done = sqlx::query(&format!(
             "UPDATE jobs SET desired = $1, updated_ms = $2 WHERE id = $3 AND deleted = 0 \
              AND state IN ({list}) AND desired IN ({from})"
@@ -796,9 +1042,14 @@ impl Store {
         .bind(desired.as_str())
         .bind(now_ms())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        let set = done.rows_affected() > 0;
+        if set {
+            Self::stamp(&mut tx, id).await?;
+        }
+        tx.commit().await?;
+        Ok(set)
     }
 
     pub async fn status_history(&self, id: i64) -> Result<Vec<StatusEntry>, StoreError> {
@@ -822,7 +1073,7 @@ impl Store {
     }
 
     pub async fn add_event(&self, id: i64, kind: &str, message: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         self.lock_job(&mut tx, id).await?;
         let seq = Self::next_seq(&mut tx, "job_events", id).await?;
         sqlx::query(
@@ -860,32 +1111,30 @@ impl Store {
         spec: &str,
         port: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.exec(sqlx::query(
             "INSERT INTO graphs (name, tenant, spec, port, created_ms) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(name)
         .bind(tenant)
         .bind(spec)
         .bind(port)
-        .bind(now_ms())
-        .execute(&self.pool)
+        .bind(now_ms()))
         .await?;
         Ok(())
     }
 
     pub async fn update_graph(&self, name: &str, spec: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE graphs SET spec = $1 WHERE name = $2")
-            .bind(spec)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        self.exec(
+            sqlx::query("UPDATE graphs SET spec = $1 WHERE name = $2")
+                .bind(spec)
+                .bind(name),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn delete_graph(&self, name: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM graphs WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
+        self.exec(sqlx::query("DELETE FROM graphs WHERE name = $1").bind(name))
             .await?;
         Ok(())
     }
@@ -916,40 +1165,41 @@ impl Store {
         spec: &str,
         port: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.exec(sqlx::query(
             "INSERT INTO services (name, tenant, spec, port, target, created_ms) VALUES ($1, $2, $3, $4, NULL, $5)",
         )
         .bind(name)
         .bind(tenant)
         .bind(spec)
         .bind(port)
-        .bind(now_ms())
-        .execute(&self.pool)
+        .bind(now_ms()))
         .await?;
         Ok(())
     }
 
     pub async fn update_service(&self, name: &str, spec: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE services SET spec = $1 WHERE name = $2")
-            .bind(spec)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        self.exec(
+            sqlx::query("UPDATE services SET spec = $1 WHERE name = $2")
+                .bind(spec)
+                .bind(name),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn set_service_target(&self, name: &str, target: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE services SET target = $1 WHERE name = $2")
-            .bind(target)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        self.exec(
+            sqlx::query("UPDATE services SET target = $1 WHERE name = $2")
+                .bind(target)
+                .bind(name),
+        )
+        .await?;
         Ok(())
     }
 
     /// The service and its events, in one transaction.
     pub async fn delete_service(&self, name: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for sql in [
             "DELETE FROM service_events WHERE service = $1",
             "DELETE FROM service_minutes WHERE service = $1",
@@ -984,11 +1234,12 @@ impl Store {
     /// The unix minute a day of the service's load history starts at (any such minute:
     /// only its remainder by the day's length matters).
     pub async fn set_day_origin(&self, name: &str, minute: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE services SET day_origin = $1 WHERE name = $2")
-            .bind(minute)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        self.exec(
+            sqlx::query("UPDATE services SET day_origin = $1 WHERE name = $2")
+                .bind(minute)
+                .bind(name),
+        )
+        .await?;
         Ok(())
     }
 
@@ -1000,7 +1251,7 @@ impl Store {
         if chunks.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for (service, hour, data) in chunks {
             sqlx::query(
                 "INSERT INTO service_minutes (service, hour, data) VALUES ($1, $2, $3) \
@@ -1038,9 +1289,8 @@ impl Store {
 
     /// Drops history chunks older than `before_hour`; how many went.
     pub async fn prune_minutes(&self, before_hour: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM service_minutes WHERE hour < $1")
-            .bind(before_hour)
-            .execute(&self.pool)
+        Ok(self
+            .exec(sqlx::query("DELETE FROM service_minutes WHERE hour < $1").bind(before_hour))
             .await?
             .rows_affected())
     }
@@ -1053,15 +1303,14 @@ impl Store {
         kind: &str,
         message: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.exec(sqlx::query(
             "INSERT INTO service_events (service, seq, time_ms, kind, message) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(name)
         .bind(seq)
         .bind(now_ms())
         .bind(kind)
-        .bind(message)
-        .execute(&self.pool)
+        .bind(message))
         .await?;
         Ok(())
     }

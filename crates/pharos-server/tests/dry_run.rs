@@ -23,6 +23,7 @@ use pharos_engine::training::{Backend, BackendError, JobRun, LearnerStatus};
 use pharos_policy::training::{GangParams, GangScheduler, Order, Placement};
 use pharos_server::AppState;
 use pharos_server::config::{Capacity, ServerConfig};
+use pharos_server::controller::cache::JobCache;
 use pharos_server::controller::{parse_manifest, reconcile};
 use pharos_server::store::{Desired, NewJob};
 use pharos_sim::training::{GpuPool, TraceJob, TrainRunResult, TrainSimConfig};
@@ -275,10 +276,10 @@ fn holds_resources(s: JobState) -> bool {
 
 /// Reconcile passes until one changes nothing; returns the snapshot after each pass
 /// (the first is the one before any pass).
-async fn settle(state: &AppState) -> Vec<Snapshot> {
+async fn settle(state: &AppState, cache: &mut JobCache) -> Vec<Snapshot> {
     let mut snaps = vec![snapshot(state).await];
     for _ in 0..20 {
-        reconcile(state).await.unwrap();
+        reconcile(state, cache).await.unwrap();
         let next = snapshot(state).await;
         let stable = Some(&next) == snaps.last();
         snaps.push(next);
@@ -352,6 +353,9 @@ async fn run_both(name: &str, params: GangParams) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let backend = Arc::new(DryRun::default());
     let state = server(&params, dir.path(), backend.clone()).await;
+    // One copy of the jobs for the whole run, kept up to date from the store's changes
+    // as the server's controller keeps it.
+    let mut cache = JobCache::new(GangScheduler::new(params.clone()));
     let mut ids: Vec<i64> = Vec::new();
     let mut index: HashMap<i64, usize> = HashMap::new();
     let mut server_steps = Vec::new();
@@ -385,7 +389,7 @@ async fn run_both(name: &str, params: GangParams) -> Run {
             ids.push(id);
             index.insert(id, k);
         }
-        let snaps = settle(&state).await;
+        let snaps = settle(&state, &mut cache).await;
         let mut step = Step {
             t: fmt_t(t),
             started: BTreeSet::new(),

@@ -313,3 +313,166 @@ async fn service_minute_history_is_upserted_read_pruned_and_deleted() {
         s.close().await;
     }
 }
+
+/// Every write of a job is a change the controller reads after its mark, in order and
+/// once; concurrent writers never commit a lower change number after a higher one was
+/// read (the counter's row is held to the commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_job_write_is_a_change_read_once_in_order() {
+    for (url, _dir) in databases().await {
+        let store = Store::open(&url).await.unwrap();
+        let mark = store.change_mark().await.unwrap();
+        let (a, _) = store.insert_job(&job("t", None)).await.unwrap();
+        let (b, _) = store.insert_job(&job("t", None)).await.unwrap();
+        store
+            .transition(a, JobState::Pending, "placed", None, &JobUpdate::default())
+            .await
+            .unwrap();
+        store
+            .set_wait_reasons(&[(b, "no room".into())])
+            .await
+            .unwrap();
+        let got = store.changed_jobs(mark, 100).await.unwrap();
+        let seen: Vec<(i64, JobState)> = got.iter().map(|c| (c.row.id, c.row.state)).collect();
+        // One row per job, each as last written (a's insert is overwritten by its move).
+        assert_eq!(
+            seen,
+            vec![(a, JobState::Pending), (b, JobState::Queued)],
+            "{url}"
+        );
+        assert_eq!(got[1].row.wait_reason.as_deref(), Some("no room"), "{url}");
+        let after = got.last().unwrap().version;
+        assert!(store.changed_jobs(after, 100).await.unwrap().is_empty());
+        // A refused move is no change; a set desired is one; a deletion is seen as one.
+        assert!(
+            !store
+                .set_desired_if(b, Desired::Halt, &[JobState::Processing], &[Desired::Run])
+                .await
+                .unwrap()
+        );
+        assert!(store.changed_jobs(after, 100).await.unwrap().is_empty());
+        store
+            .update(
+                b,
+                &JobUpdate {
+                    deleted: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let got = store.changed_jobs(after, 100).await.unwrap();
+        assert_eq!(got.len(), 1, "{url}");
+        assert!(got[0].deleted, "{url}");
+
+        // Concurrent writers, a reader following along: every job's every write is
+        // read, none skipped, whatever the commit order.
+        let mut mark = store.change_mark().await.unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for _ in 0..25 {
+                        ids.push(s.insert_job(&job("t", None)).await.unwrap().0);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        let mut read = std::collections::BTreeSet::new();
+        let mut done = false;
+        while !done {
+            done = writers.iter().all(|w| w.is_finished());
+            for c in store.changed_jobs(mark, 7).await.unwrap() {
+                assert!(c.version > mark);
+                mark = c.version;
+                read.insert(c.row.id);
+            }
+        }
+        loop {
+            let more = store.changed_jobs(mark, 1000).await.unwrap();
+            if more.is_empty() {
+                break;
+            }
+            mark = more.last().unwrap().version;
+            read.extend(more.iter().map(|c| c.row.id));
+        }
+        let mut written = std::collections::BTreeSet::new();
+        for w in writers {
+            written.extend(w.await.unwrap());
+        }
+        assert_eq!(read, written, "{url}");
+        store.close().await;
+    }
+}
+
+/// Two servers' stores on one PostgreSQL: the one that holds the lease leads; when it
+/// lapses another takes over with a higher term, and from then on the old leader's
+/// writes of leader's work are refused - nothing of them lands - while what its API
+/// writes for users still does. (Without the term check the stale write would land:
+/// the assertion on the job's state fails.)
+#[tokio::test]
+async fn a_leader_whose_lease_was_taken_over_cannot_write() {
+    use pharos_server::store::as_leader;
+    for (url, _dir) in databases().await {
+        if !url.starts_with("postgres") {
+            continue;
+        }
+        let a = Store::open(&url).await.unwrap();
+        let b = Store::open(&url).await.unwrap();
+        a.enable_election();
+        b.enable_election();
+        let (id, _) = a.insert_job(&job("t", None)).await.unwrap();
+        // Not leading yet: the leader's work is refused.
+        let place = |s: &Store| {
+            let s = s.clone();
+            as_leader(async move {
+                s.transition(id, JobState::Pending, "placed", None, &JobUpdate::default())
+                    .await
+            })
+        };
+        assert!(matches!(place(&a).await, Err(StoreError::Fenced(_))));
+        let ta = a.campaign("a", "http://a", 400).await.unwrap().unwrap();
+        assert_eq!(b.campaign("b", "http://b", 400).await.unwrap(), None);
+        assert_eq!(a.campaign("a", "http://a", 400).await.unwrap(), Some(ta));
+        let who = b.leader().await.unwrap();
+        assert_eq!(
+            (who.holder.as_str(), who.url.as_str(), who.live),
+            ("a", "http://a", true)
+        );
+        // a is paused past its lease (no renewal); b takes over.
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        let tb = b.campaign("b", "http://b", 5000).await.unwrap().unwrap();
+        assert!(tb > ta);
+        // a still believes it leads (it has not campaigned since), and writes: refused.
+        assert_eq!(a.term(), Some(ta));
+        let stale = place(&a).await;
+        assert!(
+            matches!(stale, Err(StoreError::Fenced(t)) if t == ta),
+            "{stale:?}"
+        );
+        assert_eq!(a.term(), None, "a knows it no longer leads");
+        let row = b.job(id, None).await.unwrap();
+        assert_eq!(
+            row.state,
+            JobState::Queued,
+            "the stale leader's write landed"
+        );
+        // Its other kinds of writes too.
+        let s = a.clone();
+        let ev = as_leader(async move { s.add_event(id, "x", "stale").await }).await;
+        assert!(matches!(ev, Err(StoreError::Fenced(_))));
+        assert!(b.events(id).await.unwrap().is_empty());
+        // A user's request answered by a is still written.
+        assert!(a.insert_job(&job("t", None)).await.is_ok());
+        // The new leader's work lands; a campaigns again and learns it does not lead.
+        assert!(place(&b).await.is_ok());
+        assert_eq!(a.campaign("a", "http://a", 400).await.unwrap(), None);
+        // A clean shutdown gives the lease up at once.
+        b.resign("b").await.unwrap();
+        assert!(a.campaign("a", "http://a", 400).await.unwrap().unwrap() > tb);
+        a.close().await;
+        b.close().await;
+    }
+}

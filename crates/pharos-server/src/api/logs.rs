@@ -218,8 +218,25 @@ pub(super) async fn prometheus(
     );
     let _ = writeln!(
         out,
-        "# HELP pharos_controller_last_pass_seconds the controller's last pass over every job\n# TYPE pharos_controller_last_pass_seconds gauge\npharos_controller_last_pass_seconds {}",
+        "# HELP pharos_controller_last_pass_seconds the controller's last pass\n# TYPE pharos_controller_last_pass_seconds gauge\npharos_controller_last_pass_seconds {}",
         m.last_reconcile_seconds()
+    );
+    if let Some((p50, p99, max, n)) = m.pass_quantiles() {
+        let _ = writeln!(
+            out,
+            "# HELP pharos_controller_pass_seconds the controller's pass time over its last {n} passes\n# TYPE pharos_controller_pass_seconds gauge\npharos_controller_pass_seconds{{quantile=\"0.5\"}} {p50}\npharos_controller_pass_seconds{{quantile=\"0.99\"}} {p99}\npharos_controller_pass_seconds{{quantile=\"1\"}} {max}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pharos_jobs_waiting queued jobs waiting to run (the controller's last decision)\n# TYPE pharos_jobs_waiting gauge\npharos_jobs_waiting {}",
+        m.waiting_jobs.load(Ordering::Relaxed)
+    );
+    let (leads, term) = (state.leads(), state.store.term().unwrap_or(-1));
+    let _ = writeln!(
+        out,
+        "# HELP pharos_leader whether this server does the leader's work (1) and its term (-1 without one)\n# TYPE pharos_leader gauge\npharos_leader {}\n# TYPE pharos_leader_term gauge\npharos_leader_term {term}",
+        u8::from(leads)
     );
     let _ = writeln!(
         out,

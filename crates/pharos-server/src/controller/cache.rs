@@ -1,0 +1,159 @@
+//! The controller's copy of the jobs it looks after, loaded once and then kept up to
+//! date from the store's change numbers (every write of a job stamps it with the next
+//! one), so that a pass reads only what changed - not every queued job.
+//!
+//! The queued jobs are also kept in the order the scheduler considers them (rank, then
+//! submission, then id; see [`GangScheduler::waiting_rank`]), per queue, so that a
+//! decision is handed the first ones of each queue rather than all of them.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+
+use pharos_core::JobState;
+use pharos_policy::training::GangScheduler;
+
+use crate::store::{Desired, JobRow, Store, StoreError};
+
+/// Changed jobs read at most per refresh (the rest at the next pass).
+const READ_AT_MOST: i64 = 5000;
+
+/// A queued job's place in its queue: rank (higher first), submission, id.
+type Key = (Reverse<i64>, i64, i64);
+
+pub struct JobCache {
+    /// The scheduler's order of waiting jobs.
+    ranker: GangScheduler,
+    loaded: bool,
+    /// Every change up to this one is in the copy.
+    mark: i64,
+    /// The jobs the controller looks after, by id.
+    jobs: BTreeMap<i64, JobRow>,
+    /// Queued jobs that want to run, per queue, in the scheduler's order.
+    waiting: BTreeMap<String, BTreeSet<Key>>,
+    /// The other jobs (placed, running, stopping, or queued but halted or deleted):
+    /// the ones a pass supervises.
+    others: BTreeSet<i64>,
+    /// Whether more changes were left for the next refresh.
+    pub behind: bool,
+}
+
+/// Whether the controller looks after a job in this state.
+fn active(row: &JobRow) -> bool {
+    !row.state.is_terminal() || row.desired == Desired::Delete
+}
+
+fn waits(row: &JobRow) -> bool {
+    row.state == JobState::Queued && row.desired == Desired::Run
+}
+
+impl JobCache {
+    /// Reads what changed since the last refresh (everything the first time); returns
+    /// how many jobs changed.
+    pub async fn refresh(&mut self, store: &Store) -> Result<usize, StoreError> {
+        if !self.loaded {
+            // The mark first: a job written after it is read again below, never missed.
+            let mark = store.change_mark().await?;
+            let rows = store.active_jobs().await?;
+            let n = rows.len();
+            for row in rows {
+                self.put(row, false);
+            }
+            self.mark = mark;
+            self.loaded = true;
+            return Ok(n);
+        }
+        let changes = store.changed_jobs(self.mark, READ_AT_MOST).await?;
+        self.behind = changes.len() as i64 == READ_AT_MOST;
+        let n = changes.len();
+        for c in changes {
+            self.mark = self.mark.max(c.version);
+            self.put(c.row, c.deleted);
+        }
+        Ok(n)
+    }
+
+    /// Forgets everything (read again at the next refresh): after this server stopped
+    /// leading, what it knew may be stale.
+    pub fn clear(&mut self) {
+        *self = JobCache::new(self.ranker.clone());
+    }
+
+    pub fn new(ranker: GangScheduler) -> Self {
+        JobCache {
+            ranker,
+            loaded: false,
+            mark: 0,
+            jobs: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            others: BTreeSet::new(),
+            behind: false,
+        }
+    }
+
+    fn key(row: &JobRow, sched: &GangScheduler) -> Key {
+        let priority = row.priority.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        (
+            Reverse(sched.waiting_rank(priority)),
+            row.submitted_ms,
+            row.id,
+        )
+    }
+
+    fn put(&mut self, row: JobRow, deleted: bool) {
+        let sched = &self.ranker;
+        if let Some(old) = self.jobs.remove(&row.id) {
+            if waits(&old) {
+                let key = Self::key(&old, sched);
+                if let Some(q) = self.waiting.get_mut(&old.queue) {
+                    q.remove(&key);
+                    if q.is_empty() {
+                        self.waiting.remove(&old.queue);
+                    }
+                }
+            } else {
+                self.others.remove(&old.id);
+            }
+        }
+        if deleted || !active(&row) {
+            return;
+        }
+        if waits(&row) {
+            self.waiting
+                .entry(row.queue.clone())
+                .or_default()
+                .insert(Self::key(&row, &self.ranker));
+        } else {
+            self.others.insert(row.id);
+        }
+        self.jobs.insert(row.id, row);
+    }
+
+    /// The jobs a pass supervises (all but the queued ones waiting to run).
+    pub fn others(&self) -> impl Iterator<Item = &JobRow> {
+        self.others.iter().filter_map(|id| self.jobs.get(id))
+    }
+
+    /// How many queued jobs wait to run.
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.values().map(BTreeSet::len).sum()
+    }
+
+    /// The first `per_queue` waiting jobs of every queue, in the scheduler's order
+    /// across queues: every job among the first `per_queue` overall is there.
+    pub fn first_waiting(&self, per_queue: usize) -> Vec<&JobRow> {
+        let mut keys: Vec<&Key> = self
+            .waiting
+            .values()
+            .flat_map(|q| q.iter().take(per_queue))
+            .collect();
+        keys.sort();
+        keys.into_iter()
+            .filter_map(|(_, _, id)| self.jobs.get(id))
+            .collect()
+    }
+
+    /// The job, as of the last refresh.
+    pub fn get(&self, id: i64) -> Option<&JobRow> {
+        self.jobs.get(&id)
+    }
+}

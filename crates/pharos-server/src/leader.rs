@@ -1,0 +1,66 @@
+//! Leader election among servers sharing one PostgreSQL. Every server answers the API
+//! (jobs are read and written in the store by whichever answers); one leader at a time
+//! runs the controller, the services' and graphs' autoscalers and engines. The lease is
+//! a row in the store, judged by the database's clock; every write of the leader's work
+//! carries its term and the store refuses it once another server holds a newer one
+//! ([`crate::store::as_leader`]), so a leader paused past its lease cannot act when it
+//! wakes up. With SQLite there is one server and no election.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::AppState;
+
+/// This server's name in the lease row: host, pid and a random part, so that a
+/// restarted server is a new candidate.
+pub fn candidate_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    use rand::RngExt;
+    let r: u32 = rand::rng().random();
+    format!("{host}/{}/{r:08x}", std::process::id())
+}
+
+/// Campaigns every third of the lease until the process ends; wakes the leader's work
+/// when this server starts or stops leading.
+pub async fn run(state: Arc<AppState>) {
+    let lease = Duration::from_secs_f64(state.config.election.lease_s);
+    let every = lease / 3;
+    let me = &state.candidate;
+    let url = state.advertise_url();
+    let mut last_ok = Instant::now();
+    let mut leading: Option<i64> = None;
+    loop {
+        let asked = Instant::now();
+        match state
+            .store
+            .campaign(me, &url, lease.as_millis() as i64)
+            .await
+        {
+            Ok(term) => {
+                last_ok = asked;
+                if term != leading {
+                    match term {
+                        Some(t) => info!(term = t, "this server leads"),
+                        None => info!("another server leads"),
+                    }
+                    leading = term;
+                    state.leader_changed.notify_waiters();
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "the leader's lease could not be renewed");
+                // campaign() has stopped this server's writes; past most of the lease
+                // another may lead, so the engines are not driven either.
+                if leading.is_some() && last_ok.elapsed() > lease.mul_f64(0.8) {
+                    leading = None;
+                    state.leader_changed.notify_waiters();
+                }
+            }
+        }
+        tokio::time::sleep(every.saturating_sub(asked.elapsed())).await;
+    }
+}
