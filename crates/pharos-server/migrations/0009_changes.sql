@@ -4,7 +4,7 @@ ALTER TABLE jobs ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 INSERT INTO counters (name, value) VALUES ('change', 0);
 CREATE INDEX jobs_version ON jobs (version);
 -- A queued job's position in its queue, and a tenant's pages of jobs.
-CREATE INDEX jobs_queue_state ON jobs (queue, state, id);
+CREATE INDEX jobs_queue_state ON jobs (queue, state, desired, deleted, id);
 CREATE INDEX jobs_tenant_id ON jobs (tenant, id);
 -- The leader among several servers on one PostgreSQL: its term (raised at every change
 -- of leader), who holds it, the API address it serves, and until when (the database's

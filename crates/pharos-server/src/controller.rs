@@ -26,7 +26,10 @@ use cache::JobCache;
 /// [`crate::leader`]).
 pub async fn run(state: Arc<AppState>) {
     let tick = std::time::Duration::from_millis(state.config.tick_ms);
-    let mut cache = JobCache::new(GangScheduler::new(state.config.scheduler.clone()));
+    let mut cache = JobCache::new(
+        GangScheduler::new(state.config.scheduler.clone()),
+        state.config.schedule_window,
+    );
     loop {
         if !state.leads() {
             cache.clear();
@@ -90,7 +93,17 @@ pub async fn reconcile(state: &AppState, cache: &mut JobCache) -> Result<(), Sto
         }
     }
     cache.refresh(&state.store).await?;
-    schedule(state, cache).await
+    // A decision only when it could differ from the last (a submission behind the
+    // first waiting jobs of its queue does not change it); time-driven orders and a
+    // periodic look decide anyway.
+    let services = state.services.held();
+    let needs_ticks = state.scheduler.lock_or_recover().needs_ticks();
+    if needs_ticks || cache.worth_deciding(&services, std::time::Duration::from_secs(10)) {
+        if schedule(state, cache).await? {
+            cache.decided(services);
+        }
+    }
+    Ok(())
 }
 
 pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
@@ -748,8 +761,9 @@ fn per_learner(m: &Manifest) -> pharos_core::LearnerResources {
 }
 
 /// One scheduling decision over the first waiting jobs of each queue
-/// (`schedule_window`); placed jobs go PENDING.
-async fn schedule(state: &AppState, cache: &JobCache) -> Result<(), StoreError> {
+/// (`schedule_window`); placed jobs go PENDING. False when it was put off (preempted
+/// jobs still stopping).
+async fn schedule(state: &AppState, cache: &JobCache) -> Result<bool, StoreError> {
     let mut jobs: Vec<&JobRow> = cache.others().collect();
     jobs.extend(cache.first_waiting(state.config.schedule_window));
     let TrainingView {
@@ -765,7 +779,7 @@ async fn schedule(state: &AppState, cache: &JobCache) -> Result<(), StoreError> 
             .sum(),
     );
     if pending.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     // While preempted jobs are still stopping, their resources are not free yet: decide
     // again once they have gone back to the queue (the decision then is the one the
@@ -774,7 +788,7 @@ async fn schedule(state: &AppState, cache: &JobCache) -> Result<(), StoreError> 
         .iter()
         .any(|j| j.desired == Desired::Preempt && holds_resources(j.state))
     {
-        return Ok(());
+        return Ok(false);
     }
     let mut queues = state.config.queues.clone();
     add_services(state, &mut running, &mut queues);
@@ -816,7 +830,7 @@ async fn schedule(state: &AppState, cache: &JobCache) -> Result<(), StoreError> 
     if !decision.start.is_empty() {
         state.wake.notify_one();
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Whether a job in this state holds its resources (placed, not yet back in a queue

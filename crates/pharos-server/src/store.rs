@@ -181,7 +181,12 @@ pub struct Principal {
 
 #[derive(Clone)]
 pub struct Store {
+    /// Writes (and reads inside them). SQLite: one connection, so writers queue here
+    /// rather than fail.
     pool: AnyPool,
+    /// Reads outside a write: on SQLite (WAL) their own connections, so that a read
+    /// (a controller pass, a page of jobs) does not wait behind a queue of writes.
+    read: AnyPool,
     postgres: bool,
     /// The term this server leads in ([`UNFENCED`] without an election; -1 while it
     /// does not lead). Writes made inside [`as_leader`] check it against the store.
@@ -265,6 +270,7 @@ impl Store {
             .connect(&url)
             .await?;
         let store = Store {
+            read: pool.clone(),
             pool,
             postgres,
             term: Arc::new(AtomicI64::new(UNFENCED)),
@@ -275,7 +281,14 @@ impl Store {
                 .await?;
         }
         store.migrate().await?;
-        Ok(store)
+        if postgres {
+            return Ok(store);
+        }
+        let read = AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(&url.replace("mode=rwc", "mode=ro"))
+            .await?;
+        Ok(Store { read, ..store })
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -343,7 +356,7 @@ impl Store {
     pub async fn change_mark(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query("SELECT value FROM counters WHERE name = 'change'")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.read)
                 .await?
                 .try_get("value")?,
         )
@@ -356,7 +369,7 @@ impl Store {
         ))
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| {
@@ -455,7 +468,7 @@ impl Store {
             "SELECT term, holder, url, CAST(CASE WHEN expires_ms >= {now} THEN 1 ELSE 0 END AS BIGINT) AS live \
              FROM leader WHERE id = 1"
         ))
-        .fetch_one(&self.pool)
+        .fetch_one(&self.read)
         .await?;
         Ok(LeaderRow {
             term: r.try_get("term")?,
@@ -516,7 +529,7 @@ impl Store {
     pub async fn principal(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
         let row = sqlx::query("SELECT tenant, admin FROM tokens WHERE token_hash = $1")
             .bind(hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?;
         Ok(match row {
             Some(r) => Some(Principal {
@@ -538,7 +551,7 @@ impl Store {
     pub async fn count_admin_tokens(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query("SELECT COUNT(*) AS n FROM tokens WHERE admin = 1")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.read)
                 .await?
                 .try_get("n")?,
         )
@@ -690,7 +703,7 @@ impl Store {
             "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND deleted = 0"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await?
         .ok_or(StoreError::NotFound(id))?;
         let job = Self::job_from_row(&row)?;
@@ -708,13 +721,13 @@ impl Store {
                     "SELECT {JOB_COLUMNS} FROM jobs WHERE deleted = 0 AND tenant = $1 ORDER BY id"
                 ))
                 .bind(t)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
                 None => {
                     sqlx::query(&format!(
                         "SELECT {JOB_COLUMNS} FROM jobs WHERE deleted = 0 ORDER BY id"
                     ))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.read)
                     .await?
                 }
             };
@@ -728,7 +741,7 @@ impl Store {
             "SELECT {JOB_COLUMNS} FROM jobs WHERE deleted = 0 AND \
              (state NOT IN ('COMPLETED', 'FAILED', 'HALTED') OR desired = 'delete') ORDER BY id"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         rows.iter().map(Self::job_from_row).collect()
     }
@@ -762,7 +775,7 @@ impl Store {
         if let Some(st) = state {
             q = q.bind(st.name());
         }
-        let rows = q.bind(limit).fetch_all(&self.pool).await?;
+        let rows = q.bind(limit).fetch_all(&self.read).await?;
         rows.iter().map(Self::job_from_row).collect()
     }
 
@@ -774,7 +787,26 @@ impl Store {
         )
         .bind(queue)
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Queued jobs that want to run in `queue` with ids in `(after, upto]`.
+    pub async fn queued_between(
+        &self,
+        queue: &str,
+        after: i64,
+        upto: i64,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE deleted = 0 AND state = 'QUEUED' \
+             AND desired = 'run' AND queue = $1 AND id > $2 AND id <= $3",
+        )
+        .bind(queue)
+        .bind(after)
+        .bind(upto)
+        .fetch_one(&self.read)
         .await?;
         Ok(row.try_get("n")?)
     }
@@ -786,7 +818,7 @@ impl Store {
              AND state NOT IN ('COMPLETED', 'FAILED', 'HALTED')",
         )
         .bind(tenant)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.read)
         .await?;
         Ok(row.try_get("n")?)
     }
@@ -796,7 +828,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT state, COUNT(*) AS n FROM jobs WHERE deleted = 0 GROUP BY state ORDER BY state",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
@@ -987,7 +1019,7 @@ impl Store {
         let n: i64 =
             sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE model_sha256 = $1 AND deleted = 0")
                 .bind(sha256)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.read)
                 .await?
                 .try_get("n")?;
         Ok(n > 0)
@@ -1057,7 +1089,7 @@ impl Store {
             "SELECT seq, state, time_ms, message, error_code FROM job_status WHERE job_id = $1 ORDER BY seq",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| {
@@ -1096,7 +1128,7 @@ impl Store {
              FROM job_events WHERE job_id = $1 ORDER BY seq DESC LIMIT {MAX_EVENTS}) AS latest ORDER BY seq",
         ))
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         event_entries(&rows)
     }
@@ -1141,7 +1173,7 @@ impl Store {
 
     pub async fn graphs(&self) -> Result<Vec<GraphRow>, StoreError> {
         let rows = sqlx::query("SELECT name, tenant, spec, port FROM graphs ORDER BY name")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
         rows.iter()
             .map(|r| {
@@ -1215,7 +1247,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT name, tenant, spec, port, target, day_origin FROM services ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| {
@@ -1280,7 +1312,7 @@ impl Store {
         .bind(service)
         .bind(from_hour)
         .bind(to_hour)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("hour")?, r.try_get("data")?)))
@@ -1319,7 +1351,7 @@ impl Store {
         let n: Option<i64> =
             sqlx::query("SELECT MAX(seq) AS n FROM service_events WHERE service = $1")
                 .bind(name)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.read)
                 .await?
                 .try_get("n")?;
         Ok(n.unwrap_or(0))
@@ -1331,7 +1363,7 @@ impl Store {
              FROM service_events WHERE service = $1 ORDER BY seq DESC LIMIT {MAX_EVENTS}) AS latest ORDER BY seq",
         ))
         .bind(name)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         event_entries(&rows)
     }
@@ -1358,6 +1390,7 @@ impl Store {
 
     /// Closes the pool (tests reopen the same database).
     pub async fn close(&self) {
+        self.read.close().await;
         self.pool.close().await;
     }
 }

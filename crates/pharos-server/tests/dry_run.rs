@@ -355,7 +355,7 @@ async fn run_both(name: &str, params: GangParams) -> Run {
     let state = server(&params, dir.path(), backend.clone()).await;
     // One copy of the jobs for the whole run, kept up to date from the store's changes
     // as the server's controller keeps it.
-    let mut cache = JobCache::new(GangScheduler::new(params.clone()));
+    let mut cache = JobCache::new(GangScheduler::new(params.clone()), 1000);
     let mut ids: Vec<i64> = Vec::new();
     let mut index: HashMap<i64, usize> = HashMap::new();
     let mut server_steps = Vec::new();

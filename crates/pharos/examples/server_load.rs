@@ -53,7 +53,29 @@ impl Drop for Server {
             .args(["-9", "-f"])
             .arg(self.data.to_string_lossy().as_ref())
             .status();
+        // Checked: no process left working in the data directory.
+        std::thread::sleep(Duration::from_millis(300));
+        LEFT_BEHIND.fetch_add(
+            processes_in(&self.data),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
+}
+
+/// Processes left behind by the servers this example started.
+static LEFT_BEHIND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Processes whose working directory is under `dir` (learners work in their job's).
+fn processes_in(dir: &Path) -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|p| {
+            p.file_name().to_string_lossy().parse::<u32>().is_ok()
+                && std::fs::read_link(p.path().join("cwd")).is_ok_and(|c| c.starts_with(dir))
+        })
+        .count()
 }
 
 /// The server under test: `PHAROS_EXE`, else the `pharos` built with this example.
@@ -275,21 +297,70 @@ fn main() {
         v["created"]
     );
 
-    // 2. The scheduler with many queued jobs.
+    // 2. The controller with many queued jobs: the rest submitted, then another 1000
+    // at the same concurrency (their rate against the first 1000's).
     let more = queued.saturating_sub(jobs);
     if more > 0 {
-        burst(&s.url, clients, more, "more");
+        let (wall, _) = burst(&s.url, clients, more, "more");
+        println!(
+            "  {more} more submissions in {wall:.1} s = {:.0}/s",
+            more as f64 / wall
+        );
     }
+    std::thread::sleep(Duration::from_secs(3));
+    let (wall2, lat2) = burst(&s.url, clients, jobs, "late");
+    println!(
+        "submissions with {} queued: {jobs} in {wall2:.2} s = {:.0}/s; API latency ms p50 {:.1} p99 {:.1}",
+        queued,
+        jobs as f64 / wall2,
+        pct(&lat2, 50.0),
+        pct(&lat2, 99.0)
+    );
     std::thread::sleep(Duration::from_secs(3));
     let m = get(&a, &format!("{}/metrics", s.url));
     let decisions = metric(&m, "pharos_scheduler_decisions_total");
     let sum = metric(&m, "pharos_scheduler_decision_seconds_sum");
-    println!("scheduler with {queued} queued jobs:");
+    let total = queued + jobs;
+    println!("controller with {total} queued jobs:");
     println!(
-        "  last decision {:.1} ms; last controller pass (store read + decision) {:.1} ms; mean decision over the run {:.2} ms ({decisions} decisions)",
+        "  last decision {:.1} ms; last controller pass {:.1} ms; mean decision over the run {:.2} ms ({decisions} decisions); waiting {}",
         metric(&m, "pharos_scheduler_last_decision_seconds") * 1e3,
         metric(&m, "pharos_controller_last_pass_seconds") * 1e3,
-        sum / decisions * 1e3
+        sum / decisions * 1e3,
+        metric(&m, "pharos_jobs_waiting")
+    );
+    println!(
+        "  controller pass over its last passes (during the second burst and after): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        metric(&m, "pharos_controller_pass_seconds{quantile=\"0.5\"}") * 1e3,
+        metric(&m, "pharos_controller_pass_seconds{quantile=\"0.99\"}") * 1e3,
+        metric(&m, "pharos_controller_pass_seconds{quantile=\"1\"}") * 1e3
+    );
+    // `pharos train list`: its first page, and a page deep in the list.
+    for (what, q) in [
+        ("first page", "limit=100".to_string()),
+        (
+            "a page 90% down the list",
+            format!("limit=100&after={}", total * 9 / 10),
+        ),
+        ("queued, first page", "limit=100&state=QUEUED".to_string()),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let page = get(&a, &format!("{}/v1/models?{q}", s.url));
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            assert!(page.contains("\"models\""));
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "  GET /v1/models ({what}): median {:.1} ms, max {:.1} ms",
+            pct(&times, 50.0),
+            times[times.len() - 1]
+        );
+    }
+    println!(
+        "  processes working in the server's data directory before it stops: {}",
+        processes_in(&s.data)
     );
     drop(s);
 
@@ -332,6 +403,11 @@ fn main() {
         std::thread::sleep(Duration::from_millis(300));
     }
     lat.sort_by(f64::total_cmp);
+    drop(s);
+    println!(
+        "processes left behind by the servers and their learners: {}",
+        LEFT_BEHIND.load(std::sync::atomic::Ordering::Relaxed)
+    );
     println!(
         "job start latency (submit -> learner running, idle server, {starts} jobs): median {:.0} ms, max {:.0} ms",
         pct(&lat, 50.0),

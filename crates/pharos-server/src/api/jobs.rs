@@ -148,9 +148,23 @@ pub(super) async fn list(
         .await?;
     let more = jobs.len() > limit;
     jobs.truncate(limit);
+    // Queue positions: one count up to a queue's first waiting job on the page, then
+    // only the (short) ranges between its waiting jobs - not a count from the start of
+    // the queue for each (a page deep in a long queue stays as fast as the first).
+    let mut last: std::collections::HashMap<&str, (i64, i64)> = Default::default();
     let mut items = Vec::with_capacity(jobs.len());
     for j in &jobs {
-        items.push(job_json(&state, j, position(&state, j).await?));
+        let pos = if j.state == JobState::Queued && j.desired == Desired::Run {
+            let p = match last.get(j.queue.as_str()) {
+                Some(&(id, p)) => p + state.store.queued_between(&j.queue, id, j.id).await?,
+                None => state.store.queue_position(j.id, &j.queue).await?,
+            };
+            last.insert(&j.queue, (j.id, p));
+            Some(p as usize)
+        } else {
+            None
+        };
+        items.push(job_json(&state, j, pos));
     }
     let next_after = if more {
         jobs.last().map(|j| j.id)

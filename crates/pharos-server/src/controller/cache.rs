@@ -35,6 +35,14 @@ pub struct JobCache {
     others: BTreeSet<i64>,
     /// Whether more changes were left for the next refresh.
     pub behind: bool,
+    /// The first this many waiting jobs of each queue are the scheduler's.
+    window: usize,
+    /// Whether anything a decision looks at changed since [`Self::decided`]: a job
+    /// that is not waiting, or a waiting one among the first `window` of its queue (a
+    /// submission behind them changes nothing the scheduler is shown).
+    pub dirty: bool,
+    /// The services' replicas at the last decision, and when it was taken.
+    pub decided_with: Option<(Vec<(f64, u32)>, std::time::Instant)>,
 }
 
 /// Whether the controller looks after a job in this state.
@@ -75,11 +83,14 @@ impl JobCache {
     /// Forgets everything (read again at the next refresh): after this server stopped
     /// leading, what it knew may be stale.
     pub fn clear(&mut self) {
-        *self = JobCache::new(self.ranker.clone());
+        *self = JobCache::new(self.ranker.clone(), self.window);
     }
 
-    pub fn new(ranker: GangScheduler) -> Self {
+    pub fn new(ranker: GangScheduler, window: usize) -> Self {
         JobCache {
+            window,
+            dirty: true,
+            decided_with: None,
             ranker,
             loaded: false,
             mark: 0,
@@ -99,8 +110,42 @@ impl JobCache {
         )
     }
 
+    /// Whether a waiting job with this key is among the first `window` of its queue.
+    fn shown(&self, queue: &str, key: &Key) -> bool {
+        self.waiting
+            .get(queue)
+            .and_then(|q| q.iter().nth(self.window.saturating_sub(1)))
+            .is_none_or(|last| key <= last)
+    }
+
+    /// A decision was taken on what the copy holds now, with the services holding
+    /// `services`.
+    pub fn decided(&mut self, services: Vec<(f64, u32)>) {
+        self.dirty = false;
+        self.decided_with = Some((services, std::time::Instant::now()));
+    }
+
+    /// Whether a decision now could differ from the last: the copy changed where the
+    /// scheduler looks, the services' replicas changed, or it is `every` old.
+    pub fn worth_deciding(&self, services: &[(f64, u32)], every: std::time::Duration) -> bool {
+        match &self.decided_with {
+            Some((s, at)) => self.dirty || s != services || at.elapsed() >= every,
+            None => true,
+        }
+    }
+
     fn put(&mut self, row: JobRow, deleted: bool) {
         let sched = &self.ranker;
+        if let Some(old) = self.jobs.get(&row.id) {
+            let shown = !waits(old) || self.shown(&old.queue, &Self::key(old, sched));
+            self.dirty |= shown;
+        }
+        if waits(&row) && !deleted {
+            let shown = self.shown(&row.queue, &Self::key(&row, sched));
+            self.dirty |= shown;
+        } else if active(&row) && !deleted {
+            self.dirty = true;
+        }
         if let Some(old) = self.jobs.remove(&row.id) {
             if waits(&old) {
                 let key = Self::key(&old, sched);
