@@ -6,6 +6,7 @@ CREATE INDEX jobs_version ON jobs (version);
 -- A queued job's position in its queue, and a tenant's pages of jobs.
 CREATE INDEX jobs_queue_state ON jobs (queue, state, desired, deleted, id);
 CREATE INDEX jobs_tenant_id ON jobs (tenant, id);
+CREATE INDEX jobs_state_id ON jobs (state, id);
 -- The leader among several servers on one PostgreSQL: its term (raised at every change
 -- of leader), who holds it, the API address it serves, and until when (the database's
 -- clock, Unix ms). Writes of the leader's work carry its term and are refused once

@@ -96,6 +96,10 @@ pub async fn reconcile(state: &AppState, cache: &mut JobCache) -> Result<(), Sto
     // A decision only when it could differ from the last (a submission behind the
     // first waiting jobs of its queue does not change it); time-driven orders and a
     // periodic look decide anyway.
+    state.metrics.waiting_jobs.store(
+        cache.waiting_count() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let services = state.services.held();
     let needs_ticks = state.scheduler.lock_or_recover().needs_ticks();
     if needs_ticks || cache.worth_deciding(&services, std::time::Duration::from_secs(10)) {

@@ -146,7 +146,7 @@ pub struct Metrics {
     last_reconcile_nanos: AtomicU64,
     decision_seconds_sum_nanos: AtomicU64,
     last_decision_nanos: AtomicU64,
-    /// Queued jobs waiting to run, as the controller's last decision saw them.
+    /// Queued jobs waiting to run, as the controller's last pass saw them.
     pub waiting_jobs: AtomicU64,
     /// The controller's latest passes, seconds (at most [`PASSES_KEPT`]).
     passes: Mutex<std::collections::VecDeque<f64>>,

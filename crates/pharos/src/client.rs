@@ -6,6 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+use ureq::Body;
+use ureq::http::Response;
 
 /// `writeln!` into a `String`, which cannot fail.
 macro_rules! wln {
@@ -83,8 +85,22 @@ impl Conn {
     }
 }
 
+/// How long a command keeps trying the servers of a control plane (a fail-over takes
+/// up to the election's lease).
+pub const FAILOVER_S: u64 = 15;
+
+/// The header a server that does not lead names the leader in (empty during an
+/// election).
+pub const LEADER_HEADER: &str = "x-pharos-leader";
+
 pub struct Client {
+    /// The first server named (messages name it).
     pub url: String,
+    /// Every server of the control plane named (`--url`/`PHAROS_URL` as a
+    /// comma-separated list, or a context's `url` and `also`), tried in turn.
+    urls: Vec<String>,
+    /// The one that answered last.
+    active: std::cell::Cell<usize>,
     token: Option<String>,
     /// Where the token came from, for the advice on a 401.
     token_source: String,
@@ -117,9 +133,22 @@ impl Client {
             .url
             .clone()
             .or_else(|| std::env::var("PHAROS_URL").ok())
-            .or_else(|| context.as_ref().map(|(_, x)| x.url.clone()))
+            .or_else(|| {
+                context.as_ref().map(|(_, x)| {
+                    std::iter::once(&x.url)
+                        .chain(&x.also)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+            })
             .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-        let url = url.trim_end_matches('/').to_string();
+        let urls: Vec<String> = url
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        let url = urls.first().cloned().unwrap_or_default();
         let (token, token_source) = if let Some(t) = c.token.clone() {
             (Some(t), "--token".to_string())
         } else if let Ok(t) = std::env::var("PHAROS_TOKEN") {
@@ -144,6 +173,8 @@ impl Client {
             .into();
         Self {
             url,
+            urls,
+            active: std::cell::Cell::new(0),
             token,
             token_source,
             agent,
@@ -206,39 +237,96 @@ impl Client {
         a
     }
 
+    /// Sends the request `send` builds for a server's base URL, to the servers named in
+    /// turn: the next one when one does not answer, the leader when one answers that
+    /// it does not lead (`503` with `X-Pharos-Leader`), again after a moment while an
+    /// election is under way - for up to [`FAILOVER_S`] seconds with several servers.
+    /// One server named: one try, as before.
+    pub fn call(
+        &self,
+        send: impl Fn(&str) -> Result<Response<Body>, ureq::Error>,
+    ) -> Result<Response<Body>> {
+        self.usable()?;
+        let n = self.urls.len().max(1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(FAILOVER_S);
+        let mut redirect: Option<String> = None;
+        loop {
+            let mut last_err = None;
+            for k in 0..n {
+                let i = (self.active.get() + k) % n;
+                let base = match redirect.take() {
+                    Some(leader) => leader,
+                    None => self.urls.get(i).cloned().unwrap_or_default(),
+                };
+                match send(&base) {
+                    Ok(resp)
+                        if resp.status() == 503 && resp.headers().contains_key(LEADER_HEADER) =>
+                    {
+                        let leader = resp.headers()[LEADER_HEADER]
+                            .to_str()
+                            .unwrap_or("")
+                            .to_string();
+                        if n == 1 || std::time::Instant::now() >= deadline {
+                            return Ok(resp);
+                        }
+                        if !leader.is_empty() && leader != base {
+                            redirect = Some(leader);
+                        }
+                    }
+                    Ok(resp) => {
+                        self.active.set(i);
+                        return Ok(resp);
+                    }
+                    Err(e) => last_err = Some((base, e)),
+                }
+            }
+            if n == 1 || std::time::Instant::now() >= deadline {
+                if let Some((base, e)) = last_err {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("reaching the server at {base}"))
+                    );
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+
     pub fn get(&self, path: &str) -> Result<Value> {
-        let resp = self
-            .agent
-            .get(format!("{}{path}", self.url))
-            .header("Authorization", self.auth()?)
-            .call()
-            .with_context(|| format!("reaching the server at {}", self.url))?;
+        let auth = self.auth()?;
+        let resp = self.call(|base| {
+            self.agent
+                .get(format!("{base}{path}"))
+                .header("Authorization", &auth)
+                .call()
+        })?;
         self.check(resp)
     }
 
     pub fn send_json(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
-        let url = format!("{}{path}", self.url);
+        let auth = self.auth()?;
         let text = body.to_string();
-        let req = match method {
-            "PATCH" => self.agent.patch(url),
-            "PUT" => self.agent.put(url),
-            _ => self.agent.post(url),
-        };
-        let resp = req
-            .header("Authorization", self.auth()?)
-            .content_type("application/json")
-            .send(text.as_bytes())
-            .with_context(|| format!("reaching the server at {}", self.url))?;
+        let resp = self.call(|base| {
+            let url = format!("{base}{path}");
+            let req = match method {
+                "PATCH" => self.agent.patch(url),
+                "PUT" => self.agent.put(url),
+                _ => self.agent.post(url),
+            };
+            req.header("Authorization", &auth)
+                .content_type("application/json")
+                .send(text.as_bytes())
+        })?;
         self.check(resp)
     }
 
     pub fn delete(&self, path: &str) -> Result<Value> {
-        let resp = self
-            .agent
-            .delete(format!("{}{path}", self.url))
-            .header("Authorization", self.auth()?)
-            .call()
-            .with_context(|| format!("reaching the server at {}", self.url))?;
+        let auth = self.auth()?;
+        let resp = self.call(|base| {
+            self.agent
+                .delete(format!("{base}{path}"))
+                .header("Authorization", &auth)
+                .call()
+        })?;
         self.check(resp)
     }
 }

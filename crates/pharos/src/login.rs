@@ -11,6 +11,7 @@
 //! contexts:
 //!   prod: { url: "https://pharos.example:8080", token: "pht_..." }
 //!   local: { url: "http://127.0.0.1:8080", token: "pht_..." }
+//!   ha: { url: "http://10.0.0.1:8080", also: ["http://10.0.0.2:8080"], token: "pht_..." }
 //! ```
 
 use std::collections::BTreeMap;
@@ -35,6 +36,10 @@ pub struct ClientConfig {
 pub struct Entry {
     pub url: String,
     pub token: String,
+    /// Other servers of the same control plane (on one PostgreSQL): tried in turn
+    /// when `url` does not answer or does not lead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
 }
 
 /// The client configuration's path.
@@ -236,6 +241,13 @@ pub fn login(url: &str, token_file: &Path, name: Option<&str>) -> Result<()> {
                 token_file.display()
             )
         })?;
+    // Several servers of one control plane: `URL,URL,...`.
+    let mut urls = url
+        .split(',')
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty());
+    let url = urls.next().unwrap_or_default();
+    let also: Vec<String> = urls.collect();
     let name = name
         .map(str::to_string)
         .unwrap_or_else(|| record_name(host_port(&url).unwrap_or(&url)));
@@ -246,6 +258,7 @@ pub fn login(url: &str, token_file: &Path, name: Option<&str>) -> Result<()> {
         Entry {
             url: url.clone(),
             token,
+            also,
         },
     );
     cfg.current = Some(name.clone());

@@ -112,20 +112,29 @@ fn submit(
     let m: pharos_server::Manifest =
         pharos_engine::yaml::parse(&String::from_utf8_lossy(&text), &name)?;
     m.validate().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    let url = format!("{}/v1/models", c.url);
-    let mut req = c.agent.post(url).header("Authorization", c.auth()?);
-    if let Some(k) = idempotency_key {
-        req = req.header("Idempotency-Key", k);
-    }
-    let resp = match &model_dir {
+    let auth = c.auth()?;
+    // A key of its own when none is given, so that a submission sent again to another
+    // server (the first did not answer) is stored once.
+    let key = idempotency_key.map(str::to_string).unwrap_or_else(|| {
+        use rand::RngExt;
+        format!("cli-{:032x}", rand::rng().random::<u128>())
+    });
+    let (ct, body) = match &model_dir {
         Some(dir) => {
             let archive = tar_dir(dir)?;
             let (ct, body) = multipart(&text, &archive);
-            req.content_type(ct).send(&body[..])
+            (ct, body)
         }
-        None => req.content_type("application/yaml").send(&text[..]),
-    }
-    .with_context(|| format!("reaching the server at {}", c.url))?;
+        None => ("application/yaml".to_string(), text.clone()),
+    };
+    let resp = c.call(|base| {
+        c.agent
+            .post(format!("{base}/v1/models"))
+            .header("Authorization", &auth)
+            .header("Idempotency-Key", &key)
+            .content_type(&ct)
+            .send(&body[..])
+    })?;
     let v = c.check(resp)?;
     if json {
         println!("{v}");

@@ -229,7 +229,7 @@ pub(super) async fn prometheus(
     }
     let _ = writeln!(
         out,
-        "# HELP pharos_jobs_waiting queued jobs waiting to run (the controller's last decision)\n# TYPE pharos_jobs_waiting gauge\npharos_jobs_waiting {}",
+        "# HELP pharos_jobs_waiting queued jobs waiting to run (the controller's last pass)\n# TYPE pharos_jobs_waiting gauge\npharos_jobs_waiting {}",
         m.waiting_jobs.load(Ordering::Relaxed)
     );
     let (leads, term) = (state.leads(), state.store.term().unwrap_or(-1));

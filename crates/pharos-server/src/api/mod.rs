@@ -144,8 +144,47 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .merge(jobs)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), leader_only))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Services, graphs and what the leader alone knows (the autoscaler, the cluster's use,
+/// the dashboard's history) are answered by the leader: another server says which one
+/// leads (`503`, `Retry-After`, the leader's URL). Jobs are the store's and any server
+/// answers them.
+async fn leader_only(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let leaders = [
+        "/v1/services",
+        "/v1/graphs",
+        "/v1/autoscaler",
+        "/v1/cluster",
+        "/v1/history",
+    ];
+    if state.leads() || !leaders.iter().any(|p| path.starts_with(p)) {
+        return next.run(req).await;
+    }
+    let leader = state.store.leader().await.ok().filter(|l| l.live);
+    let url = leader.as_ref().map(|l| l.url.clone());
+    let mut resp = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "error": match &url {
+                Some(u) => format!("this server does not lead; ask the leader at {u}"),
+                None => "no server leads at the moment (an election is under way); retry".into(),
+            },
+            "leader": url,
+        })),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    // Clients with several servers go to the leader (none named during an election).
+    if let Ok(v) = header::HeaderValue::from_str(url.as_deref().unwrap_or("")) {
+        resp.headers_mut().insert("x-pharos-leader", v);
+    }
+    resp
 }
 
 /// Counts and logs every request.

@@ -36,6 +36,9 @@ pub const ADMIN: &str = "test-admin-token-0123456789";
 
 pub struct Server {
     pub dir: tempfile::TempDir,
+    /// The data directory (the temporary directory's `data`, or one shared with
+    /// another server).
+    data: PathBuf,
     pub url: String,
     pub child: Option<Child>,
     pub config: PathBuf,
@@ -54,9 +57,19 @@ impl Server {
         Self::start_opts(extra, true)
     }
 
+    /// A server on another's data directory (servers electing a leader share one).
+    pub fn start_sharing(extra: &str, data: &std::path::Path) -> Server {
+        Self::start_in(extra, false, Some(data.to_path_buf()))
+    }
+
     fn start_opts(extra: &str, reachable: bool) -> Server {
+        Self::start_in(extra, reachable, None)
+    }
+
+    fn start_in(extra: &str, reachable: bool, data: Option<PathBuf>) -> Server {
         workloads_built();
         let dir = tempfile::tempdir().unwrap();
+        let data = data.unwrap_or_else(|| dir.path().join("data"));
         if reachable {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -67,7 +80,7 @@ impl Server {
             &config,
             format!(
                 "listen: 127.0.0.1:{port}\ndata_dir: {}\ntick_ms: 100\nhalt_grace_s: 3\nrestart_backoff_s: 0.2\n{extra}\n",
-                dir.path().join("data").display()
+                data.display()
             ),
         )
         .unwrap();
@@ -77,6 +90,7 @@ impl Server {
             .into();
         let mut s = Server {
             dir,
+            data,
             url: format!("http://127.0.0.1:{port}"),
             child: None,
             config,
@@ -87,7 +101,7 @@ impl Server {
     }
 
     pub fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     pub fn spawn(&mut self) {
