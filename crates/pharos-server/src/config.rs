@@ -44,6 +44,11 @@ pub struct ServerConfig {
     /// Several servers on one PostgreSQL: one leader at a time runs the controller and
     /// the autoscalers (every server answers the API).
     pub election: ElectionConfig,
+    /// Where services' routers run: `server` (in the server's process) or `process`
+    /// (a process of their own per service, which keeps serving while no server leads
+    /// and is adopted by the next leader). Default: `process` with an election
+    /// (PostgreSQL), else `server`.
+    pub service_routers: Option<RouterPlacement>,
     /// Between SIGTERM and SIGKILL when stopping learners, seconds.
     pub halt_grace_s: f64,
     /// The first restart waits this long; each further one twice as long.
@@ -77,6 +82,14 @@ pub struct ServerConfig {
     pub tenant_limits: TenantLimits,
     /// ... and per tenant, instead of `tenant_limits`.
     pub tenants: BTreeMap<String, TenantLimits>,
+}
+
+/// Where services' routers run (see `ServerConfig::service_routers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterPlacement {
+    Server,
+    Process,
 }
 
 /// Leader election among servers sharing one PostgreSQL (used whenever the store is
@@ -322,6 +335,7 @@ impl Default for ServerConfig {
             tick_ms: 200,
             schedule_window: 1000,
             election: ElectionConfig::default(),
+            service_routers: None,
             halt_grace_s: 10.0,
             restart_backoff_s: 1.0,
             autoscaler: AutoscalerConfig::default(),

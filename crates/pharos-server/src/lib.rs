@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod controller;
 pub mod dashboard;
+pub mod dataplane;
 pub mod error;
 pub mod graphs;
 pub mod leader;

@@ -44,7 +44,7 @@ pub const LATENCY_BUCKETS_S: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, serde::Deserialize)]
 pub struct Counters {
     pub arrivals: u64,
     /// Every drop: the queue full, or refused by the admission.
@@ -119,7 +119,7 @@ impl Inner {
 }
 
 /// A snapshot for the policy view and `/router/stats`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Stats {
     pub replicas: Vec<String>,
     pub accept_rate: f64,
@@ -134,11 +134,32 @@ pub struct Router {
     concurrency: usize,
     queue_cap: usize,
     client: Client<HttpConnector, Body>,
+    /// A router in a process of its own ([`crate::dataplane`]): every call goes there,
+    /// the state here is unused.
+    remote: Option<crate::dataplane::Remote>,
 }
 
 impl Router {
+    /// A router whose calls go to a router process.
+    pub fn remote(remote: crate::dataplane::Remote) -> Arc<Self> {
+        let mut r = Self::build(1, 0);
+        r.remote = Some(remote);
+        Arc::new(r)
+    }
+
+    /// The router process this router's calls go to, if any.
+    pub fn process(&self) -> Option<&crate::dataplane::Remote> {
+        self.remote.as_ref()
+    }
+
     pub fn new(replicas: &[String], concurrency: usize, queue_cap: usize) -> Arc<Self> {
-        let r = Arc::new(Self {
+        let r = Arc::new(Self::build(concurrency, queue_cap));
+        r.set_replicas(replicas);
+        r
+    }
+
+    fn build(concurrency: usize, queue_cap: usize) -> Self {
+        Self {
             inner: Mutex::new(Inner {
                 accept_rate: 1.0,
                 rng: rand::SeedableRng::seed_from_u64(0x7068_6172_6f73),
@@ -156,9 +177,8 @@ impl Router {
             concurrency: concurrency.max(1),
             queue_cap,
             client: Client::builder(TokioExecutor::new()).build_http(),
-        });
-        r.set_replicas(replicas);
-        r
+            remote: None,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -167,6 +187,11 @@ impl Router {
 
     /// Replaces the replica set: new ones serve at once, missing ones drain.
     pub fn set_replicas(&self, replicas: &[String]) {
+        if let Some(r) = &self.remote {
+            return r.send(crate::dataplane::Control::SetReplicas {
+                replicas: replicas.to_vec(),
+            });
+        }
         let replicas: Vec<String> = replicas
             .iter()
             .map(|r| r.trim_end_matches('/').to_string())
@@ -194,6 +219,9 @@ impl Router {
 
     /// The share of arrivals admitted (clamped to 0..=1; not a number: all).
     pub fn set_accept_rate(&self, rate: f64) {
+        if let Some(r) = &self.remote {
+            return r.send(crate::dataplane::Control::SetAcceptRate { rate });
+        }
         self.lock().accept_rate = if rate.is_nan() {
             1.0
         } else {
@@ -202,6 +230,16 @@ impl Router {
     }
 
     pub fn stats(&self) -> Stats {
+        if let Some(r) = &self.remote {
+            return r.stats().unwrap_or(Stats {
+                replicas: Vec::new(),
+                accept_rate: 1.0,
+                draining: 0,
+                in_flight: 0,
+                queued: 0,
+                counters: Counters::default(),
+            });
+        }
         let mut g = self.lock();
         g.advance();
         Stats {
@@ -223,6 +261,9 @@ impl Router {
     /// was removed and has finished them).
     pub fn in_flight_at(&self, base: &str) -> Option<usize> {
         let base = base.trim_end_matches('/');
+        if let Some(r) = &self.remote {
+            return r.in_flight().get(base).map(|n| *n as usize);
+        }
         self.lock()
             .replicas
             .iter()
@@ -232,6 +273,9 @@ impl Router {
 
     /// Requests in flight at every replica the router sends to or still waits on.
     pub fn in_flight_by_replica(&self) -> BTreeMap<String, u32> {
+        if let Some(r) = &self.remote {
+            return r.in_flight();
+        }
         self.lock()
             .replicas
             .iter()
@@ -242,6 +286,9 @@ impl Router {
     /// Completed requests per latency bucket, cumulative (Prometheus' `le` buckets: the
     /// count at or below each of [`LATENCY_BUCKETS_S`], then all).
     pub fn histogram(&self) -> Vec<u64> {
+        if let Some(r) = &self.remote {
+            return r.histogram();
+        }
         let h = self.lock().histogram;
         h.iter()
             .scan(0, |sum, n| {
@@ -253,17 +300,26 @@ impl Router {
 
     /// The latencies completed since the last call.
     pub fn take_window(&self) -> Vec<f64> {
+        if let Some(r) = &self.remote {
+            return r.take_window();
+        }
         std::mem::take(&mut self.lock().window)
     }
 
     /// The latencies completed since the last call (the first [`MINUTE_WINDOW_CAP`] of
     /// them: a percentile of more is estimated from those).
     pub fn take_minute_window(&self) -> Vec<f64> {
+        if let Some(r) = &self.remote {
+            return r.take_minute_window();
+        }
         std::mem::take(&mut self.lock().minute_window)
     }
 
     /// The latency over which a completed request counts in `over_slo`.
     pub fn set_slo(&self, latency_s: f64) {
+        if let Some(r) = &self.remote {
+            return r.send(crate::dataplane::Control::SetSlo { latency_s });
+        }
         self.lock().slo_s = if latency_s > 0.0 {
             latency_s
         } else {
@@ -274,6 +330,9 @@ impl Router {
     /// A request that has waited this long in the queue fails with 504 (counted in
     /// `timeouts`); `None` or a number that is not positive: it waits as long as it takes.
     pub fn set_queue_timeout(&self, seconds: Option<f64>) {
+        if let Some(r) = &self.remote {
+            return r.send(crate::dataplane::Control::SetQueueTimeout { seconds });
+        }
         self.lock().queue_timeout = seconds
             .filter(|s| s.is_finite() && *s > 0.0)
             .map(std::time::Duration::from_secs_f64);
@@ -283,6 +342,9 @@ impl Router {
     /// all removed) fails with 503 and `Retry-After` once it has waited this long and
     /// there is still none; `None` or a number that is not positive: it waits.
     pub fn set_unavailable_timeout(&self, seconds: Option<f64>) {
+        if let Some(r) = &self.remote {
+            return r.send(crate::dataplane::Control::SetUnavailableTimeout { seconds });
+        }
         self.lock().unavailable_timeout = seconds
             .filter(|s| s.is_finite() && *s > 0.0)
             .map(std::time::Duration::from_secs_f64);

@@ -106,6 +106,13 @@ impl Svc {
         if let Some(e) = &self.router_error {
             add("RouterFailed", "ListenFailed", e);
         }
+        if let Some(e) = self.router.process().and_then(|p| p.unreachable()) {
+            add(
+                "RouterFailed",
+                "RouterProcessUnreachable",
+                &format!("the router process does not answer: {e}"),
+            );
+        }
         c
     }
 
@@ -831,11 +838,20 @@ impl Services {
         let mut s = new_svc(spec, tenant.to_string(), port, 0);
         s.run_as = run_as;
         s.target = s.spec.initial_replicas.unwrap_or(s.spec.min_replicas);
-        s.listener = Some(spawn_router(
-            s.router.clone(),
-            listener,
-            state.config.listener.clone(),
-        ));
+        if routers_apart(state, &s.spec.name) {
+            // The router process listens on the port (found free above).
+            drop(listener);
+            if let Err(e) = use_router_process(state, &mut s, &host).await {
+                let _ = state.store.delete_service(&s.spec.name).await;
+                return Err(ApiError::internal(e));
+            }
+        } else {
+            s.listener = Some(spawn_router(
+                s.router.clone(),
+                listener,
+                state.config.listener.clone(),
+            ));
+        }
         let v = self.status(&s, &host);
         let name = s.spec.name.clone();
         g.svcs.insert(name.clone(), s);
@@ -880,6 +896,9 @@ impl Services {
         s.deleting = true;
         if let Some(l) = s.listener.take() {
             l.abort();
+        }
+        if let Some(p) = s.router.process() {
+            p.send(crate::dataplane::Control::Exit);
         }
         // Its replicas are stopped by the engine's next pass.
         s.router.set_replicas(&[]);
@@ -1076,6 +1095,44 @@ fn new_svc(spec: ServiceSpec, tenant: String, port: u16, events_seq: i64) -> Svc
     }
 }
 
+/// Whether this service's router runs in a process of its own (see
+/// `ServerConfig::service_routers`). A graph's functions keep theirs here: the graph's
+/// entry calls them in-process.
+fn routers_apart(state: &AppState, name: &str) -> bool {
+    let placement = state
+        .config
+        .service_routers
+        .unwrap_or(if state.store.elects() {
+            crate::config::RouterPlacement::Process
+        } else {
+            crate::config::RouterPlacement::Server
+        });
+    placement == crate::config::RouterPlacement::Process && !name.contains('.')
+}
+
+/// Gives `s` the router process of its port: the one running adopted, else one started.
+async fn use_router_process(state: &AppState, s: &mut Svc, host: &str) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("the server's program: {e}"))?;
+    let cfg = crate::dataplane::RouterProcess {
+        service: s.spec.name.clone(),
+        listen: format!("{host}:{}", s.port),
+        socket: state
+            .config
+            .data_dir
+            .join("services")
+            .join(&s.spec.name)
+            .join("router.sock"),
+        concurrency: s.spec.max_concurrent as usize,
+        queue: s.spec.max_queue,
+        limits: state.config.listener.clone(),
+    };
+    let router = crate::dataplane::attach_or_spawn(&exe, cfg).await?;
+    router.set_slo(s.spec.slo.latency_s);
+    router.set_unavailable_timeout(Some(s.spec.unavailable_timeout_s));
+    s.router = router;
+    Ok(())
+}
+
 fn spawn_router(
     router: Arc<Router>,
     listener: tokio::net::TcpListener,
@@ -1173,6 +1230,14 @@ async fn load(state: &AppState) -> anyhow::Result<()> {
             s.target = row.target.map(|t| t as u32).unwrap_or(s.spec.min_replicas);
             s.hist.day_origin = row.day_origin.unwrap_or(0);
             s.stored_target = Some(s.target);
+            if routers_apart(state, &s.spec.name) {
+                // The router process still running is adopted (it served meanwhile).
+                if let Err(e) = use_router_process(state, &mut s, &host).await {
+                    s.router_error = Some(e);
+                }
+                g.svcs.insert(s.spec.name.clone(), s);
+                continue;
+            }
             match tokio::net::TcpListener::bind((host.as_str(), s.port)).await {
                 Ok(l) => {
                     s.listener = Some(spawn_router(
@@ -1185,6 +1250,9 @@ async fn load(state: &AppState) -> anyhow::Result<()> {
             }
             g.svcs.insert(s.spec.name.clone(), s);
         }
+        // Router processes of services deleted while no server ran.
+        let keep: std::collections::HashSet<String> = g.svcs.keys().cloned().collect();
+        crate::dataplane::stop_orphans(&state.config.data_dir.join("services"), &keep).await;
     }
     Ok(())
 }

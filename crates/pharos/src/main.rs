@@ -762,6 +762,10 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("__learner") {
         return ExitCode::from(pharos_local::learner_main(&args[2..]) as u8);
     }
+    // A service's router in a process of its own, started by the server.
+    if args.get(1).map(String::as_str) == Some("__router") {
+        return ExitCode::from(pharos_server::dataplane::router_main(&args[2..]) as u8);
+    }
     let cli = Cli::parse();
     if matches!(
         cli.command,

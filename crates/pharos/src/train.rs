@@ -25,6 +25,12 @@ pub enum TrainCommand {
         /// Only jobs in this state (e.g. QUEUED).
         #[arg(long)]
         state: Option<String>,
+        /// At most this many jobs (one page when at most 1000); all by default.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Jobs after this one (a job id: `training-N` or N), to go on from a page.
+        #[arg(long)]
+        after: Option<String>,
         #[arg(long)]
         json: bool,
         /// Print the list again whenever it changes.
@@ -77,11 +83,27 @@ pub fn train(cmd: TrainCommand, conn: &Conn) -> Result<()> {
             idempotency_key.as_deref(),
             json,
         ),
-        TrainCommand::List { state, json, watch } => {
+        TrainCommand::List {
+            state,
+            limit,
+            after,
+            json,
+            watch,
+        } => {
+            let after = match after {
+                Some(a) => a
+                    .trim_start_matches("training-")
+                    .parse::<i64>()
+                    .map_err(|_| {
+                        anyhow::anyhow!("--after: a job id (training-N or N), got {a:?}")
+                    })?,
+                None => 0,
+            };
+            let page = Page { limit, after };
             if watch {
-                return crate::client::watch(|| list(&c, state.as_deref(), json));
+                return crate::client::watch(|| list(&c, state.as_deref(), page, json));
             }
-            print!("{}", list(&c, state.as_deref(), json)?);
+            print!("{}", list(&c, state.as_deref(), page, json)?);
             Ok(())
         }
         TrainCommand::Show { id, json } => show(&c, &id, json),
@@ -148,23 +170,33 @@ fn submit(
     Ok(())
 }
 
-fn list(c: &Client, state: Option<&str>, json: bool) -> Result<String> {
+/// Which jobs a list shows: at most `limit` (all when None) after job `after`.
+#[derive(Clone, Copy)]
+struct Page {
+    limit: Option<usize>,
+    after: i64,
+}
+
+fn list(c: &Client, state: Option<&str>, page: Page, json: bool) -> Result<String> {
     let mut o = String::new();
-    // Every page, in id order.
+    // Page by page, in id order, until the limit.
     let mut models = Vec::new();
-    let mut after = 0i64;
-    loop {
+    let mut after = page.after;
+    let next = loop {
+        let want = page
+            .limit
+            .map_or(1000, |l| l.saturating_sub(models.len()).clamp(1, 1000));
         let path = match &state {
-            Some(s) => format!("/v1/models?state={s}&after={after}"),
-            None => format!("/v1/models?after={after}"),
+            Some(s) => format!("/v1/models?state={s}&after={after}&limit={want}"),
+            None => format!("/v1/models?after={after}&limit={want}"),
         };
-        let page = c.get(&path)?;
-        models.extend(page["models"].as_array().cloned().unwrap_or_default());
-        match page["next_after"].as_i64() {
-            Some(n) => after = n,
-            None => break,
+        let got = c.get(&path)?;
+        models.extend(got["models"].as_array().cloned().unwrap_or_default());
+        match got["next_after"].as_i64() {
+            Some(n) if page.limit.is_none_or(|l| models.len() < l) => after = n,
+            next => break next,
         }
-    }
+    };
     let v = serde_json::json!({ "models": models });
     if json {
         wln!(o, "{}", serde_json::to_string_pretty(&v["models"])?);
@@ -196,6 +228,9 @@ fn list(c: &Client, state: Option<&str>, json: bool) -> Result<String> {
             j["restarts"].to_string(),
             why
         );
+    }
+    if let (Some(n), Some(_)) = (next, page.limit) {
+        wln!(o, "(more: --after training-{n})");
     }
     Ok(o)
 }

@@ -258,6 +258,26 @@ fn the_leader_killed_mid_burst_is_replaced_and_nothing_acknowledged_is_lost() {
     assert!(ok, "{out}");
     let (ok, out) = cli(&[&a.url, &b.url], &["get", "services"], home);
     assert!(ok, "{out}");
+    // A list a page at a time.
+    let (ok, out) = cli(&[&a.url, &b.url], &["train", "list", "--limit", "3"], home);
+    assert!(ok, "{out}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("training-")).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(out.contains("(more: --after training-3)"), "{out}");
+    let (ok, out) = cli(
+        &[&b.url],
+        &["train", "list", "--after", "training-3", "--limit", "2"],
+        home,
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("training-4 ") && out.contains("training-5 "),
+        "{out}"
+    );
+    assert!(
+        !out.contains("training-3 ") && !out.contains("training-6 "),
+        "{out}"
+    );
 
     // The running learner was adopted, not restarted: the same process ran to its end.
     let j = b.wait_state(long, "COMPLETED", 30);
@@ -316,4 +336,86 @@ fn a_leader_stopped_past_its_lease_is_replaced_and_steps_down_when_woken() {
     // Another job still runs under the one leader.
     let next = a.submit(&manifest("after", "true"));
     b.wait_state(next, "COMPLETED", 30);
+}
+
+/// The router process of `service` under `data`: its pid, found by its command line.
+fn router_pid(data: &std::path::Path, service: &str) -> Option<u32> {
+    let socket = data.join(format!("services/{service}/router.sock"));
+    let needle = socket.to_string_lossy().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let pid: u32 = p.file_name().to_string_lossy().parse().ok()?;
+        let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd);
+        (cmd.contains("__router") && cmd.contains(&needle)).then_some(pid)
+    })
+}
+
+#[test]
+fn a_service_keeps_serving_through_the_leaders_death_and_is_adopted() {
+    let Some(db) = fresh_database("svc") else {
+        return;
+    };
+    let (mut a, b) = pair(&db, "capacity: {cpus: 4, memory: 8GiB}");
+    let spec = format!(
+        "name: web\ncommand: ['{REPLICA}', --port, $PORT, --service-ms, '10', --dist, det]\n\
+         slo: {{ latency_s: 0.5 }}\nprocessing_time_s: 0.01\nmin_replicas: 2\n\
+         max_replicas: 2\nmax_queue: 1000\n"
+    );
+    let (status, v) = a.apply(&spec);
+    assert!(status == 200 || status == 201, "{v}");
+    let v = a.wait_service("web", 30, "2 ready", |v| v["ready_replicas"] == 2);
+    let url = v["url"].as_str().unwrap().to_string();
+    let replicas: BTreeSet<i64> = v["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pid"].as_i64().unwrap())
+        .collect();
+    // The service's router is a process of its own, in its own session.
+    let router = router_pid(&a.data(), "web").expect("a router process");
+
+    let load = Load::start(&url, 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = load.ok.load(std::sync::atomic::Ordering::Relaxed);
+    a.kill();
+    // While no server leads, the router serves with its last replicas.
+    std::thread::sleep(Duration::from_millis(1000));
+    let while_leaderless = load.ok.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        while_leaderless > before,
+        "served {before} before the kill, {while_leaderless} a second after"
+    );
+    wait_until(10, || leads(&b), || b.server_log());
+    // The new leader adopts the router and the replicas: the same processes.
+    let v = b.wait_service("web", 30, "adopted", |v| v["ready_replicas"] == 2);
+    let adopted: BTreeSet<i64> = v["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(adopted, replicas, "{v}");
+    assert_eq!(router_pid(&a.data(), "web"), Some(router));
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, failed) = load.finish();
+    eprintln!("through the fail-over: {ok} answered, {failed} failed");
+    assert!(ok > 200, "{ok} answered");
+    assert!(
+        (failed as f64) < 0.01 * (ok + failed) as f64,
+        "{failed} of {} failed",
+        ok + failed
+    );
+    // The new leader's view of the router (mirrored every 100 ms) counts all it
+    // served, before and after the fail-over.
+    b.wait_service("web", 5, "every request counted", |v| {
+        v["counters"]["completed"].as_u64().unwrap_or(0) >= ok
+    });
+    // Deleted: the router process goes with it.
+    let (status, v) = b.request("DELETE", "/v1/services/web", Some(ADMIN), None);
+    assert!(status == 200 || status == 202, "{v}");
+    wait_until(
+        10,
+        || router_pid(&a.data(), "web").is_none(),
+        || "router still running".into(),
+    );
 }

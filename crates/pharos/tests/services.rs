@@ -4,13 +4,13 @@
 //! ready, the server killed and restarted under load.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::{ADMIN, REPLICA, Server};
+use common::{ADMIN, Load, REPLICA, Server};
 
 fn spec(name: &str, replicas: u32, extra: &str) -> String {
     format!(
@@ -37,64 +37,6 @@ fn running(pid: i64) -> bool {
         .ok()
         .and_then(|s| s.rfind(')').map(|i| s[i + 2..i + 3].to_string()))
         .is_some_and(|st| st != "Z" && st != "X")
-}
-
-/// Client threads sending requests to `url` one after another until stopped; counts
-/// answers by kind.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    errors: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(url: &str, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(AtomicU64::new(0));
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());
-                let url = format!("{url}/infer");
-                std::thread::spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(20)))
-                        .build()
-                        .into();
-                    while !stop.load(Ordering::Relaxed) {
-                        match agent.get(&url).call() {
-                            Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::Relaxed),
-                            _ => {
-                                // The router down (a restart) refuses at once: do not spin.
-                                std::thread::sleep(Duration::from_millis(10));
-                                errors.fetch_add(1, Ordering::Relaxed)
-                            }
-                        };
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            errors,
-            threads,
-        }
-    }
-
-    /// Stops the clients; (answered 2xx, not).
-    fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.errors.load(Ordering::Relaxed),
-        )
-    }
 }
 
 #[test]

@@ -373,14 +373,20 @@ pub(super) async fn submit(
     } else {
         StatusCode::OK
     };
-    let job = state.store.job(id, None).await?;
+    // A new job is answered as accepted (QUEUED), whatever the controller has done with
+    // it since; a retried submission with the job's state now.
+    let job_state = if created {
+        JobState::Queued
+    } else {
+        state.store.job(id, None).await?.state
+    };
     Ok((
         status,
         [(header::LOCATION, format!("/v1/models/{id}"))],
         Json(Submitted {
             model_id: format!("training-{id}"),
             id,
-            state: job.state,
+            state: job_state,
             created,
         }),
     )

@@ -202,3 +202,115 @@ impl JobCache {
         self.jobs.get(&id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pharos_policy::training::{GangParams, Order};
+
+    fn row(id: i64, queue: &str, priority: i64, state: JobState) -> JobRow {
+        JobRow {
+            id,
+            tenant: "t".into(),
+            name: format!("j{id}"),
+            manifest: String::new(),
+            state,
+            error_code: None,
+            message: String::new(),
+            queue: queue.into(),
+            priority,
+            submitted_ms: 1000 + id,
+            updated_ms: 0,
+            started_ms: None,
+            finished_ms: None,
+            attempt: 0,
+            restarts: 0,
+            desired: Desired::Run,
+            model_sha256: None,
+            not_before_ms: 0,
+            stop_sent_ms: None,
+            wait_reason: None,
+            master_port: None,
+            placed_ms: None,
+            gpu_model: None,
+            devices: None,
+        }
+    }
+
+    fn cache(order: Order, window: usize) -> JobCache {
+        let params = GangParams {
+            order,
+            ..Default::default()
+        };
+        JobCache::new(GangScheduler::new(params), window)
+    }
+
+    fn ids(rows: Vec<&JobRow>) -> Vec<i64> {
+        rows.into_iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn the_first_waiting_jobs_of_each_queue_in_the_schedulers_order() {
+        let mut c = cache(Order::Priority, 2);
+        for (id, q, p) in [
+            (1, "a", 0),
+            (2, "a", 5),
+            (3, "b", 1),
+            (4, "a", 5),
+            (5, "b", 0),
+        ] {
+            c.put(row(id, q, p, JobState::Queued), false);
+        }
+        // By priority, then submission: a's first two are 2 and 4, b's 3 and 5.
+        assert_eq!(ids(c.first_waiting(2)), vec![2, 4, 3, 5]);
+        assert_eq!(ids(c.first_waiting(1)), vec![2, 3]);
+        assert_eq!(c.waiting_count(), 5);
+        // Placed: it leaves the waiting jobs for the supervised ones; ended: gone.
+        c.put(row(2, "a", 5, JobState::Pending), false);
+        assert_eq!(ids(c.first_waiting(2)), vec![4, 3, 1, 5]);
+        assert_eq!(c.others().map(|r| r.id).collect::<Vec<_>>(), vec![2]);
+        c.put(row(2, "a", 5, JobState::Completed), false);
+        assert_eq!(c.others().count(), 0);
+        assert!(c.get(2).is_none());
+        // Deleted for good.
+        c.put(row(4, "a", 5, JobState::Queued), true);
+        assert_eq!(ids(c.first_waiting(9)), vec![3, 1, 5]);
+        // Submission order alone under FIFO, whatever the priority.
+        let mut f = cache(Order::Fifo, 10);
+        f.put(row(1, "a", 0, JobState::Queued), false);
+        f.put(row(2, "a", 9, JobState::Queued), false);
+        assert_eq!(ids(f.first_waiting(10)), vec![1, 2]);
+    }
+
+    #[test]
+    fn only_a_change_the_scheduler_is_shown_calls_for_a_decision() {
+        let mut c = cache(Order::Priority, 2);
+        for id in 1..=3 {
+            c.put(row(id, "a", 0, JobState::Queued), false);
+        }
+        let services = vec![(1.0, 2)];
+        assert!(c.worth_deciding(&services, std::time::Duration::from_secs(10)));
+        c.decided(services.clone());
+        assert!(!c.worth_deciding(&services, std::time::Duration::from_secs(10)));
+        // Behind the first two of its queue: nothing the scheduler sees changed.
+        c.put(row(4, "a", 0, JobState::Queued), false);
+        assert!(!c.dirty);
+        // Ahead of them (a higher priority), or in a queue not yet full: a change.
+        c.put(row(5, "a", 3, JobState::Queued), false);
+        assert!(c.dirty);
+        c.decided(services.clone());
+        c.put(row(6, "b", 0, JobState::Queued), false);
+        assert!(c.dirty);
+        c.decided(services.clone());
+        // A job the scheduler sees leaving (placed), or a running one changing.
+        c.put(row(5, "a", 3, JobState::Pending), false);
+        assert!(c.dirty);
+        c.decided(services.clone());
+        c.put(row(5, "a", 3, JobState::Processing), false);
+        assert!(c.dirty);
+        c.decided(services.clone());
+        // The services' replicas changed; or time passed.
+        assert!(c.worth_deciding(&[(1.0, 3)], std::time::Duration::from_secs(10)));
+        assert!(c.worth_deciding(&services, std::time::Duration::ZERO));
+    }
+}

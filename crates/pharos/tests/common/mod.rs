@@ -423,3 +423,63 @@ pub fn last_step(log: &str) -> u32 {
         .max()
         .unwrap_or(0)
 }
+
+/// Client threads sending requests to `url` one after another until stopped; counts
+/// answers by kind.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(url: &str, clients: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let errors = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());
+                let url = format!("{url}/infer");
+                std::thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(20)))
+                        .build()
+                        .into();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match agent.get(&url).call() {
+                            Ok(r) if r.status().is_success() => {
+                                ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                            }
+                            _ => {
+                                // The router down (a restart) refuses at once: do not spin.
+                                std::thread::sleep(Duration::from_millis(10));
+                                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            errors,
+            threads,
+        }
+    }
+
+    /// Stops the clients; (answered 2xx, not).
+    pub fn finish(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.ok.load(std::sync::atomic::Ordering::Relaxed),
+            self.errors.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+}
