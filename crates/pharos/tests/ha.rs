@@ -116,8 +116,9 @@ fn the_leader_killed_mid_burst_is_replaced_and_nothing_acknowledged_is_lost() {
     let Some(db) = fresh_database("kill") else {
         return;
     };
-    // One CPU: the long job holds it, everything submitted after waits.
-    let (mut a, b) = pair(&db, "capacity: {cpus: 1, memory: 8GiB}");
+    // Three CPUs: a service's two replicas hold two, the long job the third, and
+    // everything submitted after waits.
+    let (mut a, b) = pair(&db, "capacity: {cpus: 3, memory: 8GiB}");
     assert!(!leads(&b), "{}", b.server_log());
     // Services and what only the leader knows: a follower names the leader.
     let (status, v) = b.request("GET", "/v1/services", Some(ADMIN), None);
@@ -133,6 +134,10 @@ fn the_leader_killed_mid_burst_is_replaced_and_nothing_acknowledged_is_lost() {
         !ok && out.contains(&format!("ask the leader at {}", a.url)),
         "{out}"
     );
+    let (status, v) = a.apply(&service_spec("web"));
+    assert!(status == 200 || status == 201, "{v}");
+    let v = a.wait_service("web", 30, "2 ready", |v| v["ready_replicas"] == 2);
+    let service = Load::start(v["url"].as_str().unwrap(), 4);
     let long = a.submit(&manifest("long", "sleep 10"));
     a.wait_state(long, "PROCESSING", 30);
     let pid_file = a
@@ -200,6 +205,15 @@ fn the_leader_killed_mid_burst_is_replaced_and_nothing_acknowledged_is_lost() {
     for h in handles {
         h.join().unwrap();
     }
+    // The service served throughout: its router outlived the leader.
+    let (ok, failed) = service.finish();
+    eprintln!("service under the burst and the kill: {ok} answered, {failed} failed");
+    assert!(ok > 100, "{ok} answered");
+    assert!(
+        (failed as f64) < 0.01 * (ok + failed) as f64,
+        "{failed} of {} failed",
+        ok + failed
+    );
     eprintln!(
         "fail-over: leader after {:.2} s, first decision after {:.2} s",
         leading_after.as_secs_f64(),
@@ -350,18 +364,22 @@ fn router_pid(data: &std::path::Path, service: &str) -> Option<u32> {
     })
 }
 
+/// A service of two replicas (one vCPU each) of the example replica.
+fn service_spec(name: &str) -> String {
+    format!(
+        "name: {name}\ncommand: ['{REPLICA}', --port, $PORT, --service-ms, '10', --dist, det]\n\
+         cpus: 1\nslo: {{ latency_s: 0.5 }}\nprocessing_time_s: 0.01\nmin_replicas: 2\n\
+         max_replicas: 2\nmax_queue: 1000\n"
+    )
+}
+
 #[test]
 fn a_service_keeps_serving_through_the_leaders_death_and_is_adopted() {
     let Some(db) = fresh_database("svc") else {
         return;
     };
     let (mut a, b) = pair(&db, "capacity: {cpus: 4, memory: 8GiB}");
-    let spec = format!(
-        "name: web\ncommand: ['{REPLICA}', --port, $PORT, --service-ms, '10', --dist, det]\n\
-         slo: {{ latency_s: 0.5 }}\nprocessing_time_s: 0.01\nmin_replicas: 2\n\
-         max_replicas: 2\nmax_queue: 1000\n"
-    );
-    let (status, v) = a.apply(&spec);
+    let (status, v) = a.apply(&service_spec("web"));
     assert!(status == 200 || status == 201, "{v}");
     let v = a.wait_service("web", 30, "2 ready", |v| v["ready_replicas"] == 2);
     let url = v["url"].as_str().unwrap().to_string();

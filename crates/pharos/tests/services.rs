@@ -971,3 +971,35 @@ fn load_history_is_imported_recorded_kept_over_a_kill_and_learned_from() {
         "{events}"
     );
 }
+
+/// With routers in processes of their own, a single server's restart does not stop a
+/// service: its router serves while the server is down, and the restarted server
+/// adopts the router and the replicas.
+#[test]
+fn a_router_process_serves_while_its_server_restarts() {
+    let mut s = Server::start("capacity: { cpus: 4 }\nservice_routers: process");
+    let (status, v) = s.apply(&spec("svc", 2, ""));
+    assert!(status == 200 || status == 201, "{v}");
+    let v = s.wait_service("svc", 30, "2 ready", |v| v["ready_replicas"] == 2);
+    let url = v["url"].as_str().unwrap().to_string();
+    let before = pids(&v);
+    let load = Load::start(&url, 3);
+    std::thread::sleep(Duration::from_millis(1000));
+    s.kill();
+    let down = load.ok.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        load.ok.load(Ordering::Relaxed) > down,
+        "nothing served while the server was down"
+    );
+    s.spawn();
+    let v = s.wait_service("svc", 30, "adopted", |v| v["ready_replicas"] == 2);
+    assert_eq!(pids(&v), before, "{v}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed) = load.finish();
+    assert!(ok > 100 && failed == 0, "{ok} answered, {failed} failed");
+    assert!(
+        s.server_log()
+            .contains("adopted the running router process")
+    );
+}
