@@ -24,6 +24,19 @@ pub fn candidate_name() -> String {
     format!("{host}/{}/{r:08x}", std::process::id())
 }
 
+/// A leader that lost its term ends its process, as Kubernetes' controllers do: what
+/// it held in memory (services, routers' mirrors, the jobs' copy) belongs to a term
+/// that is over, and whatever restarts it (systemd, a Deployment) brings it back as a
+/// follower. Learners, replicas and router processes are not its children's children to
+/// lose: they run on, and the leader adopts them. (Its writes were refused already.)
+fn lost(term: i64, why: &str) -> ! {
+    tracing::error!(
+        term,
+        "this server no longer leads ({why}); it stops so that a restart rejoins as a follower"
+    );
+    std::process::exit(3);
+}
+
 /// Campaigns every third of the lease until the process ends; wakes the leader's work
 /// when this server starts or stops leading.
 pub async fn run(state: Arc<AppState>) {
@@ -42,6 +55,9 @@ pub async fn run(state: Arc<AppState>) {
         {
             Ok(term) => {
                 last_ok = asked;
+                if let (Some(was), None) = (leading, term) {
+                    lost(was, "another server holds the lease");
+                }
                 if term != leading {
                     match term {
                         Some(t) => info!(term = t, "this server leads"),
@@ -55,9 +71,10 @@ pub async fn run(state: Arc<AppState>) {
                 warn!(error = %e, "the leader's lease could not be renewed");
                 // campaign() has stopped this server's writes; past most of the lease
                 // another may lead, so the engines are not driven either.
-                if leading.is_some() && last_ok.elapsed() > lease.mul_f64(0.8) {
-                    leading = None;
-                    state.leader_changed.notify_waiters();
+                if let Some(was) = leading
+                    && last_ok.elapsed() > lease.mul_f64(0.8)
+                {
+                    lost(was, "its lease could not be renewed in time");
                 }
             }
         }
