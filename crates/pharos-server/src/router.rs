@@ -86,7 +86,8 @@ struct Inner {
     /// Requests waiting for a replica, oldest first: each is sent the replica it got.
     queue: VecDeque<oneshot::Sender<String>>,
     counters: Counters,
-    /// Latencies (seconds) of the requests completed since the last `take_window`.
+    /// Latencies (seconds) of the requests completed since the last `take_window`, at
+    /// most [`MINUTE_WINDOW_CAP`].
     window: Vec<f64>,
     /// The same since the last `take_minute_window`, at most [`MINUTE_WINDOW_CAP`].
     minute_window: Vec<f64>,
@@ -466,7 +467,11 @@ impl Router {
             Some(l) => {
                 g.counters.completed += 1;
                 g.counters.latency_sum_s += l;
-                g.window.push(l);
+                // Both bounded: a router process with no server to drain them (none
+                // leads) must not grow without end.
+                if g.window.len() < MINUTE_WINDOW_CAP {
+                    g.window.push(l);
+                }
                 if g.minute_window.len() < MINUTE_WINDOW_CAP {
                     g.minute_window.push(l);
                 }

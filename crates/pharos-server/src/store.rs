@@ -792,6 +792,33 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
+    /// Jobs holding resources (placed, running, stopping, storing), oldest first.
+    pub async fn holding_jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE deleted = 0 AND \
+             state IN ('PENDING', 'DOWNLOADING', 'PROCESSING', 'STORING') ORDER BY id"
+        ))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(Self::job_from_row).collect()
+    }
+
+    /// Queued jobs that want to run, of one tenant when given.
+    pub async fn waiting_count(&self, tenant: Option<&str>) -> Result<i64, StoreError> {
+        let sql = "SELECT COUNT(*) AS n FROM jobs WHERE deleted = 0 AND state = 'QUEUED' \
+                   AND desired = 'run'";
+        let row = match tenant {
+            Some(t) => {
+                sqlx::query(&format!("{sql} AND tenant = $1"))
+                    .bind(t)
+                    .fetch_one(&self.read)
+                    .await?
+            }
+            None => sqlx::query(sql).fetch_one(&self.read).await?,
+        };
+        Ok(row.try_get("n")?)
+    }
+
     /// Queued jobs that want to run in `queue` with ids in `(after, upto]`.
     pub async fn queued_between(
         &self,

@@ -358,6 +358,40 @@ fn main() {
             times[times.len() - 1]
         );
     }
+    // The CLI: `pharos train list --limit 100` (one page), and `--state QUEUED`.
+    for args in [
+        vec!["train", "list", "--limit", "100"],
+        vec!["train", "list", "--limit", "100", "--state", "QUEUED"],
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let out = Command::new(pharos_exe())
+                .args(&args)
+                .env("PHAROS_URL", &s.url)
+                .env("PHAROS_TOKEN", TOKEN)
+                .output()
+                .expect("the pharos CLI");
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let rows = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with("training-"))
+                .count();
+            assert_eq!(rows, 100);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "  pharos {}: median {:.0} ms (the whole command), max {:.0} ms",
+            args.join(" "),
+            pct(&times, 50.0),
+            times[times.len() - 1]
+        );
+    }
     println!(
         "  processes working in the server's data directory before it stops: {}",
         processes_in(&s.data)

@@ -248,43 +248,50 @@ pub(super) async fn cluster(
     let mut holders = Vec::new();
     let mut waiting = Vec::new();
     let mut waiting_count = 0usize;
-    for job in state.store.active_jobs().await? {
+    // What jobs hold: the few placed or running ones, read alone (not every queued job).
+    for job in state.store.holding_jobs().await? {
         let Ok(m) = state.manifest(&job) else {
             continue;
         };
-        if crate::controller::holds_resources(job.state) {
-            let p = m.per_learner();
-            let n = m.learners;
-            let h = Held {
-                cpus: p.cpus * n as f64,
-                memory: p.memory_bytes.saturating_mul(n as u64),
-                gpus: p.gpus * n,
-            };
-            training.cpus += h.cpus;
-            training.memory += h.memory;
-            training.gpus += h.gpus;
-            let t = by_tenant.entry(job.tenant.clone()).or_default();
-            t.cpus += h.cpus;
-            t.memory += h.memory;
-            t.gpus += h.gpus;
-            if mine(&job.tenant) {
-                holders.push(json!({
-                    "kind": "training", "id": format!("training-{}", job.id), "name": job.name,
-                    "tenant": job.tenant, "state": job.state.name(), "learners": n,
-                    "cpus": h.cpus, "memory_bytes": h.memory, "gpus": h.gpus,
-                }));
-            }
-        } else if job.state == JobState::Queued && job.desired == Desired::Run && mine(&job.tenant)
-        {
-            waiting_count += 1;
-            if waiting.len() < CLUSTER_WAITING_LISTED {
-                waiting.push(json!({
-                    "kind": "training", "id": format!("training-{}", job.id), "name": job.name,
-                    "tenant": job.tenant, "queue": job.queue,
-                    "reason": job.wait_reason.clone().unwrap_or_else(|| "not yet scheduled".into()),
-                }));
-            }
+        let p = m.per_learner();
+        let n = m.learners;
+        let h = Held {
+            cpus: p.cpus * n as f64,
+            memory: p.memory_bytes.saturating_mul(n as u64),
+            gpus: p.gpus * n,
+        };
+        training.cpus += h.cpus;
+        training.memory += h.memory;
+        training.gpus += h.gpus;
+        let t = by_tenant.entry(job.tenant.clone()).or_default();
+        t.cpus += h.cpus;
+        t.memory += h.memory;
+        t.gpus += h.gpus;
+        if mine(&job.tenant) {
+            holders.push(json!({
+                "kind": "training", "id": format!("training-{}", job.id), "name": job.name,
+                "tenant": job.tenant, "state": job.state.name(), "learners": n,
+                "cpus": h.cpus, "memory_bytes": h.memory, "gpus": h.gpus,
+            }));
         }
+    }
+    // What waits: counted, and the first few listed.
+    waiting_count += state.store.waiting_count(caller.scope()).await? as usize;
+    let first = state
+        .store
+        .jobs_page(
+            caller.scope(),
+            Some(JobState::Queued),
+            0,
+            CLUSTER_WAITING_LISTED as i64,
+        )
+        .await?;
+    for job in first.iter().filter(|j| j.desired == Desired::Run) {
+        waiting.push(json!({
+            "kind": "training", "id": format!("training-{}", job.id), "name": job.name,
+            "tenant": job.tenant, "queue": job.queue,
+            "reason": job.wait_reason.clone().unwrap_or_else(|| "not yet scheduled".into()),
+        }));
     }
     for (name, tenant, cpus, held, target, why) in state.services.holdings().await {
         let h = cpus * held as f64;

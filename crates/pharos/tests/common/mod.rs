@@ -39,6 +39,8 @@ pub struct Server {
     /// The data directory (the temporary directory's `data`, or one shared with
     /// another server).
     data: PathBuf,
+    /// Whether the data directory is this server's own (not another's it shares).
+    owns_data: bool,
     pub url: String,
     pub child: Option<Child>,
     pub config: PathBuf,
@@ -69,6 +71,7 @@ impl Server {
     fn start_in(extra: &str, reachable: bool, data: Option<PathBuf>) -> Server {
         workloads_built();
         let dir = tempfile::tempdir().unwrap();
+        let owns_data = data.is_none();
         let data = data.unwrap_or_else(|| dir.path().join("data"));
         if reachable {
             use std::os::unix::fs::PermissionsExt;
@@ -91,6 +94,7 @@ impl Server {
         let mut s = Server {
             dir,
             data,
+            owns_data,
             url: format!("http://127.0.0.1:{port}"),
             child: None,
             config,
@@ -395,7 +399,41 @@ impl Drop for Server {
             .arg("-f")
             .arg(self.data().to_string_lossy().as_ref())
             .status();
+        // Nothing left behind: no process working in the data directory or naming it
+        // (learners, replicas, routers). Checked by the server that owns the directory
+        // (one sharing it may be dropped while the owner still runs), unless the test
+        // failed already.
+        if self.owns_data && !std::thread::panicking() {
+            let t0 = Instant::now();
+            let mut left = processes_of(&self.data());
+            while !left.is_empty() && t0.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(100));
+                left = processes_of(&self.data());
+            }
+            assert!(left.is_empty(), "processes left behind: {left:?}");
+        }
     }
+}
+
+/// Processes (pid, command line) working in `dir` or naming it on their command line.
+pub fn processes_of(dir: &std::path::Path) -> Vec<(u32, String)> {
+    let needle = dir.to_string_lossy().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|p| {
+            let pid: u32 = p.file_name().to_string_lossy().parse().ok()?;
+            if pid == std::process::id() {
+                return None;
+            }
+            let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let cwd = std::fs::read_link(p.path().join("cwd")).ok();
+            (cmd.contains(&needle) || cwd.is_some_and(|c| c.starts_with(dir)))
+                .then(|| (pid, cmd.trim().to_string()))
+        })
+        .collect()
 }
 
 /// Waits up to `secs` until `f` holds; otherwise fails with `what()`.
