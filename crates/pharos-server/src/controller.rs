@@ -102,10 +102,10 @@ pub async fn reconcile(state: &AppState, cache: &mut JobCache) -> Result<(), Sto
     );
     let services = state.services.held();
     let needs_ticks = state.scheduler.lock_or_recover().needs_ticks();
-    if needs_ticks || cache.worth_deciding(&services, std::time::Duration::from_secs(10)) {
-        if schedule(state, cache).await? {
-            cache.decided(services);
-        }
+    if (needs_ticks || cache.worth_deciding(&services, std::time::Duration::from_secs(10)))
+        && schedule(state, cache).await?
+    {
+        cache.decided(services);
     }
     Ok(())
 }

@@ -280,12 +280,10 @@ impl Client {
                     Err(e) => last_err = Some((base, e)),
                 }
             }
-            if n == 1 || std::time::Instant::now() >= deadline {
-                if let Some((base, e)) = last_err {
-                    return Err(
-                        anyhow::Error::new(e).context(format!("reaching the server at {base}"))
-                    );
-                }
+            if (n == 1 || std::time::Instant::now() >= deadline)
+                && let Some((base, e)) = last_err
+            {
+                return Err(anyhow::Error::new(e).context(format!("reaching the server at {base}")));
             }
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
