@@ -37,7 +37,10 @@ pub async fn run(state: Arc<AppState>) {
             tokio::pin!(changed);
             changed.as_mut().enable();
             if !state.leads() {
-                changed.await;
+                tokio::select! {
+                    _ = changed => {}
+                    _ = tokio::time::sleep(tick) => {}
+                }
             }
             continue;
         }
@@ -79,6 +82,10 @@ pub async fn reconcile(state: &AppState, cache: &mut JobCache) -> Result<(), Sto
         for _ in 0..4 {
             let before = (job.state, job.attempt, job.desired);
             if let Err(e) = supervise(state, job).await {
+                // No longer the leader: nothing more is done, here or on an engine.
+                if matches!(e, StoreError::Fenced(_)) {
+                    return Err(e);
+                }
                 // A transition refused because the API changed the job meanwhile is
                 // retried on the next pass; anything else is worth a warning.
                 if !matches!(e, StoreError::Transition { .. }) {
@@ -102,7 +109,9 @@ pub async fn reconcile(state: &AppState, cache: &mut JobCache) -> Result<(), Sto
     );
     let services = state.services.held();
     let needs_ticks = state.scheduler.lock_or_recover().needs_ticks();
-    if (needs_ticks || cache.worth_deciding(&services, std::time::Duration::from_secs(10)))
+    // Not on a copy still catching up with the store (the rest is read next pass).
+    if !cache.behind
+        && (needs_ticks || cache.worth_deciding(&services, std::time::Duration::from_secs(10)))
         && schedule(state, cache).await?
     {
         cache.decided(services);
@@ -817,9 +826,16 @@ async fn schedule(state: &AppState, cache: &JobCache) -> Result<bool, StoreError
         cache.waiting_count() as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
+    // A start that did not happen (no devices after all; halted or deleted since the
+    // copy was read) leaves the decision to be taken again at the next pass.
+    let mut all_placed = true;
     for (id, placement) in &decision.start {
         if let Some(job) = rows.get(id) {
-            place(state, job, placement, &mut free).await?;
+            match place(state, job, placement, &mut free).await {
+                Ok(placed) => all_placed &= placed,
+                Err(StoreError::Transition { .. }) => all_placed = false,
+                Err(e) => return Err(e),
+            }
         }
     }
     let changed: Vec<(i64, String)> = decision
@@ -834,7 +850,7 @@ async fn schedule(state: &AppState, cache: &JobCache) -> Result<bool, StoreError
     if !decision.start.is_empty() {
         state.wake.notify_one();
     }
-    Ok(true)
+    Ok(all_placed)
 }
 
 /// Whether a job in this state holds its resources (placed, not yet back in a queue
@@ -979,14 +995,15 @@ fn free_devices(
 
 /// Starts a new attempt of `job` on `placement`: each learner's devices taken from
 /// `free`, the attempt recorded as PENDING (the engine is asked next pass).
+/// Whether it was placed.
 async fn place(
     state: &AppState,
     job: &JobRow,
     placement: &GangPlacement,
     free: &mut std::collections::BTreeMap<String, Vec<u32>>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let Ok(m) = state.manifest(job) else {
-        return Ok(());
+        return Ok(false);
     };
     // Each learner's devices, of the model it was placed on.
     let mut devices: Vec<Vec<u32>> = Vec::new();
@@ -1008,9 +1025,12 @@ async fn place(
             job = job.id,
             "not enough free GPU devices for the placement; waiting"
         );
-        return Ok(());
+        return Ok(false);
     }
     let update = JobUpdate {
+        // Only while it still wants to run (the API may have halted or deleted it since
+        // the controller's copy was read).
+        expect_desired: Some(Desired::Run),
         devices: Some(Some(serde_json::to_string(&devices).unwrap_or_default())),
         gpu_model: Some(placement.first().and_then(|(_, m)| m.clone())),
         attempt: Some(job.attempt + 1),
@@ -1031,5 +1051,6 @@ async fn place(
             None,
             &update,
         )
-        .await
+        .await?;
+    Ok(true)
 }

@@ -4,7 +4,9 @@
 //! restart, as Kubernetes' kube-proxy and Ray Serve's proxies do.
 //!
 //! The router process (`pharos __router CONFIG-JSON`) runs the same [`Router`] on the
-//! service's port, started by the leader in a session of its own, as the server's user.
+//! service's port, started by the leader in a process group of its own (as the learners
+//! and replicas are; under systemd, `KillMode=process` keeps them when the server's unit
+//! stops), as the server's user. One that stops answering is started again.
 //! Its control is a Unix socket in the service's directory (mode 0600: the server's user
 //! alone, never a TCP port a tenant could reach): one JSON request per line, one JSON
 //! answer per line. The server's side is a [`Router`] whose calls go to that socket
@@ -19,7 +21,7 @@ use std::time::Duration;
 use pharos_engine::host::LockExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 
@@ -73,6 +75,8 @@ pub enum Control {
 pub struct Snapshot {
     pub service: String,
     pub listen: String,
+    /// The router process's pid (a new one is given the settings again).
+    pub pid: u32,
     pub stats: Stats,
     pub histogram: Vec<u64>,
     pub in_flight: BTreeMap<String, u32>,
@@ -164,20 +168,23 @@ async fn answer(stream: UnixStream, router: &Router, cfg: &RouterProcess) -> Res
     let mut line = String::new();
     loop {
         line.clear();
-        let n = lines
+        // At most MAX_LINE bytes are read for one request.
+        let n = (&mut lines)
+            .take(MAX_LINE as u64 + 1)
             .read_line(&mut line)
             .await
             .map_err(|e| e.to_string())?;
         if n == 0 {
             return Ok(());
         }
-        if line.len() > MAX_LINE {
+        if line.len() > MAX_LINE || !line.ends_with('\n') {
             return Err("request too long".into());
         }
         let answer = match serde_json::from_str::<Control>(&line) {
             Ok(Control::Snapshot) => serde_json::to_value(Snapshot {
                 service: cfg.service.clone(),
                 listen: cfg.listen.clone(),
+                pid: std::process::id(),
                 stats: router.stats(),
                 histogram: router.histogram(),
                 in_flight: router.in_flight_by_replica(),
@@ -246,12 +253,54 @@ async fn ask(socket: &Path, req: &Control) -> Result<Value, String> {
 }
 
 /// The server's side of a router process: what it last reported, and the settings on
-/// their way to it.
+/// their way to it (kept, to give a router process started again).
 pub struct Remote {
     pub socket: PathBuf,
     mirror: Arc<Mutex<Mirror>>,
-    tx: tokio::sync::mpsc::UnboundedSender<Control>,
+    desired: Arc<Mutex<Settings>>,
+    tx: tokio::sync::mpsc::Sender<Control>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Commands waiting for a router process at most (more are dropped with a warning:
+/// the settings are also given again to a restarted router).
+const PENDING: usize = 256;
+
+/// Failed snapshots in a row after which the router process is started again.
+const RESTART_AFTER: u32 = 20;
+
+/// The settings the server last gave a router.
+#[derive(Default, Clone)]
+struct Settings {
+    replicas: Option<Vec<String>>,
+    accept_rate: Option<f64>,
+    slo_s: Option<f64>,
+    queue_timeout: Option<Option<f64>>,
+    unavailable_timeout: Option<Option<f64>>,
+}
+
+impl Settings {
+    fn commands(&self) -> Vec<Control> {
+        let mut out = Vec::new();
+        if let Some(r) = &self.replicas {
+            out.push(Control::SetReplicas {
+                replicas: r.clone(),
+            });
+        }
+        if let Some(rate) = self.accept_rate {
+            out.push(Control::SetAcceptRate { rate });
+        }
+        if let Some(latency_s) = self.slo_s {
+            out.push(Control::SetSlo { latency_s });
+        }
+        if let Some(seconds) = self.queue_timeout {
+            out.push(Control::SetQueueTimeout { seconds });
+        }
+        if let Some(seconds) = self.unavailable_timeout {
+            out.push(Control::SetUnavailableTimeout { seconds });
+        }
+        out
+    }
 }
 
 #[derive(Default)]
@@ -261,7 +310,9 @@ struct Mirror {
     in_flight: BTreeMap<String, u32>,
     window: Vec<f64>,
     minute_window: Vec<f64>,
-    /// The router process does not answer (since when, for the condition).
+    /// The router process's pid, as it last said.
+    pid: Option<u32>,
+    /// Why the router process does not answer, while it does not.
     unreachable: Option<String>,
 }
 
@@ -272,34 +323,59 @@ impl Drop for Remote {
 }
 
 impl Remote {
-    fn new(socket: PathBuf, first: Snapshot) -> Self {
+    fn new(exe: PathBuf, cfg: RouterProcess, first: Snapshot) -> Self {
+        let socket = cfg.socket.clone();
         let mirror = Arc::new(Mutex::new(Mirror::default()));
         absorb(&mut mirror.lock_or_recover(), first);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Control>();
+        let desired = Arc::new(Mutex::new(Settings::default()));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Control>(PENDING);
         let task = tokio::spawn({
             let mirror = mirror.clone();
-            let socket = socket.clone();
+            let desired = desired.clone();
             async move {
                 let mut tick = tokio::time::interval(POLL);
+                let mut failures = 0u32;
                 loop {
                     tokio::select! {
                         cmd = rx.recv() => {
                             let Some(cmd) = cmd else { return };
                             let exit = matches!(cmd, Control::Exit);
-                            if let Err(e) = ask(&socket, &cmd).await {
-                                warn!(socket = %socket.display(), "router control: {e}");
+                            if let Err(e) = ask(&cfg.socket, &cmd).await {
+                                warn!(service = cfg.service, "router control: {e}");
                             }
                             if exit {
                                 return;
                             }
                         }
                         _ = tick.tick() => {
-                            match ask(&socket, &Control::Snapshot).await {
-                                Ok(v) => match serde_json::from_value::<Snapshot>(v) {
-                                    Ok(s) => absorb(&mut mirror.lock_or_recover(), s),
-                                    Err(e) => mirror.lock_or_recover().unreachable = Some(e.to_string()),
-                                },
-                                Err(e) => mirror.lock_or_recover().unreachable = Some(e),
+                            let snap = ask(&cfg.socket, &Control::Snapshot)
+                                .await
+                                .and_then(|v| serde_json::from_value::<Snapshot>(v).map_err(|e| e.to_string()));
+                            match snap {
+                                Ok(s) => {
+                                    failures = 0;
+                                    let known = mirror.lock_or_recover().pid;
+                                    let fresh = known.is_some_and(|p| p != s.pid);
+                                    absorb(&mut mirror.lock_or_recover(), s);
+                                    if fresh {
+                                        // A router started again: it is given every setting.
+                                        let replay = desired.lock_or_recover().commands();
+                                        for c in replay {
+                                            let _ = ask(&cfg.socket, &c).await;
+                                        }
+                                    }
+                                }
+                                Err(e) => {
+                                    failures += 1;
+                                    mirror.lock_or_recover().unreachable = Some(e);
+                                    if failures == RESTART_AFTER {
+                                        warn!(service = cfg.service, "the router process does not answer; starting it again");
+                                        if let Err(e) = spawn_process(&exe, &cfg) {
+                                            warn!(service = cfg.service, "{e}");
+                                        }
+                                        failures = 0;
+                                    }
+                                }
                             }
                         }
                     }
@@ -309,13 +385,56 @@ impl Remote {
         Remote {
             socket,
             mirror,
+            desired,
             tx,
             task,
         }
     }
 
+    /// Sends a setting (kept, and not sent again when it is the one last given).
     pub fn send(&self, c: Control) {
-        let _ = self.tx.send(c);
+        {
+            let mut d = self.desired.lock_or_recover();
+            match &c {
+                Control::SetReplicas { replicas } => {
+                    if d.replicas.as_ref() == Some(replicas) {
+                        return;
+                    }
+                    d.replicas = Some(replicas.clone());
+                }
+                Control::SetAcceptRate { rate } => {
+                    if d.accept_rate == Some(*rate) {
+                        return;
+                    }
+                    d.accept_rate = Some(*rate);
+                }
+                Control::SetSlo { latency_s } => d.slo_s = Some(*latency_s),
+                Control::SetQueueTimeout { seconds } => d.queue_timeout = Some(*seconds),
+                Control::SetUnavailableTimeout { seconds } => {
+                    d.unavailable_timeout = Some(*seconds)
+                }
+                Control::Snapshot | Control::Exit => {}
+            }
+        }
+        if self.tx.try_send(c).is_err() {
+            warn!(socket = %self.socket.display(), "the router process is behind; a setting was dropped (it is given again on restart)");
+        }
+    }
+
+    /// Ends the router process (its service was deleted): asked to exit, and signalled
+    /// too (the service's directory, with the socket, may go before the request).
+    pub fn stop(&self) {
+        let pid = self.mirror.lock_or_recover().pid;
+        let _ = self.tx.try_send(Control::Exit);
+        if let Some(pid) = pid {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("__router") && cmd.contains(&*self.socket.to_string_lossy()) {
+                // SAFETY: kill(2) of the router process this server started or adopted,
+                // checked by its command line.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+        }
     }
 
     pub fn stats(&self) -> Option<Stats> {
@@ -345,6 +464,7 @@ impl Remote {
 }
 
 fn absorb(m: &mut Mirror, s: Snapshot) {
+    m.pid = Some(s.pid);
     m.stats = Some(s.stats);
     m.histogram = s.histogram;
     m.in_flight = s.in_flight;
@@ -363,6 +483,13 @@ fn absorb(m: &mut Mirror, s: Snapshot) {
 /// answers for the same port, else a new one started (`exe __router`). The router
 /// returned sends its calls there.
 pub async fn attach_or_spawn(exe: &Path, cfg: RouterProcess) -> Result<Arc<Router>, String> {
+    // A Unix socket's path is at most 107 bytes.
+    if cfg.socket.as_os_str().len() > 107 {
+        return Err(format!(
+            "the router's control socket {} is longer than 107 bytes: give the server a shorter data_dir",
+            cfg.socket.display()
+        ));
+    }
     if let Ok(v) = ask(&cfg.socket, &Control::Snapshot).await
         && let Ok(s) = serde_json::from_value::<Snapshot>(v)
         && s.listen == cfg.listen
@@ -372,8 +499,37 @@ pub async fn attach_or_spawn(exe: &Path, cfg: RouterProcess) -> Result<Arc<Route
             listen = cfg.listen,
             "adopted the running router process"
         );
-        return Ok(Router::remote(Remote::new(cfg.socket.clone(), s)));
+        return Ok(Router::remote(Remote::new(exe.to_path_buf(), cfg, s)));
     }
+    spawn_process(exe, &cfg)?;
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok(v) = ask(&cfg.socket, &Control::Snapshot).await
+            && let Ok(s) = serde_json::from_value::<Snapshot>(v)
+        {
+            info!(
+                service = cfg.service,
+                listen = cfg.listen,
+                "router process started"
+            );
+            return Ok(Router::remote(Remote::new(exe.to_path_buf(), cfg, s)));
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let log = cfg
+                .socket
+                .parent()
+                .map(|d| std::fs::read_to_string(d.join("router.log")).unwrap_or_default())
+                .unwrap_or_default();
+            let last = log.lines().last().unwrap_or("").to_string();
+            return Err(format!("the router process did not start: {last}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts a router process (`exe __router CONFIG`) in a process group of its own, so
+/// that it outlives the server; its output goes to `router.log` beside the socket.
+fn spawn_process(exe: &Path, cfg: &RouterProcess) -> Result<(), String> {
     let dir = cfg
         .socket
         .parent()
@@ -385,7 +541,7 @@ pub async fn attach_or_spawn(exe: &Path, cfg: RouterProcess) -> Result<Arc<Route
         .append(true)
         .open(dir.join("router.log"))
         .map_err(|e| format!("{}: {e}", dir.join("router.log").display()))?;
-    let config = serde_json::to_string(&cfg).map_err(|e| e.to_string())?;
+    let config = serde_json::to_string(cfg).map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new(exe);
     {
         use std::os::unix::process::CommandExt;
@@ -396,7 +552,6 @@ pub async fn attach_or_spawn(exe: &Path, cfg: RouterProcess) -> Result<Arc<Route
             .stderr(log)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            // Its own session: it outlives the server.
             .process_group(0);
     }
     let mut child = cmd
@@ -406,25 +561,7 @@ pub async fn attach_or_spawn(exe: &Path, cfg: RouterProcess) -> Result<Arc<Route
     std::thread::spawn(move || {
         let _ = child.wait();
     });
-    let t0 = std::time::Instant::now();
-    loop {
-        if let Ok(v) = ask(&cfg.socket, &Control::Snapshot).await
-            && let Ok(s) = serde_json::from_value::<Snapshot>(v)
-        {
-            info!(
-                service = cfg.service,
-                listen = cfg.listen,
-                "router process started"
-            );
-            return Ok(Router::remote(Remote::new(cfg.socket.clone(), s)));
-        }
-        if t0.elapsed() > Duration::from_secs(10) {
-            let log = std::fs::read_to_string(dir.join("router.log")).unwrap_or_default();
-            let last = log.lines().last().unwrap_or("").to_string();
-            return Err(format!("the router process did not start: {last}"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Ok(())
 }
 
 /// Stops the router processes of services that no longer exist (deleted while no

@@ -38,41 +38,53 @@ fn lost(term: i64, why: &str) -> ! {
 }
 
 /// Campaigns every third of the lease until the process ends; wakes the leader's work
-/// when this server starts or stops leading.
+/// when this server starts leading. This server acts as the leader only while the
+/// store says it holds the term and its last renewal, sent less than 80% of the lease
+/// ago, succeeded ([`AppState::leads`]): past that another may lead.
 pub async fn run(state: Arc<AppState>) {
     let lease = Duration::from_secs_f64(state.config.election.lease_s);
     let every = lease / 3;
     let me = &state.candidate;
     let url = state.advertise_url();
-    let mut last_ok = Instant::now();
     let mut leading: Option<i64> = None;
     loop {
         let asked = Instant::now();
-        match state
-            .store
-            .campaign(me, &url, lease.as_millis() as i64)
-            .await
-        {
+        // A renewal that does not answer within a third of the lease counts as failed.
+        let result = tokio::time::timeout(
+            every,
+            state.store.campaign(me, &url, lease.as_millis() as i64),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            state.store.step_down();
+            Err(crate::store::StoreError::Db(sqlx::Error::PoolTimedOut))
+        });
+        match result {
             Ok(term) => {
-                last_ok = asked;
-                if let (Some(was), None) = (leading, term) {
+                if let Some(was) = leading
+                    && term != Some(was)
+                {
                     lost(was, "another server holds the lease");
                 }
+                if term.is_some() {
+                    state.renewed(asked + lease.mul_f64(0.8));
+                }
                 if term != leading {
-                    match term {
-                        Some(t) => info!(term = t, "this server leads"),
-                        None => info!("another server leads"),
+                    if let Some(t) = term {
+                        info!(term = t, "this server leads");
                     }
                     leading = term;
+                }
+                // Wake the leader's work whenever it may act (again): after a failed
+                // renewal the same term comes back without a change of holder.
+                if state.leads() {
                     state.leader_changed.notify_waiters();
                 }
             }
             Err(e) => {
                 warn!(error = %e, "the leader's lease could not be renewed");
-                // campaign() has stopped this server's writes; past most of the lease
-                // another may lead, so the engines are not driven either.
                 if let Some(was) = leading
-                    && last_ok.elapsed() > lease.mul_f64(0.8)
+                    && state.lease_over()
                 {
                     lost(was, "its lease could not be renewed in time");
                 }

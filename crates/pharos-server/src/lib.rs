@@ -72,23 +72,54 @@ pub struct AppState {
     _lock: Option<std::fs::File>,
     /// This server's name in leader elections.
     pub candidate: String,
-    /// Notified when this server starts or stops leading.
+    /// Notified when this server may do the leader's work (again).
     pub leader_changed: Notify,
+    /// When this server's state was made (the base of `lease_until_nanos`).
+    started: std::time::Instant,
+    /// Until when this server's lease holds, nanoseconds after `started`.
+    lease_until_nanos: AtomicU64,
 }
 
 impl AppState {
-    /// Whether this server does the leader's work now (always, without an election).
+    /// Whether this server does the leader's work now (always, without an election):
+    /// it holds the term and its lease, as last renewed, has not run out.
     pub fn leads(&self) -> bool {
-        !self.store.elects() || self.store.term().is_some()
+        !self.store.elects() || (self.store.term().is_some() && !self.lease_over())
     }
 
-    /// The API address this server tells others it serves.
+    /// Records a renewal: this server's lease is good until `until` (less than the
+    /// lease, counted from when the renewal was sent).
+    pub fn renewed(&self, until: std::time::Instant) {
+        let nanos = until.saturating_duration_since(self.started).as_nanos() as u64;
+        self.lease_until_nanos.store(nanos, Ordering::SeqCst);
+    }
+
+    /// Whether this server's lease, as last renewed, has run out.
+    pub fn lease_over(&self) -> bool {
+        let until = self.lease_until_nanos.load(Ordering::SeqCst);
+        self.started.elapsed().as_nanos() as u64 >= until
+    }
+
+    /// The API address this server tells others it serves: `election.advertise_url`,
+    /// else `http://` + `listen` - with this machine's address in place of a wildcard
+    /// (0.0.0.0, ::), which would send clients to their own machine.
     pub fn advertise_url(&self) -> String {
-        self.config
-            .election
-            .advertise_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.config.listen))
+        if let Some(u) = &self.config.election.advertise_url {
+            return u.clone();
+        }
+        let listen = &self.config.listen;
+        let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "8080"));
+        let host = host.trim_matches(['[', ']']);
+        if host == "0.0.0.0" || host == "::" || host.is_empty() {
+            // The address a route out would leave from (no packet is sent).
+            let ip = std::net::UdpSocket::bind("0.0.0.0:0")
+                .and_then(|s| s.connect("10.255.255.255:9").map(|()| s))
+                .and_then(|s| s.local_addr())
+                .map(|a| a.ip().to_string())
+                .unwrap_or_else(|_| "127.0.0.1".into());
+            return format!("http://{ip}:{port}");
+        }
+        format!("http://{listen}")
     }
 
     /// The user `tenant`'s learners and replicas run as (None without a sandbox).
@@ -301,6 +332,8 @@ pub async fn open_with_engine(
         _lock: lock,
         candidate: leader::candidate_name(),
         leader_changed: Notify::new(),
+        started: std::time::Instant::now(),
+        lease_until_nanos: AtomicU64::new(0),
     }))
 }
 

@@ -898,7 +898,7 @@ impl Services {
             l.abort();
         }
         if let Some(p) = s.router.process() {
-            p.send(crate::dataplane::Control::Exit);
+            p.stop();
         }
         // Its replicas are stopped by the engine's next pass.
         s.router.set_replicas(&[]);
@@ -1166,6 +1166,12 @@ pub async fn run(state: Arc<AppState>) {
             }
         }
         last = Some(t0);
+        // A leader whose lease ran out (paused past it) drives no engine and no router:
+        // another may lead now (it ends its process at its next renewal).
+        if !state.leads() {
+            tokio::time::sleep(tick).await;
+            continue;
+        }
         pass(&state).await;
         learning::prune(&state).await;
         tokio::time::sleep(tick).await;

@@ -265,10 +265,24 @@ impl Store {
         };
         // SQLite allows one writer at a time; one connection serialises writers inside
         // the process instead of failing them with SQLITE_BUSY.
-        let pool = AnyPoolOptions::new()
-            .max_connections(if postgres { 8 } else { 1 })
-            .connect(&url)
-            .await?;
+        let mut options = AnyPoolOptions::new().max_connections(if postgres { 8 } else { 1 });
+        if postgres {
+            // A server paused inside a transaction (SIGSTOP, a frozen machine) must
+            // not hold its locks - the leader row's, the change counter's - for ever:
+            // PostgreSQL ends such a session, and a wait for a lock is bounded.
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SET idle_in_transaction_session_timeout = '2s'")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("SET lock_timeout = '10s'")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
         let store = Store {
             read: pool.clone(),
             pool,
@@ -313,7 +327,10 @@ impl Store {
             .await?
             .try_get("term")?;
             if held != term {
-                self.term.store(-1, Ordering::SeqCst);
+                // Only the term read above is over (a newer one may have been won since).
+                let _ = self
+                    .term
+                    .compare_exchange(term, -1, Ordering::SeqCst, Ordering::SeqCst);
                 return Err(StoreError::Fenced(term));
             }
         }
@@ -334,21 +351,33 @@ impl Store {
         Ok(done)
     }
 
-    /// Stamps job `id` with the next change number: the last write of a transaction
-    /// (the counter's row stays locked until the commit, so change numbers commit in
-    /// order and a reader of everything above its mark misses nothing).
-    async fn stamp(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: i64) -> Result<(), StoreError> {
-        let v: i64 = sqlx::query(
-            "UPDATE counters SET value = value + 1 WHERE name = 'change' RETURNING value",
+    /// Stamps jobs `ids` with the next change numbers, in order. It must be the last
+    /// write of its transaction, after every job row it locks: the counter's row stays
+    /// locked until the commit, so change numbers commit in order (a reader of
+    /// everything above its mark misses nothing), and taking it last keeps one lock
+    /// order everywhere (job rows, then the counter).
+    async fn stamp(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        ids: &[i64],
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let last: i64 = sqlx::query(
+            "UPDATE counters SET value = value + $1 WHERE name = 'change' RETURNING value",
         )
+        .bind(ids.len() as i64)
         .fetch_one(&mut **tx)
         .await?
         .try_get("value")?;
-        sqlx::query("UPDATE jobs SET version = $1 WHERE id = $2")
-            .bind(v)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
+        let first = last - ids.len() as i64 + 1;
+        for (k, id) in ids.iter().enumerate() {
+            sqlx::query("UPDATE jobs SET version = $1 WHERE id = $2")
+                .bind(first + k as i64)
+                .bind(*id)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 
@@ -479,6 +508,26 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
+        // Servers starting together on one PostgreSQL migrate one after the other (a
+        // session lock, held on a connection of its own while the others work).
+        let mut guard = None;
+        if self.postgres {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query("SELECT pg_advisory_lock(7068617273)")
+                .execute(&mut *conn)
+                .await?;
+            guard = Some(conn);
+        }
+        let done = self.migrate_locked().await;
+        if let Some(mut conn) = guard {
+            let _ = sqlx::query("SELECT pg_advisory_unlock(7068617273)")
+                .execute(&mut *conn)
+                .await;
+        }
+        done
+    }
+
+    async fn migrate_locked(&self) -> Result<(), StoreError> {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
             .execute(&self.pool)
             .await?;
@@ -651,7 +700,6 @@ impl Store {
         .bind(job.idempotency_key)
         .execute(&mut *tx)
         .await?;
-        Self::stamp(&mut tx, id).await?;
         sqlx::query(
             "INSERT INTO job_status (job_id, seq, state, time_ms, message, error_code) \
              VALUES ($1, 1, 'QUEUED', $2, 'submitted', NULL)",
@@ -660,6 +708,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        Self::stamp(&mut tx, &[id]).await?;
         tx.commit().await?;
         Ok((id, true))
     }
@@ -910,7 +959,6 @@ impl Store {
                 .await?;
         }
         Self::apply_update(&mut tx, id, update).await?;
-        Self::stamp(&mut tx, id).await?;
         let seq = Self::next_seq(&mut tx, "job_status", id).await?;
         sqlx::query(
             "INSERT INTO job_status (job_id, seq, state, time_ms, message, error_code) \
@@ -924,6 +972,7 @@ impl Store {
         .bind(code_str)
         .execute(&mut *tx)
         .await?;
+        Self::stamp(&mut tx, &[id]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -980,7 +1029,7 @@ impl Store {
             }
         }
         Self::apply_update(&mut tx, id, update).await?;
-        Self::stamp(&mut tx, id).await?;
+        Self::stamp(&mut tx, &[id]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1058,6 +1107,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin().await?;
+        let mut written = Vec::new();
         for (id, reason) in reasons {
             let done =
                 sqlx::query("UPDATE jobs SET wait_reason = $1 WHERE id = $2 AND state = 'QUEUED'")
@@ -1066,9 +1116,10 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             if done.rows_affected() > 0 {
-                Self::stamp(&mut tx, *id).await?;
+                written.push(*id);
             }
         }
+        Self::stamp(&mut tx, &written).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1105,7 +1156,7 @@ impl Store {
         .await?;
         let set = done.rows_affected() > 0;
         if set {
-            Self::stamp(&mut tx, id).await?;
+            Self::stamp(&mut tx, &[id]).await?;
         }
         tx.commit().await?;
         Ok(set)

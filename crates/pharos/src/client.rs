@@ -246,6 +246,17 @@ impl Client {
         &self,
         send: impl Fn(&str) -> Result<Response<Body>, ureq::Error>,
     ) -> Result<Response<Body>> {
+        self.call_as(true, send)
+    }
+
+    /// [`Self::call`]; a request that is not `idempotent` is sent to another server only
+    /// when the first could not be reached at all (never after it may have been sent:
+    /// it could have been carried out).
+    pub fn call_as(
+        &self,
+        idempotent: bool,
+        send: impl Fn(&str) -> Result<Response<Body>, ureq::Error>,
+    ) -> Result<Response<Body>> {
         self.usable()?;
         let n = self.urls.len().max(1);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(FAILOVER_S);
@@ -269,7 +280,9 @@ impl Client {
                         if n == 1 || std::time::Instant::now() >= deadline {
                             return Ok(resp);
                         }
-                        if !leader.is_empty() && leader != base {
+                        // Only to a server this command was given (the token is sent
+                        // where the user said, nowhere else).
+                        if !leader.is_empty() && leader != base && self.urls.contains(&leader) {
                             redirect = Some(leader);
                         }
                     }
@@ -277,7 +290,18 @@ impl Client {
                         self.active.set(i);
                         return Ok(resp);
                     }
-                    Err(e) => last_err = Some((base, e)),
+                    Err(e) => {
+                        let unsent = matches!(
+                            &e,
+                            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound
+                        ) || matches!(&e, ureq::Error::Io(io)
+                            if io.kind() == std::io::ErrorKind::ConnectionRefused);
+                        if !idempotent && !unsent {
+                            return Err(anyhow::Error::new(e)
+                                .context(format!("reaching the server at {base}")));
+                        }
+                        last_err = Some((base, e));
+                    }
                 }
             }
             if (n == 1 || std::time::Instant::now() >= deadline)
@@ -303,7 +327,7 @@ impl Client {
     pub fn send_json(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
         let auth = self.auth()?;
         let text = body.to_string();
-        let resp = self.call(|base| {
+        let resp = self.call_as(method == "PUT", |base| {
             let url = format!("{base}{path}");
             let req = match method {
                 "PATCH" => self.agent.patch(url),
@@ -319,7 +343,7 @@ impl Client {
 
     pub fn delete(&self, path: &str) -> Result<Value> {
         let auth = self.auth()?;
-        let resp = self.call(|base| {
+        let resp = self.call_as(false, |base| {
             self.agent
                 .delete(format!("{base}{path}"))
                 .header("Authorization", &auth)

@@ -99,6 +99,9 @@ pub fn train(cmd: TrainCommand, conn: &Conn) -> Result<()> {
                     })?,
                 None => 0,
             };
+            if limit == Some(0) {
+                anyhow::bail!("--limit: at least 1");
+            }
             let page = Page { limit, after };
             if watch {
                 return crate::client::watch(|| list(&c, state.as_deref(), page, json));

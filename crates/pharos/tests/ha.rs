@@ -364,18 +364,6 @@ fn a_leader_stopped_past_its_lease_is_replaced_and_stops_when_woken() {
     b.wait_state(next, "COMPLETED", 30);
 }
 
-/// The router process of `service` under `data`: its pid, found by its command line.
-fn router_pid(data: &std::path::Path, service: &str) -> Option<u32> {
-    let socket = data.join(format!("services/{service}/router.sock"));
-    let needle = socket.to_string_lossy().to_string();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
-        let pid: u32 = p.file_name().to_string_lossy().parse().ok()?;
-        let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
-        let cmd = String::from_utf8_lossy(&cmd);
-        (cmd.contains("__router") && cmd.contains(&needle)).then_some(pid)
-    })
-}
-
 /// A service of two replicas (one vCPU each) of the example replica.
 fn service_spec(name: &str) -> String {
     format!(

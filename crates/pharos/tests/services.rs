@@ -1002,4 +1002,27 @@ fn a_router_process_serves_while_its_server_restarts() {
         s.server_log()
             .contains("adopted the running router process")
     );
+    // A router process that dies is started again and given its replicas.
+    let router = common::router_pid(&s.data(), "svc").expect("a router process");
+    // SAFETY: kill -9 of the router process this test's server started.
+    unsafe { libc::kill(router as i32, libc::SIGKILL) };
+    common::wait_until(
+        20,
+        || common::router_pid(&s.data(), "svc").is_some_and(|p| p != router),
+        || s.server_log(),
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    common::wait_until(
+        10,
+        || {
+            agent
+                .get(format!("{url}/infer"))
+                .call()
+                .is_ok_and(|r| r.status().is_success())
+        },
+        || s.server_log(),
+    );
 }
