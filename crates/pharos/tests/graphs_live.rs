@@ -299,7 +299,11 @@ fn a_diamond_routes_by_its_probabilities_and_its_counters_add_up() {
     assert!(client.stop()[0] > 0);
     assert!(after.iter().all(|(st, _)| *st == 200), "{after:?}");
     assert_eq!(pids(&s), before, "replicas restarted, not adopted");
-    assert!(s.service_events("diamond.back").contains("adopted"));
+    common::wait_until(
+        5,
+        || s.service_events("diamond.back").contains("adopted"),
+        || s.service_events("diamond.back"),
+    );
 }
 
 #[test]

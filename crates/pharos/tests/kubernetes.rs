@@ -268,7 +268,11 @@ fn a_service_is_a_deployment_scaled_through_its_scale_subresource() {
     s.wait_service("taken", 30, "NOT_OURS", |v| {
         v["engine"]["status"] == "NOT_OURS"
     });
-    assert!(s.service_events("taken").contains("not-ours"));
+    common::wait_until(
+        5,
+        || s.service_events("taken").contains("not-ours"),
+        || s.service_events("taken"),
+    );
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert!(
         !fake

@@ -180,7 +180,11 @@ fn the_server_restarted_under_load_adopts_its_replicas_and_orphans_none() {
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
         .count();
     assert_eq!(files, 2);
-    assert!(s.service_events("svc").contains("adopted after a restart"));
+    common::wait_until(
+        5,
+        || s.service_events("svc").contains("adopted after a restart"),
+        || s.service_events("svc"),
+    );
     // Deleting the service stops them all.
     let (ok, out, err) = s.cli(&["delete", "service", "svc"], ADMIN);
     assert!(ok, "{out}{err}");
@@ -318,7 +322,12 @@ fn what_can_never_run_is_refused_and_what_cannot_run_now_says_why_without_hangin
             && m.contains("next try in"),
         "{m}"
     );
-    assert!(s.service_events("typo").contains("crash-loop"));
+    // The event is written by the same pass, after the condition is shown.
+    common::wait_until(
+        5,
+        || s.service_events("typo").contains("crash-loop"),
+        || s.service_events("typo"),
+    );
     let (ok, out, _) = s.cli(&["get", "services"], ADMIN);
     assert!(
         ok && out
@@ -398,7 +407,11 @@ fn what_can_never_run_is_refused_and_what_cannot_run_now_says_why_without_hangin
         m.contains("1 of 1 replicas wait for capacity") && m.contains("training jobs hold 2.00"),
         "{m}"
     );
-    assert!(s.service_events("later").contains("unschedulable"));
+    common::wait_until(
+        5,
+        || s.service_events("later").contains("unschedulable"),
+        || s.service_events("later"),
+    );
     assert_eq!(v["ready_replicas"], 0);
     common::wait_until(
         20,
@@ -843,7 +856,11 @@ fn load_history_is_imported_recorded_kept_over_a_kill_and_learned_from() {
         }
         assert!(q90 >= q50 - 1e-9, "{f}");
     }
-    assert!(s.service_events("svc").contains("forecast-fitted"));
+    common::wait_until(
+        5,
+        || s.service_events("svc").contains("forecast-fitted"),
+        || s.service_events("svc"),
+    );
     let (_, metrics) = s.request("GET", "/metrics", Some(ADMIN), None);
     assert!(
         metrics
