@@ -590,12 +590,14 @@ pub fn logs(cmd: LogsCommand, conn: &Conn) -> Result<()> {
     if let Some(t) = o.tail {
         q.push(format!("tail={t}"));
     }
-    let resp = c
-        .agent
-        .get(format!("{}/v1/services/{name}/logs?{}", c.url, q.join("&")))
-        .header("Authorization", c.auth()?)
-        .call()
-        .with_context(|| format!("reaching the server at {}", c.url))?;
+    let auth = c.auth()?;
+    let path = format!("/v1/services/{name}/logs?{}", q.join("&"));
+    let resp = c.call(|base| {
+        c.agent
+            .get(format!("{base}{path}"))
+            .header("Authorization", &auth)
+            .call()
+    })?;
     if !resp.status().is_success() {
         c.check(resp)?;
         return Ok(());

@@ -296,16 +296,14 @@ fn show(c: &Client, id: &str, json: bool) -> Result<()> {
 
 fn logs(c: &Client, id: &str, learner: u32, follow: bool) -> Result<()> {
     if follow {
-        let resp = c
-            .agent
-            .get(format!(
-                "{}{}/logs?learner={learner}&follow=true",
-                c.url,
-                id_path(id)
-            ))
-            .header("Authorization", c.auth()?)
-            .call()
-            .with_context(|| format!("reaching the server at {}", c.url))?;
+        let auth = c.auth()?;
+        let path = format!("{}/logs?learner={learner}&follow=true", id_path(id));
+        let resp = c.call(|base| {
+            c.agent
+                .get(format!("{base}{path}"))
+                .header("Authorization", &auth)
+                .call()
+        })?;
         if !resp.status().is_success() {
             c.check(resp)?;
             return Ok(());
