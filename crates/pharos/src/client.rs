@@ -313,15 +313,20 @@ impl Client {
         }
     }
 
-    pub fn get(&self, path: &str) -> Result<Value> {
+    /// `GET path` with the token, from the servers in turn ([`Self::call`]); the
+    /// response unread (a stream's body is read as it comes).
+    pub fn get_response(&self, path: &str) -> Result<Response<Body>> {
         let auth = self.auth()?;
-        let resp = self.call(|base| {
+        self.call(|base| {
             self.agent
                 .get(format!("{base}{path}"))
                 .header("Authorization", &auth)
                 .call()
-        })?;
-        self.check(resp)
+        })
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value> {
+        self.check(self.get_response(path)?)
     }
 
     pub fn send_json(&self, method: &str, path: &str, body: &Value) -> Result<Value> {

@@ -590,14 +590,7 @@ pub fn logs(cmd: LogsCommand, conn: &Conn) -> Result<()> {
     if let Some(t) = o.tail {
         q.push(format!("tail={t}"));
     }
-    let auth = c.auth()?;
-    let path = format!("/v1/services/{name}/logs?{}", q.join("&"));
-    let resp = c.call(|base| {
-        c.agent
-            .get(format!("{base}{path}"))
-            .header("Authorization", &auth)
-            .call()
-    })?;
+    let resp = c.get_response(&format!("/v1/services/{name}/logs?{}", q.join("&")))?;
     if !resp.status().is_success() {
         c.check(resp)?;
         return Ok(());

@@ -296,14 +296,10 @@ fn show(c: &Client, id: &str, json: bool) -> Result<()> {
 
 fn logs(c: &Client, id: &str, learner: u32, follow: bool) -> Result<()> {
     if follow {
-        let auth = c.auth()?;
-        let path = format!("{}/logs?learner={learner}&follow=true", id_path(id));
-        let resp = c.call(|base| {
-            c.agent
-                .get(format!("{base}{path}"))
-                .header("Authorization", &auth)
-                .call()
-        })?;
+        let resp = c.get_response(&format!(
+            "{}/logs?learner={learner}&follow=true",
+            id_path(id)
+        ))?;
         if !resp.status().is_success() {
             c.check(resp)?;
             return Ok(());

@@ -383,13 +383,8 @@ fn a_service_keeps_serving_through_the_leaders_death_and_is_adopted() {
     assert!(status == 200 || status == 201, "{v}");
     let v = a.wait_service("web", 30, "2 ready", |v| v["ready_replicas"] == 2);
     let url = v["url"].as_str().unwrap().to_string();
-    let replicas: BTreeSet<i64> = v["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["pid"].as_i64().unwrap())
-        .collect();
-    // The service's router is a process of its own, in its own session.
+    let replicas = pids(&v);
+    // The service's router is a process of its own.
     let router = router_pid(&a.data(), "web").expect("a router process");
 
     let load = Load::start(&url, 4);
@@ -406,13 +401,7 @@ fn a_service_keeps_serving_through_the_leaders_death_and_is_adopted() {
     wait_until(10, || leads(&b), || b.server_log());
     // The new leader adopts the router and the replicas: the same processes.
     let v = b.wait_service("web", 30, "adopted", |v| v["ready_replicas"] == 2);
-    let adopted: BTreeSet<i64> = v["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["pid"].as_i64().unwrap())
-        .collect();
-    assert_eq!(adopted, replicas, "{v}");
+    assert_eq!(pids(&v), replicas, "{v}");
     assert_eq!(router_pid(&a.data(), "web"), Some(router));
     std::thread::sleep(Duration::from_millis(1500));
     let (ok, failed) = load.finish();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{ADMIN, Load, REPLICA, Server};
+use common::{ADMIN, Load, REPLICA, Server, pids};
 
 fn spec(name: &str, replicas: u32, extra: &str) -> String {
     format!(
@@ -18,17 +18,6 @@ fn spec(name: &str, replicas: u32, extra: &str) -> String {
          slo: {{ latency_s: 0.5 }}\nprocessing_time_s: 0.02\nmin_replicas: {replicas}\n\
          max_replicas: {replicas}\nmax_queue: 1000\n{extra}\n"
     )
-}
-
-fn pids(v: &Value) -> Vec<i64> {
-    let mut p: Vec<i64> = v["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["pid"].as_i64().unwrap())
-        .collect();
-    p.sort();
-    p
 }
 
 /// Running and not a zombie.

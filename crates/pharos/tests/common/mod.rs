@@ -533,3 +533,15 @@ pub fn router_pid(data: &std::path::Path, service: &str) -> Option<u32> {
         (cmd.contains("__router") && cmd.contains(&needle)).then_some(pid)
     })
 }
+
+/// A service status's replicas' pids, sorted.
+pub fn pids(v: &Value) -> Vec<i64> {
+    let mut p: Vec<i64> = v["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pid"].as_i64().unwrap())
+        .collect();
+    p.sort();
+    p
+}
