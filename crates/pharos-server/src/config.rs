@@ -563,4 +563,32 @@ mod tests {
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("capacity.gpu_devices.v100"), "{err}");
     }
+
+    #[test]
+    fn the_schedule_window_and_the_lease_are_bounded() {
+        for (window, lease, bad) in [
+            (1000, 5.0, None),
+            (1, 1.0, None),
+            (100_000, 600.0, None),
+            (0, 5.0, Some("schedule_window must be 1-100000")),
+            (100_001, 5.0, Some("schedule_window must be 1-100000")),
+            (1000, 0.5, Some("election.lease_s must be 1-600")),
+            (1000, 601.0, Some("election.lease_s must be 1-600")),
+            (1000, f64::NAN, Some("election.lease_s must be 1-600")),
+        ] {
+            let mut c = ServerConfig::default();
+            c.schedule_window = window;
+            c.election.lease_s = lease;
+            match (c.validate(), bad) {
+                (Ok(()), None) => {}
+                (Err(e), Some(want)) => assert!(e.to_string().contains(want), "{e}"),
+                (got, want) => panic!("{window} {lease}: {got:?}, wanted {want:?}"),
+            }
+        }
+        // Where services' routers run: only the two names.
+        let c: Result<ServerConfig, _> = serde_saphyr::from_str("service_routers: elsewhere\n");
+        assert!(c.is_err());
+        let c: ServerConfig = serde_saphyr::from_str("service_routers: process\n").unwrap();
+        assert_eq!(c.service_routers, Some(RouterPlacement::Process));
+    }
 }
