@@ -349,6 +349,13 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        // Stop the supervisors and routers first, so none starts a process while the
+        // rest are being found.
+        let _ = Command::new("pkill")
+            .arg("-STOP")
+            .arg("-f")
+            .arg(self.data().to_string_lossy().as_ref())
+            .status();
         // Learners of an unfinished test must not outlive it: kill every learner's
         // process group, then the supervisors.
         let jobs = self.data().join("jobs");
@@ -392,6 +399,15 @@ impl Drop for Server {
                     // SAFETY: killing the process group of a replica this test started.
                     unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
                 }
+            }
+        }
+        // A learner whose supervisor was stopped before it wrote the pid file is found
+        // by its working directory.
+        for (pid, _) in processes_of(&self.data()) {
+            // SAFETY: killing a process (and its group) working in this test's directory.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+                libc::kill(pid as i32, libc::SIGKILL);
             }
         }
         let _ = Command::new("pkill")
