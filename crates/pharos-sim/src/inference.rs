@@ -924,6 +924,10 @@ impl<P: InferencePolicy> Simulation<P> {
         let requests: u64 = jobs.iter().map(|j| j.requests).sum();
         let completed: u64 = jobs.iter().map(|j| j.completed).sum();
         let latency_sum: f64 = self.jobs.iter().map(|j| j.counters.latency_sum_s).sum();
+        let mut latencies = metrics::LatencyHistogram::default();
+        for j in &self.jobs {
+            latencies.merge(&j.metrics.latencies);
+        }
         SimResult {
             summary: Summary {
                 jobs: jobs.len(),
@@ -939,6 +943,7 @@ impl<P: InferencePolicy> Simulation<P> {
                 } else {
                     0.0
                 },
+                p99_latency_s: latencies.quantile(0.99),
                 mean_ready_replicas: jobs.iter().map(|j| j.mean_ready_replicas).sum(),
                 events: self.events,
                 sim_time_s: now,

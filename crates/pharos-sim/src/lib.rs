@@ -22,5 +22,6 @@ pub use config::{ArrivalCount, ClusterConfig, OverCapacity, SimConfig, SimJob};
 pub use dist::Dist;
 pub use inference::{Conservation, SimResult, Simulation};
 pub use metrics::{
-    JobMetrics, JobSummary, MinuteRecord, Summary, nearest_rank, quantile, summarize_from,
+    JobMetrics, JobSummary, LatencyHistogram, MinuteRecord, Summary, nearest_rank, quantile,
+    summarize_from,
 };
