@@ -34,6 +34,7 @@ fn problem(n: usize, objective: Objective) -> Problem {
                 current: 3,
                 cold_steps: 1,
                 removal_cost: 0.0,
+                replica_cost: 0.0,
             }
         })
         .collect();

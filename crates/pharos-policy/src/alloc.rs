@@ -83,6 +83,9 @@ pub struct AllocJob {
     /// Value charged per replica removed from `current` (hysteresis against churn:
     /// moving a replica pays only when it gains more than this).
     pub removal_cost: f64,
+    /// Value charged per replica held (the price of capacity in utility): 0 spends
+    /// capacity while it adds any value; more keeps only replicas worth their price.
+    pub replica_cost: f64,
 }
 
 /// A whole allocation problem.
@@ -190,7 +193,7 @@ impl<'a> Values<'a> {
             (self.utility(i, x, 1.0), 1.0)
         };
         let v = (
-            v.0 - j.removal_cost * j.current.saturating_sub(x) as f64,
+            v.0 - j.removal_cost * j.current.saturating_sub(x) as f64 - j.replica_cost * x as f64,
             v.1,
         );
         self.memo[i][k] = Some(v);
@@ -790,6 +793,7 @@ mod tests {
                     current: 1 + (rng.next() * 3.0) as u32,
                     cold_steps: (rng.next() * 2.0) as usize,
                     removal_cost: if rng.next() < 0.3 { 0.02 } else { 0.0 },
+                    replica_cost: 0.0,
                 }
             })
             .collect();
@@ -919,6 +923,7 @@ mod tests {
             current: 1,
             cold_steps: 0,
             removal_cost: 0.0,
+            replica_cost: 0.0,
         };
         let mut p = Problem {
             capacity_cpus: 1.0,

@@ -9,6 +9,12 @@ fn clamp_job(j: &JobView<'_>, x: u32) -> u32 {
     x.clamp(j.min_replicas, j.max_replicas)
 }
 
+/// `x` within the job's bounds and under the policy's own replica cap (Ray Serve's
+/// `max_replicas`, Knative's `max-scale`, an HPA's `maxReplicas`), when it has one.
+fn clamp_capped(j: &JobView<'_>, x: u32, cap: Option<u32>) -> u32 {
+    clamp_job(j, cap.map_or(x, |c| x.min(c)))
+}
+
 // ---------------------------------------------------------------------------------
 // FairShare
 
@@ -71,6 +77,15 @@ pub struct ThresholdParams {
     pub upscale_delay_s: f64,
     /// Scale down after the latency has been at or under the SLO this long.
     pub downscale_delay_s: f64,
+    /// How a refused (dropped) request counts in the mean latency. The published
+    /// controllers average every request that came back, a refusal included at the time
+    /// it took (two router hops, about 9 ms in the published simulator): each drop counts
+    /// as this many seconds. `null` leaves drops out (the served requests' mean).
+    pub drop_latency_s: Option<f64>,
+    /// Drop a job's action while it still has replicas starting from the last one (the
+    /// published controller's executor is busy until they are ready: the action is lost
+    /// and the count starts over).
+    pub wait_while_scaling: bool,
 }
 
 impl Default for ThresholdParams {
@@ -80,6 +95,8 @@ impl Default for ThresholdParams {
             look_back_s: 30.0,
             upscale_delay_s: 30.0,
             downscale_delay_s: 600.0,
+            drop_latency_s: Some(0.009),
+            wait_while_scaling: true,
         }
     }
 }
@@ -96,8 +113,11 @@ enum Step {
 /// look-back window with its SLO latency; count consecutive checks over (and at or
 /// under) it; act when the count reaches delay / interval, then start counting again.
 ///
-/// A window in which requests arrived but none completed counts as over the SLO; a window
-/// without any request counts as latency 0 (under the SLO), as in the Faro artifact.
+/// The mean counts refused requests as `drop_latency_s` each (by default, as the
+/// published controllers measure it); a window in which requests arrived but none came
+/// back counts as over the SLO; a window without any request counts as latency 0 (under
+/// the SLO), as in the Faro artifact. With `wait_while_scaling` (the default, as
+/// published) an action for a job whose replicas are still starting is dropped.
 #[derive(Debug, Clone)]
 pub struct Threshold {
     name: &'static str,
@@ -142,11 +162,22 @@ impl InferencePolicy for Threshold {
         let mut d = Decision::unchanged(view.jobs.len());
         for (i, j) in view.jobs.iter().enumerate() {
             let w = self.window.delta(i, p.look_back_s);
-            let latency = match w.mean_latency_s() {
-                Some(l) => l,
-                None if w.arrivals > 0 || j.queued + j.in_flight > 0 => f64::INFINITY,
-                None => 0.0,
+            let (sum, n) = match p.drop_latency_s {
+                Some(d) => (
+                    w.latency_sum_s + d * w.dropped as f64,
+                    w.completed + w.dropped,
+                ),
+                None => (w.latency_sum_s, w.completed),
             };
+            let latency = if n > 0 {
+                sum / n as f64
+            } else if w.arrivals > 0 || j.queued + j.in_flight > 0 {
+                f64::INFINITY
+            } else {
+                0.0
+            };
+            let busy = p.wait_while_scaling
+                && (j.starting_replicas > 0 || j.provisioned_replicas() < j.target_replicas);
             let slo = j.slo.latency_s;
             let s = &mut self.streak[i];
             let cur = j.target_replicas;
@@ -161,7 +192,9 @@ impl InferencePolicy for Threshold {
                         }
                         Step::Proportional => j.max_replicas,
                     };
-                    d.target_replicas[i] = Some(clamp_job(j, new));
+                    if !busy {
+                        d.target_replicas[i] = Some(clamp_job(j, new));
+                    }
                 }
             } else {
                 *s = if *s > 0 { -1 } else { *s - 1 };
@@ -171,7 +204,9 @@ impl InferencePolicy for Threshold {
                         Step::Additive => cur.saturating_sub(1),
                         Step::Proportional => (cur as f64 * latency / slo).ceil() as u32,
                     };
-                    d.target_replicas[i] = Some(clamp_job(j, new));
+                    if !busy {
+                        d.target_replicas[i] = Some(clamp_job(j, new));
+                    }
                 }
             }
         }
@@ -194,6 +229,8 @@ pub struct RayServeParams {
     pub downscale_delay_s: f64,
     pub upscaling_factor: f64,
     pub downscaling_factor: f64,
+    /// The deployment's `max_replicas` (Ray requires one; `null`: the job's bound).
+    pub max_replicas: Option<u32>,
 }
 
 impl Default for RayServeParams {
@@ -206,6 +243,7 @@ impl Default for RayServeParams {
             downscale_delay_s: 600.0,
             upscaling_factor: 1.0,
             downscaling_factor: 1.0,
+            max_replicas: None,
         }
     }
 }
@@ -258,7 +296,7 @@ impl InferencePolicy for RayServe {
             let scaled = (cur as f64 + factor * (desired - cur as f64))
                 .ceil()
                 .max(0.0) as u32;
-            let scaled = clamp_job(j, scaled);
+            let scaled = clamp_capped(j, scaled, p.max_replicas);
             let c = &mut self.counter[i];
             if scaled > cur {
                 *c = (*c).max(0) + 1;
@@ -299,6 +337,8 @@ pub struct KpaParams {
     pub panic_threshold: f64,
     pub max_scale_up_rate: f64,
     pub max_scale_down_rate: f64,
+    /// The revision's `autoscaling.knative.dev/max-scale` (`null`: the job's bound).
+    pub max_replicas: Option<u32>,
 }
 
 impl Default for KpaParams {
@@ -312,6 +352,7 @@ impl Default for KpaParams {
             panic_threshold: 2.0,
             max_scale_up_rate: 1000.0,
             max_scale_down_rate: 2.0,
+            max_replicas: None,
         }
     }
 }
@@ -381,7 +422,7 @@ impl InferencePolicy for Kpa {
                 }
                 None => want_stable as u32,
             };
-            let desired = clamp_job(j, desired);
+            let desired = clamp_capped(j, desired, p.max_replicas);
             if desired != j.target_replicas {
                 d.target_replicas[i] = Some(desired);
             }
@@ -415,6 +456,8 @@ pub struct HpaParams {
     pub tolerance: f64,
     /// Scale-down takes the highest recommendation over this window.
     pub downscale_stabilization_s: f64,
+    /// The HPA's `maxReplicas` (`null`: the job's bound).
+    pub max_replicas: Option<u32>,
 }
 
 impl Default for HpaParams {
@@ -425,6 +468,7 @@ impl Default for HpaParams {
             target: 0.8,
             tolerance: 0.1,
             downscale_stabilization_s: 300.0,
+            max_replicas: None,
         }
     }
 }
@@ -496,7 +540,7 @@ impl InferencePolicy for Hpa {
             } else {
                 rec
             };
-            let new = clamp_job(j, stabilised);
+            let new = clamp_capped(j, stabilised, p.max_replicas);
             if new != cur {
                 d.target_replicas[i] = Some(new);
             }

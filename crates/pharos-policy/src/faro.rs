@@ -86,6 +86,11 @@ pub struct FaroParams {
     /// 35 s to start), which Faro's model does not see. 0.1 was chosen on day 10 of the
     /// Faro trace (0.05-0.2 did equally well there).
     pub move_cost: f64,
+    /// Utility charged per replica held (Faro has none, and spends capacity while it
+    /// adds any utility): the allocation keeps a replica only when it is worth this
+    /// much, so raising it trades SLO attainment for replica-hours (the knob that walks
+    /// the policy along its cost-quality frontier; pair it with `spread_leftover: false`).
+    pub replica_cost: f64,
     /// Hand capacity the allocation leaves idle to the busiest jobs (ours; Faro leaves
     /// it idle).
     pub spread_leftover: bool,
@@ -123,6 +128,7 @@ impl Default for FaroParams {
             reactive_checks: 3,
             shrink: true,
             move_cost: 0.1,
+            replica_cost: 0.0,
             spread_leftover: true,
             rebalance: true,
             donor_max_utilisation: 0.6,
@@ -339,6 +345,7 @@ impl Faro {
                 current: j.provisioned_replicas().max(1),
                 cold_steps: self.cold_steps(view, j),
                 removal_cost: self.params.move_cost,
+                replica_cost: self.params.replica_cost,
             })
             .collect();
         Problem {

@@ -81,6 +81,16 @@ fn check(name: &str, field: &str, v: f64, min_exclusive: f64) -> Result<(), Poli
     }
 }
 
+fn check_cap(name: &str, cap: Option<u32>) -> Result<(), PolicyError> {
+    if cap == Some(0) {
+        return Err(PolicyError::BadParams {
+            name: name.to_string(),
+            problem: "max_replicas must be at least 1".into(),
+        });
+    }
+    Ok(())
+}
+
 fn check_quantile(name: &str, q: f64) -> Result<(), PolicyError> {
     if q > 0.0 && q < 1.0 {
         Ok(())
@@ -138,6 +148,9 @@ pub fn build_with(
             check(name, "look_back_s", tp.look_back_s, 0.0)?;
             check(name, "upscale_delay_s", tp.upscale_delay_s, -1e-12)?;
             check(name, "downscale_delay_s", tp.downscale_delay_s, -1e-12)?;
+            if let Some(d) = tp.drop_latency_s {
+                check(name, "drop_latency_s", d, -1e-12)?;
+            }
             if name == "oneshot" {
                 Box::new(Threshold::oneshot(tp))
             } else {
@@ -158,6 +171,7 @@ pub fn build_with(
             check(name, "downscaling_factor", rp.downscaling_factor, 0.0)?;
             check(name, "upscale_delay_s", rp.upscale_delay_s, -1e-12)?;
             check(name, "downscale_delay_s", rp.downscale_delay_s, -1e-12)?;
+            check_cap(name, rp.max_replicas)?;
             Box::new(RayServe::new(rp))
         }
         "kpa" => {
@@ -177,6 +191,7 @@ pub fn build_with(
             if let Some(t) = kp.target_concurrency {
                 check(name, "target_concurrency", t, 0.0)?;
             }
+            check_cap(name, kp.max_replicas)?;
             Box::new(Kpa::new(kp))
         }
         "hpa" => {
@@ -190,6 +205,7 @@ pub fn build_with(
                 hp.downscale_stabilization_s,
                 -1e-12,
             )?;
+            check_cap(name, hp.max_replicas)?;
             Box::new(Hpa::new(hp))
         }
         "mark" => {
@@ -217,6 +233,7 @@ pub fn build_with(
             check(name, "interval_s", fp.interval_s, 0.0)?;
             check(name, "predictive_interval_s", fp.predictive_interval_s, 0.0)?;
             check(name, "slack_cpus", fp.slack_cpus, -1e-12)?;
+            check(name, "replica_cost", fp.replica_cost, -1e-12)?;
             check_quantile(name, fp.quantile)?;
             check_quantile(name, fp.max_quantile)?;
             if let alloc::UtilityKind::Relaxed { alpha } = fp.utility {

@@ -132,6 +132,67 @@ fn oneshot_scales_in_proportion_to_latency() {
     );
 }
 
+/// The published Oneshot averages refused requests into its latency (at the time a
+/// refusal takes) and drops an action for a job still starting replicas; both can be
+/// turned off.
+#[test]
+fn oneshot_and_aiad_measure_and_wait_as_published() {
+    // One replica: 20 requests/s arrive, 5/s are served in 2.88 s (4x the SLO), 15/s
+    // are refused.
+    let overloaded = |now: f64, starting: u32| {
+        let mut j = job(now, 1, 5.0, 2.88, 0.0, 1.0);
+        j.counters.dropped = (15.0 * now) as u64;
+        j.counters.arrivals += j.counters.dropped;
+        j.starting_replicas = starting;
+        j
+    };
+    let first = |p: &mut dyn pharos_core::InferencePolicy, starting_until: f64| {
+        let mut t = p.first_call_s();
+        while t <= 200.0 {
+            let jobs = [overloaded(t, u32::from(t <= starting_until))];
+            if let Some(x) = p.decide(&view(t, &jobs)).target_replicas[0] {
+                return Some((t, x));
+            }
+            t += p.interval_s();
+        }
+        None
+    };
+    // Published: (5 x 2.88 + 15 x 0.009) / 20 = 0.7268 s, just over 0.72: 1 -> 2.
+    let mut p = build("oneshot", &json!({})).unwrap();
+    assert_eq!(first(&mut *p, -1.0), Some((30.0, 2)));
+    // The served requests only: 2.88 / 0.72 = 4x.
+    let mut p = build("oneshot", &json!({"drop_latency_s": null})).unwrap();
+    assert_eq!(first(&mut *p, -1.0), Some((30.0, 4)));
+    // Replicas still starting at the third check: that action is lost, the count starts
+    // over, and the next comes three checks later.
+    let mut p = build("oneshot", &json!({})).unwrap();
+    assert_eq!(first(&mut *p, 30.0), Some((60.0, 2)));
+    let mut p = build("aiad", &json!({"wait_while_scaling": false})).unwrap();
+    assert_eq!(first(&mut *p, 30.0), Some((30.0, 2)));
+    let e = build("oneshot", &json!({"drop_latency_s": -1}))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("drop_latency_s"), "{e}");
+}
+
+/// Ray Serve's `max_replicas`, Knative's max-scale and an HPA's `maxReplicas` cap what
+/// each asks for.
+#[test]
+fn the_peers_replica_caps_hold() {
+    for (name, params) in [
+        ("rayserve", json!({"interval_s": 1.0, "max_replicas": 6})),
+        ("kpa", json!({"max_replicas": 6})),
+        ("hpa", json!({"target": 0.1, "max_replicas": 6})),
+    ] {
+        let mut p = build(name, &params).unwrap();
+        // 200 requests in the system and every replica busy: each wants far more than 6.
+        let got = first_change(&mut *p, 4, 0.0, 0.0, 200.0, 1.0, 200.0);
+        assert_eq!(got.map(|x| x.1), Some(6), "{name}");
+        let e = build(name, &json!({"max_replicas": 0})).err().unwrap();
+        assert!(e.to_string().contains("max_replicas"), "{name}: {e}");
+    }
+}
+
 #[test]
 fn rayserve_targets_ongoing_requests_per_replica() {
     let mut p = build("rayserve", &json!({"interval_s": 1.0})).unwrap();
