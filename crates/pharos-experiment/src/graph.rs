@@ -213,10 +213,10 @@ impl GraphExperiment {
         }
         let mut policies = Vec::new();
         for (i, v) in spec.policies.iter().enumerate() {
-            policies.push(PolicyEntry::from_value(v, i).map_err(|p| bad(SpecError::new("", p)))?);
+            policies.extend(PolicyEntry::from_value(v, i).map_err(|p| bad(SpecError::new("", p)))?);
         }
         if !ov.policies.is_empty() {
-            policies.retain(|p| ov.policies.contains(&p.label));
+            policies.retain(|p| ov.policies.iter().any(|w| w == &p.label || w == p.family()));
         }
         crate::check_labels(&policies).map_err(bad)?;
         for p in &policies {
@@ -572,7 +572,59 @@ pub fn write_all(
     for (name, chart) in charts(exp, runs) {
         out.push(write(&name, chart.render())?);
     }
+    let f = frontier(exp, runs);
+    out.push(write(
+        "frontier.md",
+        format!(
+            "# {}: cost against quality\n\nMeans over seeds {:?}; response times and \
+             failed shares are means over the apps.\n\n{}",
+            exp.spec.name,
+            exp.spec.seeds,
+            f.markdown()
+        ),
+    )?);
+    out.push(write(
+        "frontier.svg",
+        f.svg(&format!(
+            "{}: CPU-seconds against mean response",
+            exp.spec.name
+        )),
+    )?);
     Ok(out)
+}
+
+/// Every policy (each point of a sweep) at every capacity and load as a point of
+/// CPU-seconds (all apps) against the mean response, the p99 response and the failed
+/// share (each a mean over the apps; response times in ms, failed in %).
+pub fn frontier(exp: &GraphExperiment, runs: &[GraphRun]) -> crate::frontier::Frontier {
+    let points = cells(runs)
+        .into_iter()
+        .filter_map(|cell| {
+            let p = exp.policies.iter().find(|p| p.label == cell.policy)?;
+            let n = cell.apps.len().max(1) as f64;
+            let over_apps = |f: &dyn Fn(&(String, f64, f64, f64, f64)) -> f64| {
+                cell.apps.iter().map(f).sum::<f64>() / n
+            };
+            Some(crate::frontier::Point {
+                group: format!("capacity {} CPUs, load x{}", cell.capacity, cell.load),
+                family: p.family().to_string(),
+                label: p.label.clone(),
+                knob: p.sweep.as_ref().map(|w| (w.knob.clone(), w.value.clone())),
+                cost: cell.apps.iter().map(|a| a.4).sum(),
+                quality: vec![
+                    over_apps(&|a| a.1 * 1e3),
+                    over_apps(&|a| a.2 * 1e3),
+                    over_apps(&|a| a.3 * 100.0),
+                ],
+                pareto: false,
+            })
+        })
+        .collect();
+    crate::frontier::Frontier::new(
+        "CPU-seconds",
+        &["mean response ms", "p99 response ms", "failed %"],
+        points,
+    )
 }
 
 /// Bar charts over (capacity, load): mean and p99 response per app, failed share (mean

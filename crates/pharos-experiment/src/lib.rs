@@ -3,6 +3,7 @@
 //! runs the grid (in parallel), and [`report`] writes results, timelines and plots.
 
 mod error;
+pub mod frontier;
 pub mod graph;
 pub mod report;
 mod spec;
@@ -49,16 +50,37 @@ pub struct PolicyEntry {
     /// The policy's name (what [`pharos_policy::build`] knows).
     pub name: String,
     pub params: serde_json::Value,
+    /// The sweep this entry is one point of: `policies: [{name: hpa, sweep: {target:
+    /// [0.5, 0.7]}}]` runs `hpa[target=0.5]` and `hpa[target=0.7]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepPoint>,
 }
 
+/// One value of a policy's knob in a sweep.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepPoint {
+    /// The label of the swept policy (the family its points are drawn as).
+    pub family: String,
+    pub knob: String,
+    pub value: serde_json::Value,
+}
+
+/// At most this many values in one sweep.
+pub const MAX_SWEEP: usize = 64;
+
 impl PolicyEntry {
-    pub(crate) fn from_value(v: &serde_json::Value, index: usize) -> Result<PolicyEntry, String> {
+    /// The entries of `policies[index]`: one, or one per value of its sweep.
+    pub(crate) fn from_value(
+        v: &serde_json::Value,
+        index: usize,
+    ) -> Result<Vec<PolicyEntry>, String> {
         match v {
-            serde_json::Value::String(name) => Ok(PolicyEntry {
+            serde_json::Value::String(name) => Ok(vec![PolicyEntry {
                 label: name.clone(),
                 name: name.clone(),
                 params: serde_json::Value::Object(Default::default()),
-            }),
+                sweep: None,
+            }]),
             serde_json::Value::Object(map) => {
                 let mut map = map.clone();
                 let name = match map.remove("name") {
@@ -70,16 +92,71 @@ impl PolicyEntry {
                     None => name.clone(),
                     Some(_) => return Err(format!("policies[{index}]: `label` must be a string")),
                 };
-                Ok(PolicyEntry {
-                    label,
-                    name,
-                    params: serde_json::Value::Object(map),
-                })
+                let Some(sweep) = map.remove("sweep") else {
+                    return Ok(vec![PolicyEntry {
+                        label,
+                        name,
+                        params: serde_json::Value::Object(map),
+                        sweep: None,
+                    }]);
+                };
+                let bad = |what: &str| {
+                    format!(
+                        "policies[{index}].sweep: {what} (a sweep walks one knob: `sweep: {{ KNOB: [V1, V2, ...] }}`)"
+                    )
+                };
+                let sweep = match sweep {
+                    serde_json::Value::Object(m) if m.len() == 1 => m,
+                    serde_json::Value::Object(m) => {
+                        return Err(bad(&format!("names {} knobs", m.len())));
+                    }
+                    _ => return Err(bad("not a map")),
+                };
+                let (knob, values) = sweep.into_iter().next().expect("one knob");
+                let values = match values {
+                    serde_json::Value::Array(v) if !v.is_empty() && v.len() <= MAX_SWEEP => v,
+                    serde_json::Value::Array(v) => {
+                        return Err(bad(&format!(
+                            "{knob} has {} values; 1 to {MAX_SWEEP} are allowed",
+                            v.len()
+                        )));
+                    }
+                    _ => return Err(bad(&format!("{knob} is not a list of values"))),
+                };
+                if map.contains_key(&knob) {
+                    return Err(bad(&format!("{knob} is also set outside the sweep")));
+                }
+                Ok(values
+                    .into_iter()
+                    .map(|value| {
+                        let mut params = map.clone();
+                        params.insert(knob.clone(), value.clone());
+                        let shown = match &value {
+                            serde_json::Value::String(s) => s.clone(),
+                            v => v.to_string(),
+                        };
+                        PolicyEntry {
+                            label: format!("{label}[{knob}={shown}]"),
+                            name: name.clone(),
+                            params: serde_json::Value::Object(params),
+                            sweep: Some(SweepPoint {
+                                family: label.clone(),
+                                knob: knob.clone(),
+                                value,
+                            }),
+                        }
+                    })
+                    .collect())
             }
             _ => Err(format!(
                 "policies[{index}]: a policy is a name or a map with `name` and parameters"
             )),
         }
+    }
+
+    /// The family this entry is drawn with on a frontier: its sweep's, or its label.
+    pub fn family(&self) -> &str {
+        self.sweep.as_ref().map_or(&self.label, |s| &s.family)
     }
 
     pub fn build(
@@ -162,22 +239,30 @@ impl Experiment {
         })?;
         let mut policies = Vec::new();
         for (i, v) in spec.policies.iter().enumerate() {
-            policies.push(PolicyEntry::from_value(v, i).map_err(|p| bad(SpecError::new("", p)))?);
+            policies.extend(PolicyEntry::from_value(v, i).map_err(|p| bad(SpecError::new("", p)))?);
         }
         if !ov.policies.is_empty() {
+            // A label picks its entry, a swept policy's label all its points, another
+            // name the policy with its defaults.
             policies = ov
                 .policies
                 .iter()
-                .map(|want| {
-                    policies
+                .flat_map(|want| {
+                    let found: Vec<PolicyEntry> = policies
                         .iter()
-                        .find(|p| &p.label == want)
+                        .filter(|p| &p.label == want || p.family() == want)
                         .cloned()
-                        .unwrap_or_else(|| PolicyEntry {
+                        .collect();
+                    if found.is_empty() {
+                        vec![PolicyEntry {
                             label: want.clone(),
                             name: want.clone(),
                             params: serde_json::Value::Object(Default::default()),
-                        })
+                            sweep: None,
+                        }]
+                    } else {
+                        found
+                    }
                 })
                 .collect();
         }

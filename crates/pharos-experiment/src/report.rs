@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::frontier::{Frontier, Point};
 use crate::svg::{BarChart, LineChart, Series, panels};
 use crate::{Experiment, ExperimentError, RunResult};
 
@@ -401,7 +402,74 @@ pub fn write_all(
     let p = dir.join("summary.svg");
     write(&p, summary_svg(exp, results))?;
     written.push(p);
+    let f = frontier(exp, results);
+    let p = dir.join("frontier.md");
+    write(
+        &p,
+        format!(
+            "# {}: cost against quality\n\nMeans over {seeds} seed(s).\n\n{}",
+            exp.spec.name,
+            f.markdown()
+        ),
+    )?;
+    written.push(p);
+    let p = dir.join("frontier.svg");
+    write(
+        &p,
+        f.svg(&format!(
+            "{}: replica-hours against SLO violations",
+            exp.spec.name
+        )),
+    )?;
+    written.push(p);
     Ok(written)
+}
+
+/// Every policy (each point of a sweep) at every cluster size as a point of
+/// replica-hours against SLO violations, lost utility, dropped requests and the served
+/// requests' mean and p99 latency; means over the seeds.
+pub fn frontier(exp: &Experiment, results: &[RunResult]) -> Frontier {
+    let mut points = Vec::new();
+    for &c in &exp.cpus {
+        for p in &exp.policies {
+            let runs: Vec<&RunResult> = results
+                .iter()
+                .filter(|r| r.cpus == c && r.policy == p.label)
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let mean = |f: &dyn Fn(&RunResult) -> f64| {
+                runs.iter().map(|r| f(r)).sum::<f64>() / runs.len() as f64
+            };
+            points.push(Point {
+                group: format!("{} vCPUs", fmt_num(c)),
+                family: p.family().to_string(),
+                label: p.label.clone(),
+                knob: p.sweep.as_ref().map(|w| (w.knob.clone(), w.value.clone())),
+                cost: mean(&|r| r.summary.mean_ready_replicas * r.summary.minutes as f64 / 60.0),
+                quality: vec![
+                    mean(&|r| r.summary.slo_violation_rate * 100.0),
+                    mean(&|r| r.summary.lost_utility),
+                    mean(&|r| r.summary.dropped as f64 / r.summary.requests.max(1) as f64 * 100.0),
+                    mean(&|r| r.summary.mean_latency_s * 1e3),
+                    mean(&|r| r.summary.p99_latency_s * 1e3),
+                ],
+                pareto: false,
+            });
+        }
+    }
+    Frontier::new(
+        "replica-hours",
+        &[
+            "SLO violations %",
+            "lost utility",
+            "dropped %",
+            "mean latency ms",
+            "p99 latency ms",
+        ],
+        points,
+    )
 }
 
 /// Per job and minute: the minute's numbers, as CSV.
@@ -460,6 +528,7 @@ pub fn run_svg(exp: &Experiment, r: &RunResult) -> String {
             series: per_job(&|m| m.mean_ready_replicas),
             reference: None,
             y_max: None,
+            ..Default::default()
         },
         LineChart {
             title: "p99 latency (drops count as infinite; clipped at 4x the SLO)".into(),
@@ -475,6 +544,7 @@ pub fn run_svg(exp: &Experiment, r: &RunResult) -> String {
                 None
             },
             y_max: slo.map(|s| 4.0 * s),
+            ..Default::default()
         },
         LineChart {
             title: "utility per job: U(p99 of the minute), drops as infinite latency".into(),
@@ -483,6 +553,7 @@ pub fn run_svg(exp: &Experiment, r: &RunResult) -> String {
             series: per_job(&|m| m.utility),
             reference: None,
             y_max: Some(1.0),
+            ..Default::default()
         },
         LineChart {
             title: format!("cluster utility (sum over {} jobs)", r.jobs.len()),
@@ -494,6 +565,7 @@ pub fn run_svg(exp: &Experiment, r: &RunResult) -> String {
             }],
             reference: Some((r.jobs.len() as f64, "max".to_string())),
             y_max: None,
+            ..Default::default()
         },
     ];
     panels(

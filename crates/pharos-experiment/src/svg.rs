@@ -55,7 +55,7 @@ pub struct Series {
 }
 
 /// A line chart panel.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LineChart {
     pub title: String,
     pub x_label: String,
@@ -65,6 +65,10 @@ pub struct LineChart {
     pub reference: Option<(f64, String)>,
     /// Clip the y axis at this value (points above are drawn at the top).
     pub y_max: Option<f64>,
+    /// A dot at every point of every series (for a few points, e.g. a frontier).
+    pub markers: bool,
+    /// Points to ring in black (e.g. the Pareto-optimal ones).
+    pub rings: Vec<(f64, f64)>,
 }
 
 impl LineChart {
@@ -143,6 +147,15 @@ impl LineChart {
             y0 + mt + ph / 2.0,
             esc(&self.y_label)
         );
+        for (x, y) in &self.rings {
+            let y = if y.is_finite() { *y } else { ymax };
+            let _ = write!(
+                out,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="6" fill="none" stroke="#000" stroke-width="1.5"/>"##,
+                sx(*x),
+                sy(y)
+            );
+        }
         if let Some((r, label)) = &self.reference {
             let y = sy(*r);
             let _ = write!(
@@ -172,6 +185,18 @@ impl LineChart {
                 r#"<path d="{d}" fill="none" stroke="{}" stroke-width="1.2"/>"#,
                 color(i)
             );
+            if self.markers {
+                for (x, y) in &s.points {
+                    let y = if y.is_finite() { *y } else { ymax };
+                    let _ = write!(
+                        out,
+                        r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}"/>"#,
+                        sx(*x),
+                        sy(y),
+                        color(i)
+                    );
+                }
+            }
             let ly = y0 + mt + 12.0 + i as f64 * 15.0;
             let lx = x0 + ml + pw + 10.0;
             if ly < y0 + h - 10.0 {
@@ -340,6 +365,7 @@ mod tests {
             }],
             reference: Some((0.5, "SLO".into())),
             y_max: None,
+            ..Default::default()
         };
         let s = panels("t", &[c]);
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));

@@ -343,6 +343,7 @@ pub fn write_all(
                 .collect(),
             reference: None,
             y_max: None,
+            ..Default::default()
         };
         let util = crate::svg::LineChart {
             title: format!("{}: GPU utilisation per day", c.name),
@@ -362,6 +363,7 @@ pub fn write_all(
                 .collect(),
             reference: None,
             y_max: Some(1.0),
+            ..Default::default()
         };
         out.push(write(
             &format!("{}.svg", c.name),

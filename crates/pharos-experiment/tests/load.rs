@@ -50,8 +50,11 @@ fn the_example_loads_as_documented() {
             "aiad",
             "rayserve",
             "kpa",
+            "rayserve-default",
+            "kpa-default",
             "hpa",
             "mark",
+            "mark-oracle",
             "faro-sum",
             "faro-fair",
             "faro-fairsum",
@@ -108,7 +111,7 @@ fn the_example_loads_as_documented() {
         err.contains("history_days") || err.contains("not a day"),
         "{err}"
     );
-    assert_eq!(e.runs().len(), 13 * 4);
+    assert_eq!(e.runs().len(), 16 * 4);
 }
 
 const GENERATED: &str = r#"
@@ -308,4 +311,64 @@ fn a_replacement_trace_of_several_days_keeps_its_past_and_scores_like_forecast_e
     )
     .unwrap();
     assert_eq!((r.windows, r.rmse), (9, 0.0));
+}
+
+/// A sweep runs one policy per value of its knob; the frontier has a point per value
+/// and cluster size, and a tighter HPA target costs more and violates less here.
+#[test]
+fn a_sweep_walks_a_knob_and_makes_a_frontier() {
+    let text = GENERATED.replace(
+        "  - { name: kpa, target_concurrency: 2 }\n",
+        "  - { name: hpa, label: h, sweep: { target: [0.3, 0.9] } }\n",
+    );
+    let e = Experiment::load(&write_yaml("sweep.yaml", &text), &Overrides::default()).unwrap();
+    let labels: Vec<&str> = e.policies.iter().map(|p| p.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["aiad", "aiad-fast", "h[target=0.3]", "h[target=0.9]"]
+    );
+    assert_eq!(e.policies[2].params["target"], 0.3);
+    assert_eq!(e.policies[3].family(), "h");
+    // The family's label picks all its points.
+    let ov = Overrides {
+        policies: vec!["h".into()],
+        ..Default::default()
+    };
+    let e = Experiment::load(&write_yaml("sweep2.yaml", &text), &ov).unwrap();
+    assert_eq!(e.policies.len(), 2);
+    let results = e.run_all(2, |_| {}).unwrap();
+    let f = pharos_experiment::report::frontier(&e, &results);
+    assert_eq!(
+        f.points.len(),
+        2,
+        "one per value (means over the two seeds)"
+    );
+    let (tight, loose) = (&f.points[0], &f.points[1]);
+    assert_eq!(tight.knob.as_ref().unwrap().1, 0.3);
+    assert!(tight.cost > loose.cost, "{tight:?} {loose:?}");
+    assert!(tight.quality[0] <= loose.quality[0], "{tight:?} {loose:?}");
+    assert!(tight.quality[4] > 0.0, "a p99 latency");
+    let dir = std::env::temp_dir().join(format!("pharos-sweep-{}", std::process::id()));
+    let written = pharos_experiment::report::write_all(&e, &results, &dir).unwrap();
+    let md = std::fs::read_to_string(dir.join("frontier.md")).unwrap();
+    assert!(md.contains("| h | target=0.3 |"), "{md}");
+    assert!(written.contains(&dir.join("frontier.svg")));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Mistakes in a sweep are named.
+    for (bad, says) in [
+        ("sweep: { target: [] }", "1 to 64 are allowed"),
+        (
+            "sweep: { target: [0.5], tolerance: [0.1] }",
+            "names 2 knobs",
+        ),
+        ("sweep: { target: 0.5 }", "target is not a list"),
+        ("target: 0.5, sweep: { target: [0.4] }", "also set outside"),
+        ("sweep: { targett: [0.5] }", "targett"),
+    ] {
+        let e = load_err(
+            "badsweep.yaml",
+            &text.replace("sweep: { target: [0.3, 0.9] }", bad),
+        );
+        assert!(e.contains(says), "{bad}: {e}");
+    }
 }
