@@ -372,3 +372,27 @@ fn a_sweep_walks_a_knob_and_makes_a_frontier() {
         assert!(e.contains(says), "{bad}: {e}");
     }
 }
+
+/// The frontier and the 20-job examples load: their sweeps expand and the 20-job input
+/// (Faro's replay format) is whole.
+#[test]
+fn the_frontier_and_twenty_job_examples_load() {
+    let f = Experiment::load(
+        &root().join("examples/faro-frontier.yaml"),
+        &Overrides::default(),
+    )
+    .unwrap();
+    let families: std::collections::BTreeSet<&str> =
+        f.policies.iter().map(|p| p.family()).collect();
+    assert_eq!(f.policies.len(), 39);
+    assert_eq!(families.len(), 8, "{families:?}");
+    let t = Experiment::load(
+        &root().join("examples/faro-20jobs.yaml"),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(t.jobs.len(), 20);
+    assert_eq!(t.trace.minutes(), 360);
+    assert_eq!(t.trace.total_requests(), 5_351_540.0);
+    assert_eq!(t.cpus, vec![60.0, 70.0, 80.0]);
+}
