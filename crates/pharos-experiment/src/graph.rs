@@ -430,8 +430,11 @@ pub struct GraphCell {
     pub load: f64,
     pub policy: String,
     /// Per app: mean and p99 response (s), failed share, resource-seconds.
-    pub apps: Vec<(String, f64, f64, f64, f64)>,
+    pub apps: Vec<AppCell>,
 }
+
+/// An app's name, mean and p99 response (s), failed share and resource-seconds.
+pub type AppCell = (String, f64, f64, f64, f64);
 
 pub fn cells(runs: &[GraphRun]) -> Vec<GraphCell> {
     let mut out: Vec<GraphCell> = Vec::new();
@@ -602,9 +605,7 @@ pub fn frontier(exp: &GraphExperiment, runs: &[GraphRun]) -> crate::frontier::Fr
         .filter_map(|cell| {
             let p = exp.policies.iter().find(|p| p.label == cell.policy)?;
             let n = cell.apps.len().max(1) as f64;
-            let over_apps = |f: &dyn Fn(&(String, f64, f64, f64, f64)) -> f64| {
-                cell.apps.iter().map(f).sum::<f64>() / n
-            };
+            let over_apps = |f: &dyn Fn(&AppCell) -> f64| cell.apps.iter().map(f).sum::<f64>() / n;
             Some(crate::frontier::Point {
                 group: format!("capacity {} CPUs, load x{}", cell.capacity, cell.load),
                 family: p.family().to_string(),

@@ -576,8 +576,10 @@ mod tests {
             (1000, 601.0, Some("election.lease_s must be 1-600")),
             (1000, f64::NAN, Some("election.lease_s must be 1-600")),
         ] {
-            let mut c = ServerConfig::default();
-            c.schedule_window = window;
+            let mut c = ServerConfig {
+                schedule_window: window,
+                ..Default::default()
+            };
             c.election.lease_s = lease;
             match (c.validate(), bad) {
                 (Ok(()), None) => {}
