@@ -10,6 +10,8 @@ SEEDS="--seed 42 --seed 43 --seed 44 --seed 45 --seed 46"
 ./target/release/pharos simulate examples/faro-ablation.yaml --out docs/results/faro-ablation
 ./target/release/pharos simulate examples/faro-frontier.yaml --seed 42 --seed 43 --seed 44 \
     --out docs/results/faro-frontier
+./target/release/pharos simulate examples/faro-20jobs.yaml --seed 42 --seed 43 --seed 44 \
+    --out docs/results/faro-20jobs
 cargo run --release --quiet -p pharos-policy --example alloc_bench | tee docs/results/alloc-bench.txt
 # Forecasting: the forecasters scored on day 11, their speed, and what each is worth
 # to Faro-FairSum.
