@@ -36,7 +36,7 @@ impl Objective {
     pub fn uses_accept_rates(self) -> bool {
         matches!(self, Objective::PenaltySum | Objective::PenaltyFairSum)
     }
-    fn fair(self) -> bool {
+    pub fn fair(self) -> bool {
         matches!(
             self,
             Objective::Fair | Objective::FairSum | Objective::PenaltyFairSum
@@ -85,6 +85,9 @@ pub struct AllocJob {
     pub removal_cost: f64,
     /// Value charged per replica held (the price of capacity in utility): 0 spends
     /// capacity while it adds any value; more keeps only replicas worth their price.
+    /// For the separable objectives (Sum, PenaltySum) only: the fairness objectives
+    /// compare the jobs' values, which a price per replica would skew against the jobs
+    /// that need more replicas: they leave it out (and the policies refuse it there).
     pub replica_cost: f64,
 }
 
@@ -192,8 +195,13 @@ impl<'a> Values<'a> {
         } else {
             (self.utility(i, x, 1.0), 1.0)
         };
+        let price = if self.p.objective.fair() {
+            0.0
+        } else {
+            j.replica_cost * x as f64
+        };
         let v = (
-            v.0 - j.removal_cost * j.current.saturating_sub(x) as f64 - j.replica_cost * x as f64,
+            v.0 - j.removal_cost * j.current.saturating_sub(x) as f64 - price,
             v.1,
         );
         self.memo[i][k] = Some(v);

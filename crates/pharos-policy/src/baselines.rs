@@ -80,11 +80,14 @@ pub struct ThresholdParams {
     /// How a refused (dropped) request counts in the mean latency. The published
     /// controllers average every request that came back, a refusal included at the time
     /// it took (two router hops, about 9 ms in the published simulator): each drop counts
-    /// as this many seconds. `null` leaves drops out (the served requests' mean).
+    /// as this many seconds, beside at least one served request (a window with requests
+    /// but nothing served is over the SLO). `null` leaves drops out (the served
+    /// requests' mean).
     pub drop_latency_s: Option<f64>,
     /// Drop a job's action while it still has replicas starting from the last one (the
     /// published controller's executor is busy until they are ready: the action is lost
-    /// and the count starts over).
+    /// and the count starts over). A target waiting for capacity does not hold the job
+    /// (the published executor waits for it too, but a job could then never act again).
     pub wait_while_scaling: bool,
 }
 
@@ -162,12 +165,14 @@ impl InferencePolicy for Threshold {
         let mut d = Decision::unchanged(view.jobs.len());
         for (i, j) in view.jobs.iter().enumerate() {
             let w = self.window.delta(i, p.look_back_s);
+            // Refusals count only beside served requests: a window in which nothing was
+            // served while requests came (a job without replicas) is over the SLO.
             let (sum, n) = match p.drop_latency_s {
-                Some(d) => (
+                Some(d) if w.completed > 0 => (
                     w.latency_sum_s + d * w.dropped as f64,
                     w.completed + w.dropped,
                 ),
-                None => (w.latency_sum_s, w.completed),
+                _ => (w.latency_sum_s, w.completed),
             };
             let latency = if n > 0 {
                 sum / n as f64
@@ -176,8 +181,9 @@ impl InferencePolicy for Threshold {
             } else {
                 0.0
             };
-            let busy = p.wait_while_scaling
-                && (j.starting_replicas > 0 || j.provisioned_replicas() < j.target_replicas);
+            // Busy while replicas start; not while a target waits for capacity that may
+            // never come (the job would never act again).
+            let busy = p.wait_while_scaling && j.starting_replicas > 0;
             let slo = j.slo.latency_s;
             let s = &mut self.streak[i];
             let cur = j.target_replicas;

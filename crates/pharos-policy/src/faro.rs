@@ -89,7 +89,10 @@ pub struct FaroParams {
     /// Utility charged per replica held (Faro has none, and spends capacity while it
     /// adds any utility): the allocation keeps a replica only when it is worth this
     /// much, so raising it trades SLO attainment for replica-hours (the knob that walks
-    /// the policy along its cost-quality frontier; pair it with `spread_leftover: false`).
+    /// the policy along its cost-quality frontier). Pair it with `spread_leftover: false`
+    /// and `raise_quantile: false` (else the capacity it leaves idle is handed out, or
+    /// spent on a higher forecast quantile) and a `move_cost` below it (else a replica,
+    /// once given, is kept). Separable objectives only (`faro-sum`, `faro-penaltysum`).
     pub replica_cost: f64,
     /// Hand capacity the allocation leaves idle to the busiest jobs (ours; Faro leaves
     /// it idle).

@@ -230,6 +230,15 @@ pub fn build_with(
                 }
             };
             let fp: faro::FaroParams = params(name, p)?;
+            if fp.replica_cost > 0.0 && objective.fair() {
+                return Err(PolicyError::BadParams {
+                    name: name.to_string(),
+                    problem: "replica_cost applies to faro-sum and faro-penaltysum: a fairness \
+                              objective compares the jobs' utilities, which a price per \
+                              replica would skew against jobs that need more replicas"
+                        .into(),
+                });
+            }
             check(name, "interval_s", fp.interval_s, 0.0)?;
             check(name, "predictive_interval_s", fp.predictive_interval_s, 0.0)?;
             check(name, "slack_cpus", fp.slack_cpus, -1e-12)?;

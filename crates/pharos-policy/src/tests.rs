@@ -169,6 +169,34 @@ fn oneshot_and_aiad_measure_and_wait_as_published() {
     assert_eq!(first(&mut *p, 30.0), Some((60.0, 2)));
     let mut p = build("aiad", &json!({"wait_while_scaling": false})).unwrap();
     assert_eq!(first(&mut *p, 30.0), Some((30.0, 2)));
+    // A target waiting for capacity (nothing starting) does not hold the job.
+    let mut p = build("oneshot", &json!({})).unwrap();
+    let mut t = p.first_call_s();
+    let got = loop {
+        let mut j = overloaded(t, 0);
+        j.target_replicas = 3;
+        if let Some(x) = p.decide(&view(t, &[j])).target_replicas[0] {
+            break (t, x);
+        }
+        t += p.interval_s();
+        assert!(t < 100.0);
+    };
+    assert_eq!(got, (30.0, 4), "ceil(3 x 0.72675 / 0.72)");
+    // Nothing served while requests came (every one refused): over the SLO, whatever
+    // the refusals took.
+    let mut p = build("oneshot", &json!({})).unwrap();
+    let mut t = p.first_call_s();
+    let got = loop {
+        let mut j = job(t, 1, 0.0, 0.0, 0.0, 0.0);
+        j.counters.dropped = (15.0 * t) as u64;
+        j.counters.arrivals = j.counters.dropped;
+        if let Some(x) = p.decide(&view(t, &[j])).target_replicas[0] {
+            break (t, x);
+        }
+        t += p.interval_s();
+        assert!(t < 100.0);
+    };
+    assert_eq!(got, (30.0, 100), "to the job's maximum");
     let e = build("oneshot", &json!({"drop_latency_s": -1}))
         .err()
         .unwrap();
@@ -190,6 +218,20 @@ fn the_peers_replica_caps_hold() {
         assert_eq!(got.map(|x| x.1), Some(6), "{name}");
         let e = build(name, &json!({"max_replicas": 0})).err().unwrap();
         assert!(e.to_string().contains("max_replicas"), "{name}: {e}");
+    }
+}
+
+/// A price per replica is for the separable objectives only.
+#[test]
+fn replica_cost_is_refused_for_the_fairness_objectives() {
+    for name in ["faro-fair", "faro-fairsum", "faro-penaltyfairsum"] {
+        let e = build(name, &json!({"prediction": "none", "replica_cost": 0.1}))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("replica_cost"), "{name}: {e}");
+    }
+    for name in ["faro-sum", "faro-penaltysum"] {
+        build(name, &json!({"prediction": "none", "replica_cost": 0.1})).unwrap();
     }
 }
 
