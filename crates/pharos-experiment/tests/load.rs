@@ -384,8 +384,8 @@ fn the_frontier_and_twenty_job_examples_load() {
     .unwrap();
     let families: std::collections::BTreeSet<&str> =
         f.policies.iter().map(|p| p.family()).collect();
-    assert_eq!(f.policies.len(), 39);
-    assert_eq!(families.len(), 8, "{families:?}");
+    assert_eq!(f.policies.len(), 32);
+    assert_eq!(families.len(), 7, "{families:?}");
     let t = Experiment::load(
         &root().join("examples/faro-20jobs.yaml"),
         &Overrides::default(),
