@@ -216,7 +216,7 @@ impl GraphExperiment {
             policies.extend(PolicyEntry::from_value(v, i).map_err(|p| bad(SpecError::new("", p)))?);
         }
         if !ov.policies.is_empty() {
-            policies.retain(|p| ov.policies.iter().any(|w| w == &p.label || w == p.family()));
+            policies.retain(|p| ov.policies.iter().any(|w| p.is_named(w)));
         }
         crate::check_labels(&policies).map_err(bad)?;
         for p in &policies {

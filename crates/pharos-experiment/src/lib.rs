@@ -159,6 +159,11 @@ impl PolicyEntry {
         self.sweep.as_ref().map_or(&self.label, |s| &s.family)
     }
 
+    /// Whether `--policy NAME` picks this entry: its label, or its sweep's family.
+    pub fn is_named(&self, name: &str) -> bool {
+        self.label == name || self.family() == name
+    }
+
     pub fn build(
         &self,
         ctx: &pharos_policy::PolicyContext,
@@ -250,7 +255,7 @@ impl Experiment {
                 .flat_map(|want| {
                     let found: Vec<PolicyEntry> = policies
                         .iter()
-                        .filter(|p| &p.label == want || p.family() == want)
+                        .filter(|p| p.is_named(want))
                         .cloned()
                         .collect();
                     if found.is_empty() {

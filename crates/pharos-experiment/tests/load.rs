@@ -9,6 +9,15 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// An example experiment of the repository, loaded as it is.
+fn example(name: &str) -> Experiment {
+    Experiment::load(
+        &root().join("examples").join(format!("{name}.yaml")),
+        &Overrides::default(),
+    )
+    .unwrap_or_else(|err| panic!("examples/{name}.yaml: {err}"))
+}
+
 fn write_yaml(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pharos-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -33,11 +42,7 @@ fn the_live_runs_experiments_load() {
 
 #[test]
 fn the_example_loads_as_documented() {
-    let e = Experiment::load(
-        &root().join("examples/faro-10jobs.yaml"),
-        &Overrides::default(),
-    )
-    .unwrap();
+    let e = example("faro-10jobs");
     assert_eq!(e.jobs.len(), 10);
     assert_eq!(e.trace.minutes(), 360);
     assert_eq!(e.cpus, vec![16.0, 32.0, 36.0, 40.0]);
@@ -377,20 +382,12 @@ fn a_sweep_walks_a_knob_and_makes_a_frontier() {
 /// (Faro's replay format) is whole.
 #[test]
 fn the_frontier_and_twenty_job_examples_load() {
-    let f = Experiment::load(
-        &root().join("examples/faro-frontier.yaml"),
-        &Overrides::default(),
-    )
-    .unwrap();
+    let f = example("faro-frontier");
     let families: std::collections::BTreeSet<&str> =
         f.policies.iter().map(|p| p.family()).collect();
     assert_eq!(f.policies.len(), 32);
     assert_eq!(families.len(), 7, "{families:?}");
-    let t = Experiment::load(
-        &root().join("examples/faro-20jobs.yaml"),
-        &Overrides::default(),
-    )
-    .unwrap();
+    let t = example("faro-20jobs");
     assert_eq!(t.jobs.len(), 20);
     assert_eq!(t.trace.minutes(), 360);
     assert_eq!(t.trace.total_requests(), 5_351_540.0);
