@@ -279,6 +279,26 @@ fn place_gang_on(
 ) -> Option<Vec<(usize, Option<String>)>> {
     let mut trial: Vec<Free> = free.to_vec();
     let mut out = Vec::new();
+    // Packing: the whole gang on one node when one has room for it (the fullest such
+    // node), so that its gradients stay off the network; learner by learner otherwise.
+    if placement == Placement::Pack && job.learners > 1 {
+        let whole = LearnerResources {
+            cpus: res.cpus * job.learners as f64,
+            memory_bytes: res.memory_bytes.saturating_mul(job.learners as u64),
+            gpus: res.gpus.saturating_mul(job.learners),
+            gpu_type: res.gpu_type.clone(),
+        };
+        if let Some((node, model)) = place_one(&trial, &whole, Placement::Pack) {
+            let f = &mut trial[node];
+            f.cpus -= whole.cpus;
+            f.memory -= whole.memory_bytes as f64;
+            if let Some(m) = &model {
+                *f.gpus.get_mut(m).expect("placed on it") -= whole.gpus;
+            }
+            free.clone_from_slice(&trial);
+            return Some(vec![(node, model); job.learners as usize]);
+        }
+    }
     for _ in 0..job.learners {
         let (node, model) = place_one(&trial, res, placement)?;
         let f = &mut trial[node];
