@@ -603,6 +603,7 @@ fn past_of(
         Selection {
             day: Some(day),
             jobs: Some(jobs.clone()),
+            stretch: select.stretch,
             minutes,
             peak_rpm: None,
             scale: None,

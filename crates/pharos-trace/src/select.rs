@@ -14,6 +14,11 @@ pub struct Selection {
     /// after another in day order.
     #[serde(default)]
     pub day: Option<u32>,
+    /// Replay each minute of the trace as this many minutes at the same rate (a trace
+    /// whose steps stand for several minutes, such as the Faro trace's days of 360
+    /// four-minute steps, at its real pace); 1 to 1440. Applied before `minutes`.
+    #[serde(default)]
+    pub stretch: Option<u32>,
     /// Minutes `[start, end)` of the (concatenated) series.
     #[serde(default)]
     pub minutes: Option<[usize; 2]>,
@@ -83,6 +88,22 @@ impl Selection {
             .unwrap_or(0);
         for j in &mut jobs {
             j.requests_per_min.resize(len, 0.0);
+        }
+        let mut len = len;
+        if let Some(k) = self.stretch {
+            if !(1..=1440).contains(&k) {
+                return Err(TraceError::invalid(format!(
+                    "stretch must be 1 to 1440, got {k}"
+                )));
+            }
+            for j in &mut jobs {
+                j.requests_per_min = j
+                    .requests_per_min
+                    .iter()
+                    .flat_map(|v| std::iter::repeat_n(*v, k as usize))
+                    .collect();
+            }
+            len *= k as usize;
         }
         if let Some([start, end]) = self.minutes {
             if start >= end || start >= len {
@@ -178,7 +199,7 @@ mod tests {
             day: Some(1),
             minutes: Some([1, 3]),
             peak_rpm: Some(100.0),
-            scale: None,
+            ..Default::default()
         };
         let t = sel.apply(&raw()).unwrap();
         assert_eq!(t.jobs[0].name, "beta");
@@ -194,6 +215,24 @@ mod tests {
             t.jobs[0].requests_per_min,
             vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
         );
+    }
+
+    #[test]
+    fn stretch_replays_each_minute_several_times_before_the_range() {
+        let sel = Selection {
+            stretch: Some(3),
+            minutes: Some([2, 7]),
+            ..Default::default()
+        };
+        let t = sel.apply(&raw()).unwrap();
+        assert_eq!(t.jobs[0].requests_per_min, vec![1.0, 2.0, 2.0, 2.0, 3.0]);
+        let e = Selection {
+            stretch: Some(0),
+            ..Default::default()
+        }
+        .apply(&raw())
+        .unwrap_err();
+        assert!(e.to_string().contains("stretch"), "{e}");
     }
 
     #[test]

@@ -233,6 +233,7 @@ pub fn load(a: LoadArgs) -> Result<()> {
     let selection = pharos_trace::Selection {
         jobs: a.job.clone().map(|j| vec![j]),
         day: a.day,
+        stretch: None,
         minutes: a.minutes,
         peak_rpm: None,
         scale: None,
