@@ -198,6 +198,7 @@ impl TrainingExperiment {
             tick_s: self.spec.tick_s,
             priorities: self.priorities.clone(),
             cross_node_slowdown: self.spec.cross_node_slowdown,
+            preemptible: vec![],
         }
     }
 

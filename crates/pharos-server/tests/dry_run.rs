@@ -128,6 +128,7 @@ fn simulate(params: &GangParams) -> (TrainRunResult, Vec<(f64, SchedDecision)>) 
         tick_s: 1e9,
         priorities: JOBS.iter().map(|j| j.priority).collect(),
         cross_node_slowdown: 0.0,
+        preemptible: vec![],
     };
     let mut rec = Recorder {
         inner: GangScheduler::new(params.clone()),

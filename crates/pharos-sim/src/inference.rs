@@ -217,6 +217,9 @@ pub struct Simulation<P: InferencePolicy> {
     jobs: Vec<JobState>,
     /// vCPUs held by pods (serving, starting, draining or idle).
     used_cpus: f64,
+    /// What pods may hold: the cluster's capacity, unless another workload holds part of
+    /// it ([`Simulation::set_pod_capacity`]); policies still see the cluster's capacity.
+    pod_capacity: f64,
     /// Requests not yet born or still in the system; the run ends when both are zero.
     open_streams: usize,
     outstanding: u64,
@@ -285,6 +288,7 @@ impl<P: InferencePolicy> Simulation<P> {
             })
             .collect();
         let over_capacity = cfg.cluster.over_capacity;
+        let pod_capacity = cfg.cluster.capacity_cpus;
         let mut sim = Simulation {
             cfg,
             driver: PolicyDriver::new(policy, over_capacity),
@@ -293,12 +297,14 @@ impl<P: InferencePolicy> Simulation<P> {
             now: 0.0,
             jobs,
             used_cpus: 0.0,
+            pod_capacity: 0.0,
             open_streams: 0,
             outstanding: 0,
             events: 0,
             minutes,
             pending_starts: false,
         };
+        sim.pod_capacity = pod_capacity;
         sim.start();
         Ok(sim)
     }
@@ -331,7 +337,7 @@ impl<P: InferencePolicy> Simulation<P> {
                 let cpus = self.cfg.jobs[i].cpus_per_replica;
                 let want = self.jobs[i].target.min(round);
                 while self.jobs[i].provisioned() < want
-                    && self.used_cpus + cpus <= self.cfg.cluster.capacity_cpus + 1e-9
+                    && self.used_cpus + cpus <= self.pod_capacity + 1e-9
                 {
                     self.used_cpus += cpus;
                     let rep = self.new_replica(i, RepState::Ready);
@@ -528,6 +534,36 @@ impl<P: InferencePolicy> Simulation<P> {
     /// vCPUs held by pods now; never above the capacity.
     pub fn used_cpus(&self) -> f64 {
         self.used_cpus
+    }
+
+    /// Capacity units the jobs' targets ask for now: each job's target or what it holds
+    /// (starting, ready, draining and idle pods), whichever is more.
+    pub fn wanted_cpus(&self) -> f64 {
+        let targets: f64 = self
+            .jobs
+            .iter()
+            .zip(&self.cfg.jobs)
+            .map(|(js, j)| js.target as f64 * j.cpus_per_replica)
+            .sum();
+        targets.max(self.used_cpus)
+    }
+
+    /// Let pods hold at most `capacity` from now on (another workload holds the rest of
+    /// the cluster). Pods already above it keep running until they end; starts wait for
+    /// room, and those waiting start at once when `capacity` grows. Policies keep seeing
+    /// the cluster's whole capacity: they decide what the service should have, the
+    /// caller makes room for it.
+    pub fn set_pod_capacity(&mut self, capacity: f64) {
+        let grew = capacity > self.pod_capacity;
+        self.pod_capacity = capacity;
+        if grew && self.pending_starts {
+            self.reconcile_all();
+        }
+    }
+
+    /// Whether every request of the trace has finished.
+    pub fn is_over(&self) -> bool {
+        self.open_streams == 0 && self.outstanding == 0
     }
 
     fn on_router_event(&mut self, i: usize) {
@@ -820,7 +856,7 @@ impl<P: InferencePolicy> Simulation<P> {
         let cpus = self.cfg.jobs[i].cpus_per_replica;
         let delay = if self.jobs[i].idle_pods.pop_back().is_some() {
             self.cfg.cluster.hot_start_s
-        } else if self.used_cpus + cpus <= self.cfg.cluster.capacity_cpus + 1e-9 {
+        } else if self.used_cpus + cpus <= self.pod_capacity + 1e-9 {
             self.used_cpus += cpus;
             self.cfg.cluster.cold_start_s
         } else {

@@ -16,6 +16,7 @@ pub mod graph;
 pub mod inference;
 mod metrics;
 mod queue;
+pub mod shared;
 pub mod training;
 
 pub use config::{ArrivalCount, ClusterConfig, OverCapacity, SimConfig, SimJob};

@@ -135,6 +135,8 @@ pub struct TrainSimConfig {
     /// A gang spread over more than one node runs this much slower (0.25: 25% longer),
     /// the cost of gradients crossing the network; what makes pack and spread differ.
     pub cross_node_slowdown: f64,
+    /// Per job (by index): whether it may be halted (empty: all may).
+    pub preemptible: Vec<bool>,
 }
 
 /// One job's outcome.
@@ -181,6 +183,10 @@ struct Job {
     run: Option<Running>,
     generation: u64,
     done: Option<(f64, String)>,
+    /// When it was halted, oldest first.
+    preempted_at: Vec<f64>,
+    /// The GPU model of its last attempt.
+    last_model: Option<String>,
 }
 
 /// A job's current attempt.
@@ -214,24 +220,89 @@ pub fn run(
     cfg: &TrainSimConfig,
     sched: &mut dyn TrainingScheduler,
 ) -> Result<TrainRunResult, SpecError> {
-    validate(cfg)?;
-    let mut sim = TrainSim::new(cfg);
-    while let Some((t, ev)) = sim.events.pop() {
-        sim.account_until(t);
-        // Every event at this instant first, then one decision.
-        let mut batch = vec![ev];
-        while sim.events.next_time() == Some(t) {
-            batch.push(sim.events.pop().expect("peeked").1);
-        }
-        for ev in batch {
-            sim.on_event(ev);
-        }
-        if sim.remaining == 0 {
+    let mut r = TrainRun::new(cfg)?;
+    while let Some(t) = r.sim.events.next_time() {
+        r.advance_instant(t, sched);
+        if r.sim.remaining == 0 {
             break;
         }
+        // Nothing runs, nothing is left to arrive and nothing started: the jobs still
+        // waiting can never run.
+        let s = &r.sim;
+        if s.busy_gpus <= 0.0 && s.arrivals_left == 0 && !s.jobs.iter().any(|j| j.run.is_some()) {
+            break;
+        }
+    }
+    Ok(r.result())
+}
+
+/// A running job as whoever must take GPUs back sees it ([`TrainRun::running`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningInfo {
+    /// The job's index in the configuration.
+    pub index: usize,
+    /// Its learners' nodes.
+    pub nodes: Vec<usize>,
+    pub priority: i32,
+    pub preemptible: bool,
+    /// When this attempt started.
+    pub started_s: f64,
+    /// Productive seconds since its last checkpoint: what halting it now loses.
+    pub since_checkpoint_s: f64,
+    /// GPU-seconds halting it now loses (`since_checkpoint_s` x its GPUs).
+    pub lost_gpu_s: f64,
+    /// Times it was halted, newest last.
+    pub preempted_at: Vec<f64>,
+}
+
+/// A training run advanced step by step, on a cluster part of whose GPUs another
+/// workload may hold ([`TrainRun::hold`]): what the shared-cluster simulation drives.
+/// [`run`] is the same run to its end on the whole cluster.
+pub struct TrainRun<'c> {
+    sim: TrainSim<'c>,
+}
+
+impl<'c> TrainRun<'c> {
+    pub fn new(cfg: &'c TrainSimConfig) -> Result<Self, SpecError> {
+        validate(cfg)?;
+        Ok(Self {
+            sim: TrainSim::new(cfg),
+        })
+    }
+
+    /// Every event up to `t_end` (each instant's events, then one decision), and the
+    /// clock moved to `t_end`.
+    pub fn advance(&mut self, t_end: f64, sched: &mut dyn TrainingScheduler) {
+        while let Some(t) = self.sim.events.next_time() {
+            if t > t_end {
+                break;
+            }
+            self.advance_instant(t, sched);
+        }
+        if t_end.is_finite() && t_end > self.sim.now {
+            self.sim.account_until(t_end);
+        }
+    }
+
+    /// The events at `t` (the next instant), then one decision.
+    fn advance_instant(&mut self, t: f64, sched: &mut dyn TrainingScheduler) {
+        let sim = &mut self.sim;
+        sim.account_until(t);
+        while sim.events.next_time() == Some(t) {
+            let ev = sim.events.pop().expect("peeked").1;
+            sim.on_event(ev);
+        }
+        if sim.remaining > 0 {
+            self.decide(sched);
+        }
+    }
+
+    /// Ask the scheduler now (nothing happens when nobody waits).
+    pub fn decide(&mut self, sched: &mut dyn TrainingScheduler) {
+        let sim = &mut self.sim;
         sim.refresh_view();
         if sim.pending.is_empty() {
-            continue;
+            return;
         }
         let d = sched.decide(&SchedView {
             explain: false,
@@ -243,30 +314,154 @@ pub fn run(
         });
         sim.decisions += 1;
         for id in &d.preempt {
-            sim.preempt(*id as usize);
+            let i = *id as usize;
+            if sim.preemptible(i) {
+                sim.preempt(i);
+            }
         }
         sim.running
             .retain(|r| sim.jobs[r.id as usize].run.is_some());
         for (id, placement) in d.start {
-            sim.start(id as usize, placement);
-        }
-        // Nothing runs, nothing is left to arrive and nothing started: the jobs still
-        // waiting can never run.
-        if sim.busy_gpus <= 0.0
-            && sim.arrivals_left == 0
-            && !sim.jobs.iter().any(|j| j.run.is_some())
-        {
-            break;
+            if sim.fits(&placement) {
+                sim.start(id as usize, placement);
+            }
         }
         // Keep re-deciding while jobs wait (service accumulates, preemption may change).
         let waiting = (0..sim.jobs.len())
             .any(|i| sim.arrived[i] && sim.jobs[i].run.is_none() && sim.jobs[i].done.is_none());
         if waiting && !sim.ticking && sched.needs_ticks() {
             sim.ticking = true;
-            sim.events.push(sim.now + cfg.tick_s, Ev::Tick);
+            sim.events.push(sim.now + sim.cfg.tick_s, Ev::Tick);
         }
     }
-    Ok(sim.result())
+
+    /// The simulated time now.
+    pub fn now_s(&self) -> f64 {
+        self.sim.now
+    }
+
+    /// GPUs training jobs hold now.
+    pub fn busy_gpus(&self) -> u32 {
+        self.sim.busy_gpus.round() as u32
+    }
+
+    /// Per node: its GPUs, what training holds there and what the other workload holds.
+    pub fn node_gpus(&self) -> Vec<(u32, u32, u32)> {
+        let s = &self.sim;
+        let mut used = vec![0u32; s.base_gpus.len()];
+        for j in &s.jobs {
+            if let Some(r) = &j.run {
+                for (n, _) in &r.placement {
+                    used[*n] += 1;
+                }
+            }
+        }
+        (0..s.base_gpus.len())
+            .map(|k| (s.base_gpus[k], used[k], s.held[k]))
+            .collect()
+    }
+
+    /// Let the other workload hold `held[k]` GPUs of node `k` from now on. Each must fit
+    /// beside what training holds there (halt jobs first, [`TrainRun::preempt`]).
+    pub fn hold(&mut self, held: &[u32]) -> Result<(), String> {
+        let nodes = self.node_gpus();
+        if held.len() != nodes.len() {
+            return Err(format!("{} nodes, {} holdings", nodes.len(), held.len()));
+        }
+        for (k, ((gpus, used, _), h)) in nodes.iter().zip(held).enumerate() {
+            if used + h > *gpus {
+                return Err(format!(
+                    "node {k}: {h} GPUs held beside {used} of training's, of {gpus}"
+                ));
+            }
+        }
+        let s = &mut self.sim;
+        for (k, h) in held.iter().enumerate() {
+            s.held[k] = *h;
+            for g in s.nodes[k].gpus.values_mut() {
+                *g = s.base_gpus[k] - h;
+            }
+        }
+        Ok(())
+    }
+
+    /// The running jobs, in index order.
+    pub fn running(&self) -> Vec<RunningInfo> {
+        let s = &self.sim;
+        let mut out = Vec::new();
+        for (i, j) in s.jobs.iter().enumerate() {
+            let Some(r) = &j.run else { continue };
+            let since = s.since_checkpoint(r);
+            out.push(RunningInfo {
+                index: i,
+                nodes: r.placement.iter().map(|(n, _)| *n).collect(),
+                priority: s.cfg.priorities.get(i).copied().unwrap_or(0),
+                preemptible: s.preemptible(i),
+                started_s: r.start,
+                since_checkpoint_s: since,
+                lost_gpu_s: since * r.placement.len() as f64,
+                preempted_at: j.preempted_at.clone(),
+            });
+        }
+        out
+    }
+
+    /// Halt job `i` now (back to its last checkpoint, waiting again); false when it is
+    /// not running or may not be halted.
+    pub fn preempt(&mut self, i: usize) -> bool {
+        let s = &mut self.sim;
+        if i >= s.jobs.len() || s.jobs[i].run.is_none() || !s.preemptible(i) {
+            return false;
+        }
+        s.preempt(i);
+        s.running.retain(|r| s.jobs[r.id as usize].run.is_some());
+        true
+    }
+
+    /// Job `i`'s share of its work done so far, counting the running attempt's progress.
+    pub fn progress(&self, i: usize) -> f64 {
+        let s = &self.sim;
+        let j = &s.jobs[i];
+        let mut left = j.saved_left;
+        if let Some(r) = &j.run {
+            let dur = s.cfg.jobs[i].duration_s[&r.model] * slowdown(s.cfg, &r.placement);
+            left -= (s.now - r.productive_from).max(0.0) / dur;
+        }
+        (1.0 - left).clamp(0.0, 1.0)
+    }
+
+    /// The GPU model job `i` runs or last ran on (the first pool's before it ran).
+    pub fn model_of(&self, i: usize) -> &str {
+        let j = &self.sim.jobs[i];
+        j.run
+            .as_ref()
+            .map(|r| r.model.as_str())
+            .or(j.done.as_ref().map(|(_, m)| m.as_str()))
+            .or(j.last_model.as_deref())
+            .unwrap_or(&self.sim.cfg.pools[0].gpu_type)
+    }
+
+    /// Whether job `i` has arrived, and when it finished.
+    pub fn state_of(&self, i: usize) -> (bool, Option<f64>) {
+        (
+            self.sim.arrived[i],
+            self.sim.jobs[i].done.as_ref().map(|d| d.0),
+        )
+    }
+
+    /// GPU-seconds lost so far: work halted jobs had not checkpointed, and restarts.
+    pub fn lost_gpu_s(&self) -> (f64, f64) {
+        (self.sim.lost_gpu_s, self.sim.restart_gpu_s)
+    }
+
+    /// Busy GPU-seconds so far.
+    pub fn busy_gpu_s(&self) -> f64 {
+        self.sim.busy_gpu_s
+    }
+
+    pub fn result(self) -> TrainRunResult {
+        self.sim.result()
+    }
 }
 
 /// The configuration's problems, named.
@@ -325,6 +520,12 @@ struct TrainSim<'c> {
     busy_gpu_s: f64,
     hourly: Vec<f64>,
     decisions: u64,
+    /// Per node: its GPUs, and those another workload holds.
+    base_gpus: Vec<u32>,
+    held: Vec<u32>,
+    /// GPU-seconds of work halted jobs had not checkpointed, and of restarts.
+    lost_gpu_s: f64,
+    restart_gpu_s: f64,
 }
 
 impl<'c> TrainSim<'c> {
@@ -356,8 +557,12 @@ impl<'c> TrainSim<'c> {
                 run: None,
                 generation: 0,
                 done: None,
+                preempted_at: Vec::new(),
+                last_model: None,
             })
             .collect();
+        let base_gpus: Vec<u32> = nodes.iter().map(|n| n.gpus.values().sum()).collect();
+        let held = vec![0; base_gpus.len()];
         let mut events = EventQueue::new();
         for (i, j) in cfg.jobs.iter().enumerate() {
             events.push(j.arrival_s, Ev::Arrival(i));
@@ -384,7 +589,45 @@ impl<'c> TrainSim<'c> {
             busy_gpu_s: 0.0,
             hourly: Vec::new(),
             decisions: 0,
+            base_gpus,
+            held,
+            lost_gpu_s: 0.0,
+            restart_gpu_s: 0.0,
         }
+    }
+
+    fn preemptible(&self, i: usize) -> bool {
+        self.cfg.preemptible.get(i).copied().unwrap_or(true)
+    }
+
+    /// Whether `placement` fits the GPUs free now (what training does not hold and the
+    /// other workload does not either).
+    fn fits(&self, placement: &GangPlacement) -> bool {
+        let mut used = vec![0u32; self.base_gpus.len()];
+        for j in &self.jobs {
+            if let Some(r) = &j.run {
+                for (n, _) in &r.placement {
+                    used[*n] += 1;
+                }
+            }
+        }
+        for (n, _) in placement {
+            let Some(u) = used.get_mut(*n) else {
+                return false;
+            };
+            *u += 1;
+            if *u + self.held[*n] > self.base_gpus[*n] {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Productive seconds of attempt `r` since its last checkpoint.
+    fn since_checkpoint(&self, r: &Running) -> f64 {
+        let productive = (self.now - r.productive_from).max(0.0);
+        productive
+            - (productive / self.cfg.checkpoint_interval_s).floor() * self.cfg.checkpoint_interval_s
     }
 
     fn per_learner(&self) -> LearnerResources {
@@ -498,6 +741,11 @@ impl<'c> TrainSim<'c> {
         j.saved_left = (j.saved_left - kept / dur).max(0.0);
         j.attained_gpu_s += (now - start) * placement.len() as f64;
         j.preemptions += 1;
+        j.preempted_at.push(now);
+        j.last_model = Some(model);
+        self.lost_gpu_s += (productive - kept) * placement.len() as f64;
+        // The part of its restart not yet served was not spent.
+        self.restart_gpu_s -= (productive_from - now).max(0.0) * placement.len() as f64;
         j.generation += 1;
         self.busy_gpus -= placement.len() as f64;
         let p = self.pending_of(i);
@@ -527,6 +775,7 @@ impl<'c> TrainSim<'c> {
         j.generation += 1;
         let productive_from = now + restart;
         self.busy_gpus += placement.len() as f64;
+        self.restart_gpu_s += restart * placement.len() as f64;
         let end = productive_from + j.saved_left * dur;
         let held = RunningJob {
             id: i as u64,
@@ -535,7 +784,7 @@ impl<'c> TrainSim<'c> {
             started_s: now,
             per_learner,
             placement: placement.clone(),
-            preemptible: true,
+            preemptible: cfg.preemptible.get(i).copied().unwrap_or(true),
             attained_gpu_s: j.attained_gpu_s,
         };
         j.run = Some(Running {
@@ -638,6 +887,7 @@ mod tests {
             tick_s: 1000.0,
             priorities: vec![],
             cross_node_slowdown: 0.0,
+            preemptible: vec![],
         }
     }
 
