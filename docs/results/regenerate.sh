@@ -42,6 +42,8 @@ cargo run --release --quiet -p pharos-experiment --example graph_bench \
   echo; cargo run --release --quiet -p pharos-experiment --example graph_bench -- --overloaded --unbounded 10 50 100 200
 } | tee docs/results/graph-bench-overloaded.txt
 docs/results/graph-live-bench.sh 200 120 | tee -a docs/results/graph-live-bench.txt
+# Services and training jobs on one GPU cluster, static and shared.
+./target/release/pharos simulate examples/shared-cluster.yaml --out docs/results/shared-cluster
 # Training schedulers on the Philly-derived traces.
 for t in 0e4a51 2869ce; do
     ./target/release/pharos simulate examples/training/philly-$t.yaml --out docs/results/training/philly-$t

@@ -6,6 +6,7 @@ mod error;
 pub mod frontier;
 pub mod graph;
 pub mod report;
+pub mod shared;
 mod spec;
 pub mod svg;
 pub mod training;

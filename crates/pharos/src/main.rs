@@ -277,6 +277,27 @@ fn simulate_training(args: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
+/// A shared-cluster experiment (`kind: shared-cluster`): static slices and shared
+/// policies on one GPU cluster.
+fn simulate_shared(args: SimulateArgs) -> Result<()> {
+    use pharos_experiment::shared::{SharedExperiment, summary, write_all};
+    let exp = SharedExperiment::load(&args.experiment)?;
+    let rows = exp.run_all(args.threads)?;
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("out").join(&exp.spec.name));
+    let written = write_all(&exp, &rows, &out)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{}", summary(&exp, &rows));
+        for w in written {
+            println!("wrote {}", w.display());
+        }
+    }
+    Ok(())
+}
+
 fn graph(args: GraphArgs) -> Result<()> {
     use pharos_experiment::graph::{GraphExperiment, summary, timing, write_all};
     let ov = Overrides {
@@ -484,10 +505,12 @@ fn parse_range(s: &str) -> Result<[usize; 2], String> {
 }
 
 fn simulate(args: SimulateArgs) -> Result<()> {
-    if std::fs::read_to_string(&args.experiment)
-        .is_ok_and(|t| pharos_experiment::training::is_training(&t))
-    {
+    let text = std::fs::read_to_string(&args.experiment).unwrap_or_default();
+    if pharos_experiment::training::is_training(&text) {
         return simulate_training(args);
+    }
+    if pharos_experiment::shared::is_shared(&text) {
+        return simulate_shared(args);
     }
     let ov = Overrides {
         trace: args.trace,
