@@ -536,16 +536,23 @@ impl<P: InferencePolicy> Simulation<P> {
         self.used_cpus
     }
 
-    /// Capacity units the jobs' targets ask for now: each job's target or what it holds
-    /// (starting, ready, draining and idle pods), whichever is more.
+    /// Capacity units the jobs ask for now: per job, its target or the pods it holds
+    /// (starting, ready, draining and idle), whichever is more (a job's idle pods serve
+    /// only it).
     pub fn wanted_cpus(&self) -> f64 {
-        let targets: f64 = self
-            .jobs
+        self.jobs
             .iter()
             .zip(&self.cfg.jobs)
-            .map(|(js, j)| js.target as f64 * j.cpus_per_replica)
-            .sum();
-        targets.max(self.used_cpus)
+            .map(|(js, j)| {
+                let draining = js
+                    .reps
+                    .iter()
+                    .filter(|r| r.state == RepState::Draining)
+                    .count();
+                let pods = js.active.len() + draining + js.idle_pods.len();
+                js.target.max(pods as u32) as f64 * j.cpus_per_replica
+            })
+            .sum()
     }
 
     /// Let pods hold at most `capacity` from now on (another workload holds the rest of

@@ -17,8 +17,12 @@
 //!   wait for GPUs). GPUs the services give back go to training at once (halted jobs
 //!   resume from their checkpoints through the training scheduler).
 //!
-//! Every halt and every resume is a [`YieldEvent`] naming the services that caused it
-//! and the numbers behind it.
+//! Every halt made for the services is a [`YieldEvent`] naming the services that caused
+//! it and the numbers behind it, and every resume of a halted job is one too (the
+//! training scheduler's own preemptions, under a preemptive policy, are not events, but
+//! their lost work counts in [`SharedResult::preemption_lost_gpu_hours`]). While the
+//! services lack GPUs that could not be taken yet, that many free GPUs are kept free:
+//! a job that ends does not hand its GPUs to another job first.
 
 use pharos_core::{InferencePolicy, SpecError, TrainingScheduler};
 use serde::Serialize;
@@ -155,8 +159,21 @@ pub fn run<P: InferencePolicy>(
         .training
         .pools
         .iter()
-        .map(|p| p.nodes * p.gpus_per_node)
-        .sum();
+        .try_fold(0u32, |sum, p| {
+            p.nodes
+                .checked_mul(p.gpus_per_node)
+                .and_then(|g| sum.checked_add(g))
+        })
+        .ok_or_else(|| SpecError::new("training.pools", "more GPUs than a u32 counts"))?;
+    if total < 2 {
+        return Err(SpecError::new(
+            "training.pools",
+            "a shared cluster needs at least 2 GPUs",
+        ));
+    }
+    if cfg.inference.jobs.is_empty() {
+        return Err(SpecError::new("inference.jobs", "there are no services"));
+    }
     SpecError::check_positive("rules.interval_s", cfg.rules.interval_s)?;
     SpecError::check_non_negative("rules.min_run_s", cfg.rules.min_run_s)?;
     SpecError::check_non_negative("rules.release_after_s", cfg.rules.release_after_s)?;
@@ -461,14 +478,17 @@ impl Resplit<'_> {
                 held[k] -= n;
                 give -= n;
             }
-        } else {
+        }
+        let now_held: u32 = held.iter().sum();
+        // What the services still lack stays free when training's jobs end.
+        tr.set_aside(want.saturating_sub(now_held));
+        if now_held == have {
             return;
         }
         tr.hold(held)
             .expect("GPUs held beside training's fit their nodes");
-        inf.set_pod_capacity(held.iter().sum::<u32>() as f64);
-        if want < have {
-            tr.decide(sched);
-        }
+        inf.set_pod_capacity(now_held as f64);
+        // GPUs given back, or freed by a halt beyond the need, go to training now.
+        tr.decide(sched);
     }
 }

@@ -322,7 +322,9 @@ impl<'c> TrainRun<'c> {
         sim.running
             .retain(|r| sim.jobs[r.id as usize].run.is_some());
         for (id, placement) in d.start {
-            if sim.fits(&placement) {
+            // GPUs set aside for the other workload stay free.
+            let free_after = sim.free_gpus().saturating_sub(placement.len() as u32);
+            if sim.fits(&placement) && free_after >= sim.set_aside {
                 sim.start(id as usize, placement);
             }
         }
@@ -369,7 +371,7 @@ impl<'c> TrainRun<'c> {
             return Err(format!("{} nodes, {} holdings", nodes.len(), held.len()));
         }
         for (k, ((gpus, used, _), h)) in nodes.iter().zip(held).enumerate() {
-            if used + h > *gpus {
+            if *h > gpus - used {
                 return Err(format!(
                     "node {k}: {h} GPUs held beside {used} of training's, of {gpus}"
                 ));
@@ -383,6 +385,12 @@ impl<'c> TrainRun<'c> {
             }
         }
         Ok(())
+    }
+
+    /// Keep `gpus` of the free GPUs free (for the other workload, which could not be
+    /// given them yet): no start leaves fewer.
+    pub fn set_aside(&mut self, gpus: u32) {
+        self.sim.set_aside = gpus;
     }
 
     /// The running jobs, in index order.
@@ -449,9 +457,17 @@ impl<'c> TrainRun<'c> {
         )
     }
 
-    /// GPU-seconds lost so far: work halted jobs had not checkpointed, and restarts.
+    /// GPU-seconds lost so far: work halted jobs had not checkpointed, and restarts
+    /// (of a restart still under way, the part served).
     pub fn lost_gpu_s(&self) -> (f64, f64) {
-        (self.sim.lost_gpu_s, self.sim.restart_gpu_s)
+        let s = &self.sim;
+        let unserved: f64 = s
+            .jobs
+            .iter()
+            .filter_map(|j| j.run.as_ref())
+            .map(|r| (r.productive_from - s.now).max(0.0) * r.placement.len() as f64)
+            .sum();
+        (s.lost_gpu_s, s.restart_gpu_s - unserved)
     }
 
     /// Busy GPU-seconds so far.
@@ -526,6 +542,8 @@ struct TrainSim<'c> {
     /// GPU-seconds of work halted jobs had not checkpointed, and of restarts.
     lost_gpu_s: f64,
     restart_gpu_s: f64,
+    /// Free GPUs starts must leave free.
+    set_aside: u32,
 }
 
 impl<'c> TrainSim<'c> {
@@ -593,7 +611,15 @@ impl<'c> TrainSim<'c> {
             held,
             lost_gpu_s: 0.0,
             restart_gpu_s: 0.0,
+            set_aside: 0,
         }
+    }
+
+    /// GPUs neither training nor the other workload holds.
+    fn free_gpus(&self) -> u32 {
+        let total: u32 = self.base_gpus.iter().sum();
+        let held: u32 = self.held.iter().sum();
+        total.saturating_sub(held + self.busy_gpus.round() as u32)
     }
 
     fn preemptible(&self, i: usize) -> bool {
@@ -604,8 +630,8 @@ impl<'c> TrainSim<'c> {
     /// other workload does not either).
     fn fits(&self, placement: &GangPlacement) -> bool {
         let mut used = vec![0u32; self.base_gpus.len()];
-        for j in &self.jobs {
-            if let Some(r) = &j.run {
+        for r in &self.running {
+            if self.jobs[r.id as usize].run.is_some() {
                 for (n, _) in &r.placement {
                     used[*n] += 1;
                 }

@@ -194,3 +194,33 @@ fn the_same_seed_gives_the_same_run() {
         b.inference.summary.slo_violation_rate
     );
 }
+
+#[test]
+fn gpus_a_job_frees_go_to_a_service_still_short_not_to_the_next_job() {
+    // No job may be halted; job 0 ends at 1,800 s, while the service lacks 4 GPUs.
+    let mut training = training(false);
+    training.jobs[0].duration_s.insert("g".into(), 1800.0);
+    let cfg = SharedConfig {
+        inference: service(),
+        training,
+        split: Split::Shared,
+        rules: YieldRules::default(),
+    };
+    let mut sched = GangScheduler::new(GangParams {
+        order: Order::Fifo,
+        preemption: false,
+        ..GangParams::default()
+    });
+    let r = run(&cfg, Plan, &mut sched).unwrap();
+    never_over_the_cluster(&r);
+    assert_eq!(r.preemptions, 0);
+    assert_eq!(r.jobs_completed, 1);
+    // First hour: 1 GPU until 1,500 s, 2 (the free one) until job 0 ends at 1,800 s,
+    // then its 2 as well: a mean of (1500 + 300 x 2 + 1800 x 4) / 3600 = 2.58 (1.58 had
+    // job 3, waiting since 0, taken them).
+    let first = r.hours[0];
+    assert!(
+        (first.inference_gpus - 2.58).abs() < 0.05,
+        "the service got the ended job's GPUs: {first:?}"
+    );
+}
