@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{ClusterSpec, ExperimentSpec, JobTemplate, TraceSpec};
+use crate::training::{ckpt, restart};
 use crate::{Experiment, ExperimentError, Overrides, PolicyEntry};
 
 /// Whether an experiment file is a shared-cluster experiment.
@@ -117,12 +118,6 @@ pub struct TrainingPart {
     pub scheduler: Option<serde_json::Value>,
 }
 
-fn ckpt() -> f64 {
-    900.0
-}
-fn restart() -> f64 {
-    60.0
-}
 fn tick() -> f64 {
     1800.0
 }
@@ -292,17 +287,8 @@ impl SharedExperiment {
                 format!("the training trace has no durations on {:?}", c.gpu_type),
             )));
         }
-        let mut state = t.seed;
-        let preemptible = jobs
-            .iter()
-            .map(|_| {
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
-                u >= t.non_preemptible_share
-            })
+        let preemptible = crate::training::seeded_uniforms(t.seed, jobs.len())
+            .map(|u| u >= t.non_preemptible_share)
             .collect();
         let training = TrainSimConfig {
             pools: vec![GpuPool {

@@ -58,10 +58,10 @@ pub struct TrainingSpec {
 fn cpg() -> f64 {
     4.0
 }
-fn ckpt() -> f64 {
+pub(crate) fn ckpt() -> f64 {
     900.0
 }
-fn restart() -> f64 {
+pub(crate) fn restart() -> f64 {
     60.0
 }
 fn tick() -> f64 {
@@ -112,6 +112,19 @@ pub struct TrainingRow {
     pub wall_s: f64,
     #[serde(skip)]
     pub daily_utilisation: Vec<f64>,
+}
+
+/// `n` uniform draws in [0, 1) from `seed` (SplitMix64): per-job choices of an
+/// experiment (priorities, which jobs may be halted), the same for the same seed.
+pub(crate) fn seeded_uniforms(seed: u64, n: usize) -> impl Iterator<Item = f64> {
+    let mut state = seed;
+    (0..n).map(move |_| {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    })
 }
 
 /// Whether an experiment file is a training experiment (`kind: training`).
@@ -167,18 +180,8 @@ impl TrainingExperiment {
         })?;
         let jobs = read_jobs_csv(&text)
             .map_err(|e| ExperimentError::Other(format!("{}: {e}", trace.display())))?;
-        // Seeded priorities (SplitMix64).
-        let mut state = spec.seed;
-        let priorities = jobs
-            .iter()
-            .map(|_| {
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
-                i32::from(u < spec.high_priority_share)
-            })
+        let priorities = seeded_uniforms(spec.seed, jobs.len())
+            .map(|u| i32::from(u < spec.high_priority_share))
             .collect();
         Ok(TrainingExperiment {
             spec,

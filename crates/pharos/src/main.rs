@@ -257,6 +257,24 @@ struct GraphArgs {
     threads: usize,
 }
 
+/// An experiment's rows as JSON (`--json`), or its summary and the files written.
+fn print_rows<T: serde::Serialize>(
+    json: bool,
+    rows: &[T],
+    summary: &str,
+    written: &[PathBuf],
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+    } else {
+        println!("{summary}");
+        for w in written {
+            println!("wrote {}", w.display());
+        }
+    }
+    Ok(())
+}
+
 /// A training-scheduler experiment (`kind: training`): every cluster x policy.
 fn simulate_training(args: SimulateArgs) -> Result<()> {
     use pharos_experiment::training::{TrainingExperiment, summary, write_all};
@@ -266,15 +284,7 @@ fn simulate_training(args: SimulateArgs) -> Result<()> {
         .out
         .unwrap_or_else(|| PathBuf::from("out").join(&exp.spec.name));
     let written = write_all(&exp, &rows, &out)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        println!("{}", summary(&exp, &rows));
-        for w in written {
-            println!("wrote {}", w.display());
-        }
-    }
-    Ok(())
+    print_rows(args.json, &rows, &summary(&exp, &rows), &written)
 }
 
 /// A shared-cluster experiment (`kind: shared-cluster`): static slices and shared
@@ -287,15 +297,7 @@ fn simulate_shared(args: SimulateArgs) -> Result<()> {
         .out
         .unwrap_or_else(|| PathBuf::from("out").join(&exp.spec.name));
     let written = write_all(&exp, &rows, &out)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        println!("{}", summary(&exp, &rows));
-        for w in written {
-            println!("wrote {}", w.display());
-        }
-    }
-    Ok(())
+    print_rows(args.json, &rows, &summary(&exp, &rows), &written)
 }
 
 fn graph(args: GraphArgs) -> Result<()> {
