@@ -350,14 +350,7 @@ impl<'c> TrainRun<'c> {
     /// Per node: its GPUs, what training holds there and what the other workload holds.
     pub fn node_gpus(&self) -> Vec<(u32, u32, u32)> {
         let s = &self.sim;
-        let mut used = vec![0u32; s.base_gpus.len()];
-        for j in &s.jobs {
-            if let Some(r) = &j.run {
-                for (n, _) in &r.placement {
-                    used[*n] += 1;
-                }
-            }
-        }
+        let used = s.used_per_node();
         (0..s.base_gpus.len())
             .map(|k| (s.base_gpus[k], used[k], s.held[k]))
             .collect()
@@ -629,14 +622,7 @@ impl<'c> TrainSim<'c> {
     /// Whether `placement` fits the GPUs free now (what training does not hold and the
     /// other workload does not either).
     fn fits(&self, placement: &GangPlacement) -> bool {
-        let mut used = vec![0u32; self.base_gpus.len()];
-        for r in &self.running {
-            if self.jobs[r.id as usize].run.is_some() {
-                for (n, _) in &r.placement {
-                    used[*n] += 1;
-                }
-            }
-        }
+        let mut used = self.used_per_node();
         for (n, _) in placement {
             let Some(u) = used.get_mut(*n) else {
                 return false;
@@ -647,6 +633,19 @@ impl<'c> TrainSim<'c> {
             }
         }
         true
+    }
+
+    /// Per node: the GPUs training's running jobs hold.
+    fn used_per_node(&self) -> Vec<u32> {
+        let mut used = vec![0u32; self.base_gpus.len()];
+        for r in &self.running {
+            if self.jobs[r.id as usize].run.is_some() {
+                for (n, _) in &r.placement {
+                    used[*n] += 1;
+                }
+            }
+        }
+        used
     }
 
     /// Productive seconds of attempt `r` since its last checkpoint.
