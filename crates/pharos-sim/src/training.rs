@@ -419,6 +419,53 @@ impl<'c> TrainRun<'c> {
         true
     }
 
+    /// Move gangs that span nodes onto one node, each right after a checkpoint (within
+    /// `within_s` of one, losing at most that much work) and only where the time it
+    /// saves by running without the cross-node slowdown exceeds the restart and the
+    /// work lost. The target node is the one that fits the gang most tightly (what the
+    /// job holds there counts as free). A move is not a halt: the job keeps its place
+    /// and its count of preemptions. Returns (job, node, productive seconds lost) per move.
+    pub fn consolidate(&mut self, within_s: f64) -> Vec<(usize, usize, f64)> {
+        let s = &mut self.sim;
+        if s.cfg.cross_node_slowdown <= 0.0 {
+            return Vec::new();
+        }
+        let mut moves = Vec::new();
+        for i in 0..s.jobs.len() {
+            let Some(r) = &s.jobs[i].run else { continue };
+            let first = r.placement[0].0;
+            if r.placement.iter().all(|(n, _)| *n == first) || r.productive_from > s.now {
+                continue;
+            }
+            let since = s.since_checkpoint(r);
+            if since > within_s {
+                continue;
+            }
+            let n = r.placement.len() as u32;
+            let base = s.cfg.jobs[i].duration_s[&r.model];
+            let left_now = s.jobs[i].saved_left
+                - (s.now - r.productive_from).max(0.0) / (base * slowdown(s.cfg, &r.placement));
+            let saved_s = left_now * base * s.cfg.cross_node_slowdown;
+            if saved_s <= s.cfg.restart_cost_s + since {
+                continue;
+            }
+            let used = s.used_per_node();
+            let model = r.model.clone();
+            let target = (0..s.base_gpus.len())
+                .filter(|k| s.nodes[*k].gpus.contains_key(&model))
+                .map(|k| {
+                    let own = r.placement.iter().filter(|(m, _)| *m == k).count() as u32;
+                    (s.base_gpus[k] - s.held[k] - used[k] + own, k)
+                })
+                .filter(|(free, _)| *free >= n)
+                .min();
+            let Some((_, k)) = target else { continue };
+            s.migrate(i, vec![(k, Some(model)); n as usize]);
+            moves.push((i, k, since));
+        }
+        moves
+    }
+
     /// Job `i`'s share of its work done so far, counting the running attempt's progress.
     pub fn progress(&self, i: usize) -> f64 {
         let s = &self.sim;
@@ -777,6 +824,32 @@ impl<'c> TrainSim<'c> {
         insert_pending(&mut self.pending, p);
     }
 
+    /// Job `i` moved to `placement`: back to its last checkpoint and started again there
+    /// at once (paying the restart), without counting as a halt.
+    fn migrate(&mut self, i: usize, placement: GangPlacement) {
+        let (cfg, now) = (self.cfg, self.now);
+        let j = &mut self.jobs[i];
+        let Some(Running {
+            placement: old,
+            model,
+            start,
+            productive_from,
+        }) = j.run.take()
+        else {
+            return;
+        };
+        let dur = cfg.jobs[i].duration_s[&model] * slowdown(cfg, &old);
+        let productive = (now - productive_from).max(0.0);
+        let kept = (productive / cfg.checkpoint_interval_s).floor() * cfg.checkpoint_interval_s;
+        j.saved_left = (j.saved_left - kept / dur).max(0.0);
+        j.attained_gpu_s += (now - start) * old.len() as f64;
+        j.generation += 1;
+        self.lost_gpu_s += (productive - kept) * old.len() as f64;
+        self.busy_gpus -= old.len() as f64;
+        self.running.retain(|r| r.id != i as u64);
+        self.start(i, placement);
+    }
+
     /// Job `i` started on `placement` (a restart pays the restart cost first).
     fn start(&mut self, i: usize, placement: GangPlacement) {
         let (cfg, now) = (self.cfg, self.now);
@@ -966,6 +1039,46 @@ mod tests {
         );
         let r = run(&cfg(0.0), &mut Split).unwrap();
         assert_eq!(r.jobs[1].end_s - r.jobs[1].first_start_s, 100.0);
+    }
+
+    /// A gang spanning nodes moves onto one at its checkpoint (paying the restart, not a
+    /// halt) and ends sooner; between checkpoints, or when the rest of its run is too
+    /// short to pay for the move, it stays.
+    #[test]
+    fn a_spanning_gang_moves_onto_one_node_at_its_checkpoint() {
+        let cfg = TrainSimConfig {
+            cross_node_slowdown: 0.5,
+            restart_cost_s: 5.0,
+            ..config(2, 4, vec![job(0, 0.0, 2, 1000.0)])
+        };
+        let mut tr = TrainRun::new(&cfg).unwrap();
+        tr.advance(95.0, &mut Split);
+        assert_eq!(tr.running()[0].nodes, vec![0, 1]);
+        assert!(tr.consolidate(1.0).is_empty(), "5 s after its checkpoint");
+        tr.advance(100.0, &mut Split);
+        assert_eq!(tr.consolidate(1.0), vec![(0, 0, 0.0)]);
+        let r = &tr.running()[0];
+        assert_eq!(r.nodes, vec![0, 0]);
+        assert!(r.preempted_at.is_empty(), "a move is not a halt");
+        tr.advance(f64::INFINITY, &mut Split);
+        // 100 s of 1500 done across nodes; the rest, 14/15 of 1000 s, after 5 s.
+        let end = tr.state_of(0).1.unwrap();
+        assert!((end - (105.0 + 1000.0 * 14.0 / 15.0)).abs() < 1e-6, "{end}");
+        assert_eq!(tr.lost_gpu_s(), (0.0, 10.0));
+
+        // 80 s of work, 120 s across nodes: at 90 s a move saves 10 s for 5, at 110 s
+        // it would save 3.3 s.
+        let cfg = TrainSimConfig {
+            cross_node_slowdown: 0.5,
+            restart_cost_s: 5.0,
+            ..config(2, 4, vec![job(0, 0.0, 2, 80.0)])
+        };
+        let mut tr = TrainRun::new(&cfg).unwrap();
+        tr.advance(110.0, &mut Split);
+        assert!(tr.consolidate(1.0).is_empty());
+        let mut tr = TrainRun::new(&cfg).unwrap();
+        tr.advance(90.0, &mut Split);
+        assert_eq!(tr.consolidate(1.0).len(), 1);
     }
 
     /// A job larger than the cluster never runs, and the run still ends (no endless
