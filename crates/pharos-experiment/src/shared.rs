@@ -157,6 +157,8 @@ pub struct SharedRow {
     pub training_useful_gpu_hours: f64,
     pub training_busy_gpu_hours: f64,
     pub preemptions: u32,
+    /// Gangs moved onto one node at a checkpoint.
+    pub moves: u32,
     pub preemption_lost_gpu_hours: f64,
     pub restart_gpu_hours: f64,
     pub mean_jct_h: f64,
@@ -164,6 +166,15 @@ pub struct SharedRow {
     pub jobs_completed: usize,
     /// Mean GPUs the services' pods held.
     pub mean_serving_gpus: f64,
+    /// Mean GPUs held for the services (the static slice, or what the shared split kept
+    /// for them): training could not use these.
+    pub mean_serving_held_gpus: f64,
+    /// The frontier family (`static`, or the shared policy and its sweep) and the knob's
+    /// value.
+    #[serde(skip)]
+    pub family: String,
+    #[serde(skip)]
+    pub knob: Option<(String, serde_json::Value)>,
     #[serde(skip)]
     pub summary: Summary,
     #[serde(skip)]
@@ -385,16 +396,60 @@ fn row(split: Split, entry: &PolicyEntry, seed: u64, r: SharedResult) -> SharedR
         training_useful_gpu_hours: r.useful_gpu_hours,
         training_busy_gpu_hours: r.training_busy_gpu_hours,
         preemptions: r.preemptions,
+        moves: r.moves,
         preemption_lost_gpu_hours: r.preemption_lost_gpu_hours,
         restart_gpu_hours: r.restart_gpu_hours,
         mean_jct_h: r.mean_jct_h,
         jobs_arrived: r.jobs_arrived,
         jobs_completed: r.jobs_completed,
         mean_serving_gpus: r.hours.iter().map(|h| h.inference_gpus).sum::<f64>() / hours,
+        mean_serving_held_gpus: r.hours.iter().map(|h| h.serving_held_gpus).sum::<f64>() / hours,
+        family: match split {
+            Split::Static { .. } => "static".into(),
+            Split::Shared => format!("shared-{}", entry.family()),
+        },
+        knob: match split {
+            Split::Static { serving_gpus } => Some(("serving_gpus".into(), serving_gpus.into())),
+            Split::Shared => entry
+                .sweep
+                .as_ref()
+                .map(|w| (w.knob.clone(), w.value.clone())),
+        },
         summary: r.inference.summary,
         hours: r.hours,
         events: r.events,
     }
+}
+
+/// Every run as a point of the cluster's GPU-hours that did no useful training
+/// (serving, idle, lost to halts and slowdowns) against its SLO violations (%), and the
+/// mean job completion time: the static slices (knob: the slice) against each shared
+/// policy's sweep, per seed.
+pub fn frontier(exp: &SharedExperiment, rows: &[SharedRow]) -> crate::frontier::Frontier {
+    let gpus: f64 = exp
+        .training
+        .pools
+        .iter()
+        .map(|p| p.nodes as f64 * p.gpus_per_node as f64)
+        .sum();
+    let hours = exp.services.jobs[0].requests_per_min.len() as f64 / 60.0;
+    let points = rows
+        .iter()
+        .map(|r| crate::frontier::Point {
+            group: format!("seed {}", r.seed),
+            family: r.family.clone(),
+            label: r.policy.clone(),
+            knob: r.knob.clone(),
+            cost: gpus * hours - r.training_useful_gpu_hours,
+            quality: vec![r.slo_violation_rate * 100.0, r.mean_jct_h],
+            pareto: false,
+        })
+        .collect();
+    crate::frontier::Frontier::new(
+        "GPU-h without useful training",
+        &["SLO violations %", "mean JCT h"],
+        points,
+    )
 }
 
 /// The best static slice of a seed: the smallest whose SLO violations are at most
@@ -420,19 +475,21 @@ pub fn summary(exp: &SharedExperiment, rows: &[SharedRow]) -> String {
         c.gpu_type,
         exp.services.jobs[0].requests_per_min.len() as f64 / 1440.0
     );
-    out.push_str("| policy | seed | SLO violations | dropped | serving GPUs (mean) | training useful GPU-h | busy GPU-h | preemptions | lost to preemption GPU-h | restarts GPU-h | jobs done | mean JCT h |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| policy | seed | SLO violations | dropped | serving GPUs (mean) | held for serving (mean) | training useful GPU-h | busy GPU-h | preemptions | moves | lost to preemption GPU-h | restarts GPU-h | jobs done | mean JCT h |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.2}% | {:.2}% | {:.1} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {}/{} | {:.1} |",
+            "| {} | {} | {:.2}% | {:.2}% | {:.1} | {:.1} | {:.0} | {:.0} | {} | {} | {:.1} | {:.1} | {}/{} | {:.1} |",
             r.policy,
             r.seed,
             r.slo_violation_rate * 100.0,
             r.dropped_rate * 100.0,
             r.mean_serving_gpus,
+            r.mean_serving_held_gpus,
             r.training_useful_gpu_hours,
             r.training_busy_gpu_hours,
             r.preemptions,
+            r.moves,
             r.preemption_lost_gpu_hours,
             r.restart_gpu_hours,
             r.jobs_completed,
@@ -521,6 +578,15 @@ pub fn write_all(
         }
     }
     written.push(write("events.jsonl", events)?);
+    let front = frontier(exp, rows);
+    written.push(write("frontier.md", front.markdown())?);
+    written.push(write(
+        "frontier.svg",
+        front.svg(&format!(
+            "{}: GPU-hours without useful training against SLO violations",
+            exp.spec.name
+        )),
+    )?);
     let Some(seed) = rows.first().map(|r| r.seed) else {
         return Ok(written);
     };

@@ -105,6 +105,27 @@ fn the_shared_split_gives_training_what_a_static_slice_keeps_idle() {
             "{text}"
         );
     }
+    // The frontier: each run a point, the static slices one family; GPU-hours without
+    // useful training are the cluster's less the useful ones.
+    let f = pharos_experiment::shared::frontier(&exp, &rows);
+    assert_eq!(f.points.len(), rows.len());
+    assert_eq!(f.points[0].family, "static");
+    assert_eq!(f.points[2].family, "shared-hpa");
+    for (p, r) in f.points.iter().zip(&rows) {
+        assert!(p.cost > 0.0 && p.cost + r.training_useful_gpu_hours > 0.0);
+        assert_eq!(p.quality[0], r.slo_violation_rate * 100.0);
+    }
+    assert!(
+        (f.points[0].cost
+            - f.points[1].cost
+            - (rows[1].training_useful_gpu_hours - rows[0].training_useful_gpu_hours))
+            .abs()
+            < 1e-6
+    );
+    assert_eq!(
+        shared.moves as usize,
+        shared.events.iter().filter(|e| e.kind == "moved").count()
+    );
 }
 
 #[test]

@@ -58,6 +58,11 @@ pub struct YieldRules {
     /// jobs that the next burst would halt.
     #[serde(default = "d_release")]
     pub release_after_s: f64,
+    /// Move a gang that spans nodes onto one node right after its checkpoint, when one
+    /// has room and the move saves more than it costs (the services' GPUs come and go
+    /// and leave jobs started across nodes, running slower).
+    #[serde(default = "d_consolidate")]
+    pub consolidate: bool,
 }
 
 fn d_interval() -> f64 {
@@ -72,6 +77,9 @@ fn d_max_pre() -> u32 {
 fn d_release() -> f64 {
     300.0
 }
+fn d_consolidate() -> bool {
+    true
+}
 
 impl Default for YieldRules {
     fn default() -> Self {
@@ -80,6 +88,7 @@ impl Default for YieldRules {
             min_run_s: d_min_run(),
             max_preemptions_per_hour: d_max_pre(),
             release_after_s: d_release(),
+            consolidate: d_consolidate(),
         }
     }
 }
@@ -99,7 +108,8 @@ pub struct SharedConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct YieldEvent {
     pub t_s: f64,
-    /// `preempted` or `resumed`.
+    /// `preempted`, `resumed`, or `moved` (a gang moved onto one node at its
+    /// checkpoint).
     pub kind: &'static str,
     /// The job's id in the trace.
     pub job: u64,
@@ -113,10 +123,12 @@ pub struct YieldEvent {
     pub message: String,
 }
 
-/// Per hour of the run: mean GPUs held by services' pods and by training.
+/// Per hour of the run: mean GPUs held by services' pods, held for the services (their
+/// pods' and the ones kept for them, which training may not use), and held by training.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct HourUse {
     pub inference_gpus: f64,
+    pub serving_held_gpus: f64,
     pub training_gpus: f64,
 }
 
@@ -131,7 +143,7 @@ pub struct SharedResult {
     /// Work of the training jobs done by the end, in GPU-hours of their own duration
     /// (a job's share done x its GPUs x its duration on its GPU model).
     pub useful_gpu_hours: f64,
-    /// GPU-hours lost to halts (work not checkpointed) and to restarts (every restart,
+    /// GPU-hours lost to halts and moves (work not checkpointed) and to restarts (every restart,
     /// also after the training scheduler's own preemptions).
     pub preemption_lost_gpu_hours: f64,
     pub restart_gpu_hours: f64,
@@ -139,6 +151,8 @@ pub struct SharedResult {
     pub training_busy_gpu_hours: f64,
     /// Jobs halted to make room for the services.
     pub preemptions: u32,
+    /// Gangs moved onto one node.
+    pub moves: u32,
     /// Jobs that arrived during the run, and those of them that finished in it.
     pub jobs_arrived: usize,
     pub jobs_completed: usize,
@@ -236,7 +250,7 @@ pub fn run<P: InferencePolicy>(
     let names: Vec<String> = cfg.inference.jobs.iter().map(|j| j.name.clone()).collect();
     let mut targets: Vec<u32> = (0..names.len()).map(|j| inf.target(j)).collect();
     let mut events = Vec::new();
-    let mut hour_acc: Vec<(f64, f64, u32)> = Vec::new();
+    let mut hour_acc: Vec<(f64, f64, f64, u32)> = Vec::new();
     let mut was_running: Vec<usize> = Vec::new();
     let mut t = 0.0;
     while t < horizon_s {
@@ -260,6 +274,31 @@ pub fn run<P: InferencePolicy>(
                 cfg,
             };
             split.run(&mut inf, &mut tr, &mut events, &rising, sched);
+        }
+        if cfg.rules.consolidate {
+            let moves = tr.consolidate(cfg.rules.interval_s);
+            for (i, k, lost) in &moves {
+                let job = &cfg.training.jobs[*i];
+                events.push(YieldEvent {
+                    t_s: t,
+                    kind: "moved",
+                    job: job.id,
+                    job_gpus: job.gpus,
+                    services: Vec::new(),
+                    gpus_needed: 0,
+                    lost_s: *lost,
+                    message: format!(
+                        "job {} moved onto node {k} at its checkpoint: its {} GPUs no longer span nodes, losing {:.0} s ({:.0}% done)",
+                        job.id,
+                        job.gpus,
+                        lost,
+                        tr.progress(*i) * 100.0
+                    ),
+                });
+            }
+            if !moves.is_empty() {
+                tr.decide(sched);
+            }
         }
         // Resumes: halted jobs running again.
         let running = tr.running();
@@ -286,12 +325,13 @@ pub fn run<P: InferencePolicy>(
         was_running = running.iter().map(|r| r.index).collect();
         let hour = ((t - 1e-9).max(0.0) / 3600.0) as usize;
         if hour_acc.len() <= hour {
-            hour_acc.resize(hour + 1, (0.0, 0.0, 0));
+            hour_acc.resize(hour + 1, (0.0, 0.0, 0.0, 0));
         }
         let h = &mut hour_acc[hour];
         h.0 += inf.used_cpus();
-        h.1 += tr.busy_gpus() as f64;
-        h.2 += 1;
+        h.1 += held.iter().sum::<u32>() as f64;
+        h.2 += tr.busy_gpus() as f64;
+        h.3 += 1;
     }
     // Training stops with the trace; the requests still in the system finish.
     inf.run_until(f64::INFINITY);
@@ -315,6 +355,7 @@ pub fn run<P: InferencePolicy>(
     let busy = tr.busy_gpu_s();
     let training = tr.result();
     let preemptions = events.iter().filter(|e| e.kind == "preempted").count() as u32;
+    let moves = events.iter().filter(|e| e.kind == "moved").count() as u32;
     Ok(SharedResult {
         inference: inf.finish(),
         horizon_s,
@@ -324,6 +365,7 @@ pub fn run<P: InferencePolicy>(
         restart_gpu_hours: restart / 3600.0,
         training_busy_gpu_hours: busy / 3600.0,
         preemptions,
+        moves,
         jobs_arrived: arrived,
         jobs_completed: completed,
         mean_jct_h: if arrived > 0 {
@@ -334,8 +376,9 @@ pub fn run<P: InferencePolicy>(
         events,
         hours: hour_acc
             .into_iter()
-            .map(|(i, t, n)| HourUse {
+            .map(|(i, s, t, n)| HourUse {
                 inference_gpus: i / n.max(1) as f64,
+                serving_held_gpus: s / n.max(1) as f64,
                 training_gpus: t / n.max(1) as f64,
             })
             .collect(),

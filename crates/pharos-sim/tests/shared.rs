@@ -94,6 +94,7 @@ fn go(split: Split, preemptible: bool) -> SharedResult {
             min_run_s: 300.0,
             max_preemptions_per_hour: 2,
             release_after_s: 300.0,
+            consolidate: true,
         },
     };
     let mut sched = GangScheduler::new(GangParams {
