@@ -3,6 +3,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Dist;
 
+/// The largest batch a replica may serve at once.
+pub const MAX_BATCH: u32 = 4096;
+
 /// One inference job of a simulated cluster, with its load.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimJob {
@@ -22,6 +25,12 @@ pub struct SimJob {
     /// otherwise).
     pub initial_replicas: u32,
     pub service_time: Dist,
+    /// Batching: the service time of a batch by its size, sizes ascending. Empty: a
+    /// replica serves the requests it holds one at a time, each taking `service_time`.
+    /// Otherwise a replica that is free takes as one batch the requests it holds, up to
+    /// the largest size listed (and `max_concurrent`); the batch takes the time of the
+    /// smallest listed size that holds it, and all its requests complete together.
+    pub batch_service: Vec<(u32, Dist)>,
     pub router_delay: Dist,
     /// The load: requests in each minute of the run.
     pub requests_per_min: Vec<f64>,
@@ -144,6 +153,24 @@ impl SimConfig {
             j.router_delay
                 .validate()
                 .map_err(|e| e.within(&format!("{at}.router_delay")))?;
+            let mut last = 0;
+            for (size, d) in &j.batch_service {
+                if *size <= last {
+                    return Err(SpecError::new(
+                        format!("{at}.batch_service"),
+                        format!("batch sizes must rise from 1 up, got {size} after {last}"),
+                    ));
+                }
+                if *size > MAX_BATCH {
+                    return Err(SpecError::new(
+                        format!("{at}.batch_service"),
+                        format!("batch sizes are at most {MAX_BATCH}, got {size}"),
+                    ));
+                }
+                last = *size;
+                d.validate()
+                    .map_err(|e| e.within(&format!("{at}.batch_service[{size}]")))?;
+            }
             if j.requests_per_min.len() != minutes {
                 return Err(SpecError::new(
                     format!("{at}.requests_per_min"),

@@ -6,7 +6,11 @@
 //! - the job's router drops a request with probability `1 - accept_rate`, tail-drops it
 //!   when `max_queue` requests already wait, and otherwise hands it round-robin to a ready
 //!   replica holding fewer than `max_concurrent` requests, or queues it (FIFO);
-//! - a replica serves the requests it holds one at a time, in order;
+//! - a replica serves the requests it holds one at a time, in order; a job with batch
+//!   service times (`SimJob::batch_service`) serves them in batches instead: a free
+//!   replica takes the requests it holds (after a batch, first the router's waiting ones
+//!   into its freed slots), up to the largest batch, as one batch timed by the smallest
+//!   listed size that holds it;
 //! - capacity is counted in pods: a replica lives in a pod of `cpus_per_replica`; a
 //!   removed replica finishes what it holds, then leaves its pod idle, still holding its
 //!   vCPUs, until the pod has been idle for `pod_idle_timeout_s` (checked every
@@ -112,9 +116,11 @@ enum RepState {
 struct Replica {
     state: RepState,
     generation: u32,
-    /// Requests held: the one in service plus `local`.
+    /// Requests held: the one in service, the rest of its batch, and `local`.
     held: u32,
     serving: Option<Req>,
+    /// The other requests of the batch in service (batching jobs only).
+    batch: Vec<Req>,
     local: VecDeque<Req>,
 }
 
@@ -227,6 +233,8 @@ pub struct Simulation<P: InferencePolicy> {
     minutes: usize,
     /// Jobs with a target above what they have provisioned (waiting for capacity).
     pending_starts: bool,
+    /// Reused for the requests of a finished batch.
+    finished: Vec<Req>,
 }
 
 /// Derive an independent seed for one random stream of one job.
@@ -303,6 +311,7 @@ impl<P: InferencePolicy> Simulation<P> {
             events: 0,
             minutes,
             pending_starts: false,
+            finished: Vec::new(),
         };
         sim.pod_capacity = pod_capacity;
         sim.start();
@@ -374,6 +383,7 @@ impl<P: InferencePolicy> Simulation<P> {
                 generation: 0,
                 held: 0,
                 serving: None,
+                batch: Vec::new(),
                 local: VecDeque::with_capacity(max_conc),
             });
             js.reps.len() as u32 - 1
@@ -419,9 +429,15 @@ impl<P: InferencePolicy> Simulation<P> {
         }
         let arrival_s = a.times_s[a.cursor];
         a.cursor += 1;
+        // (A batching job's service time is drawn per batch.)
+        let service_s = if job.batch_service.is_empty() {
+            job.service_time.sample(&mut js.rng_service)
+        } else {
+            0.0
+        };
         let req = Req {
             arrival_s,
-            service_s: job.service_time.sample(&mut js.rng_service),
+            service_s,
         };
         js.metrics.arrived(req.minute());
         Some(req)
@@ -649,8 +665,12 @@ impl<P: InferencePolicy> Simulation<P> {
         if r.serving.is_none() {
             r.serving = Some(req);
             js.busy += 1;
+            let service_s = match self.cfg.jobs[i].batch_service.first() {
+                None => req.service_s,
+                Some((_, d)) => d.sample(&mut js.rng_service),
+            };
             self.push(
-                now + req.service_s,
+                now + service_s,
                 Ev::ServiceDone {
                     job: i as u32,
                     rep: rep as u32,
@@ -662,6 +682,10 @@ impl<P: InferencePolicy> Simulation<P> {
     }
 
     fn on_service_done(&mut self, i: usize, rep: u32) {
+        if !self.cfg.jobs[i].batch_service.is_empty() {
+            self.on_batch_done(i, rep);
+            return;
+        }
         let now = self.now;
         let js = &mut self.jobs[i];
         js.integrate(now);
@@ -696,6 +720,70 @@ impl<P: InferencePolicy> Simulation<P> {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A batching replica finished its batch: all its requests complete; it takes the
+    /// requests waiting at the router into the slots they freed, then the requests it
+    /// holds, up to the largest batch, as its next batch.
+    fn on_batch_done(&mut self, i: usize, rep: u32) {
+        let now = self.now;
+        let job = &self.cfg.jobs[i];
+        let js = &mut self.jobs[i];
+        js.integrate(now);
+        let r = &mut js.reps[rep as usize];
+        let mut finished = std::mem::take(&mut self.finished);
+        finished.push(
+            r.serving
+                .take()
+                .expect("a replica that finished was serving"),
+        );
+        finished.append(&mut r.batch);
+        let n = finished.len() as u32;
+        r.held -= n;
+        js.in_flight -= n;
+        if r.state == RepState::Ready {
+            let max_conc = job.max_concurrent;
+            while r.held < max_conc {
+                let Some(req) = js.queue.pop_front() else {
+                    break;
+                };
+                r.held += 1;
+                js.in_flight += 1;
+                r.local.push_back(req);
+            }
+        }
+        let largest = job.batch_service.last().map_or(1, |b| b.0) as usize;
+        let m = r.local.len().min(largest);
+        if m > 0 {
+            r.serving = r.local.pop_front();
+            r.batch.extend(r.local.drain(..m - 1));
+        }
+        let held = r.held;
+        let state = r.state;
+        for req in &finished {
+            let latency = now - req.arrival_s;
+            js.counters.completed += 1;
+            js.counters.latency_sum_s += latency;
+            js.metrics.completed(req.minute(), latency);
+        }
+        self.outstanding -= n as u64;
+        finished.clear();
+        self.finished = finished;
+        if m > 0 {
+            let size = m as u32;
+            let (_, d) = job
+                .batch_service
+                .iter()
+                .find(|(s, _)| *s >= size)
+                .expect("a batch is at most the largest size");
+            let service_s = d.sample(&mut js.rng_service);
+            self.push(now + service_s, Ev::ServiceDone { job: i as u32, rep });
+        } else {
+            js.busy -= 1;
+            if state == RepState::Draining && held == 0 {
+                self.retire(i, rep);
+            }
         }
     }
 

@@ -19,7 +19,7 @@ mod queue;
 pub mod shared;
 pub mod training;
 
-pub use config::{ArrivalCount, ClusterConfig, OverCapacity, SimConfig, SimJob};
+pub use config::{ArrivalCount, ClusterConfig, MAX_BATCH, OverCapacity, SimConfig, SimJob};
 pub use dist::Dist;
 pub use inference::{Conservation, SimResult, Simulation};
 pub use metrics::{

@@ -50,6 +50,7 @@ fn job(rpm: f64, minutes: usize, replicas: u32, service: Dist) -> SimJob {
         max_replicas: 100,
         initial_replicas: replicas,
         service_time: service,
+        batch_service: Vec::new(),
         router_delay: Dist::Constant { value_s: 0.0 },
         requests_per_min: vec![rpm; minutes],
     }
@@ -296,4 +297,89 @@ fn targets_over_capacity_are_trimmed_or_wait() {
     assert_eq!(mk(OverCapacity::Trim), ((3, 1), (3, 0), (1, 0)));
     // Wait: both targets stand; job 0 started first and took the capacity, job 1 waits.
     assert_eq!(mk(OverCapacity::Wait), ((10, 2), (3, 0), (1, 0)));
+}
+
+/// A batching replica: batches of 1, 2, 4 and 8 take 0.1, 0.12, 0.15 and 0.2 s.
+fn batching(rpm: f64, minutes: usize, max_queue: u32) -> SimJob {
+    let c = |value_s: f64| Dist::Constant { value_s };
+    SimJob {
+        max_concurrent: 8,
+        max_queue,
+        batch_service: vec![(1, c(0.1)), (2, c(0.12)), (4, c(0.15)), (8, c(0.2))],
+        ..job(rpm, minutes, 1, c(0.1))
+    }
+}
+
+#[test]
+fn a_lone_request_is_a_batch_of_one() {
+    // One request a minute: every batch holds one request and takes 0.1 s.
+    let r = Simulation::new(config(vec![batching(1.0, 60, 10)], 1.0, 3), Script::fixed())
+        .unwrap()
+        .run();
+    assert!(r.summary.completed > 30, "{}", r.summary.completed);
+    assert!(
+        (r.summary.mean_latency_s - 0.1).abs() < 1e-9,
+        "{}",
+        r.summary.mean_latency_s
+    );
+}
+
+#[test]
+fn batching_serves_what_one_at_a_time_cannot() {
+    // 20 requests/s on one replica: one at a time it serves 10/s; in batches of up to 8
+    // it serves up to 40/s.
+    let one_at_a_time = SimJob {
+        max_concurrent: 8,
+        max_queue: 100,
+        ..job(1200.0, 30, 1, Dist::Constant { value_s: 0.1 })
+    };
+    let r = Simulation::new(config(vec![one_at_a_time], 1.0, 5), Script::fixed())
+        .unwrap()
+        .run();
+    assert!(
+        r.summary.dropped as f64 > 0.4 * r.summary.requests as f64,
+        "{:?}",
+        r.summary
+    );
+    let r = Simulation::new(
+        config(vec![batching(1200.0, 30, 100)], 1.0, 5),
+        Script::fixed(),
+    )
+    .unwrap()
+    .run();
+    assert_eq!(r.summary.dropped, 0);
+    assert_eq!(r.summary.completed, r.summary.requests);
+    assert!(
+        r.summary.mean_latency_s < 0.3,
+        "{}",
+        r.summary.mean_latency_s
+    );
+    assert!(
+        r.summary.mean_latency_s > 0.1,
+        "{}",
+        r.summary.mean_latency_s
+    );
+}
+
+#[test]
+fn an_overloaded_batching_replica_serves_full_batches() {
+    // 100 requests/s against at most 40/s: every batch after the first holds 8 and takes
+    // 0.2 s, so 30 minutes complete about 1800 x 40 requests; the rest are dropped.
+    let mut sim = Simulation::new(
+        config(vec![batching(6000.0, 30, 50)], 1.0, 7),
+        Script::fixed(),
+    )
+    .unwrap();
+    sim.run_until(1800.0);
+    let c = sim.conservation();
+    assert_eq!(
+        c.arrived,
+        c.completed + c.dropped + c.queued + c.in_flight,
+        "{c:?}"
+    );
+    let rate = c.completed as f64 / 1800.0;
+    assert!((rate - 40.0).abs() < 0.2, "{rate} requests/s");
+    sim.run_until(f64::INFINITY);
+    let r = sim.finish();
+    assert_eq!(r.summary.completed + r.summary.dropped, r.summary.requests);
 }

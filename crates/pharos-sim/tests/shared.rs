@@ -47,6 +47,7 @@ fn service() -> SimConfig {
             max_replicas: 8,
             initial_replicas: 1,
             service_time: Dist::Constant { value_s: 0.2 },
+            batch_service: Vec::new(),
             router_delay: Dist::Constant { value_s: 0.0 },
             requests_per_min: rpm,
         }],

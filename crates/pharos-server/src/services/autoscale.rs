@@ -361,6 +361,7 @@ mod tests {
                 max_replicas: 20,
                 initial_replicas: 2 + k,
                 service_time: Dist::Exponential { mean_s: 0.1 },
+                batch_service: Vec::new(),
                 router_delay: Dist::Constant { value_s: 0.0 },
                 requests_per_min: (0..minutes)
                     .map(|m| (200 + 150 * k + if (m / 5 + k) % 3 == 0 { 2500 } else { 0 }) as f64)
