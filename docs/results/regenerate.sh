@@ -42,6 +42,10 @@ cargo run --release --quiet -p pharos-experiment --example graph_bench \
   echo; cargo run --release --quiet -p pharos-experiment --example graph_bench -- --overloaded --unbounded 10 50 100 200
 } | tee docs/results/graph-bench-overloaded.txt
 docs/results/graph-live-bench.sh 200 120 | tee -a docs/results/graph-live-bench.txt
+# GPU replicas serving one request at a time against batching ones, on the same load.
+for b in one-at-a-time batching; do
+    ./target/release/pharos simulate examples/gpu-batching/$b.yaml --out docs/results/gpu-batching/$b
+done
 # Services and training jobs on one GPU cluster, static and shared.
 ./target/release/pharos simulate examples/shared-cluster.yaml --out docs/results/shared-cluster
 # Training schedulers on the Philly-derived traces.

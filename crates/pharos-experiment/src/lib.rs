@@ -704,10 +704,13 @@ fn resolve_jobs(
                 "no service time (set job.service_time)",
             )
         })?;
-        let service_time = service_dist(&service_value, base).map_err(|e| match e {
-            ResolveError::Spec(e) => ResolveError::Spec(e.within(&format!("{at}.service_time"))),
-            other => other,
-        })?;
+        let (service_time, batch_service) =
+            service_dist(&service_value, base).map_err(|e| match e {
+                ResolveError::Spec(e) => {
+                    ResolveError::Spec(e.within(&format!("{at}.service_time")))
+                }
+                other => other,
+            })?;
         let min_replicas = t.min_replicas.unwrap_or(1);
         out.push(SimJob {
             name: jt.name.clone(),
@@ -720,6 +723,7 @@ fn resolve_jobs(
             max_replicas: t.max_replicas.unwrap_or(100),
             initial_replicas: t.initial_replicas.unwrap_or(min_replicas),
             service_time,
+            batch_service,
             router_delay: t.router_delay.unwrap_or(Dist::Constant { value_s: 0.0 }),
             requests_per_min: jt.requests_per_min.clone(),
         });
@@ -727,21 +731,64 @@ fn resolve_jobs(
     Ok(out)
 }
 
-fn service_dist(v: &serde_json::Value, base: &Path) -> Result<Dist, ResolveError> {
+/// A job's service time, and its batches' service times when it batches (a profile
+/// with `max_batch`).
+fn service_dist(
+    v: &serde_json::Value,
+    base: &Path,
+) -> Result<(Dist, Vec<(u32, Dist)>), ResolveError> {
     if v.get("kind").and_then(|k| k.as_str()) == Some("profile") {
         let p: ProfileRef =
             serde_json::from_value(v.clone()).map_err(|e| SpecError::new("", e.to_string()))?;
         let file = base.join(&p.file);
-        return profile_dist(&file, &p).map_err(ResolveError::Other);
+        let rows = profile_rows(&file, &p).map_err(ResolveError::Other)?;
+        let missing = |batch: u32| {
+            ResolveError::Other(ExperimentError::Other(format!(
+                "{}: no profile for model {:?} on device {:?} with cpu_threads {} and batch {}",
+                file.display(),
+                p.model,
+                p.device,
+                p.cpu_threads,
+                batch
+            )))
+        };
+        let Some(max_batch) = p.max_batch else {
+            let d = rows.into_iter().find(|(b, _)| *b == p.batch);
+            return d
+                .map(|(_, d)| (d, Vec::new()))
+                .ok_or_else(|| missing(p.batch));
+        };
+        if p.batch != 1 {
+            return Err(SpecError::new(
+                "batch",
+                "with max_batch the replica chooses each batch's size: leave batch at 1",
+            )
+            .into());
+        }
+        if !(2..=pharos_sim::MAX_BATCH).contains(&max_batch) {
+            return Err(SpecError::new(
+                "max_batch",
+                format!("must be 2 to {}, got {max_batch}", pharos_sim::MAX_BATCH),
+            )
+            .into());
+        }
+        let rows: Vec<(u32, Dist)> = rows.into_iter().filter(|(b, _)| *b <= max_batch).collect();
+        let single = rows
+            .iter()
+            .find(|(b, _)| *b == 1)
+            .map(|(_, d)| d.clone())
+            .ok_or_else(|| missing(1))?;
+        return Ok((single, rows));
     }
     let d: Dist =
         serde_json::from_value(v.clone()).map_err(|e| SpecError::new("", e.to_string()))?;
     d.validate()?;
-    Ok(d)
+    Ok((d, Vec::new()))
 }
 
-/// The log-normal through the p50 and p99 of a profile row.
-fn profile_dist(file: &Path, p: &ProfileRef) -> Result<Dist, ExperimentError> {
+/// The log-normals through the p50 and p99 of the profile's rows for `p`'s model,
+/// device and threads, by batch size (ascending).
+fn profile_rows(file: &Path, p: &ProfileRef) -> Result<Vec<(u32, Dist)>, ExperimentError> {
     let text = std::fs::read_to_string(file).map_err(|source| ExperimentError::Io {
         file: file.to_path_buf(),
         source,
@@ -765,30 +812,33 @@ fn profile_dist(file: &Path, p: &ProfileRef) -> Result<Dist, ExperimentError> {
         col("p50_ms")?,
         col("p99_ms")?,
     );
+    let mut out: Vec<(u32, Dist)> = Vec::new();
     for (i, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(',').collect();
         let get = |c: usize| f.get(c).copied().unwrap_or("");
         if get(cm) == p.model
             && get(cd) == p.device
             && get(ct).parse::<u32>().ok() == Some(p.cpu_threads)
-            && get(cb).parse::<u32>().ok() == Some(p.batch)
         {
+            let batch = get(cb)
+                .parse::<u32>()
+                .ok()
+                .filter(|b| *b >= 1)
+                .ok_or_else(|| malformed(i + 2, format!("`batch` is not a size: {:?}", get(cb))))?;
+            if out.iter().any(|(b, _)| *b == batch) {
+                return Err(malformed(i + 2, format!("a second row for batch {batch}")));
+            }
             let num = |c: usize, n: &str| {
                 get(c)
                     .parse::<f64>()
                     .map_err(|_| malformed(i + 2, format!("`{n}` is not a number: {:?}", get(c))))
             };
             let (p50, p99) = (num(c50, "p50_ms")?, num(c99, "p99_ms")?);
-            return Dist::lognormal_from_p50_p99(p50 / 1000.0, p99 / 1000.0)
-                .map_err(|e| malformed(i + 2, e.to_string()));
+            let d = Dist::lognormal_from_p50_p99(p50 / 1000.0, p99 / 1000.0)
+                .map_err(|e| malformed(i + 2, e.to_string()))?;
+            out.push((batch, d));
         }
     }
-    Err(ExperimentError::Other(format!(
-        "{}: no profile for model {:?} on device {:?} with cpu_threads {} and batch {}",
-        file.display(),
-        p.model,
-        p.device,
-        p.cpu_threads,
-        p.batch
-    )))
+    out.sort_by_key(|(b, _)| *b);
+    Ok(out)
 }

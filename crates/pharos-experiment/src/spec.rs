@@ -111,6 +111,11 @@ pub struct ProfileRef {
     pub cpu_threads: u32,
     #[serde(default = "one_u32")]
     pub batch: u32,
+    /// Batching: a replica serves up to this many requests at once, a batch taking the
+    /// time of the profile's smallest batch size that holds it (the profile's rows up to
+    /// this size). Set `max_concurrent` at least as high, or batches stay smaller.
+    #[serde(default)]
+    pub max_batch: Option<u32>,
 }
 
 fn cpu() -> String {

@@ -190,6 +190,40 @@ fn templates_overrides_profiles_and_labels() {
     assert_eq!(e2.policies[1].name, "hpa");
 }
 
+/// A profile with `max_batch`: the GPU rows up to it, by batch size, and batch 1 as the
+/// single-request time; bad combinations named.
+#[test]
+fn a_batching_profile_gives_the_batch_times_up_to_its_size() {
+    let gpu = GENERATED.replace(
+        "      model: resnet18\n",
+        "      model: resnet50\n      device: gpu-NVIDIA_H100_80GB_HBM3\n      cpu_threads: 0\n      max_batch: 32\n",
+    );
+    assert_ne!(gpu, GENERATED);
+    let e = Experiment::load(&write_yaml("batch.yaml", &gpu), &Overrides::default()).unwrap();
+    let (steady, wave) = (&e.jobs[0], &e.jobs[1]);
+    assert!(steady.batch_service.is_empty());
+    let sizes: Vec<u32> = wave.batch_service.iter().map(|(b, _)| *b).collect();
+    assert_eq!(sizes, [1, 2, 4, 8, 16, 32]);
+    assert_eq!(wave.service_time, wave.batch_service[0].1);
+    // resnet50 at batch 32: p50 4.372 ms (the log-normal's median).
+    match &wave.batch_service[5].1 {
+        Dist::Lognormal { scale_s, .. } => assert!((scale_s - 0.004372).abs() < 1e-9, "{scale_s}"),
+        d => panic!("not a log-normal: {d:?}"),
+    }
+    e.run_all(1, |_| {}).unwrap();
+    let err = |from: &str, to: &str| {
+        let text = gpu.replace(from, to);
+        assert_ne!(text, gpu);
+        load_err("batch-bad.yaml", &text)
+    };
+    let m = err("max_batch: 32", "max_batch: 1");
+    assert!(m.contains("max_batch") && m.contains("must be 2 to"), "{m}");
+    let m = err("max_batch: 32", "max_batch: 32\n      batch: 4");
+    assert!(m.contains("batch") && m.contains("leave batch at 1"), "{m}");
+    let m = err("cpu_threads: 0", "cpu_threads: 1");
+    assert!(m.contains("no profile for model \"resnet50\""), "{m}");
+}
+
 fn load_err(name: &str, text: &str) -> String {
     match Experiment::load(&write_yaml(name, text), &Overrides::default()) {
         Err(e) => e.to_string(),
