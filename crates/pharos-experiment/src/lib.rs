@@ -741,7 +741,11 @@ fn service_dist(
         let p: ProfileRef =
             serde_json::from_value(v.clone()).map_err(|e| SpecError::new("", e.to_string()))?;
         let file = base.join(&p.file);
-        let rows = profile_rows(&file, &p).map_err(ResolveError::Other)?;
+        let keep = |b: u32| match p.max_batch {
+            Some(m) => b <= m,
+            None => b == p.batch,
+        };
+        let (rows, sizes) = profile_rows(&file, &p, keep).map_err(ResolveError::Other)?;
         let missing = |batch: u32| {
             ResolveError::Other(ExperimentError::Other(format!(
                 "{}: no profile for model {:?} on device {:?} with cpu_threads {} and batch {}",
@@ -772,7 +776,20 @@ fn service_dist(
             )
             .into());
         }
-        let rows: Vec<(u32, Dist)> = rows.into_iter().filter(|(b, _)| *b <= max_batch).collect();
+        if sizes.is_empty() {
+            return Err(missing(1));
+        }
+        if !sizes.contains(&max_batch) {
+            return Err(SpecError::new(
+                "max_batch",
+                format!(
+                    "the profile of {:?} on {:?} has batch sizes {sizes:?}: max_batch must be one \
+                     of them above 1",
+                    p.model, p.device
+                ),
+            )
+            .into());
+        }
         let single = rows
             .iter()
             .find(|(b, _)| *b == 1)
@@ -787,8 +804,14 @@ fn service_dist(
 }
 
 /// The log-normals through the p50 and p99 of the profile's rows for `p`'s model,
-/// device and threads, by batch size (ascending).
-fn profile_rows(file: &Path, p: &ProfileRef) -> Result<Vec<(u32, Dist)>, ExperimentError> {
+/// device and threads whose batch size `keep` accepts, by batch size (ascending), and
+/// every batch size the profile has for them.
+#[allow(clippy::type_complexity)]
+fn profile_rows(
+    file: &Path,
+    p: &ProfileRef,
+    keep: impl Fn(u32) -> bool,
+) -> Result<(Vec<(u32, Dist)>, Vec<u32>), ExperimentError> {
     let text = std::fs::read_to_string(file).map_err(|source| ExperimentError::Io {
         file: file.to_path_buf(),
         source,
@@ -813,6 +836,7 @@ fn profile_rows(file: &Path, p: &ProfileRef) -> Result<Vec<(u32, Dist)>, Experim
         col("p99_ms")?,
     );
     let mut out: Vec<(u32, Dist)> = Vec::new();
+    let mut sizes: Vec<u32> = Vec::new();
     for (i, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(',').collect();
         let get = |c: usize| f.get(c).copied().unwrap_or("");
@@ -825,8 +849,12 @@ fn profile_rows(file: &Path, p: &ProfileRef) -> Result<Vec<(u32, Dist)>, Experim
                 .ok()
                 .filter(|b| *b >= 1)
                 .ok_or_else(|| malformed(i + 2, format!("`batch` is not a size: {:?}", get(cb))))?;
-            if out.iter().any(|(b, _)| *b == batch) {
+            if sizes.contains(&batch) {
                 return Err(malformed(i + 2, format!("a second row for batch {batch}")));
+            }
+            sizes.push(batch);
+            if !keep(batch) {
+                continue;
             }
             let num = |c: usize, n: &str| {
                 get(c)
@@ -840,5 +868,6 @@ fn profile_rows(file: &Path, p: &ProfileRef) -> Result<Vec<(u32, Dist)>, Experim
         }
     }
     out.sort_by_key(|(b, _)| *b);
-    Ok(out)
+    sizes.sort_unstable();
+    Ok((out, sizes))
 }

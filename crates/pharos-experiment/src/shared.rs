@@ -159,6 +159,7 @@ pub struct SharedRow {
     pub preemptions: u32,
     /// Gangs moved onto one node at a checkpoint.
     pub moves: u32,
+    /// Work halts and moves lost (not checkpointed), GPU-hours.
     pub preemption_lost_gpu_hours: f64,
     pub restart_gpu_hours: f64,
     pub mean_jct_h: f64,
@@ -475,7 +476,7 @@ pub fn summary(exp: &SharedExperiment, rows: &[SharedRow]) -> String {
         c.gpu_type,
         exp.services.jobs[0].requests_per_min.len() as f64 / 1440.0
     );
-    out.push_str("| policy | seed | SLO violations | dropped | serving GPUs (mean) | held for serving (mean) | training useful GPU-h | busy GPU-h | preemptions | moves | lost to preemption GPU-h | restarts GPU-h | jobs done | mean JCT h |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| policy | seed | SLO violations | dropped | serving GPUs (mean) | held for serving (mean) | training useful GPU-h | busy GPU-h | preemptions | moves | lost to halts and moves GPU-h | restarts GPU-h | jobs done | mean JCT h |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let _ = writeln!(
             out,

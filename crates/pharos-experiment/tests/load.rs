@@ -218,10 +218,19 @@ fn a_batching_profile_gives_the_batch_times_up_to_its_size() {
     };
     let m = err("max_batch: 32", "max_batch: 1");
     assert!(m.contains("max_batch") && m.contains("must be 2 to"), "{m}");
+    let m = err("max_batch: 32", "max_batch: 48");
+    assert!(
+        m.contains("max_batch") && m.contains("[1, 2, 4, 8, 16, 32, 64, 128]"),
+        "{m}"
+    );
     let m = err("max_batch: 32", "max_batch: 32\n      batch: 4");
     assert!(m.contains("batch") && m.contains("leave batch at 1"), "{m}");
-    let m = err("cpu_threads: 0", "cpu_threads: 1");
-    assert!(m.contains("no profile for model \"resnet50\""), "{m}");
+    // CPU rows are batch 1 only.
+    let m = err(
+        "device: gpu-NVIDIA_H100_80GB_HBM3\n      cpu_threads: 0",
+        "device: cpu\n      cpu_threads: 1",
+    );
+    assert!(m.contains("batch sizes [1]"), "{m}");
 }
 
 fn load_err(name: &str, text: &str) -> String {

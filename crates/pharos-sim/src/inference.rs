@@ -753,12 +753,6 @@ impl<P: InferencePolicy> Simulation<P> {
                 r.local.push_back(req);
             }
         }
-        let largest = job.batch_service.last().map_or(1, |b| b.0) as usize;
-        let m = r.local.len().min(largest);
-        if m > 0 {
-            r.serving = r.local.pop_front();
-            r.batch.extend(r.local.drain(..m - 1));
-        }
         let held = r.held;
         let state = r.state;
         for req in &finished {
@@ -770,21 +764,37 @@ impl<P: InferencePolicy> Simulation<P> {
         self.outstanding -= n as u64;
         finished.clear();
         self.finished = finished;
-        if m > 0 {
-            let size = m as u32;
-            let (_, d) = job
-                .batch_service
-                .iter()
-                .find(|(s, _)| *s >= size)
-                .expect("a batch is at most the largest size");
-            let service_s = d.sample(&mut js.rng_service);
-            self.push(now + service_s, Ev::ServiceDone { job: i as u32, rep });
-        } else {
-            js.busy -= 1;
+        if !self.next_batch(i, rep) {
+            self.jobs[i].busy -= 1;
             if state == RepState::Draining && held == 0 {
                 self.retire(i, rep);
             }
         }
+    }
+
+    /// Batching replica `rep`, not serving, starts a batch of what it holds (up to the
+    /// largest size); false when it holds nothing.
+    fn next_batch(&mut self, i: usize, rep: u32) -> bool {
+        let now = self.now;
+        let job = &self.cfg.jobs[i];
+        let js = &mut self.jobs[i];
+        let r = &mut js.reps[rep as usize];
+        let largest = job.batch_service.last().map_or(1, |b| b.0) as usize;
+        let m = r.local.len().min(largest);
+        if m == 0 {
+            return false;
+        }
+        r.serving = r.local.pop_front();
+        r.batch.extend(r.local.drain(..m - 1));
+        let size = m as u32;
+        let (_, d) = job
+            .batch_service
+            .iter()
+            .find(|(s, _)| *s >= size)
+            .expect("a batch is at most the largest size");
+        let service_s = d.sample(&mut js.rng_service);
+        self.push(now + service_s, Ev::ServiceDone { job: i as u32, rep });
+        true
     }
 
     /// A replica that is gone leaves its pod idle.
@@ -811,6 +821,22 @@ impl<P: InferencePolicy> Simulation<P> {
         js.reps[rep as usize].state = RepState::Ready;
         js.starting -= 1;
         js.ready.push(rep);
+        if !self.cfg.jobs[i].batch_service.is_empty() {
+            // A batching replica takes what waits as its first batch.
+            let r = &mut js.reps[rep as usize];
+            while r.held < max_conc {
+                let Some(req) = js.queue.pop_front() else {
+                    break;
+                };
+                r.held += 1;
+                js.in_flight += 1;
+                r.local.push_back(req);
+            }
+            if self.next_batch(i, rep) {
+                self.jobs[i].busy += 1;
+            }
+            return;
+        }
         while self.jobs[i].reps[rep as usize].held < max_conc {
             let Some(req) = self.jobs[i].queue.pop_front() else {
                 break;

@@ -123,8 +123,9 @@ pub struct YieldEvent {
     pub message: String,
 }
 
-/// Per hour of the run: mean GPUs held by services' pods, held for the services (their
-/// pods' and the ones kept for them, which training may not use), and held by training.
+/// Per hour of the run: mean GPUs held by services' pods, held for the services (the
+/// static slice, or what the shared split holds for them: their pods' and the ones kept
+/// for them; not the free GPUs set aside while they wait for more), and held by training.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct HourUse {
     pub inference_gpus: f64,

@@ -424,7 +424,7 @@ impl<'c> TrainRun<'c> {
     /// saves by running without the cross-node slowdown exceeds the restart and the
     /// work lost. The target node is the one that fits the gang most tightly (what the
     /// job holds there counts as free). A move is not a halt: the job keeps its place
-    /// and its count of preemptions. Returns (job, node, productive seconds lost) per move.
+    /// and its count of preemptions; a job that may not be halted is not moved either. Returns (job, node, productive seconds lost) per move.
     pub fn consolidate(&mut self, within_s: f64) -> Vec<(usize, usize, f64)> {
         let s = &mut self.sim;
         if s.cfg.cross_node_slowdown <= 0.0 {
@@ -433,6 +433,9 @@ impl<'c> TrainRun<'c> {
         let mut moves = Vec::new();
         for i in 0..s.jobs.len() {
             let Some(r) = &s.jobs[i].run else { continue };
+            if !s.preemptible(i) {
+                continue;
+            }
             let first = r.placement[0].0;
             if r.placement.iter().all(|(n, _)| *n == first) || r.productive_from > s.now {
                 continue;
