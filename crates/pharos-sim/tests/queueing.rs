@@ -383,3 +383,31 @@ fn an_overloaded_batching_replica_serves_full_batches() {
     let r = sim.finish();
     assert_eq!(r.summary.completed + r.summary.dropped, r.summary.requests);
 }
+
+#[test]
+fn a_batching_replica_that_becomes_ready_takes_what_waits_as_one_batch() {
+    // One replica serving full batches of 8 every 0.1 s falls behind 100 requests/s;
+    // a second one is asked for at once. Ready, it takes 8 waiting requests as its first
+    // batch: in the 0.1 s after it is ready both replicas complete a batch of 8.
+    let c = |value_s: f64| Dist::Constant { value_s };
+    let job = SimJob {
+        batch_service: vec![(1, c(0.1)), (8, c(0.1))],
+        ..batching(6000.0, 2, 10_000)
+    };
+    let mut cfg = config(vec![job], 2.0, 11);
+    cfg.cluster.cold_start_s = 1.0;
+    let script = Script {
+        steps: vec![(0.0, vec![Some(2)])],
+        accept: None,
+    };
+    let mut sim = Simulation::new(cfg, script).unwrap();
+    let mut t = 0.0;
+    while sim.replicas(0).0 < 2 {
+        t += 0.001;
+        assert!(t < 10.0, "the second replica never became ready");
+        sim.run_until(t);
+    }
+    let before = sim.conservation().completed;
+    sim.run_until(t + 0.1);
+    assert_eq!(sim.conservation().completed - before, 16);
+}
