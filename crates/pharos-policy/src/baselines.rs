@@ -11,7 +11,7 @@ fn clamp_job(j: &JobView<'_>, x: u32) -> u32 {
 
 /// `x` within the job's bounds and under the policy's own replica cap (Ray Serve's
 /// `max_replicas`, Knative's `max-scale`, an HPA's `maxReplicas`), when it has one.
-fn clamp_capped(j: &JobView<'_>, x: u32, cap: Option<u32>) -> u32 {
+pub(crate) fn clamp_capped(j: &JobView<'_>, x: u32, cap: Option<u32>) -> u32 {
     clamp_job(j, cap.map_or(x, |c| x.min(c)))
 }
 
@@ -464,6 +464,9 @@ pub struct HpaParams {
     pub downscale_stabilization_s: f64,
     /// The HPA's `maxReplicas` (`null`: the job's bound).
     pub max_replicas: Option<u32>,
+    /// A forecast floor under the recommendation (ours; Kubernetes' HPA has none): see
+    /// [`crate::faro::ForecastHpa`].
+    pub forecast: Option<crate::faro::HpaForecast>,
 }
 
 impl Default for HpaParams {
@@ -475,6 +478,7 @@ impl Default for HpaParams {
             tolerance: 0.1,
             downscale_stabilization_s: 300.0,
             max_replicas: None,
+            forecast: None,
         }
     }
 }

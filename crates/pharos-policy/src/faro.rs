@@ -633,3 +633,107 @@ impl InferencePolicy for Mark {
         d
     }
 }
+
+/// The forecast floor of HPA (`hpa` with `forecast`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HpaForecast {
+    /// The forecast quantile of each minute's rate.
+    pub quantile: f64,
+    /// Minutes ahead whose highest forecast the floor covers.
+    pub window_steps: usize,
+    pub forecaster: ForecasterSpec,
+}
+
+impl Default for HpaForecast {
+    fn default() -> Self {
+        Self {
+            quantile: 0.9,
+            window_steps: 3,
+            forecaster: ForecasterSpec::calibrated(BaseModel::Ensemble),
+        }
+    }
+}
+
+/// HPA with a forecast floor: each minute, every job's replicas for the `quantile`
+/// forecast of its highest rate over the next `window_steps` minutes at HPA's target
+/// utilisation (`rate x processing_time_s / target`); the target is never below the
+/// floor, so replicas start before a forecast rise instead of after the utilisation
+/// shows it, and HPA's reactive rule covers what the forecast misses. CPU metric only.
+pub struct ForecastHpa {
+    hpa: crate::baselines::Hpa,
+    params: crate::baselines::HpaParams,
+    forecast: HpaForecast,
+    forecaster: Box<dyn Forecaster>,
+    histories: Histories,
+    /// The minute the floors were computed for, and the floors.
+    minute: Option<usize>,
+    floors: Vec<u32>,
+}
+
+impl ForecastHpa {
+    pub fn new(
+        params: crate::baselines::HpaParams,
+        forecast: HpaForecast,
+        forecaster: Box<dyn Forecaster>,
+        data: &ForecastData,
+    ) -> Self {
+        Self {
+            hpa: crate::baselines::Hpa::new(params.clone()),
+            params,
+            forecast,
+            forecaster,
+            histories: Histories::new(data),
+            minute: None,
+            floors: Vec::new(),
+        }
+    }
+}
+
+impl InferencePolicy for ForecastHpa {
+    fn name(&self) -> &str {
+        "hpa"
+    }
+    fn interval_s(&self) -> f64 {
+        self.params.interval_s
+    }
+    fn decide(&mut self, view: &ClusterView<'_>) -> Decision {
+        let mut d = self.hpa.decide(view);
+        let minute = (view.now_s / 60.0).floor() as usize;
+        if self.minute != Some(minute) {
+            self.minute = Some(minute);
+            let f = &self.forecast;
+            self.floors = view
+                .jobs
+                .iter()
+                .enumerate()
+                .map(|(i, j)| {
+                    let hist = self.histories.of(i, j);
+                    let peak_rpm = self
+                        .forecaster
+                        .forecast(i, &hist, f.window_steps.max(1), f.quantile)
+                        .into_iter()
+                        .fold(0.0, f64::max);
+                    let x = peak_rpm / 60.0 * j.processing_time_s / self.params.target;
+                    if x.is_finite() {
+                        x.ceil().min(u32::MAX as f64) as u32
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+        }
+        for (i, j) in view.jobs.iter().enumerate() {
+            let floor = crate::baselines::clamp_capped(
+                j,
+                self.floors.get(i).copied().unwrap_or(0),
+                self.params.max_replicas,
+            );
+            let planned = d.target_replicas[i].unwrap_or(j.target_replicas);
+            if floor > planned {
+                d.target_replicas[i] = Some(floor);
+            }
+        }
+        d
+    }
+}

@@ -109,6 +109,7 @@ pub fn forecaster_of(
 ) -> Result<Option<pharos_forecast::ForecasterSpec>, PolicyError> {
     Ok(match name {
         "mark" => Some(params::<faro::MarkParams>(name, p)?.forecaster),
+        "hpa" => params::<HpaParams>(name, p)?.forecast.map(|f| f.forecaster),
         _ if name.starts_with("faro-") => {
             let fp: faro::FaroParams = params(name, p)?;
             (fp.prediction == faro::Prediction::Forecast).then_some(fp.forecaster)
@@ -206,7 +207,22 @@ pub fn build_with(
                 -1e-12,
             )?;
             check_cap(name, hp.max_replicas)?;
-            Box::new(Hpa::new(hp))
+            match hp.forecast.clone() {
+                None => Box::new(Hpa::new(hp)),
+                Some(f) => {
+                    check_quantile(name, f.quantile)?;
+                    if hp.metric != HpaMetric::Cpu {
+                        return Err(PolicyError::BadParams {
+                            name: name.to_string(),
+                            problem: "a forecast floor needs metric cpu (it sizes replicas \
+                                      by utilisation)"
+                                .into(),
+                        });
+                    }
+                    let fc = forecaster(f.forecaster.clone())?;
+                    Box::new(faro::ForecastHpa::new(hp, f, fc, &ctx.forecast))
+                }
+            }
         }
         "mark" => {
             let mp: faro::MarkParams = params(name, p)?;

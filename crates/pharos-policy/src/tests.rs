@@ -562,3 +562,44 @@ fn faro_plans_a_scale_up_to_serve_from_when_its_replicas_are_ready() {
         json!({"forecaster": "last-value", "spread_leftover": false, "actuation_delay": false});
     assert_eq!(plan(Some(90.0), off).0, 0);
 }
+
+/// HPA with a forecast floor: a job whose utilisation is on target keeps its replicas
+/// under plain HPA; with the floor it gets what the forecast rate needs at the target
+/// (last value 3,000 a minute: 50/s x 0.18 s / 0.8 = 11.25 -> 12), and a floor below
+/// what it has changes nothing.
+#[test]
+fn hpa_with_a_forecast_floor_scales_for_the_forecast() {
+    let minutes = [600u32, 1200, 3000];
+    let mut j = job(120.0, 4, 10.0, 0.2, 1.0, 0.8);
+    j.minute_arrivals = &minutes;
+    let jobs = [j];
+    let mut plain = build("hpa", &json!({})).unwrap();
+    assert_eq!(
+        plain.decide(&view(120.0, &jobs)).target_replicas,
+        vec![None]
+    );
+    let floor = json!({"forecast": {"forecaster": "last-value", "quantile": 0.5}});
+    let mut p = build("hpa", &floor).unwrap();
+    assert_eq!(
+        p.decide(&view(120.0, &jobs)).target_replicas,
+        vec![Some(12)]
+    );
+    let minutes = [600u32];
+    let mut j = job(120.0, 4, 10.0, 0.2, 1.0, 0.8);
+    j.minute_arrivals = &minutes;
+    let jobs = [j];
+    let mut p = build("hpa", &floor).unwrap();
+    assert_eq!(p.decide(&view(120.0, &jobs)).target_replicas, vec![None]);
+    // Bad parameters are named.
+    let e = build(
+        "hpa",
+        &json!({"metric": "concurrency", "forecast": {"forecaster": "last-value"}}),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("metric cpu"), "{e}");
+    let e = build("hpa", &json!({"forecast": {"quantile": 1.5}}))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("quantile"), "{e}");
+}
