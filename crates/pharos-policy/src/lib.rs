@@ -91,6 +91,20 @@ fn check_cap(name: &str, cap: Option<u32>) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// The most minutes ahead a policy may forecast (a day).
+pub const MAX_WINDOW_STEPS: usize = 1440;
+
+fn check_window(name: &str, steps: usize) -> Result<(), PolicyError> {
+    if (1..=MAX_WINDOW_STEPS).contains(&steps) {
+        Ok(())
+    } else {
+        Err(PolicyError::BadParams {
+            name: name.to_string(),
+            problem: format!("window_steps must be 1 to {MAX_WINDOW_STEPS}, got {steps}"),
+        })
+    }
+}
+
 fn check_quantile(name: &str, q: f64) -> Result<(), PolicyError> {
     if q > 0.0 && q < 1.0 {
         Ok(())
@@ -211,6 +225,7 @@ pub fn build_with(
                 None => Box::new(Hpa::new(hp)),
                 Some(f) => {
                     check_quantile(name, f.quantile)?;
+                    check_window(name, f.window_steps)?;
                     if hp.metric != HpaMetric::Cpu {
                         return Err(PolicyError::BadParams {
                             name: name.to_string(),
@@ -229,6 +244,7 @@ pub fn build_with(
             check(name, "interval_s", mp.interval_s, 0.0)?;
             check(name, "predictive_interval_s", mp.predictive_interval_s, 0.0)?;
             check_quantile(name, mp.quantile)?;
+            check_window(name, mp.window_steps)?;
             let f = forecaster(mp.forecaster)?;
             Box::new(faro::Mark::new(mp, f, &ctx.forecast))
         }
@@ -260,6 +276,7 @@ pub fn build_with(
             check(name, "slack_cpus", fp.slack_cpus, -1e-12)?;
             check(name, "replica_cost", fp.replica_cost, -1e-12)?;
             check_quantile(name, fp.quantile)?;
+            check_window(name, fp.window_steps)?;
             check_quantile(name, fp.max_quantile)?;
             if let alloc::UtilityKind::Relaxed { alpha } = fp.utility {
                 check(name, "utility.alpha", alpha, 0.0)?;

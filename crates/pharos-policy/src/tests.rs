@@ -602,4 +602,15 @@ fn hpa_with_a_forecast_floor_scales_for_the_forecast() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("quantile"), "{e}");
+    for (name, p) in [
+        ("hpa", json!({"forecast": {"window_steps": 100000}})),
+        ("faro-sum", json!({"window_steps": 0})),
+        ("mark", json!({"window_steps": 1441})),
+    ] {
+        let e = build(name, &p).err().unwrap();
+        assert!(
+            e.to_string().contains("window_steps must be 1 to 1440"),
+            "{name}: {e}"
+        );
+    }
 }
