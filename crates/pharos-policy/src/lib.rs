@@ -234,7 +234,7 @@ pub fn build_with(
                                 .into(),
                         });
                     }
-                    let fc = forecaster(f.forecaster.clone())?;
+                    let fc = forecaster(f.forecaster)?;
                     Box::new(faro::ForecastHpa::new(hp, f, fc, &ctx.forecast))
                 }
             }
