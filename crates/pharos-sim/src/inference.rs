@@ -174,6 +174,19 @@ struct JobState {
 }
 
 impl JobState {
+    /// Hand replica `rep` requests waiting at the router, up to `max_conc` held.
+    fn take_waiting(&mut self, rep: usize, max_conc: u32) {
+        let r = &mut self.reps[rep];
+        while r.held < max_conc {
+            let Some(req) = self.queue.pop_front() else {
+                break;
+            };
+            r.held += 1;
+            self.in_flight += 1;
+            r.local.push_back(req);
+        }
+    }
+
     /// Advance the time integrals of the counters to `now`.
     #[inline]
     fn integrate(&mut self, now: f64) {
@@ -741,20 +754,12 @@ impl<P: InferencePolicy> Simulation<P> {
         finished.append(&mut r.batch);
         let n = finished.len() as u32;
         r.held -= n;
-        js.in_flight -= n;
-        if r.state == RepState::Ready {
-            let max_conc = job.max_concurrent;
-            while r.held < max_conc {
-                let Some(req) = js.queue.pop_front() else {
-                    break;
-                };
-                r.held += 1;
-                js.in_flight += 1;
-                r.local.push_back(req);
-            }
-        }
-        let held = r.held;
         let state = r.state;
+        js.in_flight -= n;
+        if state == RepState::Ready {
+            js.take_waiting(rep as usize, job.max_concurrent);
+        }
+        let held = js.reps[rep as usize].held;
         for req in &finished {
             let latency = now - req.arrival_s;
             js.counters.completed += 1;
@@ -823,15 +828,7 @@ impl<P: InferencePolicy> Simulation<P> {
         js.ready.push(rep);
         if !self.cfg.jobs[i].batch_service.is_empty() {
             // A batching replica takes what waits as its first batch.
-            let r = &mut js.reps[rep as usize];
-            while r.held < max_conc {
-                let Some(req) = js.queue.pop_front() else {
-                    break;
-                };
-                r.held += 1;
-                js.in_flight += 1;
-                r.local.push_back(req);
-            }
+            js.take_waiting(rep as usize, max_conc);
             if self.next_batch(i, rep) {
                 self.jobs[i].busy += 1;
             }

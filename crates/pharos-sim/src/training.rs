@@ -797,32 +797,40 @@ impl<'c> TrainSim<'c> {
         }
     }
 
-    /// Job `i` halted: back to its last checkpoint, waiting again.
-    fn preempt(&mut self, i: usize) {
+    /// Job `i`'s attempt ended back at its last checkpoint: the work since it is lost,
+    /// the part of its restart not yet served was not spent, its GPUs are free. Returns
+    /// the attempt's model (None when it was not running).
+    fn stop_at_checkpoint(&mut self, i: usize) -> Option<String> {
         let (cfg, now) = (self.cfg, self.now);
         let j = &mut self.jobs[i];
-        let Some(Running {
+        let Running {
             placement,
             model,
             start,
             productive_from,
-        }) = j.run.take()
-        else {
-            return;
-        };
+        } = j.run.take()?;
         let dur = cfg.jobs[i].duration_s[&model] * slowdown(cfg, &placement);
         let productive = (now - productive_from).max(0.0);
         let kept = (productive / cfg.checkpoint_interval_s).floor() * cfg.checkpoint_interval_s;
         j.saved_left = (j.saved_left - kept / dur).max(0.0);
         j.attained_gpu_s += (now - start) * placement.len() as f64;
+        j.generation += 1;
+        self.lost_gpu_s += (productive - kept) * placement.len() as f64;
+        self.restart_gpu_s -= (productive_from - now).max(0.0) * placement.len() as f64;
+        self.busy_gpus -= placement.len() as f64;
+        Some(model)
+    }
+
+    /// Job `i` halted: back to its last checkpoint, waiting again.
+    fn preempt(&mut self, i: usize) {
+        let now = self.now;
+        let Some(model) = self.stop_at_checkpoint(i) else {
+            return;
+        };
+        let j = &mut self.jobs[i];
         j.preemptions += 1;
         j.preempted_at.push(now);
         j.last_model = Some(model);
-        self.lost_gpu_s += (productive - kept) * placement.len() as f64;
-        // The part of its restart not yet served was not spent.
-        self.restart_gpu_s -= (productive_from - now).max(0.0) * placement.len() as f64;
-        j.generation += 1;
-        self.busy_gpus -= placement.len() as f64;
         let p = self.pending_of(i);
         insert_pending(&mut self.pending, p);
     }
@@ -830,25 +838,9 @@ impl<'c> TrainSim<'c> {
     /// Job `i` moved to `placement`: back to its last checkpoint and started again there
     /// at once (paying the restart), without counting as a halt.
     fn migrate(&mut self, i: usize, placement: GangPlacement) {
-        let (cfg, now) = (self.cfg, self.now);
-        let j = &mut self.jobs[i];
-        let Some(Running {
-            placement: old,
-            model,
-            start,
-            productive_from,
-        }) = j.run.take()
-        else {
+        if self.stop_at_checkpoint(i).is_none() {
             return;
-        };
-        let dur = cfg.jobs[i].duration_s[&model] * slowdown(cfg, &old);
-        let productive = (now - productive_from).max(0.0);
-        let kept = (productive / cfg.checkpoint_interval_s).floor() * cfg.checkpoint_interval_s;
-        j.saved_left = (j.saved_left - kept / dur).max(0.0);
-        j.attained_gpu_s += (now - start) * old.len() as f64;
-        j.generation += 1;
-        self.lost_gpu_s += (productive - kept) * old.len() as f64;
-        self.busy_gpus -= old.len() as f64;
+        }
         self.running.retain(|r| r.id != i as u64);
         self.start(i, placement);
     }
