@@ -260,6 +260,21 @@ impl Histories {
         h.extend(j.minute_arrivals.iter().map(|c| *c as f64));
         h
     }
+
+    /// Job `i`'s highest `q` forecast over the next `steps` minutes (requests a minute).
+    fn peak_rpm(
+        &self,
+        forecaster: &mut dyn Forecaster,
+        i: usize,
+        j: &JobView<'_>,
+        steps: usize,
+        q: f64,
+    ) -> f64 {
+        forecaster
+            .forecast(i, &self.of(i, j), steps.max(1), q)
+            .into_iter()
+            .fold(0.0, f64::max)
+    }
 }
 
 /// The SLO-utility autoscaler: every `predictive_interval_s`, forecast every job's rate
@@ -592,12 +607,9 @@ impl Mark {
         let p = &self.params;
         let mut d = Decision::unchanged(view.jobs.len());
         for (i, j) in view.jobs.iter().enumerate() {
-            let hist = self.histories.of(i, j);
-            let peak_rpm = self
-                .forecaster
-                .forecast(i, &hist, p.window_steps.max(1), p.quantile)
-                .into_iter()
-                .fold(0.0, f64::max);
+            let peak_rpm =
+                self.histories
+                    .peak_rpm(&mut *self.forecaster, i, j, p.window_steps, p.quantile);
             let x = (peak_rpm / 60.0 * j.processing_time_s / j.slo.latency_s).ceil() as u32;
             d.target_replicas[i] = Some(x.clamp(j.min_replicas.max(1), j.max_replicas));
         }
@@ -708,12 +720,13 @@ impl InferencePolicy for ForecastHpa {
                 .iter()
                 .enumerate()
                 .map(|(i, j)| {
-                    let hist = self.histories.of(i, j);
-                    let peak_rpm = self
-                        .forecaster
-                        .forecast(i, &hist, f.window_steps.max(1), f.quantile)
-                        .into_iter()
-                        .fold(0.0, f64::max);
+                    let peak_rpm = self.histories.peak_rpm(
+                        &mut *self.forecaster,
+                        i,
+                        j,
+                        f.window_steps,
+                        f.quantile,
+                    );
                     let x = peak_rpm / 60.0 * j.processing_time_s / self.params.target;
                     if x.is_finite() {
                         x.ceil().min(u32::MAX as f64) as u32
