@@ -107,6 +107,44 @@ pub struct FaroParams {
     /// that was running the day before). Without it every job starts at its initial
     /// replicas until the first predictive tick.
     pub initial_from_forecast: bool,
+    /// A predictive decision plans every job for at least the highest per-minute rate
+    /// it saw over the last this many seconds (whole minutes, rounded up), so a dip of
+    /// a few minutes does not take replicas away just before the load returns: the
+    /// counterpart of the HPA's scale-down stabilisation window (ours; Faro plans on the
+    /// forecast alone). 0 (the default) turns it off.
+    pub downscale_stabilization_s: f64,
+    /// Between predictive decisions, raise a job at once to the replicas the plan's
+    /// latency model needs for the arrival rate measured over `reactive_look_back_s`,
+    /// when that is more than it has (ours: the load outran the forecast; Faro's
+    /// reactive loop adds one replica at a time, after its latency was seen high). Off by
+    /// default.
+    pub reactive_sizing: bool,
+    /// Plan with each job's measured mean service time (busy replica-seconds per
+    /// completed request since the start, once `MIN_MEASURED` requests completed) in
+    /// place of the processing time the operator gave (ours; Faro plans with a profiled
+    /// one). Off by default.
+    pub measured_processing: bool,
+    /// Plan every job for a latency this many times its SLO (1: the SLO itself). Above 1
+    /// the plan holds fewer replicas and leaves the SLO to the reactive paths, below 1 it
+    /// keeps headroom: a knob that walks the policy's cost smoothly (ours).
+    pub plan_slo_factor: f64,
+}
+
+/// Completed requests after which a job's measured service time replaces the given one.
+pub const MIN_MEASURED: u64 = 200;
+
+/// The processing time a job is planned with: its measured mean service time (busy
+/// replica-seconds per completed request) when `measured` and enough requests
+/// completed, else the one its operator gave.
+fn processing_s(j: &JobView<'_>, measured: bool) -> f64 {
+    let c = &j.counters;
+    if measured && c.completed >= MIN_MEASURED {
+        let m = c.busy_replica_s / c.completed as f64;
+        if m.is_finite() && m > 0.0 {
+            return m;
+        }
+    }
+    j.processing_time_s
 }
 
 impl Default for FaroParams {
@@ -136,6 +174,10 @@ impl Default for FaroParams {
             rebalance: true,
             donor_max_utilisation: 0.6,
             initial_from_forecast: true,
+            downscale_stabilization_s: 0.0,
+            reactive_sizing: false,
+            measured_processing: false,
+            plan_slo_factor: 1.0,
         }
     }
 }
@@ -316,6 +358,7 @@ impl Faro {
     /// `hists[i]` is what the forecaster is shown of job i.
     fn predicted_rates(&mut self, hists: &[Vec<f64>], q: f64) -> Vec<Vec<f64>> {
         let h = self.params.window_steps.max(1);
+        let held = (self.params.downscale_stabilization_s / 60.0).ceil() as usize;
         hists
             .iter()
             .enumerate()
@@ -324,7 +367,8 @@ impl Faro {
                     Prediction::None => vec![hist.last().copied().unwrap_or(0.0); h],
                     Prediction::Forecast => self.forecaster.forecast(i, hist, h, q),
                 };
-                rpm.iter().map(|r| r.max(0.0) / 60.0).collect()
+                let floor = hist.iter().rev().take(held).copied().fold(0.0, f64::max);
+                rpm.iter().map(|r| r.max(floor).max(0.0) / 60.0).collect()
             })
             .collect()
     }
@@ -356,9 +400,9 @@ impl Faro {
                 cpus_per_replica: j.cpus_per_replica,
                 min_replicas: j.min_replicas.max(1),
                 max_replicas: j.max_replicas.max(j.min_replicas.max(1)),
-                slo_s: j.slo.latency_s,
+                slo_s: j.slo.latency_s * self.params.plan_slo_factor,
                 percentile: j.slo.percentile,
-                processing_s: j.processing_time_s,
+                processing_s: processing_s(j, self.params.measured_processing),
                 rates_rps,
                 current: j.provisioned_replicas().max(1),
                 cold_steps: self.cold_steps(view, j),
@@ -448,6 +492,59 @@ fn spread_leftover(p: &Problem, x: &mut [u32]) {
     }
 }
 
+impl Faro {
+    /// Raise each job whose measured rate over the look-back needs more replicas (by the
+    /// plan's latency model) than its target, as far as free capacity goes.
+    fn size_to_measured_rates(
+        &self,
+        view: &ClusterView<'_>,
+        d: &mut Decision,
+    ) -> Vec<Option<String>> {
+        let model = self
+            .params
+            .latency_model
+            .unwrap_or_else(|| default_model(self.objective))
+            .model();
+        let lb = self.params.reactive_look_back_s;
+        let mut why = vec![None; view.jobs.len()];
+        let mut free = view.free_cpus;
+        for (i, j) in view.jobs.iter().enumerate() {
+            if let Some(t) = d.target_replicas[i] {
+                free -= (t as f64 - j.target_replicas as f64) * j.cpus_per_replica;
+            }
+        }
+        for (i, j) in view.jobs.iter().enumerate() {
+            let w = self.reactive.window.delta(i, lb);
+            if w.span_s <= 0.0 || w.arrivals == 0 {
+                continue;
+            }
+            let rate = w.arrivals as f64 / w.span_s;
+            let target = d.target_replicas[i].unwrap_or(j.target_replicas);
+            let processing = processing_s(j, self.params.measured_processing);
+            let cap = j.max_replicas.max(j.min_replicas.max(1));
+            let mut need = target.max(1);
+            while need < cap
+                && model.latency_s(rate, need as f64, processing, j.slo.percentile)
+                    > j.slo.latency_s * self.params.plan_slo_factor
+            {
+                need += 1;
+            }
+            let room = (free / j.cpus_per_replica).floor().max(0.0) as u32;
+            let add = need.saturating_sub(target).min(room);
+            if add > 0 {
+                d.target_replicas[i] = Some(target + add);
+                free -= add as f64 * j.cpus_per_replica;
+                why[i] = Some(format!(
+                    "reactive sizing: {rate:.2} req/s over the last {lb} s needs {need} replicas \
+                     by the latency model ({processing:.3} s a request); {} given",
+                    target + add
+                ));
+            }
+        }
+        why
+    }
+}
+
 impl InferencePolicy for Faro {
     fn name(&self) -> &str {
         &self.name
@@ -474,15 +571,21 @@ impl InferencePolicy for Faro {
             let (lb, checks) = (p.reactive_look_back_s, p.reactive_checks);
             let donor = p.rebalance.then_some(p.donor_max_utilisation);
             self.reactive.check(view, lb, checks, donor, &mut d);
+            let sized = if p.reactive_sizing {
+                self.size_to_measured_rates(view, &mut d)
+            } else {
+                vec![None; view.jobs.len()]
+            };
             let why = format!(
                 "reactive loop: mean latency over the last {lb} s above the SLO at {checks} checks in a row"
             );
             self.explained = Some(
                 d.target_replicas
                     .iter()
-                    .map(|t| {
+                    .zip(sized)
+                    .map(|(t, sized)| {
                         t.map(|_| Explanation::Reactive {
-                            reason: why.clone(),
+                            reason: sized.unwrap_or_else(|| why.clone()),
                         })
                     })
                     .collect(),

@@ -275,6 +275,31 @@ pub fn build_with(
             check(name, "predictive_interval_s", fp.predictive_interval_s, 0.0)?;
             check(name, "slack_cpus", fp.slack_cpus, -1e-12)?;
             check(name, "replica_cost", fp.replica_cost, -1e-12)?;
+            check(
+                name,
+                "downscale_stabilization_s",
+                fp.downscale_stabilization_s,
+                -1e-12,
+            )?;
+            check(name, "plan_slo_factor", fp.plan_slo_factor, 0.0)?;
+            if fp.plan_slo_factor > 10.0 {
+                return Err(PolicyError::BadParams {
+                    name: name.to_string(),
+                    problem: format!(
+                        "plan_slo_factor must be at most 10, got {}",
+                        fp.plan_slo_factor
+                    ),
+                });
+            }
+            if fp.downscale_stabilization_s > 86_400.0 {
+                return Err(PolicyError::BadParams {
+                    name: name.to_string(),
+                    problem: format!(
+                        "downscale_stabilization_s must be at most 86400 (a day), got {}",
+                        fp.downscale_stabilization_s
+                    ),
+                });
+            }
             check_quantile(name, fp.quantile)?;
             check_window(name, fp.window_steps)?;
             check_quantile(name, fp.max_quantile)?;

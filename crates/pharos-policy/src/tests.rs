@@ -614,3 +614,104 @@ fn hpa_with_a_forecast_floor_scales_for_the_forecast() {
         );
     }
 }
+
+#[test]
+fn faro_reactive_sizing_raises_a_job_at_once_to_what_its_measured_rate_needs() {
+    // 30 req/s on 3 replicas, mean latency under the SLO (the latency loop does nothing),
+    // busy all the time: 3 replica-seconds a second over 30 completions, 0.1 s a request.
+    let run = |params: serde_json::Value, free: f64| {
+        let mut p = build("faro-sum", &params).unwrap();
+        let mut out = Vec::new();
+        for k in 0..3 {
+            let t = 100.0 + 10.0 * k as f64;
+            let jobs = [job(t, 3, 30.0, 0.3, 0.0, 1.0)];
+            let v = ClusterView {
+                free_cpus: free,
+                ..view(t, &jobs)
+            };
+            let d = p.decide(&v);
+            let why = p.explain().and_then(|e| e[0].clone());
+            out.push((d.target_replicas[0], why.map(|w| format!("{w:?}"))));
+        }
+        out
+    };
+    // Off (the default): nothing changes.
+    assert!(run(json!({}), 20.0).iter().all(|(t, _)| t.is_none()));
+    // The given 0.18 s: 30 x 0.18 / 0.72 = 7.5 -> 8 replicas (faro-sum plans with the
+    // upper bound), in one step, at the first check.
+    let on = run(json!({"reactive_sizing": true}), 20.0);
+    assert_eq!(on[0].0, Some(8), "{on:?}");
+    let why = on[1].1.as_deref().unwrap();
+    assert!(
+        why.contains("needs 8 replicas") && why.contains("0.180 s"),
+        "{why}"
+    );
+    // The measured 0.1 s: 30 x 0.1 / 0.72 = 4.2 -> 5.
+    let m = run(
+        json!({"reactive_sizing": true, "measured_processing": true}),
+        20.0,
+    );
+    assert_eq!(m[1].0, Some(5), "{m:?}");
+    assert!(m[1].1.as_deref().unwrap().contains("0.100 s"), "{m:?}");
+    // No more than free capacity holds.
+    let tight = run(json!({"reactive_sizing": true}), 2.0);
+    assert_eq!(tight[1].0, Some(5), "{tight:?}");
+}
+
+#[test]
+fn faro_holds_the_recent_peak_through_a_dip_when_asked() {
+    // Ten minutes at 1200 requests a minute, then three at 100: a last-value forecast
+    // sees 100 (1.7 req/s: one replica), the ten minutes' peak 20 req/s (5 replicas).
+    let mut hist = vec![1200u32; 10];
+    hist.extend([100; 3]);
+    let plan = |stabilisation: f64| {
+        let params = json!({
+            "forecaster": "last-value",
+            "spread_leftover": false,
+            "raise_quantile": false,
+            "move_cost": 0.0,
+            "downscale_stabilization_s": stabilisation,
+        });
+        let mut p = build("faro-sum", &params).unwrap();
+        let jobs = [busy_job(60.0, 10, &hist)];
+        p.decide(&view(60.0, &jobs)).target_replicas[0].unwrap()
+    };
+    assert_eq!(plan(0.0), 1);
+    assert_eq!(plan(300.0), 5);
+    // Three minutes back hold only the dip.
+    assert_eq!(plan(180.0), 1);
+    for bad in [-1.0, 100_000.0] {
+        let e = build("faro-sum", &json!({"downscale_stabilization_s": bad}))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("downscale_stabilization_s"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn faro_plans_for_a_multiple_of_the_slo_when_asked() {
+    // 20 req/s: by the upper bound 20 x 0.18 / (0.72 f) replicas - 5 at f = 1, 3 at
+    // f = 2 (2.5 up), 2 at f = 3.
+    let hist = [1200u32; 5];
+    let plan = |factor: f64| {
+        let params = json!({
+            "forecaster": "last-value",
+            "spread_leftover": false,
+            "raise_quantile": false,
+            "move_cost": 0.0,
+            "plan_slo_factor": factor,
+        });
+        let mut p = build("faro-sum", &params).unwrap();
+        let jobs = [busy_job(60.0, 10, &hist)];
+        p.decide(&view(60.0, &jobs)).target_replicas[0].unwrap()
+    };
+    assert_eq!([plan(1.0), plan(2.0), plan(3.0)], [5, 3, 2]);
+    for bad in [0.0, -1.0, 11.0] {
+        let e = build("faro-sum", &json!({ "plan_slo_factor": bad }))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("plan_slo_factor"), "{bad}: {e}");
+    }
+}
