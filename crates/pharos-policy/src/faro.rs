@@ -115,18 +115,23 @@ pub struct FaroParams {
     pub downscale_stabilization_s: f64,
     /// Between predictive decisions, raise a job at once to the replicas the plan's
     /// latency model needs for the arrival rate measured over `reactive_look_back_s`,
-    /// when that is more than it has (ours: the load outran the forecast; Faro's
-    /// reactive loop adds one replica at a time, after its latency was seen high). Off by
-    /// default.
+    /// when that rate (times the job's accept rate) is above the highest the last plan was
+    /// made for and needs more than the job has (ours: the load outran the forecast;
+    /// Faro's reactive loop adds one replica at a time, after its latency was seen high).
+    /// Runs inside the reactive loop (`reactive` must be on). Off by default.
     pub reactive_sizing: bool,
     /// Plan with each job's measured mean service time (busy replica-seconds per
     /// completed request since the start, once `MIN_MEASURED` requests completed) in
     /// place of the processing time the operator gave (ours; Faro plans with a profiled
-    /// one). Off by default.
+    /// one). Exact for replicas that serve one request at a time; where a replica serves
+    /// several at once (or in batches) busy time per request understates what each
+    /// request takes. Off by default.
     pub measured_processing: bool,
     /// Plan every job for a latency this many times its SLO (1: the SLO itself). Above 1
     /// the plan holds fewer replicas and leaves the SLO to the reactive paths, below 1 it
-    /// keeps headroom: a knob that walks the policy's cost smoothly (ours).
+    /// keeps headroom: a knob that walks the policy's cost smoothly (ours). 0.1 to 10.
+    /// Pair a factor above 1 with `spread_leftover: false` and `raise_quantile: false`
+    /// (else the capacity it frees is handed out again or spent on a higher quantile).
     pub plan_slo_factor: f64,
 }
 
@@ -330,6 +335,9 @@ pub struct Faro {
     forecaster: Box<dyn Forecaster>,
     histories: Histories,
     reactive: Reactive,
+    /// Per job, the highest rate (req/s) the last predictive plan was made for: reactive
+    /// sizing acts only on a measured rate above it.
+    planned_peak_rps: Vec<f64>,
     /// The reasons of the last decision (see [`InferencePolicy::explain`]).
     explained: Option<Vec<Option<Explanation>>>,
 }
@@ -350,6 +358,7 @@ impl Faro {
             histories: Histories::new(data),
             params,
             reactive: Reactive::default(),
+            planned_peak_rps: Vec::new(),
             explained: None,
         }
     }
@@ -452,6 +461,9 @@ impl Faro {
                 spread_leftover(&p, &mut a.replicas);
             }
             self.explained = Some(explain_allocation(&p, &a, q));
+            self.planned_peak_rps = (p.jobs.iter())
+                .map(|j| j.rates_rps.iter().copied().fold(0.0, f64::max))
+                .collect();
             d.target_replicas = a.replicas.into_iter().map(Some).collect();
             if self.objective.uses_accept_rates() {
                 d.accept_rate = a.accept.into_iter().map(Some).collect();
@@ -515,31 +527,47 @@ impl Faro {
         }
         for (i, j) in view.jobs.iter().enumerate() {
             let w = self.reactive.window.delta(i, lb);
-            if w.span_s <= 0.0 || w.arrivals == 0 {
+            // A window without a snapshot at its start (a policy built anew on counters
+            // that ran before it) would measure the rate since the counters began.
+            if w.span_s <= 0.0 || w.span_s > lb + 2.0 * self.params.interval_s || w.arrivals == 0 {
                 continue;
             }
-            let rate = w.arrivals as f64 / w.span_s;
-            let target = d.target_replicas[i].unwrap_or(j.target_replicas);
+            // What the router admits (the plan may have chosen to drop some).
+            let rate = w.arrivals as f64 * j.accept_rate.clamp(0.0, 1.0) / w.span_s;
+            // The plan already provisioned for this much.
+            if rate <= self.planned_peak_rps.get(i).copied().unwrap_or(0.0) {
+                continue;
+            }
+            let slo = j.slo.latency_s * self.params.plan_slo_factor;
             let processing = processing_s(j, self.params.measured_processing);
-            let cap = j.max_replicas.max(j.min_replicas.max(1));
+            // No replica count meets an SLO shorter than a request.
+            if processing.is_nan() || processing >= slo || j.cpus_per_replica <= 0.0 {
+                continue;
+            }
+            let target = d.target_replicas[i].unwrap_or(j.target_replicas);
+            let room = (free / j.cpus_per_replica).floor().max(0.0) as u32;
+            let cap = (j.max_replicas.max(j.min_replicas.max(1))).min(target.saturating_add(room));
             let mut need = target.max(1);
             while need < cap
-                && model.latency_s(rate, need as f64, processing, j.slo.percentile)
-                    > j.slo.latency_s * self.params.plan_slo_factor
+                && model.latency_s(rate, need as f64, processing, j.slo.percentile) > slo
             {
                 need += 1;
             }
-            let room = (free / j.cpus_per_replica).floor().max(0.0) as u32;
-            let add = need.saturating_sub(target).min(room);
-            if add > 0 {
-                d.target_replicas[i] = Some(target + add);
-                free -= add as f64 * j.cpus_per_replica;
-                why[i] = Some(format!(
-                    "reactive sizing: {rate:.2} req/s over the last {lb} s needs {need} replicas \
-                     by the latency model ({processing:.3} s a request); {} given",
-                    target + add
-                ));
+            if need <= target {
+                continue;
             }
+            let met = model.latency_s(rate, need as f64, processing, j.slo.percentile) <= slo;
+            d.target_replicas[i] = Some(need);
+            free -= (need - target) as f64 * j.cpus_per_replica;
+            why[i] = Some(format!(
+                "reactive sizing: {rate:.2} req/s over the last {lb} s, above the {:.2} the plan was made for, {} by the latency model ({processing:.3} s a request, {slo:.3} s planned); {need} given",
+                self.planned_peak_rps.get(i).copied().unwrap_or(0.0),
+                if met {
+                    format!("needs {need} replicas")
+                } else {
+                    format!("needs more than the {need} replicas there is room for")
+                }
+            ));
         }
         why
     }
@@ -571,6 +599,7 @@ impl InferencePolicy for Faro {
             let (lb, checks) = (p.reactive_look_back_s, p.reactive_checks);
             let donor = p.rebalance.then_some(p.donor_max_utilisation);
             self.reactive.check(view, lb, checks, donor, &mut d);
+            let looped: Vec<bool> = d.target_replicas.iter().map(Option::is_some).collect();
             let sized = if p.reactive_sizing {
                 self.size_to_measured_rates(view, &mut d)
             } else {
@@ -583,9 +612,14 @@ impl InferencePolicy for Faro {
                 d.target_replicas
                     .iter()
                     .zip(sized)
-                    .map(|(t, sized)| {
+                    .zip(&looped)
+                    .map(|((t, sized), looped)| {
                         t.map(|_| Explanation::Reactive {
-                            reason: sized.unwrap_or_else(|| why.clone()),
+                            reason: match (sized, looped) {
+                                (Some(s), true) => format!("{why}; then {s}"),
+                                (Some(s), false) => s,
+                                (None, _) => why.clone(),
+                            },
                         })
                     })
                     .collect(),

@@ -281,14 +281,20 @@ pub fn build_with(
                 fp.downscale_stabilization_s,
                 -1e-12,
             )?;
-            check(name, "plan_slo_factor", fp.plan_slo_factor, 0.0)?;
-            if fp.plan_slo_factor > 10.0 {
+            if !(0.1..=10.0).contains(&fp.plan_slo_factor) {
                 return Err(PolicyError::BadParams {
                     name: name.to_string(),
                     problem: format!(
-                        "plan_slo_factor must be at most 10, got {}",
+                        "plan_slo_factor must be 0.1 to 10, got {}",
                         fp.plan_slo_factor
                     ),
+                });
+            }
+            if fp.reactive_sizing && !fp.reactive {
+                return Err(PolicyError::BadParams {
+                    name: name.to_string(),
+                    problem: "reactive_sizing runs in the reactive loop: it needs reactive: true"
+                        .into(),
                 });
             }
             if fp.downscale_stabilization_s > 86_400.0 {

@@ -615,47 +615,110 @@ fn hpa_with_a_forecast_floor_scales_for_the_forecast() {
     }
 }
 
+/// Per call: each job's target and the reason given for it.
+type Calls = Vec<(Vec<Option<u32>>, Vec<Option<String>>)>;
+
+/// Call a fresh `faro-sum` with `params` at t = 100, 110, 120, 130 on the jobs `jobs(t)`
+/// make, with `free` vCPUs free; return each call's targets and reasons.
+fn sizing_run(
+    params: serde_json::Value,
+    free: f64,
+    jobs: &dyn Fn(f64) -> Vec<JobView<'static>>,
+) -> Calls {
+    let mut p = build("faro-sum", &params).unwrap();
+    (0..4)
+        .map(|k| {
+            let t = 100.0 + 10.0 * k as f64;
+            let js = jobs(t);
+            let v = ClusterView {
+                free_cpus: free,
+                ..view(t, &js)
+            };
+            let d = p.decide(&v);
+            let why = p.explain().unwrap_or_default();
+            let why = (0..js.len())
+                .map(|i| why.get(i).cloned().flatten().map(|w| format!("{w:?}")))
+                .collect();
+            (d.target_replicas, why)
+        })
+        .collect()
+}
+
 #[test]
 fn faro_reactive_sizing_raises_a_job_at_once_to_what_its_measured_rate_needs() {
     // 30 req/s on 3 replicas, mean latency under the SLO (the latency loop does nothing),
     // busy all the time: 3 replica-seconds a second over 30 completions, 0.1 s a request.
-    let run = |params: serde_json::Value, free: f64| {
-        let mut p = build("faro-sum", &params).unwrap();
-        let mut out = Vec::new();
-        for k in 0..3 {
-            let t = 100.0 + 10.0 * k as f64;
-            let jobs = [job(t, 3, 30.0, 0.3, 0.0, 1.0)];
-            let v = ClusterView {
-                free_cpus: free,
-                ..view(t, &jobs)
-            };
-            let d = p.decide(&v);
-            let why = p.explain().and_then(|e| e[0].clone());
-            out.push((d.target_replicas[0], why.map(|w| format!("{w:?}"))));
-        }
-        out
-    };
+    let steady = |t: f64| vec![job(t, 3, 30.0, 0.3, 0.0, 1.0)];
     // Off (the default): nothing changes.
-    assert!(run(json!({}), 20.0).iter().all(|(t, _)| t.is_none()));
+    let off = sizing_run(json!({}), 20.0, &steady);
+    assert!(off.iter().all(|(t, _)| t[0].is_none()), "{off:?}");
     // The given 0.18 s: 30 x 0.18 / 0.72 = 7.5 -> 8 replicas (faro-sum plans with the
-    // upper bound), in one step, at the first check.
-    let on = run(json!({"reactive_sizing": true}), 20.0);
-    assert_eq!(on[0].0, Some(8), "{on:?}");
-    let why = on[1].1.as_deref().unwrap();
+    // upper bound), in one step, once the window has a snapshot 30 s back (t = 130;
+    // before, it would measure the rate since the counters began).
+    let on = sizing_run(json!({"reactive_sizing": true}), 20.0, &steady);
+    assert!(on[..3].iter().all(|(t, _)| t[0].is_none()), "{on:?}");
+    assert_eq!(on[3].0[0], Some(8), "{on:?}");
+    let why = on[3].1[0].as_deref().unwrap();
     assert!(
         why.contains("needs 8 replicas") && why.contains("0.180 s"),
         "{why}"
     );
     // The measured 0.1 s: 30 x 0.1 / 0.72 = 4.2 -> 5.
-    let m = run(
-        json!({"reactive_sizing": true, "measured_processing": true}),
-        20.0,
+    let params = json!({"reactive_sizing": true, "measured_processing": true});
+    let m = sizing_run(params, 20.0, &steady);
+    assert_eq!(m[3].0[0], Some(5), "{m:?}");
+    assert!(m[3].1[0].as_deref().unwrap().contains("0.100 s"), "{m:?}");
+    // No more than free capacity holds: 2 vCPUs, 1 vCPU a replica -> 5; 5 vCPUs at 2 a
+    // replica -> 2 more, 5, and the reason says the need was not met.
+    let tight = sizing_run(json!({"reactive_sizing": true}), 2.0, &steady);
+    assert_eq!(tight[3].0[0], Some(5), "{tight:?}");
+    let wide = |t: f64| {
+        vec![JobView {
+            cpus_per_replica: 2.0,
+            ..job(t, 3, 30.0, 0.3, 0.0, 1.0)
+        }]
+    };
+    let w = sizing_run(json!({"reactive_sizing": true}), 5.0, &wide);
+    assert_eq!(w[3].0[0], Some(5), "{w:?}");
+    assert!(w[3].1[0].as_deref().unwrap().contains("room for"), "{w:?}");
+    // Half admitted: 15 req/s x 0.18 / 0.72 = 3.75 -> 4.
+    let halved = |t: f64| {
+        vec![JobView {
+            accept_rate: 0.5,
+            ..job(t, 3, 30.0, 0.3, 0.0, 1.0)
+        }]
+    };
+    let h = sizing_run(json!({"reactive_sizing": true}), 20.0, &halved);
+    assert_eq!(h[3].0[0], Some(4), "{h:?}");
+    // An SLO shorter than a request: no replica count meets it, nothing is added.
+    let hopeless = |t: f64| {
+        vec![JobView {
+            slo: Slo::p99(0.1),
+            ..job(t, 3, 30.0, 0.05, 0.0, 1.0)
+        }]
+    };
+    let x = sizing_run(json!({"reactive_sizing": true}), 20.0, &hopeless);
+    assert!(x.iter().all(|(t, _)| t[0].is_none()), "{x:?}");
+    // The latency loop and sizing together, on 4 free vCPUs: the loop adds one (3 -> 4),
+    // sizing the 3 left (-> 7); the reason names both.
+    let slow = |t: f64| vec![job(t, 3, 30.0, 2.0, 0.0, 1.0)];
+    let params = json!({"reactive_sizing": true, "reactive_checks": 1});
+    let both = sizing_run(params, 4.0, &slow);
+    assert_eq!(both[3].0[0], Some(7), "{both:?}");
+    let why = both[3].1[0].as_deref().unwrap();
+    assert!(
+        why.contains("reactive loop") && why.contains("reactive sizing"),
+        "{why}"
     );
-    assert_eq!(m[1].0, Some(5), "{m:?}");
-    assert!(m[1].1.as_deref().unwrap().contains("0.100 s"), "{m:?}");
-    // No more than free capacity holds.
-    let tight = run(json!({"reactive_sizing": true}), 2.0);
-    assert_eq!(tight[1].0, Some(5), "{tight:?}");
+    // Sizing lives in the reactive loop.
+    let e = build(
+        "faro-sum",
+        &json!({"reactive_sizing": true, "reactive": false}),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("reactive_sizing"), "{e}");
 }
 
 #[test]
@@ -707,7 +770,26 @@ fn faro_plans_for_a_multiple_of_the_slo_when_asked() {
         p.decide(&view(60.0, &jobs)).target_replicas[0].unwrap()
     };
     assert_eq!([plan(1.0), plan(2.0), plan(3.0)], [5, 3, 2]);
-    for bad in [0.0, -1.0, 11.0] {
+    // Planning with the measured service time: 1200 completed, 10 replicas 20% busy for
+    // 60 s = 120 busy replica-seconds, 0.1 s a request: 20 x 0.1 / 0.72 -> 3 replicas;
+    // under 200 completed (2 req/s for 60 s) the given 0.18 s stays: 5.
+    let measured = |rate: f64| {
+        let params = json!({
+            "forecaster": "last-value",
+            "spread_leftover": false,
+            "raise_quantile": false,
+            "move_cost": 0.0,
+            "measured_processing": true,
+        });
+        let mut p = build("faro-sum", &params).unwrap();
+        let jobs = [JobView {
+            minute_arrivals: &hist,
+            ..job(60.0, 10, rate, 0.3, 0.0, 0.2)
+        }];
+        p.decide(&view(60.0, &jobs)).target_replicas[0].unwrap()
+    };
+    assert_eq!([measured(20.0), measured(2.0)], [3, 5]);
+    for bad in [0.0, 0.05, -1.0, 11.0] {
         let e = build("faro-sum", &json!({ "plan_slo_factor": bad }))
             .err()
             .map(|e| e.to_string())
