@@ -721,23 +721,34 @@ fn faro_reactive_sizing_raises_a_job_at_once_to_what_its_measured_rate_needs() {
     assert!(e.contains("reactive_sizing"), "{e}");
 }
 
+/// One predictive decision (t = 60 s) of a `faro-sum` that forecasts the last minute,
+/// keeps no leftover and pays nothing to move, with `extra` parameters, for `job`.
+fn one_plan(extra: serde_json::Value, job: JobView<'_>) -> u32 {
+    let mut params = json!({
+        "forecaster": "last-value",
+        "spread_leftover": false,
+        "raise_quantile": false,
+        "move_cost": 0.0,
+    });
+    if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    let mut p = build("faro-sum", &params).unwrap();
+    let jobs = [job];
+    p.decide(&view(60.0, &jobs)).target_replicas[0].unwrap()
+}
+
 #[test]
 fn faro_holds_the_recent_peak_through_a_dip_when_asked() {
     // Ten minutes at 1200 requests a minute, then three at 100: a last-value forecast
     // sees 100 (1.7 req/s: one replica), the ten minutes' peak 20 req/s (5 replicas).
     let mut hist = vec![1200u32; 10];
     hist.extend([100; 3]);
-    let plan = |stabilisation: f64| {
-        let params = json!({
-            "forecaster": "last-value",
-            "spread_leftover": false,
-            "raise_quantile": false,
-            "move_cost": 0.0,
-            "downscale_stabilization_s": stabilisation,
-        });
-        let mut p = build("faro-sum", &params).unwrap();
-        let jobs = [busy_job(60.0, 10, &hist)];
-        p.decide(&view(60.0, &jobs)).target_replicas[0].unwrap()
+    let plan = |s: f64| {
+        one_plan(
+            json!({ "downscale_stabilization_s": s }),
+            busy_job(60.0, 10, &hist),
+        )
     };
     assert_eq!(plan(0.0), 1);
     assert_eq!(plan(300.0), 5);
@@ -757,36 +768,17 @@ fn faro_plans_for_a_multiple_of_the_slo_when_asked() {
     // 20 req/s: by the upper bound 20 x 0.18 / (0.72 f) replicas - 5 at f = 1, 3 at
     // f = 2 (2.5 up), 2 at f = 3.
     let hist = [1200u32; 5];
-    let plan = |factor: f64| {
-        let params = json!({
-            "forecaster": "last-value",
-            "spread_leftover": false,
-            "raise_quantile": false,
-            "move_cost": 0.0,
-            "plan_slo_factor": factor,
-        });
-        let mut p = build("faro-sum", &params).unwrap();
-        let jobs = [busy_job(60.0, 10, &hist)];
-        p.decide(&view(60.0, &jobs)).target_replicas[0].unwrap()
-    };
+    let plan = |f: f64| one_plan(json!({ "plan_slo_factor": f }), busy_job(60.0, 10, &hist));
     assert_eq!([plan(1.0), plan(2.0), plan(3.0)], [5, 3, 2]);
     // Planning with the measured service time: 1200 completed, 10 replicas 20% busy for
     // 60 s = 120 busy replica-seconds, 0.1 s a request: 20 x 0.1 / 0.72 -> 3 replicas;
     // under 200 completed (2 req/s for 60 s) the given 0.18 s stays: 5.
     let measured = |rate: f64| {
-        let params = json!({
-            "forecaster": "last-value",
-            "spread_leftover": false,
-            "raise_quantile": false,
-            "move_cost": 0.0,
-            "measured_processing": true,
-        });
-        let mut p = build("faro-sum", &params).unwrap();
-        let jobs = [JobView {
+        let j = JobView {
             minute_arrivals: &hist,
             ..job(60.0, 10, rate, 0.3, 0.0, 0.2)
-        }];
-        p.decide(&view(60.0, &jobs)).target_replicas[0].unwrap()
+        };
+        one_plan(json!({ "measured_processing": true }), j)
     };
     assert_eq!([measured(20.0), measured(2.0)], [3, 5]);
     for bad in [0.0, 0.05, -1.0, 11.0] {
