@@ -428,7 +428,7 @@ fn the_frontier_and_twenty_job_examples_load() {
     let f = example("faro-frontier");
     let families: std::collections::BTreeSet<&str> =
         f.policies.iter().map(|p| p.family()).collect();
-    assert_eq!(f.policies.len(), 44);
+    assert_eq!(f.policies.len(), 46);
     assert_eq!(families.len(), 10, "{families:?}");
     let t = example("faro-20jobs");
     assert_eq!(t.jobs.len(), 20);
