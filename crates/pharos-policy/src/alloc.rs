@@ -91,6 +91,13 @@ pub struct AllocJob {
     pub replica_cost: f64,
 }
 
+impl AllocJob {
+    /// The highest predicted rate over the window (req/s; 0 for an empty window).
+    pub fn peak_rps(&self) -> f64 {
+        self.rates_rps.iter().copied().fold(0.0, f64::max)
+    }
+}
+
 /// A whole allocation problem.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {

@@ -2,7 +2,7 @@
 
 use pharos_core::{Candidate, ClusterView, Decision, Explanation, InferencePolicy, JobView};
 use pharos_forecast::{BaseModel, ForecastData, Forecaster, ForecasterSpec};
-use pharos_queueing::LatencyModel;
+use pharos_queueing::{LatencyModel, replicas_for_slo};
 use serde::{Deserialize, Serialize};
 
 use crate::alloc::{self, AllocJob, Objective, Problem, UtilityKind};
@@ -424,12 +424,15 @@ impl Faro {
             jobs,
             objective: self.objective,
             utility: self.params.utility,
-            model: self
-                .params
-                .latency_model
-                .unwrap_or_else(|| default_model(self.objective))
-                .model(),
+            model: self.model(),
         }
+    }
+
+    /// The latency model the plan (and reactive sizing) uses.
+    fn model(&self) -> LatencyModel {
+        (self.params.latency_model)
+            .unwrap_or_else(|| default_model(self.objective))
+            .model()
     }
 
     fn predictive(&mut self, view: &ClusterView<'_>) -> Decision {
@@ -461,9 +464,7 @@ impl Faro {
                 spread_leftover(&p, &mut a.replicas);
             }
             self.explained = Some(explain_allocation(&p, &a, q));
-            self.planned_peak_rps = (p.jobs.iter())
-                .map(|j| j.rates_rps.iter().copied().fold(0.0, f64::max))
-                .collect();
+            self.planned_peak_rps = (p.jobs.iter()).map(AllocJob::peak_rps).collect();
             d.target_replicas = a.replicas.into_iter().map(Some).collect();
             if self.objective.uses_accept_rates() {
                 d.accept_rate = a.accept.into_iter().map(Some).collect();
@@ -493,7 +494,7 @@ fn spread_leftover(p: &Problem, x: &mut [u32]) {
                         && (!keep || x[*i] < j.current)
                 })
                 .map(|(i, j)| {
-                    let peak = j.rates_rps.iter().copied().fold(0.0, f64::max);
+                    let peak = j.peak_rps();
                     (peak * j.processing_s / x[i] as f64, i)
                 })
                 .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
@@ -512,11 +513,7 @@ impl Faro {
         view: &ClusterView<'_>,
         d: &mut Decision,
     ) -> Vec<Option<String>> {
-        let model = self
-            .params
-            .latency_model
-            .unwrap_or_else(|| default_model(self.objective))
-            .model();
+        let model = self.model();
         let lb = self.params.reactive_look_back_s;
         let mut why = vec![None; view.jobs.len()];
         let mut free = view.free_cpus;
@@ -547,16 +544,14 @@ impl Faro {
             let target = d.target_replicas[i].unwrap_or(j.target_replicas);
             let room = (free / j.cpus_per_replica).floor().max(0.0) as u32;
             let cap = (j.max_replicas.max(j.min_replicas.max(1))).min(target.saturating_add(room));
-            let mut need = target.max(1);
-            while need < cap
-                && model.latency_s(rate, need as f64, processing, j.slo.percentile) > slo
-            {
-                need += 1;
-            }
+            let (need, met) =
+                match replicas_for_slo(model, rate, processing, j.slo.percentile, slo, cap) {
+                    Some(n) => (n, true),
+                    None => (cap, false),
+                };
             if need <= target {
                 continue;
             }
-            let met = model.latency_s(rate, need as f64, processing, j.slo.percentile) <= slo;
             d.target_replicas[i] = Some(need);
             free -= (need - target) as f64 * j.cpus_per_replica;
             why[i] = Some(format!(
@@ -643,7 +638,7 @@ fn explain_allocation(p: &Problem, a: &alloc::Allocation, q: f64) -> Vec<Option<
         .enumerate()
         .map(|(i, j)| {
             let x = a.replicas[i];
-            let peak = j.rates_rps.iter().copied().fold(0.0, f64::max);
+            let peak = j.peak_rps();
             let lo = x.saturating_sub(2).max(j.min_replicas).max(1);
             let hi = (x + 2).min(j.max_replicas);
             let candidates: Vec<Candidate> = (lo..=hi)
