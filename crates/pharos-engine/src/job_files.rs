@@ -88,13 +88,42 @@ pub const HOST_VARIABLES: [&str; 8] = [
     "CUDA_VISIBLE_DEVICES",
 ];
 
-/// Keeps an engine's copy of a learner's log as its log file: rewritten when its length
-/// changed, else touched, so that the next copy waits its second ([`log_copy_due`]).
+/// Keeps an engine's copy of a learner's log of this attempt as the end of its log file,
+/// after what earlier attempts logged: where the attempt begins in the file is recorded
+/// at its first copy (`state/attempt-N/learner-L/log_start`, as the local backend
+/// records it), and the file is rewritten from there when its length changed, else
+/// touched, so that the next copy waits its second ([`log_copy_due`]).
 pub fn store_log_copy(job: &JobRun, learner: u32, logs: &[u8]) -> Result<(), BackendError> {
     let path = job.paths.log_file(learner);
     let old = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    if logs.len() as u64 != old {
-        write_atomic(&path, logs).map_err(|e| BackendError::io(path.display(), e))?;
+    let dir = job
+        .paths
+        .state
+        .join(format!("attempt-{}", job.attempt))
+        .join(format!("learner-{learner}"));
+    let start_file = dir.join(crate::training::LOG_START);
+    let start = match fs::read_to_string(&start_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+    {
+        Some(s) => s.min(old),
+        None => {
+            fs::create_dir_all(&dir).map_err(|e| BackendError::io(dir.display(), e))?;
+            write_atomic(&start_file, old.to_string().as_bytes())
+                .map_err(|e| BackendError::io(start_file.display(), e))?;
+            old
+        }
+    };
+    if start + logs.len() as u64 != old {
+        let mut text = if start > 0 {
+            let mut earlier = fs::read(&path).map_err(|e| BackendError::io(path.display(), e))?;
+            earlier.truncate(start as usize);
+            earlier
+        } else {
+            Vec::new()
+        };
+        text.extend_from_slice(logs);
+        write_atomic(&path, &text).map_err(|e| BackendError::io(path.display(), e))?;
     } else {
         let _ = fs::File::options()
             .append(true)
@@ -175,4 +204,46 @@ fn write_results_as(job: &JobRun, outcome: &str) -> Result<(), BackendError> {
         serde_json::to_vec_pretty(&summary).unwrap_or_default(),
     )
     .map_err(|e| BackendError::io(path.display(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::training::JobPaths;
+
+    fn run(data: &Path, attempt: u32) -> JobRun {
+        let manifest = serde_json::from_value(serde_json::json!({
+            "name": "j",
+            "framework": {"name": "custom", "version": "1", "command": "true"},
+        }))
+        .unwrap();
+        JobRun {
+            id: 7,
+            manifest,
+            paths: JobPaths::new(data, 7),
+            model_archive: None,
+            attempt,
+            master_port: 0,
+            placement: Vec::new(),
+            devices: Vec::new(),
+            env: Default::default(),
+            run_as: None,
+        }
+    }
+
+    #[test]
+    fn an_engines_log_copies_keep_earlier_attempts_and_say_where_each_began() {
+        let d = tempfile::tempdir().unwrap();
+        let a1 = run(d.path(), 1);
+        make_job_dirs(&a1).unwrap();
+        store_log_copy(&a1, 1, b"step=1\n").unwrap();
+        store_log_copy(&a1, 1, b"step=1\nstep=2\n").unwrap();
+        // The second attempt's engine log starts empty again: the first stays before it.
+        let a2 = run(d.path(), 2);
+        store_log_copy(&a2, 1, b"resumed\n").unwrap();
+        store_log_copy(&a2, 1, b"resumed\nstep=3\n").unwrap();
+        let text = fs::read_to_string(a2.paths.log_file(1)).unwrap();
+        assert_eq!(text, "step=1\nstep=2\nresumed\nstep=3\n");
+        assert_eq!(a2.paths.attempt_starts(1), vec![(1, 0), (2, 14)]);
+    }
 }
