@@ -23,6 +23,6 @@ pub use inference::{
 pub use slo::Slo;
 pub use training::{
     Container, DataStore, ErrorCode, EvaluationMetrics, Framework, GangPlacement, JobState,
-    LearnerResources, Manifest, Node, PendingJob, QueueSpec, RunningJob, SchedDecision, SchedView,
-    TrainingScheduler, format_memory, parse_memory,
+    LearnerPlacement, LearnerResources, Manifest, Node, PendingJob, QueueSpec, RunningJob,
+    SchedDecision, SchedView, TrainingScheduler, format_memory, parse_memory,
 };

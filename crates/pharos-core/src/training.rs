@@ -45,6 +45,19 @@ pub struct Manifest {
     /// The queue (and so the quota) the job is charged to.
     #[serde(default = "default_queue")]
     pub queue: String,
+    /// How a gang's learners are laid over the nodes of a multi-node engine (Ray):
+    /// `pack` (as few nodes as fit them, the default) or `spread` (each learner on a
+    /// node of its own; the gang waits until there are enough nodes).
+    #[serde(default)]
+    pub placement: Option<LearnerPlacement>,
+}
+
+/// How a gang's learners are laid over an engine's nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LearnerPlacement {
+    Pack,
+    Spread,
 }
 
 fn one() -> u32 {
@@ -618,6 +631,7 @@ mod tests {
             max_restarts: 3,
             priority: 0,
             queue: "default".into(),
+            placement: None,
         }
     }
 

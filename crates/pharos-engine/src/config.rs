@@ -153,6 +153,62 @@ pub struct RayConfig {
     /// directory). When empty, only the admin may give a `working_dir` (any directory);
     /// tenants need it set.
     pub code_roots: Vec<std::path::PathBuf>,
+    /// Where learners on any node keep checkpoints and results: an absolute path that
+    /// every Ray node and the server's machine mount at the same place (learners get
+    /// `CHECKPOINT_DIR` and `RESULT_DIR` under `<storage>/pharos-<installation>/jobs/<id>/`),
+    /// or an object-storage URL (`s3://bucket/prefix`; learners get `CHECKPOINT_URI` and
+    /// `RESULT_URI` under it and write there themselves). Unset: learners are given the
+    /// server's own directories, which only a cluster on the server's machine reaches.
+    pub storage: Option<String>,
+}
+
+/// Where Ray learners keep their checkpoints and results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RayStorage {
+    /// A directory mounted at the same path everywhere.
+    Path(std::path::PathBuf),
+    /// An object-storage URL the learners write to themselves.
+    Url(String),
+}
+
+impl RayConfig {
+    /// `storage` read and checked: an absolute path that does not overlap the server's
+    /// data directory (learners write there), or a `scheme://...` URL of at most 1024
+    /// characters without spaces or control characters.
+    pub fn storage(&self, data_dir: &std::path::Path) -> anyhow::Result<Option<RayStorage>> {
+        let Some(s) = self.storage.as_deref() else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            !s.is_empty()
+                && s.len() <= 1024
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control()),
+            "ray.storage: {s:?} must be 1-1024 characters without spaces or control characters"
+        );
+        if let Some((scheme, rest)) = s.split_once("://") {
+            anyhow::ensure!(
+                !scheme.is_empty()
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+                    && !rest.is_empty(),
+                "ray.storage: {s:?} is not a URL like s3://bucket/prefix"
+            );
+            return Ok(Some(RayStorage::Url(s.trim_end_matches('/').to_string())));
+        }
+        let p = std::path::Path::new(s);
+        anyhow::ensure!(
+            p.is_absolute(),
+            "ray.storage: {s:?} must be an absolute path (mounted at the same place on every node) or a URL"
+        );
+        let data = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+        anyhow::ensure!(
+            !p.starts_with(&data) && !data.starts_with(p),
+            "ray.storage: {s:?} overlaps the server's data directory {}",
+            data.display()
+        );
+        Ok(Some(RayStorage::Path(p.to_path_buf())))
+    }
 }
 
 impl Default for RayConfig {
@@ -164,6 +220,7 @@ impl Default for RayConfig {
             serve_url: "http://127.0.0.1:8000".into(),
             timeout_s: 10.0,
             code_roots: Vec::new(),
+            storage: None,
         }
     }
 }

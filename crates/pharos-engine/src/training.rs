@@ -220,4 +220,12 @@ pub trait Backend: Send + Sync + 'static {
     fn store_results(&self, job: &JobRun, outcome: &str) -> Result<(), BackendError>;
     /// Removes a deleted job's files.
     fn remove(&self, job: &JobRun) -> Result<(), BackendError>;
+    /// What the engine knows of why `learner` of the attempt ended, beyond its status
+    /// (say, the node it ran on was lost), for the job's events; read after [`poll`]
+    /// saw it end.
+    ///
+    /// [`poll`]: Backend::poll
+    fn failure_detail(&self, _job: &JobRun, _learner: u32) -> Option<String> {
+        None
+    }
 }

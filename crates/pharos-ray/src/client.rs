@@ -177,6 +177,29 @@ impl RayClient {
         Ok(format!("gcs://{name}"))
     }
 
+    /// `GET /api/v0/nodes` (Ray's state API): the cluster's nodes, alive and dead (at
+    /// most [`MAX_NODES`]; a larger cluster is refused rather than read in part).
+    pub async fn nodes(&self) -> Result<Vec<RayNode>, RayError> {
+        let v = self
+            .json(
+                Method::GET,
+                &format!("/api/v0/nodes?limit={MAX_NODES}&detail=false"),
+                None,
+            )
+            .await?;
+        let result = &v["data"]["result"];
+        let total = result["total"].as_u64().unwrap_or(0);
+        if total > MAX_NODES as u64 {
+            return Err(RayError::Malformed(format!(
+                "the cluster has {total} nodes; pharos reads at most {MAX_NODES}"
+            )));
+        }
+        let list = result["result"]
+            .as_array()
+            .ok_or_else(|| RayError::Malformed("/api/v0/nodes: no node list".into()))?;
+        Ok(list.iter().filter_map(RayNode::from_state).collect())
+    }
+
     /// `GET /api/serve/applications/`: Serve's applications with their deployments and
     /// replicas.
     pub async fn serve_details(&self) -> Result<Value, RayError> {
@@ -249,6 +272,45 @@ impl RayClient {
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The most nodes pharos reads from a cluster.
+pub const MAX_NODES: usize = 10_000;
+
+/// One node as Ray's state API reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RayNode {
+    pub id: String,
+    pub ip: String,
+    pub alive: bool,
+    pub head: bool,
+    /// Its total resources (`CPU`, `GPU`, `memory`, `accelerator_type:<model>`, custom
+    /// ones).
+    pub resources: std::collections::BTreeMap<String, f64>,
+}
+
+impl RayNode {
+    fn from_state(v: &Value) -> Option<RayNode> {
+        let resources = v["resources_total"]
+            .as_object()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|(k, x)| Some((k.clone(), x.as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(RayNode {
+            id: v["node_id"].as_str()?.to_string(),
+            ip: v["node_ip"].as_str()?.to_string(),
+            alive: v["state"].as_str() == Some("ALIVE"),
+            head: v["is_head_node"].as_bool().unwrap_or(false),
+            resources,
+        })
+    }
+
+    pub fn resource(&self, name: &str) -> f64 {
+        self.resources.get(name).copied().unwrap_or(0.0)
     }
 }
 

@@ -2,27 +2,56 @@
 //!
 //! Each learner of an attempt is one Ray job, its submission id
 //! `pharos-<installation>-<job>-a<attempt>-l<learner>` (so submitting again is
-//! harmless), its
-//! entrypoint the manifest's command, its working directory the job's model directory
-//! uploaded as a Ray package, and its environment FfDL's variables and the rendezvous
-//! variables (as on the local backend; paths such as CHECKPOINT_DIR are this server's,
-//! so they reach learners on other nodes only through a shared file system).
+//! harmless), its entrypoint the manifest's command, its working directory the job's
+//! model directory uploaded as a Ray package, and its environment FfDL's variables and
+//! the rendezvous variables.
+//!
+//! **Placement.** Ray's placement groups are not reachable through its REST API, so
+//! pharos lays the gang over the cluster's alive nodes itself (Ray's state API) and pins
+//! each learner to its node with Ray's `node:<ip>` resource: `pack` fills as few nodes
+//! as hold the learners (by their total CPUs, GPUs, memory and GPU model,
+//! `accelerator_type:<model>`), `spread` gives each learner a node of its own; a gang
+//! the nodes cannot hold waits (no learner is submitted). The nodes chosen for an
+//! attempt are kept in its state directory, so a start asked again submits the rest to
+//! the same nodes; MASTER_ADDR is learner 1's node.
+//!
+//! **Lost nodes.** A learner whose node Ray reports dead (or no longer lists) is lost
+//! at once, even while Ray still calls it running or pending (its driver is stopped),
+//! and the job's events name the node.
+//!
+//! **Storage.** With `ray.storage` a directory every node mounts, learners get
+//! CHECKPOINT_DIR, RESULT_DIR and DATA_DIR under it; with an object-storage URL, the
+//! URIs under it; without it, the server's own directories (reachable only by a
+//! cluster on the server's machine). The server's log and state directories are never
+//! given to learners.
 //!
 //! A learner's directory under JOB_STATE_DIR holds `submitted` once Ray accepted it: a
 //! submitted learner Ray no longer knows is [`LearnerStatus::Lost`] (a restarted head
 //! forgets its jobs), one never submitted is not started. Ray's logs are copied into the
 //! job's log files as it runs (at most once a second per learner, and once more when it
 //! ends), so `pharos train logs` and the evaluation metrics read them as on the local
-//! backend. Nothing is kept in memory.
+//! backend.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use pharos_core::{LearnerPlacement, Manifest};
+use pharos_engine::config::RayStorage;
+use pharos_engine::host::LockExt;
 use pharos_engine::job_files;
 
-use crate::client::{RayClient, RayError};
+use crate::client::{RayClient, RayError, RayNode};
 use pharos_engine::training::{Backend, BackendError, JobRun, LearnerStatus};
 use serde_json::{Value, json};
+
+/// How long a read of the cluster's nodes serves the liveness checks of polls.
+const NODES_TTL: Duration = Duration::from_secs(2);
+/// The share of a node's `node:<ip>` resource each pinned learner takes (Ray gives
+/// every node 1.0 of it).
+const PIN: f64 = 0.001;
 
 pub struct RayBackend {
     client: RayClient,
@@ -30,12 +59,20 @@ pub struct RayBackend {
     /// `pharos-<installation>-<job>-a<attempt>-l<learner>`, so two pharos servers (or a
     /// fresh store) on one Ray cluster never take each other's jobs for their own.
     installation: String,
-    /// Where learners reach learner 1 (MASTER_ADDR): the Ray head's host.
+    /// Where learners reach learner 1 when its node is not known: the Ray head's
+    /// host.
     master_addr: String,
+    storage: Option<RayStorage>,
+    /// The cluster's nodes as last read, and when.
+    nodes: Mutex<Option<(Instant, Vec<RayNode>)>>,
 }
 
 impl RayBackend {
-    pub fn new(client: RayClient, installation: String) -> anyhow::Result<Self> {
+    pub fn new(
+        client: RayClient,
+        installation: String,
+        storage: Option<RayStorage>,
+    ) -> anyhow::Result<Self> {
         let master_addr = client
             .address()
             .trim_start_matches("http://")
@@ -47,7 +84,33 @@ impl RayBackend {
             client,
             installation,
             master_addr,
+            storage,
+            nodes: Mutex::new(None),
         })
+    }
+
+    /// The cluster's nodes, read again when the last read is older than `max_age`.
+    fn nodes(&self, max_age: Duration) -> Result<Vec<RayNode>, RayError> {
+        if let Some((at, nodes)) = self.nodes.lock_or_recover().as_ref()
+            && at.elapsed() <= max_age
+        {
+            return Ok(nodes.clone());
+        }
+        let nodes = self.block_on(self.client.nodes())?;
+        *self.nodes.lock_or_recover() = Some((Instant::now(), nodes.clone()));
+        Ok(nodes)
+    }
+
+    /// The job's directory in `ray.storage` when that is a mounted path.
+    fn storage_dir(&self, job: &JobRun) -> Option<PathBuf> {
+        match &self.storage {
+            Some(RayStorage::Path(root)) => Some(
+                root.join(format!("pharos-{}", self.installation))
+                    .join("jobs")
+                    .join(job.id.to_string()),
+            ),
+            _ => None,
+        }
     }
 
     /// Backend calls run on the server runtime's blocking threads (`spawn_blocking`);
@@ -93,8 +156,9 @@ impl RayBackend {
         job_files::store_log_copy(job, learner, logs.as_bytes())
     }
 
-    /// What the learner's driver is given: FfDL's variables and the rendezvous ones.
-    fn env(&self, job: &JobRun, learner: u32) -> serde_json::Map<String, Value> {
+    /// What the learner's driver is given: FfDL's variables and the rendezvous ones
+    /// (learner 1 on `master_addr`), the storage's places instead of the server's.
+    fn env(&self, job: &JobRun, learner: u32, master_addr: &str) -> serde_json::Map<String, Value> {
         let mut env = pharos_engine::job_files::learner_env(job, learner, None);
         // Ray gives each driver its own PATH, home and GPUs.
         for k in job_files::HOST_VARIABLES {
@@ -102,12 +166,171 @@ impl RayBackend {
                 env.remove(k);
             }
         }
+        // The server's own files: logs come back through Ray.
+        for k in ["LOG_DIR", "JOB_STATE_DIR"] {
+            env.remove(k);
+        }
         env.insert("MODEL_DIR".into(), ".".into());
-        env.insert("MASTER_ADDR".into(), self.master_addr.clone());
+        env.insert("MASTER_ADDR".into(), master_addr.to_string());
+        match &self.storage {
+            Some(RayStorage::Path(_)) => {
+                let base = self.storage_dir(job).expect("a storage path");
+                for (k, sub) in [
+                    ("CHECKPOINT_DIR", "checkpoints"),
+                    ("RESULT_DIR", "results"),
+                    ("DATA_DIR", "data"),
+                ] {
+                    env.insert(k.into(), base.join(sub).display().to_string());
+                }
+            }
+            Some(RayStorage::Url(url)) => {
+                for k in ["CHECKPOINT_DIR", "RESULT_DIR", "DATA_DIR"] {
+                    env.remove(k);
+                }
+                let base = format!("{url}/pharos-{}/jobs/{}", self.installation, job.id);
+                env.insert("CHECKPOINT_URI".into(), format!("{base}/checkpoints"));
+                env.insert("RESULT_URI".into(), format!("{base}/results"));
+            }
+            None => {}
+        }
         env.into_iter()
             .map(|(k, v)| (k, Value::String(v)))
             .collect()
     }
+
+    /// The nodes of this attempt's learners (id and address, learner 1 first): as
+    /// chosen before, else laid over the alive nodes now and kept.
+    fn attempt_nodes(&self, job: &JobRun) -> Result<Vec<(String, String)>, BackendError> {
+        let file = job
+            .paths
+            .state
+            .join(format!("attempt-{}", job.attempt))
+            .join("nodes.json");
+        if let Ok(text) = fs::read_to_string(&file)
+            && let Ok(nodes) = serde_json::from_str::<Vec<(String, String)>>(&text)
+            && nodes.len() == job.manifest.learners as usize
+        {
+            return Ok(nodes);
+        }
+        let nodes = self.nodes(Duration::ZERO).map_err(err)?;
+        let chosen = place_gang(&nodes, &job.manifest).map_err(BackendError::waiting)?;
+        let dir = file.parent().expect("an attempt directory");
+        fs::create_dir_all(dir).map_err(|e| BackendError::io(dir.display(), e))?;
+        let text = serde_json::to_string(&chosen).unwrap_or_default();
+        fs::write(&file, text).map_err(|e| BackendError::io(file.display(), e))?;
+        Ok(chosen)
+    }
+
+    /// The node `learner` was pinned to (its id and address), if it was.
+    fn pinned(job: &JobRun, learner: u32) -> Option<(String, String)> {
+        let text = fs::read_to_string(Self::learner_dir(job, learner).join("node")).ok()?;
+        let (id, ip) = text.trim().split_once(' ')?;
+        Some((id.to_string(), ip.to_string()))
+    }
+}
+
+/// The file in a learner's directory that names the node it lost.
+const LOST_NODE: &str = "lost-node";
+
+impl RayBackend {
+    /// "node <ip> (<id>) was lost" when `learner`'s pinned node is dead or no longer
+    /// listed by Ray.
+    fn lost_node(&self, job: &JobRun, learner: u32) -> Result<Option<String>, BackendError> {
+        let Some((id, ip)) = Self::pinned(job, learner) else {
+            return Ok(None);
+        };
+        let nodes = self.nodes(NODES_TTL).map_err(err)?;
+        let alive = nodes.iter().any(|n| n.id == id && n.alive);
+        Ok((!alive).then(|| {
+            let short: String = id.chars().take(12).collect();
+            format!("its node {ip} ({short}) was lost")
+        }))
+    }
+}
+
+/// Each learner's node (id, address) for `m`'s gang over the alive `nodes`, learner 1
+/// first, or why the gang does not fit them. Nodes are taken in a fixed order (most
+/// learners they hold, then address), so the same cluster gives the same answer.
+pub fn place_gang(nodes: &[RayNode], m: &Manifest) -> Result<Vec<(String, String)>, String> {
+    let mut need: BTreeMap<String, f64> = BTreeMap::new();
+    need.insert("CPU".into(), m.cpus);
+    if m.gpus > 0 {
+        need.insert("GPU".into(), m.gpus as f64);
+    }
+    if let Some(bytes) = m
+        .memory
+        .as_deref()
+        .and_then(|x| pharos_core::parse_memory(x).ok())
+        .filter(|b| *b > 0)
+    {
+        need.insert("memory".into(), bytes as f64);
+    }
+    if let Some(model) = &m.gpu_type {
+        need.insert(format!("accelerator_type:{model}"), PIN);
+    }
+    // How many learners a node holds by its total resources (Ray queues a learner
+    // until the room is free).
+    let holds = |n: &RayNode| -> u32 {
+        let mut k = u32::MAX;
+        for (r, x) in &need {
+            if *x > 0.0 {
+                let fit = (n.resource(r) / x + 1e-9).floor();
+                k = k.min(fit.clamp(0.0, u32::MAX as f64) as u32);
+            }
+        }
+        k.min((1.0 / PIN) as u32)
+    };
+    let mut fit: Vec<(&RayNode, u32)> = nodes
+        .iter()
+        .filter(|n| n.alive)
+        .map(|n| (n, holds(n)))
+        .filter(|(_, k)| *k > 0)
+        .collect();
+    fit.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| a.0.ip.cmp(&b.0.ip))
+            .then_with(|| a.0.id.cmp(&b.0.id))
+    });
+    let wanted = m.learners as usize;
+    let what = need
+        .iter()
+        .map(|(r, x)| format!("{r} {x}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let alive = nodes.iter().filter(|n| n.alive).count();
+    let mut out = Vec::with_capacity(wanted);
+    match m.placement.unwrap_or(LearnerPlacement::Pack) {
+        LearnerPlacement::Spread => {
+            if fit.len() < wanted {
+                return Err(format!(
+                    "spread: {wanted} learners need {wanted} nodes with {what} each; {} of the {alive} alive node(s) have it",
+                    fit.len()
+                ));
+            }
+            out.extend(
+                fit.iter()
+                    .take(wanted)
+                    .map(|(n, _)| (n.id.clone(), n.ip.clone())),
+            );
+        }
+        LearnerPlacement::Pack => {
+            for (n, k) in &fit {
+                for _ in 0..*k {
+                    if out.len() == wanted {
+                        break;
+                    }
+                    out.push((n.id.clone(), n.ip.clone()));
+                }
+            }
+            if out.len() < wanted {
+                return Err(format!(
+                    "{wanted} learners with {what} each do not fit the {alive} alive node(s) (they hold {})",
+                    out.len()
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Ray unreachable or failing on its side (5xx) is worth retrying; a refusal (4xx) is
@@ -134,6 +357,12 @@ impl Backend for RayBackend {
         let p = &job.paths;
         job_files::make_job_dirs(job)?;
         job_files::unpack_model(job)?;
+        if let Some(base) = self.storage_dir(job) {
+            for sub in ["checkpoints", "results", "data"] {
+                let d = base.join(sub);
+                fs::create_dir_all(&d).map_err(|e| BackendError::io(d.display(), e))?;
+            }
+        }
         // Ray takes the model as a package: upload it now (content-addressed, so again
         // after a crash is the same package).
         self.block_on(self.client.upload_dir(&p.model))
@@ -143,6 +372,14 @@ impl Backend for RayBackend {
 
     fn start(&self, job: &JobRun) -> Result<(), BackendError> {
         let m = &job.manifest;
+        if (1..=m.learners).all(|l| Self::submitted(job, l)) {
+            return Ok(());
+        }
+        let nodes = self.attempt_nodes(job)?;
+        let master = nodes
+            .first()
+            .map(|n| n.1.clone())
+            .unwrap_or_else(|| self.master_addr.clone());
         let working_dir = self
             .block_on(self.client.upload_dir(&job.paths.model))
             .map_err(err)?;
@@ -152,11 +389,18 @@ impl Backend for RayBackend {
             }
             let dir = Self::learner_dir(job, learner);
             fs::create_dir_all(&dir).map_err(|e| BackendError::io(dir.display(), e))?;
+            let (node_id, node_ip) = &nodes[learner as usize - 1];
+            fs::write(dir.join("node"), format!("{node_id} {node_ip}"))
+                .map_err(|e| BackendError::io(dir.display(), e))?;
             let id = self.submission_id(job, learner);
             let mut request = json!({
                 "entrypoint": m.framework.command,
                 "submission_id": id,
-                "runtime_env": {"working_dir": working_dir, "env_vars": self.env(job, learner)},
+                "runtime_env": {
+                    "working_dir": working_dir,
+                    "env_vars": self.env(job, learner, &master),
+                },
+                "entrypoint_resources": {format!("node:{node_ip}"): PIN},
                 "metadata": {
                     "pharos_job": job.id.to_string(),
                     "attempt": job.attempt.to_string(),
@@ -189,18 +433,50 @@ impl Backend for RayBackend {
                 continue;
             }
             let id = self.submission_id(job, learner);
-            let status = match self.block_on(self.client.job(&id)).map_err(err)? {
+            let mut status = match self.block_on(self.client.job(&id)).map_err(err)? {
                 None => LearnerStatus::Lost,
                 Some(v) => crate::client::learner_status(&v),
             };
-            let final_copy = Self::learner_dir(job, learner).join("logs-copied");
+            if !status.succeeded()
+                && let Some(lost) = self.lost_node(job, learner)?
+            {
+                let dir = Self::learner_dir(job, learner);
+                if !dir.join(LOST_NODE).exists() {
+                    fs::write(dir.join(LOST_NODE), &lost)
+                        .map_err(|e| BackendError::io(dir.display(), e))?;
+                }
+                if status == LearnerStatus::Running {
+                    // Pending on (or still reported running from) a node that is gone:
+                    // lost now rather than when Ray gives up on it.
+                    self.block_on(self.client.stop_job(&id)).map_err(err)?;
+                    status = LearnerStatus::Lost;
+                }
+            }
+            // The logs are a copy: failing to read them never hides a learner's status
+            // (Ray cannot serve the logs of a learner whose node is gone: what was
+            // copied stays).
+            let dir = Self::learner_dir(job, learner);
+            let final_copy = dir.join("logs-copied");
+            let node_lost = dir.join(LOST_NODE).exists();
             if status.ended() && status != LearnerStatus::Lost {
                 if !final_copy.exists() {
-                    self.mirror_logs(job, learner, &id)?;
-                    let _ = fs::write(&final_copy, b"");
+                    match node_lost {
+                        true => Ok(()),
+                        false => self.mirror_logs(job, learner, &id),
+                    }
+                    .map(|()| {
+                        let _ = fs::write(&final_copy, b"");
+                    })
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(job = job.id, learner, "copying Ray's log: {e}")
+                    });
                 }
-            } else if status == LearnerStatus::Running && job_files::log_copy_due(job, learner) {
-                self.mirror_logs(job, learner, &id)?;
+            } else if status == LearnerStatus::Running
+                && !node_lost
+                && job_files::log_copy_due(job, learner)
+                && let Err(e) = self.mirror_logs(job, learner, &id)
+            {
+                tracing::warn!(job = job.id, learner, "copying Ray's log: {e}");
             }
             out.push(status);
         }
@@ -220,7 +496,8 @@ impl Backend for RayBackend {
 
     fn store_results(&self, job: &JobRun, outcome: &str) -> Result<(), BackendError> {
         for learner in 1..=job.manifest.learners {
-            if Self::submitted(job, learner) {
+            let node_lost = Self::learner_dir(job, learner).join(LOST_NODE).exists();
+            if Self::submitted(job, learner) && !node_lost {
                 let id = self.submission_id(job, learner);
                 // A lost job has no logs left; what was copied stays.
                 match self.mirror_logs(job, learner, &id) {
@@ -234,10 +511,12 @@ impl Backend for RayBackend {
 
     fn remove(&self, job: &JobRun) -> Result<(), BackendError> {
         // The job's files first: they go whatever Ray says.
-        match fs::remove_dir_all(&job.paths.root) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(BackendError::io(job.paths.root.display(), e)),
+        for dir in std::iter::once(job.paths.root.clone()).chain(self.storage_dir(job)) {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(BackendError::io(dir.display(), e)),
+            }
         }
         // Then Ray's record of every attempt's drivers (they have ended: a job is
         // removed only once its learners stopped).
@@ -254,5 +533,118 @@ impl Backend for RayBackend {
             }
         }
         Ok(())
+    }
+
+    fn failure_detail(&self, job: &JobRun, learner: u32) -> Option<String> {
+        fs::read_to_string(Self::learner_dir(job, learner).join(LOST_NODE)).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, ip: &str, alive: bool, cpus: f64, extra: &[(&str, f64)]) -> RayNode {
+        let mut resources: BTreeMap<String, f64> =
+            [("CPU".to_string(), cpus), (format!("node:{ip}"), 1.0)].into();
+        for (k, v) in extra {
+            resources.insert(k.to_string(), *v);
+        }
+        RayNode {
+            id: id.into(),
+            ip: ip.into(),
+            alive,
+            head: false,
+            resources,
+        }
+    }
+
+    fn manifest(learners: u32, cpus: f64, placement: Option<LearnerPlacement>) -> Manifest {
+        let mut m: Manifest = serde_json::from_value(json!({
+            "name": "g",
+            "framework": {"name": "custom", "version": "1", "command": "python train.py"},
+        }))
+        .unwrap();
+        m.learners = learners;
+        m.cpus = cpus;
+        m.placement = placement;
+        m
+    }
+
+    #[test]
+    fn spread_puts_each_learner_on_a_node_of_its_own_or_waits() {
+        let nodes = [
+            node("a", "10.0.0.2", true, 2.0, &[]),
+            node("b", "10.0.0.3", true, 4.0, &[]),
+            node("c", "10.0.0.4", false, 8.0, &[]),
+        ];
+        let m = manifest(2, 1.0, Some(LearnerPlacement::Spread));
+        let p = place_gang(&nodes, &m).unwrap();
+        // The node holding most learners first; never the dead one.
+        assert_eq!(
+            p,
+            vec![
+                ("b".to_string(), "10.0.0.3".to_string()),
+                ("a".to_string(), "10.0.0.2".to_string())
+            ]
+        );
+        let e = place_gang(&nodes, &manifest(3, 1.0, Some(LearnerPlacement::Spread))).unwrap_err();
+        assert!(
+            e.contains("3 nodes") && e.contains("2 of the 2 alive"),
+            "{e}"
+        );
+        // A node too small for one learner does not count.
+        let e = place_gang(&nodes, &manifest(2, 3.0, Some(LearnerPlacement::Spread))).unwrap_err();
+        assert!(e.contains("1 of the 2 alive"), "{e}");
+    }
+
+    #[test]
+    fn pack_fills_the_roomiest_node_first_and_overflows_in_order() {
+        let nodes = [
+            node("a", "10.0.0.2", true, 2.0, &[]),
+            node("b", "10.0.0.3", true, 3.0, &[]),
+        ];
+        let ips = |p: Vec<(String, String)>| p.into_iter().map(|x| x.1).collect::<Vec<_>>();
+        assert_eq!(
+            ips(place_gang(&nodes, &manifest(2, 1.0, None)).unwrap()),
+            ["10.0.0.3", "10.0.0.3"]
+        );
+        assert_eq!(
+            ips(place_gang(&nodes, &manifest(4, 1.0, None)).unwrap()),
+            ["10.0.0.3", "10.0.0.3", "10.0.0.3", "10.0.0.2"]
+        );
+        let e = place_gang(&nodes, &manifest(6, 1.0, None)).unwrap_err();
+        assert!(e.contains("hold 5"), "{e}");
+    }
+
+    #[test]
+    fn gpus_and_their_model_choose_the_nodes() {
+        let nodes = [
+            node(
+                "a",
+                "10.0.0.2",
+                true,
+                8.0,
+                &[("GPU", 4.0), ("accelerator_type:T4", 1.0)],
+            ),
+            node(
+                "b",
+                "10.0.0.3",
+                true,
+                8.0,
+                &[("GPU", 2.0), ("accelerator_type:A100", 1.0)],
+            ),
+            node("c", "10.0.0.4", true, 16.0, &[]),
+        ];
+        let mut m = manifest(2, 1.0, Some(LearnerPlacement::Pack));
+        m.gpus = 1;
+        m.gpu_type = Some("A100".into());
+        let p = place_gang(&nodes, &m).unwrap();
+        assert!(p.iter().all(|x| x.0 == "b"), "{p:?}");
+        m.gpus = 2;
+        assert!(place_gang(&nodes, &m).is_err());
+        m.gpu_type = None;
+        let p = place_gang(&nodes, &m).unwrap();
+        assert!(p.iter().all(|x| x.0 == "a"), "{p:?}");
     }
 }

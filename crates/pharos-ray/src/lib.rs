@@ -13,6 +13,6 @@ pub mod client;
 pub mod jobs;
 pub mod serve;
 
-pub use client::{RayClient, RayError};
+pub use client::{RayClient, RayError, RayNode};
 pub use jobs::RayBackend;
 pub use serve::RayServe;

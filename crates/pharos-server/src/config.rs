@@ -429,6 +429,7 @@ impl ServerConfig {
                 "{name} must be between 0 and 86400 seconds, got {v}"
             );
         }
+        self.ray.storage(&self.data_dir)?;
         for (name, v) in [
             ("ray.timeout_s", self.ray.timeout_s),
             ("kubernetes.timeout_s", self.kubernetes.timeout_s),
@@ -548,6 +549,54 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ray_examples_load_and_their_storage_is_checked() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ray");
+        for f in ["server.yaml", "cluster.yaml"] {
+            let text = std::fs::read_to_string(dir.join(f)).unwrap();
+            let c: ServerConfig = serde_saphyr::from_str(&text).unwrap();
+            c.validate().unwrap();
+        }
+        let text = std::fs::read_to_string(dir.join("cluster.yaml")).unwrap();
+        let c: ServerConfig = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(
+            c.ray.storage(&c.data_dir).unwrap(),
+            Some(pharos_engine::config::RayStorage::Path(
+                "/mnt/shared/pharos".into()
+            ))
+        );
+        let mut c = ServerConfig {
+            data_dir: "/srv/pharos".into(),
+            ..Default::default()
+        };
+        for (storage, bad) in [
+            ("s3://bucket/prefix/", None),
+            ("/mnt/shared", None),
+            ("relative/dir", Some("must be an absolute path")),
+            (
+                "/srv/pharos/ckpt",
+                Some("overlaps the server's data directory"),
+            ),
+            ("/srv", Some("overlaps the server's data directory")),
+            ("://x", Some("is not a URL")),
+            ("s3://a b", Some("without spaces")),
+        ] {
+            c.ray.storage = Some(storage.into());
+            match (c.validate(), bad) {
+                (Ok(()), None) => {}
+                (Err(e), Some(want)) => assert!(e.to_string().contains(want), "{storage}: {e}"),
+                (r, _) => panic!("{storage}: {r:?}"),
+            }
+        }
+        c.ray.storage = Some("s3://bucket/prefix/".into());
+        assert_eq!(
+            c.ray.storage(&c.data_dir).unwrap(),
+            Some(pharos_engine::config::RayStorage::Url(
+                "s3://bucket/prefix".into()
+            ))
+        );
+    }
 
     #[test]
     fn gpu_devices_default_to_consecutive_indices_by_model_name() {

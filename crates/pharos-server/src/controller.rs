@@ -553,6 +553,19 @@ async fn learner_failed(
     now: i64,
 ) -> Result<(), StoreError> {
     let id = job.id;
+    // What the engine adds (a lost node), per failed learner.
+    let details: Vec<Option<String>> = {
+        let n = statuses.len() as u32;
+        on_backend(state, &run, move |b, r| {
+            Ok((1..=n).map(|l| b.failure_detail(r, l)).collect())
+        })
+        .await
+        .unwrap_or_default()
+    };
+    let describe = |i: usize, s: &LearnerStatus| match details.get(i).cloned().flatten() {
+        Some(d) => format!("learner {} {} ({d})", i + 1, s.describe()),
+        None => format!("learner {} {}", i + 1, s.describe()),
+    };
     if statuses.contains(&LearnerStatus::Running) {
         if job.stop_sent_ms.is_none() {
             event(
@@ -560,9 +573,8 @@ async fn learner_failed(
                 id,
                 "learner-failed",
                 &format!(
-                    "learner {} {} (attempt {}); stopping the others",
-                    index + 1,
-                    status.describe(),
+                    "{} (attempt {}); stopping the others",
+                    describe(index, &status),
                     run.attempt
                 ),
             )
@@ -579,7 +591,7 @@ async fn learner_failed(
         .iter()
         .enumerate()
         .filter(|(_, s)| !s.succeeded())
-        .map(|(i, s)| format!("learner {} {}", i + 1, s.describe()))
+        .map(|(i, s)| describe(i, s))
         .collect::<Vec<_>>()
         .join(", ");
     let max = run.manifest.max_restarts as i64;
@@ -805,7 +817,10 @@ async fn schedule(state: &AppState, cache: &JobCache) -> Result<bool, StoreError
     }
     let mut queues = state.config.queues.clone();
     add_services(state, &mut running, &mut queues);
-    let nodes = [state.config.node()];
+    // The configured machine, its vCPUs cut to what the engine's nodes have now.
+    let mut node = state.config.node();
+    node.cpus = state.services.capacity_cpus(state);
+    let nodes = [node];
     let view = SchedView {
         now_s: now_ms() as f64 / 1000.0,
         nodes: &nodes,

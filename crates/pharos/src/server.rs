@@ -79,6 +79,7 @@ pub fn server(a: ServerArgs) -> Result<()> {
                     Arc::new(pharos_ray::RayBackend::new(
                         client.clone(),
                         installation()?,
+                        config.ray.storage(&data_dir)?,
                     )?),
                     Arc::new(pharos_ray::RayServe::new(client, &config.ray, &data_dir)),
                 )
