@@ -432,6 +432,12 @@ pub trait ServiceEngine: Send + Sync + 'static {
     fn runs_here(&self) -> bool {
         false
     }
+    /// The engine's alive nodes as last seen (a cluster whose nodes come and go), for
+    /// pharos's view of the capacity; None when the engine has no such view (the
+    /// configured capacity stands).
+    fn nodes(&self) -> Option<Vec<pharos_core::Node>> {
+        None
+    }
     /// Whether it resizes running replicas in place when a want's `spec.cpus` changes
     /// (otherwise a service's vCPUs per replica are fixed while it runs).
     fn resizes(&self) -> bool {

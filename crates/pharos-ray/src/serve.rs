@@ -44,6 +44,41 @@ struct App {
     /// Serve's status and message, as last said in an event.
     status: String,
     message: String,
+    /// The node (id, address) of each replica Serve reported last pass.
+    nodes: BTreeMap<String, (String, String)>,
+    /// Replicas gone from Serve whose node still looked alive.
+    gone: Vec<Gone>,
+}
+
+/// A replica gone from Serve, its node, and when it went.
+#[derive(Clone, Debug)]
+struct Gone {
+    replica: String,
+    node_id: String,
+    ip: String,
+    at: Instant,
+}
+
+/// How long a gone replica's node is watched for its death.
+const LOST_WATCH: Duration = Duration::from_secs(60);
+
+/// The node (id, address) of each replica of `app`'s deployment `dep`, as Serve
+/// reports them.
+fn replica_nodes(app: &Value, dep: &str) -> BTreeMap<String, (String, String)> {
+    app["deployments"][dep]["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            Some((
+                r["replica_id"].as_str()?.to_string(),
+                (
+                    r["node_id"].as_str()?.to_string(),
+                    r["node_ip"].as_str().unwrap_or("").to_string(),
+                ),
+            ))
+        })
+        .collect()
 }
 
 pub struct RayServe {
@@ -54,6 +89,32 @@ pub struct RayServe {
     data_dir: PathBuf,
     code_roots: Vec<PathBuf>,
     apps: SyncMutex<BTreeMap<String, App>>,
+    /// The cluster's alive nodes as last read, and when (read every [`NODES_EVERY`]).
+    nodes: SyncMutex<Option<(Instant, Vec<pharos_core::Node>)>>,
+}
+
+/// How often the services loop reads the cluster's nodes.
+const NODES_EVERY: Duration = Duration::from_secs(5);
+
+/// A Ray node as pharos's capacity sees it: its CPUs, memory and GPUs (of the model its
+/// `accelerator_type:<model>` resource names, else `gpu`).
+fn as_node(n: &crate::client::RayNode) -> pharos_core::Node {
+    let mut gpus = BTreeMap::new();
+    let count = n.resource("GPU").floor().max(0.0) as u32;
+    if count > 0 {
+        let model = n
+            .resources
+            .keys()
+            .find_map(|k| k.strip_prefix("accelerator_type:"))
+            .unwrap_or("gpu");
+        gpus.insert(model.to_string(), count);
+    }
+    pharos_core::Node {
+        name: n.ip.clone(),
+        cpus: n.resource("CPU"),
+        memory_bytes: n.resource("memory").max(0.0) as u64,
+        gpus,
+    }
 }
 
 impl RayServe {
@@ -66,6 +127,7 @@ impl RayServe {
             data_dir: data_dir.to_path_buf(),
             code_roots: ray.code_roots.clone(),
             apps: SyncMutex::new(BTreeMap::new()),
+            nodes: SyncMutex::new(None),
         }
     }
 
@@ -125,7 +187,10 @@ fn phase_of(state: &str) -> Option<Phase> {
     }
 }
 
-/// Serve's HTTP options from the proxy URL pharos's routers use.
+/// Serve's HTTP options from the proxy URL pharos's routers use. Serve runs a proxy on
+/// every node with the same options: a loopback URL keeps them on loopback (a cluster
+/// on the server's machine); any other address has them listen on every interface,
+/// since a node cannot bind another node's address.
 fn http_options(serve_url: &str) -> Value {
     let hostport = serve_url
         .trim_start_matches("http://")
@@ -136,6 +201,12 @@ fn http_options(serve_url: &str) -> Value {
         Some((h, p)) => (h, p.parse::<u16>().unwrap_or(8000)),
         None => (hostport, 80),
     };
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    let host = if loopback { host } else { "0.0.0.0" };
     json!({ "host": host, "port": port })
 }
 
@@ -187,7 +258,17 @@ impl ServiceEngine for RayServe {
     }
 
     fn sync<'a>(&'a self, wants: &'a [Want]) -> BoxFuture<'a, Result<Vec<Report>, String>> {
-        Box::pin(self.sync_all(wants))
+        Box::pin(async move {
+            self.read_nodes().await;
+            self.sync_all(wants).await
+        })
+    }
+
+    fn nodes(&self) -> Option<Vec<pharos_core::Node>> {
+        self.nodes
+            .lock_or_recover()
+            .as_ref()
+            .map(|(_, n)| n.clone())
     }
 }
 
@@ -213,6 +294,26 @@ struct Deployed {
 }
 
 impl RayServe {
+    /// Reads the cluster's alive nodes when the last read is [`NODES_EVERY`] old; a
+    /// failed read keeps the last (Ray's own unavailability is said by the pass).
+    async fn read_nodes(&self) {
+        let due = self
+            .nodes
+            .lock_or_recover()
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= NODES_EVERY);
+        if !due {
+            return;
+        }
+        match self.client.nodes().await {
+            Ok(nodes) => {
+                let alive = nodes.iter().filter(|n| n.alive).map(as_node).collect();
+                *self.nodes.lock_or_recover() = Some((Instant::now(), alive));
+            }
+            Err(e) => warn!("reading the Ray cluster's nodes: {e}"),
+        }
+    }
+
     async fn sync_all(&self, wants: &[Want]) -> Result<Vec<Report>, String> {
         // Forget what no service is any more.
         self.apps()
@@ -232,6 +333,7 @@ impl RayServe {
         // A copy (the lock is not held across the calls to Ray below), read by reference.
         let mem = self.apps().clone();
         let plan = plan(&ray_wants, apps, &mem);
+        let (lost, mut still_gone) = self.lost_replicas(&ray_wants, apps, &mem).await;
         let deployed = if plan.need_put {
             self.deploy(wants, &plan, apps, &mem).await?
         } else {
@@ -243,7 +345,21 @@ impl RayServe {
         let mut mem = self.apps();
         for w in ray_wants {
             let a = mem.entry(w.name.clone()).or_default();
-            let r = self.report(w, a, apps, &plan, &deployed, package_errors.get(&w.name));
+            let mut r = self.report(w, a, apps, &plan, &deployed, package_errors.get(&w.name));
+            let dep = w
+                .spec
+                .ray
+                .as_ref()
+                .map(|x| x.deployment.as_str())
+                .unwrap_or("");
+            a.nodes = apps
+                .get(&w.name)
+                .map(|x| replica_nodes(x, dep))
+                .unwrap_or_default();
+            a.gone = still_gone.remove(&w.name).unwrap_or_default();
+            for m in lost.get(&w.name).into_iter().flatten() {
+                r.events.push(("replica-lost", m.clone()));
+            }
             if w.deleting && !r.present {
                 // Gone from Serve: a service applied again under this name starts
                 // clean (its code uploaded anew, nothing held back).
@@ -255,6 +371,64 @@ impl RayServe {
             mem.remove(&name);
         }
         Ok(reports)
+    }
+
+    /// For each service, what to say of replicas gone since the last pass whose node
+    /// Ray reports dead (or no longer lists), and the gone replicas whose node still
+    /// looks alive (Serve may notice a dead replica before Ray declares its node dead:
+    /// they are looked at again for [`LOST_WATCH`]). The nodes are read only while
+    /// there is such a replica; a failed read says nothing now (the replicas are
+    /// replaced either way).
+    async fn lost_replicas(
+        &self,
+        wants: &[&Want],
+        apps: &serde_json::Map<String, Value>,
+        mem: &BTreeMap<String, App>,
+    ) -> (BTreeMap<String, Vec<String>>, BTreeMap<String, Vec<Gone>>) {
+        let mut gone: BTreeMap<String, Vec<Gone>> = BTreeMap::new();
+        for w in wants {
+            let (Some(a), Some(r)) = (mem.get(&w.name), &w.spec.ray) else {
+                continue;
+            };
+            let list = gone.entry(w.name.clone()).or_default();
+            list.extend(a.gone.iter().cloned());
+            let now = apps
+                .get(&w.name)
+                .map(|app| replica_nodes(app, &r.deployment))
+                .unwrap_or_default();
+            for (id, (node_id, ip)) in &a.nodes {
+                if !now.contains_key(id) {
+                    list.push(Gone {
+                        replica: id.clone(),
+                        node_id: node_id.clone(),
+                        ip: ip.clone(),
+                        at: Instant::now(),
+                    });
+                }
+            }
+        }
+        gone.retain(|_, l| !l.is_empty());
+        let mut said: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if gone.is_empty() {
+            return (said, gone);
+        }
+        let Ok(nodes) = self.client.nodes().await else {
+            return (said, gone);
+        };
+        for (name, list) in gone.iter_mut() {
+            list.retain(|g| {
+                if nodes.iter().any(|n| n.id == g.node_id && n.alive) {
+                    return g.at.elapsed() < LOST_WATCH;
+                }
+                let short: String = g.node_id.chars().take(12).collect();
+                said.entry(name.clone()).or_default().push(format!(
+                    "replica {} was lost with its node {} ({short}); Serve starts another on the nodes left",
+                    g.replica, g.ip
+                ));
+                false
+            });
+        }
+        (said, gone)
     }
 
     /// Uploads the code of new applications; a service whose code cannot be sent waits
@@ -563,6 +737,11 @@ mod tests {
         assert_eq!(
             http_options("http://127.0.0.1:8000"),
             json!({"host": "127.0.0.1", "port": 8000})
+        );
+        // A proxy on every node of a multi-host cluster: each listens on all interfaces.
+        assert_eq!(
+            http_options("http://10.1.2.3:8001/"),
+            json!({"host": "0.0.0.0", "port": 8001})
         );
         // What Serve reports back (floats, its replica count) is the same application;
         // another working_dir is not.

@@ -183,6 +183,9 @@ pub struct Services {
     training_cpus_bits: std::sync::atomic::AtomicU64,
     /// The services loop's latest periods (pass start to pass start), seconds.
     periods: std::sync::Mutex<std::collections::VecDeque<f64>>,
+    /// The engine's alive nodes as last reported (an engine with a view of its
+    /// cluster's nodes: Ray), by name.
+    cluster: std::sync::Mutex<Option<BTreeMap<String, pharos_core::Node>>>,
 }
 
 /// Loop periods kept for their percentiles.
@@ -255,6 +258,7 @@ impl Services {
             }),
             held_now: std::sync::Mutex::new(Vec::new()),
             training_cpus_bits: std::sync::atomic::AtomicU64::new(0),
+            cluster: std::sync::Mutex::new(None),
             periods: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
@@ -727,7 +731,42 @@ impl Services {
 
     /// What training jobs leave of the capacity.
     pub(crate) fn capacity_left(&self, state: &AppState) -> f64 {
-        state.config.capacity.cpus - self.training_cpus()
+        self.capacity_cpus(state) - self.training_cpus()
+    }
+
+    /// The vCPUs pharos gives out now: `capacity.cpus`, or what the engine's alive
+    /// nodes have when that is less (nodes of a cluster come and go).
+    pub fn capacity_cpus(&self, state: &AppState) -> f64 {
+        let configured = state.config.capacity.cpus;
+        match &*self.cluster.lock_or_recover() {
+            Some(nodes) => configured.min(nodes.values().map(|n| n.cpus).sum()),
+            None => configured,
+        }
+    }
+
+    /// Takes the engine's alive nodes; nodes that joined or left are logged.
+    pub(crate) fn set_cluster(&self, nodes: Vec<pharos_core::Node>) {
+        let now: BTreeMap<String, pharos_core::Node> =
+            nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
+        let mut g = self.cluster.lock_or_recover();
+        if let Some(before) = g.as_ref() {
+            let total: f64 = now.values().map(|n| n.cpus).sum();
+            for name in before.keys().filter(|k| !now.contains_key(*k)) {
+                warn!(
+                    node = name,
+                    "a node of the cluster left; {total} vCPUs on {} node(s) now",
+                    now.len()
+                );
+            }
+            for name in now.keys().filter(|k| !before.contains_key(*k)) {
+                tracing::info!(
+                    node = name,
+                    "a node joined the cluster; {total} vCPUs on {} node(s) now",
+                    now.len()
+                );
+            }
+        }
+        *g = Some(now);
     }
 
     /// Creates or updates a service. Errors: (status code, message).
@@ -1266,7 +1305,7 @@ async fn load(state: &AppState) -> anyhow::Result<()> {
 /// Notes each service whose target wants replicas the capacity has no room for (an
 /// event when that begins); a crash loop or a back-off is not a lack of room.
 fn note_unschedulable(state: &AppState, g: &mut Inner, events: &mut Events) {
-    let capacity = state.config.capacity.cpus;
+    let capacity = state.services.capacity_cpus(state);
     let training = state.services.training_cpus();
     let services = held(g);
     let free = capacity - training - services;

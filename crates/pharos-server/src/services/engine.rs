@@ -64,6 +64,9 @@ pub(super) async fn sync(state: &AppState, engine: &dyn ServiceEngine, events: &
             .collect()
     };
     let result = engine.sync(&wants).await;
+    if let Some(nodes) = engine.nodes() {
+        services.set_cluster(nodes);
+    }
     let seen = Instant::now();
     let mut g = services.inner.lock().await;
     let reports = match result {

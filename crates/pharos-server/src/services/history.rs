@@ -81,7 +81,7 @@ impl Services {
         h.last_ms = Some(now);
         h.cluster.push_back(ClusterPoint {
             t_ms: now,
-            capacity_cpus: state.config.capacity.cpus,
+            capacity_cpus: state.services.capacity_cpus(state),
             inference_cpus: inference,
             training_cpus: training,
         });
