@@ -44,9 +44,18 @@ fn answer(fake: &Mutex<Fake>, method: &str, path: &str, body: &[u8]) -> (u16, Va
     let mut f = fake.lock().unwrap();
     f.calls.push(format!("{method} {path}"));
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let path = path.split('?').next().unwrap_or("");
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, parts.as_slice()) {
         ("GET", ["api", "version"]) => (200, json!({"ray_version": "fake"})),
+        // One node, the head on loopback.
+        ("GET", ["api", "v0", "nodes"]) => (
+            200,
+            json!({"result": true, "data": {"result": {"total": 1, "result": [{
+                "node_id": "f00d", "node_ip": "127.0.0.1", "is_head_node": true,
+                "state": "ALIVE", "resources_total": {"CPU": 4.0, "node:127.0.0.1": 1.0},
+            }]}}}),
+        ),
         ("GET", ["api", "packages", ..]) => (404, json!("no such package")),
         ("PUT", ["api", "packages", ..]) => (200, Value::Null),
         ("POST", ["api", "jobs"]) => {

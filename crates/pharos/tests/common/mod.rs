@@ -503,11 +503,14 @@ impl Load {
                         .build()
                         .into();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        match agent.get(&url).call() {
-                            Ok(r) if r.status().is_success() => {
-                                ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                            }
-                            _ => {
+                        // The whole answer is read, as a client does (the router counts
+                        // a request whose client left before its end as failed).
+                        let answered = agent.get(&url).call().is_ok_and(|mut r| {
+                            r.status().is_success() && r.body_mut().read_to_vec().is_ok()
+                        });
+                        match answered {
+                            true => ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                            false => {
                                 // The router down (a restart) refuses at once: do not spin.
                                 std::thread::sleep(Duration::from_millis(10));
                                 errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
