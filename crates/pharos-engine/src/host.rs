@@ -2,21 +2,51 @@
 //! write, a free port, the installation's id, the retry back-off, and a lock that
 //! outlives a panic.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-/// Writes `path` through a synced temporary file and a rename: never half a file.
+/// Writes `path` through a synced temporary file and a rename: never half a file. The
+/// temporary file is made new (whatever was at its name removed first, and never
+/// opened through a link), so a directory a learner can also write (a job's, mounted
+/// into its pods) cannot turn the write into one of another file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     {
-        let mut f = File::create(&tmp)?;
+        // O_CREAT|O_EXCL: fails on anything at the name, a link included.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
     fs::rename(&tmp, path)
+}
+
+/// Reads `path` only if it is a regular file itself (not through a link), at most
+/// `limit` bytes of it; None when it is missing, a link or anything else.
+pub fn read_own_file(path: &Path, limit: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut out = Vec::new();
+    f.take(limit).read_to_end(&mut out).ok()?;
+    Some(out)
 }
 
 /// The id of the installation whose data lives in `data_dir`: 8 random hex digits made

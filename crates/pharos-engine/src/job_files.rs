@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::host::write_atomic;
@@ -95,15 +96,23 @@ pub const HOST_VARIABLES: [&str; 8] = [
 /// touched, so that the next copy waits its second ([`log_copy_due`]).
 pub fn store_log_copy(job: &JobRun, learner: u32, logs: &[u8]) -> Result<(), BackendError> {
     let path = job.paths.log_file(learner);
-    let old = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    // Only a regular file of its own counts (a learner that can write the job's
+    // directory may put a link there): anything else is replaced.
+    let own = |p: &Path| {
+        fs::symlink_metadata(p)
+            .ok()
+            .filter(|m| m.file_type().is_file())
+            .map(|m| m.len())
+    };
+    let old = own(&path).unwrap_or(0);
     let dir = job
         .paths
         .state
         .join(format!("attempt-{}", job.attempt))
         .join(format!("learner-{learner}"));
     let start_file = dir.join(crate::training::LOG_START);
-    let start = match fs::read_to_string(&start_file)
-        .ok()
+    let start = match crate::host::read_own_file(&start_file, 64)
+        .and_then(|t| String::from_utf8(t).ok())
         .and_then(|t| t.trim().parse::<u64>().ok())
     {
         Some(s) => s.min(old),
@@ -116,9 +125,7 @@ pub fn store_log_copy(job: &JobRun, learner: u32, logs: &[u8]) -> Result<(), Bac
     };
     if start + logs.len() as u64 != old {
         let mut text = if start > 0 {
-            let mut earlier = fs::read(&path).map_err(|e| BackendError::io(path.display(), e))?;
-            earlier.truncate(start as usize);
-            earlier
+            crate::host::read_own_file(&path, start).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -127,6 +134,7 @@ pub fn store_log_copy(job: &JobRun, learner: u32, logs: &[u8]) -> Result<(), Bac
     } else {
         let _ = fs::File::options()
             .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .and_then(|f| f.set_modified(std::time::SystemTime::now()));
     }
@@ -245,5 +253,26 @@ mod tests {
         let text = fs::read_to_string(a2.paths.log_file(1)).unwrap();
         assert_eq!(text, "step=1\nstep=2\nresumed\nstep=3\n");
         assert_eq!(a2.paths.attempt_starts(1), vec![(1, 0), (2, 14)]);
+    }
+
+    #[test]
+    fn a_log_a_learner_turned_into_a_link_is_replaced_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let secret = d.path().join("secret");
+        fs::write(&secret, "the server's token").unwrap();
+        let a2 = run(d.path(), 2);
+        make_job_dirs(&a2).unwrap();
+        let log = a2.paths.log_file(1);
+        std::os::unix::fs::symlink(&secret, &log).unwrap();
+        // And a start offset that would take the linked file's bytes, and a link at
+        // the temporary file's name.
+        let dir = a2.paths.state.join("attempt-2/learner-1");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(crate::training::LOG_START), "100").unwrap();
+        std::os::unix::fs::symlink(&secret, log.with_extension("tmp")).unwrap();
+        store_log_copy(&a2, 1, b"mine\n").unwrap();
+        assert_eq!(fs::read_to_string(&log).unwrap(), "mine\n");
+        assert!(!fs::symlink_metadata(&log).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read_to_string(&secret).unwrap(), "the server's token");
     }
 }
