@@ -755,8 +755,11 @@ impl Backend for KubeBackend {
             return Ok(());
         };
         let name = self.job_name(job);
-        // Copy what the learners wrote before their pods go.
-        if let Ok(pods) = self.learner_pods(&j) {
+        // Copy what the learners wrote before their pods go (only this attempt's: an
+        // earlier attempt's pods would be taken for this one's log).
+        if attempt_of(&j) == Some(job.attempt)
+            && let Ok(pods) = self.learner_pods(&j)
+        {
             self.mirror_all(job, &pods);
         }
         if !suspended(&j) && finished(&j).is_none() {
@@ -783,6 +786,7 @@ impl Backend for KubeBackend {
 
     fn store_results(&self, job: &JobRun, outcome: &str) -> Result<(), BackendError> {
         if let Ok(Some(j)) = self.cached_job(job)
+            && attempt_of(&j) == Some(job.attempt)
             && let Ok(pods) = self.learner_pods(&j)
         {
             self.mirror_all(job, &pods);
