@@ -198,6 +198,11 @@ impl RayConfig {
         }
         let p = std::path::Path::new(s);
         anyhow::ensure!(
+            !p.components()
+                .any(|c| matches!(c, std::path::Component::ParentDir)),
+            "ray.storage: {s:?} may not contain `..`"
+        );
+        anyhow::ensure!(
             p.is_absolute(),
             "ray.storage: {s:?} must be an absolute path (mounted at the same place on every node) or a URL"
         );

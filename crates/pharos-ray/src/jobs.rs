@@ -206,18 +206,30 @@ impl RayBackend {
             .state
             .join(format!("attempt-{}", job.attempt))
             .join("nodes.json");
+        // A read of the nodes that fails is retried later, whatever Ray said.
+        let nodes = self
+            .nodes(Duration::ZERO)
+            .map_err(|e| BackendError::transient(format!("reading the cluster's nodes: {e}")))?;
         if let Ok(text) = fs::read_to_string(&file)
-            && let Ok(nodes) = serde_json::from_str::<Vec<(String, String)>>(&text)
-            && nodes.len() == job.manifest.learners as usize
+            && let Ok(kept) = serde_json::from_str::<Vec<(String, String)>>(&text)
+            && kept.len() == job.manifest.learners as usize
         {
-            return Ok(nodes);
+            // Kept once a learner went to them; before that, laid again if one of
+            // them died meanwhile.
+            let any_submitted = (1..=job.manifest.learners).any(|l| Self::submitted(job, l));
+            let all_alive = kept
+                .iter()
+                .all(|(id, _)| nodes.iter().any(|n| &n.id == id && n.alive));
+            if any_submitted || all_alive {
+                return Ok(kept);
+            }
         }
-        let nodes = self.nodes(Duration::ZERO).map_err(err)?;
-        let chosen = place_gang(&nodes, &job.manifest).map_err(BackendError::waiting)?;
+        let chosen = place_gang(&nodes, &job.manifest, job.id).map_err(BackendError::waiting)?;
         let dir = file.parent().expect("an attempt directory");
         fs::create_dir_all(dir).map_err(|e| BackendError::io(dir.display(), e))?;
         let text = serde_json::to_string(&chosen).unwrap_or_default();
-        fs::write(&file, text).map_err(|e| BackendError::io(file.display(), e))?;
+        pharos_engine::host::write_atomic(&file, text.as_bytes())
+            .map_err(|e| BackendError::io(file.display(), e))?;
         Ok(chosen)
     }
 
@@ -235,23 +247,33 @@ const LOST_NODE: &str = "lost-node";
 impl RayBackend {
     /// "node <ip> (<id>) was lost" when `learner`'s pinned node is dead or no longer
     /// listed by Ray.
-    fn lost_node(&self, job: &JobRun, learner: u32) -> Result<Option<String>, BackendError> {
-        let Some((id, ip)) = Self::pinned(job, learner) else {
-            return Ok(None);
+    /// A failed read of the nodes skips the check (the statuses still come back; Ray
+    /// itself fails a learner whose node died, later).
+    fn lost_node(&self, job: &JobRun, learner: u32) -> Option<String> {
+        let (id, ip) = Self::pinned(job, learner)?;
+        let nodes = match self.nodes(NODES_TTL) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(job = job.id, "reading the cluster's nodes: {e}");
+                return None;
+            }
         };
-        let nodes = self.nodes(NODES_TTL).map_err(err)?;
         let alive = nodes.iter().any(|n| n.id == id && n.alive);
-        Ok((!alive).then(|| {
+        (!alive).then(|| {
             let short: String = id.chars().take(12).collect();
             format!("its node {ip} ({short}) was lost")
-        }))
+        })
     }
 }
 
 /// Each learner's node (id, address) for `m`'s gang over the alive `nodes`, learner 1
 /// first, or why the gang does not fit them. Nodes are taken in a fixed order (most
 /// learners they hold, then address), so the same cluster gives the same answer.
-pub fn place_gang(nodes: &[RayNode], m: &Manifest) -> Result<Vec<(String, String)>, String> {
+pub fn place_gang(
+    nodes: &[RayNode],
+    m: &Manifest,
+    job: i64,
+) -> Result<Vec<(String, String)>, String> {
     let mut need: BTreeMap<String, f64> = BTreeMap::new();
     need.insert("CPU".into(), m.cpus);
     if m.gpus > 0 {
@@ -291,6 +313,12 @@ pub fn place_gang(nodes: &[RayNode], m: &Manifest) -> Result<Vec<(String, String
             .then_with(|| a.0.ip.cmp(&b.0.ip))
             .then_with(|| a.0.id.cmp(&b.0.id))
     });
+    // Nodes that hold as many learners take turns by job (the totals say nothing of
+    // what runs on them now): gangs of the same size start on different nodes.
+    let ties = fit.iter().take_while(|x| x.1 == fit[0].1).count();
+    if ties > 1 {
+        fit[..ties].rotate_left(job.rem_euclid(ties as i64) as usize);
+    }
     let wanted = m.learners as usize;
     let what = need
         .iter()
@@ -437,8 +465,10 @@ impl Backend for RayBackend {
                 None => LearnerStatus::Lost,
                 Some(v) => crate::client::learner_status(&v),
             };
-            if !status.succeeded()
-                && let Some(lost) = self.lost_node(job, learner)?
+            // A learner that ended by itself (or was stopped) did not end with its
+            // node, whatever became of the node later.
+            if (status == LearnerStatus::Running || status == LearnerStatus::Lost)
+                && let Some(lost) = self.lost_node(job, learner)
             {
                 let dir = Self::learner_dir(job, learner);
                 if !dir.join(LOST_NODE).exists() {
@@ -460,16 +490,13 @@ impl Backend for RayBackend {
             let node_lost = dir.join(LOST_NODE).exists();
             if status.ended() && status != LearnerStatus::Lost {
                 if !final_copy.exists() {
+                    // The last lines (a traceback) are wanted before the attempt is left:
+                    // Ray failing to serve them now is asked again (the poll is retried).
                     match node_lost {
                         true => Ok(()),
                         false => self.mirror_logs(job, learner, &id),
-                    }
-                    .map(|()| {
-                        let _ = fs::write(&final_copy, b"");
-                    })
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(job = job.id, learner, "copying Ray's log: {e}")
-                    });
+                    }?;
+                    let _ = fs::write(&final_copy, b"");
                 }
             } else if status == LearnerStatus::Running
                 && !node_lost
@@ -510,12 +537,17 @@ impl Backend for RayBackend {
     }
 
     fn remove(&self, job: &JobRun) -> Result<(), BackendError> {
-        // The job's files first: they go whatever Ray says.
+        // The job's files first: they go whatever Ray says; each removal is tried (the
+        // storage's files are the learners', which may refuse), the first error said
+        // at the end.
+        let mut first_error = None;
         for dir in std::iter::once(job.paths.root.clone()).chain(self.storage_dir(job)) {
             match fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(BackendError::io(dir.display(), e)),
+                Err(e) => {
+                    first_error.get_or_insert(BackendError::io(dir.display(), e));
+                }
             }
         }
         // Then Ray's record of every attempt's drivers (they have ended: a job is
@@ -532,11 +564,15 @@ impl Backend for RayBackend {
                 }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     fn failure_detail(&self, job: &JobRun, learner: u32) -> Option<String> {
-        fs::read_to_string(Self::learner_dir(job, learner).join(LOST_NODE)).ok()
+        let bytes = pharos_engine::host::read_own_file(
+            &Self::learner_dir(job, learner).join(LOST_NODE),
+            512,
+        )?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 
@@ -579,7 +615,7 @@ mod tests {
             node("c", "10.0.0.4", false, 8.0, &[]),
         ];
         let m = manifest(2, 1.0, Some(LearnerPlacement::Spread));
-        let p = place_gang(&nodes, &m).unwrap();
+        let p = place_gang(&nodes, &m, 0).unwrap();
         // The node holding most learners first; never the dead one.
         assert_eq!(
             p,
@@ -588,13 +624,15 @@ mod tests {
                 ("a".to_string(), "10.0.0.2".to_string())
             ]
         );
-        let e = place_gang(&nodes, &manifest(3, 1.0, Some(LearnerPlacement::Spread))).unwrap_err();
+        let e =
+            place_gang(&nodes, &manifest(3, 1.0, Some(LearnerPlacement::Spread)), 0).unwrap_err();
         assert!(
             e.contains("3 nodes") && e.contains("2 of the 2 alive"),
             "{e}"
         );
         // A node too small for one learner does not count.
-        let e = place_gang(&nodes, &manifest(2, 3.0, Some(LearnerPlacement::Spread))).unwrap_err();
+        let e =
+            place_gang(&nodes, &manifest(2, 3.0, Some(LearnerPlacement::Spread)), 0).unwrap_err();
         assert!(e.contains("1 of the 2 alive"), "{e}");
     }
 
@@ -606,15 +644,37 @@ mod tests {
         ];
         let ips = |p: Vec<(String, String)>| p.into_iter().map(|x| x.1).collect::<Vec<_>>();
         assert_eq!(
-            ips(place_gang(&nodes, &manifest(2, 1.0, None)).unwrap()),
+            ips(place_gang(&nodes, &manifest(2, 1.0, None), 0).unwrap()),
             ["10.0.0.3", "10.0.0.3"]
         );
         assert_eq!(
-            ips(place_gang(&nodes, &manifest(4, 1.0, None)).unwrap()),
+            ips(place_gang(&nodes, &manifest(4, 1.0, None), 0).unwrap()),
             ["10.0.0.3", "10.0.0.3", "10.0.0.3", "10.0.0.2"]
         );
-        let e = place_gang(&nodes, &manifest(6, 1.0, None)).unwrap_err();
+        let e = place_gang(&nodes, &manifest(6, 1.0, None), 0).unwrap_err();
         assert!(e.contains("hold 5"), "{e}");
+    }
+
+    #[test]
+    fn gangs_take_turns_over_nodes_of_the_same_size() {
+        let nodes = [
+            node("a", "10.0.0.2", true, 4.0, &[]),
+            node("b", "10.0.0.3", true, 4.0, &[]),
+            node("c", "10.0.0.4", true, 2.0, &[]),
+        ];
+        let first = |job| {
+            place_gang(&nodes, &manifest(2, 2.0, None), job).unwrap()[0]
+                .0
+                .clone()
+        };
+        assert_eq!(
+            (first(0), first(1), first(2)),
+            ("a".into(), "b".into(), "a".into())
+        );
+        // The smaller node comes after both, whoever's turn it is.
+        let p = place_gang(&nodes, &manifest(3, 2.0, Some(LearnerPlacement::Spread)), 1).unwrap();
+        let ids: Vec<_> = p.into_iter().map(|x| x.0).collect();
+        assert_eq!(ids, ["b", "a", "c"]);
     }
 
     #[test]
@@ -639,12 +699,12 @@ mod tests {
         let mut m = manifest(2, 1.0, Some(LearnerPlacement::Pack));
         m.gpus = 1;
         m.gpu_type = Some("A100".into());
-        let p = place_gang(&nodes, &m).unwrap();
+        let p = place_gang(&nodes, &m, 0).unwrap();
         assert!(p.iter().all(|x| x.0 == "b"), "{p:?}");
         m.gpus = 2;
-        assert!(place_gang(&nodes, &m).is_err());
+        assert!(place_gang(&nodes, &m, 0).is_err());
         m.gpu_type = None;
-        let p = place_gang(&nodes, &m).unwrap();
+        let p = place_gang(&nodes, &m, 0).unwrap();
         assert!(p.iter().all(|x| x.0 == "a"), "{p:?}");
     }
 }

@@ -201,12 +201,13 @@ fn http_options(serve_url: &str) -> Value {
         Some((h, p)) => (h, p.parse::<u16>().unwrap_or(8000)),
         None => (hostport, 80),
     };
-    let loopback = host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|a| a.is_loopback());
-    let host = if loopback { host } else { "0.0.0.0" };
+    let ip = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>();
+    let host = match ip {
+        _ if host == "localhost" => host,
+        Ok(a) if a.is_loopback() => host,
+        Ok(std::net::IpAddr::V6(_)) => "::",
+        _ => "0.0.0.0",
+    };
     json!({ "host": host, "port": port })
 }
 
@@ -742,6 +743,10 @@ mod tests {
         assert_eq!(
             http_options("http://10.1.2.3:8001/"),
             json!({"host": "0.0.0.0", "port": 8001})
+        );
+        assert_eq!(
+            http_options("http://[fd00::2]:8000"),
+            json!({"host": "::", "port": 8000})
         );
         // What Serve reports back (floats, its replica count) is the same application;
         // another working_dir is not.

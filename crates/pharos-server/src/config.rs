@@ -579,6 +579,7 @@ mod tests {
                 Some("overlaps the server's data directory"),
             ),
             ("/srv", Some("overlaps the server's data directory")),
+            ("/mnt/../srv/pharos", Some("may not contain `..`")),
             ("://x", Some("is not a URL")),
             ("s3://a b", Some("without spaces")),
         ] {
