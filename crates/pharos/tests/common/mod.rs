@@ -541,6 +541,20 @@ impl Load {
     }
 }
 
+/// Checks a service's router counters (`v`: its status, once idle) against what the
+/// load's clients saw: every arrival completed, dropped or failed, and each client's
+/// answer counted as the router counted it.
+pub fn assert_counted(v: &Value, answered: u64, errors: u64) {
+    let n = |k: &str| v["counters"][k].as_u64().unwrap_or(0);
+    assert_eq!(
+        n("arrivals"),
+        n("completed") + n("dropped") + n("failed"),
+        "{v}"
+    );
+    assert_eq!(answered, n("completed"), "{v}");
+    assert_eq!(errors, n("dropped") + n("failed"), "{v}");
+}
+
 /// The router process of `service` under `data`: its pid, found by its command line.
 pub fn router_pid(data: &std::path::Path, service: &str) -> Option<u32> {
     let socket = data.join(format!("services/{service}/router.sock"));
