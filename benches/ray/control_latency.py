@@ -16,6 +16,11 @@ on Ray; pharos-replica at the same 20 ms per request locally). Then:
   how fast the replicas turned out: each calibrates its work at start).
 Every raise is one value of the service's `control_latency_s`, measured by the server
 from the target change to enough replicas taking traffic through the router.
+
+With --multihost (root, `ip` and `unshare`), a third backend: a two-host Ray cluster
+built as crates/pharos/tests/ray_multihost.rs builds it - a head and a worker, each in a
+network namespace of its own (own address on a bridge, private /tmp), with token
+authentication - and the server in the host's namespace.
 Writes OUT/control-latency.json and OUT/control-latency.md.
 """
 
@@ -87,13 +92,85 @@ def spec_with(text, lo, hi):
     return "\n".join(out) + "\n"
 
 
+def sh(*args):
+    subprocess.run(list(args), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+class NetnsCluster:
+    """A Ray head and worker in network namespaces of their own, on a bridge."""
+
+    def __init__(self, ray_bin, work, r):
+        pid = os.getpid()
+        # Names of their own each round (a namespace deleted a moment ago may still hold
+        # its links).
+        self.bridge = f"phc{pid % 10000}r{r}"
+        self.prefix = f"10.{200 + pid % 50}.{(pid // 50 + r) % 250}"
+        self.ns = [f"pharos-bench-{pid}-{r}-{n}" for n in ("head", "worker")]
+        self.token = os.urandom(32).hex()
+        self.children = []
+        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        sh("ip", "addr", "add", f"{self.prefix}.1/24", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
+        for i, ns in enumerate(self.ns):
+            veth = f"phc{pid % 10000}r{r}v{i}"
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            sh("ip", "link", "set", veth, "master", self.bridge, "up")
+            for args in (["link", "set", "lo", "up"],
+                         ["addr", "add", f"{self.ip(i)}/24", "dev", "eth0"],
+                         ["link", "set", "eth0", "up"]):
+                sh("ip", "netns", "exec", ns, "ip", *args)
+        env = dict(os.environ, PATH=f"{ray_bin}:{os.environ['PATH']}", RAY_AUTH_MODE="token",
+                   RAY_AUTH_TOKEN=self.token)
+        for i, ns in enumerate(self.ns):
+            cmd = (f"{ray_bin}/ray start --node-ip-address {self.ip(i)} --num-cpus 4 "
+                   "--disable-usage-stats --block ")
+            cmd += ("--head --port 6379 --dashboard-host 0.0.0.0 --dashboard-port 8265"
+                    if i == 0 else f"--address {self.ip(0)}:6379")
+            log = open(os.path.join(work, f"netns-{r}-{i}.log"), "w")
+            self.children.append(subprocess.Popen(
+                ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
+                 "sh", "-c", f"mount -t tmpfs tmpfs /tmp && exec {cmd}"],
+                env=env, stdout=log, stderr=log))
+            wait(f"{i + 1} Ray node(s)", lambda: len(self.alive()) == i + 1, 120)
+
+    def ip(self, i):
+        return f"{self.prefix}.{i + 2}"
+
+    def alive(self):
+        v = get(f"http://{self.ip(0)}:8265/api/v0/nodes?limit=100", self.token)
+        return [n for n in v["data"]["result"]["result"] if n["state"] == "ALIVE"]
+
+    def stop(self):
+        for ns in self.ns:
+            out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+            for p in out.stdout.split():
+                try:
+                    os.kill(int(p), 9)
+                except (ProcessLookupError, ValueError):
+                    pass
+        for c in self.children:
+            c.wait()
+        for ns in self.ns:
+            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+        subprocess.run(["ip", "link", "del", self.bridge], stderr=subprocess.DEVNULL)
+
+
 def run_round(backend, ray_bin, work, r):
     port = free_port()
     data = os.path.join(work, f"{backend}-{r}-data")
     cfg = os.path.join(work, f"{backend}.yaml")
     env = dict(os.environ, PHAROS_ADMIN_TOKEN=TOKEN)
     head = None
+    cluster = None
     extra = "capacity: {cpus: 4}\n"
+    if backend == "ray-multihost":
+        cluster = NetnsCluster(ray_bin, work, r)
+        token_file = os.path.join(work, "ray-token")
+        with open(token_file, "w") as f:
+            f.write(cluster.token)
+        extra += (f"backend: ray\nray: {{address: 'http://{cluster.ip(0)}:8265', "
+                  f"serve_url: 'http://{cluster.ip(0)}:8000', token_file: '{token_file}'}}\n")
     if backend == "ray":
         gcs, dash, serve = free_port(), free_port(), free_port()
         env_ray = dict(os.environ, PATH=f"{ray_bin}:{os.environ['PATH']}")
@@ -114,7 +191,7 @@ def run_round(backend, ray_bin, work, r):
     try:
         wait("server", lambda: urllib.request.urlopen(base + "/healthz", timeout=2).status == 200, 30)
         cli_env = dict(os.environ, PHAROS_URL=base, PHAROS_TOKEN=TOKEN)
-        if backend == "ray":
+        if backend.startswith("ray"):
             spec = os.path.join(ROOT, "examples", "ray", "model.yaml")
         else:
             spec = os.path.join(work, "local-model.yaml")
@@ -142,6 +219,17 @@ def run_round(backend, ray_bin, work, r):
             wait(f"{n} replicas", lambda: exactly(n), 180)
             time.sleep(1)
         steps = list(get(base + "/v1/services/model")["control_latency_s"]["all"])
+        nodes = None
+        if cluster:
+            d = get(f"http://{cluster.ip(0)}:8265/api/serve/applications/", cluster.token)
+            apply(4, 4)
+            wait("4 replicas", lambda: exactly(4), 180)
+            d = get(f"http://{cluster.ip(0)}:8265/api/serve/applications/", cluster.token)
+            reps = d["applications"]["model"]["deployments"]["Model"]["replicas"]
+            nodes = sorted({x.get("node_ip") for x in reps})
+            apply(1, 1)
+            wait("1 replica", lambda: exactly(1), 180)
+            steps = list(get(base + "/v1/services/model")["control_latency_s"]["all"])
         apply(1, 4)
         v = get(base + "/v1/services/model")
         trace = os.path.join(work, "trace.csv")
@@ -160,6 +248,7 @@ def run_round(backend, ray_bin, work, r):
             "replica_state_age_s": a["replica_state_age_s"],
             "load": json.loads(load.stdout)["summary"],
             "events": get(base + "/v1/services/model/events")["events"],
+            "replica_nodes_at_4": nodes,
         }
     finally:
         server.terminate()
@@ -175,6 +264,8 @@ def run_round(backend, ray_bin, work, r):
                         os.killpg(pid, 9)
                     except ProcessLookupError:
                         pass
+        if cluster:
+            cluster.stop()
         if head:
             subprocess.run([os.path.join(head[0], "ray"), "stop", "--force"], env=head[1],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -192,12 +283,15 @@ def main():
     ap.add_argument("--ray-bin", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--multihost", action="store_true",
+                    help="also a two-host Ray cluster in network namespaces (root)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    results = {"local": [], "ray": []}
+    backends = ("local", "ray", "ray-multihost") if a.multihost else ("local", "ray")
+    results = {b: [] for b in backends}
     with tempfile.TemporaryDirectory() as work:
         for r in range(a.rounds):
-            for backend in ("local", "ray"):
+            for backend in backends:
                 print(f"round {r + 1}: {backend}", flush=True)
                 results[backend].append(run_round(backend, a.ray_bin, work, r))
     out = {b: {"rounds": rs,
@@ -209,15 +303,23 @@ def main():
     lines = [
         "# Control latency: decision to serving, Ray Serve against local replicas",
         "",
-        "`benches/ray/control_latency.py` (the same 20 ms model, policy and load on both; "
-        f"{a.rounds} rounds each). Steps: the target set through the API to 2, 1, 3, 1, 4, 1; "
-        "load: the autoscaler's own scale-ups under 50 requests/s. One value per raise, "
+        "`benches/ray/control_latency.py"
+        + (" --multihost" if a.multihost else "")
+        + "` (the same 20 ms model, policy and load on each; "
+        f"{a.rounds} rounds each). Steps: the target set through the API to 2, 1, 3, 1, 4, 1"
+        + (" (on the two-host cluster then 4, 1 again, its replicas' nodes noted at 4)"
+           if a.multihost else "")
+        + "; load: the autoscaler's own scale-ups under 50 requests/s. One value per raise, "
         "from the target change to the replicas taking traffic through the router.",
+        "",
+        "- local: pharos-replica processes on this machine; ray: a Ray head on loopback; "
+        "ray-multihost: a Ray head and a worker, each in a network namespace of its own "
+        "(own address, private /tmp, token authentication), the server in a third.",
         "",
         "| backend | what | raises | median s | mean s | min s | max s | replica state age at decisions: mean / max s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for b, what in (("local", "steps"), ("ray", "steps"), ("local", "load"), ("ray", "load")):
+    for what, b in [(w, b) for w in ("steps", "load") for b in backends]:
         s = out[b][f"{what}_s"]
         ages = [r["replica_state_age_s"] for r in results[b]]
         n = sum(x["count"] for x in ages)
@@ -231,6 +333,9 @@ def main():
                          f"{s['min']:.3f} | {s['max']:.3f} | {age} |")
         else:
             lines.append(f"| {b} | {what} | 0 | - | - | - | - | {age} |")
+    if a.multihost:
+        seen = [r["replica_nodes_at_4"] for r in results["ray-multihost"]]
+        lines += ["", f"Nodes of the 4 replicas on the two-host cluster, per round: {seen}"]
     with open(os.path.join(a.out, "control-latency.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
