@@ -517,14 +517,7 @@ impl RayHead {
                 &dashboard.to_string(),
             ])
             .args(["--num-cpus", "4", "--disable-usage-stats"])
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
+            .env("PATH", common::path_with(&bin))
             .output()
             .expect("running ray start");
         assert!(
@@ -569,14 +562,7 @@ impl Drop for RayHead {
     fn drop(&mut self) {
         let _ = Command::new(self.bin.join("ray"))
             .args(["stop", "--force"])
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    self.bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
+            .env("PATH", common::path_with(&self.bin))
             .output();
     }
 }

@@ -201,14 +201,7 @@ impl Cluster {
             .arg(format!("mount -t tmpfs tmpfs /tmp && exec {args}"))
             .env("RAY_AUTH_MODE", "token")
             .env("RAY_AUTH_TOKEN", &self.token)
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    self.bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
+            .env("PATH", common::path_with(&self.bin))
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()

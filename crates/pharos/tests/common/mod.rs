@@ -555,6 +555,15 @@ pub fn assert_counted(v: &Value, answered: u64, errors: u64) {
     assert_eq!(errors, n("dropped") + n("failed"), "{v}");
 }
 
+/// `PATH` with `dir` first (where a tool such as `ray` is installed).
+pub fn path_with(dir: &std::path::Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// The router process of `service` under `data`: its pid, found by its command line.
 pub fn router_pid(data: &std::path::Path, service: &str) -> Option<u32> {
     let socket = data.join(format!("services/{service}/router.sock"));
