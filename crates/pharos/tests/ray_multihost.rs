@@ -173,11 +173,29 @@ impl Cluster {
             dir: dir.to_path_buf(),
             children: Vec::new(),
         };
-        c.start_node(HEAD)?;
-        c.wait_nodes(1, 90)?;
-        c.start_node(WORKER)?;
-        c.wait_nodes(2, 90)?;
+        c.join(HEAD)?;
+        c.join(WORKER)?;
         Ok(c)
+    }
+
+    /// Starts node `i` until it is alive, up to three times: a Ray node starting on a
+    /// busy machine sometimes gives up waiting for its own GCS record (its client
+    /// server times out) and exits; a fresh start then succeeds.
+    fn join(&mut self, i: usize) -> Result<(), String> {
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            self.start_node(i)?;
+            match self.wait_nodes(i + 1, 90) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    eprintln!("Ray node {i} did not join (start {attempt} of 3): {e}");
+                    last = e;
+                    self.net.kill_all(i);
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            }
+        }
+        Err(last)
     }
 
     /// `ray start --block` in node `i`'s namespace, with a private /tmp.
@@ -193,7 +211,10 @@ impl Cluster {
         } else {
             args += &format!(" --address {}:6379", self.net.ip(HEAD));
         }
-        let log = std::fs::File::create(self.dir.join(format!("node-{i}.log")))
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node-{i}.log")))
             .map_err(|e| e.to_string())?;
         let child = Command::new("ip")
             .args(["netns", "exec", &self.net.namespaces[i]])
@@ -545,8 +566,7 @@ fn ray_multihost() {
         || s.events(id),
     );
     let mut ray = ray;
-    ray.start_node(WORKER).unwrap();
-    ray.wait_nodes(2, 90).unwrap();
+    ray.join(WORKER).unwrap();
     wait_until(
         60,
         || capacity() == 6.0,
