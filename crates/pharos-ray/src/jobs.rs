@@ -172,26 +172,21 @@ impl RayBackend {
         }
         env.insert("MODEL_DIR".into(), ".".into());
         env.insert("MASTER_ADDR".into(), master_addr.to_string());
-        match &self.storage {
-            Some(RayStorage::Path(_)) => {
-                let base = self.storage_dir(job).expect("a storage path");
-                for (k, sub) in [
-                    ("CHECKPOINT_DIR", "checkpoints"),
-                    ("RESULT_DIR", "results"),
-                    ("DATA_DIR", "data"),
-                ] {
-                    env.insert(k.into(), base.join(sub).display().to_string());
-                }
+        if let Some(base) = self.storage_dir(job) {
+            for (k, sub) in [
+                ("CHECKPOINT_DIR", "checkpoints"),
+                ("RESULT_DIR", "results"),
+                ("DATA_DIR", "data"),
+            ] {
+                env.insert(k.into(), base.join(sub).display().to_string());
             }
-            Some(RayStorage::Url(url)) => {
-                for k in ["CHECKPOINT_DIR", "RESULT_DIR", "DATA_DIR"] {
-                    env.remove(k);
-                }
-                let base = format!("{url}/pharos-{}/jobs/{}", self.installation, job.id);
-                env.insert("CHECKPOINT_URI".into(), format!("{base}/checkpoints"));
-                env.insert("RESULT_URI".into(), format!("{base}/results"));
+        } else if let Some(RayStorage::Url(url)) = &self.storage {
+            for k in ["CHECKPOINT_DIR", "RESULT_DIR", "DATA_DIR"] {
+                env.remove(k);
             }
-            None => {}
+            let base = format!("{url}/pharos-{}/jobs/{}", self.installation, job.id);
+            env.insert("CHECKPOINT_URI".into(), format!("{base}/checkpoints"));
+            env.insert("RESULT_URI".into(), format!("{base}/results"));
         }
         env.into_iter()
             .map(|(k, v)| (k, Value::String(v)))
